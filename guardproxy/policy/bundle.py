@@ -1,0 +1,104 @@
+"""A loaded, checked, compiled policy bundle: what the evaluator runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from guardproxy.action import Provider, Verb
+from guardproxy.policy.cel import Expression
+from guardproxy.policy.matching import Matcher
+from guardproxy.policy.model import (
+    Approval,
+    BundleSpec,
+    FailurePolicy,
+    Mode,
+    Outcome,
+)
+from guardproxy.policy.yamlsource import Position
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    expression: Expression
+
+
+@dataclass(frozen=True)
+class PolicySetScope:
+    """What the rules of one PolicySet share: params and variables."""
+
+    name: str
+    params: dict[str, Any]
+    params_cel: Any
+    variables: tuple[Variable, ...]
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    id: str  # "<set>/<rule>"
+    description: str
+    decision: Outcome
+    mode: Mode
+    mode_locked: bool
+    matcher: Matcher
+    match_conditions: tuple[tuple[str, Expression], ...]
+    condition: Expression | None
+    message: str
+    message_expression: Expression | None
+    approval: Approval | None
+    failure_policy: FailurePolicy
+    exceptions_allowed: bool
+    scope: PolicySetScope
+    source: Position
+
+    @property
+    def restrictive(self) -> bool:
+        return self.decision is not Outcome.ALLOW
+
+
+@dataclass(frozen=True)
+class CompiledException:
+    name: str
+    rules: frozenset[str]
+    matcher: Matcher
+    condition: Expression | None
+    expires: datetime
+    reason: str
+    source: Position
+
+
+@dataclass(frozen=True)
+class Bundle:
+    config: BundleSpec
+    rules: tuple[CompiledRule, ...]
+    exceptions: tuple[CompiledException, ...]
+    digest: str
+    files: tuple[str, ...]
+    index: dict[tuple[Provider, Verb], tuple[CompiledRule, ...]] = field(repr=False)
+
+    @classmethod
+    def build(
+        cls,
+        config: BundleSpec,
+        rules: list[CompiledRule],
+        exceptions: list[CompiledException],
+        digest: str,
+        files: list[str],
+    ) -> Bundle:
+        ordered = tuple(sorted(rules, key=lambda r: r.id))
+        index = {
+            (provider, verb): tuple(
+                r
+                for r in ordered
+                if (r.matcher.providers is None or provider in r.matcher.providers)
+                and (r.matcher.verbs is None or verb in r.matcher.verbs)
+            )
+            for provider in Provider
+            for verb in Verb
+        }
+        return cls(config, ordered, tuple(exceptions), digest, tuple(files), index)
+
+    def rule(self, rule_id: str) -> CompiledRule | None:
+        return next((r for r in self.rules if r.id == rule_id), None)

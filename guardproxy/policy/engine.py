@@ -1,0 +1,455 @@
+"""The evaluator: (action, context, bundle) -> Decision, with no I/O and no clock.
+
+Semantics (order of rules never matters):
+
+* a rule *fires* when its structured ``match``, every ``matchCondition`` and its
+  ``condition`` hold; a false matchCondition skips the rule even if another errored;
+* among enforce-mode rules that fire, deny > hold > allow; if none fires the bundle's
+  ``defaultDecision`` applies, or ``unclassified`` (deny or hold) for an action no
+  recogniser could classify; allow rules apply to unclassified actions only when
+  their ``match.verbs`` names ``unknown`` explicitly;
+* fail closed: a CEL error in a deny or hold rule makes it fire (flagged), an error
+  in an allow rule grants nothing; a non-bool result is an error;
+* audit-mode rules are evaluated and reported, never change the outcome;
+* a firing enforce rule named by an active, matching PolicyException is excepted;
+* several firing holds combine their approval requirements.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from celpy import celtypes
+
+from guardproxy import __version__
+from guardproxy.action import Action
+from guardproxy.context import Context
+from guardproxy.policy import cel
+from guardproxy.policy.bundle import Bundle, CompiledException, CompiledRule, PolicySetScope
+from guardproxy.policy.decision import ApprovalRequirement, AuditFinding, Decision, RuleError
+from guardproxy.policy.model import (
+    Approval,
+    FailurePolicy,
+    Limits,
+    Mode,
+    Outcome,
+    duration_seconds,
+)
+
+ENGINE_VERSION = f"guardproxy-{__version__}/{cel.ENGINE}"
+MESSAGE_LIMIT = 300
+
+
+def input_hash(action: Action, context: Context) -> str:
+    """sha256 of the canonical JSON of the whole decision input."""
+    return _hash_documents(action.model_dump(mode="json"), context.model_dump(mode="json"))
+
+
+def _hash_documents(action: dict[str, Any], context: dict[str, Any]) -> str:
+    canonical = json.dumps(
+        {"action": action, "context": context}, sort_keys=True, separators=(",", ":")
+    )
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def evaluate(bundle: Bundle, action: Action, context: Context) -> Decision:
+    """Decide on ``action``; pure: the same inputs always give the same Decision."""
+    return _Evaluation(bundle, action, context, tracing=False).decide()
+
+
+def explain(bundle: Bundle, action: Action, context: Context) -> tuple[Decision, list[RuleTrace]]:
+    """Decide and also return, per candidate rule, what was evaluated and the values read."""
+    evaluation = _Evaluation(bundle, action, context, tracing=True)
+    decision = evaluation.decide()
+    return decision, evaluation.traces
+
+
+# ---------------------------------------------------------------------------
+# Traces for explain.
+
+
+@dataclass
+class Step:
+    stage: str
+    expression: str
+    result: Any
+    error: str | None
+    values: dict[str, Any]
+
+
+@dataclass
+class RuleTrace:
+    rule: str
+    decision: Outcome
+    mode: Mode
+    matched: bool
+    mismatch: str | None = None
+    steps: list[Step] = field(default_factory=list)
+    fired: bool = False
+    error: bool = False
+    excepted_by: str | None = None
+    skipped: str | None = None
+
+
+# ---------------------------------------------------------------------------
+# One evaluation.
+
+
+@dataclass
+class _RuleResult:
+    rule: CompiledRule
+    fired: bool
+    errors: list[RuleError]
+
+
+class _Evaluation:
+    def __init__(self, bundle: Bundle, action: Action, context: Context, *, tracing: bool) -> None:
+        self.bundle = bundle
+        self.action = action
+        self.context = context
+        self.tracing = tracing
+        self.traces: list[RuleTrace] = []
+        self._documents: tuple[dict[str, Any], dict[str, Any]] | None = None
+        self._capped: dict[str, Any] | None = None
+        self._truncated = False
+        self._variables: dict[str, dict[str, Any]] = {}
+
+    # -- the input, prepared lazily: most reads never touch CEL
+
+    def documents(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        if self._documents is None:
+            self._documents = (
+                self.action.model_dump(mode="json"),
+                self.context.model_dump(mode="json"),
+            )
+        return self._documents
+
+    def capped(self) -> dict[str, Any]:
+        """The roots CEL reads, with lists and strings cut to the bundle's limits."""
+        if self._capped is None:
+            action, context = self.documents()
+            limits = self.bundle.config.limits
+            capped_action, cut_action = _cap(action, limits)
+            capped_session, cut_session = _cap(context["session"], limits)
+            self._truncated = cut_action or cut_session
+            if self._truncated:
+                capped_action["truncated"] = True
+            self._capped = {
+                "action": cel.to_cel(capped_action),
+                "session": cel.to_cel(capped_session),
+                "now": celtypes.TimestampType(self.context.now),
+                "plain": {"action": capped_action, "session": capped_session,
+                          "now": self.context.now.isoformat()},
+            }
+        return self._capped
+
+    def activation(self, expression: cel.Expression, scope: PolicySetScope) -> dict[str, Any]:
+        capped = self.capped()
+        result: dict[str, Any] = {}
+        for root in expression.roots:
+            if root == "params":
+                result["params"] = scope.params_cel
+            elif root == "variables":
+                result["variables"] = self.variables(scope, expression.variables)
+            else:
+                result[root] = capped[root]
+        return result
+
+    def variables(self, scope: PolicySetScope, names: frozenset[str]) -> celtypes.MapType:
+        """Set variables, evaluated once per decision and only when read."""
+        values = self._variables.setdefault(scope.name, {})
+        for variable in scope.variables:
+            if variable.name in values or not self._needed(scope, variable.name, names):
+                continue
+            value, error = cel.evaluate(
+                variable.expression, self.activation(variable.expression, scope)
+            )
+            values[variable.name] = (
+                cel.CELEvalError(f"variable {variable.name}: {error}") if error else value
+            )
+        return celtypes.MapType(
+            {celtypes.StringType(k): v for k, v in values.items() if k in names}
+        )
+
+    def _needed(self, scope: PolicySetScope, name: str, wanted: frozenset[str]) -> bool:
+        if name in wanted:
+            return True
+        return any(
+            name in v.expression.variables and self._needed(scope, v.name, wanted)
+            for v in scope.variables
+        )
+
+    # -- rules
+
+    def candidates(self) -> list[CompiledRule]:
+        session = self.context.session
+        selected = []
+        for rule in self.bundle.index[(self.action.provider, self.action.verb)]:
+            mismatch = rule.matcher.mismatch(self.action, session)
+            if mismatch is None:
+                selected.append(rule)
+            elif self.tracing and mismatch not in ("providers", "verbs"):
+                self.traces.append(
+                    RuleTrace(rule.id, rule.decision, self.mode(rule), False, mismatch)
+                )
+        return selected
+
+    def mode(self, rule: CompiledRule) -> Mode:
+        if rule.mode_locked:
+            return rule.mode
+        for override in self.bundle.config.mode_overrides:
+            if override.environments is not None and \
+                    self.action.environment not in override.environments:
+                continue
+            if override.providers is not None and self.action.provider not in override.providers:
+                continue
+            return override.mode
+        return rule.mode
+
+    def run_rule(self, rule: CompiledRule, mode: Mode) -> _RuleResult:
+        trace = RuleTrace(rule.id, rule.decision, mode, True) if self.tracing else None
+        errors: list[RuleError] = []
+        failed: list[tuple[str, str]] = []
+        skipped_by_false = False
+        for name, expression in rule.match_conditions:
+            value, error = self.condition(expression, rule.scope, f"matchCondition:{name}", trace)
+            if value is False:
+                skipped_by_false = True
+                break
+            if error is not None:
+                failed.append((f"matchCondition:{name}", error))
+        fired = False
+        if not skipped_by_false and not failed:
+            if rule.condition is None:
+                fired = True
+            else:
+                value, error = self.condition(rule.condition, rule.scope, "condition", trace)
+                if error is not None:
+                    failed.append(("condition", error))
+                fired = value is True
+        if failed and not skipped_by_false:
+            fires_on_error = rule.restrictive and rule.failure_policy is FailurePolicy.FAIL
+            fired = fires_on_error
+            errors = [RuleError(rule=rule.id, stage=s, error=e, fired=fires_on_error)
+                      for s, e in failed]
+        if trace is not None:
+            trace.fired = fired
+            trace.error = bool(errors)
+            self.traces.append(trace)
+        return _RuleResult(rule, fired, errors)
+
+    def condition(
+        self, expression: cel.Expression, scope: PolicySetScope, stage: str,
+        trace: RuleTrace | None,
+    ) -> tuple[bool | None, str | None]:
+        value, error = cel.evaluate_bool(expression, self.activation(expression, scope))
+        if trace is not None:
+            trace.steps.append(
+                Step(stage, expression.source, value, error, self.values_read(expression, scope))
+            )
+        return value, error
+
+    def values_read(self, expression: cel.Expression, scope: PolicySetScope) -> dict[str, Any]:
+        plain = self.capped()["plain"]
+        values: dict[str, Any] = {}
+        for path in sorted(expression.paths):
+            if path[0] == "params":
+                values[".".join(path)] = scope.params.get(path[1]) if len(path) > 1 \
+                    else scope.params
+            elif path[0] == "variables":
+                found = self._variables.get(scope.name, {}).get(path[1])
+                values[".".join(path)] = (
+                    f"error: {found.args[0]}" if isinstance(found, cel.CELEvalError)
+                    else cel.to_plain(found)
+                )
+            else:
+                values[".".join(path)] = _lookup(plain, path)
+        return values
+
+    def excepted_by(self, rule: CompiledRule) -> CompiledException | None:
+        if not rule.exceptions_allowed:
+            return None
+        for exception in self.bundle.exceptions:
+            if rule.id not in exception.rules or exception.expires <= self.context.now:
+                continue
+            if exception.matcher.mismatch(self.action, self.context.session) is not None:
+                continue
+            if exception.condition is not None:
+                value, _ = cel.evaluate_bool(
+                    exception.condition, self.activation(exception.condition, rule.scope)
+                )
+                if value is not True:  # an erroring exception excepts nothing
+                    continue
+            return exception
+        return None
+
+    def message(self, rule: CompiledRule) -> str:
+        if rule.message_expression is not None:
+            text, _ = cel.evaluate_string(
+                rule.message_expression, self.activation(rule.message_expression, rule.scope)
+            )
+            if text and text.strip() and "\n" not in text.strip() and len(text) <= MESSAGE_LIMIT:
+                return text.strip()
+        return rule.message
+
+    # -- the decision
+
+    def decide(self) -> Decision:
+        classified = self.action.classified
+        enforce: dict[Outcome, list[CompiledRule]] = {o: [] for o in Outcome}
+        audit: list[CompiledRule] = []
+        for rule in self.candidates():
+            if not classified and rule.decision is Outcome.ALLOW and \
+                    not rule.matcher.names_unknown_verb():
+                self._skip(rule, "allow rules apply to unclassified actions only if they "
+                           "name verb `unknown`")
+                continue
+            (enforce[rule.decision] if self.mode(rule) is Mode.ENFORCE else audit).append(rule)
+
+        errors: list[RuleError] = []
+        excepted: list[str] = []
+        fired: dict[Outcome, list[CompiledRule]] = {o: [] for o in Outcome}
+        for outcome in (Outcome.DENY, Outcome.HOLD, Outcome.ALLOW):
+            if any(fired[o] for o in Outcome if o.severity > outcome.severity):
+                for rule in enforce[outcome]:
+                    self._skip(rule, "a more restrictive rule already decided")
+                continue
+            for rule in enforce[outcome]:
+                result = self.run_rule(rule, Mode.ENFORCE)
+                errors.extend(result.errors)
+                if not result.fired:
+                    continue
+                exception = self.excepted_by(rule)
+                if exception is not None:
+                    excepted.append(rule.id)
+                    self._mark_excepted(rule, exception.name)
+                    continue
+                fired[outcome].append(rule)
+
+        findings: list[AuditFinding] = []
+        for rule in audit:
+            result = self.run_rule(rule, Mode.AUDIT)
+            errors.extend(result.errors)
+            if result.fired:
+                findings.append(
+                    AuditFinding(rule=rule.id, would=rule.decision, message=self.message(rule))
+                )
+
+        outcome, basis, determining = self._outcome(fired, classified)
+        action_doc, context_doc = self.documents()
+        return Decision(
+            outcome=outcome,
+            basis=basis,
+            determining_rules=[r.id for r in determining],
+            message=self._decision_message(outcome, basis, determining),
+            approval=self._approval(outcome, determining),
+            audit_findings=findings,
+            errors=errors,
+            excepted=excepted,
+            truncated=self._truncated,
+            bundle_digest=self.bundle.digest,
+            engine_version=ENGINE_VERSION,
+            input_hash=_hash_documents(action_doc, context_doc),
+        )
+
+    def _outcome(
+        self, fired: dict[Outcome, list[CompiledRule]], classified: bool
+    ) -> tuple[Outcome, Any, list[CompiledRule]]:
+        for outcome in (Outcome.DENY, Outcome.HOLD, Outcome.ALLOW):
+            if fired[outcome]:
+                return outcome, "rule", fired[outcome]
+        if not classified:
+            return Outcome(self.bundle.config.unclassified), "unclassified", []
+        return self.bundle.config.default_decision, "default", []
+
+    def _decision_message(
+        self, outcome: Outcome, basis: str, determining: list[CompiledRule]
+    ) -> str:
+        if determining:
+            messages = dict.fromkeys(m for r in determining if (m := self.message(r)))
+            return " ".join(messages)
+        summary = self.action.summary() or "this request"
+        if basis == "unclassified":
+            return (f"guardproxy could not recognise {summary}, so it is not allowed by default. "
+                    "Use a supported API or ask a human to allow it.")
+        if outcome is Outcome.ALLOW:
+            return ""
+        return f"No guardproxy rule allows {summary}; the policy default is {outcome}."
+
+    def _approval(
+        self, outcome: Outcome, determining: list[CompiledRule]
+    ) -> ApprovalRequirement | None:
+        if outcome is not Outcome.HOLD:
+            return None
+        approvals = [(r.id, r.approval) for r in determining if r.approval is not None]
+        if not approvals and self.bundle.config.default_approval is not None:
+            approvals = [("", self.bundle.config.default_approval)]
+        return combine_approvals(approvals) if approvals else None
+
+    def _skip(self, rule: CompiledRule, reason: str) -> None:
+        if self.tracing:
+            self.traces.append(RuleTrace(rule.id, rule.decision, self.mode(rule), True,
+                                         skipped=reason))
+
+    def _mark_excepted(self, rule: CompiledRule, exception: str) -> None:
+        for trace in reversed(self.traces):
+            if trace.rule == rule.id:
+                trace.excepted_by = exception
+                return
+
+
+def combine_approvals(approvals: list[tuple[str, Approval]]) -> ApprovalRequirement:
+    """Every requirement must be met: union of groups, max quorum, shortest timeout."""
+    specs = [a for _, a in approvals]
+    grants = [a.grant for a in specs]
+    grant = "once" if "once" in grants else min(
+        grants, key=lambda g: duration_seconds(g.partition(":")[2])
+    )
+    return ApprovalRequirement(
+        groups=sorted({g for a in specs for g in a.groups}),
+        quorum=max(a.quorum for a in specs),
+        required_groups=sorted({g for a in specs for g in a.required_groups}),
+        prevent_self_approval=any(a.prevent_self_approval for a in specs),
+        timeout_seconds=min(duration_seconds(a.timeout) for a in specs),
+        on_timeout="escalate" if any(a.on_timeout == "escalate" for a in specs) else "deny",
+        grant=grant,
+        rules=sorted(r for r, _ in approvals if r),
+    )
+
+
+def _cap(value: Any, limits: Limits) -> tuple[Any, bool]:
+    """Cut lists and strings to ``limits``; return the capped value and whether it was cut."""
+    if isinstance(value, str):
+        raw = value.encode()
+        if len(raw) <= limits.max_string_bytes:
+            return value, False
+        return raw[: limits.max_string_bytes].decode(errors="ignore"), True
+    if isinstance(value, list):
+        cut = len(value) > limits.max_list_items
+        items = []
+        for item in value[: limits.max_list_items]:
+            capped, item_cut = _cap(item, limits)
+            items.append(capped)
+            cut = cut or item_cut
+        return items, cut
+    if isinstance(value, dict):
+        result = {}
+        cut = False
+        for key, item in value.items():
+            result[key], item_cut = _cap(item, limits)
+            cut = cut or item_cut
+        return result, cut
+    return value, False
+
+
+def _lookup(document: dict[str, Any], path: tuple[str, ...]) -> Any:
+    current: Any = document
+    for name in path:
+        if not isinstance(current, dict) or name not in current:
+            return None
+        current = current[name]
+    return current
+

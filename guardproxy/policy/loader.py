@@ -1,0 +1,475 @@
+"""Load policy files into a :class:`Bundle`, reporting every problem with file:line:column.
+
+A bundle is a directory: one ``BundleConfig`` plus any number of ``PolicySet`` and
+``PolicyException`` documents in ``*.yaml`` files below it (``*_test.yaml`` files are
+tests, not policy). Loading is all or nothing: if anything is wrong, no bundle is
+returned, so a broken file never half-loads.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import types
+import typing
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pydantic
+from pydantic import BaseModel
+
+from guardproxy.policy import cel
+from guardproxy.policy.bundle import (
+    Bundle,
+    CompiledException,
+    CompiledRule,
+    PolicySetScope,
+    Variable,
+)
+from guardproxy.policy.matching import Matcher
+from guardproxy.policy.model import (
+    API_VERSION,
+    KINDS,
+    BundleConfig,
+    FailurePolicy,
+    Match,
+    Outcome,
+    PolicyException,
+    PolicySet,
+)
+from guardproxy.policy.yamlsource import Document, Path_, Position, Problem, read_documents
+
+MESSAGE_LIMIT = 300
+EXCEPTION_HORIZON = timedelta(days=90)
+TEST_SUFFIXES = ("_test.yaml", "_test.yml")
+_MODELS: dict[str, type[BaseModel]] = {
+    "PolicySet": PolicySet,
+    "PolicyException": PolicyException,
+    "BundleConfig": BundleConfig,
+}
+
+
+@dataclass
+class LoadResult:
+    bundle: Bundle | None
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+
+def is_test_file(path: Path) -> bool:
+    return path.name.endswith(TEST_SUFFIXES)
+
+
+def policy_files(root: Path) -> list[Path]:
+    """Policy files of a bundle directory, in a stable order."""
+    found = [*root.rglob("*.yaml"), *root.rglob("*.yml")]
+    return sorted(p for p in found if p.is_file() and not is_test_file(p))
+
+
+def load_bundle(paths: Iterable[Path], *, now: datetime | None = None) -> LoadResult:
+    """Load a bundle from directories and/or files.
+
+    A directory needs exactly one BundleConfig; files given on their own are linted
+    without one (their bundle is then not usable for evaluation).
+    ``now`` is only used for lint warnings about exception expiry, never in decisions.
+    """
+    paths = list(paths)
+    files: list[tuple[Path, str]] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend((f, f.relative_to(path).as_posix()) for f in policy_files(path))
+        else:
+            files.append((path, path.name))
+    loader = _Loader(now or datetime.now(UTC))
+    for path, relative in sorted(files, key=lambda item: item[1]):
+        loader.read(path, relative)
+    return loader.finish(
+        require_config=any(p.is_dir() for p in paths),
+        where=str(paths[0]) if paths else ".",
+    )
+
+
+class _Loader:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self.problems: list[Problem] = []
+        self.sets: list[tuple[PolicySet, Document]] = []
+        self.exceptions: list[tuple[PolicyException, Document]] = []
+        self.configs: list[tuple[BundleConfig, Document]] = []
+        self.digest = hashlib.sha256()
+        self.file_names: list[str] = []
+
+    # -- reading
+
+    def read(self, path: Path, relative: str) -> None:
+        """Read one file; the digest covers its path in the bundle and its bytes."""
+        display = str(path)
+        try:
+            raw = path.read_bytes()
+        except OSError as error:
+            self.error(Position(display, 1, 1), f"cannot read the file: {error.strerror}")
+            return
+        self.file_names.append(relative)
+        self.digest.update(relative.encode() + b"\0" + raw + b"\0")
+        documents, problems = read_documents(path, display)
+        self.problems.extend(problems)
+        for document in documents:
+            self.document(document)
+
+    def document(self, doc: Document) -> None:
+        data = doc.data
+        if not isinstance(data, dict):
+            self.error(doc.start, "a policy document must be a mapping with apiVersion and kind")
+            return
+        kind = data.get("kind")
+        if kind not in _MODELS:
+            self.error(
+                doc.position(("kind",)),
+                f"unknown kind {kind!r}" if kind else "the document has no `kind`",
+                f"use one of {', '.join(KINDS)} (tests go in *_test.yaml files)",
+            )
+            return
+        if data.get("apiVersion") != API_VERSION:
+            self.error(
+                doc.position(("apiVersion",)),
+                f"apiVersion must be {API_VERSION}, not {data.get('apiVersion')!r}",
+                f"write apiVersion: {API_VERSION}",
+            )
+            return
+        model = _MODELS[kind]
+        try:
+            parsed = model.model_validate(data)
+        except pydantic.ValidationError as error:
+            for item in error.errors():
+                self.problems.append(_validation_problem(model, doc, item))
+            return
+        if isinstance(parsed, PolicySet):
+            self.sets.append((parsed, doc))
+        elif isinstance(parsed, PolicyException):
+            self.exceptions.append((parsed, doc))
+        elif isinstance(parsed, BundleConfig):
+            self.configs.append((parsed, doc))
+
+    # -- problems
+
+    def error(self, where: Position, message: str, hint: str = "", rule: str = "") -> None:
+        self.problems.append(Problem(where, message, hint, rule))
+
+    def warn(self, where: Position, message: str, hint: str = "", rule: str = "") -> None:
+        self.problems.append(Problem(where, message, hint, rule, severity="warning"))
+
+    def expression(
+        self,
+        doc: Document,
+        path: Path_,
+        source: str,
+        rule: str,
+        params: Iterable[str] = (),
+        variables: Iterable[str] = (),
+    ) -> cel.Expression | None:
+        compiled, issues = cel.compile_expression(source, params, variables)
+        for issue in issues:
+            self.error(
+                doc.expression_position(path, issue.line, issue.column),
+                issue.message,
+                issue.hint,
+                rule,
+            )
+        return compiled
+
+    # -- compiling
+
+    def finish(self, *, require_config: bool, where: str) -> LoadResult:
+        rules: list[CompiledRule] = []
+        set_names: dict[str, Position] = {}
+        for policy_set, doc in self.sets:
+            name = policy_set.metadata.name
+            here = doc.position(("metadata", "name"))
+            if name in set_names:
+                self.error(
+                    here,
+                    f"PolicySet `{name}` is also defined at {set_names[name]}",
+                    "rule ids are `set/rule`, so set names must be unique in a bundle",
+                )
+                continue
+            set_names[name] = here
+            rules.extend(self.policy_set(policy_set, doc))
+        by_id = {r.id: r for r in rules}
+        exceptions = [c for e, doc in self.exceptions if (c := self.exception(e, doc, by_id))]
+        config = self.config(require_config, where)
+        if self.errors() or config is None:
+            return LoadResult(None, self.problems)
+        bundle = Bundle.build(
+            config, rules, exceptions, "sha256:" + self.digest.hexdigest(), self.file_names
+        )
+        return LoadResult(bundle, self.problems)
+
+    def errors(self) -> bool:
+        return any(p.severity == "error" for p in self.problems)
+
+    def config(self, required: bool, where: str) -> Any:
+        if len(self.configs) > 1:
+            first = self.configs[0][1].start
+            for _, doc in self.configs[1:]:
+                self.error(doc.start, f"a second BundleConfig; the first is at {first}",
+                           "a bundle has exactly one BundleConfig")
+            return None
+        if not self.configs:
+            if required:
+                self.error(
+                    Position(where, 1, 1),
+                    "no BundleConfig found: the bundle has no defaultDecision",
+                    "add a file with `kind: BundleConfig` and `spec: {defaultDecision: deny}`",
+                )
+            return None
+        config, doc = self.configs[0]
+        spec = config.spec
+        needs_approval = spec.default_decision is Outcome.HOLD or spec.unclassified == "hold"
+        if needs_approval and spec.default_approval is None:
+            self.error(
+                doc.position(("spec",)),
+                "a default of `hold` needs `defaultApproval`: nobody could approve it",
+                "add spec.defaultApproval: {groups: [sre-oncall]}",
+            )
+        return spec
+
+    def policy_set(self, policy_set: PolicySet, doc: Document) -> list[CompiledRule]:
+        spec = policy_set.spec
+        set_name = policy_set.metadata.name
+        params = list(spec.params)
+        variables: list[Variable] = []
+        for i, var in enumerate(spec.variables):
+            where = ("spec", "variables", i, "expression")
+            if var.name in {v.name for v in variables}:
+                self.error(doc.position(("spec", "variables", i, "name")),
+                           f"variable `{var.name}` is declared twice")
+            compiled = self.expression(
+                doc, where, var.expression, f"{set_name}/variables.{var.name}",
+                params, [v.name for v in variables],
+            )
+            if compiled is not None:
+                variables.append(Variable(var.name, compiled))
+        scope = PolicySetScope(set_name, spec.params, cel.to_cel(spec.params), tuple(variables))
+        declared = [v.name for v in variables]
+        seen: dict[str, int] = {}
+        compiled_rules: list[CompiledRule] = []
+        for i, rule in enumerate(spec.rules):
+            base: Path_ = ("spec", "rules", i)
+            rule_id = f"{set_name}/{rule.id}"
+            if rule.id in seen:
+                self.error(doc.position((*base, "id")),
+                           f"duplicate rule id `{rule.id}` (first in rule #{seen[rule.id] + 1})",
+                           "rule ids must be unique within a PolicySet", rule_id)
+                continue
+            seen[rule.id] = i
+            self.check_rule_shape(rule, doc, base, rule_id)
+            self.check_match(rule.match, doc, (*base, "match"), rule_id)
+            conditions = []
+            for j, named in enumerate(rule.match_conditions):
+                compiled = self.expression(doc, (*base, "matchConditions", j, "expression"),
+                                           named.expression, rule_id, params, declared)
+                if compiled is not None:
+                    self.check_constant(compiled, doc, (*base, "matchConditions", j, "expression"),
+                                        rule_id)
+                    conditions.append((named.name, compiled))
+            condition = None
+            if rule.condition is not None:
+                condition = self.expression(doc, (*base, "condition"), rule.condition, rule_id,
+                                            params, declared)
+                if condition is not None:
+                    self.check_constant(condition, doc, (*base, "condition"), rule_id)
+            message_expression = None
+            if rule.message_expression is not None:
+                message_expression = self.expression(
+                    doc, (*base, "messageExpression"), rule.message_expression, rule_id,
+                    params, declared,
+                )
+            compiled_rules.append(
+                CompiledRule(
+                    id=rule_id,
+                    description=rule.description,
+                    decision=rule.decision,
+                    mode=rule.mode or spec.defaults.mode,
+                    mode_locked=rule.mode_locked,
+                    matcher=Matcher.compile(rule.match),
+                    match_conditions=tuple(conditions),
+                    condition=condition,
+                    message=(rule.message or "").strip(),
+                    message_expression=message_expression,
+                    approval=rule.approval,
+                    failure_policy=rule.failure_policy,
+                    exceptions_allowed=rule.exceptions == "allowed",
+                    scope=scope,
+                    source=doc.position(base),
+                )
+            )
+        return compiled_rules
+
+    def check_rule_shape(self, rule: Any, doc: Document, base: Path_, rule_id: str) -> None:
+        here = doc.position(base)
+        if rule.decision is Outcome.HOLD and rule.approval is None:
+            self.error(here, "decision `hold` needs an `approval` block: nobody could release it",
+                       "add approval: {groups: [sre-oncall], quorum: 1}", rule_id)
+        if rule.decision is not Outcome.HOLD and rule.approval is not None:
+            self.warn(doc.position((*base, "approval")),
+                      f"`approval` is ignored: the rule decides `{rule.decision}`", "", rule_id)
+        if rule.decision is not Outcome.ALLOW and not (rule.message or "").strip():
+            self.error(here, f"a `{rule.decision}` rule needs a `message` for the agent",
+                       "say what was stopped, why, and what to do instead; messageExpression "
+                       "falls back to it", rule_id)
+        if rule.message is not None:
+            text = rule.message.strip()
+            if "\n" in text or len(text) > MESSAGE_LIMIT:
+                self.error(doc.position((*base, "message")),
+                           f"the message must be one line of at most {MESSAGE_LIMIT} characters",
+                           "agents read it verbatim; keep it short and use `>-` to fold lines",
+                           rule_id)
+        if rule.failure_policy is FailurePolicy.IGNORE and rule.decision is not Outcome.ALLOW:
+            self.warn(doc.position((*base, "failurePolicy")),
+                      "failurePolicy Ignore: a CEL error will let the request through this rule",
+                      "keep Fail unless an erroring rule must not block; review this", rule_id)
+        if rule.approval is not None:
+            missing = sorted(set(rule.approval.required_groups) - set(rule.approval.groups))
+            if missing:
+                self.error(doc.position((*base, "approval", "requiredGroups")),
+                           f"required groups {missing} are not among the approval groups",
+                           "add them to approval.groups", rule_id)
+            if rule.approval.quorum > 1 and len(rule.approval.required_groups) > \
+                    rule.approval.quorum:
+                self.error(doc.position((*base, "approval", "quorum")),
+                           "more required groups than the quorum: the quorum can never suffice",
+                           "raise the quorum", rule_id)
+
+    def check_match(self, match: Match, doc: Document, base: Path_, rule_id: str) -> None:
+        for name, info in Match.model_fields.items():
+            value = getattr(match, name)
+            if value is not None and not value:
+                key = info.alias or name
+                self.error(doc.position((*base, key)),
+                           f"`match.{key}` is an empty list, so the rule can never match",
+                           "remove the key to match any value, or list the values", rule_id)
+
+    def check_constant(
+        self, expression: cel.Expression, doc: Document, path: Path_, rule_id: str
+    ) -> None:
+        if not expression.constant:
+            return
+        value, error = cel.evaluate_bool(expression, {})
+        if error is not None:
+            self.error(doc.position(path), f"this expression always fails: {error}", "", rule_id)
+        elif value is False:
+            self.error(doc.position(path), "this expression is always false: the rule never fires",
+                       "remove the rule or fix the expression", rule_id)
+
+    def exception(
+        self, exception: PolicyException, doc: Document, rules: dict[str, CompiledRule]
+    ) -> CompiledException | None:
+        spec = exception.spec
+        name = exception.metadata.name
+        ok = True
+        for i, rule_id in enumerate(spec.rules):
+            target = rules.get(rule_id)
+            where = doc.position(("spec", "rules", i))
+            if target is None:
+                close = difflib.get_close_matches(rule_id, list(rules), n=1)
+                self.error(where, f"exception `{name}` names unknown rule `{rule_id}`",
+                           f"did you mean `{close[0]}`?" if close else "use the full id `set/rule`")
+                ok = False
+            elif not target.exceptions_allowed:
+                self.error(where, f"rule `{rule_id}` forbids exceptions",
+                           "ask the rule's owner; it says `exceptions: forbidden`")
+                ok = False
+        self.check_match(spec.match, doc, ("spec", "match"), f"exception/{name}")
+        condition = None
+        if spec.condition is not None:
+            condition = self.expression(doc, ("spec", "condition"), spec.condition,
+                                        f"exception/{name}")
+            ok = ok and condition is not None
+        where = doc.position(("spec", "expires"))
+        if spec.expires <= self.now:
+            self.warn(where, f"exception `{name}` expired on {spec.expires.isoformat()}",
+                      "remove it; it no longer applies")
+        elif spec.expires - self.now > EXCEPTION_HORIZON:
+            self.warn(where, f"exception `{name}` lasts more than {EXCEPTION_HORIZON.days} days",
+                      "exceptions are temporary; fix the rule instead")
+        if not ok:
+            return None
+        return CompiledException(name, frozenset(spec.rules), Matcher.compile(spec.match),
+                                 condition, spec.expires, spec.reason, doc.start)
+
+
+# ---------------------------------------------------------------------------
+# Turning pydantic's errors into problems an author can act on.
+
+
+def _validation_problem(
+    model: type[BaseModel], doc: Document, item: Any
+) -> Problem:
+    loc: tuple[str | int, ...] = tuple(item["loc"])
+    where = doc.position(loc)
+    rule = _rule_at(doc, loc)
+    field_name = str(loc[-1]) if loc else "document"
+    kind = item["type"]
+    if kind == "missing":
+        return Problem(where, f"missing required field `{field_name}`", "", rule)
+    if kind == "extra_forbidden":
+        allowed = _fields_at(model, loc[:-1])
+        close = difflib.get_close_matches(field_name, allowed, n=1)
+        hint = f"did you mean `{close[0]}`?" if close else f"allowed: {', '.join(allowed)}"
+        return Problem(where, f"unknown field `{field_name}`", hint, rule)
+    message = str(item["msg"]).removeprefix("Value error, ")
+    path = ".".join(str(p) for p in loc)
+    return Problem(where, f"`{path}`: {message}", "", rule)
+
+
+def _rule_at(doc: Document, loc: tuple[str | int, ...]) -> str:
+    if len(loc) >= 3 and loc[:2] == ("spec", "rules") and isinstance(loc[2], int):
+        try:
+            rule = doc.data["spec"]["rules"][loc[2]]
+            name = doc.data["metadata"]["name"]
+        except (KeyError, IndexError, TypeError):
+            return ""
+        if isinstance(rule, dict) and isinstance(rule.get("id"), str):
+            return f"{name}/{rule['id']}"
+    return ""
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
+    """The camelCase keys allowed at ``loc`` inside ``model``."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        found = next(
+            (f for n, f in current.model_fields.items() if (f.alias or n) == part), None
+        )
+        if found is None:
+            return []
+        current = _unwrap(found.annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [f.alias or n for n, f in current.model_fields.items()]
+    return []
+
+
+def _unwrap(annotation: Any) -> Any:
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin in (typing.Union, types.UnionType):
+            options = [a for a in typing.get_args(annotation) if a is not type(None)]
+            annotation = options[0]
+        elif origin in (list, typing.Annotated):
+            annotation = typing.get_args(annotation)[0]
+        else:
+            return annotation
