@@ -7,9 +7,7 @@ fields they cannot determine keep their neutral defaults (empty string, ``unknow
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -124,13 +122,8 @@ class Action(_Frozen):
 
     def summary(self) -> str:
         """One line for people: `aws cloudformation DeleteStack prod-calc`."""
+        if not self.operation:
+            request = f"{self.request.method} {self.request.host}{self.request.path}".strip()
+            return f"{self.provider} request {request}".strip()
         target = self.resource.name or self.resource.id
         return " ".join(p for p in (self.provider, self.service, self.operation, target) if p)
-
-
-def action_json_schema() -> dict[str, Any]:
-    return Action.model_json_schema()
-
-
-def dump_schema() -> str:
-    return json.dumps(action_json_schema(), indent=2, sort_keys=True) + "\n"

@@ -1,4 +1,4 @@
-"""The policy engine: load a bundle, evaluate actions, explain decisions. No I/O at decision time."""
+"""The policy engine: load a bundle, evaluate and explain actions; no I/O at decision time."""
 
 from guardproxy.policy.bundle import Bundle
 from guardproxy.policy.decision import ApprovalRequirement, AuditFinding, Decision, RuleError

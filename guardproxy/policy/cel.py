@@ -13,6 +13,7 @@ results under threads and cannot call custom functions.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import re
 import types
@@ -30,6 +31,17 @@ import lark
 import re2
 from celpy import celtypes
 from celpy.evaluation import CELEvalError, Evaluator
+
+__all__ = [
+    "CELEvalError",
+    "Expression",
+    "compile_expression",
+    "evaluate",
+    "evaluate_bool",
+    "evaluate_string",
+    "to_cel",
+    "to_plain",
+]
 from pydantic import BaseModel
 
 from guardproxy.action import Action
@@ -130,8 +142,15 @@ def _cel_upper(value: Any) -> celtypes.StringType:
     return celtypes.StringType(_text(value).upper())
 
 
+def _cel_join(values: Any, separator: Any) -> celtypes.StringType:
+    if not isinstance(values, list):
+        raise TypeError("join expects a list of strings")
+    return celtypes.StringType(_text(separator).join(_text(v) for v in values))
+
+
 LIBRARY: dict[str, Callable[..., Any]] = {
     "glob": _cel_glob,
+    "join": _cel_join,
     "globAny": _cel_glob_any,
     "lowerAscii": _cel_lower,
     "upperAscii": _cel_upper,
@@ -153,7 +172,7 @@ TYPE_NAMES = frozenset({"int", "uint", "double", "bool", "string", "bytes", "lis
 # Compilation.
 
 
-class _Runner(celpy.InterpretedRunner):  # type: ignore[misc]
+class _Runner(celpy.InterpretedRunner):
     """cel-python's interpreted runner with its base activation built once.
 
     The stock runner rebuilds the activation of builtin functions on every
@@ -216,10 +235,10 @@ class Expression:
         return not self.roots
 
 
-def parse(source: str) -> lark.Tree:
+def parse(source: str) -> lark.Tree[Any]:
     try:
         return _ENVIRONMENT.compile(source)
-    except celpy.CELParseError as error:
+    except celpy.CELParseError as error:  # type: ignore[attr-defined]
         line = getattr(error, "line", None) or 1
         column = getattr(error, "column", None) or 1
         raise CompileError(_syntax_message(source, line, column), line, column) from None
@@ -264,11 +283,11 @@ def compile_expression(
 # Static analysis over cel-python's lark tree.
 
 
-def _tree(node: Any) -> lark.Tree | None:
+def _tree(node: Any) -> lark.Tree[Any] | None:
     return node if isinstance(node, lark.Tree) else None
 
 
-def _where(node: lark.Tree) -> tuple[int, int]:
+def _where(node: lark.Tree[Any]) -> tuple[int, int]:
     """Line and column of the first token under ``node``."""
     for token in node.scan_values(lambda value: isinstance(value, lark.Token)):
         return token.line or 1, token.column or 1
@@ -304,7 +323,12 @@ def _string_literal(node: Any) -> str | None:
         child = node.children[0] if node.children else None
         if isinstance(child, lark.Tree) and child.data == "literal":
             token = str(child.children[0])
-            if len(token) >= 2 and token[0] == token[-1] and token[0] in "\"'" and "\\" not in token:
+            if (
+                len(token) >= 2
+                and token[0] == token[-1]
+                and token[0] in "\"'"
+                and "\\" not in token
+            ):
                 return token[1:-1]
     return None
 
@@ -328,7 +352,7 @@ class _Analyser:
         self.variables = variables
         self.result = Analysis()
 
-    def issue(self, node: lark.Tree, message: str, hint: str = "") -> None:
+    def issue(self, node: lark.Tree[Any], message: str, hint: str = "") -> None:
         line, column = _where(node)
         self.result.issues.append(Issue(message, hint, line, column))
 
@@ -345,10 +369,10 @@ class _Analyser:
 
     # -- names and fields
 
-    def _ident(self, node: lark.Tree, bound: frozenset[str]) -> None:
+    def _ident(self, node: lark.Tree[Any], bound: frozenset[str]) -> None:
         self.check_path(node, [str(node.children[0])], bound)
 
-    def _member_dot(self, node: lark.Tree, bound: frozenset[str]) -> None:
+    def _member_dot(self, node: lark.Tree[Any], bound: frozenset[str]) -> None:
         path = _member_path(node)
         if path is None:
             for child in node.children:
@@ -356,7 +380,7 @@ class _Analyser:
             return
         self.check_path(node, path, bound)
 
-    def check_path(self, node: lark.Tree, path: list[str], bound: frozenset[str]) -> None:
+    def check_path(self, node: lark.Tree[Any], path: list[str], bound: frozenset[str]) -> None:
         root = path[0]
         if root in bound:
             return
@@ -379,7 +403,7 @@ class _Analyser:
         self.result.paths.add(tuple(path))
         self._check_schema(node, path)
 
-    def _check_variable(self, node: lark.Tree, path: list[str]) -> None:
+    def _check_variable(self, node: lark.Tree[Any], path: list[str]) -> None:
         if len(path) < 2:
             self.issue(node, "`variables` must be followed by a variable name")
             return
@@ -388,14 +412,18 @@ class _Analyser:
             self.issue(
                 node,
                 f"unknown variable `{name}`",
-                _suggest(name, self.variables, "variables are declared in spec.variables, "
-                         "and may only use those declared before them"),
+                _suggest(
+                    name,
+                    self.variables,
+                    "variables are declared in spec.variables, "
+                    "and may only use those declared before them",
+                ),
             )
             return
         self.result.variables.add(name)
         self.result.paths.add(tuple(path[:2]))
 
-    def _check_param(self, node: lark.Tree, path: list[str]) -> None:
+    def _check_param(self, node: lark.Tree[Any], path: list[str]) -> None:
         if len(path) < 2:
             self.result.paths.add(("params",))
             return
@@ -408,7 +436,7 @@ class _Analyser:
             return
         self.result.paths.add(tuple(path[:2]))
 
-    def _check_schema(self, node: lark.Tree, path: list[str]) -> None:
+    def _check_schema(self, node: lark.Tree[Any], path: list[str]) -> None:
         schema: SchemaNode = ROOT_SCHEMA[path[0]]
         for depth, name in enumerate(path[1:], start=1):
             if isinstance(schema, Leaf):
@@ -441,7 +469,7 @@ class _Analyser:
 
     # -- calls
 
-    def _ident_arg(self, node: lark.Tree, bound: frozenset[str]) -> None:
+    def _ident_arg(self, node: lark.Tree[Any], bound: frozenset[str]) -> None:
         name = str(node.children[0])
         args = node.children[1].children if len(node.children) > 1 and node.children[1] else []
         if name not in BUILTIN_FUNCTIONS and name not in LIBRARY:
@@ -451,7 +479,7 @@ class _Analyser:
         for arg in args:
             self.visit(arg, bound)
 
-    def _member_dot_arg(self, node: lark.Tree, bound: frozenset[str]) -> None:
+    def _member_dot_arg(self, node: lark.Tree[Any], bound: frozenset[str]) -> None:
         target, method = node.children[0], str(node.children[1])
         args = node.children[2].children if len(node.children) > 2 and node.children[2] else []
         self.visit(target, bound)
@@ -471,19 +499,22 @@ class _Analyser:
         for arg in args:
             self.visit(arg, bound)
 
-    def _check_regex(self, node: lark.Tree, argument: Any) -> None:
+    def _check_regex(self, node: lark.Tree[Any], argument: Any) -> None:
         pattern = _string_literal(argument)
         if pattern is None:
             return
         try:
             re2.compile(pattern, _QUIET_RE2)
         except re2.error as error:
-            self.issue(node, f"invalid regular expression {pattern!r}: {_re2_message(error)}",
-                       "CEL uses RE2 syntax: no look-around or back-references")
+            self.issue(
+                node,
+                f"invalid regular expression {pattern!r}: {_re2_message(error)}",
+                "CEL uses RE2 syntax: no look-around or back-references",
+            )
 
     # -- comparisons with enumerated fields
 
-    def _relation(self, node: lark.Tree, bound: frozenset[str]) -> None:
+    def _relation(self, node: lark.Tree[Any], bound: frozenset[str]) -> None:
         if len(node.children) == 2 and isinstance(node.children[0], lark.Tree):
             operator = node.children[0]
             if operator.data in ("relation_eq", "relation_ne") and operator.children:
@@ -497,14 +528,14 @@ class _Analyser:
         for child in node.children:
             self.visit(child, bound)
 
-    def _check_enum_pair(self, node: lark.Tree, left: Any, right: Any) -> None:
+    def _check_enum_pair(self, node: lark.Tree[Any], left: Any, right: Any) -> None:
         for path_side, literal_side in ((left, right), (right, left)):
             leaf = self.schema_leaf(_member_path(path_side))
             value = _string_literal(literal_side)
             if leaf and leaf.choices and value is not None:
                 self._check_choice(node, leaf, value)
 
-    def _check_choice(self, node: lark.Tree, leaf: Leaf, value: str) -> None:
+    def _check_choice(self, node: lark.Tree[Any], leaf: Leaf, value: str) -> None:
         if value not in leaf.choices:
             self.issue(
                 node,
@@ -524,17 +555,15 @@ def _re2_message(error: Exception) -> str:
 
 def _functions_hint(name: str) -> str:
     known = sorted(BUILTIN_FUNCTIONS | BUILTIN_METHODS | set(LIBRARY) | MACROS)
-    return _suggest(name, known, "guardproxy adds glob, globAny, lowerAscii and upperAscii")
+    return _suggest(name, known, "guardproxy adds glob, globAny, join, lowerAscii and upperAscii")
 
 
 def _suggest(name: str, known: Iterable[str], fallback: str) -> str:
-    import difflib
-
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
     return f"did you mean `{close[0]}`?" if close else fallback
 
 
-def analyse(tree: lark.Tree, params: frozenset[str], variables: frozenset[str]) -> Analysis:
+def analyse(tree: lark.Tree[Any], params: frozenset[str], variables: frozenset[str]) -> Analysis:
     analyser = _Analyser(params, variables)
     analyser.visit(tree, frozenset())
     return analyser.result
@@ -545,7 +574,7 @@ def analyse(tree: lark.Tree, params: frozenset[str], variables: frozenset[str]) 
 
 
 def to_cel(value: Any) -> Any:
-    return celpy.json_to_cel(value)
+    return celpy.json_to_cel(value)  # type: ignore[attr-defined]
 
 
 def evaluate(expression: Expression, activation: Mapping[str, Any]) -> tuple[Any, str | None]:
@@ -607,4 +636,3 @@ def to_plain(value: Any) -> Any:
     if isinstance(value, celtypes.StringType):
         return str(value)
     return value if value is None or isinstance(value, int | float | str) else str(value)
-

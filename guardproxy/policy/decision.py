@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,17 +31,42 @@ class AuditFinding(_Frozen):
     message: str = ""
 
 
-class ApprovalRequirement(_Frozen):
-    """Combined approval requirements of every hold rule that determined a hold."""
+class RuleApproval(_Frozen):
+    """One hold rule's own requirement: ``quorum`` distinct people from ``groups``."""
 
+    rule: str = Field(description="The hold rule, or empty for the bundle's default.")
     groups: list[str]
     quorum: int
+    required_groups: list[str] = Field(default_factory=list)
+
+    def is_met(self, approvers: Mapping[str, Collection[str]]) -> bool:
+        eligible = {who for who, groups in approvers.items() if set(groups) & set(self.groups)}
+        if len(eligible) < self.quorum:
+            return False
+        return all(
+            any(required in approvers[who] for who in eligible) for required in self.required_groups
+        )
+
+
+class ApprovalRequirement(_Frozen):
+    """What releases a hold: every determining hold rule's requirement, all at once.
+
+    One person's approval counts toward every requirement their groups make them
+    eligible for, but only once in each (quorum counts people, not approvals).
+    """
+
+    all_of: list[RuleApproval] = Field(min_length=1)
+    groups: list[str] = Field(description="Everyone who can contribute: union of all groups.")
+    quorum: int = Field(description="The largest single quorum.")
     required_groups: list[str] = Field(default_factory=list)
     prevent_self_approval: bool = True
     timeout_seconds: int
     on_timeout: Literal["deny", "escalate"] = "deny"
     grant: str = "once"
-    rules: list[str] = Field(default_factory=list, description="Hold rules combined here.")
+
+    def is_met(self, approvers: Mapping[str, Collection[str]]) -> bool:
+        """Whether approvals by ``approvers`` (person -> their groups) release the hold."""
+        return all(requirement.is_met(approvers) for requirement in self.all_of)
 
 
 class Decision(_Frozen):

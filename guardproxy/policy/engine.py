@@ -29,7 +29,13 @@ from guardproxy.action import Action
 from guardproxy.context import Context
 from guardproxy.policy import cel
 from guardproxy.policy.bundle import Bundle, CompiledException, CompiledRule, PolicySetScope
-from guardproxy.policy.decision import ApprovalRequirement, AuditFinding, Decision, RuleError
+from guardproxy.policy.decision import (
+    ApprovalRequirement,
+    AuditFinding,
+    Decision,
+    RuleApproval,
+    RuleError,
+)
 from guardproxy.policy.model import (
     Approval,
     FailurePolicy,
@@ -141,8 +147,11 @@ class _Evaluation:
                 "action": cel.to_cel(capped_action),
                 "session": cel.to_cel(capped_session),
                 "now": celtypes.TimestampType(self.context.now),
-                "plain": {"action": capped_action, "session": capped_session,
-                          "now": self.context.now.isoformat()},
+                "plain": {
+                    "action": capped_action,
+                    "session": capped_session,
+                    "now": self.context.now.isoformat(),
+                },
             }
         return self._capped
 
@@ -201,8 +210,10 @@ class _Evaluation:
         if rule.mode_locked:
             return rule.mode
         for override in self.bundle.config.mode_overrides:
-            if override.environments is not None and \
-                    self.action.environment not in override.environments:
+            if (
+                override.environments is not None
+                and self.action.environment not in override.environments
+            ):
                 continue
             if override.providers is not None and self.action.provider not in override.providers:
                 continue
@@ -233,8 +244,9 @@ class _Evaluation:
         if failed and not skipped_by_false:
             fires_on_error = rule.restrictive and rule.failure_policy is FailurePolicy.FAIL
             fired = fires_on_error
-            errors = [RuleError(rule=rule.id, stage=s, error=e, fired=fires_on_error)
-                      for s, e in failed]
+            errors = [
+                RuleError(rule=rule.id, stage=s, error=e, fired=fires_on_error) for s, e in failed
+            ]
         if trace is not None:
             trace.fired = fired
             trace.error = bool(errors)
@@ -242,7 +254,10 @@ class _Evaluation:
         return _RuleResult(rule, fired, errors)
 
     def condition(
-        self, expression: cel.Expression, scope: PolicySetScope, stage: str,
+        self,
+        expression: cel.Expression,
+        scope: PolicySetScope,
+        stage: str,
         trace: RuleTrace | None,
     ) -> tuple[bool | None, str | None]:
         value, error = cel.evaluate_bool(expression, self.activation(expression, scope))
@@ -257,12 +272,14 @@ class _Evaluation:
         values: dict[str, Any] = {}
         for path in sorted(expression.paths):
             if path[0] == "params":
-                values[".".join(path)] = scope.params.get(path[1]) if len(path) > 1 \
-                    else scope.params
+                values[".".join(path)] = (
+                    scope.params.get(path[1]) if len(path) > 1 else scope.params
+                )
             elif path[0] == "variables":
                 found = self._variables.get(scope.name, {}).get(path[1])
                 values[".".join(path)] = (
-                    f"error: {found.args[0]}" if isinstance(found, cel.CELEvalError)
+                    f"error: {found.args[0]}"
+                    if isinstance(found, cel.CELEvalError)
                     else cel.to_plain(found)
                 )
             else:
@@ -302,10 +319,15 @@ class _Evaluation:
         enforce: dict[Outcome, list[CompiledRule]] = {o: [] for o in Outcome}
         audit: list[CompiledRule] = []
         for rule in self.candidates():
-            if not classified and rule.decision is Outcome.ALLOW and \
-                    not rule.matcher.names_unknown_verb():
-                self._skip(rule, "allow rules apply to unclassified actions only if they "
-                           "name verb `unknown`")
+            if (
+                not classified
+                and rule.decision is Outcome.ALLOW
+                and not rule.matcher.names_unknown_verb()
+            ):
+                self._skip(
+                    rule,
+                    "allow rules apply to unclassified actions only if they name verb `unknown`",
+                )
                 continue
             (enforce[rule.decision] if self.mode(rule) is Mode.ENFORCE else audit).append(rule)
 
@@ -373,8 +395,10 @@ class _Evaluation:
             return " ".join(messages)
         summary = self.action.summary() or "this request"
         if basis == "unclassified":
-            return (f"guardproxy could not recognise {summary}, so it is not allowed by default. "
-                    "Use a supported API or ask a human to allow it.")
+            return (
+                f"guardproxy could not recognise {summary}, so it is not allowed by default. "
+                "Use a supported API or ask a human to allow it."
+            )
         if outcome is Outcome.ALLOW:
             return ""
         return f"No guardproxy rule allows {summary}; the policy default is {outcome}."
@@ -391,8 +415,9 @@ class _Evaluation:
 
     def _skip(self, rule: CompiledRule, reason: str) -> None:
         if self.tracing:
-            self.traces.append(RuleTrace(rule.id, rule.decision, self.mode(rule), True,
-                                         skipped=reason))
+            self.traces.append(
+                RuleTrace(rule.id, rule.decision, self.mode(rule), True, skipped=reason)
+            )
 
     def _mark_excepted(self, rule: CompiledRule, exception: str) -> None:
         for trace in reversed(self.traces):
@@ -402,13 +427,21 @@ class _Evaluation:
 
 
 def combine_approvals(approvals: list[tuple[str, Approval]]) -> ApprovalRequirement:
-    """Every requirement must be met: union of groups, max quorum, shortest timeout."""
+    """Every requirement must be met; the shortest timeout and narrowest grant apply."""
     specs = [a for _, a in approvals]
     grants = [a.grant for a in specs]
-    grant = "once" if "once" in grants else min(
-        grants, key=lambda g: duration_seconds(g.partition(":")[2])
+    grant = (
+        "once"
+        if "once" in grants
+        else min(grants, key=lambda g: duration_seconds(g.partition(":")[2]))
     )
     return ApprovalRequirement(
+        all_of=[
+            RuleApproval(
+                rule=rule, groups=a.groups, quorum=a.quorum, required_groups=a.required_groups
+            )
+            for rule, a in approvals
+        ],
         groups=sorted({g for a in specs for g in a.groups}),
         quorum=max(a.quorum for a in specs),
         required_groups=sorted({g for a in specs for g in a.required_groups}),
@@ -416,7 +449,6 @@ def combine_approvals(approvals: list[tuple[str, Approval]]) -> ApprovalRequirem
         timeout_seconds=min(duration_seconds(a.timeout) for a in specs),
         on_timeout="escalate" if any(a.on_timeout == "escalate" for a in specs) else "deny",
         grant=grant,
-        rules=sorted(r for r, _ in approvals if r),
     )
 
 
@@ -452,4 +484,3 @@ def _lookup(document: dict[str, Any], path: tuple[str, ...]) -> Any:
             return None
         current = current[name]
     return current
-

@@ -39,6 +39,7 @@ from guardproxy.policy.model import (
     Outcome,
     PolicyException,
     PolicySet,
+    Rule,
 )
 from guardproxy.policy.yamlsource import Document, Path_, Position, Problem, read_documents
 
@@ -152,6 +153,8 @@ class _Loader:
         except pydantic.ValidationError as error:
             for item in error.errors():
                 self.problems.append(_validation_problem(model, doc, item))
+            if model is PolicySet:
+                self.salvage_rules(doc)
             return
         if isinstance(parsed, PolicySet):
             self.sets.append((parsed, doc))
@@ -159,6 +162,40 @@ class _Loader:
             self.exceptions.append((parsed, doc))
         elif isinstance(parsed, BundleConfig):
             self.configs.append((parsed, doc))
+
+    def salvage_rules(self, doc: Document) -> None:
+        """Still check the CEL of the valid rules of an invalid set: report all at once."""
+        spec = doc.data.get("spec")
+        name = (
+            doc.data.get("metadata", {}).get("name", "?")
+            if isinstance(doc.data.get("metadata"), dict)
+            else "?"
+        )
+        if not isinstance(spec, dict) or not isinstance(spec.get("rules"), list):
+            return
+        params = list(spec["params"]) if isinstance(spec.get("params"), dict) else []
+        variables = [
+            v["name"]
+            for v in spec.get("variables") or []
+            if isinstance(v, dict) and isinstance(v.get("name"), str)
+        ]
+        for i, raw in enumerate(spec["rules"]):
+            try:
+                rule = Rule.model_validate(raw)
+            except pydantic.ValidationError:
+                continue
+            rule_id = f"{name}/{rule.id}"
+            base: Path_ = ("spec", "rules", i)
+            sources = [
+                ((*base, "matchConditions", j, "expression"), c.expression)
+                for j, c in enumerate(rule.match_conditions)
+            ]
+            if rule.condition is not None:
+                sources.append(((*base, "condition"), rule.condition))
+            if rule.message_expression is not None:
+                sources.append(((*base, "messageExpression"), rule.message_expression))
+            for path, source in sources:
+                self.expression(doc, path, source, rule_id, params, variables)
 
     # -- problems
 
@@ -221,8 +258,11 @@ class _Loader:
         if len(self.configs) > 1:
             first = self.configs[0][1].start
             for _, doc in self.configs[1:]:
-                self.error(doc.start, f"a second BundleConfig; the first is at {first}",
-                           "a bundle has exactly one BundleConfig")
+                self.error(
+                    doc.start,
+                    f"a second BundleConfig; the first is at {first}",
+                    "a bundle has exactly one BundleConfig",
+                )
             return None
         if not self.configs:
             if required:
@@ -251,11 +291,17 @@ class _Loader:
         for i, var in enumerate(spec.variables):
             where = ("spec", "variables", i, "expression")
             if var.name in {v.name for v in variables}:
-                self.error(doc.position(("spec", "variables", i, "name")),
-                           f"variable `{var.name}` is declared twice")
+                self.error(
+                    doc.position(("spec", "variables", i, "name")),
+                    f"variable `{var.name}` is declared twice",
+                )
             compiled = self.expression(
-                doc, where, var.expression, f"{set_name}/variables.{var.name}",
-                params, [v.name for v in variables],
+                doc,
+                where,
+                var.expression,
+                f"{set_name}/variables.{var.name}",
+                params,
+                [v.name for v in variables],
             )
             if compiled is not None:
                 variables.append(Variable(var.name, compiled))
@@ -267,32 +313,47 @@ class _Loader:
             base: Path_ = ("spec", "rules", i)
             rule_id = f"{set_name}/{rule.id}"
             if rule.id in seen:
-                self.error(doc.position((*base, "id")),
-                           f"duplicate rule id `{rule.id}` (first in rule #{seen[rule.id] + 1})",
-                           "rule ids must be unique within a PolicySet", rule_id)
+                self.error(
+                    doc.position((*base, "id")),
+                    f"duplicate rule id `{rule.id}` (first in rule #{seen[rule.id] + 1})",
+                    "rule ids must be unique within a PolicySet",
+                    rule_id,
+                )
                 continue
             seen[rule.id] = i
             self.check_rule_shape(rule, doc, base, rule_id)
             self.check_match(rule.match, doc, (*base, "match"), rule_id)
             conditions = []
             for j, named in enumerate(rule.match_conditions):
-                compiled = self.expression(doc, (*base, "matchConditions", j, "expression"),
-                                           named.expression, rule_id, params, declared)
+                compiled = self.expression(
+                    doc,
+                    (*base, "matchConditions", j, "expression"),
+                    named.expression,
+                    rule_id,
+                    params,
+                    declared,
+                )
                 if compiled is not None:
-                    self.check_constant(compiled, doc, (*base, "matchConditions", j, "expression"),
-                                        rule_id)
+                    self.check_constant(
+                        compiled, doc, (*base, "matchConditions", j, "expression"), rule_id
+                    )
                     conditions.append((named.name, compiled))
             condition = None
             if rule.condition is not None:
-                condition = self.expression(doc, (*base, "condition"), rule.condition, rule_id,
-                                            params, declared)
+                condition = self.expression(
+                    doc, (*base, "condition"), rule.condition, rule_id, params, declared
+                )
                 if condition is not None:
                     self.check_constant(condition, doc, (*base, "condition"), rule_id)
             message_expression = None
             if rule.message_expression is not None:
                 message_expression = self.expression(
-                    doc, (*base, "messageExpression"), rule.message_expression, rule_id,
-                    params, declared,
+                    doc,
+                    (*base, "messageExpression"),
+                    rule.message_expression,
+                    rule_id,
+                    params,
+                    declared,
                 )
             compiled_rules.append(
                 CompiledRule(
@@ -318,46 +379,74 @@ class _Loader:
     def check_rule_shape(self, rule: Any, doc: Document, base: Path_, rule_id: str) -> None:
         here = doc.position(base)
         if rule.decision is Outcome.HOLD and rule.approval is None:
-            self.error(here, "decision `hold` needs an `approval` block: nobody could release it",
-                       "add approval: {groups: [sre-oncall], quorum: 1}", rule_id)
+            self.error(
+                here,
+                "decision `hold` needs an `approval` block: nobody could release it",
+                "add approval: {groups: [sre-oncall], quorum: 1}",
+                rule_id,
+            )
         if rule.decision is not Outcome.HOLD and rule.approval is not None:
-            self.warn(doc.position((*base, "approval")),
-                      f"`approval` is ignored: the rule decides `{rule.decision}`", "", rule_id)
+            self.warn(
+                doc.position((*base, "approval")),
+                f"`approval` is ignored: the rule decides `{rule.decision}`",
+                "",
+                rule_id,
+            )
         if rule.decision is not Outcome.ALLOW and not (rule.message or "").strip():
-            self.error(here, f"a `{rule.decision}` rule needs a `message` for the agent",
-                       "say what was stopped, why, and what to do instead; messageExpression "
-                       "falls back to it", rule_id)
+            self.error(
+                here,
+                f"a `{rule.decision}` rule needs a `message` for the agent",
+                "say what was stopped, why, and what to do instead; messageExpression "
+                "falls back to it",
+                rule_id,
+            )
         if rule.message is not None:
             text = rule.message.strip()
             if "\n" in text or len(text) > MESSAGE_LIMIT:
-                self.error(doc.position((*base, "message")),
-                           f"the message must be one line of at most {MESSAGE_LIMIT} characters",
-                           "agents read it verbatim; keep it short and use `>-` to fold lines",
-                           rule_id)
+                self.error(
+                    doc.position((*base, "message")),
+                    f"the message must be one line of at most {MESSAGE_LIMIT} characters",
+                    "agents read it verbatim; keep it short and use `>-` to fold lines",
+                    rule_id,
+                )
         if rule.failure_policy is FailurePolicy.IGNORE and rule.decision is not Outcome.ALLOW:
-            self.warn(doc.position((*base, "failurePolicy")),
-                      "failurePolicy Ignore: a CEL error will let the request through this rule",
-                      "keep Fail unless an erroring rule must not block; review this", rule_id)
+            self.warn(
+                doc.position((*base, "failurePolicy")),
+                "failurePolicy Ignore: a CEL error will let the request through this rule",
+                "keep Fail unless an erroring rule must not block; review this",
+                rule_id,
+            )
         if rule.approval is not None:
             missing = sorted(set(rule.approval.required_groups) - set(rule.approval.groups))
             if missing:
-                self.error(doc.position((*base, "approval", "requiredGroups")),
-                           f"required groups {missing} are not among the approval groups",
-                           "add them to approval.groups", rule_id)
-            if rule.approval.quorum > 1 and len(rule.approval.required_groups) > \
-                    rule.approval.quorum:
-                self.error(doc.position((*base, "approval", "quorum")),
-                           "more required groups than the quorum: the quorum can never suffice",
-                           "raise the quorum", rule_id)
+                self.error(
+                    doc.position((*base, "approval", "requiredGroups")),
+                    f"required groups {missing} are not among the approval groups",
+                    "add them to approval.groups",
+                    rule_id,
+                )
+            if (
+                rule.approval.quorum > 1
+                and len(rule.approval.required_groups) > rule.approval.quorum
+            ):
+                self.error(
+                    doc.position((*base, "approval", "quorum")),
+                    "more required groups than the quorum: the quorum can never suffice",
+                    "raise the quorum",
+                    rule_id,
+                )
 
     def check_match(self, match: Match, doc: Document, base: Path_, rule_id: str) -> None:
         for name, info in Match.model_fields.items():
             value = getattr(match, name)
-            if value is not None and not value:
+            if isinstance(value, list) and not value:
                 key = info.alias or name
-                self.error(doc.position((*base, key)),
-                           f"`match.{key}` is an empty list, so the rule can never match",
-                           "remove the key to match any value, or list the values", rule_id)
+                self.error(
+                    doc.position((*base, key)),
+                    f"`match.{key}` is an empty list, so the rule can never match",
+                    "remove the key to match any value, or list the values",
+                    rule_id,
+                )
 
     def check_constant(
         self, expression: cel.Expression, doc: Document, path: Path_, rule_id: str
@@ -368,8 +457,12 @@ class _Loader:
         if error is not None:
             self.error(doc.position(path), f"this expression always fails: {error}", "", rule_id)
         elif value is False:
-            self.error(doc.position(path), "this expression is always false: the rule never fires",
-                       "remove the rule or fix the expression", rule_id)
+            self.error(
+                doc.position(path),
+                "this expression is always false: the rule never fires",
+                "remove the rule or fix the expression",
+                rule_id,
+            )
 
     def exception(
         self, exception: PolicyException, doc: Document, rules: dict[str, CompiledRule]
@@ -382,39 +475,57 @@ class _Loader:
             where = doc.position(("spec", "rules", i))
             if target is None:
                 close = difflib.get_close_matches(rule_id, list(rules), n=1)
-                self.error(where, f"exception `{name}` names unknown rule `{rule_id}`",
-                           f"did you mean `{close[0]}`?" if close else "use the full id `set/rule`")
+                self.error(
+                    where,
+                    f"exception `{name}` names unknown rule `{rule_id}`",
+                    f"did you mean `{close[0]}`?" if close else "use the full id `set/rule`",
+                )
                 ok = False
             elif not target.exceptions_allowed:
-                self.error(where, f"rule `{rule_id}` forbids exceptions",
-                           "ask the rule's owner; it says `exceptions: forbidden`")
+                self.error(
+                    where,
+                    f"rule `{rule_id}` forbids exceptions",
+                    "ask the rule's owner; it says `exceptions: forbidden`",
+                )
                 ok = False
         self.check_match(spec.match, doc, ("spec", "match"), f"exception/{name}")
         condition = None
         if spec.condition is not None:
-            condition = self.expression(doc, ("spec", "condition"), spec.condition,
-                                        f"exception/{name}")
+            condition = self.expression(
+                doc, ("spec", "condition"), spec.condition, f"exception/{name}"
+            )
             ok = ok and condition is not None
         where = doc.position(("spec", "expires"))
         if spec.expires <= self.now:
-            self.warn(where, f"exception `{name}` expired on {spec.expires.isoformat()}",
-                      "remove it; it no longer applies")
+            self.warn(
+                where,
+                f"exception `{name}` expired on {spec.expires.isoformat()}",
+                "remove it; it no longer applies",
+            )
         elif spec.expires - self.now > EXCEPTION_HORIZON:
-            self.warn(where, f"exception `{name}` lasts more than {EXCEPTION_HORIZON.days} days",
-                      "exceptions are temporary; fix the rule instead")
+            self.warn(
+                where,
+                f"exception `{name}` lasts more than {EXCEPTION_HORIZON.days} days",
+                "exceptions are temporary; fix the rule instead",
+            )
         if not ok:
             return None
-        return CompiledException(name, frozenset(spec.rules), Matcher.compile(spec.match),
-                                 condition, spec.expires, spec.reason, doc.start)
+        return CompiledException(
+            name,
+            frozenset(spec.rules),
+            Matcher.compile(spec.match),
+            condition,
+            spec.expires,
+            spec.reason,
+            doc.start,
+        )
 
 
 # ---------------------------------------------------------------------------
 # Turning pydantic's errors into problems an author can act on.
 
 
-def _validation_problem(
-    model: type[BaseModel], doc: Document, item: Any
-) -> Problem:
+def _validation_problem(model: type[BaseModel], doc: Document, item: Any) -> Problem:
     loc: tuple[str | int, ...] = tuple(item["loc"])
     where = doc.position(loc)
     rule = _rule_at(doc, loc)
@@ -452,9 +563,7 @@ def _fields_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
             continue
         if not (isinstance(current, type) and issubclass(current, BaseModel)):
             return []
-        found = next(
-            (f for n, f in current.model_fields.items() if (f.alias or n) == part), None
-        )
+        found = next((f for n, f in current.model_fields.items() if (f.alias or n) == part), None)
         if found is None:
             return []
         current = _unwrap(found.annotation)

@@ -33,6 +33,7 @@ class Matcher:
     risk_tags: re.Pattern[str] | None
     hosts: re.Pattern[str] | None
     agents: re.Pattern[str] | None
+    dry_run: bool | None
 
     @classmethod
     def compile(cls, match: Match) -> Matcher:
@@ -47,6 +48,7 @@ class Matcher:
             risk_tags=_globs(match.risk_tags),
             hosts=_globs(match.hosts),
             agents=_globs(match.agents),
+            dry_run=match.dry_run,
         )
 
     def mismatch(self, action: Action, session: SessionInfo) -> str | None:
@@ -75,6 +77,8 @@ class Matcher:
             return "hosts"
         if self.agents is not None and not self.agents.match(session.agent):
             return "agents"
+        if self.dry_run is not None and action.dry_run is not self.dry_run:
+            return "dryRun"
         return None
 
     def names_unknown_verb(self) -> bool:

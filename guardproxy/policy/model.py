@@ -104,6 +104,9 @@ class Match(_Doc):
     )
     hosts: list[str] | None = Field(None, description="Globs on the real destination host.")
     agents: list[str] | None = Field(None, description="Globs on `session.agent`.")
+    dry_run: bool | None = Field(
+        None, description="true: only dry-run requests; false: only requests that persist."
+    )
 
 
 class NamedExpression(_Doc):
@@ -239,7 +242,5 @@ class BundleConfig(_Doc):
     spec: BundleSpec
 
 
-PolicyDocument = Annotated[
-    PolicySet | PolicyException | BundleConfig, Field(discriminator="kind")
-]
+PolicyDocument = Annotated[PolicySet | PolicyException | BundleConfig, Field(discriminator="kind")]
 KINDS = ("PolicySet", "PolicyException", "BundleConfig")

@@ -48,11 +48,14 @@ class Problem:
 
 @dataclass
 class ScalarInfo:
-    """How a scalar was written, to map offsets inside it back to the file."""
+    """Where each source line of a scalar's text starts, to map offsets back to the file.
+
+    YAML folds multi-line scalars (``>-`` blocks, long plain or quoted values) into one
+    line; the text of each source line still appears in order, one separator apart.
+    """
 
     position: Position
-    style: str | None  # None (plain), "'", '"', "|", ">"
-    indent: int
+    segments: list[tuple[int, int, int]]  # (line, column, length), 1-based
 
 
 @dataclass
@@ -76,16 +79,26 @@ class Document:
     def expression_position(self, path: Path_, line: int, column: int) -> Position:
         """File position of (1-based) ``line``/``column`` inside the scalar at ``path``."""
         info = self.scalars.get(path)
-        if info is None:
+        if info is None or not info.segments:
             return self.position(path)
-        if info.style in ("|", ">"):
-            return Position(info.position.file, info.position.line + line, info.indent + column)
-        quote = 1 if info.style in ("'", '"') else 0
-        if line == 1:
-            return Position(
-                info.position.file, info.position.line, info.position.column + quote + column - 1
-            )
-        return Position(info.position.file, info.position.line + line - 1, column)
+        value = self.data_at(path)
+        lines = value.split("\n") if isinstance(value, str) else [""]
+        offset = sum(len(text) + 1 for text in lines[: line - 1]) + column - 1
+        for seg_line, seg_column, length in info.segments:
+            if offset <= length:
+                return Position(info.position.file, seg_line, seg_column + offset)
+            offset -= length + 1
+        last_line, last_column, length = info.segments[-1]
+        return Position(info.position.file, last_line, last_column + length)
+
+    def data_at(self, path: Path_) -> Any:
+        current = self.data
+        for part in path:
+            try:
+                current = current[part]
+            except (KeyError, IndexError, TypeError):
+                return None
+        return current
 
 
 def _pos(file: str, node: yaml.Node) -> Position:
@@ -108,7 +121,7 @@ class _Builder:
                 Problem(
                     here,
                     f"`{node.tag}` is read by YAML as a tag, not as part of the value",
-                    "quote the value or write CEL as a `>-` block, e.g. condition: >-\\n  !has(...)",
+                    "quote the value, or write CEL as a `>-` block on the following lines",
                 )
             )
             return None
@@ -116,6 +129,7 @@ class _Builder:
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+        assert isinstance(node, yaml.ScalarNode)
         return self._scalar(node, path, here)
 
     def _mapping(self, node: yaml.MappingNode, path: Path_) -> dict[str, Any]:
@@ -156,22 +170,34 @@ class _Builder:
                     f"or write {str(value).lower()} if you meant a boolean",
                 )
             )
-        indent = 0
-        if node.style in ("|", ">"):
-            indent = _block_indent(node)
-        self.scalars[path] = ScalarInfo(here, node.style, indent)
+        self.scalars[path] = ScalarInfo(here, _segments(node))
         return value
 
 
-def _block_indent(node: yaml.ScalarNode) -> int:
-    """Column (0-based) where a block scalar's content starts."""
+def _segments(node: yaml.ScalarNode) -> list[tuple[int, int, int]]:
+    """(line, column, length) of the text on each source line of a scalar."""
     buffer = node.start_mark.buffer
     if buffer is None:
-        return 0
-    text = buffer[node.start_mark.pointer :]
-    _, _, rest = text.partition("\n")
-    stripped = rest.lstrip(" ")
-    return len(rest) - len(stripped)
+        return []
+    raw = buffer[node.start_mark.pointer : node.end_mark.pointer]
+    lines = raw.split("\n")
+    first_line = node.start_mark.line + 1
+    segments = []
+    for i, text in enumerate(lines):
+        if i == 0:
+            if node.style in ("|", ">"):
+                continue  # the indicator line holds no text
+            quote = 1 if node.style in ("'", '"') else 0
+            body = text[quote:].rstrip()
+            if node.style in ("'", '"') and len(lines) == 1:
+                body = body[:-1]
+            segments.append((first_line, node.start_mark.column + 1 + quote, len(body)))
+            continue
+        stripped = text.lstrip(" ")
+        if not stripped.strip():
+            continue
+        segments.append((first_line + i, len(text) - len(stripped) + 1, len(stripped.rstrip())))
+    return segments
 
 
 def read_documents(path: Path, display: str | None = None) -> tuple[list[Document], list[Problem]]:
@@ -193,7 +219,7 @@ def read_text(text: str, name: str) -> tuple[list[Document], list[Problem]]:
         mark = error.problem_mark or error.context_mark
         where = Position(name, mark.line + 1, mark.column + 1) if mark else Position(name, 1, 1)
         problem = f"{error.context + ', ' if error.context else ''}{error.problem}"
-        hint = "CEL containing `: `, `#`, or starting with `!`, `\"` or `[` must be a `>-` block"
+        hint = "quote values that contain `: `, ` #`, `{`, `}` or `,`; write CEL as a `>-` block"
         return [], [Problem(where, f"YAML syntax: {problem}", hint)]
     except yaml.YAMLError as error:
         return [], [Problem(Position(name, 1, 1), f"YAML: {error}")]
@@ -203,7 +229,5 @@ def read_text(text: str, name: str) -> tuple[list[Document], list[Problem]]:
         builder = _Builder(name)
         data = builder.build(node, ())
         problems.extend(builder.problems)
-        documents.append(
-            Document(data, name, _pos(name, node), builder.positions, builder.scalars)
-        )
+        documents.append(Document(data, name, _pos(name, node), builder.positions, builder.scalars))
     return documents, problems

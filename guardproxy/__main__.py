@@ -1,0 +1,5 @@
+import sys
+
+from guardproxy.cli.main import main
+
+sys.exit(main())
