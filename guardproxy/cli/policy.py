@@ -7,9 +7,10 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import pydantic
+import structlog
 
 from guardproxy.action import Action
 from guardproxy.cli.style import Style
@@ -18,11 +19,12 @@ from guardproxy.policy import load_bundle
 from guardproxy.policy.bundle import Bundle
 from guardproxy.policy.decision import Decision
 from guardproxy.policy.engine import RuleTrace, explain
-from guardproxy.policy.schema import render, schemas
+from guardproxy.policy.schema import render, schemas, write_schemas
 from guardproxy.policy.testing import CaseResult, TestReport, junit_xml, run_tests
 from guardproxy.policy.yamlsource import Problem
 
 DEFAULT_POLICIES = Path("policies")
+log = structlog.get_logger(__name__)
 
 
 class UsageError(Exception):
@@ -79,12 +81,18 @@ def add_commands(subparsers: Any) -> None:
             command.add_argument("--rule", metavar="ID", help="only this rule's trace")
         command.set_defaults(handler=handler)
 
-    schema = commands.add_parser("schema", help="print a JSON Schema")
+    schema = commands.add_parser("schema", help="print a JSON Schema (policy files, actions...)")
     schema.add_argument(
         "name",
         nargs="?",
         default="policy",
         choices=[n.removesuffix(".schema.json") for n in schemas()],
+    )
+    schema.add_argument(
+        "--write",
+        type=Path,
+        metavar="DIR",
+        help="write every schema into DIR instead (guardproxy/schemas is the shipped copy)",
     )
     schema.set_defaults(handler=cmd_schema)
 
@@ -92,16 +100,17 @@ def add_commands(subparsers: Any) -> None:
 # ---------------------------------------------------------------------------
 
 
-def print_problems(problems: list[Problem], style: Style) -> None:
+def print_problems(problems: list[Problem], style: Style, file: TextIO | None = None) -> None:
     for problem in problems:
         colour = "red" if problem.severity == "error" else "yellow"
         rule = f" [{problem.rule}]" if problem.rule else ""
         print(
             f"{style(str(problem.position), 'bold')}: {style(problem.severity, colour)}"
-            f"{rule}: {problem.message}"
+            f"{rule}: {problem.message}",
+            file=file,
         )
         if problem.hint:
-            print(f"    {style('hint:', 'dim')} {problem.hint}")
+            print(f"    {style('hint:', 'dim')} {problem.hint}", file=file)
 
 
 def _problem_json(problem: Problem) -> dict[str, Any]:
@@ -300,8 +309,12 @@ def _load(policies: Path) -> Bundle:
         raise UsageError(f"{policies}: not a bundle directory")
     result = load_bundle([policies])
     if result.bundle is None:
-        print_problems(result.errors, Style(sys.stderr))
+        print_problems(result.errors, Style(sys.stderr), file=sys.stderr)
         raise UsageError(f"{policies}: the bundle has errors (run `guardproxy policy lint`)")
+    log.debug(
+        "bundle.loaded", path=str(policies), digest=result.bundle.digest,
+        rules=len(result.bundle.rules),
+    )  # fmt: skip
     return result.bundle
 
 
@@ -401,5 +414,9 @@ def _trace_json(trace: RuleTrace) -> dict[str, Any]:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    if args.write is not None:
+        for path in write_schemas(args.write):
+            print(path)
+        return 0
     print(render(schemas()[f"{args.name}.schema.json"]), end="")
     return 0
