@@ -239,8 +239,12 @@ def parse(source: str) -> lark.Tree[Any]:
     try:
         return _ENVIRONMENT.compile(source)
     except celpy.CELParseError as error:  # type: ignore[attr-defined]
-        line = getattr(error, "line", None) or 1
-        column = getattr(error, "column", None) or 1
+        line = getattr(error, "line", None)
+        column = getattr(error, "column", None)
+        if line is None:  # lark reports no position when the input ends too early
+            lines = source.splitlines() or [""]
+            line, column = len(lines), len(lines[-1]) + 1
+        line, column = line or 1, column or 1
         raise CompileError(_syntax_message(source, line, column), line, column) from None
     except RecursionError:
         raise CompileError("the expression is nested too deeply") from None
@@ -263,10 +267,13 @@ def compile_expression(
         tree = parse(source)
     except CompileError as error:
         return None, [Issue(str(error), "check the CEL syntax", error.line, error.column)]
-    analysis = analyse(tree, frozenset(params), frozenset(variables))
-    if analysis.issues:
-        return None, analysis.issues
-    program = _ENVIRONMENT.program(tree, functions=LIBRARY)
+    try:
+        analysis = analyse(tree, frozenset(params), frozenset(variables))
+        if analysis.issues:
+            return None, analysis.issues
+        program = _ENVIRONMENT.program(tree, functions=LIBRARY)
+    except RecursionError:  # the parser is not recursive, the checks and celpy are
+        return None, [Issue("the expression is nested too deeply", "split it into variables")]
     return (
         Expression(
             source,

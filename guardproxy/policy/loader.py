@@ -133,7 +133,7 @@ class _Loader:
             self.error(doc.start, "a policy document must be a mapping with apiVersion and kind")
             return
         kind = data.get("kind")
-        if kind not in _MODELS:
+        if not isinstance(kind, str) or kind not in _MODELS:
             self.error(
                 doc.position(("kind",)),
                 f"unknown kind {kind!r}" if kind else "the document has no `kind`",
@@ -176,7 +176,7 @@ class _Loader:
         params = list(spec["params"]) if isinstance(spec.get("params"), dict) else []
         variables = [
             v["name"]
-            for v in spec.get("variables") or []
+            for v in (spec["variables"] if isinstance(spec.get("variables"), list) else [])
             if isinstance(v, dict) and isinstance(v.get("name"), str)
         ]
         for i, raw in enumerate(spec["rules"]):

@@ -112,10 +112,16 @@ class _Builder:
         self.positions: dict[Path_, Position] = {}
         self.scalars: dict[Path_, ScalarInfo] = {}
         self._constructor = yaml.SafeLoader("")
+        self._open: set[int] = set()  # collections being built: an alias to one is a cycle
 
     def build(self, node: yaml.Node, path: Path_) -> Any:
         here = _pos(self.file, node)
         self.positions[path] = here
+        if id(node) in self._open:
+            self.problems.append(
+                Problem(here, "this YAML alias refers to a value that contains it", "remove it")
+            )
+            return None
         if node.tag and not node.tag.startswith(_STANDARD_TAG):
             self.problems.append(
                 Problem(
@@ -125,18 +131,38 @@ class _Builder:
                 )
             )
             return None
-        if isinstance(node, yaml.MappingNode):
-            return self._mapping(node, path)
-        if isinstance(node, yaml.SequenceNode):
-            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+        if isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            self._open.add(id(node))
+            try:
+                if isinstance(node, yaml.MappingNode):
+                    return self._mapping(node, path)
+                return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+            finally:
+                self._open.discard(id(node))
         assert isinstance(node, yaml.ScalarNode)
         return self._scalar(node, path, here)
+
+    def construct(self, node: yaml.Node) -> tuple[Any, bool]:
+        """The Python value of a scalar, or a problem when YAML cannot build one."""
+        try:
+            return self._constructor.construct_object(node), True
+        except Exception as error:  # ValueError, ConstructorError...: never a traceback
+            if node.tag == _STANDARD_TAG + "merge":
+                message, hint = "YAML merge keys (`<<`) are not supported", "write the keys out"
+            else:
+                reason = getattr(error, "problem", None) or str(error)
+                message = f"YAML cannot read {str(node.value)[:40]!r}: {reason}"
+                hint = "quote it if it is text"
+            self.problems.append(Problem(_pos(self.file, node), message, hint))
+            return None, False
 
     def _mapping(self, node: yaml.MappingNode, path: Path_) -> dict[str, Any]:
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = self._constructor.construct_object(key_node)
-            if not isinstance(key, str):
+            key, ok = self.construct(key_node)
+            if not ok:
+                key = str(key_node.value)
+            elif not isinstance(key, str):
                 self.problems.append(
                     Problem(
                         _pos(self.file, key_node),
@@ -160,7 +186,7 @@ class _Builder:
         return result
 
     def _scalar(self, node: yaml.ScalarNode, path: Path_, here: Position) -> Any:
-        value = self._constructor.construct_object(node)
+        value, _ = self.construct(node)
         if isinstance(value, bool) and node.value.lower() not in _BOOL_WORDS:
             self.problems.append(
                 Problem(
@@ -182,22 +208,47 @@ def _segments(node: yaml.ScalarNode) -> list[tuple[int, int, int]]:
     raw = buffer[node.start_mark.pointer : node.end_mark.pointer]
     lines = raw.split("\n")
     first_line = node.start_mark.line + 1
+    block = node.style in ("|", ">")
+    # A block scalar loses only its own indentation (that of its first non-empty
+    # line); deeper indentation is part of the text.
+    indent = next((len(t) - len(t.lstrip(" ")) for t in lines[1:] if t.strip()), 0)
     segments = []
+    after_text = False
     for i, text in enumerate(lines):
         if i == 0:
-            if node.style in ("|", ">"):
+            if block:
                 continue  # the indicator line holds no text
             quote = 1 if node.style in ("'", '"') else 0
             body = text[quote:].rstrip()
             if node.style in ("'", '"') and len(lines) == 1:
                 body = body[:-1]
             segments.append((first_line, node.start_mark.column + 1 + quote, len(body)))
+            after_text = True
+            continue
+        if not text.strip():
+            # An empty line is a line break of its own, except that folding (plain,
+            # quoted and `>` scalars) absorbs the break that ends the line before it.
+            if node.style == "|" or not after_text:
+                segments.append((first_line + i, indent + 1, 0))
+            after_text = False
+            continue
+        after_text = True
+        if block:
+            segments.append((first_line + i, indent + 1, len(text) - indent))
             continue
         stripped = text.lstrip(" ")
-        if not stripped.strip():
-            continue
         segments.append((first_line + i, len(text) - len(stripped) + 1, len(stripped.rstrip())))
     return segments
+
+
+def _empty(node: yaml.Node) -> bool:
+    """A document with nothing in it, e.g. after a trailing `---`."""
+    return (
+        isinstance(node, yaml.ScalarNode)
+        and node.value == ""
+        and node.style is None
+        and node.tag == _STANDARD_TAG + "null"
+    )
 
 
 def read_documents(path: Path, display: str | None = None) -> tuple[list[Document], list[Problem]]:
@@ -223,11 +274,17 @@ def read_text(text: str, name: str) -> tuple[list[Document], list[Problem]]:
         return [], [Problem(where, f"YAML syntax: {problem}", hint)]
     except yaml.YAMLError as error:
         return [], [Problem(Position(name, 1, 1), f"YAML: {error}")]
+    except RecursionError:
+        return [], [Problem(Position(name, 1, 1), "YAML: the file is nested too deeply")]
     for node in nodes:
-        if node is None:
+        if node is None or _empty(node):
             continue
         builder = _Builder(name)
-        data = builder.build(node, ())
+        try:
+            data = builder.build(node, ())
+        except RecursionError:
+            problems.append(Problem(_pos(name, node), "YAML: the document is nested too deeply"))
+            continue
         problems.extend(builder.problems)
         documents.append(Document(data, name, _pos(name, node), builder.positions, builder.scalars))
     return documents, problems
