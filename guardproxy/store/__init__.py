@@ -1,0 +1,88 @@
+"""Storage for sessions, holds, approval events and the decision log.
+
+Callers depend on the :class:`Store` protocol and get an implementation from
+:func:`open_store`, so the PostgreSQL backend (fleet mode) can slot in later
+without touching them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from guardproxy.store.base import (
+    GRANT_ONCE,
+    AlreadyExistsError,
+    Approval,
+    DecisionRecord,
+    Hold,
+    HoldConflict,
+    HoldState,
+    InvalidValueError,
+    NotFoundError,
+    SchemaVersionError,
+    Session,
+    Store,
+    StoreError,
+    Verdict,
+    grant_seconds,
+    hash_token,
+    new_hold_id,
+)
+from guardproxy.store.sqlite import SqliteStore
+
+__all__ = [
+    "GRANT_ONCE",
+    "AlreadyExistsError",
+    "Approval",
+    "DecisionRecord",
+    "Hold",
+    "HoldConflict",
+    "HoldState",
+    "InvalidValueError",
+    "NotFoundError",
+    "SchemaVersionError",
+    "Session",
+    "SqliteStore",
+    "Store",
+    "StoreError",
+    "Verdict",
+    "grant_seconds",
+    "hash_token",
+    "new_hold_id",
+    "open_store",
+]
+
+_POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+def open_store(url_or_path: str) -> Store:
+    """Open the store named by a URL or a path.
+
+    * ``sqlite:///abs/path.db`` (three slashes, absolute path) or a plain path
+      (``~`` is expanded): :class:`SqliteStore`.
+    * ``postgresql://...``: not supported yet (fleet mode adds it).
+
+    Anything else raises :class:`StoreError` rather than guessing, so a typo in the
+    configuration stops the proxy instead of silently creating a stray database.
+    """
+    text = url_or_path.strip()
+    if not text:
+        raise StoreError("no store given: expected sqlite:///path.db or a file path")
+    if "://" not in text:
+        return SqliteStore(Path(text).expanduser())
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme in _POSTGRES_SCHEMES or scheme.startswith("postgresql+"):
+        raise StoreError(
+            "PostgreSQL stores are not supported yet; use sqlite:///path.db or a file path"
+        )
+    if scheme != "sqlite":
+        raise StoreError(f"unknown store scheme {parts.scheme!r}: expected sqlite:// or a path")
+    path = unquote(parts.path)
+    if parts.netloc or parts.query or parts.fragment or not path.startswith("/"):
+        raise StoreError(
+            f"bad SQLite URL {url_or_path!r}: expected sqlite:///absolute/path.db "
+            "(three slashes, no host or query)"
+        )
+    return SqliteStore(Path(path))

@@ -1,0 +1,322 @@
+"""The storage interface: records, errors and the ``Store`` protocol.
+
+The proxy keeps sessions, holds, approval events and the decision log here.  The
+protocol is deliberately small and synchronous so that SQLite (single host, the
+default) and PostgreSQL (fleet mode, later) can implement it the same way; the proxy
+calls it from a worker thread (``asyncio.to_thread``), so implementations must be
+thread-safe.
+
+Rules every implementation follows:
+
+* Timestamps are timezone-aware datetimes passed in by the caller.  The store never
+  reads the clock, so decisions and hold lifecycles stay replayable and testable.
+* Action, context and decision payloads are JSON text produced by the caller
+  (``model.model_dump_json()``); the store keeps them verbatim and does not depend on
+  the pydantic models, so their evolution needs no store migration.
+* Every failure raises :class:`StoreError` (or a subclass), never a driver exception,
+  so callers can fail closed with a single ``except StoreError``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from base64 import b32encode
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+# -- errors -------------------------------------------------------------------------
+
+
+class StoreError(Exception):
+    """Any store failure; callers that cannot proceed without the store fail closed."""
+
+
+class InvalidValueError(StoreError, ValueError):
+    """The caller passed something the store will not keep (a naive datetime, a bad grant)."""
+
+
+class NotFoundError(StoreError, LookupError):
+    """The record an update refers to does not exist."""
+
+
+class AlreadyExistsError(StoreError):
+    """A record with that id (or session token hash) is already stored."""
+
+
+class SchemaVersionError(StoreError):
+    """The database was written by a newer guardproxy than this one."""
+
+
+class HoldConflict(StoreError):  # noqa: N818 - the name the design and its callers use
+    """A hold transition was asked from a state that does not allow it.
+
+    ``hold`` is the hold as it is now (its ``state`` says why), so a second approver
+    can be told "already approved by alice" rather than just "failed".
+    """
+
+    def __init__(self, hold: Hold, wanted: str) -> None:
+        super().__init__(
+            f"hold {hold.id} is {hold.state.value}, cannot {wanted} it"
+            + (f" (resolved by {hold.resolved_by})" if hold.resolved_by else "")
+        )
+        self.hold = hold
+        self.state = hold.state
+
+
+# -- records ------------------------------------------------------------------------
+
+
+class HoldState(StrEnum):
+    """A hold's lifecycle: pending, then exactly one of the other states.
+
+    ``released`` is an approved ``once`` grant whose request has been let through;
+    session grants stay ``approved`` and lapse at ``grant_expires_at``.
+    """
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    EXPIRED = "expired"
+    RELEASED = "released"
+
+
+class Verdict(StrEnum):
+    APPROVE = "approve"
+    DENY = "deny"
+
+
+GRANT_ONCE = "once"
+_SESSION_GRANT_PREFIX = "session:"
+
+
+def grant_seconds(grant: str) -> int | None:
+    """Parse a grant: ``once`` -> None, ``session:<seconds>`` -> seconds (> 0).
+
+    Raises :class:`InvalidValueError` for anything else, so a typo can never widen a grant.
+    """
+    if grant == GRANT_ONCE:
+        return None
+    if grant.startswith(_SESSION_GRANT_PREFIX):
+        value = grant.removeprefix(_SESSION_GRANT_PREFIX)
+        if value.isascii() and value.isdigit() and int(value) > 0:
+            return int(value)
+    raise InvalidValueError(f"grant must be 'once' or 'session:<seconds>', got {grant!r}")
+
+
+def hash_token(token: str) -> str:
+    """The sha256 hex digest stored for a session credential (the token never is)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_hold_id() -> str:
+    """A short id people can type: ``h-`` and 10 lower-case base32 characters (50 bits)."""
+    return "h-" + b32encode(secrets.token_bytes(7)).decode()[:10].lower()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Session:
+    """One agent session started through guardproxy (or an anonymous client)."""
+
+    id: str
+    name: str
+    user: str
+    agent: str
+    command: tuple[str, ...]
+    cwd: str
+    labels: tuple[str, ...]
+    started_at: datetime
+    ended_at: datetime | None = None
+    anonymous: bool = False
+    token_hash: str | None = None
+    """sha256 of the per-session proxy credential (:func:`hash_token`); None if anonymous."""
+
+    @property
+    def active(self) -> bool:
+        return self.ended_at is None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hold:
+    """A request waiting for (or having had) a human decision."""
+
+    id: str
+    created_at: datetime
+    expires_at: datetime
+    session_id: str
+    request_digest: str
+    action_json: str
+    decision_json: str
+    summary: str
+    state: HoldState
+    grant: str
+    resolved_at: datetime | None = None
+    resolved_by: str | None = None
+    reason: str | None = None
+    grant_expires_at: datetime | None = None
+    released_at: datetime | None = None
+
+    @property
+    def grant_seconds(self) -> int | None:
+        return grant_seconds(self.grant)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Approval:
+    """One person's verdict on a hold; quorums count distinct approvers over these."""
+
+    id: int
+    hold_id: str
+    approver: str
+    groups: tuple[str, ...]
+    verdict: Verdict
+    reason: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DecisionRecord:
+    """One line of the decision log: everything needed to replay and audit a decision.
+
+    ``outcome`` is what happened to the request (``allow``, ``deny``, ``hold``, or a
+    caller-defined value such as ``error``), which may differ from the decision's own
+    outcome when a hold was released or the proxy failed closed.
+    """
+
+    id: str
+    at: datetime
+    session_id: str
+    action_json: str
+    context_json: str
+    decision_json: str
+    outcome: str
+    hold_id: str | None = None
+    upstream_status: int | None = None
+
+
+# -- the interface ------------------------------------------------------------------
+
+
+class Store(Protocol):
+    """What the proxy, the CLI and the approval channels need from storage.
+
+    All methods are synchronous and thread-safe; all raise :class:`StoreError`.
+    Lists are newest first.
+    """
+
+    def close(self) -> None: ...
+
+    # sessions
+
+    def create_session(self, session: Session) -> None:
+        """Store a new session; :class:`AlreadyExistsError` if the id or token hash is taken."""
+        ...
+
+    def get_session(self, session_id: str) -> Session | None: ...
+
+    def find_session_by_token(self, token_hash: str) -> Session | None:
+        """The session holding that credential hash, ended or not (the caller checks)."""
+        ...
+
+    def end_session(self, session_id: str, at: datetime) -> Session:
+        """Mark a session ended; idempotent (the first end time is kept)."""
+        ...
+
+    def list_sessions(self, *, active_only: bool = False, limit: int = 100) -> list[Session]: ...
+
+    # holds
+
+    def create_hold(
+        self,
+        *,
+        session_id: str,
+        request_digest: str,
+        action_json: str,
+        decision_json: str,
+        summary: str,
+        grant: str,
+        created_at: datetime,
+        expires_at: datetime,
+    ) -> Hold:
+        """Store a new pending hold with a fresh id."""
+        ...
+
+    def get_hold(self, hold_id: str) -> Hold | None: ...
+
+    def find_hold(self, session_id: str, request_digest: str, now: datetime) -> Hold | None:
+        """The newest hold a retry of this exact request should join, if any.
+
+        That is a pending hold not yet past ``expires_at``, an approved hold whose
+        grant is still usable (unconsumed ``once``, or a session grant before
+        ``grant_expires_at``), or a denied hold (retries get the same denial).
+        """
+        ...
+
+    def list_holds(
+        self,
+        *,
+        state: HoldState | None = None,
+        session_id: str | None = None,
+        limit: int = 100,
+    ) -> list[Hold]: ...
+
+    def resolve_hold(
+        self, hold_id: str, *, state: HoldState, by: str, reason: str, now: datetime
+    ) -> Hold:
+        """Approve or deny a pending hold, atomically.
+
+        :class:`HoldConflict` (carrying the current hold) if it is no longer pending; a
+        pending hold already past ``expires_at`` is marked expired first.
+        :class:`NotFoundError` if there is no such hold.
+        """
+        ...
+
+    def expire_holds(self, now: datetime) -> list[Hold]:
+        """Mark pending holds with ``expires_at <= now`` expired; return them."""
+        ...
+
+    def consume_approval(self, session_id: str, request_digest: str, now: datetime) -> Hold | None:
+        """The approval that lets this exact request through now, or None.
+
+        A ``once`` grant is released exactly once (it becomes ``released``, and only one
+        caller among concurrent ones gets it); a session grant is returned, unconsumed,
+        while ``now < grant_expires_at``.
+        """
+        ...
+
+    # approval events
+
+    def record_approval(
+        self,
+        hold_id: str,
+        *,
+        approver: str,
+        groups: tuple[str, ...],
+        verdict: Verdict,
+        reason: str,
+        at: datetime,
+    ) -> Approval:
+        """Record one verdict on a pending hold (:class:`HoldConflict` otherwise)."""
+        ...
+
+    def list_approvals(self, hold_id: str) -> list[Approval]:
+        """A hold's verdicts, oldest first (the order they were given)."""
+        ...
+
+    # decision log
+
+    def append_decision(self, record: DecisionRecord) -> None: ...
+
+    def get_decision(self, decision_id: str) -> DecisionRecord | None: ...
+
+    def set_upstream_status(self, decision_id: str, status: int) -> None: ...
+
+    def list_decisions(
+        self,
+        *,
+        session_id: str | None = None,
+        outcome: str | None = None,
+        limit: int = 100,
+    ) -> list[DecisionRecord]: ...

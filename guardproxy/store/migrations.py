@@ -1,0 +1,103 @@
+"""The SQLite schema, as an append-only list of migrations.
+
+Migration *n* (1-based) takes a database from version n-1 to n.  Never edit a
+migration that has shipped: databases in the field already ran it.  Add a new one.
+
+Each migration is a sequence of single statements rather than one script, because
+``sqlite3``'s ``executescript`` commits any open transaction first, and a migration
+must apply (with its ``schema_version`` row) all or nothing.
+
+Conventions: timestamps are TEXT, UTC, fixed width (``2025-01-31T12:00:00.000000Z``)
+so string order is time order; JSON is TEXT checked with ``json_valid``; column names
+avoid SQL keywords (``user``, ``grant``, ``groups``) so the PostgreSQL backend can
+reuse them.
+"""
+
+from __future__ import annotations
+
+Migration = tuple[str, ...]
+
+SCHEMA_VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version    INTEGER PRIMARY KEY,
+    applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
+)
+"""
+
+_V1: Migration = (
+    """
+    CREATE TABLE sessions (
+        id         TEXT PRIMARY KEY,
+        name       TEXT NOT NULL,
+        user_name  TEXT NOT NULL,
+        agent      TEXT NOT NULL,
+        command    TEXT NOT NULL CHECK (json_valid(command)),
+        cwd        TEXT NOT NULL,
+        labels     TEXT NOT NULL CHECK (json_valid(labels)),
+        started_at TEXT NOT NULL,
+        ended_at   TEXT,
+        anonymous  INTEGER NOT NULL CHECK (anonymous IN (0, 1)),
+        token_hash TEXT
+    )
+    """,
+    """
+    CREATE UNIQUE INDEX sessions_token_hash ON sessions (token_hash)
+        WHERE token_hash IS NOT NULL
+    """,
+    "CREATE INDEX sessions_started ON sessions (ended_at, started_at)",
+    """
+    CREATE TABLE holds (
+        id               TEXT PRIMARY KEY,
+        created_at       TEXT NOT NULL,
+        expires_at       TEXT NOT NULL,
+        session_id       TEXT NOT NULL,
+        request_digest   TEXT NOT NULL,
+        action           TEXT NOT NULL CHECK (json_valid(action)),
+        decision         TEXT NOT NULL CHECK (json_valid(decision)),
+        summary          TEXT NOT NULL,
+        state            TEXT NOT NULL
+            CHECK (state IN ('pending', 'approved', 'denied', 'expired', 'released')),
+        grant_spec       TEXT NOT NULL,
+        resolved_at      TEXT,
+        resolved_by      TEXT,
+        reason           TEXT,
+        grant_expires_at TEXT,
+        released_at      TEXT
+    )
+    """,
+    "CREATE INDEX holds_request ON holds (session_id, request_digest, state)",
+    "CREATE INDEX holds_state ON holds (state, expires_at)",
+    "CREATE INDEX holds_created ON holds (created_at)",
+    """
+    CREATE TABLE approvals (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        hold_id         TEXT NOT NULL REFERENCES holds (id),
+        approver        TEXT NOT NULL,
+        approver_groups TEXT NOT NULL CHECK (json_valid(approver_groups)),
+        verdict         TEXT NOT NULL CHECK (verdict IN ('approve', 'deny')),
+        reason          TEXT NOT NULL,
+        at              TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX approvals_hold ON approvals (hold_id)",
+    """
+    CREATE TABLE decisions (
+        id              TEXT PRIMARY KEY,
+        at              TEXT NOT NULL,
+        session_id      TEXT NOT NULL,
+        action          TEXT NOT NULL CHECK (json_valid(action)),
+        context         TEXT NOT NULL CHECK (json_valid(context)),
+        decision        TEXT NOT NULL CHECK (json_valid(decision)),
+        outcome         TEXT NOT NULL,
+        hold_id         TEXT REFERENCES holds (id),
+        upstream_status INTEGER
+    )
+    """,
+    "CREATE INDEX decisions_session ON decisions (session_id, at)",
+    "CREATE INDEX decisions_outcome ON decisions (outcome, at)",
+    "CREATE INDEX decisions_at ON decisions (at)",
+    "CREATE INDEX decisions_hold ON decisions (hold_id)",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1,)
+"""Applied in order; the database's version is how many of these it has run."""

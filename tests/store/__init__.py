@@ -1,0 +1,1 @@
+"""Tests for guardproxy.store (a package, so its conftest cannot clash with others)."""

@@ -1,0 +1,99 @@
+"""Atomicity under concurrency: one winner, whether threads share a store or not.
+
+Sharing one ``SqliteStore`` is how the proxy's worker threads use it; separate
+stores on the same file stand in for separate processes (the CLI approving a hold
+while the proxy consumes it), which only the database's own locking can serialise.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from guardproxy.store import Hold, HoldConflict, HoldState, SqliteStore
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+THREADS = 8
+
+
+def _race[R](work: Callable[[int], R]) -> list[R]:
+    """Run ``work(i)`` in THREADS threads released together by a barrier."""
+    barrier = threading.Barrier(THREADS)
+
+    def run(i: int) -> R:
+        barrier.wait()
+        return work(i)
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        return list(pool.map(run, range(THREADS)))
+
+
+def _approved_once(store: SqliteStore) -> Hold:
+    hold = store.create_hold(
+        session_id="s-1",
+        request_digest="d",
+        action_json="{}",
+        decision_json="{}",
+        summary="k8s delete namespaces prod",
+        grant="once",
+        created_at=T0,
+        expires_at=T0 + timedelta(minutes=5),
+    )
+    return store.resolve_hold(hold.id, state=HoldState.APPROVED, by="a", reason="", now=T0)
+
+
+def test_once_grant_has_one_winner_among_threads(store: SqliteStore) -> None:
+    hold = _approved_once(store)
+    results = _race(lambda _: store.consume_approval("s-1", "d", T0 + timedelta(seconds=1)))
+    winners = [r for r in results if r is not None]
+    assert [w.id for w in winners] == [hold.id]
+    assert winners[0].state is HoldState.RELEASED
+
+
+def test_once_grant_has_one_winner_across_connections(db_path: Path, store: SqliteStore) -> None:
+    hold = _approved_once(store)
+    stores = [SqliteStore(db_path) for _ in range(THREADS)]
+    try:
+        results = _race(lambda i: stores[i].consume_approval("s-1", "d", T0 + timedelta(seconds=1)))
+    finally:
+        for each in stores:
+            each.close()
+    assert [r.id for r in results if r is not None] == [hold.id]
+
+
+def test_concurrent_approvals_resolve_once(db_path: Path, store: SqliteStore) -> None:
+    hold = store.create_hold(
+        session_id="s-1",
+        request_digest="d",
+        action_json="{}",
+        decision_json="{}",
+        summary="s",
+        grant="once",
+        created_at=T0,
+        expires_at=T0 + timedelta(minutes=5),
+    )
+    stores = [SqliteStore(db_path) for _ in range(THREADS // 2)]
+
+    def approve(i: int) -> str:
+        target = store if i % 2 else stores[i // 2]
+        try:
+            target.resolve_hold(
+                hold.id, state=HoldState.APPROVED, by=f"approver-{i}", reason="", now=T0
+            )
+        except HoldConflict as conflict:
+            assert conflict.state is HoldState.APPROVED
+            return "conflict"
+        return f"approver-{i}"
+
+    try:
+        results = _race(approve)
+    finally:
+        for each in stores:
+            each.close()
+    winners = [r for r in results if r != "conflict"]
+    assert len(winners) == 1
+    final = store.get_hold(hold.id)
+    assert final is not None and final.resolved_by == winners[0]
