@@ -16,6 +16,7 @@ from guardproxy.policy.model import (
     Mode,
     Outcome,
 )
+from guardproxy.policy.template import Template
 from guardproxy.policy.yamlsource import Position
 
 
@@ -45,7 +46,7 @@ class CompiledRule:
     matcher: Matcher
     match_conditions: tuple[tuple[str, Expression], ...]
     condition: Expression | None
-    message: str
+    message: Template
     message_expression: Expression | None
     approval: Approval | None
     failure_policy: FailurePolicy

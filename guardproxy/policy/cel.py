@@ -353,6 +353,33 @@ def _list_literals(node: Any) -> list[str] | None:
     return None if any(v is None for v in values) else [v for v in values if v is not None]
 
 
+def schema_problem(path: tuple[str, ...]) -> tuple[str, str] | None:
+    """(message, hint) when ``path`` (rooted at action, session or now) is not in the schema."""
+    schema: SchemaNode = ROOT_SCHEMA[path[0]]
+    for depth, name in enumerate(path[1:], start=1):
+        if isinstance(schema, Leaf):
+            if schema.kind in ("map", "any"):
+                return None
+            return f"`{'.'.join(path[:depth])}` is a {schema.kind} and has no field `{name}`", ""
+        if name not in schema:
+            where = ".".join(path[:depth])
+            hint = _suggest(name, schema, f"fields of `{where}`: {', '.join(sorted(schema))}")
+            return f"`{where}` has no field `{name}`", hint
+        schema = schema[name]
+    return None
+
+
+def check_input_path(path: tuple[str, ...]) -> str | None:
+    """What is wrong with a plain field path for a message placeholder, if anything."""
+    if path[0] not in ROOT_SCHEMA:
+        return f"it must start with one of {', '.join(ROOT_SCHEMA)}"
+    problem = schema_problem(path)
+    if problem is None:
+        return None
+    message, hint = problem
+    return f"{message} ({hint})" if hint else message
+
+
 class _Analyser:
     def __init__(self, params: frozenset[str], variables: frozenset[str]) -> None:
         self.params = params
@@ -444,25 +471,9 @@ class _Analyser:
         self.result.paths.add(tuple(path[:2]))
 
     def _check_schema(self, node: lark.Tree[Any], path: list[str]) -> None:
-        schema: SchemaNode = ROOT_SCHEMA[path[0]]
-        for depth, name in enumerate(path[1:], start=1):
-            if isinstance(schema, Leaf):
-                if schema.kind in ("map", "any"):
-                    return
-                self.issue(
-                    node,
-                    f"`{'.'.join(path[:depth])}` is a {schema.kind} and has no field `{name}`",
-                )
-                return
-            if name not in schema:
-                where = ".".join(path[:depth])
-                self.issue(
-                    node,
-                    f"`{where}` has no field `{name}`",
-                    _suggest(name, schema, f"fields of `{where}`: {', '.join(sorted(schema))}"),
-                )
-                return
-            schema = schema[name]
+        problem = schema_problem(tuple(path))
+        if problem is not None:
+            self.issue(node, *problem)
 
     def schema_leaf(self, path: list[str] | None) -> Leaf | None:
         if not path or path[0] not in ROOT_SCHEMA:

@@ -18,7 +18,6 @@ Semantics (order of rules never matters):
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,14 +49,8 @@ MESSAGE_LIMIT = 300
 
 
 def input_hash(action: Action, context: Context) -> str:
-    """sha256 of the canonical JSON of the whole decision input."""
-    return _hash_documents(action.model_dump(mode="json"), context.model_dump(mode="json"))
-
-
-def _hash_documents(action: dict[str, Any], context: dict[str, Any]) -> str:
-    canonical = json.dumps(
-        {"action": action, "context": context}, sort_keys=True, separators=(",", ":")
-    )
+    """sha256 of the whole decision input, serialised as the models define it."""
+    canonical = action.model_dump_json() + "\n" + context.model_dump_json()
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -120,6 +113,7 @@ class _Evaluation:
         self.traces: list[RuleTrace] = []
         self._documents: tuple[dict[str, Any], dict[str, Any]] | None = None
         self._capped: dict[str, Any] | None = None
+        self._converted: dict[tuple[str, frozenset[tuple[str, ...]]], Any] = {}
         self._truncated = False
         self._variables: dict[str, dict[str, Any]] = {}
 
@@ -134,7 +128,7 @@ class _Evaluation:
         return self._documents
 
     def capped(self) -> dict[str, Any]:
-        """The roots CEL reads, with lists and strings cut to the bundle's limits."""
+        """What CEL may read: action and session with lists and strings cut to the limits."""
         if self._capped is None:
             action, context = self.documents()
             limits = self.bundle.config.limits
@@ -144,19 +138,32 @@ class _Evaluation:
             if self._truncated:
                 capped_action["truncated"] = True
             self._capped = {
-                "action": cel.to_cel(capped_action),
-                "session": cel.to_cel(capped_session),
-                "now": celtypes.TimestampType(self.context.now),
-                "plain": {
-                    "action": capped_action,
-                    "session": capped_session,
-                    "now": self.context.now.isoformat(),
-                },
+                "action": capped_action,
+                "session": capped_session,
+                "now": self.context.now.isoformat(),
             }
         return self._capped
 
+    def root_value(self, root: str, paths: frozenset[tuple[str, ...]]) -> Any:
+        """The CEL value of ``root`` holding only the fields an expression reads.
+
+        Converting a whole action to CEL values costs more than most expressions;
+        the paths an expression reads are known from load-time analysis.
+        """
+        wanted = frozenset(p for p in paths if p[0] == root)
+        key = (root, wanted)
+        cached = self._converted.get(key)
+        if cached is not None:
+            return cached
+        if root == "now":
+            value: Any = celtypes.TimestampType(self.context.now)
+        else:
+            document = self.capped()[root]
+            value = cel.to_cel(document if (root,) in wanted else _project(document, wanted))
+        self._converted[key] = value
+        return value
+
     def activation(self, expression: cel.Expression, scope: PolicySetScope) -> dict[str, Any]:
-        capped = self.capped()
         result: dict[str, Any] = {}
         for root in expression.roots:
             if root == "params":
@@ -164,7 +171,7 @@ class _Evaluation:
             elif root == "variables":
                 result["variables"] = self.variables(scope, expression.variables)
             else:
-                result[root] = capped[root]
+                result[root] = self.root_value(root, expression.paths)
         return result
 
     def variables(self, scope: PolicySetScope, names: frozenset[str]) -> celtypes.MapType:
@@ -268,7 +275,7 @@ class _Evaluation:
         return value, error
 
     def values_read(self, expression: cel.Expression, scope: PolicySetScope) -> dict[str, Any]:
-        plain = self.capped()["plain"]
+        plain = self.capped()
         values: dict[str, Any] = {}
         for path in sorted(expression.paths):
             if path[0] == "params":
@@ -310,7 +317,13 @@ class _Evaluation:
             )
             if text and text.strip() and "\n" not in text.strip() and len(text) <= MESSAGE_LIMIT:
                 return text.strip()
-        return rule.message
+        return rule.message.render(self.lookup)
+
+    def lookup(self, path: tuple[str, ...]) -> Any:
+        """A field of the (uncapped) input, for message placeholders."""
+        action, context = self.documents()
+        roots = {"action": action, "session": context["session"], "now": context["now"]}
+        return _lookup(roots, path)
 
     # -- the decision
 
@@ -361,7 +374,6 @@ class _Evaluation:
                 )
 
         outcome, basis, determining = self._outcome(fired, classified)
-        action_doc, context_doc = self.documents()
         return Decision(
             outcome=outcome,
             basis=basis,
@@ -374,7 +386,7 @@ class _Evaluation:
             truncated=self._truncated,
             bundle_digest=self.bundle.digest,
             engine_version=ENGINE_VERSION,
-            input_hash=_hash_documents(action_doc, context_doc),
+            input_hash=input_hash(self.action, self.context),
         )
 
     def _outcome(
@@ -475,6 +487,23 @@ def _cap(value: Any, limits: Limits) -> tuple[Any, bool]:
             cut = cut or item_cut
         return result, cut
     return value, False
+
+
+def _project(document: dict[str, Any], paths: frozenset[tuple[str, ...]]) -> dict[str, Any]:
+    """A copy of ``document`` with only the fields at ``paths`` (root first)."""
+    projected: dict[str, Any] = {}
+    for path in paths:
+        source: Any = document
+        target = projected
+        for depth, name in enumerate(path[1:], start=1):
+            if not isinstance(source, dict) or name not in source:
+                break
+            source = source[name]
+            if depth == len(path) - 1 or not isinstance(source, dict):
+                target[name] = source
+                break
+            target = target.setdefault(name, {})
+    return projected
 
 
 def _lookup(document: dict[str, Any], path: tuple[str, ...]) -> Any:

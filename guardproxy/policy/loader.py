@@ -41,6 +41,7 @@ from guardproxy.policy.model import (
     PolicySet,
     Rule,
 )
+from guardproxy.policy.template import Template, compile_template
 from guardproxy.policy.yamlsource import Document, Path_, Position, Problem, read_documents
 
 MESSAGE_LIMIT = 300
@@ -365,7 +366,7 @@ class _Loader:
                     matcher=Matcher.compile(rule.match),
                     match_conditions=tuple(conditions),
                     condition=condition,
-                    message=(rule.message or "").strip(),
+                    message=self.template(rule.message, doc, (*base, "message"), rule_id),
                     message_expression=message_expression,
                     approval=rule.approval,
                     failure_policy=rule.failure_policy,
@@ -375,6 +376,17 @@ class _Loader:
                 )
             )
         return compiled_rules
+
+    def template(self, text: str | None, doc: Document, path: Path_, rule_id: str) -> Template:
+        compiled, problems = compile_template((text or "").strip())
+        for problem in problems:
+            self.error(
+                doc.position(path),
+                problem,
+                "placeholders are field paths such as {action.resource.name}",
+                rule_id,
+            )
+        return compiled
 
     def check_rule_shape(self, rule: Any, doc: Document, base: Path_, rule_id: str) -> None:
         here = doc.position(base)
