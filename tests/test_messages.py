@@ -16,7 +16,9 @@ def test_placeholders_name_the_resource(tmp_path: Path) -> None:
         - id: hold-destroy
           decision: hold
           match: {verbs: [destroy]}
-          message: Deleting {action.resource.type} {action.resource.name} ({action.risk_tags}) by {session.user}.
+          message: >-
+            Deleting {action.resource.type} {action.resource.name} ({action.risk_tags})
+            by {session.user}.
           approval: {groups: [oncall]}
         """,
     )
