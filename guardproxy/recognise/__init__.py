@@ -1,0 +1,117 @@
+"""Recognise: turn one intercepted HTTP request into the normalised :class:`Action`.
+
+``recognise(request, settings)`` picks the recogniser by the request's real
+destination and shape, then resolves the environment. It never raises: whatever goes
+wrong inside a recogniser yields an Action with ``verb=unknown`` and
+``confidence=unknown`` (which the policy bundle never allows by default), with the
+provider as far as dispatch knew it and the actor and request summary filled in.
+
+Dispatch order, most certain first:
+
+1. a configured Kubernetes API server (``settings.kubernetes_hosts``) -> k8s;
+2. a SigV4 signature (Authorization header or presigned ``X-Amz-Credential``) -> aws;
+3. a git smart-HTTP path (receive-pack, upload-pack, info/refs?service=git-*) -> git;
+4. a Kubernetes-shaped request to another host (see ``k8s.looks_like_kubernetes``) -> k8s;
+5. an AWS endpoint host (``*.amazonaws.com``, ``*.api.aws``) -> aws;
+6. anything else -> generic: provider unknown, GET/HEAD/OPTIONS read (heuristic).
+"""
+
+from __future__ import annotations
+
+from guardproxy.action import Action, Confidence, Provider, Verb
+from guardproxy.recognise.aws import recognise_aws
+from guardproxy.recognise.aws_index import AwsIndex, shared_index
+from guardproxy.recognise.aws_wire import credential_scope, is_aws_host
+from guardproxy.recognise.common import actor_of, summary_of
+from guardproxy.recognise.environment import resolve_environment
+from guardproxy.recognise.git import is_git_request, recognise_git
+from guardproxy.recognise.k8s import looks_like_kubernetes, recognise_k8s
+from guardproxy.recognise.request import HttpRequest, RecogniseSettings
+
+__all__ = ["HttpRequest", "RecogniseSettings", "dispatch", "recognise", "warm_up"]
+
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _is_kubernetes_host(request: HttpRequest, settings: RecogniseSettings) -> bool:
+    if not settings.kubernetes_hosts:
+        return False
+    host = request.host.lower()
+    configured = {h.lower() for h in settings.kubernetes_hosts}
+    return host in configured or f"{host}:{request.port}" in configured
+
+
+def dispatch(request: HttpRequest, settings: RecogniseSettings) -> Provider:
+    """Which provider's recogniser owns ``request``."""
+    if _is_kubernetes_host(request, settings):
+        return Provider.K8S
+    if credential_scope(request) is not None:
+        return Provider.AWS
+    if is_git_request(request):
+        return Provider.GIT
+    if looks_like_kubernetes(request):
+        return Provider.K8S
+    if is_aws_host(request.host):
+        return Provider.AWS
+    return Provider.UNKNOWN
+
+
+def _generic(request: HttpRequest) -> Action:
+    """A request no infrastructure recogniser claims: reads are probably reads."""
+    readable = request.method.upper() in _READ_METHODS
+    return Action(
+        provider=Provider.UNKNOWN,
+        verb=Verb.READ if readable else Verb.UNKNOWN,
+        actor=actor_of(request),
+        request=summary_of(request),
+        confidence=Confidence.HEURISTIC if readable else Confidence.UNKNOWN,
+    )
+
+
+def _recognise(request: HttpRequest, provider: Provider, index: AwsIndex | None) -> Action:
+    if provider is Provider.AWS:
+        return recognise_aws(request, index if index is not None else shared_index())
+    if provider is Provider.K8S:
+        return recognise_k8s(request)
+    if provider is Provider.GIT:
+        return recognise_git(request)
+    return _generic(request)
+
+
+def _failed(request: HttpRequest, provider: Provider) -> Action:
+    """Fail closed: the provider as far as known, nothing classified."""
+    try:
+        actor = actor_of(request)
+        summary = summary_of(request)
+    except Exception:
+        return Action(provider=provider)
+    return Action(provider=provider, actor=actor, request=summary)
+
+
+def warm_up() -> None:
+    """Load the AWS model index now (a proxy calls this at start-up).
+
+    Otherwise the first AWS request pays for it: milliseconds from the cache, a few
+    seconds when the cache has to be built for a new botocore version.
+    """
+    shared_index()
+
+
+def recognise(
+    request: HttpRequest, settings: RecogniseSettings, *, aws_index: AwsIndex | None = None
+) -> Action:
+    """The Action ``request`` performs. Never raises.
+
+    ``aws_index`` overrides the process-wide AWS model index (loaded on first use).
+    """
+    provider = Provider.UNKNOWN
+    try:
+        provider = dispatch(request, settings)
+        action = _recognise(request, provider, aws_index)
+        environment = resolve_environment(action, settings.environments)
+        return action.model_copy(update={"environment": environment})
+    except Exception:
+        # Deliberately broad: a recogniser bug must never let a request through
+        # unclassified-but-allowed, nor crash the proxy. Nothing about the request
+        # is logged here (headers and bodies may hold secrets).
+        return _failed(request, provider)

@@ -1,0 +1,56 @@
+"""The raw request a recogniser sees: decoupled from mitmproxy so it can be tested alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from urllib.parse import parse_qsl, urlsplit
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """One HTTP request as it will reach the upstream.
+
+    ``host`` and ``port`` are the **real destination** (the CONNECT target or the
+    absolute-form URL of a plain proxy request), never the Host header or SNI the
+    client chose; ``host_header`` is kept only so recognisers can notice a mismatch.
+    """
+
+    method: str
+    scheme: str
+    host: str
+    port: int
+    path: str  # path and query, as sent: "/api/v1/namespaces?watch=1"
+    headers: tuple[tuple[str, str], ...] = ()  # (lower-case name, value), in order
+    body: bytes = b""
+    host_header: str = ""
+
+    @cached_property
+    def path_only(self) -> str:
+        return urlsplit(self.path).path or "/"
+
+    @cached_property
+    def query(self) -> list[tuple[str, str]]:
+        """Decoded query pairs (computed once: recognisers read them several times)."""
+        return parse_qsl(urlsplit(self.path).query, keep_blank_values=True)
+
+    def header(self, name: str, default: str = "") -> str:
+        """First value of header ``name`` (case-insensitive)."""
+        wanted = name.lower()
+        return next((v for k, v in self.headers if k == wanted), default)
+
+    @property
+    def header_names(self) -> list[str]:
+        return sorted({k for k, _ in self.headers})
+
+    @property
+    def user_agent(self) -> str:
+        return self.header("user-agent")
+
+
+@dataclass(frozen=True)
+class RecogniseSettings:
+    """Site knowledge that turns ids into environments; see environment.py."""
+
+    environments: dict[str, str] = field(default_factory=dict)  # "aws:account:1111" -> "prod"
+    kubernetes_hosts: tuple[str, ...] = ()  # API server hosts (host or host:port) to parse as k8s
