@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from guardproxy import __version__
-from guardproxy.cli import policy
+from guardproxy.cli import oncall, policy, serve, session
 from guardproxy.log import configure_logging
 
 
@@ -21,6 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve.add_commands(subparsers)
+    session.add_commands(subparsers)
+    oncall.add_commands(subparsers)
     policy.add_commands(subparsers)
     return parser
 

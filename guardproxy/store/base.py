@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from base64 import b32encode
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -308,6 +309,14 @@ class Store(Protocol):
     # decision log
 
     def append_decision(self, record: DecisionRecord) -> None: ...
+
+    def append_decisions(self, records: Sequence[DecisionRecord]) -> None:
+        """Append several records in one transaction (one disk sync for a batch)."""
+        ...
+
+    def set_upstream_statuses(self, statuses: Sequence[tuple[str, int]]) -> None:
+        """(decision id, HTTP status) pairs; ids not (yet) stored are ignored."""
+        ...
 
     def get_decision(self, decision_id: str) -> DecisionRecord | None: ...
 

@@ -440,6 +440,25 @@ class SqliteStore:
             except sqlite3.IntegrityError as exc:
                 raise _integrity(exc, f"decision {record.id}") from exc
 
+    def append_decisions(self, records: Sequence[DecisionRecord]) -> None:
+        rows = [
+            (r.id, _ts(r.at), r.session_id, r.action_json, r.context_json, r.decision_json,
+             r.outcome, r.hold_id, r.upstream_status)
+            for r in records
+        ]  # fmt: skip
+        with self._write() as db:
+            try:
+                db.executemany("INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            except sqlite3.IntegrityError as exc:
+                raise _integrity(exc, "a decision in the batch") from exc
+
+    def set_upstream_statuses(self, statuses: Sequence[tuple[str, int]]) -> None:
+        with self._write() as db:
+            db.executemany(
+                "UPDATE decisions SET upstream_status = ? WHERE id = ?",
+                [(status, decision_id) for decision_id, status in statuses],
+            )
+
     def get_decision(self, decision_id: str) -> DecisionRecord | None:
         with self._read() as db:
             row = db.execute("SELECT * FROM decisions WHERE id = ?", (decision_id,)).fetchone()

@@ -1,0 +1,180 @@
+"""``guardproxy serve``: the proxy plus its control API, until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import yaml
+
+from guardproxy.config import ProxyConfig, ReverseListener
+from guardproxy.control.client import DEFAULT_DATA_DIR
+from guardproxy.server import Guardproxy, StartError
+
+
+class ConfigError(Exception):
+    """A bad configuration file or flag; the message says where."""
+
+
+def default_policies() -> Path:
+    return Path(os.environ.get("GUARDPROXY_POLICIES", "policies"))
+
+
+def add_proxy_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by `serve` and `run` (which starts an embedded proxy)."""
+    parser.add_argument(
+        "--policies",
+        type=Path,
+        metavar="DIR",
+        help="policy bundle (default: $GUARDPROXY_POLICIES or ./policies)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help=f"CA, store and control token (default: {DEFAULT_DATA_DIR})",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="YAML file with any ProxyConfig field; flags override it",
+    )
+    parser.add_argument(
+        "--hold-window",
+        type=float,
+        metavar="SECONDS",
+        help="how long a held request waits live for approval (default 20)",
+    )
+    parser.add_argument(
+        "--passthrough",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="tunnel this host's TLS without interception (repeatable)",
+    )
+    parser.add_argument(
+        "--reverse",
+        action="append",
+        default=[],
+        metavar="PORT=URL",
+        help="also listen on PORT and forward to URL (for clients that "
+        "will not use a proxy, e.g. Go tools to loopback)",
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="SELECTOR=ENV",
+        help="e.g. aws:account:111122223333=prod, k8s:cluster:host:6443=prod",
+    )
+    parser.add_argument(
+        "--kube-host",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="a Kubernetes API server to parse as such (repeatable)",
+    )
+    parser.add_argument("--upstream-ca", action="append", default=[], type=Path, metavar="FILE",
+                        help="extra CA to trust for upstream TLS (repeatable)")  # fmt: skip
+
+
+def add_commands(subparsers: Any) -> None:
+    serve = subparsers.add_parser("serve", help="run the guarding proxy and its control API")
+    add_proxy_options(serve)
+    serve.add_argument("--listen", metavar="HOST:PORT", help="proxy address (127.0.0.1:8080)")
+    serve.add_argument("--control", metavar="HOST:PORT", help="control API (127.0.0.1:8081)")
+    serve.set_defaults(handler=cmd_serve)
+
+
+def build_config(args: argparse.Namespace, **overrides: Any) -> ProxyConfig:
+    values: dict[str, Any] = {}
+    if args.config is not None:
+        try:
+            loaded = yaml.safe_load(args.config.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise ConfigError(f"{args.config}: {error}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{args.config}: expected a mapping of settings")
+        values.update(loaded)
+    flags: dict[str, Any] = {
+        "policies": args.policies,
+        "data_dir": args.data_dir,
+        "hold_window_seconds": args.hold_window,
+        "listen": getattr(args, "listen", None),
+        "control": getattr(args, "control", None),
+    }
+    values.update({k: v for k, v in flags.items() if v is not None})
+    values.setdefault("policies", default_policies())
+    values.setdefault("data_dir", Path(os.environ.get("GUARDPROXY_DATA_DIR") or DEFAULT_DATA_DIR))
+    if args.passthrough:
+        values["passthrough_hosts"] = [*values.get("passthrough_hosts", []), *args.passthrough]
+    if args.kube_host:
+        values["kubernetes_hosts"] = [*values.get("kubernetes_hosts", []), *args.kube_host]
+    if args.upstream_ca:
+        values["upstream_ca_files"] = [*values.get("upstream_ca_files", []), *args.upstream_ca]
+    if args.env:
+        mapping = dict(values.get("environments", {}))
+        for item in args.env:
+            selector, sep, environment = item.rpartition("=")
+            if not sep:
+                raise ConfigError(f"--env {item!r}: write SELECTOR=ENV")
+            mapping[selector] = environment
+        values["environments"] = mapping
+    if args.reverse:
+        reverse = list(values.get("reverse", []))
+        for item in args.reverse:
+            port, sep, url = item.partition("=")
+            if not sep or not port.isdigit():
+                raise ConfigError(f"--reverse {item!r}: write PORT=URL")
+            reverse.append(ReverseListener(port=int(port), upstream=url))
+        values["reverse"] = reverse
+    values.update(overrides)
+    try:
+        return ProxyConfig.model_validate(values)
+    except pydantic.ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{where}: {first['msg']}") from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        config = build_config(args)
+    except ConfigError as error:
+        print(f"guardproxy: {error}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_serve(config))
+    except StartError as error:
+        print(f"guardproxy: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _serve(config: ProxyConfig) -> None:
+    service = Guardproxy(config)
+    await service.start()
+    assert service.proxy is not None and service.control is not None
+    print(
+        f"guardproxy: proxy on 127.0.0.1:{service.proxy.port}, control API on "
+        f"127.0.0.1:{service.control.port}, policies {config.policies} "
+        f"({len(service.bundle.rules)} rules). Wrap an agent with: "
+        f"guardproxy run --proxy http://127.0.0.1:{service.proxy.port} -- COMMAND",
+        file=sys.stderr,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    try:
+        await stop.wait()
+    finally:
+        await service.stop()

@@ -1,0 +1,248 @@
+"""``guardproxy run`` and ``guardproxy env``: put an agent session behind the guard."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from guardproxy.cli.serve import ConfigError, add_proxy_options, build_config
+from guardproxy.control.client import DEFAULT_DATA_DIR, ControlClient, ControlError
+from guardproxy.gate.gate import utc_now
+from guardproxy.intercept.proxy import ensure_ca
+from guardproxy.server import BackgroundGuardproxy, StartError
+from guardproxy.session.environment import (
+    export_lines,
+    proxy_url,
+    rewrite_kubeconfig,
+    session_environment,
+    write_ca_bundle,
+)
+
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+class SessionError(Exception):
+    """The session could not be set up; the message says why."""
+
+
+def add_commands(subparsers: Any) -> None:
+    run = subparsers.add_parser(
+        "run", help="run a command (an agent) with all its traffic through the guard"
+    )
+    add_proxy_options(run)
+    _session_options(run)
+    run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
+    run.set_defaults(handler=cmd_run)
+
+    env = subparsers.add_parser(
+        "env", help="print shell exports that put this shell's tools behind a running guard"
+    )
+    _session_options(env)
+    env.add_argument("--data-dir", type=Path, metavar="DIR")
+    env.set_defaults(handler=cmd_env)
+
+
+def _session_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--proxy", metavar="URL", help="attach to a running guardproxy (default for run: start one)"
+    )
+    parser.add_argument("--control", metavar="URL", help="its control API (default: found)")
+    parser.add_argument("--token", help="control API token (default: from the data directory)")
+    parser.add_argument("--name", default="", help="a name for the session")
+    parser.add_argument("--label", action="append", default=[], help="session label")  # fmt: skip
+
+
+@dataclass
+class _Prepared:
+    environment: dict[str, str]
+    session_id: str
+    proxy_address: str
+    control_url: str
+
+
+def _prepare(
+    args: argparse.Namespace,
+    data_dir: Path,
+    register: Any,
+    proxy_host: str,
+    proxy_port: int,
+    ca_cert: Path,
+    command: list[str],
+) -> tuple[_Prepared, list[Path]]:
+    """Create the session and its files; return its environment and new upstream CAs."""
+    created = register(
+        {"name": args.name, "user": getpass.getuser(), "command": command,
+         "cwd": os.getcwd(), "labels": args.label}
+    )  # fmt: skip
+    session_id, token = created["id"], created["token"]
+    url = proxy_url(proxy_host, proxy_port, session_id, token)
+    session_dir = data_dir / "sessions" / session_id
+    session_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(session_dir, 0o700)
+    base = dict(os.environ)
+    bundle = write_ca_bundle(ca_cert, session_dir / "ca-bundle.pem", base)
+    kube = rewrite_kubeconfig(
+        base,
+        session_dir,
+        proxy=url,
+        ca_cert=ca_cert,
+        client_cert_dir=data_dir / "client-certs",
+        upstream_ca_dir=data_dir / "upstream-trust",
+    )
+    environment = session_environment(
+        proxy=url,
+        ca_bundle=bundle,
+        ca_cert=ca_cert,
+        kubeconfig=kube.path if kube else None,
+        session_id=session_id,
+    )
+    new_cas = kube.upstream_cas + kube.client_certs if kube else []
+    return _Prepared(environment, session_id, f"{proxy_host}:{proxy_port}", ""), new_cas
+
+
+# ---------------------------------------------------------------------------
+# run
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        print("guardproxy: run needs a command: guardproxy run -- COMMAND [ARGS...]",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        if args.proxy:
+            return _run_attached(args, command)
+        return _run_embedded(args, command)
+    except (ConfigError, ControlError, SessionError, StartError) as error:
+        print(f"guardproxy: {error}", file=sys.stderr)
+        return 2
+
+
+def _run_embedded(args: argparse.Namespace, command: list[str]) -> int:
+    config = build_config(args, listen="127.0.0.1:0", control="127.0.0.1:0")
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(config.data_dir, 0o700)
+    ca_cert = ensure_ca(config.ca_dir)
+    embedded = BackgroundGuardproxy(config)
+    sessions: dict[str, Any] = {}
+
+    def register(body: dict[str, Any]) -> dict[str, Any]:
+        registry = embedded.service.registry
+        assert registry is not None
+        session, credential = registry.create(
+            name=body["name"], user=body["user"], command=body["command"], cwd=body["cwd"],
+            labels=body["labels"], now=utc_now(),
+        )  # fmt: skip
+        sessions["id"] = session.id
+        return {"id": session.id, "token": credential.token}
+
+    embedded.start()
+    try:
+        service = embedded.service
+        assert service.proxy is not None and service.control is not None
+        prepared, new_cas = _prepare(
+            args, config.data_dir, register, "127.0.0.1", service.proxy.port, ca_cert, command
+        )
+        if new_cas:
+            service.proxy.reload_upstream_trust()
+        _banner(prepared, f"http://127.0.0.1:{service.control.port}", config.data_dir)
+        return _supervise(command, prepared.environment)
+    finally:
+        if "id" in sessions and embedded.service.registry is not None:
+            embedded.service.registry.end(sessions["id"], utc_now())
+        embedded.stop()
+
+
+def _run_attached(args: argparse.Namespace, command: list[str]) -> int:
+    prepared = _attach(args, command)
+    _banner(prepared, prepared.control_url, None)
+    client = ControlClient.locate(url=args.control, token=args.token, data_dir=args.data_dir)
+    try:
+        return _supervise(command, prepared.environment)
+    finally:
+        try:
+            client.call("POST", f"/v1/sessions/{prepared.session_id}/end", {})
+        except ControlError as error:
+            print(f"guardproxy: could not end the session: {error}", file=sys.stderr)
+
+
+def _attach(args: argparse.Namespace, command: list[str]) -> _Prepared:
+    client = ControlClient.locate(url=args.control, token=args.token, data_dir=args.data_dir)
+    data_dir = Path(args.data_dir or os.environ.get("GUARDPROXY_DATA_DIR") or DEFAULT_DATA_DIR)
+    runtime = client.call("GET", "/v1/runtime")
+    ca_cert = Path(runtime["ca_cert"])
+    if args.proxy:
+        split = urlsplit(args.proxy if "//" in args.proxy else f"http://{args.proxy}")
+        host, port = split.hostname or "127.0.0.1", split.port or 8080
+    else:
+        host, _, port_text = str(runtime["proxy"]).rpartition(":")
+        port = int(port_text)
+
+    def register(body: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = client.call("POST", "/v1/sessions", body)
+        return result
+
+    prepared, new_cas = _prepare(args, data_dir, register, host, port, ca_cert, command)
+    if new_cas:
+        client.call("POST", "/v1/tls/reload", {})
+    prepared.control_url = client.url
+    return prepared
+
+
+def _banner(prepared: _Prepared, control_url: str, data_dir: Path | None) -> None:
+    where = f" --data-dir {data_dir}" if data_dir else ""
+    print(
+        f"guardproxy: session {prepared.session_id} is guarded by {prepared.proxy_address} "
+        f"(control {control_url}). Held actions: `guardproxy holds{where}`; approve one with "
+        f"`guardproxy approve HOLD_ID --reason TEXT{where}`.",
+        file=sys.stderr,
+    )
+
+
+def _supervise(command: list[str], session_env: dict[str, str]) -> int:
+    """Run the command with the session environment; pass signals; return its exit code."""
+    environment = {**os.environ, **session_env}
+    try:
+        child = subprocess.Popen(command, env=environment)
+    except OSError as error:
+        raise SessionError(f"cannot run {command[0]}: {error.strerror}") from None
+    previous = {sig: signal.getsignal(sig) for sig in (*FORWARDED_SIGNALS, signal.SIGINT)}
+
+    def forward(sig: int, _frame: object) -> None:
+        if child.poll() is None:
+            child.send_signal(sig)
+
+    for sig in FORWARDED_SIGNALS:
+        signal.signal(sig, forward)
+    # Ctrl-C reaches the child from the terminal already; don't deliver it twice.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        code = child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 128 - code if code < 0 else code
+
+
+# ---------------------------------------------------------------------------
+# env
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    try:
+        prepared = _attach(args, [os.environ.get("SHELL", "sh")])
+    except (ControlError, SessionError) as error:
+        print(f"guardproxy: {error}", file=sys.stderr)
+        return 2
+    print(f"# guardproxy session {prepared.session_id} via {prepared.proxy_address}")
+    print(export_lines(prepared.environment), end="")
+    return 0

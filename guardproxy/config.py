@@ -1,0 +1,90 @@
+"""How a guardproxy instance is set up: addresses, data directory, limits, site knowledge."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not HOST:PORT")
+    if host.strip("[]") not in ("127.0.0.1", "::1", "localhost"):
+        raise ValueError(f"{value!r}: guardproxy listens on loopback only")
+    return value
+
+
+HostPort = Annotated[str, AfterValidator(_host_port)]
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class ReverseListener(BaseModel):
+    """A loopback port that forwards to one upstream, for clients that will not use
+    a proxy for it (Go tools never proxy loopback addresses, e.g. terraform to LocalStack)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    port: int = Field(ge=0, le=65535)
+    upstream: str = Field(pattern=r"^https?://[^/]+/?$", description="http(s)://host:port")
+
+
+class ProxyConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    data_dir: Path
+    policies: Path = Path("policies")
+    listen: HostPort = "127.0.0.1:8080"
+    control: HostPort = "127.0.0.1:8081"
+    store: str = Field("", description="Database URL; default: SQLite in the data directory.")
+    hold_window_seconds: float = Field(
+        20.0, gt=0, le=600, description="How long a held request waits live for approval."
+    )
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    passthrough_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts tunnelled without interception (exact, or `*.example.com`).",
+    )
+    upstream_ca_files: list[Path] = Field(
+        default_factory=list, description="Extra CAs to trust for upstream TLS (private APIs)."
+    )
+    reverse: list[ReverseListener] = Field(default_factory=list)
+    environments: dict[str, str] = Field(
+        default_factory=dict, description="Selector -> environment, e.g. aws:account:1111: prod."
+    )
+    kubernetes_hosts: list[str] = Field(default_factory=list)
+    tcp_timeout_seconds: int = Field(600, ge=1)
+    allow_anonymous: bool = Field(True, description="Serve clients without a session credential.")
+
+    @property
+    def store_url(self) -> str:
+        return self.store or f"sqlite:///{(self.data_dir / 'guardproxy.db').resolve()}"
+
+    @property
+    def ca_dir(self) -> Path:
+        return self.data_dir / "ca"
+
+    @property
+    def client_certs_dir(self) -> Path:
+        """`<host>.pem` client certificates the proxy presents upstream (mTLS)."""
+        return self.data_dir / "client-certs"
+
+    @property
+    def upstream_trust_dir(self) -> Path:
+        """Extra CAs (`*.pem`) trusted for upstream TLS, e.g. learned from a kubeconfig."""
+        return self.data_dir / "upstream-trust"
+
+    @property
+    def control_token_file(self) -> Path:
+        return self.data_dir / "control-token"
+
+    @property
+    def runtime_file(self) -> Path:
+        """Where a running `serve` says which ports it uses, for the CLI to find it."""
+        return self.data_dir / "runtime.json"

@@ -1,0 +1,95 @@
+"""A small client for the control API, used by the CLI (and by `run` to attach)."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DATA_DIR = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / (
+    "guardproxy"
+)
+
+
+class ControlError(Exception):
+    """The control API could not be reached or refused the call; the message says why."""
+
+    def __init__(self, message: str, status: int = 0, body: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+@dataclass(frozen=True)
+class ControlClient:
+    url: str
+    token: str
+    timeout: float = 10.0
+
+    @classmethod
+    def locate(
+        cls, *, url: str | None = None, token: str | None = None, data_dir: Path | None = None
+    ) -> ControlClient:
+        """URL and token from flags, else the environment, else the local data directory."""
+        directory = data_dir or Path(os.environ.get("GUARDPROXY_DATA_DIR") or DEFAULT_DATA_DIR)
+        url = url or os.environ.get("GUARDPROXY_CONTROL_URL")
+        token = token or os.environ.get("GUARDPROXY_CONTROL_TOKEN")
+        if not url:
+            runtime = directory / "runtime.json"
+            try:
+                url = json.loads(runtime.read_text(encoding="utf-8"))["control"]
+            except (OSError, ValueError, KeyError):
+                raise ControlError(
+                    f"no running guardproxy found ({runtime} missing); start `guardproxy serve`, "
+                    "or pass --control URL"
+                ) from None
+        if not token:
+            try:
+                token = (directory / "control-token").read_text(encoding="ascii").strip()
+            except OSError:
+                raise ControlError(
+                    f"no control token in {directory}; pass --token or set GUARDPROXY_CONTROL_TOKEN"
+                ) from None
+        return cls(url.rstrip("/"), token)
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            self.url + path,
+            data=data,
+            method=method,
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
+        # the control API is local: never send it through a proxy from the environment
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with opener.open(request, timeout=self.timeout) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as error:
+            payload = _json_or_none(error.read())
+            message = payload.get("error") if isinstance(payload, dict) else None
+            raise ControlError(message or f"HTTP {error.code}", error.code, payload) from None
+        except (urllib.error.URLError, OSError) as error:
+            raise ControlError(f"cannot reach guardproxy at {self.url}: {error}") from None
+
+    def holds(self, state: str = "pending") -> list[dict[str, Any]]:
+        result = self.call("GET", f"/v1/holds?state={state}")
+        return list(result["holds"])
+
+    def resolve(self, hold_id: str, *, approve: bool, reason: str, by: str) -> dict[str, Any]:
+        verb = "approve" if approve else "deny"
+        result: dict[str, Any] = self.call(
+            "POST", f"/v1/holds/{hold_id}/{verb}", {"reason": reason, "by": by}
+        )
+        return result
+
+
+def _json_or_none(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None

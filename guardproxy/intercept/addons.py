@@ -1,0 +1,294 @@
+"""guardproxy's mitmproxy addons, one concern each.
+
+Order matters and is set in proxy.py: SessionAuth attributes the flow to a session,
+Passthrough decides which TLS is not intercepted, BodyGuard keeps request bodies
+from streaming past the guard, Guard decides, ResponseStreaming keeps watches and
+server-sent events flowing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import re
+from collections.abc import Callable
+from datetime import datetime
+
+import structlog
+from mitmproxy import connection, http, tls
+from mitmproxy.addons.proxyauth import parse_http_basic_auth
+from mitmproxy.proxy import mode_specs
+
+from guardproxy.action import Action, Verb
+from guardproxy.context import Context, SessionInfo
+from guardproxy.gate.gate import Answer, Gate
+from guardproxy.gate.responses import NativeAnswer, native_answer
+from guardproxy.policy import Decision
+from guardproxy.recognise import recognise
+from guardproxy.recognise.request import HttpRequest, RecogniseSettings
+from guardproxy.session.registry import SessionRegistry, anonymous_session, session_info
+
+log = structlog.get_logger(__name__)
+
+SESSION = "guardproxy.session"
+DECISION = "guardproxy.decision"
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+def _respond(flow: http.HTTPFlow, answer: NativeAnswer) -> None:
+    headers = [(name.encode(), value.encode()) for name, value in answer.headers]
+    flow.response = http.Response.make(answer.status, answer.body, headers)
+
+
+class SessionAuth:
+    """Attribute every flow to a session from its proxy credential.
+
+    A valid credential on CONNECT covers the whole tunnel; a wrong one gets 407;
+    none at all makes the flow part of the client's anonymous session (if allowed).
+    """
+
+    def __init__(self, registry: SessionRegistry, *, allow_anonymous: bool) -> None:
+        self._registry = registry
+        self._allow_anonymous = allow_anonymous
+        self._tunnels: dict[connection.Client, SessionInfo] = {}
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        session = self._authenticate(flow)
+        if session is not None:
+            self._tunnels[flow.client_conn] = session
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None:
+            return
+        tunnel = self._tunnels.get(flow.client_conn)
+        if tunnel is not None:
+            flow.metadata[SESSION] = tunnel
+            return
+        if not isinstance(flow.client_conn.proxy_mode, mode_specs.RegularMode):
+            # reverse listeners carry no proxy credentials
+            flow.metadata[SESSION] = anonymous_session(flow.client_conn.peername[0])
+            return
+        self._authenticate(flow)
+
+    def client_disconnected(self, client: connection.Client) -> None:
+        self._tunnels.pop(client, None)
+
+    def _authenticate(self, flow: http.HTTPFlow) -> SessionInfo | None:
+        header = flow.request.headers.get("Proxy-Authorization", "")
+        if not header:
+            if self._allow_anonymous:
+                session = anonymous_session(flow.client_conn.peername[0])
+                flow.metadata[SESSION] = session
+                return session
+            self._refuse(flow, "this proxy needs a guardproxy session credential")
+            return None
+        try:
+            _, session_id, token = parse_http_basic_auth(header)
+        except ValueError:
+            self._refuse(flow, "malformed Proxy-Authorization")
+            return None
+        found = self._registry.authenticate(session_id, token)
+        if found is None:
+            self._refuse(flow, "unknown or ended guardproxy session")
+            return None
+        del flow.request.headers["Proxy-Authorization"]
+        info = session_info(found)
+        flow.metadata[SESSION] = info
+        return info
+
+    @staticmethod
+    def _refuse(flow: http.HTTPFlow, why: str) -> None:
+        log.warning("session.refused", client=flow.client_conn.peername[0], reason=why)
+        flow.response = http.Response.make(
+            407,
+            f"guardproxy: {why}. Start the tool with `guardproxy run -- ...`.\n",
+            {"Proxy-Authenticate": 'Basic realm="guardproxy"', "Content-Type": "text/plain"},
+        )
+
+
+def host_pattern(pattern: str) -> re.Pattern[str]:
+    """An anchored, case-insensitive host pattern: `api.example.com` or `*.example.com`."""
+    return re.compile(fnmatch.translate(pattern.lower()))
+
+
+class Passthrough:
+    """Tunnel TLS without interception, only for configured hosts, never for a lie.
+
+    Decided on the CONNECT target (anchored), and only if the SNI the client sent
+    names that same host: mitmproxy's own ignore_hosts matches unanchored against
+    SNI and Host too, so `CONNECT guarded-host` + `SNI=allowed-host` would slip by.
+    """
+
+    def __init__(self, patterns: list[str]) -> None:
+        self._patterns = [host_pattern(p) for p in patterns]
+
+    def tls_clienthello(self, data: tls.ClientHelloData) -> None:
+        if not self._patterns or data.context.server.address is None:
+            return
+        target = data.context.server.address[0].lower()
+        sni = (data.client_hello.sni or "").lower()
+        if sni == target and any(p.fullmatch(target) for p in self._patterns):
+            data.ignore_connection = True
+            log.debug("tls.passthrough", host=target)
+
+
+class BodyGuard:
+    """Never stream a request body past the guard, and refuse oversized bodies.
+
+    A streamed request reaches the upstream before the request hook runs, so it
+    could not be held. Bodies are buffered; one over the limit is refused in the
+    API's own error format: at the headers when its length is declared, after
+    buffering when it is chunked. mitmproxy's own body_size_limit (twice ours) is
+    the backstop that stops a chunked body from growing without bound.
+    """
+
+    def __init__(self, max_bytes: int, settings: RecogniseSettings) -> None:
+        self._max = max_bytes
+        self._settings = settings
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None:
+            return
+        flow.request.stream = False
+        declared = flow.request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self._max:
+            self._refuse(flow, int(declared))
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        size = len(flow.request.raw_content or b"")
+        if flow.response is None and size > self._max:
+            self._refuse(flow, size)
+
+    def _refuse(self, flow: http.HTTPFlow, size: int) -> None:
+        request = http_request(flow, body=b"")
+        action = recognise(request, self._settings)
+        message = (
+            f"guardproxy: the request body is {size} bytes, over the {self._max}-byte "
+            "limit, so it was not sent. Send a smaller request."
+        )
+        log.warning("request.too_large", host=request.host, bytes=size)
+        _respond(flow, native_answer(request, action, message, decision="deny",
+                                     reference="body-limit"))  # fmt: skip
+
+
+class ResponseStreaming:
+    """Stream every response: watches, `logs -f` and server-sent events must not stall."""
+
+    def __init__(self, record_status: Callable[[str, int], None]) -> None:
+        self._record_status = record_status
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        assert flow.response is not None
+        flow.response.stream = True
+        decision = flow.metadata.get(DECISION)
+        if isinstance(decision, str):
+            self._record_status(decision, flow.response.status_code)
+
+
+def http_request(flow: http.HTTPFlow, *, body: bytes | None = None) -> HttpRequest:
+    """The flow's request as recognisers see it, on the real destination."""
+    request = flow.request
+    headers = tuple(
+        (name.lower(), value)
+        for name, value in request.headers.items(multi=True)
+        if name.lower() != "proxy-authorization"
+    )
+    return HttpRequest(
+        method=request.method,
+        scheme=request.scheme,
+        host=request.host,
+        port=request.port,
+        path=request.path,
+        headers=headers,
+        body=(request.raw_content or b"") if body is None else body,
+        host_header=request.host_header or "",
+    )
+
+
+class Guard:
+    """Recognise, decide and apply the decision to each request, before it goes out."""
+
+    def __init__(
+        self,
+        gate: Gate,
+        settings: RecogniseSettings,
+        *,
+        protected: Callable[[], set[tuple[str, int]]],
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._gate = gate
+        self._settings = settings
+        self._protected = protected
+        self._clock = clock
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None or flow.error is not None:
+            return
+        session = flow.metadata.get(SESSION)
+        if not isinstance(session, SessionInfo):
+            session = anonymous_session(flow.client_conn.peername[0])
+        request = http_request(flow)
+        if self._is_protected(request):
+            action = recognise(request, self._settings)
+            _respond(flow, self._refuse_control(request, action))
+            log.warning("control.refused", session=session.id, host=request.host)
+            return
+        action, context, decision = await asyncio.to_thread(self._decide, request, session)
+        verdict = await self._gate.handle(request, action, context, decision)
+        flow.metadata[DECISION] = verdict.decision_id
+        if isinstance(verdict, Answer):
+            _respond(flow, verdict.answer)
+
+    def _decide(
+        self, request: HttpRequest, session: SessionInfo
+    ) -> tuple[Action, Context, Decision]:
+        """Recognise and evaluate in one trip off the event loop (both are CPU work)."""
+        action = _with_actor(recognise(request, self._settings), session, request)
+        context = Context(now=self._clock(), session=session)
+        return action, context, self._gate.decide(action, context)
+
+    def _is_protected(self, request: HttpRequest) -> bool:
+        host = request.host.strip("[]").lower()
+        targets = {(h if h not in _LOOPBACK else "loopback", p) for h, p in self._protected()}
+        key = ("loopback" if host in _LOOPBACK else host, request.port)
+        return key in targets
+
+    @staticmethod
+    def _refuse_control(request: HttpRequest, action: Action) -> NativeAnswer:
+        message = (
+            "guardproxy: guarded sessions cannot reach guardproxy's own control API. "
+            "Approvals come from a human, not from the agent."
+        )
+        return native_answer(request, action, message, decision="deny", reference="control")
+
+
+def _with_actor(action: Action, session: SessionInfo, request: HttpRequest) -> Action:
+    updates: dict[str, object] = {
+        "actor": action.actor.model_copy(update={"session_id": session.id})
+    }
+    claimed = (
+        request.host_header.rsplit(":", 1)[0].strip("[]").lower() if request.host_header else ""
+    )
+    if claimed and claimed != request.host.strip("[]").lower() and action.verb is not Verb.READ:
+        updates["risk_tags"] = [*action.risk_tags, "host-mismatch"]
+    return action.model_copy(update=updates)
+
+
+class Ready:
+    """Signals that the listeners are bound (mitmproxy fires `running` after that)."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    def running(self) -> None:
+        self.event.set()
+
+
+__all__ = [
+    "BodyGuard",
+    "Guard",
+    "Passthrough",
+    "Ready",
+    "ResponseStreaming",
+    "SessionAuth",
+]

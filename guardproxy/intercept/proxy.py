@@ -1,0 +1,188 @@
+"""mitmproxy embedded in our own asyncio program.
+
+A plain ``Master`` with only the addons we need (not DumpMaster, whose ErrorCheck
+calls sys.exit inside a host program), listening on loopback only, with its CA in
+guardproxy's data directory. Stopping really closes the listening sockets, which
+``Master.shutdown()`` alone does not do in mitmproxy 12.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+import certifi
+import structlog
+from mitmproxy import options
+from mitmproxy.addons import (
+    core,
+    disable_h2c,
+    next_layer,
+    proxyserver,
+    tlsconfig,
+    upstream_auth,
+)
+from mitmproxy.certs import CertStore
+from mitmproxy.master import Master
+
+from guardproxy.config import ProxyConfig, split_host_port
+from guardproxy.gate.gate import Gate
+from guardproxy.intercept.addons import (
+    BodyGuard,
+    Guard,
+    Passthrough,
+    Ready,
+    ResponseStreaming,
+    SessionAuth,
+)
+from guardproxy.recognise.request import RecogniseSettings
+from guardproxy.session.registry import SessionRegistry
+
+log = structlog.get_logger(__name__)
+
+CA_CERT = "mitmproxy-ca-cert.pem"
+CA_KEY = "mitmproxy-ca.pem"
+
+
+class ProxyStartError(Exception):
+    """The proxy could not listen (address in use, bad CA directory...)."""
+
+
+def ensure_ca(ca_dir: Path) -> Path:
+    """Create the CA (in a private directory: its key can intercept everything) if absent."""
+    ca_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(ca_dir, 0o700)
+    CertStore.from_store(str(ca_dir), "mitmproxy", 2048)
+    return ca_dir / CA_CERT
+
+
+def upstream_trust_bundle(config: ProxyConfig) -> Path | None:
+    """certifi plus private CAs (configured, or learned from kubeconfigs): mitmproxy's
+    ``ssl_verify_upstream_trusted_ca`` replaces certifi rather than adding to it."""
+    extra = [*config.upstream_ca_files, *sorted(config.upstream_trust_dir.glob("*.pem"))]
+    if not extra:
+        return None
+    bundle = config.data_dir / "upstream-ca-bundle.pem"
+    parts = [Path(certifi.where()).read_text(encoding="ascii")]
+    parts.extend(Path(p).read_text(encoding="ascii") for p in extra)
+    bundle.write_text("\n".join(parts), encoding="ascii")
+    return bundle
+
+
+class GuardProxy:
+    """The intercepting proxy: start() binds the listeners, stop() releases them."""
+
+    def __init__(
+        self,
+        config: ProxyConfig,
+        gate: Gate,
+        registry: SessionRegistry,
+        settings: RecogniseSettings,
+        *,
+        record_status: Callable[[str, int], None],
+        protected: Callable[[], set[tuple[str, int]]],
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._config = config
+        self._gate = gate
+        self._registry = registry
+        self._settings = settings
+        self._record_status = record_status
+        self._protected = protected
+        self._clock = clock
+        self._master: Master | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def _modes(self) -> list[str]:
+        host, port = split_host_port(self._config.listen)
+        modes = [f"regular@{host}:{port}"]
+        modes.extend(f"reverse:{r.upstream}@{host}:{r.port}" for r in self._config.reverse)
+        return modes
+
+    async def start(self) -> None:
+        config = self._config
+        ensure_ca(config.ca_dir)
+        config.client_certs_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(config.client_certs_dir, 0o700)
+        opts = options.Options(confdir=str(config.ca_dir))
+        master = Master(opts)
+        ready = Ready()
+        master.addons.add(
+            core.Core(),
+            proxyserver.Proxyserver(),
+            next_layer.NextLayer(),
+            tlsconfig.TlsConfig(),
+            upstream_auth.UpstreamAuth(),
+            disable_h2c.DisableH2C(),
+            SessionAuth(self._registry, allow_anonymous=config.allow_anonymous),
+            Passthrough(config.passthrough_hosts),
+            BodyGuard(config.max_body_bytes, self._settings),
+            Guard(self._gate, self._settings, protected=self._protected, clock=self._clock),
+            ResponseStreaming(self._record_status),
+            ready,
+        )
+        trust = upstream_trust_bundle(config)
+        master.options.update(
+            mode=self._modes(),
+            # a held request must outlive mitmproxy's idle timeout, which also runs during holds
+            tcp_timeout=max(config.tcp_timeout_seconds, int(config.hold_window_seconds) + 60),
+            body_size_limit=str(2 * config.max_body_bytes),
+            stream_large_bodies=None,
+            connection_strategy="lazy",
+            ssl_insecure=False,
+            client_certs=str(config.client_certs_dir),
+            **({"ssl_verify_upstream_trusted_ca": str(trust)} if trust else {}),
+        )
+        self._master = master
+        self._task = asyncio.create_task(master.run())
+        done, _ = await asyncio.wait(
+            [self._task, asyncio.ensure_future(ready.event.wait())],
+            return_when=asyncio.FIRST_COMPLETED,
+            timeout=30,
+        )
+        if self._task in done or not self.listen_addresses():
+            await self.stop()
+            raise ProxyStartError(f"guardproxy could not listen on {', '.join(self._modes())}")
+        log.info("proxy.listening", addresses=[f"{h}:{p}" for h, p in self.listen_addresses()])
+
+    def reload_upstream_trust(self) -> None:
+        """Pick up CAs and client certificates a newly attached session brought."""
+        trust = upstream_trust_bundle(self._config)
+        if self._master is not None and trust is not None:
+            self._master.options.update(ssl_verify_upstream_trusted_ca=str(trust))
+
+    def listen_addresses(self) -> list[tuple[str, int]]:
+        if self._master is None:
+            return []
+        server = self._master.addons.get("proxyserver")
+        return [(a[0], a[1]) for a in server.listen_addrs()]
+
+    @property
+    def port(self) -> int:
+        addresses = self.listen_addresses()
+        if not addresses:
+            raise ProxyStartError("the proxy is not listening")
+        return addresses[0][1]
+
+    @property
+    def ca_cert(self) -> Path:
+        return self._config.ca_dir / CA_CERT
+
+    async def stop(self) -> None:
+        """Answer held requests, stop the master, and close the listening sockets."""
+        self._gate.close()
+        master, task = self._master, self._task
+        if master is None or task is None:
+            return
+        master.shutdown()
+        try:
+            await asyncio.wait_for(task, timeout=10)
+        except TimeoutError:
+            task.cancel()
+        await master.addons.get("proxyserver").servers.update([])
+        self._master = None
+        self._task = None
+        log.info("proxy.stopped")

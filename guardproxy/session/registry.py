@@ -1,0 +1,98 @@
+"""Session credentials: each wrapped agent session gets an id and a secret token.
+
+The token travels in the proxy URL (``http://<id>:<token>@127.0.0.1:<port>``) so every
+request the session's tools send is attributed to it. Only a hash is stored.
+Requests without a credential belong to an anonymous session per client address.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+
+from guardproxy.context import SessionInfo
+from guardproxy.session.agents import agent_from_command
+from guardproxy.store.base import Session, Store, hash_token
+
+
+@dataclass(frozen=True)
+class SessionCredential:
+    session_id: str
+    token: str
+
+
+def new_session_id() -> str:
+    return "s-" + secrets.token_hex(5)
+
+
+def session_info(session: Session) -> SessionInfo:
+    return SessionInfo(
+        id=session.id,
+        name=session.name,
+        user=session.user,
+        agent=session.agent,
+        labels=list(session.labels),
+        anonymous=session.anonymous,
+    )
+
+
+class SessionRegistry:
+    """Creates sessions and authenticates their credentials (cached after first use)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._cache: dict[str, Session] = {}
+        self._lock = threading.Lock()
+
+    def create(
+        self,
+        *,
+        name: str,
+        user: str,
+        command: list[str],
+        cwd: str,
+        labels: list[str],
+        now: datetime,
+        agent: str = "",
+    ) -> tuple[Session, SessionCredential]:
+        token = secrets.token_urlsafe(24)
+        session = Session(
+            id=new_session_id(),
+            name=name,
+            user=user,
+            agent=agent or agent_from_command(command),
+            command=tuple(command),
+            cwd=cwd,
+            labels=tuple(labels),
+            started_at=now,
+            token_hash=hash_token(token),
+        )
+        self._store.create_session(session)
+        return session, SessionCredential(session.id, token)
+
+    def authenticate(self, session_id: str, token: str) -> Session | None:
+        """The live session for this credential, or None (wrong, unknown or ended)."""
+        wanted = hash_token(token)
+        with self._lock:
+            cached = self._cache.get(session_id)
+        session = cached or self._store.get_session(session_id)
+        if session is None or session.token_hash is None or not session.active:
+            return None
+        if not hmac.compare_digest(session.token_hash, wanted):
+            return None
+        with self._lock:
+            self._cache[session_id] = session
+        return session
+
+    def end(self, session_id: str, now: datetime) -> Session:
+        with self._lock:
+            self._cache.pop(session_id, None)
+        return self._store.end_session(session_id, now)
+
+
+def anonymous_session(client_ip: str) -> SessionInfo:
+    """The session of a client that presented no credential."""
+    return SessionInfo(id=f"anonymous:{client_ip}", name="anonymous", anonymous=True)
