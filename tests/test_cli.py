@@ -190,7 +190,7 @@ def test_run_selects_cases_and_empty_selection_fails(
 def test_coverage_lists_rules_no_case_fired(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    only_dev = TESTS.split("  - name: prod destroy is held")[0] + dedent("""\
+    only_dev = TESTS.split("  - name: prod destroy is held", maxsplit=1)[0] + dedent("""\
           - name: dev destroy is allowed
             action: {environment: dev}
             expect: {decision: allow}
@@ -212,7 +212,9 @@ def test_a_broken_test_file_is_reported_with_its_position(
     assert "rules_test.yaml:12:" in out
 
 
-def test_a_broken_bundle_fails_the_tests(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_broken_bundle_fails_the_tests(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = write_bundle(
         tmp_path, rules__yaml=RULES.replace("approval:", "aproval:"), rules_test__yaml=TESTS
     )
@@ -231,7 +233,9 @@ def _action_file(tmp_path: Path, **fields: object) -> Path:
     return path
 
 
-def test_eval_prints_a_replayable_record(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_eval_prints_a_replayable_record(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = write_bundle(tmp_path)
     action = _action_file(tmp_path)
     context = tmp_path / "context.json"
@@ -295,7 +299,9 @@ def test_eval_refuses_a_broken_bundle(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_shipped_schemas_are_current() -> None:
     for name, schema in schemas().items():
         shipped = (SCHEMA_DIR / name).read_text()
-        assert shipped == render(schema), f"regenerate with: guardproxy policy schema --write {SCHEMA_DIR}"
+        assert shipped == render(schema), (
+            f"regenerate with: guardproxy policy schema --write {SCHEMA_DIR}"
+        )
 
 
 def test_schema_command_prints_the_policy_file_schema(capsys: pytest.CaptureFixture[str]) -> None:
