@@ -57,8 +57,23 @@ class Answer:
     """Answer the client ourselves; nothing reaches the upstream."""
 
     answer: NativeAnswer
+    kind: str  # deny | hold
     decision_id: str
     hold_id: str | None = None
+
+
+def _answer(
+    request: HttpRequest,
+    action: Action,
+    message: str,
+    *,
+    kind: str,
+    decision_id: str,
+    hold_id: str | None = None,
+) -> Answer:
+    reference = hold_id or decision_id
+    native = native_answer(request, action, message, decision=kind, reference=reference)
+    return Answer(native, kind, decision_id, hold_id)
 
 
 Verdict = Forward | Answer
@@ -143,7 +158,7 @@ class Gate:
             verdict = self._deny(request, action, decision, decision_id)
         else:
             verdict = Forward(decision_id)
-        outcome = "allow" if isinstance(verdict, Forward) else _answer_kind(verdict)
+        outcome = "allow" if isinstance(verdict, Forward) else verdict.kind
         record = DecisionRecord(
             id=decision_id,
             at=context.now,
@@ -182,20 +197,14 @@ class Gate:
             f"guardproxy denied this request: {decision.message} "
             "Do not retry it, and do not try to achieve it another way."
         )
-        return Answer(
-            native_answer(request, action, message, decision="deny", reference=decision_id),
-            decision_id,
-        )
+        return _answer(request, action, message, kind="deny", decision_id=decision_id)
 
     def _fail_closed(self, request: HttpRequest, action: Action, decision_id: str) -> Answer:
         message = (
             "guardproxy could not record this request, so it was not sent. "
             "Tell the user guardproxy's store is failing; do not retry it another way."
         )
-        return Answer(
-            native_answer(request, action, message, decision="deny", reference=decision_id),
-            decision_id,
-        )
+        return _answer(request, action, message, kind="deny", decision_id=decision_id)
 
     async def _hold(
         self,
@@ -274,7 +283,20 @@ class Gate:
         if state is HoldState.DENIED:
             current = await asyncio.to_thread(self._store.get_hold, hold.id)
             return self._denied_hold(request, action, current or hold, decision_id)
+        if self._clock() >= hold.expires_at:
+            return self._expired(request, action, hold, decision_id)
         return self._pending_answer(request, action, decision, hold, decision_id)
+
+    def _expired(
+        self, request: HttpRequest, action: Action, hold: Hold, decision_id: str
+    ) -> Answer:
+        message = (
+            f"guardproxy: hold {hold.id} expired without approval, so this request was not "
+            "sent. Do not retry it in another form; tell the user it needs approval."
+        )
+        return _answer(
+            request, action, message, kind="deny", decision_id=decision_id, hold_id=hold.id
+        )
 
     def _pending_answer(
         self,
@@ -291,10 +313,8 @@ class Gate:
             "Tell the user it needs approval, wait, then retry exactly the same call "
             "once it is approved."
         )
-        return Answer(
-            native_answer(request, action, message, decision="hold", reference=hold.id),
-            decision_id,
-            hold.id,
+        return _answer(
+            request, action, message, kind="hold", decision_id=decision_id, hold_id=hold.id
         )
 
     def _denied_hold(
@@ -306,10 +326,8 @@ class Gate:
             f"guardproxy: a human denied this request (hold {hold.id}){by}{reason}. "
             "Do not retry it, and do not try to achieve it another way."
         )
-        return Answer(
-            native_answer(request, action, message, decision="deny", reference=hold.id),
-            decision_id,
-            hold.id,
+        return _answer(
+            request, action, message, kind="deny", decision_id=decision_id, hold_id=hold.id
         )
 
     # -- approvals
@@ -335,10 +353,3 @@ class Gate:
     def flush(self) -> None:
         """Write queued decision records (blocking); the gate is unusable afterwards."""
         self._recorder.close()
-
-
-def _answer_kind(verdict: Answer) -> str:
-    for name, value in verdict.answer.headers:
-        if name == "X-Guardproxy-Decision":
-            return value
-    return "deny"
