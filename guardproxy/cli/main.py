@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from guardproxy import __version__
-from guardproxy.cli import oncall, policy, serve, session
+from guardproxy.cli import oncall, policy, recognise, serve, session
 from guardproxy.log import configure_logging
 
 
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     session.add_commands(subparsers)
     oncall.add_commands(subparsers)
     policy.add_commands(subparsers)
+    recognise.add_commands(subparsers)
     return parser
 
 

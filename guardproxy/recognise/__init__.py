@@ -28,7 +28,14 @@ from guardproxy.recognise.git import is_git_request, recognise_git
 from guardproxy.recognise.k8s import looks_like_kubernetes, recognise_k8s
 from guardproxy.recognise.request import HttpRequest, RecogniseSettings
 
-__all__ = ["HttpRequest", "RecogniseSettings", "dispatch", "recognise", "warm_up"]
+__all__ = [
+    "HttpRequest",
+    "RecogniseSettings",
+    "dispatch",
+    "dispatch_reason",
+    "recognise",
+    "warm_up",
+]
 
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -43,17 +50,26 @@ def _is_kubernetes_host(request: HttpRequest, settings: RecogniseSettings) -> bo
 
 def dispatch(request: HttpRequest, settings: RecogniseSettings) -> Provider:
     """Which provider's recogniser owns ``request``."""
+    return dispatch_reason(request, settings)[0]
+
+
+def dispatch_reason(request: HttpRequest, settings: RecogniseSettings) -> tuple[Provider, str]:
+    """The owning provider and why, for `guardproxy recognise --explain`."""
     if _is_kubernetes_host(request, settings):
-        return Provider.K8S
-    if credential_scope(request) is not None:
-        return Provider.AWS
+        return Provider.K8S, f"{request.host}:{request.port} is a configured Kubernetes API server"
+    scope = credential_scope(request)
+    if scope is not None:
+        return (
+            Provider.AWS,
+            f"it is SigV4-signed for {scope.service} in {scope.region or '(no region)'}",
+        )
     if is_git_request(request):
-        return Provider.GIT
+        return Provider.GIT, "its path is a git smart-HTTP endpoint"
     if looks_like_kubernetes(request):
-        return Provider.K8S
+        return Provider.K8S, "it is shaped like a Kubernetes API request (path, kubectl headers)"
     if is_aws_host(request.host):
-        return Provider.AWS
-    return Provider.UNKNOWN
+        return Provider.AWS, f"{request.host} is an AWS endpoint"
+    return Provider.UNKNOWN, "no infrastructure recogniser claims it (generic: verb from method)"
 
 
 def _generic(request: HttpRequest) -> Action:

@@ -1,0 +1,179 @@
+"""Recognition latency per provider: p50 / p99 of ``recognise()``, and of the AWS lookup.
+
+Requests are real: AWS ones are built and signed by boto3 itself for every operation
+of a dozen services (captured before sending, as the recogniser tests do), the
+others are shaped like what kubectl and git send. The AWS model index is loaded
+before timing (its load time is printed too).
+
+    .venv/bin/python bench/recognise_bench.py [--rounds N] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "recognise"))
+
+from recognise_support import Capture, http, k8s_protobuf, minimal_params, pkt  # noqa: E402
+
+from guardproxy.recognise import recognise  # noqa: E402
+from guardproxy.recognise.aws import _form_pairs  # noqa: E402
+from guardproxy.recognise.aws_index import shared_index  # noqa: E402
+from guardproxy.recognise.aws_match import resolve  # noqa: E402
+from guardproxy.recognise.aws_wire import credential_scope, parse_host  # noqa: E402
+from guardproxy.recognise.request import HttpRequest, RecogniseSettings  # noqa: E402
+
+AWS_SERVICES = ("cloudformation", "ec2", "rds", "s3", "dynamodb", "sqs", "lambda", "iam",
+                "route53", "secretsmanager", "kms", "ecs", "cloudtrail")  # fmt: skip
+SETTINGS = RecogniseSettings(kubernetes_hosts=("127.0.0.1:6443",))
+
+
+def aws_requests() -> list[HttpRequest]:
+    requests: list[HttpRequest] = []
+    for service in AWS_SERVICES:
+        capture = Capture(service)
+        model = capture.service_model
+        for name in model.operation_names:
+            try:
+                requests.append(capture.call(name, minimal_params(model.operation_model(name))))
+            except Exception:
+                continue
+    return requests
+
+
+def k8s_requests() -> list[HttpRequest]:
+    host, port = "127.0.0.1", 6443
+    paths = [
+        ("GET", "/api/v1/namespaces/default/pods"),
+        ("GET", "/api/v1/namespaces/default/pods/web-0"),
+        ("GET", "/apis/apps/v1/namespaces/default/deployments?watch=1"),
+        ("DELETE", "/api/v1/namespaces/prod"),
+        ("DELETE", "/apis/apps/v1/namespaces/default/deployments"),
+        ("PATCH", "/apis/apps/v1/namespaces/default/deployments/api/scale"),
+        ("GET", "/api/v1/namespaces/prod/pods/web-0/exec?command=sh"),
+    ]
+    built = [http(method, path, host=host, port=port, headers={"user-agent": "kubectl/v1.32"})
+             for method, path in paths]  # fmt: skip
+    built.append(
+        http("POST", "/api/v1/namespaces", host=host, port=port,
+             headers={"content-type": "application/vnd.kubernetes.protobuf"},
+             body=k8s_protobuf("v1", "Namespace", "prod"))
+    )  # fmt: skip
+    return built
+
+
+def git_requests() -> list[HttpRequest]:
+    zero, old, new = "0" * 40, "1" * 40, "2" * 40
+    delete = pkt(f"{old} {zero} refs/heads/feature\0report-status side-band-64k".encode())
+    update = pkt(f"{old} {new} refs/heads/main\0report-status".encode())
+    path = "/acme/api.git/git-receive-pack"
+    content = {"content-type": "application/x-git-receive-pack-request"}
+
+    def git(method: str, path: str, body: bytes = b"") -> HttpRequest:
+        return http(method, path, host="git.example", port=80, scheme="http", headers=content,
+                    body=body)  # fmt: skip
+
+    return [
+        git("POST", path, delete + b"0000"),
+        git("POST", path, update + b"0000PACK"),
+        git("GET", "/acme/api.git/info/refs?service=git-upload-pack"),
+    ]
+
+
+def generic_requests() -> list[HttpRequest]:
+    return [
+        http("GET", "/simple/requests/", host="pypi.org", port=443),
+        http("POST", "/v1/messages", host="api.anthropic.com", port=443,
+             headers={"content-type": "application/json"}, body=b'{"model": "x"}'),
+    ]  # fmt: skip
+
+
+def time_calls(
+    call: Callable[[HttpRequest], Any], requests: list[HttpRequest], rounds: int
+) -> list[float]:
+    for request in requests[:200]:
+        call(request)
+    samples: list[float] = []
+    gc.disable()
+    try:
+        for _ in range(rounds):
+            for request in requests:
+                started = time.perf_counter_ns()
+                call(request)
+                samples.append((time.perf_counter_ns() - started) / 1000)
+    finally:
+        gc.enable()
+    return samples
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {
+        "n": len(ordered),
+        "p50": statistics.median(ordered),
+        "p99": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+        "max": ordered[-1],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    index = shared_index()
+    load_ms = (time.perf_counter() - started) * 1000
+    aws = aws_requests()
+    corpora = {"aws": aws, "k8s": k8s_requests(), "git": git_requests(),
+               "generic": generic_requests()}  # fmt: skip
+    results = {
+        name: summary(time_calls(lambda r: recognise(r, SETTINGS), requests, args.rounds))
+        for name, requests in corpora.items()
+    }
+
+    # the model lookup alone: which service and operation (the issue's 50 us target)
+    prepared = {id(r): (credential_scope(r), parse_host(r.host, index.prefixes), _form_pairs(r))
+                for r in aws}  # fmt: skip
+
+    def lookup(request: HttpRequest) -> Any:
+        credential, host, form = prepared[id(request)]
+        return resolve(index, request, credential, host, form)
+
+    results["aws lookup only"] = summary(time_calls(lookup, aws, args.rounds))
+    report = {
+        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
+        "aws_index_load_ms": round(load_ms, 1),
+        "aws_operations": len(aws),
+        "results": {k: {m: round(v, 1) for m, v in r.items()} for k, r in results.items()},
+        "target": "AWS lookup p50 <= 50 us",
+        "lookup_target_met": results["aws lookup only"]["p50"] <= 50,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print("guardproxy recognition latency (microseconds per request)")
+    print(f"python {platform.python_version()}, AWS index loaded in {load_ms:.1f} ms, "
+          f"{len(aws)} AWS operations from {len(AWS_SERVICES)} services")  # fmt: skip
+    print(f"{'provider':<18}{'n':>8}{'p50':>10}{'p99':>10}{'max':>10}")
+    for name, result in results.items():
+        print(f"{name:<18}{result['n']:>8.0f}{result['p50']:>10.1f}{result['p99']:>10.1f}"
+              f"{result['max']:>10.1f}")  # fmt: skip
+    verdict = "PASS" if report["lookup_target_met"] else "MISS"
+    print(f"target: AWS lookup p50 <= 50 us: {verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
