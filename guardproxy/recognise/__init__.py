@@ -6,27 +6,34 @@ wrong inside a recogniser yields an Action with ``verb=unknown`` and
 ``confidence=unknown`` (which the policy bundle never allows by default), with the
 provider as far as dispatch knew it and the actor and request summary filled in.
 
-Dispatch order, most certain first:
-
-1. a configured Kubernetes API server (``settings.kubernetes_hosts``) -> k8s;
-2. a SigV4 signature (Authorization header or presigned ``X-Amz-Credential``) -> aws;
-3. a git smart-HTTP path (receive-pack, upload-pack, info/refs?service=git-*) -> git;
-4. a Kubernetes-shaped request to another host (see ``k8s.looks_like_kubernetes``) -> k8s;
-5. an AWS endpoint host (``*.amazonaws.com``, ``*.api.aws``) -> aws;
-6. anything else -> generic: provider unknown, GET/HEAD/OPTIONS read (heuristic).
+Dispatch order, most certain first (see ``dispatch_reason``): a configured Kubernetes
+API server; a SigV4 signature (AWS, whatever the host); a git smart-HTTP path; SQL
+carriers; Google Cloud, Azure Resource Manager and GitHub by host; a Kubernetes-shaped
+request; an AWS endpoint host; Terraform Cloud's JSON:API; the Docker Engine API
+(the weakest guess); anything else is generic: provider unknown, GET/HEAD/OPTIONS
+read (heuristic).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from guardproxy.action import Action, Confidence, Provider, Verb
+from guardproxy.recognise import gcp_index
 from guardproxy.recognise.aws import recognise_aws
 from guardproxy.recognise.aws_index import AwsIndex, shared_index
 from guardproxy.recognise.aws_wire import credential_scope, is_aws_host
+from guardproxy.recognise.azure import looks_like_azure, recognise_azure
 from guardproxy.recognise.common import actor_of, summary_of
+from guardproxy.recognise.docker import looks_like_docker, recognise_docker
 from guardproxy.recognise.environment import resolve_environment
+from guardproxy.recognise.gcp import looks_like_gcp, recognise_gcp
 from guardproxy.recognise.git import is_git_request, recognise_git
+from guardproxy.recognise.github import looks_like_github, recognise_github, route_table
 from guardproxy.recognise.k8s import looks_like_kubernetes, recognise_k8s
 from guardproxy.recognise.request import HttpRequest, RecogniseSettings
+from guardproxy.recognise.sql import looks_like_sql, recognise_sql
+from guardproxy.recognise.tfc import looks_like_tfc, recognise_tfc
 
 __all__ = [
     "HttpRequest",
@@ -65,11 +72,36 @@ def dispatch_reason(request: HttpRequest, settings: RecogniseSettings) -> tuple[
         )
     if is_git_request(request):
         return Provider.GIT, "its path is a git smart-HTTP endpoint"
+    # SQL carriers first: BigQuery's query endpoints live on a googleapis.com host
+    if looks_like_sql(request):
+        return Provider.SQL, "it carries SQL to a known SQL-over-HTTP endpoint"
+    if looks_like_gcp(request):
+        return Provider.GCP, f"{request.host} is a Google Cloud API host"
+    if looks_like_azure(request):
+        return Provider.AZURE, f"{request.host} is Azure Resource Manager"
+    if looks_like_github(request):
+        return Provider.GITHUB, "it is a GitHub REST or GraphQL API request"
     if looks_like_kubernetes(request):
         return Provider.K8S, "it is shaped like a Kubernetes API request (path, kubectl headers)"
     if is_aws_host(request.host):
         return Provider.AWS, f"{request.host} is an AWS endpoint"
+    if looks_like_tfc(request):
+        return Provider.TFC, "it is a Terraform Cloud/Enterprise JSON:API request"
+    if looks_like_docker(request):
+        return Provider.DOCKER, "it is shaped like a Docker Engine API request"
     return Provider.UNKNOWN, "no infrastructure recogniser claims it (generic: verb from method)"
+
+
+_RECOGNISERS: dict[Provider, Callable[[HttpRequest], Action]] = {
+    Provider.K8S: recognise_k8s,
+    Provider.GIT: recognise_git,
+    Provider.SQL: recognise_sql,
+    Provider.GCP: recognise_gcp,
+    Provider.AZURE: recognise_azure,
+    Provider.GITHUB: recognise_github,
+    Provider.TFC: recognise_tfc,
+    Provider.DOCKER: recognise_docker,
+}
 
 
 def _generic(request: HttpRequest) -> Action:
@@ -87,11 +119,8 @@ def _generic(request: HttpRequest) -> Action:
 def _recognise(request: HttpRequest, provider: Provider, index: AwsIndex | None) -> Action:
     if provider is Provider.AWS:
         return recognise_aws(request, index if index is not None else shared_index())
-    if provider is Provider.K8S:
-        return recognise_k8s(request)
-    if provider is Provider.GIT:
-        return recognise_git(request)
-    return _generic(request)
+    recogniser = _RECOGNISERS.get(provider)
+    return recogniser(request) if recogniser is not None else _generic(request)
 
 
 def _failed(request: HttpRequest, provider: Provider) -> Action:
@@ -111,6 +140,8 @@ def warm_up() -> None:
     seconds when the cache has to be built for a new botocore version.
     """
     shared_index()
+    gcp_index.shared_index()
+    route_table()
 
 
 def recognise(

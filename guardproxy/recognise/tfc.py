@@ -1,0 +1,222 @@
+"""The Terraform Cloud / Enterprise recogniser: JSON:API requests -> Actions.
+
+``operation`` is ``<collection>.<action>`` (``runs.create``, ``workspaces.safe-delete``).
+The API is small and stable, so the dangerous routes are a table; everything else is
+classified by HTTP method with heuristic confidence.
+
+A run's danger is in its body, not its URL: ``is-destroy`` makes it a destroy (verb
+destroy, ``destroy-run``), ``auto-apply`` skips the human plan review, and
+``replace-addrs`` destroys and re-creates the named objects. An apply
+(``runs/{id}/actions/apply``) is when a reviewed plan takes effect; what it does is in
+the plan, not the request, so it stays heuristic.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from guardproxy.action import Action, Confidence, Provider, Resource, Scope, Verb
+from guardproxy.recognise.common import actor_of, cap, decoded_body, resource_key, summary_of
+from guardproxy.recognise.request import HttpRequest
+
+_HOST = re.compile(r"^app\.(?:[a-z]{2}\.)?terraform\.io$")
+_PREFIX = "/api/v2/"
+_JSON_API = "application/vnd.api+json"
+
+_METHOD_ACTIONS = {"POST": "create", "PATCH": "update", "PUT": "update", "DELETE": "delete"}
+_METHOD_VERBS = {
+    "GET": Verb.READ,
+    "HEAD": Verb.READ,
+    "POST": Verb.CREATE,
+    "PATCH": Verb.UPDATE,
+    "PUT": Verb.UPDATE,
+    "DELETE": Verb.DELETE,
+}
+
+# (operation) -> (verb, risk tags) for routes whose method understates them.
+_OVERRIDES: dict[str, tuple[Verb, tuple[str, ...]]] = {
+    "workspaces.delete": (Verb.DESTROY, ()),
+    "workspaces.safe-delete": (Verb.DESTROY, ()),
+    "organizations.delete": (Verb.DESTROY, ()),
+    "projects.delete": (Verb.DESTROY, ()),
+    "runs.apply": (Verb.UPDATE, ()),
+    "runs.discard": (Verb.UPDATE, ()),
+    "runs.cancel": (Verb.UPDATE, ()),
+    "runs.force-cancel": (Verb.UPDATE, ("force",)),
+    "runs.force-execute": (Verb.EXECUTE, ("force",)),
+    "workspaces.lock": (Verb.UPDATE, ()),
+    "workspaces.unlock": (Verb.UPDATE, ()),
+    "workspaces.force-unlock": (Verb.UPDATE, ("force",)),
+    "state-versions.create": (Verb.UPDATE, ("state-overwrite",)),
+    "state-versions.rollback": (Verb.UPDATE, ("state-overwrite",)),
+    "team-workspaces.create": (Verb.PERMISSION, ()),
+    "team-workspaces.update": (Verb.PERMISSION, ()),
+    "team-workspaces.delete": (Verb.PERMISSION, ()),
+    "team-projects.create": (Verb.PERMISSION, ()),
+    "team-projects.update": (Verb.PERMISSION, ()),
+    "team-projects.delete": (Verb.PERMISSION, ()),
+    "team-members.create": (Verb.PERMISSION, ()),
+    "team-members.delete": (Verb.PERMISSION, ()),
+    "authentication-token.create": (Verb.PERMISSION, ()),
+}
+_EXACT = frozenset({*_OVERRIDES, "runs.create", "workspaces.create", "workspaces.update"})
+
+
+class TfcError(ValueError):
+    """A request body the recogniser cannot read."""
+
+
+def looks_like_tfc(request: HttpRequest) -> bool:
+    """HCP Terraform hosts (``app.terraform.io``, ``app.eu.terraform.io``), or any host's
+    ``/api/v2/`` with the JSON:API media type (Terraform Enterprise; go-tfe always
+    sends it). Snowflake's ``/api/v2/statements`` is plain JSON, so it is not claimed."""
+    path = request.path_only
+    if not path.startswith(_PREFIX):
+        return False
+    if _HOST.match(request.host.lower()):
+        return True
+    media = request.header("content-type") + request.header("accept")
+    return _JSON_API in media.lower()
+
+
+def _route(method: str, parts: list[str]) -> tuple[str, dict[str, str]]:
+    """(operation, identifiers) for an API path split after ``/api/v2/``."""
+    ids: dict[str, str] = {}
+    if len(parts) >= 2 and parts[0] == "organizations":
+        ids["organization"] = parts[1]
+        if len(parts) == 2:
+            return f"organizations.{_action(method, True)}", ids
+        parts = parts[2:]
+        if len(parts) >= 2 and parts[0] == "workspaces":
+            ids["workspace"] = parts[1]
+    if "actions" in parts:
+        at = parts.index("actions")
+        collection = parts[at - 2] if at >= 2 else parts[0]
+        if at >= 2:
+            ids[_singular(collection)] = parts[at - 1]
+        name = parts[at + 1] if at + 1 < len(parts) else ""
+        if collection == "state-versions" and name == "rollback":
+            return "state-versions.rollback", ids
+        return f"{collection}.{name}", ids
+    if len(parts) >= 3 and parts[0] == "workspaces" and parts[2] == "state-versions":
+        ids["workspace"] = parts[1]
+        return f"state-versions.{_action(method, len(parts) > 3)}", ids
+    if len(parts) >= 2 and parts[0] in ("workspaces", "runs"):
+        ids[_singular(parts[0])] = parts[1]
+    collection = parts[-1] if len(parts) % 2 else parts[-2]
+    return f"{collection}.{_action(method, len(parts) % 2 == 0)}", ids
+
+
+def _singular(collection: str) -> str:
+    return collection.removesuffix("s")
+
+
+def _action(method: str, member: bool) -> str:
+    if method in ("GET", "HEAD"):
+        return "show" if member else "list"
+    return _METHOD_ACTIONS.get(method, method.lower())
+
+
+def _attributes(request: HttpRequest) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(data.attributes, data.relationships) of a JSON:API document body."""
+    body = decoded_body(request)
+    if body is None:
+        raise TfcError("body too large or undecodable")
+    if not body.strip():
+        return {}, {}
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise TfcError("body is not JSON") from exc
+    data = document.get("data") if isinstance(document, dict) else None
+    if not isinstance(data, dict):
+        raise TfcError("not a JSON:API document")
+    attributes = data.get("attributes") or {}
+    relationships = data.get("relationships") or {}
+    if not isinstance(attributes, dict) or not isinstance(relationships, dict):
+        raise TfcError("not a JSON:API document")
+    return attributes, relationships
+
+
+def _related_id(relationships: dict[str, Any], name: str) -> str:
+    related = relationships.get(name)
+    data = related.get("data") if isinstance(related, dict) else None
+    value = data.get("id") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else ""
+
+
+def _run_create(request: HttpRequest) -> tuple[Verb, list[str], str]:
+    """Verb, risk tags and workspace id of a ``POST /runs`` body."""
+    attributes, relationships = _attributes(request)
+    tags: list[str] = []
+    verb = Verb.UPDATE
+    if attributes.get("is-destroy") is True:
+        verb = Verb.DESTROY
+        tags.append("destroy-run")
+    if attributes.get("auto-apply") is True:
+        tags.append("auto-apply")
+    if attributes.get("replace-addrs"):
+        tags.append("replace")
+    if attributes.get("target-addrs"):
+        tags.append("targeted")
+    if (attributes.get("plan-only") is True or attributes.get("refresh-only") is True) and (
+        verb is not Verb.DESTROY
+    ):
+        tags.append("plan-only")
+    return verb, tags, _related_id(relationships, "workspace")
+
+
+def recognise_tfc(request: HttpRequest) -> Action:
+    """The Action for a Terraform Cloud / Enterprise API request."""
+    method = request.method.upper()
+    path = request.path_only
+    if not path.startswith(_PREFIX):
+        raise TfcError("not a TFC API path")
+    parts = [p for p in path[len(_PREFIX) :].split("/") if p]
+    if not parts:
+        raise TfcError("no collection")
+    operation, ids = _route(method, parts)
+    verb = _METHOD_VERBS.get(method, Verb.UNKNOWN)
+    tags: list[str] = []
+    if operation in _OVERRIDES:
+        verb, fixed = _OVERRIDES[operation]
+        tags.extend(fixed)
+    if operation == "runs.create":
+        verb, tags, workspace = _run_create(request)
+        ids.setdefault("workspace", workspace)
+    elif operation in ("workspaces.update", "workspaces.create"):
+        attributes, _ = _attributes(request)
+        if attributes.get("auto-apply") is True:
+            tags.append("auto-apply")
+    if verb is Verb.READ:
+        confidence = Confidence.EXACT
+    elif verb is Verb.UNKNOWN:
+        confidence = Confidence.UNKNOWN
+    else:
+        confidence = Confidence.EXACT if operation in _EXACT else Confidence.HEURISTIC
+    organization = ids.get("organization", "")
+    if ids.get("workspace"):
+        rtype, name = "tfc:workspace", ids["workspace"]
+    elif "run" in ids:
+        rtype, name = "tfc:run", ids["run"]
+    elif operation.startswith("organizations."):
+        rtype, name = "tfc:organization", organization
+    else:
+        rtype, name = f"tfc:{_singular(operation.split('.', 1)[0])}", ""
+    name, truncated = cap(name)
+    key_scope = [request.host.lower(), *([organization] if organization else [])]
+    return Action(
+        provider=Provider.TFC,
+        service=operation.split(".", 1)[0],
+        operation=operation,
+        verb=verb,
+        resource=Resource(type=rtype, name=name, key=resource_key("tfc", key_scope, rtype, name)),
+        scope=Scope(project=organization),
+        risk_tags=tags,
+        actor=actor_of(request),
+        request=summary_of(request),
+        confidence=confidence,
+        truncated=truncated,
+    )
