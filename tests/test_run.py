@@ -16,18 +16,19 @@ ROOT = Path(__file__).resolve().parent.parent
 GUARDPROXY = [sys.executable, "-m", "guardproxy"]
 
 
-def _run(tmp_path: Path, *command: str, **kwargs: object) -> subprocess.Popen[str]:
+def _run(tmp_path: Path, *command: str) -> subprocess.Popen[str]:
     argv = [*GUARDPROXY, "run", "--data-dir", str(tmp_path / "data"), "--policies",
             str(ROOT / "policies"), "--", *command]  # fmt: skip
     env = {**os.environ, "HOME": str(tmp_path)}
     env.pop("KUBECONFIG", None)
-    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, **kwargs)  # type: ignore[call-overload]  # fmt: skip
+    return subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def test_exit_code_and_banner(tmp_path: Path) -> None:
     process = _run(tmp_path, "sh", "-c", "exit 7")
-    out, err = process.communicate(timeout=60)
+    _, err = process.communicate(timeout=60)
     assert process.returncode == 7
     assert "guardproxy: session s-" in err
     assert "is guarded by 127.0.0.1:" in err

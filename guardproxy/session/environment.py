@@ -11,15 +11,22 @@ which presents them upstream (the private key cannot pass through a TLS proxy).
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import shlex
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import certifi
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 SYSTEM_BUNDLES = (
     "/etc/ssl/certs/ca-certificates.crt",
@@ -126,7 +133,10 @@ def rewrite_kubeconfig(
         original_ca = _data(cluster, "certificate-authority", sources[0].parent)
         if original_ca:
             upstream_ca_dir.mkdir(parents=True, exist_ok=True)
-            path = upstream_ca_dir / f"kube-{item['name']}.pem"
+            # named by content: clusters with the same name in different kubeconfigs
+            # must not overwrite each other's CA
+            digest = hashlib.sha256(original_ca).hexdigest()[:16]
+            path = upstream_ca_dir / f"kube-{digest}.pem"
             path.write_bytes(original_ca)
             rewrite.upstream_cas.append(path)
         for key in ("certificate-authority", "insecure-skip-tls-verify"):
@@ -162,6 +172,35 @@ def _move_client_cert(
     for name in ("client-certificate", "client-key"):
         user.pop(name, None)
         user.pop(f"{name}-data", None)
+    # A user with no credential makes kubectl prompt for a username. This stand-in is
+    # never sent: the guard does not ask clients for certificates.
+    stand_in_cert, stand_in_key = _stand_in_certificate()
+    user["client-certificate-data"] = base64.b64encode(stand_in_cert).decode()
+    user["client-key-data"] = base64.b64encode(stand_in_key).decode()
+
+
+@cache
+def _stand_in_certificate() -> tuple[bytes, bytes]:
+    """A throwaway self-signed client certificate (PEM cert, PEM key)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "guardproxy-session-stand-in")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=365))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM), key_pem
 
 
 def session_environment(
