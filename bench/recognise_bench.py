@@ -1,9 +1,13 @@
 """Recognition latency per provider: p50 / p99 of ``recognise()``, and of the AWS lookup.
 
 Requests are real: AWS ones are built and signed by boto3 itself for every operation
-of a dozen services (captured before sending, as the recogniser tests do), the
-others are shaped like what kubectl and git send. The AWS model index is loaded
-before timing (its load time is printed too).
+of a dozen services (captured before sending, as the recogniser tests do); GCP ones are
+built by googleapiclient from the discovery documents (every method of Compute,
+Storage, Cloud SQL Admin and GKE, as the GCP sweep test does); Azure, GitHub (REST and
+GraphQL), Terraform Cloud, Docker Engine and SQL-over-HTTP ones are the request tables
+of their recogniser tests; Kubernetes and git ones are shaped like what kubectl and git
+send. The AWS model index and the GCP discovery index are loaded before timing (their
+load times are printed too).
 
     .venv/bin/python bench/recognise_bench.py [--rounds N] [--json]
 """
@@ -24,13 +28,25 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "recognise"))
 
+from google.auth.credentials import AnonymousCredentials  # noqa: E402
+from googleapiclient.discovery import build, key2param  # type: ignore[import-untyped]  # noqa: E402
 from recognise_support import Capture, http, k8s_protobuf, minimal_params, pkt  # noqa: E402
+from test_recognise_azure import TABLE as AZURE_TABLE  # noqa: E402
+from test_recognise_docker import CASES as DOCKER_CASES  # noqa: E402
+from test_recognise_docker import engine  # noqa: E402
+from test_recognise_gcp import _methods, _value, as_request  # noqa: E402
+from test_recognise_github import GQL_CASES, REST_CASES, api, gql  # noqa: E402
+from test_recognise_sql import CARRIERS, POSTGREST  # noqa: E402
+from test_recognise_tfc import CASES as TFC_CASES  # noqa: E402
+from test_recognise_tfc import tfc  # noqa: E402
 
 from guardproxy.recognise import recognise  # noqa: E402
 from guardproxy.recognise.aws import _form_pairs  # noqa: E402
 from guardproxy.recognise.aws_index import shared_index  # noqa: E402
 from guardproxy.recognise.aws_match import resolve  # noqa: E402
 from guardproxy.recognise.aws_wire import credential_scope, parse_host  # noqa: E402
+from guardproxy.recognise.gcp_index import documents_dir  # noqa: E402
+from guardproxy.recognise.gcp_index import shared_index as gcp_shared_index  # noqa: E402
 from guardproxy.recognise.request import HttpRequest, RecogniseSettings  # noqa: E402
 
 AWS_SERVICES = ("cloudformation", "ec2", "rds", "s3", "dynamodb", "sqs", "lambda", "iam",
@@ -49,6 +65,53 @@ def aws_requests() -> list[HttpRequest]:
             except Exception:
                 continue
     return requests
+
+
+GCP_APIS = (("compute", "v1"), ("storage", "v1"), ("sqladmin", "v1beta4"), ("container", "v1"))
+
+
+def gcp_requests() -> list[HttpRequest]:
+    """Every method of a few APIs, built (not sent) by googleapiclient."""
+    requests: list[HttpRequest] = []
+    for api_name, version in GCP_APIS:
+        document = json.loads((documents_dir() / f"{api_name}.{version}.json").read_text())
+        credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
+        client = build(api_name, version, credentials=credentials, static_discovery=True)
+        for method, bound in _methods(document, client):
+            kwargs = {
+                key2param(k): _value(k, p)
+                for k, p in (method.get("parameters") or {}).items()
+                if p.get("required")
+            }
+            if method.get("request"):
+                kwargs["body"] = {}
+            requests.append(as_request(bound(**kwargs)))
+    return requests
+
+
+def azure_requests() -> list[HttpRequest]:
+    return [http(method, path, host="management.azure.com", port=443,
+                 headers={"authorization": "Bearer x", "user-agent": "AZURECLI/2.67.0"})
+            for method, path, *_ in AZURE_TABLE]  # fmt: skip
+
+
+def github_requests() -> list[HttpRequest]:
+    rest = [api(method, path, body) for method, path, body, *_ in REST_CASES]
+    return rest + [gql(query, variables) for query, variables, *_ in GQL_CASES]
+
+
+def tfc_requests() -> list[HttpRequest]:
+    return [tfc(method, path, body) for method, path, body, *_ in TFC_CASES]
+
+
+def docker_requests() -> list[HttpRequest]:
+    return [engine(method, path, body) for method, path, body, *_ in DOCKER_CASES]
+
+
+def sql_requests() -> list[HttpRequest]:
+    carried: list[HttpRequest] = [request for request, *_ in CARRIERS]
+    return carried + [http(method, path, host=host, port=443, headers={"apikey": "x"})
+                      for method, path, host, *_ in POSTGREST]  # fmt: skip
 
 
 def k8s_requests() -> list[HttpRequest]:
@@ -135,9 +198,14 @@ def main() -> int:
     started = time.perf_counter()
     index = shared_index()
     load_ms = (time.perf_counter() - started) * 1000
+    started = time.perf_counter()
+    gcp_shared_index()
+    gcp_load_ms = (time.perf_counter() - started) * 1000
     aws = aws_requests()
-    corpora = {"aws": aws, "k8s": k8s_requests(), "git": git_requests(),
-               "generic": generic_requests()}  # fmt: skip
+    corpora = {"aws": aws, "gcp": gcp_requests(), "azure": azure_requests(),
+               "github": github_requests(), "tfc": tfc_requests(),
+               "docker": docker_requests(), "sql": sql_requests(), "k8s": k8s_requests(),
+               "git": git_requests(), "generic": generic_requests()}  # fmt: skip
     results = {
         name: summary(time_calls(lambda r: recognise(r, SETTINGS), requests, args.rounds))
         for name, requests in corpora.items()
@@ -155,6 +223,7 @@ def main() -> int:
     report = {
         "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
         "aws_index_load_ms": round(load_ms, 1),
+        "gcp_index_load_ms": round(gcp_load_ms, 1),
         "aws_operations": len(aws),
         "results": {k: {m: round(v, 1) for m, v in r.items()} for k, r in results.items()},
         "target": "AWS lookup p50 <= 50 us",
@@ -165,6 +234,7 @@ def main() -> int:
         return 0
     print("guardproxy recognition latency (microseconds per request)")
     print(f"python {platform.python_version()}, AWS index loaded in {load_ms:.1f} ms, "
+          f"GCP index in {gcp_load_ms:.1f} ms, "
           f"{len(aws)} AWS operations from {len(AWS_SERVICES)} services")  # fmt: skip
     print(f"{'provider':<18}{'n':>8}{'p50':>10}{'p99':>10}{'max':>10}")
     for name, result in results.items():
