@@ -61,6 +61,12 @@ class ProxyConfig(BaseModel):
     kubernetes_hosts: list[str] = Field(default_factory=list)
     tcp_timeout_seconds: int = Field(600, ge=1)
     allow_anonymous: bool = Field(True, description="Serve clients without a session credential.")
+    destructive_budget: int = Field(
+        10,
+        ge=1,
+        description="Forwarded deletes and destroys per session in 10 minutes before the "
+        "`destructive_budget_exceeded` signal is set.",
+    )
 
     @property
     def store_url(self) -> str:

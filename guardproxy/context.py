@@ -1,7 +1,11 @@
-"""What the policy sees besides the action: time and the session.
+"""What the policy sees besides the action: time, the session and its history.
 
 All of it is computed *before* evaluation and recorded with the decision, so the
-engine never reads a clock or a store and a recorded decision replays exactly.
+engine never reads a clock or a store and a recorded decision replays exactly,
+whatever has happened in the session since (policy notes §3.1 principle 6).
+
+Field names are snake_case and every count is a plain field (no string-keyed maps),
+so CEL reads them as ``history.m10.verb.delete`` or ``signals.recreate``.
 """
 
 from __future__ import annotations
@@ -10,10 +14,14 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from guardproxy.action import Environment, Provider, Verb
 
-class SessionInfo(BaseModel):
+
+class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+
+class SessionInfo(_Frozen):
     id: str = Field("", description="Session id; `anonymous:<client>` without a credential.")
     name: str = ""
     user: str = Field("", description="Who started the session.")
@@ -22,11 +30,116 @@ class SessionInfo(BaseModel):
     anonymous: bool = Field(True, description="No session credential was presented.")
 
 
-class Context(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class VerbCounts(_Frozen):
+    read: int = 0
+    create: int = 0
+    update: int = 0
+    delete: int = 0
+    destroy: int = 0
+    permission: int = 0
+    execute: int = 0
+    unknown: int = 0
 
+
+class ProviderCounts(_Frozen):
+    aws: int = 0
+    k8s: int = 0
+    gcp: int = 0
+    azure: int = 0
+    github: int = 0
+    git: int = 0
+    tfc: int = 0
+    docker: int = 0
+    sql: int = 0
+    unknown: int = 0
+
+
+class EnvironmentCounts(_Frozen):
+    prod: int = 0
+    staging: int = 0
+    dev: int = 0
+    unknown: int = 0
+
+
+class Counts(_Frozen):
+    """Actions of the session in one window, before the current one."""
+
+    total: int = 0
+    destructive: int = Field(0, description="Forwarded delete- and destroy-class actions.")
+    verb: VerbCounts = Field(default_factory=VerbCounts)
+    provider: ProviderCounts = Field(default_factory=ProviderCounts)
+    environment: EnvironmentCounts = Field(default_factory=EnvironmentCounts)
+
+
+class RecentAction(_Frozen):
+    at: datetime
+    summary: str = ""
+    verb: Verb = Verb.UNKNOWN
+    provider: Provider = Provider.UNKNOWN
+    environment: Environment = Environment.UNKNOWN
+    resource_key: str = ""
+    outcome: str = Field("", description="allow, hold or deny: what the gate did with it.")
+
+
+class History(_Frozen):
+    """The session's activity over sliding windows: 1 minute, 10 minutes, 1 hour, all."""
+
+    m1: Counts = Field(default_factory=Counts)
+    m10: Counts = Field(default_factory=Counts)
+    h1: Counts = Field(default_factory=Counts)
+    session: Counts = Field(default_factory=Counts)
+    recent: list[RecentAction] = Field(
+        default_factory=list, description="The last actions of the session, newest last."
+    )
+
+
+class ResourceEvent(_Frozen):
+    at: datetime
+    session_id: str = ""
+    operation: str = ""
+    verb: Verb = Verb.UNKNOWN
+    protection_removed: bool = False
+
+
+class ResourceHistory(_Frozen):
+    """What happened to the current action's resource key, in any session (forwarded only)."""
+
+    key: str = ""
+    deleted: bool = Field(False, description="A delete or destroy of this key was forwarded.")
+    deleted_at: datetime | None = None
+    deleted_by_session: str = ""
+    deleted_in_session: bool = Field(False, description="The last delete was in this session.")
+    deleted_by: str = Field("", description="The action that deleted it, as a summary.")
+    protection_removed: bool = Field(False, description="Its protection was removed earlier.")
+    events: list[ResourceEvent] = Field(default_factory=list, description="Newest last.")
+
+
+class Signals(_Frozen):
+    """Sequence signals about the current action, for rules and approvers."""
+
+    recreate: bool = Field(False, description="Creates a key deleted within the window.")
+    recreate_of: str = Field("", description="The earlier delete: what, when, which session.")
+    environment_rebuild: bool = Field(
+        False,
+        description="Several recreates in the window, or creates in a destroyed "
+        "environment-level container (stack, namespace, resource group, project, workspace).",
+    )
+    protection_removed_earlier: bool = False
+    destructive_budget_exceeded: bool = Field(
+        False, description="Destructive actions in the session's 10-minute window >= budget."
+    )
+    history_unavailable: bool = Field(
+        False, description="History could not be computed; rules should treat it as unsafe."
+    )
+    description: str = Field("", description="The sequence seen, for people.")
+
+
+class Context(_Frozen):
     now: datetime = Field(
         default_factory=lambda: datetime(1970, 1, 1, tzinfo=UTC),
         description="Decision time, fixed before evaluation (CEL: `now`).",
     )
     session: SessionInfo = Field(default_factory=SessionInfo)
+    history: History = Field(default_factory=History)
+    resource: ResourceHistory = Field(default_factory=ResourceHistory)
+    signals: Signals = Field(default_factory=Signals)

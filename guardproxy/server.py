@@ -20,6 +20,7 @@ from guardproxy.intercept.proxy import GuardProxy, ensure_ca
 from guardproxy.policy import Bundle, load_bundle
 from guardproxy.recognise import warm_up
 from guardproxy.recognise.request import RecogniseSettings
+from guardproxy.session.history import HistorySettings, SessionHistory
 from guardproxy.session.registry import SessionRegistry
 from guardproxy.store import open_store
 from guardproxy.store.base import Store, StoreError
@@ -71,6 +72,7 @@ class Guardproxy:
         self.control: ControlServer | None = None
         self.gate: Gate | None = None
         self.registry: SessionRegistry | None = None
+        self.history: SessionHistory | None = None
 
     @property
     def store(self) -> Store:
@@ -96,6 +98,9 @@ class Guardproxy:
         except StoreError as error:
             raise StartError(f"cannot open the store {config.store_url}: {error}") from error
         self.registry = SessionRegistry(self._store)
+        self.history = SessionHistory(
+            self._store, HistorySettings(destructive_budget=config.destructive_budget)
+        )
         self.gate = Gate(
             self._store,
             lambda: self.bundle,
@@ -126,6 +131,7 @@ class Guardproxy:
             self.gate,
             self.registry,
             settings,
+            self.history,
             record_status=self._record_status,
             protected=self._protected,
             clock=self._clock,
@@ -159,6 +165,11 @@ class Guardproxy:
         if self.gate is not None:
             self.gate.record_status(decision_id, status)
 
+    async def reload_tls(self) -> None:
+        """Trust the CAs a newly attached session brought (on the proxy's own loop)."""
+        if self.proxy is not None:
+            self.proxy.reload_upstream_trust()
+
     def runtime_info(self) -> dict[str, Any]:
         assert self.proxy is not None and self.control is not None
         return {
@@ -184,6 +195,9 @@ class Guardproxy:
         if self.gate is not None:
             await asyncio.to_thread(self.gate.flush)
             self.gate = None
+        if self.history is not None:
+            await asyncio.to_thread(self.history.flush)
+            self.history = None
         if self._store is not None:
             await asyncio.to_thread(self._store.close)
             self._store = None

@@ -57,8 +57,17 @@ def test_a_misspelt_placeholder_is_a_lint_error(tmp_path: Path) -> None:
 def test_unknown_placeholder_root_is_a_lint_error() -> None:
     _, problems = compile_template("Refusing {request.path}")
     assert problems == [
-        "placeholder {request.path}: it must start with one of action, session, now"
+        "placeholder {request.path}: it must start with one of "
+        "action, session, history, resource, signals, now"
     ]
+
+
+def test_placeholders_read_the_sequence_context() -> None:
+    template, problems = compile_template("deleted {signals.recreate_of} ({history.m10.total})")
+    assert problems == []
+    assert template.paths == (("signals", "recreate_of"), ("history", "m10", "total"))
+    _, problems = compile_template("{signals.recreated}")
+    assert problems and "`signals` has no field `recreated`" in problems[0]
 
 
 def test_cel_reading_a_projection_sees_the_same_values(tmp_path: Path) -> None:

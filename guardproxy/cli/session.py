@@ -153,7 +153,7 @@ def _run_embedded(args: argparse.Namespace, command: list[str]) -> int:
             args, config.data_dir, register, "127.0.0.1", service.proxy.port, ca_cert, command
         )
         if new_cas:
-            service.proxy.reload_upstream_trust()
+            embedded.call(service.reload_tls())
         _banner(prepared, f"http://127.0.0.1:{service.control.port}", config.data_dir)
         return _supervise(command, prepared.environment)
     finally:

@@ -140,11 +140,14 @@ class Gate:
         """The policy decision (pure; callers run it off the event loop)."""
         return evaluate(self._bundle(), action, context)
 
+    def reads_history(self, verb: Verb) -> bool:
+        """Whether the current bundle can read session history for ``verb``."""
+        return self._bundle().reads_history(verb)
+
     async def handle(
         self, request: HttpRequest, action: Action, context: Context, decision: Decision
     ) -> Verdict:
         decision_id = "d-" + secrets.token_hex(6)
-        digest = request_digest(request)
         bound = log.bind(
             decision=decision_id,
             session=context.session.id,
@@ -153,27 +156,31 @@ class Gate:
             environment=action.environment.value,
         )
         if decision.outcome is Outcome.HOLD:
+            digest = request_digest(request)
             verdict = await self._hold(request, action, context, decision, decision_id, digest)
         elif decision.outcome is Outcome.DENY:
             verdict = self._deny(request, action, decision, decision_id)
         else:
             verdict = Forward(decision_id)
         outcome = "allow" if isinstance(verdict, Forward) else verdict.kind
-        record = DecisionRecord(
-            id=decision_id,
-            at=context.now,
-            session_id=context.session.id,
-            action_json=action.model_dump_json(),
-            context_json=context.model_dump_json(),
-            decision_json=decision.model_dump_json(),
-            outcome=outcome,
-            hold_id=verdict.hold_id,
-        )
+
+        def record() -> DecisionRecord:
+            return DecisionRecord(
+                id=decision_id,
+                at=context.now,
+                session_id=context.session.id,
+                action_json=action.model_dump_json(),
+                context_json=context.model_dump_json(),
+                decision_json=decision.model_dump_json(),
+                outcome=outcome,
+                hold_id=verdict.hold_id,
+            )
+
         if isinstance(verdict, Forward) and action.verb is Verb.READ:
-            self._recorder.record(record)
+            self._recorder.record(record)  # serialised and written off the request path
         else:
             try:
-                await asyncio.to_thread(self._store.append_decision, record)
+                await asyncio.to_thread(self._store.append_decision, record())
             except StoreError as error:
                 bound.error("decision.not_recorded", error=str(error))
                 if isinstance(verdict, Forward):

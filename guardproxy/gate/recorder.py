@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable
 
 import structlog
 
-from guardproxy.store.base import DecisionRecord, Store, StoreError
+from guardproxy.store.base import DecisionRecord, Store
 
 log = structlog.get_logger(__name__)
 
-_Item = DecisionRecord | tuple[str, int] | None
+_Item = Callable[[], DecisionRecord] | tuple[str, int] | None
 
 
 class DecisionRecorder:
@@ -28,8 +29,9 @@ class DecisionRecorder:
         self._thread = threading.Thread(target=self._run, name="decision-recorder", daemon=True)
         self._thread.start()
 
-    def record(self, record: DecisionRecord) -> None:
-        self._queue.put(record)
+    def record(self, build: Callable[[], DecisionRecord]) -> None:
+        """Queue a record; ``build`` runs on the writer thread (serialising costs time)."""
+        self._queue.put(build)
 
     def status(self, decision_id: str, status: int) -> None:
         self._queue.put((decision_id, status))
@@ -51,13 +53,13 @@ class DecisionRecorder:
             stopping = None in items
             self._write([i for i in items if i is not None])
 
-    def _write(self, items: list[DecisionRecord | tuple[str, int]]) -> None:
-        records = [i for i in items if isinstance(i, DecisionRecord)]
+    def _write(self, items: list[Callable[[], DecisionRecord] | tuple[str, int]]) -> None:
         statuses = [i for i in items if isinstance(i, tuple)]
         try:
+            records = [i() for i in items if not isinstance(i, tuple)]
             if records:
                 self._store.append_decisions(records)
             if statuses:
                 self._store.set_upstream_statuses(statuses)
-        except StoreError as error:
+        except Exception as error:  # the writer thread must outlive one bad batch
             log.error("decisions.not_recorded", count=len(items), error=str(error))

@@ -26,6 +26,7 @@ from guardproxy.gate.responses import NativeAnswer, native_answer
 from guardproxy.policy import Decision
 from guardproxy.recognise import recognise
 from guardproxy.recognise.request import HttpRequest, RecogniseSettings
+from guardproxy.session.history import SessionHistory
 from guardproxy.session.registry import SessionRegistry, anonymous_session, session_info
 
 log = structlog.get_logger(__name__)
@@ -33,6 +34,8 @@ log = structlog.get_logger(__name__)
 SESSION = "guardproxy.session"
 DECISION = "guardproxy.decision"
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+_INLINE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_READ_BATCH_SECONDS = 0.05
 
 
 def _respond(flow: http.HTTPFlow, answer: NativeAnswer) -> None:
@@ -212,13 +215,17 @@ class Guard:
         self,
         gate: Gate,
         settings: RecogniseSettings,
+        history: SessionHistory,
         *,
         protected: Callable[[], set[tuple[str, int]]],
         clock: Callable[[], datetime],
     ) -> None:
         self._gate = gate
         self._settings = settings
+        self._history = history
         self._protected = protected
+        self._protected_set: set[tuple[str, int]] = set()
+        self._reads: list[tuple[Action, str, str, datetime]] = []
         self._clock = clock
 
     async def request(self, flow: http.HTTPFlow) -> None:
@@ -233,23 +240,57 @@ class Guard:
             _respond(flow, self._refuse_control(request, action))
             log.warning("control.refused", session=session.id, host=request.host)
             return
-        action, context, decision = await asyncio.to_thread(self._decide, request, session)
+        if request.method in _INLINE_METHODS and not request.body:
+            # a bodiless read decides in ~0.1 ms; a thread hop would cost more than that
+            action, context, decision = self._decide(request, session)
+        else:
+            action, context, decision = await asyncio.to_thread(self._decide, request, session)
         verdict = await self._gate.handle(request, action, context, decision)
         flow.metadata[DECISION] = verdict.decision_id
+        # before the request goes out: the next decision of the session must see it
+        outcome = verdict.kind if isinstance(verdict, Answer) else "allow"
+        if action.verb is Verb.READ:
+            # a read changes no resource's history: count it later, in a batch
+            self._queue_read(action, session.id, outcome)
+        else:
+            await asyncio.to_thread(
+                self._history.record, action, session.id, outcome, self._clock()
+            )
         if isinstance(verdict, Answer):
             _respond(flow, verdict.answer)
+
+    def _queue_read(self, action: Action, session_id: str, outcome: str) -> None:
+        self._reads.append((action, session_id, outcome, self._clock()))
+        if len(self._reads) == 1:
+            asyncio.get_running_loop().call_later(_READ_BATCH_SECONDS, self._flush_reads)
+
+    def _flush_reads(self) -> None:
+        batch, self._reads = self._reads, []
+
+        def record_all() -> None:
+            for action, session_id, outcome, at in batch:
+                self._history.record(action, session_id, outcome, at)
+
+        asyncio.get_running_loop().run_in_executor(None, record_all)
 
     def _decide(
         self, request: HttpRequest, session: SessionInfo
     ) -> tuple[Action, Context, Decision]:
-        """Recognise and evaluate in one trip off the event loop (both are CPU work)."""
+        """Recognise, compute the context and evaluate in one trip off the event loop."""
         action = _with_actor(recognise(request, self._settings), session, request)
-        context = Context(now=self._clock(), session=session)
+        if self._gate.reads_history(action.verb):
+            context = self._history.context(action, session, self._clock())
+        else:  # no rule could read it: the decision is the same without it
+            context = Context(now=self._clock(), session=session)
         return action, context, self._gate.decide(action, context)
 
     def _is_protected(self, request: HttpRequest) -> bool:
         host = request.host.strip("[]").lower()
-        targets = {(h if h not in _LOOPBACK else "loopback", p) for h, p in self._protected()}
+        if not self._protected_set:
+            self._protected_set = {
+                (h if h not in _LOOPBACK else "loopback", p) for h, p in self._protected()
+            }
+        targets = self._protected_set
         key = ("loopback" if host in _LOOPBACK else host, request.port)
         return key in targets
 

@@ -9,6 +9,7 @@ guardproxy's data directory. Stopping really closes the listening sockets, which
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from collections.abc import Callable
 from datetime import datetime
@@ -39,6 +40,7 @@ from guardproxy.intercept.addons import (
     SessionAuth,
 )
 from guardproxy.recognise.request import RecogniseSettings
+from guardproxy.session.history import SessionHistory
 from guardproxy.session.registry import SessionRegistry
 
 log = structlog.get_logger(__name__)
@@ -61,14 +63,21 @@ def ensure_ca(ca_dir: Path) -> Path:
 
 def upstream_trust_bundle(config: ProxyConfig) -> Path | None:
     """certifi plus private CAs (configured, or learned from kubeconfigs): mitmproxy's
-    ``ssl_verify_upstream_trusted_ca`` replaces certifi rather than adding to it."""
+    ``ssl_verify_upstream_trusted_ca`` replaces certifi rather than adding to it.
+
+    The file is named by its content: mitmproxy caches TLS settings per path, so a
+    bundle rewritten in place would not be picked up.
+    """
     extra = [*config.upstream_ca_files, *sorted(config.upstream_trust_dir.glob("*.pem"))]
     if not extra:
         return None
-    bundle = config.data_dir / "upstream-ca-bundle.pem"
     parts = [Path(certifi.where()).read_text(encoding="ascii")]
     parts.extend(Path(p).read_text(encoding="ascii") for p in extra)
-    bundle.write_text("\n".join(parts), encoding="ascii")
+    text = "\n".join(parts)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    bundle = config.data_dir / f"upstream-ca-bundle-{digest}.pem"
+    if not bundle.exists():
+        bundle.write_text(text, encoding="ascii")
     return bundle
 
 
@@ -81,6 +90,7 @@ class GuardProxy:
         gate: Gate,
         registry: SessionRegistry,
         settings: RecogniseSettings,
+        history: SessionHistory,
         *,
         record_status: Callable[[str, int], None],
         protected: Callable[[], set[tuple[str, int]]],
@@ -90,6 +100,7 @@ class GuardProxy:
         self._gate = gate
         self._registry = registry
         self._settings = settings
+        self._history = history
         self._record_status = record_status
         self._protected = protected
         self._clock = clock
@@ -120,7 +131,13 @@ class GuardProxy:
             SessionAuth(self._registry, allow_anonymous=config.allow_anonymous),
             Passthrough(config.passthrough_hosts),
             BodyGuard(config.max_body_bytes, self._settings),
-            Guard(self._gate, self._settings, protected=self._protected, clock=self._clock),
+            Guard(
+                self._gate,
+                self._settings,
+                self._history,
+                protected=self._protected,
+                clock=self._clock,
+            ),
             ResponseStreaming(self._record_status),
             ready,
         )

@@ -78,6 +78,7 @@ class Bundle:
     digest: str
     files: tuple[str, ...]
     index: dict[tuple[Provider, Verb], tuple[CompiledRule, ...]] = field(repr=False)
+    history_verbs: frozenset[Verb] = frozenset(Verb)
 
     @classmethod
     def build(
@@ -99,7 +100,37 @@ class Bundle:
             for provider in Provider
             for verb in Verb
         }
-        return cls(config, ordered, tuple(exceptions), digest, tuple(files), index)
+        excepted_by_history = any(
+            e.condition is not None and e.condition.roots & HISTORY_ROOTS for e in exceptions
+        )
+        history_verbs = frozenset(
+            verb
+            for verb in Verb
+            if excepted_by_history
+            or any(_reads_history(r) for p in Provider for r in index[(p, verb)])
+        )
+        return cls(config, ordered, tuple(exceptions), digest, tuple(files), index, history_verbs)
+
+    def reads_history(self, verb: Verb) -> bool:
+        """Whether any rule that can see ``verb`` reads the session's history.
+
+        When none does, the proxy can skip computing it: the decision cannot depend on it.
+        """
+        return verb in self.history_verbs
 
     def rule(self, rule_id: str) -> CompiledRule | None:
         return next((r for r in self.rules if r.id == rule_id), None)
+
+
+HISTORY_ROOTS = frozenset({"history", "resource", "signals"})
+
+
+def _reads_history(rule: CompiledRule) -> bool:
+    if rule.matcher.signals is not None:
+        return True
+    expressions = [e for _, e in rule.match_conditions]
+    expressions += [e for e in (rule.condition, rule.message_expression) if e is not None]
+    expressions += [v.expression for v in rule.scope.variables]
+    if any(e.roots & HISTORY_ROOTS for e in expressions):
+        return True
+    return any(path[0] in HISTORY_ROOTS for path in rule.message.paths)

@@ -45,7 +45,7 @@ __all__ = [
 from pydantic import BaseModel
 
 from guardproxy.action import Action
-from guardproxy.context import SessionInfo
+from guardproxy.context import History, ResourceHistory, SessionInfo, Signals
 
 CELPY_VERSION = version("cel-python")
 ENGINE = f"celpy-{CELPY_VERSION}/interpreted"
@@ -99,6 +99,9 @@ def model_schema(model: type[BaseModel]) -> dict[str, SchemaNode]:
 ROOT_SCHEMA: dict[str, SchemaNode] = {
     "action": model_schema(Action),
     "session": model_schema(SessionInfo),
+    "history": model_schema(History),
+    "resource": model_schema(ResourceHistory),
+    "signals": model_schema(Signals),
     "now": Leaf("timestamp"),
 }
 ROOTS = (*ROOT_SCHEMA, "params", "variables")
@@ -354,7 +357,7 @@ def _list_literals(node: Any) -> list[str] | None:
 
 
 def schema_problem(path: tuple[str, ...]) -> tuple[str, str] | None:
-    """(message, hint) when ``path`` (rooted at action, session or now) is not in the schema."""
+    """(message, hint) when ``path`` (rooted at an input root) is not in the schema."""
     schema: SchemaNode = ROOT_SCHEMA[path[0]]
     for depth, name in enumerate(path[1:], start=1):
         if isinstance(schema, Leaf):

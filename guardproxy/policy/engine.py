@@ -46,6 +46,8 @@ from guardproxy.policy.model import (
 
 ENGINE_VERSION = f"guardproxy-{__version__}/{cel.ENGINE}"
 MESSAGE_LIMIT = 300
+CONTEXT_ROOTS = ("session", "history", "resource", "signals")
+"""The context's parts CEL reads as roots of their own, besides `action` and `now`."""
 
 
 def input_hash(action: Action, context: Context) -> str:
@@ -128,20 +130,21 @@ class _Evaluation:
         return self._documents
 
     def capped(self) -> dict[str, Any]:
-        """What CEL may read: action and session with lists and strings cut to the limits."""
+        """What CEL may read: the action and context with lists and strings cut to the limits."""
         if self._capped is None:
             action, context = self.documents()
             limits = self.bundle.config.limits
             capped_action, cut_action = _cap(action, limits)
-            capped_session, cut_session = _cap(context["session"], limits)
-            self._truncated = cut_action or cut_session
+            capped: dict[str, Any] = {"action": capped_action}
+            cut_context = False
+            for root in CONTEXT_ROOTS:
+                capped[root], cut = _cap(context[root], limits)
+                cut_context = cut_context or cut
+            self._truncated = cut_action or cut_context
             if self._truncated:
                 capped_action["truncated"] = True
-            self._capped = {
-                "action": capped_action,
-                "session": capped_session,
-                "now": self.context.now.isoformat(),
-            }
+            capped["now"] = self.context.now.isoformat()
+            self._capped = capped
         return self._capped
 
     def root_value(self, root: str, paths: frozenset[tuple[str, ...]]) -> Any:
@@ -201,10 +204,9 @@ class _Evaluation:
     # -- rules
 
     def candidates(self) -> list[CompiledRule]:
-        session = self.context.session
         selected = []
         for rule in self.bundle.index[(self.action.provider, self.action.verb)]:
-            mismatch = rule.matcher.mismatch(self.action, session)
+            mismatch = rule.matcher.mismatch(self.action, self.context)
             if mismatch is None:
                 selected.append(rule)
             elif self.tracing and mismatch not in ("providers", "verbs"):
@@ -299,7 +301,7 @@ class _Evaluation:
         for exception in self.bundle.exceptions:
             if rule.id not in exception.rules or exception.expires <= self.context.now:
                 continue
-            if exception.matcher.mismatch(self.action, self.context.session) is not None:
+            if exception.matcher.mismatch(self.action, self.context) is not None:
                 continue
             if exception.condition is not None:
                 value, _ = cel.evaluate_bool(
@@ -322,7 +324,7 @@ class _Evaluation:
     def lookup(self, path: tuple[str, ...]) -> Any:
         """A field of the (uncapped) input, for message placeholders."""
         action, context = self.documents()
-        roots = {"action": action, "session": context["session"], "now": context["now"]}
+        roots = {"action": action, **{r: context[r] for r in CONTEXT_ROOTS}, "now": context["now"]}
         return _lookup(roots, path)
 
     # -- the decision

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 
 from guardproxy.action import Action, Environment, Provider, Verb
-from guardproxy.context import SessionInfo
+from guardproxy.context import Context
 from guardproxy.policy.model import Match
 
 
@@ -33,6 +33,7 @@ class Matcher:
     risk_tags: re.Pattern[str] | None
     hosts: re.Pattern[str] | None
     agents: re.Pattern[str] | None
+    signals: tuple[str, ...] | None
     dry_run: bool | None
 
     @classmethod
@@ -48,10 +49,11 @@ class Matcher:
             risk_tags=_globs(match.risk_tags),
             hosts=_globs(match.hosts),
             agents=_globs(match.agents),
+            signals=None if match.signals is None else tuple(match.signals),
             dry_run=match.dry_run,
         )
 
-    def mismatch(self, action: Action, session: SessionInfo) -> str | None:
+    def mismatch(self, action: Action, context: Context) -> str | None:
         """The first key that does not match, or None when the action matches."""
         if self.providers is not None and action.provider not in self.providers:
             return "providers"
@@ -75,8 +77,12 @@ class Matcher:
             return "riskTags"
         if self.hosts is not None and not self.hosts.match(action.request.host.lower()):
             return "hosts"
-        if self.agents is not None and not self.agents.match(session.agent):
+        if self.agents is not None and not self.agents.match(context.session.agent):
             return "agents"
+        if self.signals is not None and not any(
+            getattr(context.signals, name) for name in self.signals
+        ):
+            return "signals"
         if self.dry_run is not None and action.dry_run is not self.dry_run:
             return "dryRun"
         return None

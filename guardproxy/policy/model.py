@@ -51,6 +51,14 @@ def _check_grant(text: str) -> str:
 
 Duration = Annotated[str, AfterValidator(_check_duration)]
 Grant = Annotated[str, AfterValidator(_check_grant)]
+SignalName = Literal[
+    "recreate",
+    "environment_rebuild",
+    "protection_removed_earlier",
+    "destructive_budget_exceeded",
+    "history_unavailable",
+]
+"""The boolean fields of the context's `signals` a `match` may name."""
 
 
 class Outcome(StrEnum):
@@ -104,6 +112,9 @@ class Match(_Doc):
     )
     hosts: list[str] | None = Field(None, description="Globs on the real destination host.")
     agents: list[str] | None = Field(None, description="Globs on `session.agent`.")
+    signals: list[SignalName] | None = Field(
+        None, description="Sequence signals; matches when any listed one is set (no CEL needed)."
+    )
     dry_run: bool | None = Field(
         None, description="true: only dry-run requests; false: only requests that persist."
     )

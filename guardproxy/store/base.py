@@ -197,6 +197,40 @@ class DecisionRecord:
     upstream_status: int | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionEvent:
+    """One action of a session as the history tracker needs it after a restart.
+
+    ``recreate`` and ``destroyed_container`` are what the tracker derived when the
+    action happened, kept so that reloading a session does not re-derive them from
+    a resource history that has moved on since.
+    """
+
+    session_id: str
+    at: datetime
+    summary: str
+    operation: str
+    verb: str
+    provider: str
+    environment: str
+    resource_key: str
+    outcome: str
+    protection_removed: bool = False
+    recreate: bool = False
+    destroyed_container: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class EventTotal:
+    """How many events of a session share a verb, provider, environment and outcome."""
+
+    verb: str
+    provider: str
+    environment: str
+    outcome: str
+    count: int
+
+
 # -- the interface ------------------------------------------------------------------
 
 
@@ -329,3 +363,23 @@ class Store(Protocol):
         outcome: str | None = None,
         limit: int = 100,
     ) -> list[DecisionRecord]: ...
+
+    # session history
+
+    def append_session_events(self, events: Sequence[SessionEvent]) -> None: ...
+
+    def session_events(
+        self, session_id: str, *, since: datetime | None = None, limit: int = 100
+    ) -> list[SessionEvent]:
+        """The session's events at or after ``since`` (all if None), newest first."""
+        ...
+
+    def session_event_totals(self, session_id: str) -> list[EventTotal]:
+        """The session's whole-session counts, grouped."""
+        ...
+
+    def resource_events(
+        self, resource_key: str, *, outcome: str | None = None, limit: int = 100
+    ) -> list[SessionEvent]:
+        """Events about a resource key in any session, newest first."""
+        ...

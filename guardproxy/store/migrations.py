@@ -99,5 +99,33 @@ _V1: Migration = (
     "CREATE INDEX decisions_hold ON decisions (hold_id)",
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1,)
+_V2: Migration = (
+    # The session history tracker's log (guardproxy/session/history.py): compact rows,
+    # so a session's windows and a resource's tombstones survive a restart without
+    # parsing the decision log's JSON.
+    """
+    CREATE TABLE session_events (
+        seq                 INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id          TEXT NOT NULL,
+        at                  TEXT NOT NULL,
+        summary             TEXT NOT NULL,
+        operation           TEXT NOT NULL,
+        verb                TEXT NOT NULL,
+        provider            TEXT NOT NULL,
+        environment         TEXT NOT NULL,
+        resource_key        TEXT NOT NULL,
+        outcome             TEXT NOT NULL,
+        protection_removed  INTEGER NOT NULL CHECK (protection_removed IN (0, 1)),
+        recreate            INTEGER NOT NULL CHECK (recreate IN (0, 1)),
+        destroyed_container TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX session_events_session ON session_events (session_id, seq)",
+    """
+    CREATE INDEX session_events_resource ON session_events (resource_key, outcome, seq)
+        WHERE resource_key != ''
+    """,
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
 """Applied in order; the database's version is how many of these it has run."""

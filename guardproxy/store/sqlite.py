@@ -29,6 +29,7 @@ from guardproxy.store.base import (
     AlreadyExistsError,
     Approval,
     DecisionRecord,
+    EventTotal,
     Hold,
     HoldConflict,
     HoldState,
@@ -36,6 +37,7 @@ from guardproxy.store.base import (
     NotFoundError,
     SchemaVersionError,
     Session,
+    SessionEvent,
     StoreError,
     Verdict,
     grant_seconds,
@@ -495,8 +497,82 @@ class SqliteStore:
             ).fetchall()
         return [_decision(row) for row in rows]
 
+    # -- session history ------------------------------------------------------------
+
+    def append_session_events(self, events: Sequence[SessionEvent]) -> None:
+        rows = [
+            (e.session_id, _ts(e.at), e.summary, e.operation, e.verb, e.provider,
+             e.environment, e.resource_key, e.outcome, int(e.protection_removed),
+             int(e.recreate), e.destroyed_container)
+            for e in events
+        ]  # fmt: skip
+        with self._write() as db:
+            db.executemany(
+                f"INSERT INTO session_events ({_EVENT_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+    def session_events(
+        self, session_id: str, *, since: datetime | None = None, limit: int = 100
+    ) -> list[SessionEvent]:
+        with self._read() as db:
+            rows = db.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM session_events "
+                "WHERE session_id = ? AND at >= ? ORDER BY seq DESC LIMIT ?",
+                (session_id, "" if since is None else _ts(since), _limit(limit)),
+            ).fetchall()
+        return [_event(row) for row in rows]
+
+    def session_event_totals(self, session_id: str) -> list[EventTotal]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT verb, provider, environment, outcome, COUNT(*) FROM session_events "
+                "WHERE session_id = ? GROUP BY verb, provider, environment, outcome",
+                (session_id,),
+            ).fetchall()
+        return [EventTotal(*row) for row in rows]
+
+    def resource_events(
+        self, resource_key: str, *, outcome: str | None = None, limit: int = 100
+    ) -> list[SessionEvent]:
+        where = "resource_key = ? AND resource_key != ''"
+        params: list[object] = [resource_key]
+        if outcome is not None:
+            where += " AND outcome = ?"
+            params.append(outcome)
+        with self._read() as db:
+            rows = db.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM session_events WHERE {where} "
+                "ORDER BY seq DESC LIMIT ?",
+                (*params, _limit(limit)),
+            ).fetchall()
+        return [_event(row) for row in rows]
+
 
 # -- helpers ------------------------------------------------------------------------
+
+_EVENT_COLUMNS = (
+    "session_id, at, summary, operation, verb, provider, environment, resource_key, "
+    "outcome, protection_removed, recreate, destroyed_container"
+)
+
+
+def _event(row: sqlite3.Row) -> SessionEvent:
+    return SessionEvent(
+        session_id=row["session_id"],
+        at=_dt_required(row["at"]),
+        summary=row["summary"],
+        operation=row["operation"],
+        verb=row["verb"],
+        provider=row["provider"],
+        environment=row["environment"],
+        resource_key=row["resource_key"],
+        outcome=row["outcome"],
+        protection_removed=bool(row["protection_removed"]),
+        recreate=bool(row["recreate"]),
+        destroyed_container=row["destroyed_container"],
+    )
 
 
 def _prepare_file(path: Path) -> None:

@@ -1,0 +1,54 @@
+"""The session history's rows: append, window reads, totals and per-resource reads."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from guardproxy.store import EventTotal, SessionEvent, SqliteStore
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def event(minutes: int, verb: str, *, session: str = "s-1", outcome: str = "allow") -> SessionEvent:
+    return SessionEvent(
+        session_id=session,
+        at=T0 + timedelta(minutes=minutes),
+        summary=f"aws sqs {verb} q",
+        operation=verb,
+        verb=verb,
+        provider="aws",
+        environment="prod",
+        resource_key="aws:1:r:aws:sqs:queue/q" if verb != "read" else "",
+        outcome=outcome,
+        protection_removed=verb == "update",
+        recreate=verb == "create",
+        destroyed_container="",
+    )
+
+
+def test_session_events_round_trip_newest_first(store: SqliteStore) -> None:
+    events = [event(0, "delete"), event(1, "create"), event(2, "read"), event(3, "update")]
+    store.append_session_events(events)
+    store.append_session_events([event(4, "delete", session="s-2", outcome="hold")])
+    assert store.session_events("s-1") == events[::-1]
+    assert store.session_events("s-1", since=T0 + timedelta(minutes=2)) == events[:1:-1]
+    assert store.session_events("s-1", limit=1) == [events[-1]]
+
+
+def test_totals_group_by_verb_provider_environment_and_outcome(store: SqliteStore) -> None:
+    store.append_session_events([event(0, "delete"), event(1, "delete"), event(2, "read")])
+    assert sorted(store.session_event_totals("s-1"), key=lambda t: t.verb) == [
+        EventTotal("delete", "aws", "prod", "allow", 2),
+        EventTotal("read", "aws", "prod", "allow", 1),
+    ]
+    assert store.session_event_totals("s-unknown") == []
+
+
+def test_resource_events_cross_sessions_and_filter_by_outcome(store: SqliteStore) -> None:
+    store.append_session_events(
+        [event(0, "delete"), event(1, "create", session="s-2", outcome="hold"), event(2, "read")]
+    )
+    key = "aws:1:r:aws:sqs:queue/q"
+    assert [e.verb for e in store.resource_events(key)] == ["create", "delete"]
+    assert [e.session_id for e in store.resource_events(key, outcome="allow")] == ["s-1"]
+    assert store.resource_events("") == []
