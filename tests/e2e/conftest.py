@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from ._http import UpstreamServer
+from .guard_fixtures import StartGuard, guard_starter
 from .pki import PkiFiles, ThrowawayPki
 from .servers import (
     EchoServer,
@@ -146,3 +147,13 @@ def tls_echo_server(pki: ThrowawayPki) -> Iterator[EchoServer]:
     with EchoServer(pki, client_ca_pem=pki.client_ca.cert_pem) as server:
         yield server
         _assert_no_handler_errors(server)
+
+
+# ---------------------------------------------------------------- guardproxy under test
+
+
+@pytest.fixture
+def start_guard(tmp_path: Path) -> Iterator[StartGuard]:
+    """``start_guard(**ProxyConfig fields)`` starts a guardproxy (shipped policies, hold
+    window 2 s unless given, data directory under ``tmp_path``); teardown stops it."""
+    yield from guard_starter(tmp_path)
