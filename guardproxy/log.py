@@ -9,11 +9,21 @@ from typing import TextIO
 import structlog
 
 
+class _CurrentStderr:
+    """Whatever ``sys.stderr`` is when a line is written (it may be replaced later)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(
     *, level: str = "info", json: bool | None = None, stream: TextIO | None = None
 ) -> None:
     """Route structlog to ``stream`` (stderr): console renderer on a TTY, else JSON."""
-    output = stream or sys.stderr
+    output: TextIO = stream or sys.stderr
     as_json = not output.isatty() if json is None else json
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer(sort_keys=True)
@@ -31,6 +41,6 @@ def configure_logging(
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(output),
+        logger_factory=structlog.PrintLoggerFactory(stream or _CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )

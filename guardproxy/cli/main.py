@@ -3,15 +3,37 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
 from guardproxy import __version__
-from guardproxy.cli import oncall, policy, recognise, serve, session
+from guardproxy.cli.errors import UsageError
 from guardproxy.log import configure_logging
 
+# command -> module defining it; only the one used is imported, so `guardproxy approve`
+# does not load mitmproxy, botocore and the policy engine first
+_MODULES = {
+    "serve": "serve",
+    "run": "session",
+    "env": "session",
+    "holds": "oncall",
+    "approve": "oncall",
+    "deny": "oncall",
+    "policy": "policy",
+    "recognise": "recognise",
+}
 
-def build_parser() -> argparse.ArgumentParser:
+
+def _wanted(argv: Sequence[str]) -> list[str]:
+    """The modules to load: the named command's, or all of them (for --help)."""
+    command = next((a for a in argv if not a.startswith("-") and a in _MODULES), None)
+    if command is None:
+        return sorted(set(_MODULES.values()))
+    return [_MODULES[command]]
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="guardproxy",
         description="Deterministic guardrails for AI coding agents.",
@@ -21,21 +43,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    serve.add_commands(subparsers)
-    session.add_commands(subparsers)
-    oncall.add_commands(subparsers)
-    policy.add_commands(subparsers)
-    recognise.add_commands(subparsers)
+    for name in _wanted(argv):
+        importlib.import_module(f"guardproxy.cli.{name}").add_commands(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(arguments)
+    args = parser.parse_args(arguments)
     configure_logging(level=args.log_level)
     try:
         code: int = args.handler(args)
-    except policy.UsageError as error:
+    except UsageError as error:
         print(f"guardproxy: {error}", file=sys.stderr)
         return 2
     except BrokenPipeError:

@@ -13,6 +13,7 @@ import pydantic
 import structlog
 
 from guardproxy.action import Action
+from guardproxy.cli.errors import UsageError
 from guardproxy.cli.style import Style
 from guardproxy.context import Context
 from guardproxy.policy import load_bundle
@@ -25,10 +26,6 @@ from guardproxy.policy.yamlsource import Problem
 
 DEFAULT_POLICIES = Path("policies")
 log = structlog.get_logger(__name__)
-
-
-class UsageError(Exception):
-    """Bad input from the command line: reported in one line, exit code 2."""
 
 
 def add_commands(subparsers: Any) -> None:

@@ -1,0 +1,1 @@
+"""Interception: mitmproxy embedded, with guardproxy's addons."""
