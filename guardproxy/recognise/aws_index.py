@@ -14,13 +14,11 @@ the next index build by itself.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import pickle
 import re
 import tempfile
-import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -29,6 +27,7 @@ from pathlib import Path
 from guardproxy.recognise import aws_models, aws_names, aws_spec
 from guardproxy.recognise.aws_models import botocore_version, read_models
 from guardproxy.recognise.aws_spec import ModelSpec, OpSpec, Tables
+from guardproxy.recognise.index_cache import Shared, load_or_build
 
 INDEX_FORMAT = 1
 """Bump when the pickled layout changes (the source hash catches most changes anyway)."""
@@ -194,36 +193,15 @@ def read_index(path: Path) -> AwsIndex | None:
 
 
 def load_index(cache_dir: Path | None = None, *, rebuild: bool = False) -> AwsIndex:
-    """The index from the cache, building (and caching) it when missing or stale.
-
-    A cache directory that cannot be written only costs the build on every start.
-    """
-    path = cache_path(cache_dir)
-    if not rebuild:
-        cached = read_index(path)
-        if cached is not None:
-            return cached
-    index = build_index()
-    with contextlib.suppress(OSError):
-        save_index(index, path)
-    return index
+    """The index from the cache, building (and caching) it when missing or stale."""
+    return load_or_build(
+        cache_path(cache_dir), read_index, build_index, save_index, rebuild=rebuild
+    )
 
 
-_shared: AwsIndex | None = None
-_shared_lock = threading.Lock()
+_shared = Shared(load_index)
 
 
 def shared_index() -> AwsIndex:
     """The process-wide index, loaded on first use."""
-    global _shared  # noqa: PLW0603 - one index per process, loaded lazily
-    if _shared is None:
-        with _shared_lock:
-            if _shared is None:
-                _shared = load_index()
-    return _shared
-
-
-def set_shared_index(index: AwsIndex | None) -> None:
-    """Install ``index`` as the process-wide one (tests, or a proxy that preloads it)."""
-    global _shared  # noqa: PLW0603
-    _shared = index
+    return _shared.get()

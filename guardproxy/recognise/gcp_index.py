@@ -17,7 +17,6 @@ parameters.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import json
@@ -25,7 +24,6 @@ import os
 import pickle
 import re
 import tempfile
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -34,6 +32,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from guardproxy.recognise.aws_index import default_cache_dir
+from guardproxy.recognise.index_cache import Shared, load_or_build
 
 INDEX_FORMAT = 1
 """Bump when the pickled layout changes (the source hash catches most changes anyway)."""
@@ -374,32 +373,14 @@ def read_index(path: Path) -> GcpIndex | None:
 
 def load_index(cache_dir: Path | None = None, *, rebuild: bool = False) -> GcpIndex:
     """The index from the cache, building (and caching) it when missing or stale."""
-    path = cache_path(cache_dir)
-    if not rebuild:
-        cached = read_index(path)
-        if cached is not None:
-            return cached
-    index = build_index()
-    with contextlib.suppress(OSError):
-        save_index(index, path)
-    return index
+    return load_or_build(
+        cache_path(cache_dir), read_index, build_index, save_index, rebuild=rebuild
+    )
 
 
-_shared: GcpIndex | None = None
-_shared_lock = threading.Lock()
+_shared = Shared(load_index)
 
 
 def shared_index() -> GcpIndex:
     """The process-wide index, loaded on first use."""
-    global _shared  # noqa: PLW0603 - one index per process, loaded lazily
-    if _shared is None:
-        with _shared_lock:
-            if _shared is None:
-                _shared = load_index()
-    return _shared
-
-
-def set_shared_index(index: GcpIndex | None) -> None:
-    """Install ``index`` as the process-wide one (tests, or a proxy that preloads it)."""
-    global _shared  # noqa: PLW0603
-    _shared = index
+    return _shared.get()
