@@ -28,6 +28,7 @@ from typing import Any, Self
 from guardproxy.store.base import (
     AlreadyExistsError,
     Approval,
+    Approver,
     DecisionRecord,
     EventTotal,
     Hold,
@@ -253,6 +254,7 @@ class SqliteStore:
         grant: str,
         created_at: datetime,
         expires_at: datetime,
+        detail_json: str = "{}",
     ) -> Hold:
         grant_seconds(grant)  # refuse a malformed grant before it can be approved
         one_line = " ".join(summary.splitlines())
@@ -262,8 +264,8 @@ class SqliteStore:
             try:
                 db.execute(
                     "INSERT INTO holds (id, created_at, expires_at, session_id, request_digest,"
-                    " action, decision, summary, state, grant_spec)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+                    " action, decision, summary, state, grant_spec, detail)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
                     (
                         hold_id,
                         created,
@@ -274,6 +276,7 @@ class SqliteStore:
                         decision_json,
                         one_line,
                         grant,
+                        detail_json,
                     ),
                 )
             except sqlite3.IntegrityError as exc:
@@ -422,6 +425,46 @@ class SqliteStore:
             ).fetchall()
         return [_approval(row) for row in rows]
 
+    # -- approvers ------------------------------------------------------------------
+
+    def add_approver(self, approver: Approver) -> None:
+        if not approver.name or not approver.token_hash:
+            raise InvalidValueError("an approver needs a name and a token hash")
+        row = (
+            approver.name,
+            json.dumps(list(approver.groups)),
+            approver.token_hash,
+            _ts(approver.created_at),
+        )
+        with self._write() as db:
+            try:
+                db.execute("INSERT INTO approvers VALUES (?, ?, ?, ?)", row)
+            except sqlite3.IntegrityError as exc:
+                raise _integrity(exc, f"approver {approver.name}") from exc
+
+    def get_approver(self, name: str) -> Approver | None:
+        with self._read() as db:
+            row = db.execute("SELECT * FROM approvers WHERE name = ?", (name,)).fetchone()
+        return None if row is None else _approver(row)
+
+    def find_approver_by_token(self, token_hash: str) -> Approver | None:
+        with self._read() as db:
+            row = db.execute(
+                "SELECT * FROM approvers WHERE token_hash = ?", (token_hash,)
+            ).fetchone()
+        return None if row is None else _approver(row)
+
+    def list_approvers(self) -> list[Approver]:
+        with self._read() as db:
+            rows = db.execute("SELECT * FROM approvers ORDER BY name").fetchall()
+        return [_approver(row) for row in rows]
+
+    def remove_approver(self, name: str) -> None:
+        with self._write() as db:
+            cursor = db.execute("DELETE FROM approvers WHERE name = ?", (name,))
+            if cursor.rowcount == 0:
+                raise NotFoundError(f"no approver {name}")
+
     # -- decision log ---------------------------------------------------------------
 
     def append_decision(self, record: DecisionRecord) -> None:
@@ -479,6 +522,8 @@ class SqliteStore:
         *,
         session_id: str | None = None,
         outcome: str | None = None,
+        provider: str | None = None,
+        since: datetime | None = None,
         limit: int = 100,
     ) -> list[DecisionRecord]:
         clauses: list[str] = []
@@ -489,6 +534,12 @@ class SqliteStore:
         if outcome is not None:
             clauses.append("outcome = ?")
             params.append(outcome)
+        if provider is not None:
+            clauses.append("json_extract(action, '$.provider') = ?")
+            params.append(provider)
+        if since is not None:
+            clauses.append("at >= ?")
+            params.append(_ts(since))
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         with self._read() as db:
             rows = db.execute(
@@ -706,6 +757,7 @@ def _hold(row: sqlite3.Row) -> Hold:
         reason=row["reason"],
         grant_expires_at=_dt(row["grant_expires_at"]),
         released_at=_dt(row["released_at"]),
+        detail_json=row["detail"],
     )
 
 
@@ -718,6 +770,15 @@ def _approval(row: sqlite3.Row) -> Approval:
         verdict=Verdict(row["verdict"]),
         reason=row["reason"],
         at=_dt_required(row["at"]),
+    )
+
+
+def _approver(row: sqlite3.Row) -> Approver:
+    return Approver(
+        name=row["name"],
+        groups=tuple(json.loads(row["approver_groups"])),
+        token_hash=row["token_hash"],
+        created_at=_dt_required(row["created_at"]),
     )
 
 
