@@ -13,6 +13,8 @@ from typing import Any
 
 import structlog
 
+from guardproxy.approvals.events import HoldEvents
+from guardproxy.approvals.notify import HoldFacts, Notifications, NotifyConfigError, hold_facts
 from guardproxy.config import ProxyConfig, split_host_port
 from guardproxy.control.api import ControlContext, ControlServer
 from guardproxy.gate.gate import Clock, Gate, utc_now
@@ -73,6 +75,9 @@ class Guardproxy:
         self.gate: Gate | None = None
         self.registry: SessionRegistry | None = None
         self.history: SessionHistory | None = None
+        self.events = HoldEvents()
+        """Hold lifecycle events (held, approval, approved, denied, expired, ...)."""
+        self.notifications: Notifications | None = None
 
     @property
     def store(self) -> Store:
@@ -122,6 +127,7 @@ class Guardproxy:
                 proxy_port=lambda: self.proxy.port if self.proxy else 0,
                 reload_tls=lambda: self.proxy.reload_upstream_trust() if self.proxy else None,
                 runtime=self.runtime_info,
+                events=self.events,
             ),
             control_host,
             control_port,
@@ -137,11 +143,19 @@ class Guardproxy:
             clock=self._clock,
         )
         try:
+            self.notifications = Notifications.from_config(
+                list(config.notifications), console_url=self.console_url, facts=self._hold_facts
+            )
+        except NotifyConfigError as error:
+            await self.stop()
+            raise StartError(str(error)) from error
+        try:
             await self.control.start()
             await self.proxy.start()
         except OSError as error:
             await self.stop()
             raise StartError(f"cannot listen: {error}") from error
+        self.notifications.start(self.events)
         self._write_runtime()
         log.info(
             "guardproxy.started",
@@ -151,6 +165,16 @@ class Guardproxy:
             bundle=self.bundle.digest,
             rules=len(self.bundle.rules),
         )
+
+    def console_url(self) -> str:
+        """Where approvers open the console (links in notifications)."""
+        if self.config.console_url:
+            return self.config.console_url
+        port = self.control.port if self.control is not None else 0
+        return f"http://127.0.0.1:{port}/console"
+
+    def _hold_facts(self, hold_id: str) -> HoldFacts | None:
+        return hold_facts(self._store, hold_id) if self._store is not None else None
 
     def _protected(self) -> set[tuple[str, int]]:
         """Addresses guarded sessions must never reach: the control API and the proxy."""
@@ -179,6 +203,7 @@ class Guardproxy:
             "ca_cert": str(self.proxy.ca_cert),
             "policies": str(self.config.policies),
             "bundle": self.bundle.digest,
+            "console": self.console_url(),
         }
 
     def _write_runtime(self) -> None:
@@ -188,6 +213,9 @@ class Guardproxy:
         os.chmod(path, 0o600)
 
     async def stop(self) -> None:
+        if self.notifications is not None:
+            await self.notifications.stop()
+            self.notifications = None
         if self.proxy is not None:
             await self.proxy.stop()
         if self.control is not None:

@@ -90,6 +90,39 @@ def add_commands(subparsers: Any) -> None:
     add_proxy_options(serve)
     serve.add_argument("--listen", metavar="HOST:PORT", help="proxy address (127.0.0.1:8080)")
     serve.add_argument("--control", metavar="HOST:PORT", help="control API (127.0.0.1:8081)")
+    notify = serve.add_argument_group("notifications")
+    notify.add_argument(
+        "--notify-webhook",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="POST each hold event as signed JSON to URL (repeatable)",
+    )
+    secret = notify.add_mutually_exclusive_group()
+    secret.add_argument(
+        "--notify-secret-file",
+        type=Path,
+        metavar="FILE",
+        help="file holding the webhooks' HMAC signing secret",
+    )
+    secret.add_argument(
+        "--notify-secret-env",
+        metavar="NAME",
+        help="environment variable holding the webhooks' signing secret",
+    )
+    notify.add_argument(
+        "--notify-slack",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="post hold events to this Slack incoming webhook (repeatable)",
+    )
+    notify.add_argument(
+        "--console-url",
+        metavar="URL",
+        help="the console's address for links in notifications "
+        "(default http://127.0.0.1:<control port>/console)",
+    )
     serve.set_defaults(handler=cmd_serve)
 
 
@@ -109,6 +142,7 @@ def build_config(args: argparse.Namespace, **overrides: Any) -> ProxyConfig:
         "hold_window_seconds": args.hold_window,
         "listen": getattr(args, "listen", None),
         "control": getattr(args, "control", None),
+        "console_url": getattr(args, "console_url", None),
     }
     values.update({k: v for k, v in flags.items() if v is not None})
     values.setdefault("policies", default_policies())
@@ -135,6 +169,7 @@ def build_config(args: argparse.Namespace, **overrides: Any) -> ProxyConfig:
                 raise ConfigError(f"--reverse {item!r}: write PORT=URL")
             reverse.append(ReverseListener(port=int(port), upstream=url))
         values["reverse"] = reverse
+    values["notifications"] = [*values.get("notifications", []), *_notify_flags(args)]
     values.update(overrides)
     try:
         return ProxyConfig.model_validate(values)
@@ -142,6 +177,26 @@ def build_config(args: argparse.Namespace, **overrides: Any) -> ProxyConfig:
         first = error.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ConfigError(f"{where}: {first['msg']}") from None
+
+
+def _notify_flags(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Notification targets given as `serve` flags (the config file can list more)."""
+    webhooks: list[str] = getattr(args, "notify_webhook", [])
+    secret_file: Path | None = getattr(args, "notify_secret_file", None)
+    secret_env: str | None = getattr(args, "notify_secret_env", None)
+    if webhooks and secret_file is None and secret_env is None:
+        raise ConfigError(
+            "--notify-webhook: webhooks are signed; give --notify-secret-file FILE or "
+            "--notify-secret-env NAME with the secret shared with the receiver"
+        )
+    if (secret_file is not None or secret_env is not None) and not webhooks:
+        raise ConfigError("--notify-secret-file/--notify-secret-env: no --notify-webhook to sign")
+    secret: dict[str, Any] = (
+        {"secret_file": secret_file} if secret_file is not None else {"secret_env": secret_env}
+    )
+    return [{"kind": "webhook", "url": url, **secret} for url in webhooks] + [
+        {"kind": "slack", "url": url} for url in getattr(args, "notify_slack", [])
+    ]
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ import tornado.web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tornado.httpserver import HTTPServer
 
+from guardproxy.approvals.events import HoldEvents
 from guardproxy.gate.gate import Gate
 from guardproxy.session.registry import SessionRegistry
 from guardproxy.store.base import (
@@ -98,6 +99,7 @@ class ControlContext:
     proxy_port: Callable[[], int]
     reload_tls: Callable[[], None]
     runtime: Callable[[], dict[str, Any]]
+    events: HoldEvents
 
 
 class _Handler(tornado.web.RequestHandler):
@@ -258,6 +260,9 @@ def make_app(context: ControlContext) -> tornado.web.Application:
         (r"/v1/tls/reload", TlsReloadHandler, {"context": context}),
         (r"/v1/runtime", RuntimeHandler, {"context": context}),
     ]
+    from guardproxy.control.console import console_routes  # noqa: PLC0415 - it imports this module
+
+    routes += console_routes(context)
     return tornado.web.Application(routes, autoreload=False, debug=False)
 
 

@@ -1,0 +1,200 @@
+"""The web console in a real headless chromium (Debian's, driven by Playwright).
+
+A real guardproxy holds a live request from a real HTTP client; an approver signs in to
+the console with their token, sees the hold appear without reloading, opens it, approves
+with a reason, and the held client gets the upstream's answer.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .servers import EchoServer
+from .test_guard import Guard, start_guard
+
+playwright_sync = pytest.importorskip("playwright.sync_api")
+from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+PHONE = {"width": 390, "height": 844}
+NAMESPACE_PROD = "/api/v1/namespaces/prod"
+
+
+def chromium_path() -> str:
+    """Debian's chromium (apt-get install chromium); skip with the reason if absent."""
+    found = os.environ.get("GUARDPROXY_CHROMIUM") or shutil.which("chromium")
+    if not found:
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    return found
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=chromium_path(), args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def console_guard(tmp_path: Path, echo_server: EchoServer) -> Iterator[Guard]:
+    guard = start_guard(tmp_path, echo_server, hold_window_seconds=60)
+    try:
+        yield guard
+    finally:
+        guard.background.stop()
+
+
+def approver_token(guard: Guard) -> str:
+    return guard.config.control_token_file.read_text(encoding="ascii").strip()
+
+
+def console_url(guard: Guard) -> str:
+    service = guard.background.service
+    assert service.control is not None
+    return f"http://127.0.0.1:{service.control.port}/console"
+
+
+def sign_in(page: Page, guard: Guard, token: str) -> None:
+    page.goto(console_url(guard))
+    page.fill("#token", token)
+    page.click("#login-form button[type=submit]")
+    expect(page.locator("#queue-view")).to_be_visible()
+    expect(page.locator("#live")).to_have_text("live")
+
+
+class HeldClient:
+    """A DELETE through the proxy on its own thread, waiting live while it is held."""
+
+    def __init__(self, guard: Guard, url: str) -> None:
+        self.result: dict[str, Any] = {}
+        self._thread = threading.Thread(target=self._run, args=(guard, url), daemon=True)
+        self._thread.start()
+
+    def _run(self, guard: Guard, url: str) -> None:
+        try:
+            with httpx.Client(proxy=guard.proxy_url, timeout=90) as client:
+                response = client.delete(url)
+            self.result["status"] = response.status_code
+            self.result["body"] = response.json()
+        except Exception as error:  # reported by the asserting test
+            self.result["error"] = repr(error)
+
+    def wait(self, timeout: float = 20) -> dict[str, Any]:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the held client did not complete"
+        return self.result
+
+    @property
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+
+def test_an_approver_signs_in_sees_the_hold_live_and_approves_it(
+    browser: Browser, console_guard: Guard, echo_server: EchoServer
+) -> None:
+    guard = console_guard
+    token = approver_token(guard)
+    context = browser.new_context()
+    page = context.new_page()
+    console_responses: list[dict[str, str]] = []
+    page.on(
+        "response",
+        lambda r: console_responses.append(r.headers) if r.url.endswith("/console") else None,
+    )
+    sign_in(page, guard, token)
+    expect(page.locator("#queue-empty")).to_be_visible()
+    # the token stays out of URLs and out of persistent storage
+    assert token not in page.url
+    assert page.evaluate("sessionStorage.getItem('guardproxy.token')") == token
+    assert page.evaluate("localStorage.length") == 0
+    csp = console_responses[0]["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+
+    client = HeldClient(guard, f"{echo_server.url}{NAMESPACE_PROD}")
+    card = page.locator("#queue li.card")
+    expect(card).to_have_count(1, timeout=15_000)  # pushed by the event stream, no reload
+    expect(card).to_contain_text("prod")
+    assert not client.done
+    card.locator("a").click()
+
+    expect(page.locator("#detail-state")).to_contain_text("pending")
+    body = page.locator("#detail-body")
+    expect(body).to_contain_text("hold-prod-namespace-delete")
+    expect(body).to_contain_text("Deleting namespace prod")
+    # a reason is required: approving without one sends nothing
+    page.click("#approve")
+    expect(page.locator("#resolve-error")).to_contain_text("reason is required")
+    assert not client.done and echo_server.requests == []
+
+    page.fill("#reason", "planned teardown of the prod namespace, ticket OPS-1")
+    page.click("#approve")
+    result = client.wait()
+    assert result.get("status") == 200, result
+    assert result["body"]["method"] == "DELETE"
+    assert result["body"]["path"] == NAMESPACE_PROD
+    assert [r.method for r in echo_server.requests] == ["DELETE"]
+    expect(page.locator("#detail-state")).not_to_contain_text("pending")
+    (hold,) = guard.holds("all")
+    assert hold["reason"] == "planned teardown of the prod namespace, ticket OPS-1"
+    context.close()
+
+
+def test_on_a_phone_the_approve_button_is_reachable_without_horizontal_scrolling(
+    browser: Browser, console_guard: Guard, echo_server: EchoServer
+) -> None:
+    guard = console_guard
+    context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    client = HeldClient(guard, f"{echo_server.url}{NAMESPACE_PROD}")
+    sign_in(page, guard, approver_token(guard))
+    card = page.locator("#queue li.card")
+    expect(card).to_have_count(1, timeout=15_000)
+    card.locator("a").tap()
+    approve = page.locator("#approve")
+    expect(approve).to_be_visible()
+    box = approve.bounding_box()
+    assert box is not None
+    assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
+    assert box["y"] + box["height"] <= PHONE["height"], "approve is below the fold"
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    page.fill("#reason", "from my phone")
+    page.locator("#deny").tap()
+    result = client.wait()
+    assert result.get("status") == 403, result
+    assert echo_server.requests == []
+    context.close()
+
+
+def test_agent_text_is_shown_as_text_never_run(
+    browser: Browser, console_guard: Guard, echo_server: EchoServer
+) -> None:
+    guard = console_guard
+    name = "%3Cimg%20src%3Dx%20onerror%3D%22window.pwned%3D1%22%3E"
+    context = browser.new_context()
+    page = context.new_page()
+    sign_in(page, guard, approver_token(guard))
+    client = HeldClient(guard, f"{echo_server.url}/api/v1/namespaces/{name}")
+    card = page.locator("#queue li.card")
+    expect(card).to_have_count(1, timeout=15_000)
+    card.locator("a").click()
+    expect(page.locator("#detail-body")).to_contain_text('<img src=x onerror="window.pwned=1">')
+    assert page.locator("#detail-body img").count() == 0
+    assert page.evaluate("window.pwned") is None
+    page.fill("#reason", "not a real namespace")
+    page.click("#deny")
+    assert client.wait().get("status") == 403
+    context.close()
