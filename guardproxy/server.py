@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -78,6 +79,7 @@ class Guardproxy:
         self.events = HoldEvents()
         """Hold lifecycle events (held, approval, approved, denied, expired, ...)."""
         self.notifications: Notifications | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     @property
     def store(self) -> Store:
@@ -90,6 +92,10 @@ class Guardproxy:
         if self._bundle is None:
             raise StartError("guardproxy is not started")
         return self._bundle
+
+    def use_bundle(self, bundle: Bundle) -> None:
+        """Decide with ``bundle`` from now on; held actions are re-checked against it."""
+        self._bundle = bundle
 
     async def start(self) -> None:
         config = self.config
@@ -111,6 +117,7 @@ class Guardproxy:
             lambda: self.bundle,
             hold_window=config.hold_window_seconds,
             clock=self._clock,
+            events=self.events,
         )
         settings = RecogniseSettings(
             environments=dict(config.environments),
@@ -156,6 +163,7 @@ class Guardproxy:
             await self.stop()
             raise StartError(f"cannot listen: {error}") from error
         self.notifications.start(self.events)
+        self._sweeper = asyncio.create_task(self.gate.run_sweeper(), name="hold-sweeper")
         self._write_runtime()
         log.info(
             "guardproxy.started",
@@ -216,6 +224,11 @@ class Guardproxy:
         if self.notifications is not None:
             await self.notifications.stop()
             self.notifications = None
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         if self.proxy is not None:
             await self.proxy.stop()
         if self.control is not None:

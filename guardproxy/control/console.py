@@ -141,7 +141,7 @@ class EventsHandler(_Handler):
 
     async def get(self) -> None:
         if self.streams.open >= MAX_STREAMS:
-            self._fail(503, f"too many event streams (at most {MAX_STREAMS})")
+            self.fail(503, f"too many event streams (at most {MAX_STREAMS})")
             return
         self.streams.open += 1
         stream = EventStream(asyncio.get_running_loop())

@@ -131,7 +131,8 @@
       signOut("Your token was refused; sign in again.");
     }
     if (!response.ok) {
-      const message = (data && data.error) || response.status + " " + response.statusText;
+      let message = (data && data.error) || response.status + " " + response.statusText;
+      if (data && data.hint) message += " (" + data.hint + ")";
       throw new ApiError(response.status, message, data);
     }
     return data;
@@ -148,14 +149,9 @@
 
   async function signIn(candidate) {
     token = candidate;
-    let me;
-    try {
-      me = await api("/v1/whoami", { login: true });
-    } catch (error) {
-      if (error.status !== 404) throw error;
-      // an older control API without identities: the token is checked by listing holds
-      await api("/v1/holds", { login: true });
-      me = {};
+    const me = await api("/v1/whoami", { login: true });
+    if (me.kind !== "approver") {
+      throw new ApiError(403, "That is the admin token: it cannot decide holds. Use your approver token (guardproxy approvers add).");
     }
     sessionStorage.setItem(TOKEN_KEY, token);
     return me;
@@ -467,7 +463,7 @@
       const answer = await api("/v1/holds/" + encodeURIComponent(id) + "/" + verb, { method: "POST", body: { reason } });
       const hold = answer && answer.hold ? answer.hold : answer;
       reasonField.value = "";
-      flash((hold.summary || id) + ": " + (hold.state === "pending" ? "your approval is recorded" : hold.state), "good");
+      flash((hold.summary || id) + ": " + ((answer && answer.outcome) || hold.state), "good");
       if (currentHoldId === id) renderDetail(hold);
     } catch (failure) {
       error.textContent = failure.message;
@@ -557,7 +553,7 @@
       connectEvents();
     } catch (failure) {
       token = "";
-      error.textContent = failure.status === 401 ? "That token is not valid." : "Cannot sign in: " + failure.message;
+      error.textContent = failure.status === 401 ? "That token is not valid." : failure.message;
       error.hidden = false;
     }
   }
