@@ -64,8 +64,9 @@ def console_guard(tmp_path: Path, echo_server: EchoServer) -> Iterator[Guard]:
         guard.background.stop()
 
 
-def approver_token(guard: Guard) -> str:
-    return guard.config.control_token_file.read_text(encoding="ascii").strip()
+def approver_token(guard: Guard, name: str = "alice") -> str:
+    """The token of an on-call approver the guard's store knows (see approvers.py)."""
+    return guard.on_call.clients[name].token
 
 
 def console_url(guard: Guard) -> str:
@@ -85,15 +86,17 @@ def sign_in(page: Page, guard: Guard, token: str) -> None:
 class HeldClient:
     """A DELETE through the proxy on its own thread, waiting live while it is held."""
 
-    def __init__(self, guard: Guard, url: str) -> None:
+    def __init__(self, guard: Guard, url: str, headers: dict[str, str] | None = None) -> None:
         self.result: dict[str, Any] = {}
-        self._thread = threading.Thread(target=self._run, args=(guard, url), daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(guard, url, headers or {}), daemon=True
+        )
         self._thread.start()
 
-    def _run(self, guard: Guard, url: str) -> None:
+    def _run(self, guard: Guard, url: str, headers: dict[str, str]) -> None:
         try:
             with httpx.Client(proxy=guard.proxy_url, timeout=90) as client:
-                response = client.delete(url)
+                response = client.delete(url, headers=headers)
             self.result["status"] = response.status_code
             self.result["body"] = response.json()
         except Exception as error:  # reported by the asserting test
@@ -109,54 +112,70 @@ class HeldClient:
         return not self._thread.is_alive()
 
 
-def test_an_approver_signs_in_sees_the_hold_live_and_approves_it(
+def test_two_approvers_sign_in_see_the_hold_live_and_approve_it_from_the_console(
     browser: Browser, console_guard: Guard, echo_server: EchoServer
 ) -> None:
+    """Namespace deletion needs two seniors: alice approves, the request still waits and
+    her page shows what is missing; bob approves, and the held client gets the answer."""
     guard = console_guard
-    token = approver_token(guard)
-    context = browser.new_context()
-    page = context.new_page()
+    alice_token = approver_token(guard, "alice")
+    alice_context = browser.new_context()
+    alice = alice_context.new_page()
     console_responses: list[dict[str, str]] = []
-    page.on(
+    alice.on(
         "response",
         lambda r: console_responses.append(r.headers) if r.url.endswith("/console") else None,
     )
-    sign_in(page, guard, token)
-    expect(page.locator("#queue-empty")).to_be_visible()
+    sign_in(alice, guard, alice_token)
+    expect(alice.locator("#who")).to_contain_text("alice")
+    expect(alice.locator("#queue-empty")).to_be_visible()
     # the token stays out of URLs and out of persistent storage
-    assert token not in page.url
-    assert page.evaluate("sessionStorage.getItem('guardproxy.token')") == token
-    assert page.evaluate("localStorage.length") == 0
+    assert alice_token not in alice.url
+    assert alice.evaluate("sessionStorage.getItem('guardproxy.token')") == alice_token
+    assert alice.evaluate("localStorage.length") == 0
     csp = console_responses[0]["content-security-policy"]
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
 
     client = HeldClient(guard, f"{echo_server.url}{NAMESPACE_PROD}")
-    card = page.locator("#queue li.card")
+    card = alice.locator("#queue li.card")
     expect(card).to_have_count(1, timeout=15_000)  # pushed by the event stream, no reload
     expect(card).to_contain_text("prod")
+    expect(card).to_contain_text("0 of 2")
     assert not client.done
     card.locator("a").click()
 
-    expect(page.locator("#detail-state")).to_contain_text("pending")
-    body = page.locator("#detail-body")
+    expect(alice.locator("#detail-state")).to_contain_text("pending")
+    body = alice.locator("#detail-body")
     expect(body).to_contain_text("hold-prod-namespace-delete")
     expect(body).to_contain_text("Deleting namespace prod")
+    expect(body).to_contain_text("DELETE")  # the redacted request that would be sent
     # a reason is required: approving without one sends nothing
-    page.click("#approve")
-    expect(page.locator("#resolve-error")).to_contain_text("reason is required")
+    alice.click("#approve")
+    expect(alice.locator("#resolve-error")).to_contain_text("reason is required")
+    alice.fill("#reason", "planned teardown of the prod namespace, ticket OPS-1")
+    alice.click("#approve")
+    expect(alice.locator("#detail-body")).to_contain_text("1 of 2")
+    expect(alice.locator("#detail-state")).to_contain_text("pending")
+    expect(body).to_contain_text("planned teardown")  # approvals so far
     assert not client.done and echo_server.requests == []
 
-    page.fill("#reason", "planned teardown of the prod namespace, ticket OPS-1")
-    page.click("#approve")
+    bob_context = browser.new_context()
+    bob = bob_context.new_page()
+    sign_in(bob, guard, approver_token(guard, "bob"))
+    bob.locator("#queue li.card a").click()
+    bob.fill("#reason", "second senior: agreed, OPS-1")
+    bob.click("#approve")
     result = client.wait()
     assert result.get("status") == 200, result
     assert result["body"]["method"] == "DELETE"
     assert result["body"]["path"] == NAMESPACE_PROD
     assert [r.method for r in echo_server.requests] == ["DELETE"]
-    expect(page.locator("#detail-state")).not_to_contain_text("pending")
+    # alice's open page follows along live
+    expect(alice.locator("#detail-state")).not_to_contain_text("pending")
     (hold,) = guard.holds("all")
-    assert hold["reason"] == "planned teardown of the prod namespace, ticket OPS-1"
-    context.close()
+    assert hold["state"] in ("approved", "released")
+    bob_context.close()
+    alice_context.close()
 
 
 def test_on_a_phone_the_approve_button_is_reachable_without_horizontal_scrolling(
@@ -172,6 +191,8 @@ def test_on_a_phone_the_approve_button_is_reachable_without_horizontal_scrolling
     card.locator("a").tap()
     approve = page.locator("#approve")
     expect(approve).to_be_visible()
+    page.screenshot(path="/tmp/wt6ui-phone.png", full_page=False)
+    page.screenshot(path="/tmp/wt6ui-phone-full.png", full_page=True)
     box = approve.bounding_box()
     assert box is not None
     assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
@@ -188,16 +209,18 @@ def test_on_a_phone_the_approve_button_is_reachable_without_horizontal_scrolling
 def test_agent_text_is_shown_as_text_never_run(
     browser: Browser, console_guard: Guard, echo_server: EchoServer
 ) -> None:
+    """Markup an agent controls (its User-Agent, shown in the request) stays text."""
     guard = console_guard
-    name = "%3Cimg%20src%3Dx%20onerror%3D%22window.pwned%3D1%22%3E"
+    markup = '<img src=x onerror="window.pwned=1">'
     context = browser.new_context()
     page = context.new_page()
     sign_in(page, guard, approver_token(guard))
-    client = HeldClient(guard, f"{echo_server.url}/api/v1/namespaces/{name}")
+    client = HeldClient(guard, f"{echo_server.url}{NAMESPACE_PROD}", {"User-Agent": markup})
     card = page.locator("#queue li.card")
     expect(card).to_have_count(1, timeout=15_000)
     card.locator("a").click()
-    expect(page.locator("#detail-body")).to_contain_text('<img src=x onerror="window.pwned=1">')
+    page.locator("details.panel summary", has_text="Action").click()
+    expect(page.locator("#detail-body")).to_contain_text(markup)
     assert page.locator("#detail-body img").count() == 0
     assert page.evaluate("window.pwned") is None
     page.fill("#reason", "not a real namespace")

@@ -92,7 +92,7 @@
       return el("ol", { class: "items" }, value.map((v) => el("li", {}, renderValue(v))));
     }
     if (typeof value === "object") {
-      const entries = Object.entries(value);
+      const entries = Object.entries(value).filter(([, v]) => !isEmpty(v));
       if (entries.length === 0) return el("span", { class: "muted" }, "none");
       return el(
         "dl",
@@ -104,8 +104,22 @@
     return el("span", {}, String(value));
   }
 
+  function isEmpty(value) {
+    if (value === null || value === undefined || value === "") return true;
+    if (Array.isArray(value)) return value.length === 0;
+    if (typeof value === "object") return Object.values(value).every(isEmpty);
+    return false;
+  }
+
   function section(title, ...content) {
     return el("section", { class: "panel" }, el("h2", {}, title), ...content);
+  }
+
+  // A panel people can fold away (closed for the long, rarely needed parts).
+  function folding(title, open, ...content) {
+    const node = el("details", { class: "panel" }, el("summary", {}, title), ...content);
+    node.open = open;
+    return node;
   }
 
   // ------------------------------------------------------------------- the API
@@ -375,18 +389,63 @@
 
   // -- detail
 
-  const DETAIL_SECTIONS = [
-    ["Why it is held", ["message", "rules", "determining_rules"]],
-    ["Action", ["action"]],
-    ["Request that will be sent (redacted)", ["request", "redacted_request"]],
-    ["Session", ["session_info"]],
-    ["Recent history of the session", ["history"]],
-    ["Sequence signals", ["signals"]],
-    ["History of the resource", ["resource"]],
-    ["Approvals so far", ["approvals"]],
-    ["Approval requirement", ["approval"]],
-  ];
-  const SUMMARY_KEYS = new Set(["id", "summary", "state", "created_at", "expires_at", "resolved_at", "resolved_by", "reason", "session", "progress"]);
+  const WINDOWS = [["m1", "last minute"], ["m10", "last 10 minutes"], ["h1", "last hour"], ["session", "whole session"]];
+
+  // Non-zero counts only: "delete 2, read 5".
+  function nonZero(counts) {
+    if (!counts || typeof counts !== "object") return "";
+    return Object.entries(counts).filter(([, n]) => n).map(([k, n]) => k + " " + n).join(", ");
+  }
+
+  function renderHistory(history) {
+    const rows = WINDOWS.filter(([key]) => history[key]).map(([key, title]) => {
+      const c = history[key];
+      const detail = [nonZero(c.verb), nonZero(c.environment)].filter(Boolean).join("; ");
+      return el("tr", {}, el("td", {}, title), el("td", {}, String(c.total || 0)),
+        el("td", {}, String(c.destructive || 0)), el("td", {}, detail));
+    });
+    const table = el("table", { class: "compact" },
+      el("thead", {}, el("tr", {}, el("th", {}, "Window"), el("th", {}, "Actions"), el("th", {}, "Destructive"), el("th", {}, "Of which"))),
+      el("tbody", {}, rows));
+    const recent = Array.isArray(history.recent) ? history.recent : [];
+    const list = recent.length
+      ? el("ol", { class: "items recent" }, recent.slice().reverse().map((r) =>
+        el("li", {}, el("span", { class: "outcome " + (r.outcome || "") }, r.outcome || ""), " ", r.summary || r.resource_key || "", " ",
+          el("span", { class: "muted" }, [r.environment, when(r.at)].filter(Boolean).join(", ")))))
+      : el("p", { class: "muted" }, "No earlier actions in this session.");
+    return [el("div", { class: "table-wrap" }, table), el("h3", {}, "Recent actions (newest first)"), list];
+  }
+
+  function renderSignals(signals) {
+    const raised = Object.entries(signals || {}).filter(([k, v]) => k !== "description" && v === true);
+    const items = raised.map(([k]) => el("li", { class: "signal" }, label(k)));
+    return [
+      raised.length ? el("ul", { class: "chips" }, items) : el("p", { class: "muted" }, "No sequence signal raised."),
+      signals && signals.description ? el("p", {}, signals.description) : null,
+    ];
+  }
+
+  function renderApprovals(approvals) {
+    if (!Array.isArray(approvals) || approvals.length === 0) return el("p", { class: "muted" }, "Nobody yet.");
+    return el("ol", { class: "items" }, approvals.map((a) =>
+      el("li", {}, el("strong", {}, a.approver + " " + (a.verdict === "deny" ? "denied" : "approved")),
+        a.groups && a.groups.length ? " (" + a.groups.join(", ") + ")" : "", " — ", a.reason || "",
+        " ", el("span", { class: "muted" }, when(a.at)))));
+  }
+
+  function renderRequest(request) {
+    const parts = [el("pre", { class: "request-line" }, (request.method || "") + " " + (request.url || ""))];
+    const headers = request.headers;
+    if (Array.isArray(headers) && headers.every((h) => Array.isArray(h) && h.length === 2)) {
+      parts.push(el("h3", {}, "Headers"),
+        el("dl", { class: "kv" }, headers.map(([k, v]) => [el("dt", {}, String(k)), el("dd", {}, String(v))])));
+    } else if (headers) {
+      parts.push(el("h3", {}, "Headers"), renderValue(headers));
+    }
+    const rest = Object.fromEntries(Object.entries(request).filter(([k]) => !["method", "url", "headers"].includes(k)));
+    if (!isEmpty(rest)) parts.push(el("h3", {}, "Body"), renderValue(rest.body !== undefined && Object.keys(rest).length === 1 ? rest.body : rest));
+    return parts;
+  }
 
   let detailSerial = 0;
 
@@ -417,26 +476,26 @@
     state.className = "state " + hold.state;
     const body = byId("detail-body");
     clear(body);
-    const used = new Set(SUMMARY_KEYS);
     const progress = progressText(hold);
-    if (progress) body.appendChild(el("p", { class: "progress-line" }, "Approvals: " + progress));
-    for (const [title, keys] of DETAIL_SECTIONS) {
-      const present = keys.filter((k) => hold[k] !== undefined && hold[k] !== null);
-      if (present.length === 0) continue;
-      present.forEach((k) => used.add(k));
-      const parts = present.map((k) =>
-        present.length > 1 ? el("div", { class: "field" }, el("h3", {}, label(k)), renderValue(hold[k])) : renderValue(hold[k]),
-      );
-      body.appendChild(section(title, ...parts));
+    const parts = [];
+    if (progress) parts.push(el("p", { class: "progress-line" }, "Approvals: " + progress));
+    parts.push(section("Why it is held",
+      el("p", { class: "message" }, hold.message || ""),
+      el("h3", {}, "Determining rules"), renderValue(hold.rules || [])));
+    if (hold.request && !isEmpty(hold.request)) {
+      parts.push(section("Request that will be sent (redacted)", ...renderRequest(hold.request)));
     }
-    const sessionId = sessionName(hold);
-    if (sessionId) {
-      body.appendChild(
-        el("p", {}, el("a", { href: "#/history?session=" + encodeURIComponent(sessionId) }, "All decisions of this session")),
-      );
+    parts.push(section("Approvals so far", renderApprovals(hold.approvals)));
+    if (hold.signals) parts.push(section("Sequence signals", ...renderSignals(hold.signals)));
+    parts.push(folding("Action", false, renderValue(hold.action || {})));
+    if (hold.session_info) parts.push(folding("Session", false, renderValue(hold.session_info)));
+    if (hold.history && !isEmpty(hold.history)) parts.push(folding("Session history", true, ...renderHistory(hold.history)));
+    if (hold.resource && !isEmpty(hold.resource)) parts.push(folding("History of the resource", false, renderValue(hold.resource)));
+    if (hold.approval) parts.push(folding("Approval requirement", false, renderValue({ ...hold.approval, grant: hold.grant })));
+    if (hold.session) {
+      parts.push(el("p", {}, el("a", { href: "#/history?session=" + encodeURIComponent(hold.session) }, "All decisions of this session")));
     }
-    const rest = Object.entries(hold).filter(([k]) => !used.has(k));
-    if (rest.length) body.appendChild(section("Other details", renderValue(Object.fromEntries(rest))));
+    parts.forEach((part) => body.appendChild(part));
     show("resolve-form", hold.state === "pending");
   }
 
