@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +21,7 @@ from typing import Any, ClassVar, Literal
 
 import structlog
 import tornado.netutil
+import tornado.routing
 import tornado.web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tornado.httpserver import HTTPServer
@@ -53,6 +55,7 @@ from guardproxy.store.base import (
     HoldState,
     NotFoundError,
     Session,
+    SessionEvent,
     Store,
     StoreError,
     hash_token,
@@ -99,7 +102,7 @@ def hold_out(hold: Hold, approvals: list[Approval]) -> HoldOut:
 
 
 def hold_detail_out(
-    hold: Hold, approvals: list[Approval], session: Session | None
+    hold: Hold, approvals: list[Approval], session: Session | None, recent: list[SessionEvent]
 ) -> HoldDetailOut:
     detail = json.loads(hold.detail_json)
     context = detail.get("context") or {}
@@ -108,6 +111,9 @@ def hold_detail_out(
         request=detail.get("request") or {},
         session_info=session_json(session) if session else context.get("session", {}),
         history=context.get("history", {}),
+        recent=[
+            {"at": e.at.isoformat(), "summary": e.summary, "outcome": e.outcome} for e in recent
+        ],
         signals=context.get("signals", {}),
         resource=context.get("resource", {}),
         approvals=[
@@ -325,13 +331,19 @@ class HoldHandler(_Handler):
         self.write_json(hold_detail_out(*found))
 
 
+_RECENT = 20
+
+
 def _hold_with_context(
     store: Store, hold_id: str
-) -> tuple[Hold, list[Approval], Session | None] | None:
+) -> tuple[Hold, list[Approval], Session | None, list[SessionEvent]] | None:
     hold = store.get_hold(hold_id)
     if hold is None:
         return None
-    return hold, store.list_approvals(hold_id), store.get_session(hold.session_id)
+    events = store.session_events(hold.session_id, limit=_RECENT * 5)
+    recent = [e for e in events if e.at <= hold.created_at][:_RECENT]
+    recent.reverse()
+    return hold, store.list_approvals(hold_id), store.get_session(hold.session_id), recent
 
 
 class ResolveHandler(_Handler):
@@ -344,9 +356,7 @@ class ResolveHandler(_Handler):
             outcome = await self.ctx.gate.decide_hold(
                 hold_id, self.approver, approve=verb == "approve", reason=body.reason
             )
-            session = await self.in_thread(
-                lambda: self.ctx.store.get_session(outcome.hold.session_id)
-            )
+            found = await self.in_thread(lambda: _hold_with_context(self.ctx.store, hold_id))
         except ApprovalRefused as refused:
             self.fail(refused.status, refused.error, refused.hint)
             return
@@ -363,8 +373,9 @@ class ResolveHandler(_Handler):
             said = f"approved by {hold.resolved_by}; the request is released"
         else:
             said = f"denied{' by ' + hold.resolved_by if hold.resolved_by else ''}: {hold.reason}"
+        _, _, session, recent = found or (hold, [], None, [])
         self.write_json(
-            ResolveOut(hold=hold_detail_out(hold, outcome.approvals, session), outcome=said)
+            ResolveOut(hold=hold_detail_out(hold, outcome.approvals, session, recent), outcome=said)
         )
 
 
@@ -550,6 +561,24 @@ class ControlServer:
     @property
     def port(self) -> int:
         return self._port
+
+    def routes(self) -> list[tuple[re.Pattern[str], list[str]]]:
+        """Each served path pattern with the HTTP methods its handler implements."""
+        served: list[tuple[re.Pattern[str], list[str]]] = []
+        for rule in self._app.wildcard_router.rules:
+            handler = rule.target
+            matcher = rule.matcher
+            if not isinstance(matcher, tornado.routing.PathMatches) or not isinstance(
+                handler, type
+            ):
+                continue
+            methods = [
+                method
+                for method in ("get", "post", "put", "patch", "delete")
+                if getattr(handler, method) is not getattr(tornado.web.RequestHandler, method)
+            ]
+            served.append((matcher.regex, methods))
+        return served
 
     async def stop(self) -> None:
         if self._server is not None:

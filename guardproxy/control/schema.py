@@ -66,7 +66,13 @@ class HoldDetailOut(HoldOut):
         description="What would be sent, redacted: method, url, headers, body."
     )
     session_info: dict[str, Any] = Field(description="The session as registered.")
-    history: dict[str, Any] = Field(description="The session's counts and recent actions.")
+    history: dict[str, Any] = Field(
+        description="The session's counts and recent actions as the policy saw them (empty "
+        "when no rule reads history)."
+    )
+    recent: list[dict[str, Any]] = Field(
+        description="The session's latest actions up to the hold, oldest first (session log)."
+    )
     signals: dict[str, Any] = Field(description="Sequence signals at decision time.")
     resource: dict[str, Any] = Field(description="The resource's history at decision time.")
     approvals: list[ApprovalOut] = Field(description="Verdicts so far, oldest first.")
