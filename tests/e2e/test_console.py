@@ -175,6 +175,23 @@ def test_two_approvers_sign_in_see_the_hold_live_and_approve_it_from_the_console
     (hold,) = guard.holds("all")
     assert hold["state"] in ("approved", "released")
     bob_context.close()
+
+    # the decision history, filtered by outcome, provider and session
+    alice.click("nav a[data-route=history]")
+    rows = alice.locator("#history tbody tr")
+    expect(rows.filter(has_text=hold["id"])).not_to_have_count(0)
+    alice.select_option("#history-form select[name=outcome]", "hold")
+    alice.click("#history-form button[type=submit]")
+    expect(rows).not_to_have_count(0)
+    for outcome in alice.locator("#history tbody .outcome").all_text_contents():
+        assert outcome == "hold"
+    assert "outcome=hold" in alice.url
+    alice.fill("#history-form input[name=provider]", "aws")
+    alice.click("#history-form button[type=submit]")
+    expect(alice.locator("#history-empty")).to_be_visible()
+    expect(rows).to_have_count(0)
+    alice.goto(console_url(guard) + "#/history?session=no-such-session")
+    expect(alice.locator("#history-empty")).to_be_visible()
     alice_context.close()
 
 
@@ -191,8 +208,6 @@ def test_on_a_phone_the_approve_button_is_reachable_without_horizontal_scrolling
     card.locator("a").tap()
     approve = page.locator("#approve")
     expect(approve).to_be_visible()
-    page.screenshot(path="/tmp/wt6ui-phone.png", full_page=False)
-    page.screenshot(path="/tmp/wt6ui-phone-full.png", full_page=True)
     box = approve.bounding_box()
     assert box is not None
     assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
