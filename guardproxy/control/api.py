@@ -517,6 +517,13 @@ ENDPOINTS: list[Endpoint] = [
              errors=(401, 403, 404)),
     Endpoint("post", "/v1/tls/reload", "Trust newly attached CAs", "admin", errors=(401, 403)),
     Endpoint("get", "/v1/runtime", "Proxy address and CA", "admin", errors=(401, 403)),
+    Endpoint("get", "/v1/events", "Hold events as they happen (Server-Sent Events: `event: hold`, "
+             "`data:` HoldEvent JSON)", "approver", errors=(401, 403, 503),
+             media_type="text/event-stream"),
+    Endpoint("get", "/console", "The web console (sign in with an approver token)", "none",
+             media_type="text/html"),
+    Endpoint("get", "/console/{asset}", "The console's script and style", "none",
+             errors=(404,), media_type="text/javascript"),
 ]  # fmt: skip
 """Every route, for the OpenAPI document (a test checks none is missing)."""
 

@@ -194,6 +194,6 @@ def console_routes(
     files = console_files()
     return [
         (r"/console/?", ConsoleFileHandler, {"files": files}),
-        (r"/console/(index\.html|app\.js|style\.css)", ConsoleFileHandler, {"files": files}),
+        (r"/console/([\w.-]+)", ConsoleFileHandler, {"files": files}),
         (r"/v1/events", EventsHandler, {"context": context}),
     ]

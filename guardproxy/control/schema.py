@@ -123,6 +123,8 @@ class Endpoint:
     body: type[BaseModel] | None = None
     query: tuple[tuple[str, str], ...] = ()
     errors: tuple[int, ...] = field(default=())
+    media_type: str = "application/json"
+    """What a 200 carries: JSON, or the console's HTML/assets and its event stream."""
 
 
 _AUTH_TEXT = {
@@ -173,10 +175,12 @@ def openapi_document(endpoints: list[Endpoint], version: str) -> dict[str, Any]:
                 "200": {
                     "description": "OK",
                     "content": {
-                        "application/json": {
+                        endpoint.media_type: {
                             "schema": {"$ref": ref_of[endpoint.response]}
                             if endpoint.response
                             else {"type": "object"}
+                            if endpoint.media_type == "application/json"
+                            else {"type": "string"}
                         }
                     },
                 }
