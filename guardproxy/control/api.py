@@ -368,7 +368,11 @@ class ResolveHandler(_Handler):
             return
         hold = outcome.hold
         if hold.state is HoldState.PENDING:
-            said = f"{outcome.progress.text()}; still needs {outcome.progress.needs()}"
+            counted = outcome.progress
+            said = (
+                f"approval recorded, {min(len(counted.approvers), counted.quorum)} of "
+                f"{counted.quorum} approvals; still needs {counted.needs()}"
+            )
         elif hold.state is HoldState.APPROVED:
             said = f"approved by {hold.resolved_by}; the request is released"
         else:

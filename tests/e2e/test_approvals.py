@@ -328,7 +328,7 @@ def test_the_approver_sees_the_redacted_request_session_and_history(guard: Guard
     request = detail["request"]
     assert request["method"] == "DELETE"
     assert request["url"].endswith("/api/v1/namespaces/default/configmaps/quorum-cm")
-    assert ["authorization", "[redacted]"] in request["headers"]
+    assert ["authorization", "[REDACTED]"] in request["headers"]
     assert "cluster-secret-token" not in str(detail)
     assert detail["session_info"]["user"] == "carol"
     assert detail["rules"] == ["approvals/hold-quorum"]
