@@ -219,7 +219,8 @@ async def _serve(config: ProxyConfig) -> None:
     assert service.proxy is not None and service.control is not None
     print(
         f"guardproxy: proxy on 127.0.0.1:{service.proxy.port}, control API on "
-        f"127.0.0.1:{service.control.port}, policies {config.policies} "
+        f"127.0.0.1:{service.control.port} (console {service.console_url()}), "
+        f"policies {config.policies} "
         f"({len(service.bundle.rules)} rules). Wrap an agent with: "
         f"guardproxy run --proxy http://127.0.0.1:{service.proxy.port} -- COMMAND",
         file=sys.stderr,

@@ -24,6 +24,7 @@ from tornado.iostream import StreamClosedError
 
 from guardproxy.approvals.events import HoldEvent
 from guardproxy.control.api import ControlContext, _Handler
+from guardproxy.store.base import StoreError
 
 log = structlog.get_logger(__name__)
 
@@ -51,8 +52,8 @@ CONTENT_TYPES = {
 }
 
 HEARTBEAT_SECONDS = 15.0
-"""A comment line this often keeps idle connections open through proxies and lets the
-server notice a client that went away."""
+"""A comment line this often keeps idle connections open through proxies, lets the
+server notice a client that went away, and re-checks that the approver still exists."""
 
 STREAM_BACKLOG = 256
 """Events queued for one slow client before its stream is closed (it reconnects and
@@ -169,6 +170,8 @@ class EventsHandler(_Handler):
             if item is None:
                 break
             if item is False:
+                if not await self._still_approver():
+                    break
                 chunk = ": keep-alive\n\n"
                 continue
             assert isinstance(item, HoldEvent)
@@ -181,6 +184,18 @@ class EventsHandler(_Handler):
                 self.finish()
             except StreamClosedError:
                 return
+
+    async def _still_approver(self) -> bool:
+        """A removed approver (or one given a new token) stops hearing events within a
+        heartbeat; if the store cannot say, the stream ends and the reconnect is checked."""
+        approver = self.approver
+        if approver is None:
+            return False
+        try:
+            current = await self.in_thread(lambda: self.ctx.store.get_approver(approver.name))
+        except StoreError:
+            return False
+        return current is not None and current.token_hash == approver.token_hash
 
     def on_connection_close(self) -> None:
         if self.stream is not None:

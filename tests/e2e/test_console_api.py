@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
+from guardproxy.control import console
+
 from .servers import EchoServer
 from .test_guard import NAMESPACE_PROD, Guard, start_guard
 
@@ -143,3 +145,30 @@ def test_an_open_event_stream_does_not_keep_guardproxy_from_stopping(
     guard.background.stop()
     assert time.monotonic() - began < 5
     assert ended.wait(5), "the stream was closed when guardproxy stopped"
+
+
+def test_a_removed_approver_stops_hearing_events_within_a_heartbeat(
+    guard: Guard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(console, "HEARTBEAT_SECONDS", 0.2)
+    token = guard.on_call.clients["alice"].token
+    lines: list[str] = []
+    ended = threading.Event()
+
+    def listen() -> None:
+        headers = {"Authorization": f"Bearer {token}"}
+        with (
+            httpx.Client(base_url=control_url(guard), timeout=30) as client,
+            client.stream("GET", "/v1/events", headers=headers) as response,
+        ):
+            lines.extend(response.iter_lines())
+        ended.set()
+
+    threading.Thread(target=listen, daemon=True).start()
+    deadline = time.monotonic() + 5
+    while ": keep-alive" not in lines and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ": keep-alive" in lines, "heartbeats flow while alice is an approver"
+    assert not ended.is_set()
+    guard.background.service.store.remove_approver("alice")
+    assert ended.wait(5), "the stream ended after alice was removed"
