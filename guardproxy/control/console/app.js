@@ -475,6 +475,8 @@
       (hold.state === "pending" && hold.expires_at ? " (expires " + when(hold.expires_at) + ")" : "");
     state.className = "state " + hold.state;
     const body = byId("detail-body");
+    // a live re-render keeps the panels the reader opened or closed
+    const folded = new Map([...body.querySelectorAll("details")].map((d) => [d.firstChild.textContent, d.open]));
     clear(body);
     const progress = progressText(hold);
     const parts = [];
@@ -495,7 +497,10 @@
     if (hold.session) {
       parts.push(el("p", {}, el("a", { href: "#/history?session=" + encodeURIComponent(hold.session) }, "All decisions of this session")));
     }
-    parts.forEach((part) => body.appendChild(part));
+    for (const part of parts) {
+      if (part.tagName === "DETAILS" && folded.has(part.firstChild.textContent)) part.open = folded.get(part.firstChild.textContent);
+      body.appendChild(part);
+    }
     show("resolve-form", hold.state === "pending");
   }
 
