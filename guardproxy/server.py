@@ -99,6 +99,12 @@ class Guardproxy:
 
     async def start(self) -> None:
         config = self.config
+        try:  # secrets first: a missing one stops startup before anything is opened
+            self.notifications = Notifications.from_config(
+                list(config.notifications), console_url=self.console_url, facts=self._hold_facts
+            )
+        except NotifyConfigError as error:
+            raise StartError(str(error)) from error
         prepare_data_dir(config.data_dir)
         ensure_ca(config.ca_dir)
         self._bundle = load_policies(config.policies)
@@ -149,13 +155,6 @@ class Guardproxy:
             protected=self._protected,
             clock=self._clock,
         )
-        try:
-            self.notifications = Notifications.from_config(
-                list(config.notifications), console_url=self.console_url, facts=self._hold_facts
-            )
-        except NotifyConfigError as error:
-            await self.stop()
-            raise StartError(str(error)) from error
         try:
             await self.control.start()
             await self.proxy.start()

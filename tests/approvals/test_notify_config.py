@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -89,3 +92,25 @@ def test_an_unreadable_secret_stops_startup_and_leaves_nothing_running(tmp_path:
     assert service.notifications is None
     with pytest.raises(StartError, match="not started"):
         _ = service.store  # stopped again: store closed, nothing half-running
+
+
+def test_serve_with_an_unset_secret_exits_with_the_reason_and_never_the_secret(
+    tmp_path: Path,
+) -> None:
+    guardproxy = Path(sys.executable).with_name("guardproxy")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GUARDPROXY_")}
+    env.pop("HOOK_SECRET_UNSET", None)
+    proc = subprocess.run(
+        [
+            str(guardproxy), "serve", "--data-dir", str(tmp_path / "data"),
+            "--policies", str(ROOT / "policies"),
+            "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0",
+            "--notify-webhook", "http://127.0.0.1:9/hook",
+            "--notify-secret-env", "HOOK_SECRET_UNSET",
+        ],
+        env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "HOOK_SECRET_UNSET is empty or unset" in proc.stderr
+    assert "webhook http://127.0.0.1:9" in proc.stderr and "/hook" not in proc.stderr

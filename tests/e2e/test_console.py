@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,23 @@ def sign_in(page: Page, guard: Guard, token: str) -> None:
     page.click("#login-form button[type=submit]")
     expect(page.locator("#queue-view")).to_be_visible()
     expect(page.locator("#live")).to_have_text("live")
+
+
+def wait_for_decision(guard: Guard, outcome: str, timeout: float = 10.0) -> None:
+    """Until the decision log has one with ``outcome`` (records are written in batches)."""
+    approver = guard.on_call.clients["alice"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = httpx.get(
+            f"{approver.url}/v1/decisions",
+            params={"outcome": outcome},
+            headers={"Authorization": f"Bearer {approver.token}"},
+            timeout=5,
+        )
+        if response.json()["decisions"]:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no {outcome} decision was recorded within {timeout} s")
 
 
 class HeldClient:
@@ -177,15 +195,20 @@ def test_two_approvers_sign_in_see_the_hold_live_and_approve_it_from_the_console
     bob_context.close()
 
     # the decision history, filtered by outcome, provider and session
+    wait_for_decision(guard, "allow")
     alice.click("nav a[data-route=history]")
     rows = alice.locator("#history tbody tr")
     expect(rows.filter(has_text=hold["id"])).not_to_have_count(0)
-    alice.select_option("#history-form select[name=outcome]", "hold")
+    alice.select_option("#history-form select[name=outcome]", "allow")
     alice.click("#history-form button[type=submit]")
     expect(rows).not_to_have_count(0)
     for outcome in alice.locator("#history tbody .outcome").all_text_contents():
-        assert outcome == "hold"
-    assert "outcome=hold" in alice.url
+        assert outcome == "allow"
+    assert "outcome=allow" in alice.url
+    alice.select_option("#history-form select[name=outcome]", "deny")
+    alice.click("#history-form button[type=submit]")
+    expect(alice.locator("#history-empty")).to_be_visible()
+    alice.select_option("#history-form select[name=outcome]", "")
     alice.fill("#history-form input[name=provider]", "aws")
     alice.click("#history-form button[type=submit]")
     expect(alice.locator("#history-empty")).to_be_visible()
@@ -218,6 +241,34 @@ def test_on_a_phone_the_approve_button_is_reachable_without_horizontal_scrolling
     result = client.wait()
     assert result.get("status") == 403, result
     assert echo_server.requests == []
+    # the history reads as stacked cards on a phone, not a table to scroll sideways
+    wait_for_decision(guard, "deny")
+    page.locator("nav a[data-route=history]").tap()
+    expect(page.locator("#history tbody tr")).not_to_have_count(0)
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    context.close()
+
+
+def test_sign_in_refuses_unknown_and_admin_tokens_with_what_to_do(
+    browser: Browser, console_guard: Guard
+) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(console_url(console_guard))
+    page.fill("#token", "gpa_not-a-real-token")
+    page.click("#login-form button[type=submit]")
+    expect(page.locator("#login-error")).to_have_text("That token is not valid.")
+    page.fill("#token", console_guard.control.token)
+    page.click("#login-form button[type=submit]")
+    expect(page.locator("#login-error")).to_contain_text("admin token")
+    expect(page.locator("#queue-view")).to_be_hidden()
+    assert page.evaluate("sessionStorage.length") == 0
+    # signing out forgets the token
+    sign_in(page, console_guard, approver_token(console_guard))
+    page.click("#logout")
+    expect(page.locator("#login-view")).to_be_visible()
+    expect(page.locator("#live")).to_have_text("offline")
+    assert page.evaluate("sessionStorage.length") == 0
     context.close()
 
 
