@@ -47,8 +47,8 @@ from guardproxy.store.base import (
     HoldState,
     Store,
     StoreError,
-    Verdict,
 )
+from guardproxy.store.base import Verdict as ApprovalVerdict
 
 log = structlog.get_logger(__name__)
 
@@ -91,7 +91,7 @@ def _answer(
     return Answer(native, kind, decision_id, hold_id)
 
 
-GateVerdict = Forward | Answer
+Verdict = Forward | Answer
 
 
 def store_grant(policy_grant: str) -> str:
@@ -188,7 +188,7 @@ class Gate:
 
     async def handle(
         self, request: HttpRequest, action: Action, context: Context, decision: Decision
-    ) -> GateVerdict:
+    ) -> Verdict:
         decision_id = "d-" + secrets.token_hex(6)
         bound = log.bind(
             decision=decision_id,
@@ -263,7 +263,7 @@ class Gate:
         decision: Decision,
         decision_id: str,
         digest: str,
-    ) -> GateVerdict:
+    ) -> Verdict:
         session_id = context.session.id
         now = self._clock()
         try:
@@ -318,7 +318,7 @@ class Gate:
         hold: Hold,
         decision_id: str,
         digest: str,
-    ) -> GateVerdict:
+    ) -> Verdict:
         remaining = (hold.expires_at - self._clock()).total_seconds()
         window = max(0.0, min(self._hold_window, remaining))
         future = self._waiters.add(hold.id)
@@ -445,7 +445,7 @@ class Gate:
                 approve=approve,
                 reason=reason,
             )
-            verdict = Verdict.APPROVE if approve else Verdict.DENY
+            verdict = ApprovalVerdict.APPROVE if approve else ApprovalVerdict.DENY
             try:
                 recorded = self._store.record_approval(
                     hold_id, approver=approver.name, groups=approver.groups, verdict=verdict,
