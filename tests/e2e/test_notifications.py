@@ -7,6 +7,7 @@ approvable whatever the receivers do, and approval releases exactly that request
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ from guardproxy.approvals.notify import (
 )
 
 from .servers import EchoServer
-from .test_guard import NAMESPACE_PROD, start_guard
+from .test_guard import NAMESPACE_PROD, ROOT, start_guard
 
 pytestmark = pytest.mark.slow
 
@@ -118,3 +119,51 @@ def test_failing_notifications_never_release_or_lose_a_hold(
             wait_until(lambda: "approved" in kinds(slack.received))
         finally:
             guard.background.stop()
+
+
+SHORT_FUSE = """\
+apiVersion: guardproxy.dev/v1
+kind: PolicySet
+metadata: {name: short-fuse}
+spec:
+  rules:
+    - id: hold-with-a-short-fuse
+      decision: hold
+      match: {providers: [k8s], verbs: [delete]}
+      message: Deleting {action.resource.name} needs on-call within two seconds.
+      approval: {groups: [sre-oncall], timeout: 2s, onTimeout: escalate}
+"""
+
+
+def test_silence_is_notified_as_an_escalation_then_an_expiry_and_the_request_is_denied(
+    tmp_path: Path, echo_server: EchoServer
+) -> None:
+    bundle = tmp_path / "short-fuse"
+    bundle.mkdir()
+    shutil.copy(ROOT / "policies" / "bundle.yaml", bundle)
+    (bundle / "short-fuse.yaml").write_text(SHORT_FUSE)
+    secret = tmp_path / "webhook-secret"
+    secret.write_bytes(SECRET)
+    with Receiver() as receiver:
+        guard = start_guard(
+            tmp_path,
+            echo_server,
+            policies=bundle,
+            hold_window_seconds=30,
+            notifications=[{"url": receiver.url, "secret_file": secret, "backoff_seconds": 0.05}],
+        )
+        try:
+            with httpx.Client(proxy=guard.proxy_url, timeout=30) as client:
+                response = client.delete(
+                    f"{echo_server.url}/api/v1/namespaces/dev/configmaps/settings"
+                )
+            assert response.status_code == 403
+            assert response.json()["kind"] == "Status"
+            assert echo_server.requests == []
+            wait_until(lambda: "expired" in kinds(receiver.received))
+        finally:
+            guard.background.stop()
+    assert kinds(receiver.received) == ["held", "escalated", "expired"]
+    escalated = receiver.received[1].json()
+    assert "settings" in escalated["hold"]["summary"]
+    assert escalated["hold"]["rules"] == ["short-fuse/hold-with-a-short-fuse"]
