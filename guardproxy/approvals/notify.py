@@ -254,7 +254,7 @@ class Notifier:
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._queue = asyncio.Queue(maxsize=QUEUE_LIMIT)
-        self._client = AsyncHTTPClient(force_instance=True)
+        self._client = AsyncHTTPClient(force_instance=True, max_body_size=1024 * 1024)
         self._task = asyncio.create_task(self._run(), name=f"notify {self.target.label()}")
 
     async def stop(self) -> None:

@@ -60,7 +60,8 @@ STREAM_BACKLOG = 256
 reloads the queue, so nothing is lost but the flash messages)."""
 
 MAX_STREAMS = 64
-"""Concurrent event streams; more are refused with 503 (each holds a connection)."""
+"""Concurrent event streams in this process; more are refused with 503 (each holds a
+connection)."""
 
 
 def console_files() -> dict[str, bytes]:
