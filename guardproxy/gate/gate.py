@@ -54,6 +54,9 @@ log = structlog.get_logger(__name__)
 
 Clock = Callable[[], datetime]
 
+_SWEEP_BATCH = 1000
+"""Pending holds looked at per sweep for escalation."""
+
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
@@ -519,8 +522,12 @@ class Gate:
     def _sweep(self) -> tuple[list[HoldEvent], list[str]]:
         with self._deciding:
             now = self._clock()
-            events = self._expire(now)
-            pending = self._store.list_holds(state=HoldState.PENDING, limit=1000)
+            pending = self._store.list_holds(state=HoldState.PENDING, limit=_SWEEP_BATCH)
+            # a read first: the write transaction only when something may be due
+            due = len(pending) == _SWEEP_BATCH or any(h.expires_at <= now for h in pending)
+            events = self._expire(now) if due else []
+            if events:
+                pending = self._store.list_holds(state=HoldState.PENDING, limit=_SWEEP_BATCH)
             self._escalated &= {hold.id for hold in pending}
             for hold in pending:
                 requirement = requirement_of(hold)
