@@ -523,29 +523,28 @@ class Gate:
         with self._deciding:
             now = self._clock()
             pending = self._store.list_holds(state=HoldState.PENDING, limit=_SWEEP_BATCH)
-            # a read first: the write transaction only when something may be due
-            due = len(pending) == _SWEEP_BATCH or any(h.expires_at <= now for h in pending)
-            events = self._expire(now) if due else []
-            if events:
-                pending = self._store.list_holds(state=HoldState.PENDING, limit=_SWEEP_BATCH)
             self._escalated &= {hold.id for hold in pending}
-            for hold in pending:
-                requirement = requirement_of(hold)
-                halfway = hold.created_at + (hold.expires_at - hold.created_at) / 2
-                if (
-                    requirement.on_timeout == "escalate"
-                    and hold.id not in self._escalated
-                    and now >= halfway
-                ):
-                    self._escalated.add(hold.id)
-                    counted = progress(requirement, self._store.list_approvals(hold.id))
-                    reason = (
-                        f"half its time-out passed with {counted.text()}; it needs "
-                        f"{counted.needs()} before {hold.expires_at.isoformat()} or it is denied"
-                    )
-                    log.warning("hold.escalated", hold=hold.id, progress=counted.text())
-                    events.append(_event("escalated", hold, now, reason=reason))
+            # escalations first, so even a late sweep tells people before the deny
+            events = [e for e in (self._escalation(h, now) for h in pending) if e is not None]
+            # a read first: the write transaction only when something may be due
+            if len(pending) == _SWEEP_BATCH or any(h.expires_at <= now for h in pending):
+                events.extend(self._expire(now))
         return events, [e.hold_id for e in events if e.kind == "expired"]
+
+    def _escalation(self, hold: Hold, now: datetime) -> HoldEvent | None:
+        """The escalation notice of a hold half-way to its time-out, once."""
+        requirement = requirement_of(hold)
+        halfway = hold.created_at + (hold.expires_at - hold.created_at) / 2
+        if requirement.on_timeout != "escalate" or hold.id in self._escalated or now < halfway:
+            return None
+        self._escalated.add(hold.id)
+        counted = progress(requirement, self._store.list_approvals(hold.id))
+        reason = (
+            f"half its time-out passed with {counted.text()}; it needs "
+            f"{counted.needs()} before {hold.expires_at.isoformat()} or it is denied"
+        )
+        log.warning("hold.escalated", hold=hold.id, progress=counted.text())
+        return _event("escalated", hold, now, reason=reason)
 
     def _expire(self, now: datetime) -> list[HoldEvent]:
         reason = "no approval within the time-out; the request is denied"
