@@ -9,7 +9,7 @@ approved call matches while any change to what it asks for does not.
 from __future__ import annotations
 
 import hashlib
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import urlencode
 
 from guardproxy.recognise.request import HttpRequest
 
@@ -39,19 +39,14 @@ def _meaningful(name: str) -> bool:
 
 def request_digest(request: HttpRequest) -> str:
     """sha256 over the canonical request; equal for retries of the same call."""
-    split = urlsplit(request.path)
-    query = sorted(
-        (k, v)
-        for k, v in parse_qsl(split.query, keep_blank_values=True)
-        if k.lower() not in _VOLATILE_QUERY
-    )
+    query = sorted((k, v) for k, v in request.query if k.lower() not in _VOLATILE_QUERY)
     headers = sorted((k, v.strip()) for k, v in request.headers if _meaningful(k))
     canonical = "\n".join(
         [
             request.method.upper(),
             request.scheme.lower(),
             f"{request.host.lower()}:{request.port}",
-            split.path or "/",
+            request.path_only,
             urlencode(query),
             "\n".join(f"{k}:{v}" for k, v in headers),
             hashlib.sha256(request.body).hexdigest(),

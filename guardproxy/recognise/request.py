@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 
 @dataclass(frozen=True)
@@ -27,12 +27,19 @@ class HttpRequest:
 
     @cached_property
     def path_only(self) -> str:
-        return urlsplit(self.path).path or "/"
+        """The path of the request target, as the upstream will see it.
+
+        Split by hand, not with ``urlsplit``: a target such as ``//api/v1/x`` is a
+        path to the server, while ``urlsplit`` would read ``api`` as a host name and
+        hand a recogniser ``/v1/x`` (or raise on ``//[``).
+        """
+        return self.path.partition("?")[0].partition("#")[0] or "/"
 
     @cached_property
     def query(self) -> list[tuple[str, str]]:
         """Decoded query pairs (computed once: recognisers read them several times)."""
-        return parse_qsl(urlsplit(self.path).query, keep_blank_values=True)
+        query = self.path.partition("#")[0].partition("?")[2]
+        return parse_qsl(query, keep_blank_values=True)
 
     def header(self, name: str, default: str = "") -> str:
         """First value of header ``name`` (case-insensitive)."""

@@ -61,3 +61,14 @@ def test_method_destination_and_meaningful_headers_count() -> None:
     target = HttpRequest("POST", "https", "h", 443, "/", (("x-amz-target", "A.DeleteTable"),))
     other = HttpRequest("POST", "https", "h", 443, "/", (("x-amz-target", "A.DescribeTable"),))
     assert request_digest(target) != request_digest(other)
+
+
+def _get(path: str) -> HttpRequest:
+    return HttpRequest("DELETE", "https", "k8s.internal", 6443, path, (), b"")
+
+
+def test_a_double_slash_path_is_a_path_not_a_host() -> None:
+    # urlsplit would read "//a/x" as host "a", path "/x": "//a/x" and "//b/x" would share
+    # a digest, and an approval of one would release the other.
+    assert request_digest(_get("//a/x")) != request_digest(_get("//b/x"))
+    assert request_digest(_get("//[")) != request_digest(_get("//]"))

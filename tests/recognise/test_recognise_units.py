@@ -30,6 +30,7 @@ from guardproxy.recognise.aws_wire import (
     parse_xml,
 )
 from guardproxy.recognise.k8s_body import ProtobufError, body_facts, fields
+from guardproxy.recognise.request import HttpRequest
 
 # --------------------------------------------------------------------------- names and verbs
 
@@ -340,3 +341,10 @@ def test_cache_location(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
     assert default_cache_dir() == tmp_path / "explicit"
     assert cache_path().parent == tmp_path / "explicit"
     assert "aws-index-" in cache_path().name
+
+
+def test_the_request_target_is_split_as_a_path() -> None:
+    request = HttpRequest("GET", "https", "k8s.internal", 6443, "//api/v1/x?watch=1#f", (), b"")
+    assert request.path_only == "//api/v1/x"
+    assert request.query == [("watch", "1")]
+    assert HttpRequest("GET", "https", "h", 443, "//[", (), b"").path_only == "//["
