@@ -26,8 +26,9 @@ context carries ``signals.history_unavailable`` and the shipped policy
 gate's job, and a hold lets a human decide without the history. If an action
 cannot be recorded, the error is logged and the history undercounts.
 
-Left open: an id→name cache learned from responses (RunInstances → Name tag), so
-calls that carry only server ids key the same resource as by name.
+Calls that carry only server ids (TerminateInstances) are resolved to names and
+environments before this runs, from ids learned from responses (``names``, see
+guardproxy/session/names.py).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from guardproxy.context import (
     Signals,
     with_canonical_json,
 )
+from guardproxy.session.names import NameCache
 from guardproxy.store.base import EventTotal, SessionEvent, Store, StoreError
 
 log = structlog.get_logger(__name__)
@@ -279,6 +281,8 @@ class SessionHistory:
         self._pending: list[SessionEvent] = []
         self._lock = threading.Lock()
         self._stored_keys: set[str] | None = None
+        self.names = NameCache()
+        """Ids learned from responses (guardproxy/session/names.py), resolved before deciding."""
         self._stored_keys_loaded = False
 
     # -- sizes, for the memory bound's tests and bench
