@@ -212,7 +212,7 @@ def test_terraform_destroy_and_replace_are_held_before_anything_is_deleted(
 
 def _is_loopback_name(name: str) -> bool:
     try:
-        found = {info[4][0] for info in socket.getaddrinfo(name, None)}
+        found = {str(info[4][0]) for info in socket.getaddrinfo(name, None)}
     except OSError:
         return False
     return bool(found) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in found)
