@@ -191,6 +191,8 @@ _COUNT_KEYS = (
     *(k for _, k in _ENVIRONMENT_KEYS),
 )
 
+_COUNT_INDEX = {key: index for index, key in enumerate(_COUNT_KEYS)}
+
 
 def _fields(pairs: tuple[tuple[str, str], ...]) -> str:
     return "{" + ",".join(f'"{name}":%d' for name, _ in pairs) + "}"
@@ -211,8 +213,12 @@ def counts_model(counter: Counter[str]) -> Counts:
     Written as JSON and parsed by pydantic's core: building the four count models
     field by field in Python costs more than the rest of the decision.
     """
-    get = counter.get
-    text = _COUNTS_JSON % tuple([get(key, 0) for key in _COUNT_KEYS])
+    values = [0] * len(_COUNT_KEYS)
+    for key, count in counter.items():  # a handful of keys are ever non-zero
+        index = _COUNT_INDEX.get(key)
+        if index is not None:
+            values[index] = count
+    text = _COUNTS_JSON % tuple(values)
     return with_canonical_json(Counts.model_validate_json(text), text)
 
 
