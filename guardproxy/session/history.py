@@ -18,7 +18,15 @@ a running total (a count is exact to within one bucket, 1/60 of the window), the
 recent list and per-resource events are fixed-length deques, and both sessions and
 resource keys live in LRUs. State is persisted as ``session_events`` rows; a
 session or resource key missing from memory (after a restart or an eviction) is
-loaded lazily from the store on first use.
+loaded lazily from the store on first use. Which keys the store holds changes of
+is read once (up to 200,000 keys; past that every first sight asks the store), so
+the first sight of a key the store knows nothing about costs no query; keys
+changed by another process sharing the store after that read are not seen.
+
+Per request, the context reuses what did not change: window counts are rebuilt
+only after their totals change, each recent action is serialised once when it is
+recorded, and the input hash assembles the context's JSON from those parts
+(``Context.canonical_json``, exactly ``model_dump_json``).
 
 Nothing here raises into the request path. If the history cannot be computed, the
 context carries ``signals.history_unavailable`` and the shipped policy
