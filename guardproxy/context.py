@@ -11,14 +11,68 @@ so CEL reads them as ``history.m10.verb.delete`` or ``signals.recreate``.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any, ClassVar
 
+import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field
 
 from guardproxy.action import Environment, Provider, Verb
 
 
 class _Frozen(BaseModel):
+    """A frozen part of the context that serialises itself once.
+
+    The decision's input hash covers the whole context on every request, and most
+    of it (the session, the recent actions, a resource's history) is the same
+    objects from one request to the next. ``canonical_json`` is exactly
+    ``model_dump_json()`` (a test holds them equal), assembled from the parts'
+    own cached JSON, so the hash stays the one a replay computes from the record.
+    The cache lives in a slot, outside the fields: equality, dumps and copies
+    never see it.
+    """
+
     model_config = ConfigDict(frozen=True, extra="forbid")
+    __slots__ = ("_json",)
+    _composite: ClassVar[bool] = False
+    """Has model-valued fields: assemble the JSON from theirs instead of dumping all."""
+
+    def canonical_json(self) -> str:
+        """``model_dump_json()``, computed once per instance (the model is frozen)."""
+        try:  # the slot itself: a miss through pydantic's __getattr__ costs microseconds
+            return _CACHED_JSON.__get__(self)  # type: ignore[no-any-return]
+        except AttributeError:
+            pass
+        if self._composite:
+            fields = self.__dict__
+            text = (
+                "{"
+                + ",".join(f'"{name}":{_json(fields[name])}' for name in type(self).model_fields)
+                + "}"
+            )
+        else:
+            text = self.model_dump_json()
+        object.__setattr__(self, "_json", text)
+        return text
+
+
+_CACHED_JSON = _Frozen.__dict__["_json"]
+
+
+def with_canonical_json[M: _Frozen](model: M, text: str) -> M:
+    """``model``, remembering ``text`` as its JSON: for builders that wrote that text
+    themselves and parsed the model from it (``model_validate_json(text)``), so the
+    two cannot differ unless the text was not compact JSON in field order — which
+    the history tests compare against ``model_dump_json()``."""
+    object.__setattr__(model, "_json", text)
+    return model
+
+
+def _json(value: Any) -> str:
+    if isinstance(value, _Frozen):
+        return value.canonical_json()
+    if isinstance(value, list):
+        return "[" + ",".join(_json(item) for item in value) + "]"
+    return pydantic_core.to_json(value).decode()
 
 
 class SessionInfo(_Frozen):
@@ -84,6 +138,8 @@ class RecentAction(_Frozen):
 class History(_Frozen):
     """The session's activity over sliding windows: 1 minute, 10 minutes, 1 hour, all."""
 
+    _composite: ClassVar[bool] = True
+
     m1: Counts = Field(default_factory=Counts)
     m10: Counts = Field(default_factory=Counts)
     h1: Counts = Field(default_factory=Counts)
@@ -135,6 +191,8 @@ class Signals(_Frozen):
 
 
 class Context(_Frozen):
+    _composite: ClassVar[bool] = True
+
     now: datetime = Field(
         default_factory=lambda: datetime(1970, 1, 1, tzinfo=UTC),
         description="Decision time, fixed before evaluation (CEL: `now`).",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,9 +13,9 @@ from policy_helpers import action, context, decide, rules_bundle
 from structlog.testing import capture_logs
 
 from guardproxy.action import Action, Verb
-from guardproxy.context import SessionInfo
+from guardproxy.context import Context, SessionInfo
 from guardproxy.policy import Outcome
-from guardproxy.session.history import HistorySettings, SessionHistory
+from guardproxy.session.history import HistorySettings, SessionHistory, counts_model
 from guardproxy.store import SqliteStore, StoreError
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -113,3 +114,39 @@ def test_signals_match_and_cel_read_the_history(tmp_path: Path) -> None:
     denied = decide(bundle, queue("create"), busy)
     assert (denied.outcome, denied.message) == (Outcome.DENY, "busy: 4 deletes")
     assert Verb.DELETE.value in type(busy.history.m10.verb).model_fields
+
+
+def test_the_context_json_the_hash_covers_is_the_models_own(store: SqliteStore) -> None:
+    """The input hash reuses cached JSON of context parts; it must be model_dump_json()."""
+    history = SessionHistory(store, HistorySettings(destructive_budget=3))
+    verbs = ["read", "delete", "create", "update", "delete", "create", "read", "destroy"]
+    at = T0
+    for i in range(40):
+        verb = verbs[i % len(verbs)]
+        found = history.context(queue(verb, f"q{i % 3}"), SESSION, at)
+        assert found.canonical_json() == found.model_dump_json()
+        assert Context.model_validate_json(found.model_dump_json()) == found
+        history.record(queue(verb, f"q{i % 3}"), SESSION.id, "allow" if i % 5 else "hold", at)
+        at += timedelta(seconds=7 * i)
+    counter = Counter({"total": 7, "destructive": 2, "verb:delete": 2, "env:prod": 7, "x": 1})
+    counted = counts_model(counter)
+    assert counted.canonical_json() == counted.model_dump_json()
+    assert (counted.total, counted.verb.delete, counted.environment.prod) == (7, 2, 7)
+
+
+def test_a_new_tracker_sees_deletes_from_before_the_restart(tmp_path: Path) -> None:
+    """Resource history lives in memory; the store is asked only about keys it holds."""
+    with SqliteStore(tmp_path / "guardproxy.db") as first:
+        history = SessionHistory(first)
+        history.record(queue("delete", "gone"), "s-old", "allow", T0)
+        history.record(queue("read", "other"), "s-old", "allow", T0)
+        history.flush()
+    with SqliteStore(tmp_path / "guardproxy.db") as second:
+        assert second.changed_resource_keys(outcome="allow", limit=10) == [
+            "aws:1:us-east-1:aws:sqs:queue/gone"
+        ]
+        history = SessionHistory(second)
+        found = history.context(queue("create", "gone"), SESSION, T0 + timedelta(minutes=1))
+        assert found.signals.recreate and found.resource.deleted_by_session == "s-old"
+        fresh = history.context(queue("create", "new"), SESSION, T0 + timedelta(minutes=1))
+        assert not fresh.resource.deleted and not fresh.signals.recreate

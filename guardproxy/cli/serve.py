@@ -123,6 +123,13 @@ def add_commands(subparsers: Any) -> None:
         help="the console's address for links in notifications "
         "(default http://127.0.0.1:<control port>/console)",
     )
+    serve.add_argument(
+        "--destructive-budget",
+        type=int,
+        metavar="N",
+        help="forwarded deletes and destroys per session in 10 minutes before every "
+        "further change is held (default 10)",
+    )
     serve.set_defaults(handler=cmd_serve)
 
 
@@ -143,6 +150,7 @@ def build_config(args: argparse.Namespace, **overrides: Any) -> ProxyConfig:
         "listen": getattr(args, "listen", None),
         "control": getattr(args, "control", None),
         "console_url": getattr(args, "console_url", None),
+        "destructive_budget": getattr(args, "destructive_budget", None),
     }
     values.update({k: v for k, v in flags.items() if v is not None})
     values.setdefault("policies", default_policies())

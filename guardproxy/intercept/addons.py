@@ -29,12 +29,14 @@ from guardproxy.policy import Decision
 from guardproxy.recognise import recognise
 from guardproxy.recognise.request import HttpRequest, RecogniseSettings
 from guardproxy.session.history import SessionHistory
+from guardproxy.session.names import ResponseLearner, learner_for, resolve
 from guardproxy.session.registry import SessionRegistry, anonymous_session, session_info
 
 log = structlog.get_logger(__name__)
 
 SESSION = "guardproxy.session"
 DECISION = "guardproxy.decision"
+LEARNER = "guardproxy.learner"
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
@@ -193,7 +195,9 @@ class ResponseStreaming:
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         assert flow.response is not None
-        flow.response.stream = True
+        learner = flow.metadata.get(LEARNER)  # passes chunks on, learns names at the end
+        ok = 200 <= flow.response.status_code < 300
+        flow.response.stream = learner if isinstance(learner, ResponseLearner) and ok else True
         decision = flow.metadata.get(DECISION)
         if isinstance(decision, str):
             self._record_status(decision, flow.response.status_code)
@@ -269,6 +273,8 @@ class Guard:
             )
         if isinstance(verdict, Answer):
             _respond(flow, verdict.answer)
+        elif (learner := learner_for(action, self._history.names)) is not None:
+            flow.metadata[LEARNER] = learner
 
     def _queue_read(self, action: Action, session_id: str, outcome: str) -> None:
         self._reads.append((action, session_id, outcome, self._clock()))
@@ -288,7 +294,8 @@ class Guard:
         self, request: HttpRequest, session: SessionInfo
     ) -> tuple[Action, Context, Decision]:
         """Recognise, compute the context and evaluate in one trip off the event loop."""
-        action = _with_actor(recognise(request, self._settings), session, request)
+        recognised = resolve(recognise(request, self._settings), self._history.names)
+        action = _with_actor(recognised, session, request)
         if self._gate.reads_history(action.verb):
             context = self._history.context(action, session, self._clock())
         else:  # no rule could read it: the decision is the same without it

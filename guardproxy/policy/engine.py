@@ -21,7 +21,9 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+import pydantic_core
 from celpy import celtypes
+from pydantic import BaseModel
 
 from guardproxy import __version__
 from guardproxy.action import Action
@@ -48,11 +50,16 @@ ENGINE_VERSION = f"guardproxy-{__version__}/{cel.ENGINE}"
 MESSAGE_LIMIT = 300
 CONTEXT_ROOTS = ("session", "history", "resource", "signals")
 """The context's parts CEL reads as roots of their own, besides `action` and `now`."""
+_OUTCOMES = tuple(Outcome)
 
 
 def input_hash(action: Action, context: Context) -> str:
-    """sha256 of the whole decision input, serialised as the models define it."""
-    canonical = action.model_dump_json() + "\n" + context.model_dump_json()
+    """sha256 of the whole decision input, serialised as the models define it.
+
+    ``canonical_json`` is ``model_dump_json`` reusing the JSON of context parts
+    that did not change since the last request (the recent actions, the session).
+    """
+    canonical = action.model_dump_json() + "\n" + context.canonical_json()
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -322,10 +329,25 @@ class _Evaluation:
         return rule.message.render(self.lookup)
 
     def lookup(self, path: tuple[str, ...]) -> Any:
-        """A field of the (uncapped) input, for message placeholders."""
-        action, context = self.documents()
-        roots = {"action": action, **{r: context[r] for r in CONTEXT_ROOTS}, "now": context["now"]}
-        return _lookup(roots, path)
+        """A field of the (uncapped) input as JSON data, for message placeholders.
+
+        Context fields are read from the models: dumping the whole context (with its
+        recent actions) to render one count costs more than the decision.
+        """
+        root = path[0]
+        if root == "action":
+            return _lookup({"action": self.documents()[0]}, path)
+        if root != "now" and root not in CONTEXT_ROOTS:
+            return None
+        value: Any = self.context
+        for name in path:
+            if isinstance(value, BaseModel) and name in type(value).model_fields:
+                value = getattr(value, name)
+            elif isinstance(value, dict) and name in value:
+                value = value[name]
+            else:
+                return None
+        return pydantic_core.to_jsonable_python(value)
 
     # -- the decision
 
@@ -350,7 +372,7 @@ class _Evaluation:
         excepted: list[str] = []
         fired: dict[Outcome, list[CompiledRule]] = {o: [] for o in Outcome}
         for outcome in (Outcome.DENY, Outcome.HOLD, Outcome.ALLOW):
-            if any(fired[o] for o in Outcome if o.severity > outcome.severity):
+            if any(fired[o] for o in _OUTCOMES if o.severity > outcome.severity):
                 for rule in enforce[outcome]:
                     self._skip(rule, "a more restrictive rule already decided")
                 continue

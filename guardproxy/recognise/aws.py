@@ -174,7 +174,14 @@ def _unmatched(request: HttpRequest, found: Unmatched, region: str, account: str
 
 
 def recognise_aws(request: HttpRequest, index: AwsIndex) -> Action:
-    """The Action for an AWS API request (environment is resolved by the caller)."""
+    """The Action for an AWS API request (environment is resolved by the caller).
+
+    The resource key leaves the account segment empty (``aws::<region>:<type>/<name>``):
+    a create names no account (``CreateQueue`` has ``QueueName``, ``CreateStack`` a
+    name) while the delete often does (a queue URL, a stack ARN), and a delete and
+    the re-create must key alike. The account stays in ``scope.account``; two accounts
+    with a same-named resource in one region share a key, which errs toward holding.
+    """
     credential = credential_scope(request)
     host = parse_host(request.host, index.prefixes)
     found = resolve(index, request, credential, host, _form_pairs(request))
@@ -198,7 +205,7 @@ def recognise_aws(request: HttpRequest, index: AwsIndex) -> Action:
             type=rtype,
             name=name,
             id=rid,
-            key=resource_key("aws", (account, region), rtype, name or rid),
+            key=resource_key("aws", ("", region), rtype, name or rid),
         ),
         scope=Scope(account=account, region=region),
         risk_tags=tags,

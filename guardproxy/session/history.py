@@ -18,7 +18,15 @@ a running total (a count is exact to within one bucket, 1/60 of the window), the
 recent list and per-resource events are fixed-length deques, and both sessions and
 resource keys live in LRUs. State is persisted as ``session_events`` rows; a
 session or resource key missing from memory (after a restart or an eviction) is
-loaded lazily from the store on first use.
+loaded lazily from the store on first use. Which keys the store holds changes of
+is read once (up to 200,000 keys; past that every first sight asks the store), so
+the first sight of a key the store knows nothing about costs no query; keys
+changed by another process sharing the store after that read are not seen.
+
+Per request, the context reuses what did not change: window counts are rebuilt
+only after their totals change, each recent action is serialised once when it is
+recorded, and the input hash assembles the context's JSON from those parts
+(``Context.canonical_json``, exactly ``model_dump_json``).
 
 Nothing here raises into the request path. If the history cannot be computed, the
 context carries ``signals.history_unavailable`` and the shipped policy
@@ -26,12 +34,14 @@ context carries ``signals.history_unavailable`` and the shipped policy
 gate's job, and a hold lets a human decide without the history. If an action
 cannot be recorded, the error is logged and the history undercounts.
 
-Left open: an id→name cache learned from responses (RunInstances → Name tag), so
-calls that carry only server ids key the same resource as by name.
+Calls that carry only server ids (TerminateInstances) are resolved to names and
+environments before this runs, from ids learned from responses (``names``, see
+guardproxy/session/names.py).
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable
@@ -43,13 +53,16 @@ import structlog
 from guardproxy.action import Action, Environment, Provider, Verb
 from guardproxy.context import (
     Context,
+    Counts,
     History,
     RecentAction,
     ResourceEvent,
     ResourceHistory,
     SessionInfo,
     Signals,
+    with_canonical_json,
 )
+from guardproxy.session.names import NameCache
 from guardproxy.store.base import EventTotal, SessionEvent, Store, StoreError
 
 log = structlog.get_logger(__name__)
@@ -62,6 +75,7 @@ BUCKETS = 60
 _WINDOW_REPLAY_LIMIT = 50_000
 _RESOURCE_LOAD_LIMIT = 64
 _PER_SESSION_KEYS = 256
+_STORED_KEYS_LIMIT = 200_000
 
 
 @dataclass(frozen=True)
@@ -79,23 +93,30 @@ class HistorySettings:
 
 
 class _Window:
-    """A sliding window as BUCKETS time buckets plus their running total (O(1) reads)."""
+    """A sliding window as BUCKETS time buckets plus their running total (O(1) reads).
 
-    __slots__ = ("buckets", "totals", "width")
+    ``model`` is the totals as the context's :class:`Counts`, rebuilt only after
+    they change: decisions between two recorded actions share it.
+    """
+
+    __slots__ = ("_model", "buckets", "totals", "width")
 
     def __init__(self, span_seconds: int) -> None:
         self.width = span_seconds / BUCKETS
         self.buckets: deque[tuple[int, Counter[str]]] = deque()
         self.totals: Counter[str] = Counter()
+        self._model: Counts | None = None
 
     def _expire(self, index: int) -> None:
         while self.buckets and self.buckets[0][0] <= index - BUCKETS:
             _, old = self.buckets.popleft()
             self.totals.subtract(old)
+            self._model = None
 
     def add(self, moment: float, keys: Iterable[str]) -> None:
         index = int(moment // self.width)
         self._expire(index)
+        self._model = None
         if not self.buckets or self.buckets[-1][0] < index:
             self.buckets.append((index, Counter()))
         bucket = self.buckets[-1][1]  # late events join the newest bucket
@@ -103,9 +124,11 @@ class _Window:
             bucket[key] += 1
             self.totals[key] += 1
 
-    def counts(self, moment: float) -> Counter[str]:
+    def counts(self, moment: float) -> Counts:
         self._expire(int(moment // self.width))
-        return self.totals
+        if self._model is None:
+            self._model = counts_model(self.totals)
+        return self._model
 
 
 @dataclass
@@ -113,6 +136,9 @@ class _SessionState:
     windows: dict[str, _Window]
     totals: Counter[str]
     recent: deque[RecentAction]
+    recent_json: deque[str]
+    """The JSON of each of ``recent``, written when it is recorded."""
+    totals_model: Counts | None = None
     recreated: OrderedDict[str, datetime] = field(default_factory=OrderedDict)
     destroyed: OrderedDict[str, tuple[datetime, str]] = field(default_factory=OrderedDict)
 
@@ -125,6 +151,19 @@ class _ResourceState:
     deleted_by: str = ""
     created_since_delete: bool = False
     protection_removed: bool = False
+
+    def history(self, key: str, session_id: str) -> ResourceHistory:
+        """The context's view (not kept: one per cached key would double the memory)."""
+        return ResourceHistory(
+            key=key,
+            deleted=self.deleted_at is not None,
+            deleted_at=self.deleted_at,
+            deleted_by_session=self.deleted_by_session,
+            deleted_in_session=self.deleted_by_session == session_id,
+            deleted_by=self.deleted_by,
+            protection_removed=self.protection_removed,
+            events=list(self.events),
+        )
 
     def apply(self, event: ResourceEvent, summary: str) -> None:
         self.events.append(event)
@@ -152,19 +191,43 @@ _PROVIDER_KEYS = tuple((p.value, f"provider:{p.value}") for p in Provider)
 _ENVIRONMENT_KEYS = tuple((e.value, f"env:{e.value}") for e in Environment)
 
 
-def counts(counter: Counter[str]) -> dict[str, object]:
-    """One window's counters as the fields of :class:`Counts`.
+_COUNT_KEYS = (
+    "total",
+    "destructive",
+    *(k for _, k in _VERB_KEYS),
+    *(k for _, k in _PROVIDER_KEYS),
+    *(k for _, k in _ENVIRONMENT_KEYS),
+)
 
-    Plain data, validated once for the whole History by pydantic's core: building
-    the sixteen count models one by one in Python costs more than the decision.
+_COUNT_INDEX = {key: index for index, key in enumerate(_COUNT_KEYS)}
+
+
+def _fields(pairs: tuple[tuple[str, str], ...]) -> str:
+    return "{" + ",".join(f'"{name}":%d' for name, _ in pairs) + "}"
+
+
+_COUNTS_JSON = (
+    '{"total":%d,"destructive":%d,'
+    f'"verb":{_fields(_VERB_KEYS)},'
+    f'"provider":{_fields(_PROVIDER_KEYS)},'
+    f'"environment":{_fields(_ENVIRONMENT_KEYS)}}}'
+)
+"""Counts as compact JSON in field order (tests/test_history.py holds it to model_dump_json)."""
+
+
+def counts_model(counter: Counter[str]) -> Counts:
+    """One window's counters as :class:`Counts`, with its JSON known.
+
+    Written as JSON and parsed by pydantic's core: building the four count models
+    field by field in Python costs more than the rest of the decision.
     """
-    return {
-        "total": counter["total"],
-        "destructive": counter["destructive"],
-        "verb": {n: counter[k] for n, k in _VERB_KEYS},
-        "provider": {n: counter[k] for n, k in _PROVIDER_KEYS},
-        "environment": {n: counter[k] for n, k in _ENVIRONMENT_KEYS},
-    }
+    values = [0] * len(_COUNT_KEYS)
+    for key, count in counter.items():  # a handful of keys are ever non-zero
+        index = _COUNT_INDEX.get(key)
+        if index is not None:
+            values[index] = count
+    text = _COUNTS_JSON % tuple(values)
+    return with_canonical_json(Counts.model_validate_json(text), text)
 
 
 def destroyed_container(action: Action) -> str:
@@ -209,6 +272,11 @@ def _resource_group(subscription: str, name: str) -> str:
     return f"azure:{subscription.lower()}:resourcegroup/{name.lower()}"
 
 
+_NO_RESOURCE = ResourceHistory()
+_signals = functools.lru_cache(maxsize=1024)(Signals)
+"""Signals repeat (mostly all false): one shared instance per value, its JSON cached."""
+
+
 def _bounded_put[V](mapping: OrderedDict[str, V], key: str, value: V, limit: int) -> None:
     mapping[key] = value
     mapping.move_to_end(key)
@@ -226,6 +294,10 @@ class SessionHistory:
         self._resources: OrderedDict[str, _ResourceState] = OrderedDict()
         self._pending: list[SessionEvent] = []
         self._lock = threading.Lock()
+        self._stored_keys: set[str] | None = None
+        self.names = NameCache()
+        """Ids learned from responses (guardproxy/session/names.py), resolved before deciding."""
+        self._stored_keys_loaded = False
 
     # -- sizes, for the memory bound's tests and bench
 
@@ -259,27 +331,26 @@ class SessionHistory:
     def _context(self, action: Action, session: SessionInfo, now: datetime) -> Context:
         state = self._session(session.id, now)
         moment = now.timestamp()
-        history = History.model_validate(
-            {
-                **{name: counts(state.windows[name].counts(moment)) for name, _ in WINDOWS},
-                "session": counts(state.totals),
-                "recent": list(state.recent),
-            }
+        if state.totals_model is None:
+            state.totals_model = counts_model(state.totals)
+        windows = [state.windows[name].counts(moment) for name, _ in WINDOWS]
+        history = with_canonical_json(
+            History.model_construct(
+                m1=windows[0],
+                m10=windows[1],
+                h1=windows[2],
+                session=state.totals_model,
+                recent=list(state.recent),
+            ),
+            f'{{"m1":{windows[0].canonical_json()},"m10":{windows[1].canonical_json()},'
+            f'"h1":{windows[2].canonical_json()},"session":{state.totals_model.canonical_json()},'
+            f'"recent":[{",".join(state.recent_json)}]}}',
         )
         key = action.resource.key
         resource_state = self._resource(key) if key else None
-        resource = ResourceHistory(key=key)
-        if resource_state is not None:
-            resource = ResourceHistory(
-                key=key,
-                deleted=resource_state.deleted_at is not None,
-                deleted_at=resource_state.deleted_at,
-                deleted_by_session=resource_state.deleted_by_session,
-                deleted_in_session=resource_state.deleted_by_session == session.id,
-                deleted_by=resource_state.deleted_by,
-                protection_removed=resource_state.protection_removed,
-                events=list(resource_state.events),
-            )
+        resource = (
+            _NO_RESOURCE if resource_state is None else resource_state.history(key, session.id)
+        )
         signals = self._signals(action, session.id, now, state, resource_state, history)
         return Context(
             now=now, session=session, history=history, resource=resource, signals=signals
@@ -333,7 +404,7 @@ class SessionHistory:
                 f"{history.m10.destructive} destructive actions in 10 minutes "
                 f"(budget {settings.destructive_budget})"
             )
-        return Signals(
+        return _signals(
             recreate=bool(recreate_of),
             recreate_of=recreate_of,
             environment_rebuild=bool(rebuild),
@@ -377,6 +448,7 @@ class SessionHistory:
                     protection_removed=protection_removed,
                 )
                 resource.apply(happened, action.summary())
+                self._remember_stored(key)
             destroyed = destroyed_container(action)
         event = SessionEvent(
             session_id=session_id,
@@ -407,7 +479,10 @@ class SessionHistory:
         for window in state.windows.values():
             window.add(moment, keys)
         state.totals.update(keys)
-        state.recent.append(_recent(event))
+        state.totals_model = None
+        recent = _recent(event)
+        state.recent.append(recent)
+        state.recent_json.append(recent.canonical_json())
         if event.recreate:
             _bounded_put(state.recreated, event.resource_key, event.at, _PER_SESSION_KEYS)
         if event.destroyed_container:
@@ -438,6 +513,7 @@ class SessionHistory:
             windows={name: _Window(span) for name, span in WINDOWS},
             totals=Counter(),
             recent=deque(maxlen=self.settings.recent),
+            recent_json=deque(maxlen=self.settings.recent),
         )
 
     def _session(self, session_id: str, now: datetime) -> _SessionState:
@@ -459,9 +535,14 @@ class SessionHistory:
         for event in reversed(window_events):
             self._apply(state, event)
         state.totals = _totals(self._store.session_event_totals(session_id))
+        state.totals_model = None
         state.recent.clear()
+        state.recent_json.clear()
         last = self._store.session_events(session_id, limit=self.settings.recent)
-        state.recent.extend(_recent(event) for event in reversed(last))
+        for event in reversed(last):
+            recent = _recent(event)
+            state.recent.append(recent)
+            state.recent_json.append(recent.canonical_json())
         return state
 
     def _resource(self, key: str) -> _ResourceState:
@@ -469,8 +550,34 @@ class SessionHistory:
         if state is not None:
             self._resources.move_to_end(key)
             return state
-        # no flush needed: only reads wait in the buffer, and they leave no resource state
         state = _ResourceState(events=deque(maxlen=self.settings.resource_events))
+        if self._may_be_stored(key):
+            self._load_resource(key, state)
+        _bounded_put(self._resources, key, state, self.settings.max_resources)
+        return state
+
+    def _may_be_stored(self, key: str) -> bool:
+        """Whether the store may hold events of ``key`` (so a first sight needs a lookup).
+
+        The keys the store holds changes of are read once; after that the store is
+        asked only about those (and about every key if there were too many to keep).
+        """
+        if not self._stored_keys_loaded:
+            keys = self._store.changed_resource_keys(
+                outcome=FORWARDED, limit=_STORED_KEYS_LIMIT + 1
+            )
+            self._stored_keys = set(keys) if len(keys) <= _STORED_KEYS_LIMIT else None
+            self._stored_keys_loaded = True
+        return self._stored_keys is None or key in self._stored_keys
+
+    def _remember_stored(self, key: str) -> None:
+        if self._stored_keys is not None:
+            self._stored_keys.add(key)
+            if len(self._stored_keys) > _STORED_KEYS_LIMIT:
+                self._stored_keys = None
+
+    def _load_resource(self, key: str, state: _ResourceState) -> None:
+        # no flush needed: only reads wait in the buffer, and they leave no resource state
         stored = self._store.resource_events(key, outcome=FORWARDED, limit=_RESOURCE_LOAD_LIMIT)
         for event in reversed(stored):
             verb = Verb(event.verb)
@@ -486,8 +593,6 @@ class SessionHistory:
                 ),
                 event.summary,
             )
-        _bounded_put(self._resources, key, state, self.settings.max_resources)
-        return state
 
 
 def _recent(event: SessionEvent) -> RecentAction:

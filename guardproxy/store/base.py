@@ -420,3 +420,7 @@ class Store(Protocol):
     ) -> list[SessionEvent]:
         """Events about a resource key in any session, newest first."""
         ...
+
+    def changed_resource_keys(self, *, outcome: str, limit: int) -> list[str]:
+        """Distinct resource keys with a non-read event of ``outcome``, at most ``limit``."""
+        ...

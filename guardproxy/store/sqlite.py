@@ -600,6 +600,15 @@ class SqliteStore:
             ).fetchall()
         return [_event(row) for row in rows]
 
+    def changed_resource_keys(self, *, outcome: str, limit: int) -> list[str]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT DISTINCT resource_key FROM session_events "
+                "WHERE resource_key != '' AND outcome = ? AND verb != 'read' LIMIT ?",
+                (outcome, _limit(limit)),
+            ).fetchall()
+        return [row[0] for row in rows]
+
 
 # -- helpers ------------------------------------------------------------------------
 

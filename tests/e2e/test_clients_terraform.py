@@ -1,8 +1,10 @@
 """terraform 1.11 with the real hashicorp/aws provider, through guardproxy, against moto.
 
-Go never proxies loopback destinations, so terraform reaches moto through one of
-guardproxy's reverse listeners: the provider's endpoints point at that listener, which
-forwards to moto.  The provider comes from the local filesystem mirror in
+Go never proxies loopback destinations ("localhost" or a loopback IP), so terraform
+reaches moto either through one of guardproxy's reverse listeners, or, under
+``guardproxy run``, by a host name that is not "localhost" but resolves to a
+loopback address (the machine's own name, or another /etc/hosts name): Go proxies
+those like any other name.  The provider comes from the local filesystem mirror in
 ``/opt/tf-plugins``; nothing is downloaded.
 
 The resource is an S3 bucket named ``prod-assets`` (prod by its name); S3 DeleteBucket
@@ -12,19 +14,34 @@ at guardproxy before anything is deleted.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 import subprocess
+import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
 from botocore.config import Config
 
 from guardproxy.config import ReverseListener
+from guardproxy.control.client import ControlClient
 
 from .conftest import require_binary
-from .guard_fixtures import Guard, StartGuard, describe, free_port, hold_id_in, run_client
+from .guard_fixtures import (
+    Guard,
+    StartGuard,
+    describe,
+    free_port,
+    guarded_run_command,
+    guardproxy_cli,
+    hold_id_in,
+    run_client,
+)
 from .servers import MotoServer
 
 pytestmark = pytest.mark.slow
@@ -188,3 +205,176 @@ def test_terraform_destroy_and_replace_are_held_before_anything_is_deleted(
     assert deletes[0].resource_name == BUCKET and deletes[0].environment == "prod"
     assert "common/hold-prod-destroy" in deletes[0].rules
     assert guard.hold(hold_id)["state"] == "pending"
+
+
+# ------------------------------------------------------- through `guardproxy run`
+
+
+def _is_loopback_name(name: str) -> bool:
+    try:
+        found = {str(info[4][0]) for info in socket.getaddrinfo(name, None)}
+    except OSError:
+        return False
+    return bool(found) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in found)
+
+
+def loopback_name() -> str | None:
+    """A host name other than "localhost" that resolves only to loopback addresses."""
+    candidates = [socket.gethostname()]
+    try:
+        for line in Path("/etc/hosts").read_text(encoding="utf-8").splitlines():
+            fields = line.split("#", 1)[0].split()
+            candidates.extend(fields[1:])
+    except OSError:
+        pass
+    for name in candidates:
+        if name and not name.lower().startswith("localhost") and _is_loopback_name(name):
+            return name
+    return None
+
+
+class GuardedTerraform:
+    """``guardproxy run -- terraform ...`` in the background, each run its own session."""
+
+    def __init__(self, terraform: Terraform, data_dir: Path) -> None:
+        self.terraform = terraform
+        self.data_dir = data_dir
+        self.running: list[subprocess.Popen[str]] = []
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        command = guarded_run_command(
+            self.data_dir,
+            ["terraform", *args, "-input=false", "-no-color"],
+            hold_window=120.0,  # the held request waits live while the test approves it
+        )
+        env = {k: v for k, v in self.terraform.env.items() if not k.startswith("GUARDPROXY_")}
+        process = subprocess.Popen(
+            command,
+            env=env,
+            cwd=self.terraform.work,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.running.append(process)
+        return process
+
+    def control(self) -> ControlClient:
+        return ControlClient.locate(url=None, token=None, data_dir=self.data_dir)
+
+    def wait_for_hold(self, process: subprocess.Popen[str], operation: str) -> dict[str, Any]:
+        """The pending hold of ``operation``, while ``process`` waits for it."""
+        deadline = time.monotonic() + TF_TIMEOUT
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                out, err = process.communicate()
+                raise AssertionError(f"ended before a hold of {operation}:\n{out}\n{err}")
+            try:
+                pending = self.control().holds("pending")
+            except Exception:  # the embedded guard is still starting
+                pending = []
+            for hold in pending:
+                if operation in hold["summary"]:
+                    return hold
+            time.sleep(0.3)
+        raise AssertionError(f"no hold of {operation} within {TF_TIMEOUT} s")
+
+    def approve(self, hold: dict[str, Any]) -> None:
+        approved = run_client(
+            [*guardproxy_cli(), "approve", hold["id"], "--reason", "planned replace",
+             "--by", "carol", "--data-dir", str(self.data_dir)],
+            {k: v for k, v in os.environ.items() if not k.startswith("GUARDPROXY_")},
+        )  # fmt: skip
+        assert approved.returncode == 0, describe(approved)
+
+    def finish(self, process: subprocess.Popen[str]) -> tuple[int, str, str]:
+        out, err = process.communicate(timeout=TF_TIMEOUT)
+        return process.returncode, out, err
+
+    def stop(self) -> None:
+        for process in self.running:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+@pytest.fixture
+def guarded_terraform(
+    terraform: Terraform, moto_server: MotoServer, tmp_path: Path
+) -> Iterator[GuardedTerraform]:
+    name = loopback_name()
+    if name is None:
+        pytest.skip(
+            "no host name other than localhost resolves to a loopback address here "
+            "(Go proxies only such names; add one to /etc/hosts)"
+        )
+    (terraform.work / "main.tf").write_text(configuration(f"http://{name}:{moto_server.port}"))
+    init = terraform("init")
+    assert init.returncode == 0, describe(init)
+    runner = GuardedTerraform(terraform, tmp_path / "guard-data")
+    yield runner
+    runner.stop()
+
+
+def _finish_ok(runner: GuardedTerraform, process: subprocess.Popen[str], done: str) -> None:
+    code, out, err = runner.finish(process)
+    assert code == 0 and done in out, f"exit {code}\n{out}\n{err}"
+
+
+def _methods(moto: MotoServer, since: int = 0) -> list[str]:
+    return [r.method for r in moto.requests[since:] if r.path.startswith(f"/{BUCKET}")]
+
+
+@pytest.mark.timeout(600)
+def test_guardproxy_run_holds_terraform_replace_before_the_delete_then_the_recreate(
+    guarded_terraform: GuardedTerraform, moto_server: MotoServer
+) -> None:
+    runner = guarded_terraform
+    created = runner.start("apply", "-auto-approve")
+    _finish_ok(runner, created, "Apply complete! Resources: 1 added")
+    first = bucket_created_at(moto_server)
+    assert first is not None and "PUT" in _methods(moto_server)
+
+    replace = runner.start("apply", f"-replace={ADDRESS}", "-auto-approve")
+    held = runner.wait_for_hold(replace, "DeleteBucket")
+    assert BUCKET in held["message"] and "environment prod" in held["message"]
+    assert deletes_at(moto_server) == [], "the delete must not reach moto before approval"
+    assert bucket_created_at(moto_server) == first
+    runner.approve(held)
+
+    recreate = runner.wait_for_hold(replace, "CreateBucket")
+    assert "re-creates" in recreate["message"] and "DeleteBucket prod-assets" in recreate["message"]
+    assert "in this session" in recreate["message"]
+    assert len(deletes_at(moto_server)) == 1 and bucket_created_at(moto_server) is None
+    runner.approve(recreate)
+    _finish_ok(runner, replace, "Apply complete! Resources: 1 added, 0 changed, 1 destroyed.")
+    second = bucket_created_at(moto_server)
+    assert second is not None and second >= first
+
+
+@pytest.mark.timeout(600)
+def test_guardproxy_run_destroy_then_apply_holds_the_destroy_and_the_recreate(
+    guarded_terraform: GuardedTerraform, moto_server: MotoServer
+) -> None:
+    runner = guarded_terraform
+    _finish_ok(runner, runner.start("apply", "-auto-approve"), "Apply complete!")
+
+    destroy = runner.start("destroy", "-auto-approve")
+    held = runner.wait_for_hold(destroy, "DeleteBucket")
+    assert deletes_at(moto_server) == [] and bucket_created_at(moto_server) is not None
+    runner.approve(held)
+    _finish_ok(runner, destroy, "Destroy complete! Resources: 1 destroyed.")
+    assert bucket_created_at(moto_server) is None
+    after_destroy = len(moto_server.requests)
+
+    apply = runner.start("apply", "-auto-approve")  # a new session: history is shared
+    recreate = runner.wait_for_hold(apply, "CreateBucket")
+    assert "re-creates" in recreate["message"] and "in session " in recreate["message"]
+    assert "PUT" not in _methods(moto_server, after_destroy), "held before it reached moto"
+    runner.approve(recreate)
+    _finish_ok(runner, apply, "Apply complete! Resources: 1 added")
+    assert bucket_created_at(moto_server) is not None

@@ -274,3 +274,26 @@ def test_a_recorded_decision_replays_exactly_after_more_history(pipeline: Pipeli
     assert replayed == created.decision
     now = pipeline.history.context(created.action, pipeline.session, pipeline.now)
     assert now.signals.destructive_budget_exceeded  # a fresh evaluation would differ
+
+
+def test_sqs_delete_by_url_then_create_by_name_is_a_recreate(pipeline: Pipeline) -> None:
+    """DeleteQueue names the account in its URL, CreateQueue does not: one key for both."""
+    sqs = capture("sqs")
+    url = "https://sqs.us-east-1.amazonaws.com/111122223333/staging-orders"
+    deleted = pipeline.send(sqs.call("DeleteQueue", {"QueueUrl": url}))
+    created = pipeline.send(sqs.call("CreateQueue", {"QueueName": "staging-orders"}), after=20)
+    assert deleted.action.scope.account == "111122223333"
+    assert deleted.action.resource.key == created.action.resource.key
+    assert created.action.resource.key == "aws::us-east-1:aws:sqs:queue/staging-orders"
+    assert created.outcome == "hold" and created.context.signals.recreate
+    assert "deleted by aws sqs DeleteQueue staging-orders" in created.message
+
+
+def test_cloudformation_delete_by_arn_then_create_by_name_is_a_recreate(
+    pipeline: Pipeline,
+) -> None:
+    arn = "arn:aws:cloudformation:us-east-1:111122223333:stack/staging-calc/4f1d-9a2b"
+    deleted = pipeline.send(cfn("DeleteStack", arn))
+    created = pipeline.send(cfn("CreateStack", "staging-calc"), after=20)
+    assert deleted.action.resource.key == created.action.resource.key
+    assert created.outcome == "hold" and created.context.signals.recreate
