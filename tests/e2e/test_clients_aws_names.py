@@ -75,7 +75,7 @@ def test_terminate_by_id_is_held_with_the_learned_name(
 
     stored = [d for d in guard.decisions() if d.operation == "TerminateInstances"]
     assert [(d.outcome, d.environment) for d in stored] == [("hold", "prod")]
-    guard.control().resolve(hold_id_in(message), approve=True, reason="planned", by="carol")
+    guard.on_call.approve(hold_id_in(message), reason="planned")
     ec2.terminate_instances(InstanceIds=[instance])
     assert _terminates(moto_server) == 1
     assert _state(moto_server, instance) in ("shutting-down", "terminated")

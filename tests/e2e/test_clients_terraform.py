@@ -15,6 +15,7 @@ at guardproxy before anything is deleted.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import socket
 import subprocess
@@ -240,6 +241,29 @@ class GuardedTerraform:
         self.terraform = terraform
         self.data_dir = data_dir
         self.running: list[subprocess.Popen[str]] = []
+        self._tokens: list[str] = []
+
+    @property
+    def tokens(self) -> list[str]:
+        """alice's and bob's tokens, added once the first run has created the store."""
+        if not self._tokens:
+            self._tokens = [self._add_approver(name) for name in ("alice", "bob")]
+        return self._tokens
+
+    def _add_approver(self, name: str) -> str:
+        """A real approver in the guard's store, added as on-call would (the CLI)."""
+        added = run_client(
+            [*guardproxy_cli(), "approvers", "add", name, "--group", "senior",
+             "--group", "sre-oncall", "--data-dir", str(self.data_dir), "--json"],
+            self._cli_env(),
+        )  # fmt: skip
+        assert added.returncode == 0, describe(added)
+        token: str = json.loads(added.stdout)["token"]
+        return token
+
+    @staticmethod
+    def _cli_env() -> dict[str, str]:
+        return {k: v for k, v in os.environ.items() if not k.startswith("GUARDPROXY_")}
 
     def start(self, *args: str) -> subprocess.Popen[str]:
         command = guarded_run_command(
@@ -260,7 +284,7 @@ class GuardedTerraform:
         return process
 
     def control(self) -> ControlClient:
-        return ControlClient.locate(url=None, token=None, data_dir=self.data_dir)
+        return ControlClient.as_approver(url=None, token=self.tokens[0], data_dir=self.data_dir)
 
     def wait_for_hold(self, process: subprocess.Popen[str], operation: str) -> dict[str, Any]:
         """The pending hold of ``operation``, while ``process`` waits for it."""
@@ -271,7 +295,7 @@ class GuardedTerraform:
                 raise AssertionError(f"ended before a hold of {operation}:\n{out}\n{err}")
             try:
                 pending = self.control().holds("pending")
-            except Exception:  # the embedded guard is still starting
+            except Exception:  # the embedded guard (and its store) is still starting
                 pending = []
             for hold in pending:
                 if operation in hold["summary"]:
@@ -280,12 +304,17 @@ class GuardedTerraform:
         raise AssertionError(f"no hold of {operation} within {TF_TIMEOUT} s")
 
     def approve(self, hold: dict[str, Any]) -> None:
-        approved = run_client(
-            [*guardproxy_cli(), "approve", hold["id"], "--reason", "planned replace",
-             "--by", "carol", "--data-dir", str(self.data_dir)],
-            {k: v for k, v in os.environ.items() if not k.startswith("GUARDPROXY_")},
-        )  # fmt: skip
-        assert approved.returncode == 0, describe(approved)
+        """Approve as alice, then as bob when the policy wants two people."""
+        for token in self.tokens:
+            approved = run_client(
+                [*guardproxy_cli(), "approve", hold["id"], "--reason", "planned replace",
+                 "--token", token, "--data-dir", str(self.data_dir), "--json"],
+                self._cli_env(),
+            )  # fmt: skip
+            assert approved.returncode == 0, describe(approved)
+            if json.loads(approved.stdout)["hold"]["state"] != "pending":
+                return
+        raise AssertionError(f"two approvals did not release {hold['id']}")
 
     def finish(self, process: subprocess.Popen[str]) -> tuple[int, str, str]:
         out, err = process.communicate(timeout=TF_TIMEOUT)
