@@ -13,8 +13,9 @@ from typing import Any
 import pydantic
 import yaml
 
-from guardproxy.config import ProxyConfig, ReverseListener
+from guardproxy.config import ProxyConfig, ReverseListener, split_host_port
 from guardproxy.control.client import DEFAULT_DATA_DIR
+from guardproxy.ops.reload import ReloadReport
 from guardproxy.server import Guardproxy, StartError
 
 
@@ -90,6 +91,30 @@ def add_commands(subparsers: Any) -> None:
     add_proxy_options(serve)
     serve.add_argument("--listen", metavar="HOST:PORT", help="proxy address (127.0.0.1:8080)")
     serve.add_argument("--control", metavar="HOST:PORT", help="control API (127.0.0.1:8081)")
+    serve.add_argument(
+        "--store",
+        metavar="URL",
+        help="database URL (default: $GUARDPROXY_STORE, else SQLite in the data directory)",
+    )
+    serve.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="also serve /metrics, /healthz and /readyz (no token) on this address",
+    )
+    serve.add_argument(
+        "--watch-policies",
+        type=float,
+        metavar="SECONDS",
+        help="reload the bundle when its files change, checking every SECONDS "
+        "(SIGHUP and `guardproxy policy reload` always work)",
+    )
+    serve.add_argument(
+        "--allow-remote-listen",
+        action="store_true",
+        default=None,
+        help="allow non-loopback addresses (containers whose network keeps agents "
+        "away from the control port, see docker/)",
+    )
     serve.set_defaults(handler=cmd_serve)
 
 
@@ -109,6 +134,10 @@ def build_config(args: argparse.Namespace, **overrides: Any) -> ProxyConfig:
         "hold_window_seconds": args.hold_window,
         "listen": getattr(args, "listen", None),
         "control": getattr(args, "control", None),
+        "store": (args.store or os.environ.get("GUARDPROXY_STORE")) if "store" in args else None,
+        "metrics_listen": getattr(args, "metrics_listen", None),
+        "watch_policies_seconds": getattr(args, "watch_policies", None),
+        "allow_remote_listen": getattr(args, "allow_remote_listen", None),
     }
     values.update({k: v for k, v in flags.items() if v is not None})
     values.setdefault("policies", default_policies())
@@ -162,9 +191,11 @@ async def _serve(config: ProxyConfig) -> None:
     service = Guardproxy(config)
     await service.start()
     assert service.proxy is not None and service.control is not None
+    proxy_host = split_host_port(config.listen)[0]
+    control_host = split_host_port(config.control)[0]
     print(
-        f"guardproxy: proxy on 127.0.0.1:{service.proxy.port}, control API on "
-        f"127.0.0.1:{service.control.port}, policies {config.policies} "
+        f"guardproxy: proxy on {proxy_host}:{service.proxy.port}, control API on "
+        f"{control_host}:{service.control.port}, policies {config.policies} "
         f"({len(service.bundle.rules)} rules). Wrap an agent with: "
         f"guardproxy run --proxy http://127.0.0.1:{service.proxy.port} -- COMMAND",
         file=sys.stderr,
@@ -173,6 +204,14 @@ async def _serve(config: ProxyConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[ReloadReport]] = set()
+
+    def reload() -> None:
+        task = loop.create_task(service.reload_policies("sighup"))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     try:
         await stop.wait()

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tornado.httpserver import HTTPServer
 
 from guardproxy.gate.gate import Gate
+from guardproxy.ops.http import Operations, ops_routes
 from guardproxy.session.registry import SessionRegistry
 from guardproxy.store.base import (
     Hold,
@@ -98,6 +99,7 @@ class ControlContext:
     proxy_port: Callable[[], int]
     reload_tls: Callable[[], None]
     runtime: Callable[[], dict[str, Any]]
+    ops: Operations
 
 
 class _Handler(tornado.web.RequestHandler):
@@ -134,11 +136,6 @@ class _Handler(tornado.web.RequestHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         self.finish({"error": self._reason})
-
-
-class HealthHandler(tornado.web.RequestHandler):
-    def get(self) -> None:
-        self.finish({"ok": True})
 
 
 class HoldsHandler(_Handler):
@@ -240,6 +237,15 @@ class TlsReloadHandler(_Handler):
         self.write_json({"ok": True})
 
 
+class PolicyReloadHandler(_Handler):
+    """Load and lint the policy bundle again; an invalid one is refused (409) and the
+    last good one stays in force."""
+
+    async def post(self) -> None:
+        report = await self.ctx.ops.reload_policies("api")
+        self.write_json(report.as_json(), 200 if report.ok else 409)
+
+
 def _state(name: str) -> HoldState | None:
     try:
         return HoldState(name)
@@ -249,7 +255,7 @@ def _state(name: str) -> HoldState | None:
 
 def make_app(context: ControlContext) -> tornado.web.Application:
     routes: list[Any] = [
-        (r"/healthz", HealthHandler),
+        *ops_routes(context.ops),
         (r"/v1/holds", HoldsHandler, {"context": context}),
         (r"/v1/holds/([\w-]+)", HoldHandler, {"context": context}),
         (r"/v1/holds/([\w-]+)/(approve|deny)", ResolveHandler, {"context": context}),
@@ -257,6 +263,7 @@ def make_app(context: ControlContext) -> tornado.web.Application:
         (r"/v1/sessions/([\w:.-]+)/end", SessionEndHandler, {"context": context}),
         (r"/v1/tls/reload", TlsReloadHandler, {"context": context}),
         (r"/v1/runtime", RuntimeHandler, {"context": context}),
+        (r"/v1/policies/reload", PolicyReloadHandler, {"context": context}),
     ]
     return tornado.web.Application(routes, autoreload=False, debug=False)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,6 +25,7 @@ from guardproxy.context import Context
 from guardproxy.gate.digest import request_digest
 from guardproxy.gate.recorder import DecisionRecorder
 from guardproxy.gate.responses import NativeAnswer, native_answer
+from guardproxy.ops.metrics import Metrics
 from guardproxy.policy import Bundle, Decision, evaluate
 from guardproxy.policy.model import Outcome, duration_seconds
 from guardproxy.recognise.request import HttpRequest
@@ -121,10 +123,11 @@ class Gate:
     def __init__(
         self,
         store: Store,
-        bundle: Callable[[], Bundle],
+        bundle: Bundle,
         *,
         hold_window: float,
         clock: Clock = utc_now,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._bundle = bundle
@@ -133,18 +136,49 @@ class Gate:
         self._waiters = _Waiters()
         self._recorder = DecisionRecorder(store)
         self._closing = False
+        self._in_flight = 0
+        self.metrics = metrics or Metrics()
+        self.metrics.count_waiting(self.waiting)
+        self.metrics.bundle_in_force(bundle.digest)
+
+    # -- the policy bundle
+
+    @property
+    def bundle(self) -> Bundle:
+        """The bundle new decisions use; each decision records its digest."""
+        return self._bundle
+
+    def swap_bundle(self, bundle: Bundle) -> Bundle:
+        """Make ``bundle`` the one in force (one reference assignment: a decision being
+        evaluated keeps the bundle it started with); returns the previous one."""
+        previous, self._bundle = self._bundle, bundle
+        self.metrics.bundle_in_force(bundle.digest)
+        return previous
 
     # -- the request path
 
     def decide(self, action: Action, context: Context) -> Decision:
         """The policy decision (pure; callers run it off the event loop)."""
-        return evaluate(self._bundle(), action, context)
+        return evaluate(self._bundle, action, context)
 
     def reads_history(self, verb: Verb) -> bool:
         """Whether the current bundle can read session history for ``verb``."""
-        return self._bundle().reads_history(verb)
+        return self._bundle.reads_history(verb)
+
+    def waiting(self) -> int:
+        """Live requests waiting on holds now."""
+        return sum(len(futures) for futures in self._waiters.futures.values())
 
     async def handle(
+        self, request: HttpRequest, action: Action, context: Context, decision: Decision
+    ) -> Verdict:
+        self._in_flight += 1
+        try:
+            return await self._handle(request, action, context, decision)
+        finally:
+            self._in_flight -= 1
+
+    async def _handle(
         self, request: HttpRequest, action: Action, context: Context, decision: Decision
     ) -> Verdict:
         decision_id = "d-" + secrets.token_hex(6)
@@ -183,8 +217,10 @@ class Gate:
                 await asyncio.to_thread(self._store.append_decision, record())
             except StoreError as error:
                 bound.error("decision.not_recorded", error=str(error))
+                self.metrics.store_error("append_decision")
                 if isinstance(verdict, Forward):
                     return self._fail_closed(request, action, decision_id)
+        self.metrics.decision(action, outcome)
         bound.info(
             "decision",
             outcome=outcome,
@@ -207,6 +243,7 @@ class Gate:
         return _answer(request, action, message, kind="deny", decision_id=decision_id)
 
     def _fail_closed(self, request: HttpRequest, action: Action, decision_id: str) -> Answer:
+        self.metrics.failed_closed("store")
         message = (
             "guardproxy could not record this request, so it was not sent. "
             "Tell the user guardproxy's store is failing; do not retry it another way."
@@ -237,6 +274,7 @@ class Gate:
                 )
         except StoreError as error:
             log.error("hold.store_failed", error=str(error))
+            self.metrics.store_error("hold")
             return self._fail_closed(request, action, decision_id)
         return await self._wait(request, action, decision, hold, decision_id, digest)
 
@@ -256,6 +294,7 @@ class Gate:
             expires_at=now + timedelta(seconds=timeout),
         )
         log.info("hold.created", hold=hold.id, session=session_id, action=hold.summary)
+        self.metrics.hold_created()
         return hold
 
     async def _wait(
@@ -283,6 +322,7 @@ class Gate:
                 )
             except StoreError as error:
                 log.error("hold.store_failed", error=str(error))
+                self.metrics.store_error("consume_approval")
                 return self._fail_closed(request, action, decision_id)
             if granted is not None:
                 log.info("hold.released", hold=hold.id)
@@ -313,13 +353,19 @@ class Gate:
         hold: Hold,
         decision_id: str,
     ) -> Answer:
-        lead = "guardproxy is shutting down; " if self._closing else ""
-        message = (
-            f"guardproxy: {lead}{decision.message} This request is held for human approval "
-            f"(hold {hold.id}). Do not retry it in another form or with another tool. "
-            "Tell the user it needs approval, wait, then retry exactly the same call "
-            "once it is approved."
-        )
+        if self._closing:
+            message = (
+                f"guardproxy is shutting down; the hold {hold.id} stays pending; retry the "
+                f"same call later. {decision.message} Do not retry it in another form or "
+                "with another tool; tell the user it needs approval."
+            )
+        else:
+            message = (
+                f"guardproxy: {decision.message} This request is held for human approval "
+                f"(hold {hold.id}). Do not retry it in another form or with another tool. "
+                "Tell the user it needs approval, wait, then retry exactly the same call "
+                "once it is approved."
+            )
         return _answer(
             request, action, message, kind="hold", decision_id=decision_id, hold_id=hold.id
         )
@@ -350,12 +396,24 @@ class Gate:
         )
         woken = self._waiters.wake(hold_id, state)
         log.info("hold.resolved", hold=hold_id, state=state.value, by=by, woken=woken)
+        resolved_at = hold.resolved_at or self._clock()
+        self.metrics.hold_resolved(state.value, (resolved_at - hold.created_at).total_seconds())
         return hold
 
     def close(self) -> None:
-        """Answer every live held request now (with the pending message), e.g. on shutdown."""
+        """Answer every live held request now (with the pending message), e.g. on shutdown.
+
+        The holds stay pending in the store: an approval given later lets the retry pass.
+        """
         self._closing = True
         self._waiters.wake_all(HoldState.PENDING)
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait (bounded) until no request is between decision and answer."""
+        deadline = time.monotonic() + timeout
+        while self._in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return not self._in_flight
 
     def flush(self) -> None:
         """Write queued decision records (blocking); the gate is unusable afterwards."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import re
+import time
 from collections.abc import Callable
 from datetime import datetime
 
@@ -33,7 +34,7 @@ log = structlog.get_logger(__name__)
 
 SESSION = "guardproxy.session"
 DECISION = "guardproxy.decision"
-_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+_LOOPBACK = {"127.0.0.1", "::1", "localhost", "0.0.0.0", "::"}  # 0.0.0.0 reaches this host too
 _INLINE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _READ_BATCH_SECONDS = 0.05
 
@@ -240,11 +241,13 @@ class Guard:
             _respond(flow, self._refuse_control(request, action))
             log.warning("control.refused", session=session.id, host=request.host)
             return
+        started = time.perf_counter()
         if request.method in _INLINE_METHODS and not request.body:
             # a bodiless read decides in ~0.1 ms; a thread hop would cost more than that
             action, context, decision = self._decide(request, session)
         else:
             action, context, decision = await asyncio.to_thread(self._decide, request, session)
+        self._gate.metrics.decision_latency(time.perf_counter() - started)
         verdict = await self._gate.handle(request, action, context, decision)
         flow.metadata[DECISION] = verdict.decision_id
         # before the request goes out: the next decision of the session must see it
