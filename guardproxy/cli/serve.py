@@ -189,6 +189,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 async def _serve(config: ProxyConfig) -> None:
     service = Guardproxy(config)
+    # signals first: a SIGHUP must never meet the default action (exit) once runtime.json
+    # says we are up; one during start is moot, start loads the files as they are
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[ReloadReport]] = set()
+
+    def reload() -> None:
+        if service.gate is None:
+            return
+        task = loop.create_task(service.reload_policies("sighup"))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     await service.start()
     assert service.proxy is not None and service.control is not None
     proxy_host = split_host_port(config.listen)[0]
@@ -200,19 +217,6 @@ async def _serve(config: ProxyConfig) -> None:
         f"guardproxy run --proxy http://127.0.0.1:{service.proxy.port} -- COMMAND",
         file=sys.stderr,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    reloads: set[asyncio.Task[ReloadReport]] = set()
-
-    def reload() -> None:
-        task = loop.create_task(service.reload_policies("sighup"))
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
-
-    loop.add_signal_handler(signal.SIGHUP, reload)
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     try:
         await stop.wait()
     finally:
