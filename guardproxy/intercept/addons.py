@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import ipaddress
 import re
+import socket
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -18,7 +20,7 @@ from datetime import datetime
 import structlog
 from mitmproxy import connection, http, tls
 from mitmproxy.addons.proxyauth import parse_http_basic_auth
-from mitmproxy.proxy import mode_specs
+from mitmproxy.proxy import mode_specs, server_hooks
 
 from guardproxy.action import Action, Verb
 from guardproxy.context import Context, SessionInfo
@@ -226,6 +228,7 @@ class Guard:
         self._history = history
         self._protected = protected
         self._protected_set: set[tuple[str, int]] = set()
+        self._protected_ports: frozenset[int] = frozenset()
         self._reads: list[tuple[Action, str, str, datetime]] = []
         self._clock = clock
 
@@ -287,6 +290,25 @@ class Guard:
             context = Context(now=self._clock(), session=session)
         return action, context, self._gate.decide(action, context)
 
+    async def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+        """Refuse a connection to guardproxy's own ports by any name that resolves here
+        (`localhost.`, `127.1`, the container's own address...): decided on the address
+        actually connected to, not on how the request spelt it."""
+        if data.server.address is None or data.server.error:
+            return
+        host, port = data.server.address
+        if not self._protected_ports:
+            self._protected_ports = frozenset(p for _, p in self._protected())
+        if port not in self._protected_ports:
+            return
+        try:
+            resolved = await asyncio.get_running_loop().getaddrinfo(host, port)
+        except OSError:
+            return  # the connection attempt fails by itself
+        if any(_is_local_address(str(info[4][0])) for info in resolved):
+            data.server.error = "guardproxy: guarded sessions cannot reach guardproxy itself"
+            log.warning("control.refused", host=host, port=port)
+
     def _is_protected(self, request: HttpRequest) -> bool:
         host = request.host.strip("[]").lower()
         if not self._protected_set:
@@ -304,6 +326,21 @@ class Guard:
             "Approvals come from a human, not from the agent."
         )
         return native_answer(request, action, message, decision="deny", reference="control")
+
+
+def _is_local_address(address: str) -> bool:
+    """Whether ``address`` is this host's own (loopback, unspecified, or an interface's):
+    only a local address can be bound."""
+    ip = ipaddress.ip_address(address.partition("%")[0])
+    if ip.is_loopback or ip.is_unspecified:
+        return True
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((str(ip), 0))
+        except OSError:
+            return False
+    return True
 
 
 def _with_actor(action: Action, session: SessionInfo, request: HttpRequest) -> Action:

@@ -438,3 +438,19 @@ def test_listening_beyond_loopback_needs_an_explicit_opt_in(tmp_path: Path) -> N
         data_dir=tmp_path, listen="0.0.0.0:8080", control="0.0.0.0:8081", allow_remote_listen=True
     )
     assert config.control == "0.0.0.0:8081"
+
+
+@pytest.mark.parametrize("spelling", ["localhost.", "127.1", "127.0.0.1"])
+def test_no_spelling_of_this_host_reaches_the_control_api_through_the_proxy(
+    ops_guard: Guard, spelling: str
+) -> None:
+    control = ops_guard.background.service.control
+    assert control is not None
+    token = ops_guard.config.control_token_file.read_text().strip()
+    with ops_guard.client() as client:
+        response = client.get(
+            f"http://{spelling}:{control.port}/v1/holds",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert response.status_code in (403, 502), response.text
+    assert "holds" not in response.text
