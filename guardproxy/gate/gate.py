@@ -157,13 +157,10 @@ class Gate:
 
     # -- the request path
 
-    def decide(self, action: Action, context: Context) -> Decision:
-        """The policy decision (pure; callers run it off the event loop)."""
-        return evaluate(self._bundle, action, context)
-
-    def reads_history(self, verb: Verb) -> bool:
-        """Whether the current bundle can read session history for ``verb``."""
-        return self._bundle.reads_history(verb)
+    def decide(self, action: Action, context: Context, bundle: Bundle | None = None) -> Decision:
+        """The policy decision by ``bundle`` (default: the one in force); pure, so
+        callers run it off the event loop."""
+        return evaluate(bundle or self._bundle, action, context)
 
     def waiting(self) -> int:
         """Live requests waiting on holds now."""

@@ -284,11 +284,12 @@ class Guard:
     ) -> tuple[Action, Context, Decision]:
         """Recognise, compute the context and evaluate in one trip off the event loop."""
         action = _with_actor(recognise(request, self._settings), session, request)
-        if self._gate.reads_history(action.verb):
+        bundle = self._gate.bundle  # one bundle for the whole decision, even across a reload
+        if bundle.reads_history(action.verb):
             context = self._history.context(action, session, self._clock())
         else:  # no rule could read it: the decision is the same without it
             context = Context(now=self._clock(), session=session)
-        return action, context, self._gate.decide(action, context)
+        return action, context, self._gate.decide(action, context, bundle)
 
     async def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
         """Refuse a connection to guardproxy's own ports by any name that resolves here
