@@ -96,11 +96,17 @@ class Metrics:
             registry=registry,
         )
         self._unknown_hosts: set[str] = set()
+        # labels() validates and locks on every call; the few children are kept instead
+        self._decision_children: dict[tuple[str, str, str], Counter] = {}
 
     # -- the request path
 
     def decision(self, action: Action, outcome: str) -> None:
-        self._decisions.labels(outcome, action.provider.value, action.verb.value).inc()
+        key = (outcome, action.provider.value, action.verb.value)
+        child = self._decision_children.get(key)
+        if child is None:
+            child = self._decision_children[key] = self._decisions.labels(*key)
+        child.inc()
         if not action.classified:
             host = action.request.host.lower()
             if host not in self._unknown_hosts:
