@@ -282,8 +282,8 @@ class Guardproxy:
         assert self.proxy is not None and self.control is not None
         return {
             "pid": os.getpid(),
-            "proxy": f"127.0.0.1:{self.proxy.port}",
-            "control": f"http://127.0.0.1:{self.control.port}",
+            "proxy": f"{_reachable(self.config.listen)}:{self.proxy.port}",
+            "control": f"http://{_reachable(self.config.control)}:{self.control.port}",
             "ca_cert": str(self.proxy.ca_cert),
             "policies": str(self.config.policies),
             "bundle": self.bundle.digest,
@@ -325,6 +325,14 @@ class Guardproxy:
             if info.get("pid") == os.getpid():
                 runtime.unlink(missing_ok=True)
         log.info("guardproxy.stopped")
+
+
+def _reachable(address: str) -> str:
+    """A host to connect to a socket bound at ``address`` (a wildcard means loopback)."""
+    host = split_host_port(address)[0]
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
 
 
 def _own_addresses(bound: str) -> set[str]:
