@@ -10,14 +10,18 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from guardproxy.approvals.events import HoldEventKind
 
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
 
 def _host_port(value: str) -> str:
-    host, sep, port = value.rpartition(":")
+    _, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"{value!r} is not HOST:PORT")
-    if host.strip("[]") not in ("127.0.0.1", "::1", "localhost"):
-        raise ValueError(f"{value!r}: guardproxy listens on loopback only")
     return value
+
+
+def is_loopback(address: str) -> bool:
+    return address.rpartition(":")[0].strip("[]") in LOOPBACK_HOSTS
 
 
 HostPort = Annotated[str, AfterValidator(_host_port)]
@@ -92,6 +96,17 @@ class ProxyConfig(BaseModel):
     policies: Path = Path("policies")
     listen: HostPort = "127.0.0.1:8080"
     control: HostPort = "127.0.0.1:8081"
+    metrics_listen: HostPort | None = Field(
+        None, description="Also serve /metrics, /healthz and /readyz (no token) here."
+    )
+    allow_remote_listen: bool = Field(
+        False,
+        description="Listen beyond loopback: only in a container or host whose network "
+        "keeps agents away from the control port (see docker/).",
+    )
+    watch_policies_seconds: float = Field(
+        0, ge=0, description="Reload the policy bundle when its files change (0: never)."
+    )
     store: str = Field("", description="Database URL; default: SQLite in the data directory.")
     hold_window_seconds: float = Field(
         20.0, gt=0, le=600, description="How long a held request waits live for approval."
@@ -127,6 +142,19 @@ class ProxyConfig(BaseModel):
         description="The console's address as approvers reach it, for links in notifications; "
         "default: http://127.0.0.1:<control port>/console.",
     )
+
+    @model_validator(mode="after")
+    def _loopback_unless_allowed(self) -> ProxyConfig:
+        if not self.allow_remote_listen:
+            for name in ("listen", "control", "metrics_listen"):
+                address = getattr(self, name)
+                if address is not None and not is_loopback(address):
+                    raise ValueError(
+                        f"{name} {address!r}: guardproxy listens on loopback only; "
+                        "set allow_remote_listen (--allow-remote-listen) only where the "
+                        "network keeps agents away from the control port"
+                    )
+        return self
 
     @property
     def store_url(self) -> str:

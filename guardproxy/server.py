@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import secrets
+import socket
 import threading
 from collections.abc import Coroutine
 from pathlib import Path
@@ -16,19 +17,25 @@ import structlog
 
 from guardproxy.approvals.events import HoldEvents
 from guardproxy.approvals.notify import HoldFacts, Notifications, NotifyConfigError, hold_facts
-from guardproxy.config import ProxyConfig, split_host_port
+from guardproxy.config import ProxyConfig, is_loopback, split_host_port
 from guardproxy.control.api import ControlContext, ControlServer
 from guardproxy.gate.gate import Clock, Gate, utc_now
 from guardproxy.intercept.proxy import GuardProxy, ensure_ca
+from guardproxy.ops.http import OpsServer
+from guardproxy.ops.metrics import Metrics
+from guardproxy.ops.reload import ReloadReport, bundle_fingerprint, reload_bundle
 from guardproxy.policy import Bundle, load_bundle
 from guardproxy.recognise import warm_up
 from guardproxy.recognise.request import RecogniseSettings
 from guardproxy.session.history import HistorySettings, SessionHistory
 from guardproxy.session.registry import SessionRegistry
 from guardproxy.store import open_store
-from guardproxy.store.base import Store, StoreError
+from guardproxy.store.base import HoldState, Store, StoreError
 
 log = structlog.get_logger(__name__)
+
+READY_QUERY_TIMEOUT = 2.0
+SHUTDOWN_DRAIN_SECONDS = 5.0
 
 
 class StartError(Exception):
@@ -80,6 +87,10 @@ class Guardproxy:
         """Hold lifecycle events (held, approval, approved, denied, expired, ...)."""
         self.notifications: Notifications | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self.metrics = Metrics()
+        self.ops_server: OpsServer | None = None
+        self._reload_lock = asyncio.Lock()
+        self._watch_task: asyncio.Task[None] | None = None
 
     @property
     def store(self) -> Store:
@@ -89,12 +100,17 @@ class Guardproxy:
 
     @property
     def bundle(self) -> Bundle:
+        """The bundle in force (the gate's, which a reload swaps)."""
+        if self.gate is not None:
+            return self.gate.bundle
         if self._bundle is None:
             raise StartError("guardproxy is not started")
         return self._bundle
 
     def use_bundle(self, bundle: Bundle) -> None:
         """Decide with ``bundle`` from now on; held actions are re-checked against it."""
+        if self.gate is not None:
+            self.gate.swap_bundle(bundle)
         self._bundle = bundle
 
     async def start(self) -> None:
@@ -120,10 +136,11 @@ class Guardproxy:
         )
         self.gate = Gate(
             self._store,
-            lambda: self.bundle,
+            self._bundle,
             hold_window=config.hold_window_seconds,
             clock=self._clock,
             events=self.events,
+            metrics=self.metrics,
         )
         settings = RecogniseSettings(
             environments=dict(config.environments),
@@ -141,6 +158,7 @@ class Guardproxy:
                 reload_tls=lambda: self.proxy.reload_upstream_trust() if self.proxy else None,
                 runtime=self.runtime_info,
                 events=self.events,
+                ops=self,
             ),
             control_host,
             control_port,
@@ -155,14 +173,22 @@ class Guardproxy:
             protected=self._protected,
             clock=self._clock,
         )
+        if config.metrics_listen is not None:
+            self.ops_server = OpsServer(self, *split_host_port(config.metrics_listen))
         try:
             await self.control.start()
+            if self.ops_server is not None:
+                await self.ops_server.start()
             await self.proxy.start()
         except OSError as error:
             await self.stop()
             raise StartError(f"cannot listen: {error}") from error
         self.notifications.start(self.events)
         self._sweeper = asyncio.create_task(self.gate.run_sweeper(), name="hold-sweeper")
+        if config.watch_policies_seconds > 0:
+            self._watch_task = asyncio.create_task(
+                self._watch_policies(config.watch_policies_seconds)
+            )
         self._write_runtime()
         log.info(
             "guardproxy.started",
@@ -185,12 +211,19 @@ class Guardproxy:
 
     def _protected(self) -> set[tuple[str, int]]:
         """Addresses guarded sessions must never reach: the control API and the proxy."""
-        addresses: set[tuple[str, int]] = set()
+        ports: set[int] = set()
+        hosts = {"127.0.0.1"}
         if self.control is not None:
-            addresses.add(("127.0.0.1", self.control.port))
+            ports.add(self.control.port)
+        if self.ops_server is not None:
+            ports.add(self.ops_server.port)
         if self.proxy is not None:
-            addresses.update(("127.0.0.1", port) for _, port in self.proxy.listen_addresses())
-        return addresses
+            ports.update(port for _, port in self.proxy.listen_addresses())
+        listening = [self.config.control, self.config.listen, self.config.metrics_listen]
+        for address in filter(None, listening):
+            if not is_loopback(address):  # in a container: its own names and addresses too
+                hosts.update(_own_addresses(split_host_port(address)[0]))
+        return {(host, port) for host in hosts for port in ports}
 
     def _record_status(self, decision_id: str, status: int) -> None:
         if self.gate is not None:
@@ -201,12 +234,88 @@ class Guardproxy:
         if self.proxy is not None:
             self.proxy.reload_upstream_trust()
 
+    # -- operations: readiness, metrics, reload
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Policies loaded, the store answering a real query, the proxy listening."""
+        checks: dict[str, Any] = {}
+        gate = self.gate
+        checks["policies"] = (
+            {"ok": True, "bundle": gate.bundle.digest, "rules": len(gate.bundle.rules)}
+            if gate is not None
+            else {"ok": False, "error": "no policy bundle loaded"}
+        )
+        store = self._store
+        if store is None:
+            checks["store"] = {"ok": False, "error": "the store is not open"}
+        else:
+            try:
+                await asyncio.wait_for(
+                    asyncio.to_thread(store.list_holds, state=HoldState.PENDING, limit=1),
+                    READY_QUERY_TIMEOUT,
+                )
+                checks["store"] = {"ok": True}
+            except (StoreError, TimeoutError) as error:
+                self.metrics.store_error("readiness")
+                checks["store"] = {"ok": False, "error": str(error) or "query timed out"}
+        addresses = self.proxy.listen_addresses() if self.proxy is not None else []
+        checks["proxy"] = (
+            {"ok": True, "listening": [f"{h}:{p}" for h, p in addresses]}
+            if addresses
+            else {"ok": False, "error": "the proxy is not listening"}
+        )
+        return all(check["ok"] for check in checks.values()), checks
+
+    async def metrics_page(self) -> bytes:
+        store = self._store
+        if store is not None:
+            try:
+                pending = await asyncio.to_thread(
+                    store.list_holds, state=HoldState.PENDING, limit=10_000
+                )
+                self.metrics.set_pending(len(pending))
+            except StoreError:
+                self.metrics.store_error("count_pending")
+        return self.metrics.exposition()
+
+    async def reload_policies(self, source: str) -> ReloadReport:
+        """Load and lint the bundle again; swap it in only if it has no errors."""
+        async with self._reload_lock:
+            gate = self.gate
+            if gate is None:
+                raise StartError("guardproxy is not started")
+            bundle, report = await asyncio.to_thread(
+                reload_bundle, self.config.policies, gate.bundle, source
+            )
+            if report.result == "loaded":
+                gate.swap_bundle(bundle)
+                self._bundle = bundle
+                self._write_runtime()
+                log.info("policy.reloaded", source=source, bundle=report.digest,
+                         previous=report.previous, rules=report.rules)  # fmt: skip
+            elif report.result == "refused":
+                log.error("policy.reload_refused", source=source, kept=report.digest,
+                          errors=list(report.errors))  # fmt: skip
+            self.metrics.policy_reload(report.result)
+            return report
+
+    async def _watch_policies(self, interval: float) -> None:
+        """Reload when the bundle's files change (mtime or size), polled."""
+        path = self.config.policies
+        seen = await asyncio.to_thread(bundle_fingerprint, path)
+        while True:
+            await asyncio.sleep(interval)
+            current = await asyncio.to_thread(bundle_fingerprint, path)
+            if current != seen:
+                seen = current
+                await self.reload_policies("watch")
+
     def runtime_info(self) -> dict[str, Any]:
         assert self.proxy is not None and self.control is not None
         return {
             "pid": os.getpid(),
-            "proxy": f"127.0.0.1:{self.proxy.port}",
-            "control": f"http://127.0.0.1:{self.control.port}",
+            "proxy": f"{_reachable(self.config.listen)}:{self.proxy.port}",
+            "control": f"http://{_reachable(self.config.control)}:{self.control.port}",
             "ca_cert": str(self.proxy.ca_cert),
             "policies": str(self.config.policies),
             "bundle": self.bundle.digest,
@@ -220,6 +329,11 @@ class Guardproxy:
         os.chmod(path, 0o600)
 
     async def stop(self) -> None:
+        """Stop accepting connections, answer live held requests (their holds stay
+        pending), write queued records, close the store."""
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            self._watch_task = None
         if self.notifications is not None:
             await self.notifications.stop()
             self.notifications = None
@@ -229,9 +343,11 @@ class Guardproxy:
                 await self._sweeper
             self._sweeper = None
         if self.proxy is not None:
-            await self.proxy.stop()
+            await self.proxy.stop(drain=SHUTDOWN_DRAIN_SECONDS)
         if self.control is not None:
             await self.control.stop()
+        if self.ops_server is not None:
+            await self.ops_server.stop()
         if self.gate is not None:
             await asyncio.to_thread(self.gate.flush)
             self.gate = None
@@ -250,6 +366,25 @@ class Guardproxy:
             if info.get("pid") == os.getpid():
                 runtime.unlink(missing_ok=True)
         log.info("guardproxy.stopped")
+
+
+def _reachable(address: str) -> str:
+    """A host to connect to a socket bound at ``address`` (a wildcard means loopback)."""
+    host = split_host_port(address)[0]
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def _own_addresses(bound: str) -> set[str]:
+    """The names and addresses a request could use to reach a socket bound to ``bound``."""
+    own = {bound.lower()}
+    if bound in ("0.0.0.0", "::", ""):
+        name = socket.gethostname()
+        own.update({name.lower(), socket.getfqdn().lower()})
+        with contextlib.suppress(OSError):
+            own.update(str(info[4][0]) for info in socket.getaddrinfo(name, None))
+    return own
 
 
 class BackgroundGuardproxy:

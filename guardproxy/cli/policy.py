@@ -16,6 +16,7 @@ from guardproxy.action import Action
 from guardproxy.cli.errors import UsageError
 from guardproxy.cli.style import Style
 from guardproxy.context import Context
+from guardproxy.control.client import ControlClient, ControlError
 from guardproxy.policy import load_bundle
 from guardproxy.policy.bundle import Bundle
 from guardproxy.policy.decision import Decision
@@ -92,6 +93,15 @@ def add_commands(subparsers: Any) -> None:
         help="write every schema into DIR instead (guardproxy/schemas is the shipped copy)",
     )
     schema.set_defaults(handler=cmd_schema)
+
+    reload = commands.add_parser(
+        "reload", help="make a running guardproxy load and lint its bundle again"
+    )
+    reload.add_argument("--control", metavar="URL", help="control API URL (default: found)")
+    reload.add_argument("--token", help="control API token (default: data directory)")
+    reload.add_argument("--data-dir", type=Path, metavar="DIR")
+    reload.add_argument("--json", action="store_true", help="the server's report as JSON")
+    reload.set_defaults(handler=cmd_reload)
 
 
 # ---------------------------------------------------------------------------
@@ -416,4 +426,38 @@ def cmd_schema(args: argparse.Namespace) -> int:
             print(path)
         return 0
     print(render(schemas()[f"{args.name}.schema.json"]), end="")
+    return 0
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Exit 0 when the bundle was loaded or is unchanged, 1 when it was refused."""
+    try:
+        client = ControlClient.locate(url=args.control, token=args.token, data_dir=args.data_dir)
+        report = client.call("POST", "/v1/policies/reload")
+    except ControlError as error:
+        if not (isinstance(error.body, dict) and "result" in error.body):
+            print(f"guardproxy: {error}", file=sys.stderr)
+            return 1
+        report = error.body
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0 if report["ok"] else 1
+    style = Style()
+    for line in report["errors"]:
+        print(line, file=sys.stderr)
+    for line in report["warnings"]:
+        print(line, file=sys.stderr)
+    digest = str(report["bundle"])[:19]
+    if report["result"] == "refused":
+        print(
+            f"{style('refused', 'red')}: the bundle has {len(report['errors'])} error(s); "
+            f"bundle {digest} stays in force. Fix them (guardproxy policy lint) and reload.",
+            file=sys.stderr,
+        )
+        return 1
+    if report["result"] == "unchanged":
+        print(f"{style('ok', 'green')}: unchanged, bundle {digest} ({report['rules']} rules)")
+    else:
+        print(f"{style('ok', 'green')}: loaded bundle {digest} ({report['rules']} rules), "
+              f"replacing {str(report['previous'])[:19]}")  # fmt: skip
     return 0

@@ -13,8 +13,9 @@ from typing import Any
 import pydantic
 import yaml
 
-from guardproxy.config import ProxyConfig, ReverseListener
+from guardproxy.config import ProxyConfig, ReverseListener, split_host_port
 from guardproxy.control.client import DEFAULT_DATA_DIR
+from guardproxy.ops.reload import ReloadReport
 from guardproxy.server import Guardproxy, StartError
 
 
@@ -130,6 +131,30 @@ def add_commands(subparsers: Any) -> None:
         help="forwarded deletes and destroys per session in 10 minutes before every "
         "further change is held (default 10)",
     )
+    serve.add_argument(
+        "--store",
+        metavar="URL",
+        help="database URL (default: $GUARDPROXY_STORE, else SQLite in the data directory)",
+    )
+    serve.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="also serve /metrics, /healthz and /readyz (no token) on this address",
+    )
+    serve.add_argument(
+        "--watch-policies",
+        type=float,
+        metavar="SECONDS",
+        help="reload the bundle when its files change, checking every SECONDS "
+        "(SIGHUP and `guardproxy policy reload` always work)",
+    )
+    serve.add_argument(
+        "--allow-remote-listen",
+        action="store_true",
+        default=None,
+        help="allow non-loopback addresses (containers whose network keeps agents "
+        "away from the control port, see docker/)",
+    )
     serve.set_defaults(handler=cmd_serve)
 
 
@@ -151,6 +176,10 @@ def build_config(args: argparse.Namespace, **overrides: Any) -> ProxyConfig:
         "control": getattr(args, "control", None),
         "console_url": getattr(args, "console_url", None),
         "destructive_budget": getattr(args, "destructive_budget", None),
+        "store": (args.store or os.environ.get("GUARDPROXY_STORE")) if "store" in args else None,
+        "metrics_listen": getattr(args, "metrics_listen", None),
+        "watch_policies_seconds": getattr(args, "watch_policies", None),
+        "allow_remote_listen": getattr(args, "allow_remote_listen", None),
     }
     values.update({k: v for k, v in flags.items() if v is not None})
     values.setdefault("policies", default_policies())
@@ -223,21 +252,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 async def _serve(config: ProxyConfig) -> None:
     service = Guardproxy(config)
+    # signals first: a SIGHUP must never meet the default action (exit) once runtime.json
+    # says we are up; one during start is moot, start loads the files as they are
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[ReloadReport]] = set()
+
+    def reload() -> None:
+        if service.gate is None:
+            return
+        task = loop.create_task(service.reload_policies("sighup"))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     await service.start()
     assert service.proxy is not None and service.control is not None
+    proxy_host = split_host_port(config.listen)[0]
+    control_host = split_host_port(config.control)[0]
     print(
-        f"guardproxy: proxy on 127.0.0.1:{service.proxy.port}, control API on "
-        f"127.0.0.1:{service.control.port} (console {service.console_url()}), "
+        f"guardproxy: proxy on {proxy_host}:{service.proxy.port}, control API on "
+        f"{control_host}:{service.control.port} (console {service.console_url()}), "
         f"policies {config.policies} "
         f"({len(service.bundle.rules)} rules). Wrap an agent with: "
         f"guardproxy run --proxy http://127.0.0.1:{service.proxy.port} -- COMMAND",
         file=sys.stderr,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     try:
         await stop.wait()
     finally:

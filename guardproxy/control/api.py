@@ -46,6 +46,7 @@ from guardproxy.control.schema import (
     openapi_document,
 )
 from guardproxy.gate.gate import Gate
+from guardproxy.ops.http import Operations, ops_routes
 from guardproxy.session.registry import SessionRegistry
 from guardproxy.store.base import (
     Approval,
@@ -180,6 +181,7 @@ class ControlContext:
     runtime: Callable[[], dict[str, Any]]
     events: HoldEvents
     """Hold lifecycle events, for live views (the console's event stream)."""
+    ops: Operations
 
 
 Audience = Literal["none", "admin", "approver", "any"]
@@ -263,13 +265,6 @@ class _Handler(tornado.web.RequestHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         self.fail(status_code, self._reason)
-
-
-class HealthHandler(_Handler):
-    audience = "none"
-
-    def get(self) -> None:
-        self.write_json({"ok": True})
 
 
 class OpenApiHandler(_Handler):
@@ -474,6 +469,17 @@ class TlsReloadHandler(_Handler):
         self.write_json({"ok": True})
 
 
+class PolicyReloadHandler(_Handler):
+    """Load and lint the policy bundle again; an invalid one is refused (409) and the
+    last good one stays in force."""
+
+    audience = "admin"
+
+    async def post(self) -> None:
+        report = await self.ctx.ops.reload_policies("api")
+        self.write_json(report.as_json(), 200 if report.ok else 409)
+
+
 def _state(name: str) -> HoldState | None:
     try:
         return HoldState(name)
@@ -484,6 +490,13 @@ def _state(name: str) -> HoldState | None:
 _HOLD_ERRORS = (401, 403, 404, 503)
 ENDPOINTS: list[Endpoint] = [
     Endpoint("get", "/healthz", "Liveness", "none"),
+    Endpoint("get", "/readyz", "Readiness: policies loaded, store answering, proxy listening "
+             "(503 otherwise)", "none", errors=(503,)),
+    Endpoint("get", "/metrics", "Prometheus metrics (text exposition format)", "none",
+             media_type="text/plain"),
+    Endpoint("post", "/v1/policies/reload", "Load and lint the policy bundle again; an "
+             "invalid one is refused (409) and the last good one stays", "admin",
+             errors=(401, 403, 409)),
     Endpoint("get", "/openapi.json", "This document", "none"),
     Endpoint("get", "/v1/whoami", "Who the token belongs to", "any", WhoamiOut, errors=(401,)),
     Endpoint(
@@ -535,7 +548,7 @@ ENDPOINTS: list[Endpoint] = [
 def make_app(context: ControlContext) -> tornado.web.Application:
     with_context = {"context": context}
     routes: list[Any] = [
-        (r"/healthz", HealthHandler, with_context),
+        *ops_routes(context.ops),
         (r"/openapi.json", OpenApiHandler, with_context),
         (r"/v1/whoami", WhoamiHandler, with_context),
         (r"/v1/holds", HoldsHandler, with_context),
@@ -546,6 +559,7 @@ def make_app(context: ControlContext) -> tornado.web.Application:
         (r"/v1/sessions/([\w:.-]+)/end", SessionEndHandler, with_context),
         (r"/v1/tls/reload", TlsReloadHandler, with_context),
         (r"/v1/runtime", RuntimeHandler, with_context),
+        (r"/v1/policies/reload", PolicyReloadHandler, with_context),
     ]
     from guardproxy.control.console import console_routes  # noqa: PLC0415 - it imports this module
 

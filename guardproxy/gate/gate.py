@@ -15,6 +15,7 @@ import asyncio
 import json
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -35,6 +36,7 @@ from guardproxy.context import Context
 from guardproxy.gate.digest import request_digest
 from guardproxy.gate.recorder import DecisionRecorder
 from guardproxy.gate.responses import NativeAnswer, native_answer
+from guardproxy.ops.metrics import Metrics
 from guardproxy.policy import Bundle, Decision, evaluate
 from guardproxy.policy.model import Outcome, duration_seconds
 from guardproxy.recognise.request import HttpRequest
@@ -158,15 +160,19 @@ class _Waiters:
             self.wake(hold_id, state)
 
 
+_EXPIRED = "no approval within the time-out; the request is denied"
+
+
 class Gate:
     def __init__(
         self,
         store: Store,
-        bundle: Callable[[], Bundle],
+        bundle: Bundle,
         *,
         hold_window: float,
         clock: Clock = utc_now,
         events: HoldEvents | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.events = events or HoldEvents()
         self._store = store
@@ -178,18 +184,46 @@ class Gate:
         self._closing = False
         self._deciding = threading.Lock()  # one verdict at a time: quorum counts stay exact
         self._escalated: set[str] = set()
+        self._in_flight = 0
+        self.metrics = metrics or Metrics()
+        self.metrics.count_waiting(self.waiting)
+        self.metrics.bundle_in_force(bundle.digest)
+
+    # -- the policy bundle
+
+    @property
+    def bundle(self) -> Bundle:
+        """The bundle new decisions use; each decision records its digest."""
+        return self._bundle
+
+    def swap_bundle(self, bundle: Bundle) -> Bundle:
+        """Make ``bundle`` the one in force (one reference assignment: a decision being
+        evaluated keeps the bundle it started with); returns the previous one."""
+        previous, self._bundle = self._bundle, bundle
+        self.metrics.bundle_in_force(bundle.digest)
+        return previous
 
     # -- the request path
 
-    def decide(self, action: Action, context: Context) -> Decision:
-        """The policy decision (pure; callers run it off the event loop)."""
-        return evaluate(self._bundle(), action, context)
+    def decide(self, action: Action, context: Context, bundle: Bundle | None = None) -> Decision:
+        """The policy decision by ``bundle`` (default: the one in force); pure, so
+        callers run it off the event loop."""
+        return evaluate(bundle or self._bundle, action, context)
 
-    def reads_history(self, verb: Verb) -> bool:
-        """Whether the current bundle can read session history for ``verb``."""
-        return self._bundle().reads_history(verb)
+    def waiting(self) -> int:
+        """Live requests waiting on holds now."""
+        return sum(len(futures) for futures in self._waiters.futures.values())
 
     async def handle(
+        self, request: HttpRequest, action: Action, context: Context, decision: Decision
+    ) -> Verdict:
+        self._in_flight += 1
+        try:
+            return await self._handle(request, action, context, decision)
+        finally:
+            self._in_flight -= 1
+
+    async def _handle(
         self, request: HttpRequest, action: Action, context: Context, decision: Decision
     ) -> Verdict:
         decision_id = "d-" + secrets.token_hex(6)
@@ -228,8 +262,10 @@ class Gate:
                 await asyncio.to_thread(self._store.append_decision, record())
             except StoreError as error:
                 bound.error("decision.not_recorded", error=str(error))
+                self.metrics.store_error("append_decision")
                 if isinstance(verdict, Forward):
                     return self._fail_closed(request, action, decision_id)
+        self.metrics.decision(action, outcome)
         bound.info(
             "decision",
             outcome=outcome,
@@ -252,6 +288,7 @@ class Gate:
         return _answer(request, action, message, kind="deny", decision_id=decision_id)
 
     def _fail_closed(self, request: HttpRequest, action: Action, decision_id: str) -> Answer:
+        self.metrics.failed_closed("store")
         message = (
             "guardproxy could not record this request, so it was not sent. "
             "Tell the user guardproxy's store is failing; do not retry it another way."
@@ -284,6 +321,7 @@ class Gate:
                 self.events.publish(_event("held", hold, now, reason=decision.message))
         except StoreError as error:
             log.error("hold.store_failed", error=str(error))
+            self.metrics.store_error("hold")
             return self._fail_closed(request, action, decision_id)
         return await self._wait(request, action, decision, hold, decision_id, digest)
 
@@ -311,6 +349,7 @@ class Gate:
             detail_json=json.dumps(hold_detail(request, context)),
         )
         log.info("hold.created", hold=hold.id, session=session_id, action=hold.summary)
+        self.metrics.hold_created()
         return hold
 
     async def _wait(
@@ -338,6 +377,7 @@ class Gate:
                 )
             except StoreError as error:
                 log.error("hold.store_failed", error=str(error))
+                self.metrics.store_error("consume_approval")
                 return self._fail_closed(request, action, decision_id)
             if granted is not None:
                 self._released(granted)
@@ -368,13 +408,19 @@ class Gate:
         hold: Hold,
         decision_id: str,
     ) -> Answer:
-        lead = "guardproxy is shutting down; " if self._closing else ""
-        message = (
-            f"guardproxy: {lead}{decision.message} This request is held for human approval "
-            f"(hold {hold.id}). Do not retry it in another form or with another tool. "
-            "Tell the user it needs approval, wait, then retry exactly the same call "
-            "once it is approved."
-        )
+        if self._closing:
+            message = (
+                f"guardproxy is shutting down; the hold {hold.id} stays pending; retry the "
+                f"same call later. {decision.message} Do not retry it in another form or "
+                "with another tool; tell the user it needs approval."
+            )
+        else:
+            message = (
+                f"guardproxy: {decision.message} This request is held for human approval "
+                f"(hold {hold.id}). Do not retry it in another form or with another tool. "
+                "Tell the user it needs approval, wait, then retry exactly the same call "
+                "once it is approved."
+            )
         return _answer(
             request, action, message, kind="hold", decision_id=decision_id, hold_id=hold.id
         )
@@ -414,9 +460,13 @@ class Gate:
         )
         for event in events:
             self.events.publish(event)
-        if outcome.hold.state is not HoldState.PENDING:
-            woken = self._waiters.wake(hold_id, outcome.hold.state)
-            log.info("hold.resolved", hold=hold_id, state=outcome.hold.state.value, woken=woken)
+        hold = outcome.hold
+        if hold.state is not HoldState.PENDING:
+            woken = self._waiters.wake(hold_id, hold.state)
+            log.info("hold.resolved", hold=hold_id, state=hold.state.value, woken=woken)
+            resolved_at = hold.resolved_at or self._clock()
+            waited = (resolved_at - hold.created_at).total_seconds()
+            self.metrics.hold_resolved(hold.state.value, waited)
         return outcome
 
     def _decide_hold(
@@ -491,7 +541,7 @@ class Gate:
                 "guardproxy kept no decision context for this hold, so it cannot re-check it "
                 "against the current policy; the request must be made again"
             )
-        now = evaluate(self._bundle(), action, context)
+        now = evaluate(self._bundle, action, context)
         rules = ", ".join(now.determining_rules) or now.basis
         if now.outcome is Outcome.DENY:
             return f"the current policy denies this request now ({rules}): {now.message}"
@@ -507,8 +557,9 @@ class Gate:
         events, expired = await asyncio.to_thread(self._sweep)
         for event in events:
             self.events.publish(event)
-        for hold_id in expired:
+        for hold_id, waited in expired:
             self._waiters.wake(hold_id, HoldState.EXPIRED)
+            self.metrics.hold_resolved(HoldState.EXPIRED.value, waited)
 
     async def run_sweeper(self, interval: float = 0.5) -> None:
         """Sweep until cancelled; a failing store is logged and tried again."""
@@ -519,7 +570,9 @@ class Gate:
             except StoreError as error:
                 log.error("hold.sweep_failed", error=str(error))
 
-    def _sweep(self) -> tuple[list[HoldEvent], list[str]]:
+    def _sweep(self) -> tuple[list[HoldEvent], list[tuple[str, float]]]:
+        """Events to publish, and each expired hold with how long it waited."""
+        expired: list[Hold] = []
         with self._deciding:
             now = self._clock()
             pending = self._store.list_holds(state=HoldState.PENDING, limit=_SWEEP_BATCH)
@@ -528,8 +581,9 @@ class Gate:
             events = [e for e in (self._escalation(h, now) for h in pending) if e is not None]
             # a read first: the write transaction only when something may be due
             if len(pending) == _SWEEP_BATCH or any(h.expires_at <= now for h in pending):
-                events.extend(self._expire(now))
-        return events, [e.hold_id for e in events if e.kind == "expired"]
+                expired = self._expire(now)
+                events.extend(_event("expired", hold, now, reason=_EXPIRED) for hold in expired)
+        return events, [(h.id, (now - h.created_at).total_seconds()) for h in expired]
 
     def _escalation(self, hold: Hold, now: datetime) -> HoldEvent | None:
         """The escalation notice of a hold half-way to its time-out, once."""
@@ -546,17 +600,26 @@ class Gate:
         log.warning("hold.escalated", hold=hold.id, progress=counted.text())
         return _event("escalated", hold, now, reason=reason)
 
-    def _expire(self, now: datetime) -> list[HoldEvent]:
-        reason = "no approval within the time-out; the request is denied"
+    def _expire(self, now: datetime) -> list[Hold]:
         expired = self._store.expire_holds(now)
         for hold in expired:
             log.info("hold.expired", hold=hold.id)
-        return [_event("expired", hold, now, reason=reason) for hold in expired]
+        return expired
 
     def close(self) -> None:
-        """Answer every live held request now (with the pending message), e.g. on shutdown."""
+        """Answer every live held request now (with the pending message), e.g. on shutdown.
+
+        The holds stay pending in the store: an approval given later lets the retry pass.
+        """
         self._closing = True
         self._waiters.wake_all(HoldState.PENDING)
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait (bounded) until no request is between decision and answer."""
+        deadline = time.monotonic() + timeout
+        while self._in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return not self._in_flight
 
     def flush(self) -> None:
         """Write queued decision records (blocking); the gate is unusable afterwards."""

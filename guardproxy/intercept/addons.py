@@ -13,13 +13,14 @@ import fnmatch
 import ipaddress
 import re
 import socket
+import time
 from collections.abc import Callable
 from datetime import datetime
 
 import structlog
 from mitmproxy import connection, http, tls
 from mitmproxy.addons.proxyauth import parse_http_basic_auth
-from mitmproxy.proxy import mode_specs
+from mitmproxy.proxy import mode_specs, server_hooks
 
 from guardproxy.action import Action, Verb
 from guardproxy.context import Context, SessionInfo
@@ -37,16 +38,7 @@ log = structlog.get_logger(__name__)
 SESSION = "guardproxy.session"
 DECISION = "guardproxy.decision"
 LEARNER = "guardproxy.learner"
-_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
-
-
-def _reaches_this_host(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", maxsplit=1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback or ip.is_unspecified
-
-
+_LOOPBACK = {"127.0.0.1", "::1", "localhost", "0.0.0.0", "::"}  # 0.0.0.0 reaches this host too
 _INLINE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _READ_BATCH_SECONDS = 0.05
 
@@ -240,6 +232,7 @@ class Guard:
         self._history = history
         self._protected = protected
         self._protected_set: set[tuple[str, int]] = set()
+        self._protected_ports: frozenset[int] = frozenset()
         self._reads: list[tuple[Action, str, str, datetime]] = []
         self._clock = clock
 
@@ -255,11 +248,13 @@ class Guard:
             _respond(flow, self._refuse_control(request, action))
             log.warning("control.refused", session=session.id, host=request.host)
             return
+        started = time.perf_counter()
         if request.method in _INLINE_METHODS and not request.body:
             # a bodiless read decides in ~0.1 ms; a thread hop would cost more than that
             action, context, decision = self._decide(request, session)
         else:
             action, context, decision = await asyncio.to_thread(self._decide, request, session)
+        self._gate.metrics.decision_latency(time.perf_counter() - started)
         verdict = await self._gate.handle(request, action, context, decision)
         flow.metadata[DECISION] = verdict.decision_id
         # before the request goes out: the next decision of the session must see it
@@ -296,11 +291,31 @@ class Guard:
         """Recognise, compute the context and evaluate in one trip off the event loop."""
         recognised = resolve(recognise(request, self._settings), self._history.names)
         action = _with_actor(recognised, session, request)
-        if self._gate.reads_history(action.verb):
+        bundle = self._gate.bundle  # one bundle for the whole decision, even across a reload
+        if bundle.reads_history(action.verb):
             context = self._history.context(action, session, self._clock())
         else:  # no rule could read it: the decision is the same without it
             context = Context(now=self._clock(), session=session)
-        return action, context, self._gate.decide(action, context)
+        return action, context, self._gate.decide(action, context, bundle)
+
+    async def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+        """Refuse a connection to guardproxy's own ports by any name that resolves here
+        (`localhost.`, `127.1`, the container's own address...): decided on the address
+        actually connected to, not on how the request spelt it."""
+        if data.server.address is None or data.server.error:
+            return
+        host, port = data.server.address
+        if not self._protected_ports:
+            self._protected_ports = frozenset(p for _, p in self._protected())
+        if port not in self._protected_ports:
+            return
+        try:
+            resolved = await asyncio.get_running_loop().getaddrinfo(host, port)
+        except OSError:
+            return  # the connection attempt fails by itself
+        if any(_is_local_address(str(info[4][0])) for info in resolved):
+            data.server.error = "guardproxy: guarded sessions cannot reach guardproxy itself"
+            log.warning("control.refused", host=host, port=port)
 
     async def _is_protected(self, request: HttpRequest) -> bool:
         host = request.host.strip("[]").lower()
@@ -323,7 +338,7 @@ class Guard:
         except OSError:
             return False  # unresolvable: the upstream connection cannot be made either
         addresses = {str(info[4][0]) for info in found}
-        return any(_reaches_this_host(a) or (a, request.port) in targets for a in addresses)
+        return any(_is_local_address(a) or (a, request.port) in targets for a in addresses)
 
     @staticmethod
     def _refuse_control(request: HttpRequest, action: Action) -> NativeAnswer:
@@ -332,6 +347,23 @@ class Guard:
             "Approvals come from a human, not from the agent."
         )
         return native_answer(request, action, message, decision="deny", reference="control")
+
+
+def _is_local_address(address: str) -> bool:
+    """Whether ``address`` is this host's own (loopback, unspecified, or an interface's):
+    only a local address can be bound."""
+    ip = ipaddress.ip_address(address.partition("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+    if ip.is_loopback or ip.is_unspecified:
+        return True
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((str(ip), 0))
+        except OSError:
+            return False
+    return True
 
 
 def _with_actor(action: Action, session: SessionInfo, request: HttpRequest) -> Action:

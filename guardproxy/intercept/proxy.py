@@ -188,12 +188,16 @@ class GuardProxy:
     def ca_cert(self) -> Path:
         return self._config.ca_dir / CA_CERT
 
-    async def stop(self) -> None:
-        """Answer held requests, stop the master, and close the listening sockets."""
-        self._gate.close()
+    async def stop(self, *, drain: float = 5.0) -> None:
+        """Close the listening sockets, answer held requests (bounded by ``drain``
+        seconds), then stop the master."""
         master, task = self._master, self._task
+        if master is not None:
+            await master.addons.get("proxyserver").servers.update([])
+        self._gate.close()
         if master is None or task is None:
             return
+        await self._gate.drain(drain)
         master.shutdown()
         try:
             await asyncio.wait_for(task, timeout=10)

@@ -53,7 +53,7 @@ def hold_for(store: SqliteStore, on_timeout: Literal["deny", "escalate"]) -> str
 
 def gate_with_events(store: SqliteStore, clock: Clock) -> tuple[Gate, list[HoldEvent]]:
     bundle = load_policies(POLICIES)
-    gate = Gate(store, lambda: bundle, hold_window=0.01, clock=clock)
+    gate = Gate(store, bundle, hold_window=0.01, clock=clock)
     heard: list[HoldEvent] = []
     gate.events.subscribe(heard.append)
     return gate, heard

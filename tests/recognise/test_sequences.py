@@ -49,7 +49,7 @@ class Pipeline:
         self.store = SqliteStore(path)
         self.bundle = load_policies(POLICIES)
         self.now = T0
-        self.gate = Gate(self.store, lambda: self.bundle, hold_window=0.001, clock=self.clock)
+        self.gate = Gate(self.store, self.bundle, hold_window=0.001, clock=self.clock)
         self.settings = HistorySettings(destructive_budget=budget)
         self.history = SessionHistory(self.store, self.settings)
         self.session = SessionInfo(id="s-1", name="test", agent="claude-code", anonymous=False)

@@ -1,0 +1,1 @@
+"""Operating a running guardproxy: metrics, health and readiness, policy reload."""
