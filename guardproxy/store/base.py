@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from base64 import b32encode
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -231,6 +231,10 @@ class EventTotal:
     count: int
 
 
+HoldWatcher = Callable[[str, HoldState], None]
+"""Called with a hold's id and new state when any process changes it (see ``watch_holds``)."""
+
+
 # -- the interface ------------------------------------------------------------------
 
 
@@ -242,6 +246,17 @@ class Store(Protocol):
     """
 
     def close(self) -> None: ...
+
+    def watch_holds(self, callback: HoldWatcher) -> None:
+        """Call ``callback`` whenever another process changes a hold's state.
+
+        A store shared by several proxies (PostgreSQL) calls it from a background
+        thread within moments of the change, so an approval given through one replica
+        releases a request waiting on another.  A single-host store may never call it:
+        its one proxy resolves holds itself.  Notifications can be lost (a dropped
+        connection), so callers re-read holds now and then as well.
+        """
+        ...
 
     # sessions
 

@@ -1,7 +1,7 @@
 """Atomicity under concurrency: one winner, whether threads share a store or not.
 
-Sharing one ``SqliteStore`` is how the proxy's worker threads use it; separate
-stores on the same file stand in for separate processes (the CLI approving a hold
+Sharing one store is how the proxy's worker threads use it; separate stores on the
+same database stand in for separate processes or replicas (the CLI approving a hold
 while the proxy consumes it), which only the database's own locking can serialise.
 """
 
@@ -11,9 +11,10 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-from guardproxy.store import Hold, HoldConflict, HoldState, SqliteStore
+from guardproxy.store import Hold, HoldConflict, HoldState, Store
+
+from .conftest import OpenStore
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 THREADS = 8
@@ -31,7 +32,7 @@ def _race[R](work: Callable[[int], R]) -> list[R]:
         return list(pool.map(run, range(THREADS)))
 
 
-def _approved_once(store: SqliteStore) -> Hold:
+def _approved_once(store: Store) -> Hold:
     hold = store.create_hold(
         session_id="s-1",
         request_digest="d",
@@ -45,7 +46,7 @@ def _approved_once(store: SqliteStore) -> Hold:
     return store.resolve_hold(hold.id, state=HoldState.APPROVED, by="a", reason="", now=T0)
 
 
-def test_once_grant_has_one_winner_among_threads(store: SqliteStore) -> None:
+def test_once_grant_has_one_winner_among_threads(store: Store) -> None:
     hold = _approved_once(store)
     results = _race(lambda _: store.consume_approval("s-1", "d", T0 + timedelta(seconds=1)))
     winners = [r for r in results if r is not None]
@@ -53,9 +54,11 @@ def test_once_grant_has_one_winner_among_threads(store: SqliteStore) -> None:
     assert winners[0].state is HoldState.RELEASED
 
 
-def test_once_grant_has_one_winner_across_connections(db_path: Path, store: SqliteStore) -> None:
+def test_once_grant_has_one_winner_across_connections(
+    open_store_again: OpenStore, store: Store
+) -> None:
     hold = _approved_once(store)
-    stores = [SqliteStore(db_path) for _ in range(THREADS)]
+    stores = [open_store_again() for _ in range(THREADS)]
     try:
         results = _race(lambda i: stores[i].consume_approval("s-1", "d", T0 + timedelta(seconds=1)))
     finally:
@@ -64,7 +67,7 @@ def test_once_grant_has_one_winner_across_connections(db_path: Path, store: Sqli
     assert [r.id for r in results if r is not None] == [hold.id]
 
 
-def test_concurrent_approvals_resolve_once(db_path: Path, store: SqliteStore) -> None:
+def test_concurrent_approvals_resolve_once(open_store_again: OpenStore, store: Store) -> None:
     hold = store.create_hold(
         session_id="s-1",
         request_digest="d",
@@ -75,7 +78,7 @@ def test_concurrent_approvals_resolve_once(db_path: Path, store: SqliteStore) ->
         created_at=T0,
         expires_at=T0 + timedelta(minutes=5),
     )
-    stores = [SqliteStore(db_path) for _ in range(THREADS // 2)]
+    stores = [open_store_again() for _ in range(THREADS // 2)]
 
     def approve(i: int) -> str:
         target = store if i % 2 else stores[i // 2]

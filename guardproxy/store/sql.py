@@ -1,0 +1,613 @@
+"""The store's SQL, shared by the SQLite and PostgreSQL backends.
+
+Both backends keep the same tables with the same column types (timestamps as
+fixed-width UTC text, JSON as verbatim text), so every query, transition and row
+mapping is written once here.  A backend supplies transactions (:meth:`_read`,
+:meth:`_write`) that yield a :class:`Db`, and the few things that differ:
+
+* queries use ``?`` placeholders; the PostgreSQL connection adapter rewrites them;
+* ``rowid`` orders rows inserted at the same instant (SQLite's implicit column; an
+  identity column of that name in PostgreSQL);
+* ``_FOR_UPDATE`` locks a hold read before it is changed.  SQLite serialises
+  writers with ``BEGIN IMMEDIATE`` and needs nothing; PostgreSQL's row lock makes a
+  second approver wait and then see the first one's verdict;
+* which driver exceptions are integrity errors, and what they mean.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar, Protocol
+
+from guardproxy.store.base import (
+    Approval,
+    DecisionRecord,
+    EventTotal,
+    Hold,
+    HoldConflict,
+    HoldState,
+    HoldWatcher,
+    InvalidValueError,
+    NotFoundError,
+    SchemaVersionError,
+    Session,
+    SessionEvent,
+    StoreError,
+    Verdict,
+    grant_seconds,
+    new_hold_id,
+)
+
+_HOLD_ID_ATTEMPTS = 8
+
+
+class Row(Protocol):
+    """A result row read by column name (``sqlite3.Row``, a psycopg ``dict_row``)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Db(Protocol):
+    """The part of a DB-API connection the shared queries use, inside one transaction."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Cursor: ...
+
+    def executemany(self, sql: str, seq_of_parameters: Sequence[Sequence[Any]], /) -> Any: ...
+
+
+class SqlStore:
+    """:class:`~guardproxy.store.base.Store` over any SQL backend with the shared schema."""
+
+    _FOR_UPDATE: ClassVar[str] = ""
+    _integrity_errors: ClassVar[tuple[type[Exception], ...]] = ()
+
+    def _read(self) -> AbstractContextManager[Db]:
+        raise NotImplementedError
+
+    def _write(self) -> AbstractContextManager[Db]:
+        """A transaction: committed on success, rolled back on any error."""
+        raise NotImplementedError
+
+    def _integrity(self, exc: Exception, what: str) -> StoreError:
+        """What an integrity error from the driver means for ``what``."""
+        raise NotImplementedError
+
+    def watch_holds(self, callback: HoldWatcher) -> None:
+        """Nothing to watch: one SQLite file has one proxy, which resolves holds itself."""
+
+    # -- sessions -------------------------------------------------------------------
+
+    def create_session(self, session: Session) -> None:
+        row = (
+            session.id,
+            session.name,
+            session.user,
+            session.agent,
+            json.dumps(list(session.command)),
+            session.cwd,
+            json.dumps(list(session.labels)),
+            _ts(session.started_at),
+            _ts_or_none(session.ended_at),
+            int(session.anonymous),
+            session.token_hash,
+        )
+        with self._write() as db:
+            try:
+                db.execute(
+                    f"INSERT INTO sessions ({_SESSION_COLUMNS})"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    row,
+                )
+            except self._integrity_errors as exc:
+                raise self._integrity(exc, f"session {session.id}") from exc
+
+    def get_session(self, session_id: str) -> Session | None:
+        with self._read() as db:
+            row = db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        return None if row is None else _session(row)
+
+    def find_session_by_token(self, token_hash: str) -> Session | None:
+        with self._read() as db:
+            row = db.execute(
+                "SELECT * FROM sessions WHERE token_hash = ?", (token_hash,)
+            ).fetchone()
+        return None if row is None else _session(row)
+
+    def end_session(self, session_id: str, at: datetime) -> Session:
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE sessions SET ended_at = COALESCE(ended_at, ?) WHERE id = ?",
+                (_ts(at), session_id),
+            )
+            if cursor.rowcount == 0:
+                raise NotFoundError(f"no session {session_id}")
+            row = db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        return _session(row)
+
+    def list_sessions(self, *, active_only: bool = False, limit: int = 100) -> list[Session]:
+        where = "WHERE ended_at IS NULL" if active_only else ""
+        with self._read() as db:
+            rows = db.execute(
+                f"SELECT * FROM sessions {where} ORDER BY started_at DESC, rowid DESC LIMIT ?",
+                (_limit(limit),),
+            ).fetchall()
+        return [_session(row) for row in rows]
+
+    # -- holds ----------------------------------------------------------------------
+
+    def create_hold(
+        self,
+        *,
+        session_id: str,
+        request_digest: str,
+        action_json: str,
+        decision_json: str,
+        summary: str,
+        grant: str,
+        created_at: datetime,
+        expires_at: datetime,
+    ) -> Hold:
+        grant_seconds(grant)  # refuse a malformed grant before it can be approved
+        one_line = " ".join(summary.splitlines())
+        created, expires = _ts(created_at), _ts(expires_at)
+        with self._write() as db:
+            hold_id = _unused_hold_id(db)
+            try:
+                db.execute(
+                    "INSERT INTO holds (id, created_at, expires_at, session_id, request_digest,"
+                    " action, decision, summary, state, grant_spec)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+                    (
+                        hold_id,
+                        created,
+                        expires,
+                        session_id,
+                        request_digest,
+                        action_json,
+                        decision_json,
+                        one_line,
+                        grant,
+                    ),
+                )
+            except self._integrity_errors as exc:
+                raise self._integrity(exc, f"hold {hold_id}") from exc
+            return _fetch_hold(db, hold_id)
+
+    def get_hold(self, hold_id: str) -> Hold | None:
+        with self._read() as db:
+            row = db.execute("SELECT * FROM holds WHERE id = ?", (hold_id,)).fetchone()
+        return None if row is None else _hold(row)
+
+    def find_hold(self, session_id: str, request_digest: str, now: datetime) -> Hold | None:
+        moment = _ts(now)
+        with self._read() as db:
+            row = db.execute(
+                "SELECT * FROM holds WHERE session_id = ? AND request_digest = ? AND ("
+                " (state = 'pending' AND expires_at > ?)"
+                " OR (state = 'approved' AND (grant_expires_at IS NULL OR grant_expires_at > ?))"
+                " OR state = 'denied')"
+                " ORDER BY created_at DESC, rowid DESC LIMIT 1",
+                (session_id, request_digest, moment, moment),
+            ).fetchone()
+        return None if row is None else _hold(row)
+
+    def list_holds(
+        self,
+        *,
+        state: HoldState | None = None,
+        session_id: str | None = None,
+        limit: int = 100,
+    ) -> list[Hold]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if state is not None:
+            clauses.append("state = ?")
+            params.append(HoldState(state).value)
+        if session_id is not None:
+            clauses.append("session_id = ?")
+            params.append(session_id)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._read() as db:
+            rows = db.execute(
+                f"SELECT * FROM holds {where} ORDER BY created_at DESC, rowid DESC LIMIT ?",
+                (*params, _limit(limit)),
+            ).fetchall()
+        return [_hold(row) for row in rows]
+
+    def resolve_hold(
+        self, hold_id: str, *, state: HoldState, by: str, reason: str, now: datetime
+    ) -> Hold:
+        if state not in (HoldState.APPROVED, HoldState.DENIED):
+            raise InvalidValueError(f"a hold can only be resolved approved or denied, not {state}")
+        if not by:
+            raise InvalidValueError("resolve_hold needs who resolved it")
+        wanted = "approve" if state is HoldState.APPROVED else "deny"
+        moment = _ts(now)
+        with self._write() as db:
+            hold = self._decidable(db, hold_id, now)
+            if hold.state is HoldState.PENDING:
+                seconds = grant_seconds(hold.grant) if state is HoldState.APPROVED else None
+                grant_expires = None if seconds is None else _ts(now + timedelta(seconds=seconds))
+                cursor = db.execute(
+                    "UPDATE holds SET state = ?, resolved_at = ?, resolved_by = ?, reason = ?,"
+                    " grant_expires_at = ? WHERE id = ? AND state = 'pending'",
+                    (state.value, moment, by, reason, grant_expires, hold_id),
+                )
+                hold = _fetch_hold(db, hold_id)
+                if cursor.rowcount == 1:
+                    return hold
+        raise HoldConflict(hold, wanted)
+
+    def expire_holds(self, now: datetime) -> list[Hold]:
+        moment = _ts(now)
+        with self._write() as db:
+            ids = [
+                row["id"]
+                for row in db.execute(
+                    "SELECT id FROM holds WHERE state = 'pending' AND expires_at <= ?"
+                    f" ORDER BY created_at, rowid{self._FOR_UPDATE}",
+                    (moment,),
+                ).fetchall()
+            ]
+            db.executemany(
+                "UPDATE holds SET state = 'expired', resolved_at = ?"
+                " WHERE id = ? AND state = 'pending'",
+                [(moment, hold_id) for hold_id in ids],
+            )
+            return [_fetch_hold(db, hold_id) for hold_id in ids]
+
+    def consume_approval(self, session_id: str, request_digest: str, now: datetime) -> Hold | None:
+        with self._write() as db:
+            rows = db.execute(
+                "SELECT * FROM holds WHERE session_id = ? AND request_digest = ?"
+                " AND state = 'approved' ORDER BY created_at DESC, rowid DESC",
+                (session_id, request_digest),
+            ).fetchall()
+            for row in rows:
+                hold = _hold(row)
+                if hold.grant_seconds is not None:
+                    if hold.grant_expires_at is not None and now < hold.grant_expires_at:
+                        return hold
+                    continue
+                # conditional: of concurrent consumers, only the first changes the row
+                cursor = db.execute(
+                    "UPDATE holds SET state = 'released', released_at = ?"
+                    " WHERE id = ? AND state = 'approved'",
+                    (_ts(now), hold.id),
+                )
+                if cursor.rowcount == 1:
+                    return _fetch_hold(db, hold.id)
+        return None
+
+    def _decidable(self, db: Db, hold_id: str, now: datetime) -> Hold:
+        """The hold as it stands at ``now`` (locked), for a caller about to decide on it.
+
+        A pending hold past its deadline is marked expired here (inside the caller's
+        transaction) so nobody can approve it between the deadline and the next sweep;
+        the caller raises :class:`HoldConflict` after its transaction has committed that.
+        """
+        row = db.execute(
+            f"SELECT * FROM holds WHERE id = ?{self._FOR_UPDATE}", (hold_id,)
+        ).fetchone()
+        if row is None:
+            raise NotFoundError(f"no hold {hold_id}")
+        hold = _hold(row)
+        if hold.state is HoldState.PENDING and hold.expires_at <= now:
+            db.execute(
+                "UPDATE holds SET state = 'expired', resolved_at = ? WHERE id = ?",
+                (_ts(now), hold_id),
+            )
+            hold = _fetch_hold(db, hold_id)
+        return hold
+
+    # -- approval events ------------------------------------------------------------
+
+    def record_approval(
+        self,
+        hold_id: str,
+        *,
+        approver: str,
+        groups: tuple[str, ...],
+        verdict: Verdict,
+        reason: str,
+        at: datetime,
+    ) -> Approval:
+        try:
+            verdict = Verdict(verdict)
+        except ValueError as exc:
+            raise InvalidValueError(f"verdict must be approve or deny, got {verdict!r}") from exc
+        if not approver:
+            raise InvalidValueError("an approval needs an approver")
+        with self._write() as db:
+            hold = self._decidable(db, hold_id, at)
+            if hold.state is HoldState.PENDING:
+                row = db.execute(
+                    "INSERT INTO approvals"
+                    " (hold_id, approver, approver_groups, verdict, reason, at)"
+                    " VALUES (?, ?, ?, ?, ?, ?) RETURNING *",
+                    (hold_id, approver, json.dumps(list(groups)), verdict.value, reason, _ts(at)),
+                ).fetchone()
+                return _approval(row)
+        raise HoldConflict(hold, "record a verdict on")
+
+    def list_approvals(self, hold_id: str) -> list[Approval]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT * FROM approvals WHERE hold_id = ? ORDER BY id", (hold_id,)
+            ).fetchall()
+        return [_approval(row) for row in rows]
+
+    # -- decision log ---------------------------------------------------------------
+
+    def append_decision(self, record: DecisionRecord) -> None:
+        self._insert_decisions([record], f"decision {record.id}")
+
+    def append_decisions(self, records: Sequence[DecisionRecord]) -> None:
+        self._insert_decisions(records, "a decision in the batch")
+
+    def _insert_decisions(self, records: Sequence[DecisionRecord], what: str) -> None:
+        rows = [
+            (r.id, _ts(r.at), r.session_id, r.action_json, r.context_json, r.decision_json,
+             r.outcome, r.hold_id, r.upstream_status)
+            for r in records
+        ]  # fmt: skip
+        with self._write() as db:
+            try:
+                db.executemany(
+                    f"INSERT INTO decisions ({_DECISION_COLUMNS})"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+            except self._integrity_errors as exc:
+                raise self._integrity(exc, what) from exc
+
+    def set_upstream_statuses(self, statuses: Sequence[tuple[str, int]]) -> None:
+        with self._write() as db:
+            db.executemany(
+                "UPDATE decisions SET upstream_status = ? WHERE id = ?",
+                [(status, decision_id) for decision_id, status in statuses],
+            )
+
+    def get_decision(self, decision_id: str) -> DecisionRecord | None:
+        with self._read() as db:
+            row = db.execute("SELECT * FROM decisions WHERE id = ?", (decision_id,)).fetchone()
+        return None if row is None else _decision(row)
+
+    def set_upstream_status(self, decision_id: str, status: int) -> None:
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE decisions SET upstream_status = ? WHERE id = ?", (status, decision_id)
+            )
+            if cursor.rowcount == 0:
+                raise NotFoundError(f"no decision {decision_id}")
+
+    def list_decisions(
+        self,
+        *,
+        session_id: str | None = None,
+        outcome: str | None = None,
+        limit: int = 100,
+    ) -> list[DecisionRecord]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if session_id is not None:
+            clauses.append("session_id = ?")
+            params.append(session_id)
+        if outcome is not None:
+            clauses.append("outcome = ?")
+            params.append(outcome)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._read() as db:
+            rows = db.execute(
+                f"SELECT * FROM decisions {where} ORDER BY at DESC, rowid DESC LIMIT ?",
+                (*params, _limit(limit)),
+            ).fetchall()
+        return [_decision(row) for row in rows]
+
+    # -- session history ------------------------------------------------------------
+
+    def append_session_events(self, events: Sequence[SessionEvent]) -> None:
+        rows = [
+            (e.session_id, _ts(e.at), e.summary, e.operation, e.verb, e.provider,
+             e.environment, e.resource_key, e.outcome, int(e.protection_removed),
+             int(e.recreate), e.destroyed_container)
+            for e in events
+        ]  # fmt: skip
+        with self._write() as db:
+            db.executemany(
+                f"INSERT INTO session_events ({_EVENT_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+    def session_events(
+        self, session_id: str, *, since: datetime | None = None, limit: int = 100
+    ) -> list[SessionEvent]:
+        with self._read() as db:
+            rows = db.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM session_events "
+                "WHERE session_id = ? AND at >= ? ORDER BY seq DESC LIMIT ?",
+                (session_id, "" if since is None else _ts(since), _limit(limit)),
+            ).fetchall()
+        return [_event(row) for row in rows]
+
+    def session_event_totals(self, session_id: str) -> list[EventTotal]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT verb, provider, environment, outcome, COUNT(*) AS n FROM session_events "
+                "WHERE session_id = ? GROUP BY verb, provider, environment, outcome",
+                (session_id,),
+            ).fetchall()
+        return [
+            EventTotal(row["verb"], row["provider"], row["environment"], row["outcome"], row["n"])
+            for row in rows
+        ]
+
+    def resource_events(
+        self, resource_key: str, *, outcome: str | None = None, limit: int = 100
+    ) -> list[SessionEvent]:
+        where = "resource_key = ? AND resource_key != ''"
+        params: list[object] = [resource_key]
+        if outcome is not None:
+            where += " AND outcome = ?"
+            params.append(outcome)
+        with self._read() as db:
+            rows = db.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM session_events WHERE {where} "
+                "ORDER BY seq DESC LIMIT ?",
+                (*params, _limit(limit)),
+            ).fetchall()
+        return [_event(row) for row in rows]
+
+
+# -- helpers ------------------------------------------------------------------------
+
+
+def schema_too_new(current: int, known: int) -> SchemaVersionError:
+    return SchemaVersionError(
+        f"database schema version {current} is newer than this guardproxy knows "
+        f"({known}); upgrade guardproxy or use another database"
+    )
+
+
+_SESSION_COLUMNS = (
+    "id, name, user_name, agent, command, cwd, labels, started_at, ended_at, anonymous, token_hash"
+)
+_DECISION_COLUMNS = (
+    "id, at, session_id, action, context, decision, outcome, hold_id, upstream_status"
+)
+_EVENT_COLUMNS = (
+    "session_id, at, summary, operation, verb, provider, environment, resource_key, "
+    "outcome, protection_removed, recreate, destroyed_container"
+)
+
+
+def _event(row: Row) -> SessionEvent:
+    return SessionEvent(
+        session_id=row["session_id"],
+        at=_dt_required(row["at"]),
+        summary=row["summary"],
+        operation=row["operation"],
+        verb=row["verb"],
+        provider=row["provider"],
+        environment=row["environment"],
+        resource_key=row["resource_key"],
+        outcome=row["outcome"],
+        protection_removed=bool(row["protection_removed"]),
+        recreate=bool(row["recreate"]),
+        destroyed_container=row["destroyed_container"],
+    )
+
+
+def _unused_hold_id(db: Db) -> str:
+    for _ in range(_HOLD_ID_ATTEMPTS):
+        hold_id = new_hold_id()
+        if db.execute("SELECT 1 FROM holds WHERE id = ?", (hold_id,)).fetchone() is None:
+            return hold_id
+    raise StoreError("could not find an unused hold id")  # 50 random bits: not in practice
+
+
+def _fetch_hold(db: Db, hold_id: str) -> Hold:
+    return _hold(db.execute("SELECT * FROM holds WHERE id = ?", (hold_id,)).fetchone())
+
+
+def _limit(limit: int) -> int:
+    if limit < 1:
+        raise InvalidValueError(f"limit must be positive, got {limit}")
+    return limit
+
+
+_TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def _ts(moment: datetime) -> str:
+    """Fixed-width UTC text, so SQL string comparison is time comparison."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise InvalidValueError(f"timestamps must be timezone-aware, got {moment!r}")
+    return moment.astimezone(UTC).strftime(_TS_FORMAT)
+
+
+def _ts_or_none(moment: datetime | None) -> str | None:
+    return None if moment is None else _ts(moment)
+
+
+def _dt(text: str | None) -> datetime | None:
+    return None if text is None else datetime.strptime(text, _TS_FORMAT).replace(tzinfo=UTC)
+
+
+def _dt_required(text: str) -> datetime:
+    return datetime.strptime(text, _TS_FORMAT).replace(tzinfo=UTC)
+
+
+def _session(row: Row) -> Session:
+    return Session(
+        id=row["id"],
+        name=row["name"],
+        user=row["user_name"],
+        agent=row["agent"],
+        command=tuple(json.loads(row["command"])),
+        cwd=row["cwd"],
+        labels=tuple(json.loads(row["labels"])),
+        started_at=_dt_required(row["started_at"]),
+        ended_at=_dt(row["ended_at"]),
+        anonymous=bool(row["anonymous"]),
+        token_hash=row["token_hash"],
+    )
+
+
+def _hold(row: Row) -> Hold:
+    return Hold(
+        id=row["id"],
+        created_at=_dt_required(row["created_at"]),
+        expires_at=_dt_required(row["expires_at"]),
+        session_id=row["session_id"],
+        request_digest=row["request_digest"],
+        action_json=row["action"],
+        decision_json=row["decision"],
+        summary=row["summary"],
+        state=HoldState(row["state"]),
+        grant=row["grant_spec"],
+        resolved_at=_dt(row["resolved_at"]),
+        resolved_by=row["resolved_by"],
+        reason=row["reason"],
+        grant_expires_at=_dt(row["grant_expires_at"]),
+        released_at=_dt(row["released_at"]),
+    )
+
+
+def _approval(row: Row) -> Approval:
+    return Approval(
+        id=row["id"],
+        hold_id=row["hold_id"],
+        approver=row["approver"],
+        groups=tuple(json.loads(row["approver_groups"])),
+        verdict=Verdict(row["verdict"]),
+        reason=row["reason"],
+        at=_dt_required(row["at"]),
+    )
+
+
+def _decision(row: Row) -> DecisionRecord:
+    return DecisionRecord(
+        id=row["id"],
+        at=_dt_required(row["at"]),
+        session_id=row["session_id"],
+        action_json=row["action"],
+        context_json=row["context"],
+        decision_json=row["decision"],
+        outcome=row["outcome"],
+        hold_id=row["hold_id"],
+        upstream_status=row["upstream_status"],
+    )
