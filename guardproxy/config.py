@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -42,7 +42,18 @@ class ProxyConfig(BaseModel):
     policies: Path = Path("policies")
     listen: HostPort = "127.0.0.1:8080"
     control: HostPort = "127.0.0.1:8081"
-    store: str = Field("", description="Database URL; default: SQLite in the data directory.")
+    store: str = Field(
+        "",
+        description="Database URL: sqlite:///path.db, or postgresql://... for replicas "
+        "sharing one database; default: SQLite in the data directory.",
+    )
+    reads_on_store_failure: Literal["allow", "deny"] = Field(
+        "allow",
+        description="Reads the policy allows while the store is unreachable: `allow` forwards "
+        "them (recorded in the background, lost if the store stays down), `deny` records "
+        "every read before forwarding it, so a lost store stops reads too. Requests that "
+        "can change state are never forwarded unrecorded.",
+    )
     hold_window_seconds: float = Field(
         20.0, gt=0, le=600, description="How long a held request waits live for approval."
     )

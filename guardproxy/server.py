@@ -106,7 +106,9 @@ class Guardproxy:
             lambda: self.bundle,
             hold_window=config.hold_window_seconds,
             clock=self._clock,
+            reads_on_store_failure=config.reads_on_store_failure,
         )
+        self.gate.watch_store()
         settings = RecogniseSettings(
             environments=dict(config.environments),
             kubernetes_hosts=tuple(config.kubernetes_hosts),

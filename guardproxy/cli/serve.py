@@ -90,6 +90,12 @@ def add_commands(subparsers: Any) -> None:
     add_proxy_options(serve)
     serve.add_argument("--listen", metavar="HOST:PORT", help="proxy address (127.0.0.1:8080)")
     serve.add_argument("--control", metavar="HOST:PORT", help="control API (127.0.0.1:8081)")
+    serve.add_argument(
+        "--store",
+        metavar="URL",
+        help="database: sqlite:///path.db, or postgresql://user@host/db shared by replicas "
+        "(password in PGPASSWORD or ~/.pgpass, not the URL); default: SQLite in the data dir",
+    )
     serve.set_defaults(handler=cmd_serve)
 
 
@@ -109,6 +115,7 @@ def build_config(args: argparse.Namespace, **overrides: Any) -> ProxyConfig:
         "hold_window_seconds": args.hold_window,
         "listen": getattr(args, "listen", None),
         "control": getattr(args, "control", None),
+        "store": getattr(args, "store", None),
     }
     values.update({k: v for k, v in flags.items() if v is not None})
     values.setdefault("policies", default_policies())

@@ -6,7 +6,13 @@ that names the hold and asks the agent to retry the same call later: once the
 hold is approved, the next identical request of the session passes, once.
 Retries of a pending hold join it; retries of a denied hold get the same denial.
 Every decision is recorded before anything is forwarded; if it cannot be
-recorded, nothing that can change state is forwarded.
+recorded, nothing that can change state is forwarded.  Reads are recorded in the
+background unless ``reads_on_store_failure`` is ``deny``: then they too wait for
+their record, and a lost store stops them as well.
+
+Holds are resolved through any replica sharing the store: the store announces hold
+changes (``Store.watch_holds``) and the gate wakes the requests waiting here; it
+also re-reads a waiting hold every few seconds, in case an announcement was lost.
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ from guardproxy.store.base import (
 log = structlog.get_logger(__name__)
 
 Clock = Callable[[], datetime]
+
+RECHECK_SECONDS = 3.0
+"""How often a live held request re-reads its hold, should a notification be lost."""
 
 
 def utc_now() -> datetime:
@@ -125,6 +134,7 @@ class Gate:
         *,
         hold_window: float,
         clock: Clock = utc_now,
+        reads_on_store_failure: str = "allow",
     ) -> None:
         self._store = store
         self._bundle = bundle
@@ -133,6 +143,16 @@ class Gate:
         self._waiters = _Waiters()
         self._recorder = DecisionRecorder(store)
         self._closing = False
+        self._reads_in_background = reads_on_store_failure == "allow"
+
+    def watch_store(self) -> None:
+        """Wake waiting requests when another replica resolves their hold (call on the loop)."""
+        loop = asyncio.get_running_loop()
+
+        def changed(hold_id: str, state: HoldState) -> None:  # the store's listener thread
+            loop.call_soon_threadsafe(self._waiters.wake, hold_id, state)
+
+        self._store.watch_holds(changed)
 
     # -- the request path
 
@@ -176,7 +196,7 @@ class Gate:
                 hold_id=verdict.hold_id,
             )
 
-        if isinstance(verdict, Forward) and action.verb is Verb.READ:
+        if isinstance(verdict, Forward) and action.verb is Verb.READ and self._reads_in_background:
             self._recorder.record(record)  # serialised and written off the request path
         else:
             try:
@@ -184,7 +204,7 @@ class Gate:
             except StoreError as error:
                 bound.error("decision.not_recorded", error=str(error))
                 if isinstance(verdict, Forward):
-                    return self._fail_closed(request, action, decision_id)
+                    return self.fail_closed(request, action, decision_id)
         bound.info(
             "decision",
             outcome=outcome,
@@ -206,7 +226,7 @@ class Gate:
         )
         return _answer(request, action, message, kind="deny", decision_id=decision_id)
 
-    def _fail_closed(self, request: HttpRequest, action: Action, decision_id: str) -> Answer:
+    def fail_closed(self, request: HttpRequest, action: Action, decision_id: str) -> Answer:
         message = (
             "guardproxy could not record this request, so it was not sent. "
             "Tell the user guardproxy's store is failing; do not retry it another way."
@@ -237,7 +257,7 @@ class Gate:
                 )
         except StoreError as error:
             log.error("hold.store_failed", error=str(error))
-            return self._fail_closed(request, action, decision_id)
+            return self.fail_closed(request, action, decision_id)
         return await self._wait(request, action, decision, hold, decision_id, digest)
 
     def _create_hold(
@@ -269,13 +289,7 @@ class Gate:
     ) -> Verdict:
         remaining = (hold.expires_at - self._clock()).total_seconds()
         window = max(0.0, min(self._hold_window, remaining))
-        future = self._waiters.add(hold.id)
-        try:
-            state = await asyncio.wait_for(future, timeout=window) if not self._closing else None
-        except TimeoutError:
-            state = None
-        finally:
-            self._waiters.remove(hold.id, future)
+        state = await self._resolution(hold, window)
         if state is HoldState.APPROVED:
             try:
                 granted = await asyncio.to_thread(
@@ -283,16 +297,45 @@ class Gate:
                 )
             except StoreError as error:
                 log.error("hold.store_failed", error=str(error))
-                return self._fail_closed(request, action, decision_id)
+                return self.fail_closed(request, action, decision_id)
             if granted is not None:
                 log.info("hold.released", hold=hold.id)
                 return Forward(decision_id, hold.id)
         if state is HoldState.DENIED:
-            current = await asyncio.to_thread(self._store.get_hold, hold.id)
+            try:
+                current = await asyncio.to_thread(self._store.get_hold, hold.id)
+            except StoreError:
+                current = None  # the denial stands; only who gave it is unknown
             return self._denied_hold(request, action, current or hold, decision_id)
         if self._clock() >= hold.expires_at:
             return self._expired(request, action, hold, decision_id)
         return self._pending_answer(request, action, decision, hold, decision_id)
+
+    async def _resolution(self, hold: Hold, window: float) -> HoldState | None:
+        """The hold's new state once resolved within ``window`` seconds, else None."""
+        if self._closing:
+            return None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + window
+        future = self._waiters.add(hold.id)
+        try:
+            while (left := deadline - loop.time()) > 0:
+                try:
+                    return await asyncio.wait_for(
+                        asyncio.shield(future), timeout=min(left, RECHECK_SECONDS)
+                    )
+                except TimeoutError:
+                    pass
+                try:
+                    current = await asyncio.to_thread(self._store.get_hold, hold.id)
+                except StoreError as error:
+                    log.warning("hold.recheck_failed", hold=hold.id, error=str(error))
+                    continue
+                if current is not None and current.state is not HoldState.PENDING:
+                    return current.state
+            return None
+        finally:
+            self._waiters.remove(hold.id, future)
 
     def _expired(
         self, request: HttpRequest, action: Action, hold: Hold, decision_id: str
