@@ -21,8 +21,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -45,7 +44,7 @@ from guardproxy.store.postgres_migrations import (
     MIGRATIONS,
     SCHEMA_VERSION_TABLE,
 )
-from guardproxy.store.sql import Cursor, SqlStore, schema_too_new
+from guardproxy.store.sql import Cursor, SqlStore, apply_migrations, schema_too_new
 
 log = structlog.get_logger(__name__)
 
@@ -76,13 +75,7 @@ def migrate(connection: Connection, migrations: Sequence[Migration] = MIGRATIONS
     with connection.transaction():
         connection.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
         connection.execute(SCHEMA_VERSION_TABLE)
-        current = _schema_version(connection)
-        if current > len(migrations):  # another replica upgraded it meanwhile
-            raise schema_too_new(current, len(migrations))
-        for version in range(current + 1, len(migrations) + 1):
-            for statement in migrations[version - 1]:
-                connection.execute(statement)
-            connection.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+        apply_migrations(_PgDb(connection), _schema_version(connection), migrations)
     return len(migrations)
 
 
@@ -237,17 +230,6 @@ class PostgresStore(SqlStore):
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.display_url!r})"
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         """Close every connection and stop listening; later calls raise StoreError."""

@@ -1,20 +1,30 @@
-"""The PostgreSQL schema: migration *n* here is SQLite's migration *n* (same tables,
-same columns, same version numbers), so a database can be compared row for row and
-the store's SQL is shared (guardproxy/store/sql.py).
+"""The PostgreSQL schema: SQLite's migrations (migrations.py), translated.
 
-What PostgreSQL adds, all in its version 1:
+PostgreSQL runs migration *n* of SQLite as its own migration *n*, so both backends
+have the same tables, columns and version numbers by construction, and the store's
+SQL is shared (sql.py).  The translation is a few textual rules for the SQLite-isms
+the schema uses, and refuses any it does not know, so a new SQLite migration either
+translates or fails the tests until a rule or an override is added here:
 
-* ``rowid``: SQLite's implicit insertion order, as an identity column;
-* JSON columns checked by a cast to ``jsonb`` (SQLite: ``json_valid``), kept as text
-  so the payload is stored verbatim;
-* a trigger that announces every hold state change on the ``guardproxy_holds``
-  channel (``LISTEN``/``NOTIFY``), whoever made it: a replica, the CLI, a script.
+* ``CHECK (json_valid(x))`` -> ``CHECK (x::jsonb IS NOT NULL)``; JSON stays text, so
+  payloads are kept verbatim;
+* ``INTEGER PRIMARY KEY AUTOINCREMENT`` -> an identity column;
+* a table without one gets ``rowid``, SQLite's implicit insertion order, which the
+  shared queries use to order rows written at the same instant;
+* ``BLOB`` -> ``BYTEA``.
 
-Never edit a migration that has shipped; add one, and the SQLite one with it.
+What PostgreSQL adds (``EXTRA``): a trigger that announces every hold state change on
+the ``guardproxy_holds`` channel (``LISTEN``/``NOTIFY``), whoever made it.
+
+Like the SQLite ones, translated migrations must not change once shipped: add rules
+that only match new SQL, or override a new statement instead.
 """
 
 from __future__ import annotations
 
+import re
+
+from guardproxy.store.migrations import MIGRATIONS as SQLITE_MIGRATIONS
 from guardproxy.store.migrations import Migration
 
 HOLDS_CHANNEL = "guardproxy_holds"
@@ -30,121 +40,71 @@ CREATE TABLE IF NOT EXISTS schema_version (
 )
 """
 
-_V1: Migration = (
-    """
-    CREATE TABLE sessions (
-        id         TEXT PRIMARY KEY,
-        name       TEXT NOT NULL,
-        user_name  TEXT NOT NULL,
-        agent      TEXT NOT NULL,
-        command    TEXT NOT NULL CHECK (command::jsonb IS NOT NULL),
-        cwd        TEXT NOT NULL,
-        labels     TEXT NOT NULL CHECK (labels::jsonb IS NOT NULL),
-        started_at TEXT NOT NULL,
-        ended_at   TEXT,
-        anonymous  INTEGER NOT NULL CHECK (anonymous IN (0, 1)),
-        token_hash TEXT,
-        rowid      BIGINT GENERATED ALWAYS AS IDENTITY
-    )
-    """,
-    """
-    CREATE UNIQUE INDEX sessions_token_hash ON sessions (token_hash)
-        WHERE token_hash IS NOT NULL
-    """,
-    "CREATE INDEX sessions_started ON sessions (ended_at, started_at)",
-    """
-    CREATE TABLE holds (
-        id               TEXT PRIMARY KEY,
-        created_at       TEXT NOT NULL,
-        expires_at       TEXT NOT NULL,
-        session_id       TEXT NOT NULL,
-        request_digest   TEXT NOT NULL,
-        action           TEXT NOT NULL CHECK (action::jsonb IS NOT NULL),
-        decision         TEXT NOT NULL CHECK (decision::jsonb IS NOT NULL),
-        summary          TEXT NOT NULL,
-        state            TEXT NOT NULL
-            CHECK (state IN ('pending', 'approved', 'denied', 'expired', 'released')),
-        grant_spec       TEXT NOT NULL,
-        resolved_at      TEXT,
-        resolved_by      TEXT,
-        reason           TEXT,
-        grant_expires_at TEXT,
-        released_at      TEXT,
-        rowid            BIGINT GENERATED ALWAYS AS IDENTITY
-    )
-    """,
-    "CREATE INDEX holds_request ON holds (session_id, request_digest, state)",
-    "CREATE INDEX holds_state ON holds (state, expires_at)",
-    "CREATE INDEX holds_created ON holds (created_at)",
-    f"""
-    CREATE FUNCTION guardproxy_hold_changed() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-        PERFORM pg_notify('{HOLDS_CHANNEL}', NEW.id || ' ' || NEW.state);
-        RETURN NULL;
-    END
-    $$
-    """,
-    """
-    CREATE TRIGGER holds_state_changed AFTER UPDATE OF state ON holds
-        FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state)
-        EXECUTE FUNCTION guardproxy_hold_changed()
-    """,
-    """
-    CREATE TABLE approvals (
-        id              BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        hold_id         TEXT NOT NULL REFERENCES holds (id),
-        approver        TEXT NOT NULL,
-        approver_groups TEXT NOT NULL CHECK (approver_groups::jsonb IS NOT NULL),
-        verdict         TEXT NOT NULL CHECK (verdict IN ('approve', 'deny')),
-        reason          TEXT NOT NULL,
-        at              TEXT NOT NULL
-    )
-    """,
-    "CREATE INDEX approvals_hold ON approvals (hold_id)",
-    """
-    CREATE TABLE decisions (
-        id              TEXT PRIMARY KEY,
-        at              TEXT NOT NULL,
-        session_id      TEXT NOT NULL,
-        action          TEXT NOT NULL CHECK (action::jsonb IS NOT NULL),
-        context         TEXT NOT NULL CHECK (context::jsonb IS NOT NULL),
-        decision        TEXT NOT NULL CHECK (decision::jsonb IS NOT NULL),
-        outcome         TEXT NOT NULL,
-        hold_id         TEXT REFERENCES holds (id),
-        upstream_status INTEGER,
-        rowid           BIGINT GENERATED ALWAYS AS IDENTITY
-    )
-    """,
-    "CREATE INDEX decisions_session ON decisions (session_id, at)",
-    "CREATE INDEX decisions_outcome ON decisions (outcome, at)",
-    "CREATE INDEX decisions_at ON decisions (at)",
-    "CREATE INDEX decisions_hold ON decisions (hold_id)",
+_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"\bjson_valid\((\w+)\)"), r"\1::jsonb IS NOT NULL"),
+    (
+        re.compile(r"\bINTEGER PRIMARY KEY AUTOINCREMENT\b"),
+        "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+    ),
+    (re.compile(r"\bBLOB\b"), "BYTEA"),
 )
-
-_V2: Migration = (
-    """
-    CREATE TABLE session_events (
-        seq                 BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        session_id          TEXT NOT NULL,
-        at                  TEXT NOT NULL,
-        summary             TEXT NOT NULL,
-        operation           TEXT NOT NULL,
-        verb                TEXT NOT NULL,
-        provider            TEXT NOT NULL,
-        environment         TEXT NOT NULL,
-        resource_key        TEXT NOT NULL,
-        outcome             TEXT NOT NULL,
-        protection_removed  INTEGER NOT NULL CHECK (protection_removed IN (0, 1)),
-        recreate            INTEGER NOT NULL CHECK (recreate IN (0, 1)),
-        destroyed_container TEXT NOT NULL
-    )
-    """,
-    "CREATE INDEX session_events_session ON session_events (session_id, seq)",
-    """
-    CREATE INDEX session_events_resource ON session_events (resource_key, outcome, seq)
-        WHERE resource_key != ''
-    """,
+_SQLITE_ONLY = re.compile(
+    r"\b(INSERT OR|REPLACE INTO|PRAGMA|WITHOUT ROWID|AUTOINCREMENT|strftime|julianday"
+    r"|datetime\(|json_extract|GLOB|ATTACH)\b",
+    re.IGNORECASE,
 )
+_CREATE_TABLE = re.compile(r"^\s*CREATE TABLE\b", re.IGNORECASE)
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
-"""Applied in order; as many as SQLite's, each the same change."""
+OVERRIDES: dict[tuple[int, int], str] = {}
+"""(version, statement index) -> PostgreSQL text, for a statement no rule translates."""
+
+EXTRA: dict[int, Migration] = {
+    1: (
+        f"""
+        CREATE FUNCTION guardproxy_hold_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM pg_notify('{HOLDS_CHANNEL}', NEW.id || ' ' || NEW.state);
+            RETURN NULL;
+        END
+        $$
+        """,
+        """
+        CREATE TRIGGER holds_state_changed AFTER UPDATE OF state ON holds
+            FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state)
+            EXECUTE FUNCTION guardproxy_hold_changed()
+        """,
+    ),
+}
+"""PostgreSQL-only statements run at the end of a version."""
+
+
+def translate(statement: str) -> str:
+    """One SQLite DDL statement in PostgreSQL's dialect; ValueError if it has no rule."""
+    translated = statement
+    has_identity = "AUTOINCREMENT" in statement
+    for pattern, replacement in _RULES:
+        translated = pattern.sub(replacement, translated)
+    unknown = _SQLITE_ONLY.search(translated)
+    if unknown:
+        raise ValueError(
+            f"no PostgreSQL form for {unknown.group(0)!r} in:\n{statement}\n"
+            "add a rule or an override in guardproxy/store/postgres_migrations.py"
+        )
+    if _CREATE_TABLE.match(translated) and not has_identity:
+        body, _, tail = translated.rpartition(")")
+        translated = f"{body.rstrip()},\n    rowid BIGINT GENERATED ALWAYS AS IDENTITY\n){tail}"
+    return translated
+
+
+def _version(number: int, sqlite: Migration) -> Migration:
+    statements = tuple(
+        OVERRIDES.get((number, index)) or translate(statement)
+        for index, statement in enumerate(sqlite)
+    )
+    return statements + EXTRA.get(number, ())
+
+
+MIGRATIONS: tuple[Migration, ...] = tuple(
+    _version(number, sqlite) for number, sqlite in enumerate(SQLITE_MIGRATIONS, start=1)
+)
+"""As many as SQLite's, each the same change."""

@@ -17,10 +17,12 @@ mapping is written once here.  A backend supplies transactions (:meth:`_read`,
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, Protocol
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
 
 from guardproxy.store.base import (
     Approval,
@@ -40,6 +42,10 @@ from guardproxy.store.base import (
     grant_seconds,
     new_hold_id,
 )
+from guardproxy.store.migrations import Migration
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 _HOLD_ID_ATTEMPTS = 8
 
@@ -72,6 +78,20 @@ class SqlStore:
 
     _FOR_UPDATE: ClassVar[str] = ""
     _integrity_errors: ClassVar[tuple[type[Exception], ...]] = ()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
     def _read(self) -> AbstractContextManager[Db]:
         raise NotImplementedError
@@ -210,15 +230,9 @@ class SqlStore:
         session_id: str | None = None,
         limit: int = 100,
     ) -> list[Hold]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        if state is not None:
-            clauses.append("state = ?")
-            params.append(HoldState(state).value)
-        if session_id is not None:
-            clauses.append("session_id = ?")
-            params.append(session_id)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, params = _where(
+            state=None if state is None else HoldState(state).value, session_id=session_id
+        )
         with self._read() as db:
             rows = db.execute(
                 f"SELECT * FROM holds {where} ORDER BY created_at DESC, rowid DESC LIMIT ?",
@@ -400,15 +414,7 @@ class SqlStore:
         outcome: str | None = None,
         limit: int = 100,
     ) -> list[DecisionRecord]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        if session_id is not None:
-            clauses.append("session_id = ?")
-            params.append(session_id)
-        if outcome is not None:
-            clauses.append("outcome = ?")
-            params.append(outcome)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, params = _where(session_id=session_id, outcome=outcome)
         with self._read() as db:
             rows = db.execute(
                 f"SELECT * FROM decisions {where} ORDER BY at DESC, rowid DESC LIMIT ?",
@@ -475,6 +481,16 @@ class SqlStore:
 # -- helpers ------------------------------------------------------------------------
 
 
+def apply_migrations(db: Db, current: int, migrations: Sequence[Migration]) -> None:
+    """Run the migrations after version ``current`` in order, in the caller's transaction."""
+    if current > len(migrations):  # another process upgraded it meanwhile
+        raise schema_too_new(current, len(migrations))
+    for version in range(current + 1, len(migrations) + 1):
+        for statement in migrations[version - 1]:
+            db.execute(statement)
+        db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+
+
 def schema_too_new(current: int, known: int) -> SchemaVersionError:
     return SchemaVersionError(
         f"database schema version {current} is newer than this guardproxy knows "
@@ -494,21 +510,12 @@ _EVENT_COLUMNS = (
 )
 
 
-def _event(row: Row) -> SessionEvent:
-    return SessionEvent(
-        session_id=row["session_id"],
-        at=_dt_required(row["at"]),
-        summary=row["summary"],
-        operation=row["operation"],
-        verb=row["verb"],
-        provider=row["provider"],
-        environment=row["environment"],
-        resource_key=row["resource_key"],
-        outcome=row["outcome"],
-        protection_removed=bool(row["protection_removed"]),
-        recreate=bool(row["recreate"]),
-        destroyed_container=row["destroyed_container"],
-    )
+def _where(**equal: str | None) -> tuple[str, list[str]]:
+    """``WHERE a = ? AND b = ?`` for the filters given (not None), and their values."""
+    given = {column: value for column, value in equal.items() if value is not None}
+    if not given:
+        return "", []
+    return "WHERE " + " AND ".join(f"{column} = ?" for column in given), list(given.values())
 
 
 def _unused_hold_id(db: Db) -> str:
@@ -551,63 +558,51 @@ def _dt_required(text: str) -> datetime:
     return datetime.strptime(text, _TS_FORMAT).replace(tzinfo=UTC)
 
 
-def _session(row: Row) -> Session:
-    return Session(
-        id=row["id"],
-        name=row["name"],
-        user=row["user_name"],
-        agent=row["agent"],
-        command=tuple(json.loads(row["command"])),
-        cwd=row["cwd"],
-        labels=tuple(json.loads(row["labels"])),
-        started_at=_dt_required(row["started_at"]),
-        ended_at=_dt(row["ended_at"]),
-        anonymous=bool(row["anonymous"]),
-        token_hash=row["token_hash"],
-    )
+_COLUMNS = {
+    "user": "user_name",
+    "action_json": "action",
+    "context_json": "context",
+    "decision_json": "decision",
+    "grant": "grant_spec",
+    "groups": "approver_groups",
+}
+"""Record fields whose column has another name (SQL keywords, or the JSON's content)."""
 
 
-def _hold(row: Row) -> Hold:
-    return Hold(
-        id=row["id"],
-        created_at=_dt_required(row["created_at"]),
-        expires_at=_dt_required(row["expires_at"]),
-        session_id=row["session_id"],
-        request_digest=row["request_digest"],
-        action_json=row["action"],
-        decision_json=row["decision"],
-        summary=row["summary"],
-        state=HoldState(row["state"]),
-        grant=row["grant_spec"],
-        resolved_at=_dt(row["resolved_at"]),
-        resolved_by=row["resolved_by"],
-        reason=row["reason"],
-        grant_expires_at=_dt(row["grant_expires_at"]),
-        released_at=_dt(row["released_at"]),
-    )
+def _json_tuple(text: str) -> tuple[str, ...]:
+    return tuple(json.loads(text))
 
 
-def _approval(row: Row) -> Approval:
-    return Approval(
-        id=row["id"],
-        hold_id=row["hold_id"],
-        approver=row["approver"],
-        groups=tuple(json.loads(row["approver_groups"])),
-        verdict=Verdict(row["verdict"]),
-        reason=row["reason"],
-        at=_dt_required(row["at"]),
-    )
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "datetime": _dt_required,
+    "datetime | None": _dt,
+    "bool": bool,
+    "tuple[str, ...]": _json_tuple,
+    "HoldState": HoldState,
+    "Verdict": Verdict,
+}
+"""How a column's text becomes a field of the annotated type (others are taken as read)."""
 
 
-def _decision(row: Row) -> DecisionRecord:
-    return DecisionRecord(
-        id=row["id"],
-        at=_dt_required(row["at"]),
-        session_id=row["session_id"],
-        action_json=row["action"],
-        context_json=row["context"],
-        decision_json=row["decision"],
-        outcome=row["outcome"],
-        hold_id=row["hold_id"],
-        upstream_status=row["upstream_status"],
-    )
+def _mapper[R: DataclassInstance](record: type[R]) -> Callable[[Row], R]:
+    """Builds ``record``s from rows: each field from its column, converted by its type."""
+    plan = [
+        (field.name, _COLUMNS.get(field.name, field.name), _CONVERTERS.get(str(field.type)))
+        for field in fields(record)
+    ]
+
+    def build(row: Row) -> R:
+        values = {
+            name: row[column] if convert is None else convert(row[column])
+            for name, column, convert in plan
+        }
+        return record(**values)
+
+    return build
+
+
+_session = _mapper(Session)
+_hold = _mapper(Hold)
+_approval = _mapper(Approval)
+_decision = _mapper(DecisionRecord)
+_event = _mapper(SessionEvent)

@@ -20,8 +20,6 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from guardproxy.store.base import (
     AlreadyExistsError,
@@ -30,7 +28,7 @@ from guardproxy.store.base import (
     StoreError,
 )
 from guardproxy.store.migrations import MIGRATIONS, SCHEMA_VERSION_TABLE, Migration
-from guardproxy.store.sql import SqlStore, schema_too_new
+from guardproxy.store.sql import SqlStore, apply_migrations, schema_too_new
 
 DEFAULT_BUSY_TIMEOUT = 5.0
 """Seconds a writer waits for another writer's lock before failing."""
@@ -57,12 +55,7 @@ def migrate(connection: sqlite3.Connection, migrations: Sequence[Migration] = MI
         (current,) = connection.execute(
             "SELECT COALESCE(MAX(version), 0) FROM schema_version"
         ).fetchone()
-        if current > len(migrations):  # another process upgraded it meanwhile
-            raise schema_too_new(current, len(migrations))
-        for version in range(current + 1, len(migrations) + 1):
-            for statement in migrations[version - 1]:
-                connection.execute(statement)
-            connection.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+        apply_migrations(connection, current, migrations)
         connection.execute("COMMIT")
     except BaseException:
         _rollback(connection)
@@ -118,17 +111,6 @@ class SqliteStore(SqlStore):
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         """Close the connection; later calls raise :class:`StoreError`. Idempotent."""

@@ -23,7 +23,7 @@ from postgres_cluster import PostgresCluster
 
 from guardproxy.control.client import ControlClient
 
-from .guard_fixtures import guardproxy_cli
+from .guard_fixtures import guardproxy_cli, wait_for_pending_hold
 from .servers import EchoServer
 from .test_guard import NAMESPACE_PROD, deletes, make_bundle, start_guard
 
@@ -120,47 +120,32 @@ def _in_background(
     return thread, result
 
 
-def _pending(guard: Replica, timeout: float = 10.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pending = guard.holds("pending")
-        if pending:
-            return pending[0]
-        time.sleep(0.05)
-    raise AssertionError(f"no pending hold within {timeout} s")
-
-
 @pytest.mark.slow
-def test_approval_through_one_replica_releases_the_request_held_on_another(
-    replicas: tuple[Replica, Replica], echo_server: EchoServer
+@pytest.mark.parametrize(
+    ("approve", "status", "upstream_deletes"), [(True, 200, 1), (False, 403, 0)]
+)
+def test_a_verdict_through_one_replica_answers_the_request_held_on_another(
+    replicas: tuple[Replica, Replica],
+    echo_server: EchoServer,
+    approve: bool,
+    status: int,
+    upstream_deletes: int,
 ) -> None:
-    holding, approving = replicas
+    holding, resolving = replicas
     thread, result = _in_background(holding, "DELETE", f"{echo_server.url}{NAMESPACE_PROD}")
-    hold = _pending(approving)  # the other replica sees the hold in the shared store
+    hold = wait_for_pending_hold(
+        resolving.holds
+    )  # the other replica sees the hold in the shared store
     assert deletes(echo_server) == 0
-    approved_at = time.monotonic()
-    approving.approve(hold["id"])
+    resolved_at = time.monotonic()
+    resolving.approve(hold["id"], approve=approve)
     thread.join(15)
-    assert result["status"] == 200
-    assert result["done"] - approved_at < 1.0  # notified, not found by the periodic re-read
-    assert deletes(echo_server) == 1
-    (released,) = holding.holds("released")
-    assert released["id"] == hold["id"]
-
-
-@pytest.mark.slow
-def test_a_denial_through_one_replica_answers_the_request_held_on_another(
-    replicas: tuple[Replica, Replica], echo_server: EchoServer
-) -> None:
-    holding, denying = replicas
-    thread, result = _in_background(holding, "DELETE", f"{echo_server.url}{NAMESPACE_PROD}")
-    hold = _pending(denying)
-    denied_at = time.monotonic()
-    denying.approve(hold["id"], approve=False)
-    thread.join(15)
-    assert result["status"] == 403
-    assert result["done"] - denied_at < 1.0
-    assert deletes(echo_server) == 0
+    assert result["status"] == status
+    assert result["done"] - resolved_at < 1.0  # notified, not found by the periodic re-read
+    assert deletes(echo_server) == upstream_deletes
+    if approve:
+        (released,) = holding.holds("released")
+        assert released["id"] == hold["id"]
 
 
 @pytest.mark.slow

@@ -63,22 +63,27 @@ def sqlite_store(db_path: Path) -> Iterator[SqliteStore]:
         yield opened
 
 
+def new_hold(store: Store, **overrides: Any) -> Hold:
+    """A pending hold created at T0, expiring at T0 + 5 min, unless ``overrides`` say."""
+    fields: dict[str, Any] = {
+        "session_id": "s-1",
+        "request_digest": "digest-a",
+        "action_json": '{"provider": "k8s", "operation": "delete"}',
+        "decision_json": '{"outcome": "hold"}',
+        "summary": "k8s delete namespaces prod",
+        "grant": "once",
+        "created_at": T0,
+        "expires_at": T0 + timedelta(minutes=5),
+    }
+    fields.update(overrides)
+    return store.create_hold(**fields)
+
+
 @pytest.fixture
 def make_hold(store: Store) -> HoldFactory:
-    """``make_hold(**overrides)``: a pending hold created at T0, expiring at T0 + 5 min."""
+    """``make_hold(**overrides)``: :func:`new_hold` in the test's store."""
 
     def make(**overrides: Any) -> Hold:
-        fields: dict[str, Any] = {
-            "session_id": "s-1",
-            "request_digest": "digest-a",
-            "action_json": '{"provider": "k8s", "operation": "delete"}',
-            "decision_json": '{"outcome": "hold"}',
-            "summary": "k8s delete namespaces prod",
-            "grant": "once",
-            "created_at": T0,
-            "expires_at": T0 + timedelta(minutes=5),
-        }
-        fields.update(overrides)
-        return store.create_hold(**fields)
+        return new_hold(store, **overrides)
 
     return make

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from guardproxy.store import Hold, HoldConflict, HoldState, Store
 
-from .conftest import OpenStore
+from .conftest import OpenStore, new_hold
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 THREADS = 8
@@ -33,16 +33,7 @@ def _race[R](work: Callable[[int], R]) -> list[R]:
 
 
 def _approved_once(store: Store) -> Hold:
-    hold = store.create_hold(
-        session_id="s-1",
-        request_digest="d",
-        action_json="{}",
-        decision_json="{}",
-        summary="k8s delete namespaces prod",
-        grant="once",
-        created_at=T0,
-        expires_at=T0 + timedelta(minutes=5),
-    )
+    hold = new_hold(store, request_digest="d")
     return store.resolve_hold(hold.id, state=HoldState.APPROVED, by="a", reason="", now=T0)
 
 
@@ -68,16 +59,7 @@ def test_once_grant_has_one_winner_across_connections(
 
 
 def test_concurrent_approvals_resolve_once(open_store_again: OpenStore, store: Store) -> None:
-    hold = store.create_hold(
-        session_id="s-1",
-        request_digest="d",
-        action_json="{}",
-        decision_json="{}",
-        summary="s",
-        grant="once",
-        created_at=T0,
-        expires_at=T0 + timedelta(minutes=5),
-    )
+    hold = new_hold(store, request_digest="d")
     stores = [open_store_again() for _ in range(THREADS // 2)]
 
     def approve(i: int) -> str:

@@ -21,7 +21,7 @@ from guardproxy.store import (
     Verdict,
 )
 
-from .conftest import OpenStore
+from .conftest import OpenStore, new_hold
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 MIN = timedelta(minutes=1)
@@ -282,16 +282,7 @@ def test_approvals_need_a_pending_hold(store: Store, make_hold: HoldFactory) -> 
 
 def test_holds_and_approvals_survive_a_restart(open_store_again: OpenStore) -> None:
     store = open_store_again()
-    hold = store.create_hold(
-        session_id="s-1",
-        request_digest="d",
-        action_json="{}",
-        decision_json="{}",
-        summary="aws cloudformation DeleteStack prod-calc",
-        grant="once",
-        created_at=T0,
-        expires_at=T0 + 5 * MIN,
-    )
+    hold = new_hold(store, request_digest="d", summary="aws cloudformation DeleteStack prod-calc")
     vote = store.record_approval(
         hold.id, approver="alice", groups=("sre",), verdict=Verdict.APPROVE, reason="", at=T0
     )

@@ -12,8 +12,11 @@ import pytest
 from postgres_cluster import PostgresCluster
 
 from guardproxy.store import HoldState, SchemaVersionError, StoreError, open_store
+from guardproxy.store.migrations import MIGRATIONS as SQLITE_MIGRATIONS
 from guardproxy.store.postgres import PostgresStore, redact
-from guardproxy.store.postgres_migrations import MIGRATIONS
+from guardproxy.store.postgres_migrations import MIGRATIONS, translate
+
+from .conftest import new_hold
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 NOTIFY_TIMEOUT = 5.0
@@ -25,16 +28,7 @@ def _versions(url: str) -> list[int]:
 
 
 def _hold(store: PostgresStore) -> str:
-    return store.create_hold(
-        session_id="s-1",
-        request_digest="d",
-        action_json="{}",
-        decision_json="{}",
-        summary="k8s delete namespaces prod",
-        grant="once",
-        created_at=T0,
-        expires_at=T0 + timedelta(minutes=5),
-    ).id
+    return new_hold(store, request_digest="d").id
 
 
 @pytest.mark.parametrize("scheme", ["postgresql", "postgres", "postgresql+psycopg"])
@@ -46,6 +40,24 @@ def test_open_store_takes_postgresql_urls(postgres_url: str, scheme: str) -> Non
         assert store.schema_version == len(MIGRATIONS)
     finally:
         store.close()
+
+
+def test_every_sqlite_migration_has_its_postgresql_version() -> None:
+    assert len(MIGRATIONS) == len(SQLITE_MIGRATIONS)
+    for sqlite, postgres in zip(SQLITE_MIGRATIONS, MIGRATIONS, strict=True):
+        assert len(postgres) >= len(sqlite)
+        assert not any("json_valid" in s or "AUTOINCREMENT" in s for s in postgres)
+
+
+def test_translation_orders_rows_and_refuses_what_it_cannot_translate() -> None:
+    table = translate("CREATE TABLE t (id TEXT PRIMARY KEY, body TEXT CHECK (json_valid(body)))")
+    assert "body::jsonb IS NOT NULL" in table
+    assert table.rstrip().endswith("rowid BIGINT GENERATED ALWAYS AS IDENTITY\n)")
+    keyed = translate("CREATE TABLE t (seq INTEGER PRIMARY KEY AUTOINCREMENT, x BLOB)")
+    assert "rowid" not in keyed
+    assert "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY" in keyed and "BYTEA" in keyed
+    with pytest.raises(ValueError, match="INSERT OR"):
+        translate("INSERT OR IGNORE INTO t VALUES (1)")
 
 
 def test_replicas_starting_together_migrate_once(postgres_url: str) -> None:
