@@ -22,10 +22,12 @@ import pytest
 from postgres_cluster import PostgresCluster
 
 from guardproxy.control.client import ControlClient
+from guardproxy.gate.gate import RECHECK_SECONDS, utc_now
+from guardproxy.store import HoldState, open_store
 
 from .guard_fixtures import guardproxy_cli, wait_for_pending_hold
 from .servers import EchoServer
-from .test_guard import NAMESPACE_PROD, deletes, make_bundle, start_guard
+from .test_guard import NAMESPACE_PROD, Guard, deletes, make_bundle, start_guard
 
 CONFIGMAPS = "/api/v1/namespaces/dev/configmaps"
 
@@ -105,7 +107,7 @@ def replicas(
 
 
 def _in_background(
-    guard: Replica, method: str, url: str
+    guard: Replica | Guard, method: str, url: str
 ) -> tuple[threading.Thread, dict[str, Any]]:
     result: dict[str, Any] = {}
 
@@ -184,5 +186,31 @@ def test_losing_the_database_fails_closed_then_recovers(
             # the database is back: the same replica works again without a restart
             assert client.post(f"{echo_server.url}{CONFIGMAPS}", json={}).status_code == 200
             assert client.get(namespaces).status_code == 200
+    finally:
+        guard.background.stop()
+
+
+@pytest.mark.slow
+def test_a_hold_resolved_unannounced_is_found_by_the_waiting_request(
+    tmp_path: Path, echo_server: EchoServer
+) -> None:
+    """SQLite announces nothing: an approval written by another process (here, a second
+    store on the same file) is found by the waiting request's periodic re-read."""
+    guard = start_guard(tmp_path, echo_server, hold_window_seconds=10)
+    try:
+        thread, result = _in_background(guard, "DELETE", f"{echo_server.url}{NAMESPACE_PROD}")
+        hold = wait_for_pending_hold(guard.holds)
+        other = open_store(guard.config.store_url)
+        try:
+            other.resolve_hold(
+                hold["id"], state=HoldState.APPROVED, by="cli", reason="", now=utc_now()
+            )
+        finally:
+            other.close()
+        approved_at = time.monotonic()
+        thread.join(15)
+        assert result["status"] == 200
+        assert result["done"] - approved_at < RECHECK_SECONDS + 1.0
+        assert deletes(echo_server) == 1
     finally:
         guard.background.stop()
