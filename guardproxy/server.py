@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -13,6 +14,7 @@ from typing import Any
 
 import structlog
 
+from guardproxy.approvals.events import HoldEvents
 from guardproxy.config import ProxyConfig, split_host_port
 from guardproxy.control.api import ControlContext, ControlServer
 from guardproxy.gate.gate import Clock, Gate, utc_now
@@ -73,6 +75,9 @@ class Guardproxy:
         self.gate: Gate | None = None
         self.registry: SessionRegistry | None = None
         self.history: SessionHistory | None = None
+        self.events = HoldEvents()
+        """Hold lifecycle events (held, approval, approved, denied, expired, ...)."""
+        self._sweeper: asyncio.Task[None] | None = None
 
     @property
     def store(self) -> Store:
@@ -85,6 +90,10 @@ class Guardproxy:
         if self._bundle is None:
             raise StartError("guardproxy is not started")
         return self._bundle
+
+    def use_bundle(self, bundle: Bundle) -> None:
+        """Decide with ``bundle`` from now on; held actions are re-checked against it."""
+        self._bundle = bundle
 
     async def start(self) -> None:
         config = self.config
@@ -107,6 +116,7 @@ class Guardproxy:
             hold_window=config.hold_window_seconds,
             clock=self._clock,
             reads_on_store_failure=config.reads_on_store_failure,
+            events=self.events,
         )
         self.gate.watch_store()
         settings = RecogniseSettings(
@@ -124,6 +134,7 @@ class Guardproxy:
                 proxy_port=lambda: self.proxy.port if self.proxy else 0,
                 reload_tls=lambda: self.proxy.reload_upstream_trust() if self.proxy else None,
                 runtime=self.runtime_info,
+                events=self.events,
             ),
             control_host,
             control_port,
@@ -144,6 +155,7 @@ class Guardproxy:
         except OSError as error:
             await self.stop()
             raise StartError(f"cannot listen: {error}") from error
+        self._sweeper = asyncio.create_task(self.gate.run_sweeper(), name="hold-sweeper")
         self._write_runtime()
         log.info(
             "guardproxy.started",
@@ -190,6 +202,11 @@ class Guardproxy:
         os.chmod(path, 0o600)
 
     async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         if self.proxy is not None:
             await self.proxy.stop()
         if self.control is not None:

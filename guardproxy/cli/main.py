@@ -20,6 +20,7 @@ _MODULES = {
     "holds": "oncall",
     "approve": "oncall",
     "deny": "oncall",
+    "approvers": "approvers",
     "policy": "policy",
     "recognise": "recognise",
 }

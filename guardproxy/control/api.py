@@ -1,8 +1,11 @@
 """The control API: list holds, approve or deny them, register sessions.
 
-It listens on its own loopback port, separate from the proxy, behind a bearer token
-kept in the data directory (never in a session's environment); the proxy refuses
-to forward guarded sessions' requests to it.
+It listens on its own loopback port, separate from the proxy; the proxy refuses to
+forward guarded sessions' requests to it.  Two kinds of bearer token: the admin
+token kept in the data directory (never in a session's environment) registers
+sessions and reads the runtime; each approver's own token (``guardproxy approvers
+add``) lists, approves and denies holds, so every verdict has a person behind it.
+The admin token is not an approver.
 """
 
 from __future__ import annotations
@@ -10,37 +13,55 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import structlog
 import tornado.netutil
+import tornado.routing
 import tornado.web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tornado.httpserver import HTTPServer
 
+from guardproxy import __version__
+from guardproxy.action import Action
+from guardproxy.approvals.events import HoldEvents
+from guardproxy.approvals.rules import ApprovalRefused, progress, requirement_of
+from guardproxy.control.schema import (
+    ApprovalOut,
+    DecisionOut,
+    DecisionsOut,
+    Endpoint,
+    ErrorOut,
+    HoldDetailOut,
+    HoldOut,
+    HoldsOut,
+    ProgressOut,
+    ResolveBody,
+    ResolveOut,
+    WhoamiOut,
+    openapi_document,
+)
 from guardproxy.gate.gate import Gate
 from guardproxy.session.registry import SessionRegistry
 from guardproxy.store.base import (
+    Approval,
+    Approver,
+    DecisionRecord,
     Hold,
-    HoldConflict,
     HoldState,
     NotFoundError,
     Session,
+    SessionEvent,
     Store,
     StoreError,
+    hash_token,
 )
 
 log = structlog.get_logger(__name__)
-
-
-class ResolveBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    reason: str = Field(min_length=1, max_length=1000)
-    by: str = Field("", max_length=200)
 
 
 class SessionBody(BaseModel):
@@ -54,24 +75,82 @@ class SessionBody(BaseModel):
     labels: list[str] = Field(default_factory=list)
 
 
-def hold_json(hold: Hold) -> dict[str, Any]:
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def hold_out(hold: Hold, approvals: list[Approval]) -> HoldOut:
     decision = json.loads(hold.decision_json)
-    return {
-        "id": hold.id,
-        "state": hold.state.value,
-        "summary": hold.summary,
-        "session": hold.session_id,
-        "created_at": hold.created_at.isoformat(),
-        "expires_at": hold.expires_at.isoformat(),
-        "message": decision.get("message", ""),
-        "rules": decision.get("determining_rules", []),
-        "approval": decision.get("approval"),
-        "grant": hold.grant,
-        "resolved_by": hold.resolved_by,
-        "resolved_at": hold.resolved_at.isoformat() if hold.resolved_at else None,
-        "reason": hold.reason,
-        "action": json.loads(hold.action_json),
-    }
+    counted = progress(requirement_of(hold), approvals)
+    return HoldOut(
+        id=hold.id,
+        state=hold.state.value,
+        summary=hold.summary,
+        session=hold.session_id,
+        created_at=hold.created_at.isoformat(),
+        expires_at=hold.expires_at.isoformat(),
+        message=decision.get("message", ""),
+        rules=decision.get("determining_rules", []),
+        approval=decision.get("approval"),
+        progress=ProgressOut.model_validate(counted.as_json()),
+        grant=hold.grant,
+        resolved_by=hold.resolved_by,
+        resolved_at=_iso(hold.resolved_at),
+        reason=hold.reason,
+        action=json.loads(hold.action_json),
+    )
+
+
+def hold_detail_out(
+    hold: Hold, approvals: list[Approval], session: Session | None, recent: list[SessionEvent]
+) -> HoldDetailOut:
+    detail = json.loads(hold.detail_json)
+    context = detail.get("context") or {}
+    return HoldDetailOut(
+        **hold_out(hold, approvals).model_dump(),
+        request=detail.get("request") or {},
+        session_info=session_json(session) if session else context.get("session", {}),
+        history=context.get("history", {}),
+        recent=[
+            {"at": e.at.isoformat(), "summary": e.summary, "outcome": e.outcome} for e in recent
+        ],
+        signals=context.get("signals", {}),
+        resource=context.get("resource", {}),
+        approvals=[
+            ApprovalOut(
+                approver=a.approver,
+                groups=list(a.groups),
+                verdict=a.verdict.value,
+                reason=a.reason,
+                at=a.at.isoformat(),
+            )
+            for a in approvals
+        ],
+    )
+
+
+def decision_out(record: DecisionRecord) -> DecisionOut:
+    action = json.loads(record.action_json)
+    decision = json.loads(record.decision_json)
+    return DecisionOut(
+        id=record.id,
+        at=record.at.isoformat(),
+        session=record.session_id,
+        outcome=record.outcome,
+        hold_id=record.hold_id,
+        upstream_status=record.upstream_status,
+        summary=_action_summary(action),
+        provider=str(action.get("provider", "")),
+        rules=decision.get("determining_rules", []),
+        message=decision.get("message", ""),
+    )
+
+
+def _action_summary(action: dict[str, Any]) -> str:
+    try:
+        return Action.model_validate(action).summary()
+    except ValidationError:
+        return str(action.get("operation", ""))
 
 
 def session_json(session: Session) -> dict[str, Any]:
@@ -94,31 +173,81 @@ class ControlContext:
     gate: Gate
     registry: SessionRegistry
     token: str
+    """The admin token: sessions and runtime, never a verdict on a hold."""
     clock: Callable[[], datetime]
     proxy_port: Callable[[], int]
     reload_tls: Callable[[], None]
     runtime: Callable[[], dict[str, Any]]
+    events: HoldEvents
+    """Hold lifecycle events, for live views (the console's event stream)."""
+
+
+Audience = Literal["none", "admin", "approver", "any"]
 
 
 class _Handler(tornado.web.RequestHandler):
+    """JSON in and out, errors as ``{"error", "hint"}``, and who is calling.
+
+    ``audience`` says which token a handler accepts; ``self.approver`` is the
+    approver the token belongs to (None for the admin token).
+    """
+
+    audience: ClassVar[Audience] = "approver"
+
     def initialize(self, context: ControlContext) -> None:
         self.ctx = context
+        self.approver: Approver | None = None
+        self.is_admin = False
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
+        if self.audience == "none":
+            return
         given = self.request.headers.get("Authorization", "")
-        expected = f"Bearer {self.ctx.token}"
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            self._fail(401, "missing or wrong bearer token")
+        scheme, _, token = given.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            self.fail(401, "missing bearer token", "send Authorization: Bearer <token>")
+            return
+        if hmac.compare_digest(token.encode(), self.ctx.token.encode()):
+            self.is_admin = True
+        else:
+            try:
+                self.approver = await self.in_thread(
+                    lambda: self.ctx.store.find_approver_by_token(hash_token(token))
+                )
+            except StoreError as error:
+                self.fail(503, f"the store failed: {error}", "check guardproxy's log")
+                return
+            if self.approver is None:
+                self.fail(
+                    401,
+                    "unknown token",
+                    "use your approver token (guardproxy approvers add prints it once)",
+                )
+                return
+        if self.audience == "approver" and self.is_admin:
+            self.fail(
+                403,
+                "the admin token cannot list or decide holds: verdicts need a person",
+                "use an approver token (guardproxy approvers add NAME --group G)",
+            )
+        elif self.audience == "admin" and not self.is_admin:
+            self.fail(403, "this needs the admin token", "run it on the guardproxy host")
 
-    def _fail(self, status: int, message: str) -> None:
+    def fail(self, status: int, error: str, hint: str = "") -> None:
         self.set_status(status)
-        self.finish({"error": message})
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(ErrorOut(error=error, hint=hint).model_dump_json())
 
     def write_json(self, value: Any, status: int = 200) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps(value))
+        if isinstance(value, BaseModel):
+            self.finish(value.model_dump_json())
+        else:
+            self.finish(json.dumps(value))
 
     def body_as[T: BaseModel](self, model: type[T]) -> T | None:
         try:
@@ -126,19 +255,42 @@ class _Handler(tornado.web.RequestHandler):
         except ValidationError as error:
             first = error.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "body"
-            self._fail(400, f"{where}: {first['msg']}")
+            self.fail(422, f"{where}: {first['msg']}", "see GET /openapi.json for the body")
             return None
 
     async def in_thread[R](self, call: Callable[[], R]) -> R:
         return await asyncio.to_thread(call)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        self.finish({"error": self._reason})
+        self.fail(status_code, self._reason)
 
 
-class HealthHandler(tornado.web.RequestHandler):
+class HealthHandler(_Handler):
+    audience = "none"
+
     def get(self) -> None:
-        self.finish({"ok": True})
+        self.write_json({"ok": True})
+
+
+class OpenApiHandler(_Handler):
+    audience = "none"
+
+    def get(self) -> None:
+        self.write_json(openapi_document(ENDPOINTS, __version__))
+
+
+class WhoamiHandler(_Handler):
+    audience = "any"
+
+    def get(self) -> None:
+        if self.approver is None:
+            self.write_json(WhoamiOut(kind="admin", name="admin", groups=[]))
+        else:
+            self.write_json(
+                WhoamiOut(
+                    kind="approver", name=self.approver.name, groups=list(self.approver.groups)
+                )
+            )
 
 
 class HoldsHandler(_Handler):
@@ -147,22 +299,51 @@ class HoldsHandler(_Handler):
         session = self.get_query_argument("session", None)
         state = None if state_name == "all" else _state(state_name)
         if state_name != "all" and state is None:
-            self._fail(400, f"state must be one of all, {', '.join(s.value for s in HoldState)}")
+            states = ", ".join(s.value for s in HoldState)
+            self.fail(422, f"state must be all or one of {states}", "e.g. ?state=pending")
             return
-        await self.in_thread(lambda: self.ctx.store.expire_holds(self.ctx.clock()))
-        holds = await self.in_thread(
-            lambda: self.ctx.store.list_holds(state=state, session_id=session, limit=200)
-        )
-        self.write_json({"holds": [hold_json(h) for h in holds]})
+        store = self.ctx.store
+        try:
+            await self.ctx.gate.sweep()
+            holds = await self.in_thread(
+                lambda: [
+                    (h, store.list_approvals(h.id))
+                    for h in store.list_holds(state=state, session_id=session, limit=200)
+                ]
+            )
+        except StoreError as error:
+            self.fail(503, f"the store failed: {error}", "check guardproxy's log")
+            return
+        self.write_json(HoldsOut(holds=[hold_out(h, a) for h, a in holds]))
 
 
 class HoldHandler(_Handler):
     async def get(self, hold_id: str) -> None:
-        hold = await self.in_thread(lambda: self.ctx.store.get_hold(hold_id))
-        if hold is None:
-            self._fail(404, f"no hold {hold_id}")
+        store = self.ctx.store
+        try:
+            found = await self.in_thread(lambda: _hold_with_context(store, hold_id))
+        except StoreError as error:
+            self.fail(503, f"the store failed: {error}", "check guardproxy's log")
             return
-        self.write_json(hold_json(hold))
+        if found is None:
+            self.fail(404, f"no hold {hold_id}", "list holds: GET /v1/holds?state=all")
+            return
+        self.write_json(hold_detail_out(*found))
+
+
+_RECENT = 20
+
+
+def _hold_with_context(
+    store: Store, hold_id: str
+) -> tuple[Hold, list[Approval], Session | None, list[SessionEvent]] | None:
+    hold = store.get_hold(hold_id)
+    if hold is None:
+        return None
+    events = store.session_events(hold.session_id, limit=_RECENT * 5)
+    recent = [e for e in events if e.at <= hold.created_at][:_RECENT]
+    recent.reverse()
+    return hold, store.list_approvals(hold_id), store.get_session(hold.session_id), recent
 
 
 class ResolveHandler(_Handler):
@@ -170,23 +351,70 @@ class ResolveHandler(_Handler):
         body = self.body_as(ResolveBody)
         if body is None:
             return
+        assert self.approver is not None  # prepare() let only approvers through
         try:
-            hold = await self.ctx.gate.resolve(
-                hold_id, approve=verb == "approve", by=body.by or "admin", reason=body.reason
+            outcome = await self.ctx.gate.decide_hold(
+                hold_id, self.approver, approve=verb == "approve", reason=body.reason
             )
-        except HoldConflict as conflict:
-            self.write_json({"error": str(conflict), "hold": hold_json(conflict.hold)}, 409)
+            found = await self.in_thread(lambda: _hold_with_context(self.ctx.store, hold_id))
+        except ApprovalRefused as refused:
+            self.fail(refused.status, refused.error, refused.hint)
             return
         except NotFoundError:
-            self._fail(404, f"no hold {hold_id}")
+            self.fail(404, f"no hold {hold_id}", "list holds: GET /v1/holds")
             return
         except StoreError as error:
-            self._fail(503, f"the store failed: {error}")
+            self.fail(503, f"the store failed: {error}", "check guardproxy's log")
             return
-        self.write_json(hold_json(hold))
+        hold = outcome.hold
+        if hold.state is HoldState.PENDING:
+            counted = outcome.progress
+            said = (
+                f"approval recorded, {min(len(counted.approvers), counted.quorum)} of "
+                f"{counted.quorum} approvals; still needs {counted.needs()}"
+            )
+        elif hold.state is HoldState.APPROVED:
+            said = f"approved by {hold.resolved_by}; the request is released"
+        else:
+            said = f"denied{' by ' + hold.resolved_by if hold.resolved_by else ''}: {hold.reason}"
+        _, _, session, recent = found or (hold, [], None, [])
+        self.write_json(
+            ResolveOut(hold=hold_detail_out(hold, outcome.approvals, session, recent), outcome=said)
+        )
+
+
+class DecisionsHandler(_Handler):
+    async def get(self) -> None:
+        since_text = self.get_query_argument("since", None)
+        try:
+            since = datetime.fromisoformat(since_text) if since_text else None
+            limit = int(self.get_query_argument("limit", "100"))
+            if since is not None and since.tzinfo is None:
+                raise ValueError("since needs a time zone")
+            if not 1 <= limit <= 1000:
+                raise ValueError("limit must be 1 to 1000")
+        except ValueError as error:
+            self.fail(422, str(error), "since: ISO 8601 with zone (2025-01-31T12:00:00Z)")
+            return
+        session = self.get_query_argument("session", None)
+        outcome = self.get_query_argument("outcome", None)
+        provider = self.get_query_argument("provider", None)
+        try:
+            records = await self.in_thread(
+                lambda: self.ctx.store.list_decisions(
+                    session_id=session, outcome=outcome, provider=provider, since=since,
+                    limit=limit,
+                )
+            )  # fmt: skip
+        except StoreError as error:
+            self.fail(503, f"the store failed: {error}", "check guardproxy's log")
+            return
+        self.write_json(DecisionsOut(decisions=[decision_out(r) for r in records]))
 
 
 class SessionsHandler(_Handler):
+    audience = "admin"
+
     async def get(self) -> None:
         sessions = await self.in_thread(lambda: self.ctx.store.list_sessions(active_only=True))
         self.write_json({"sessions": [session_json(s) for s in sessions]})
@@ -213,13 +441,15 @@ class SessionsHandler(_Handler):
 
 
 class SessionEndHandler(_Handler):
+    audience = "admin"
+
     async def post(self, session_id: str) -> None:
         try:
             session = await self.in_thread(
                 lambda: self.ctx.registry.end(session_id, self.ctx.clock())
             )
         except NotFoundError:
-            self._fail(404, f"no session {session_id}")
+            self.fail(404, f"no session {session_id}", "list sessions: GET /v1/sessions")
             return
         log.info("session.ended", session=session_id)
         self.write_json(session_json(session))
@@ -228,12 +458,16 @@ class SessionEndHandler(_Handler):
 class RuntimeHandler(_Handler):
     """Where the proxy listens and which CA it uses, for `run --proxy` and `env`."""
 
+    audience = "admin"
+
     def get(self) -> None:
         self.write_json(self.ctx.runtime())
 
 
 class TlsReloadHandler(_Handler):
     """A session attached with new cluster CAs or client certificates: pick them up."""
+
+    audience = "admin"
 
     def post(self) -> None:
         self.ctx.reload_tls()
@@ -247,16 +481,64 @@ def _state(name: str) -> HoldState | None:
         return None
 
 
+_HOLD_ERRORS = (401, 403, 404, 503)
+ENDPOINTS: list[Endpoint] = [
+    Endpoint("get", "/healthz", "Liveness", "none"),
+    Endpoint("get", "/openapi.json", "This document", "none"),
+    Endpoint("get", "/v1/whoami", "Who the token belongs to", "any", WhoamiOut, errors=(401,)),
+    Endpoint(
+        "get", "/v1/holds", "Held actions, newest first, with approval progress", "approver",
+        HoldsOut, query=(("state", "pending (default), approved, denied, expired, released, all"),
+                         ("session", "only this session's holds")),
+        errors=(401, 403, 422, 503),
+    ),
+    Endpoint(
+        "get", "/v1/holds/{hold_id}",
+        "A hold in full: action, rules, message, redacted request, session, history, "
+        "signals, approvals so far, progress", "approver", HoldDetailOut, errors=_HOLD_ERRORS,
+    ),
+    Endpoint(
+        "post", "/v1/holds/{hold_id}/approve",
+        "Approve as the token's person; releases the hold once its requirement is met and "
+        "the current policy still agrees", "approver", ResolveOut, ResolveBody,
+        errors=(401, 403, 404, 409, 422, 503),
+    ),
+    Endpoint(
+        "post", "/v1/holds/{hold_id}/deny", "Deny as the token's person; final", "approver",
+        ResolveOut, ResolveBody, errors=(401, 403, 404, 409, 422, 503),
+    ),
+    Endpoint(
+        "get", "/v1/decisions", "The decision log, newest first", "approver", DecisionsOut,
+        query=(("session", "session id"), ("outcome", "allow, deny or hold"),
+               ("provider", "aws, k8s, gcp, ..."), ("since", "ISO 8601 time with zone"),
+               ("limit", "1 to 1000, default 100")),
+        errors=(401, 403, 422, 503),
+    ),
+    Endpoint("get", "/v1/sessions", "Active sessions", "admin", errors=(401, 403)),
+    Endpoint("post", "/v1/sessions", "Register a session (guardproxy run)", "admin",
+             errors=(401, 403, 422)),
+    Endpoint("post", "/v1/sessions/{session_id}/end", "End a session", "admin",
+             errors=(401, 403, 404)),
+    Endpoint("post", "/v1/tls/reload", "Trust newly attached CAs", "admin", errors=(401, 403)),
+    Endpoint("get", "/v1/runtime", "Proxy address and CA", "admin", errors=(401, 403)),
+]  # fmt: skip
+"""Every route, for the OpenAPI document (a test checks none is missing)."""
+
+
 def make_app(context: ControlContext) -> tornado.web.Application:
+    with_context = {"context": context}
     routes: list[Any] = [
-        (r"/healthz", HealthHandler),
-        (r"/v1/holds", HoldsHandler, {"context": context}),
-        (r"/v1/holds/([\w-]+)", HoldHandler, {"context": context}),
-        (r"/v1/holds/([\w-]+)/(approve|deny)", ResolveHandler, {"context": context}),
-        (r"/v1/sessions", SessionsHandler, {"context": context}),
-        (r"/v1/sessions/([\w:.-]+)/end", SessionEndHandler, {"context": context}),
-        (r"/v1/tls/reload", TlsReloadHandler, {"context": context}),
-        (r"/v1/runtime", RuntimeHandler, {"context": context}),
+        (r"/healthz", HealthHandler, with_context),
+        (r"/openapi.json", OpenApiHandler, with_context),
+        (r"/v1/whoami", WhoamiHandler, with_context),
+        (r"/v1/holds", HoldsHandler, with_context),
+        (r"/v1/holds/([\w-]+)", HoldHandler, with_context),
+        (r"/v1/holds/([\w-]+)/(approve|deny)", ResolveHandler, with_context),
+        (r"/v1/decisions", DecisionsHandler, with_context),
+        (r"/v1/sessions", SessionsHandler, with_context),
+        (r"/v1/sessions/([\w:.-]+)/end", SessionEndHandler, with_context),
+        (r"/v1/tls/reload", TlsReloadHandler, with_context),
+        (r"/v1/runtime", RuntimeHandler, with_context),
     ]
     return tornado.web.Application(routes, autoreload=False, debug=False)
 
@@ -280,6 +562,24 @@ class ControlServer:
     @property
     def port(self) -> int:
         return self._port
+
+    def routes(self) -> list[tuple[re.Pattern[str], list[str]]]:
+        """Each served path pattern with the HTTP methods its handler implements."""
+        served: list[tuple[re.Pattern[str], list[str]]] = []
+        for rule in self._app.wildcard_router.rules:
+            handler = rule.target
+            matcher = rule.matcher
+            if not isinstance(matcher, tornado.routing.PathMatches) or not isinstance(
+                handler, type
+            ):
+                continue
+            methods = [
+                method
+                for method in ("get", "post", "put", "patch", "delete")
+                if getattr(handler, method) is not getattr(tornado.web.RequestHandler, method)
+            ]
+            served.append((matcher.regex, methods))
+        return served
 
     async def stop(self) -> None:
         if self._server is not None:

@@ -9,10 +9,18 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 DEFAULT_DATA_DIR = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / (
     "guardproxy"
 )
+APPROVER_TOKEN_ENV = "GUARDPROXY_APPROVER_TOKEN"
+
+
+def approver_token_file() -> Path:
+    """Where an approver keeps their own token: ``~/.config/guardproxy/approver-token``."""
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return config / "guardproxy" / "approver-token"
 
 
 class ControlError(Exception):
@@ -34,19 +42,10 @@ class ControlClient:
     def locate(
         cls, *, url: str | None = None, token: str | None = None, data_dir: Path | None = None
     ) -> ControlClient:
-        """URL and token from flags, else the environment, else the local data directory."""
+        """URL and admin token from flags, else the environment, else the data directory."""
         directory = data_dir or Path(os.environ.get("GUARDPROXY_DATA_DIR") or DEFAULT_DATA_DIR)
-        url = url or os.environ.get("GUARDPROXY_CONTROL_URL")
+        url = _control_url(url, directory)
         token = token or os.environ.get("GUARDPROXY_CONTROL_TOKEN")
-        if not url:
-            runtime = directory / "runtime.json"
-            try:
-                url = json.loads(runtime.read_text(encoding="utf-8"))["control"]
-            except (OSError, ValueError, KeyError):
-                raise ControlError(
-                    f"no running guardproxy found ({runtime} missing); start `guardproxy serve`, "
-                    "or pass --control URL"
-                ) from None
         if not token:
             try:
                 token = (directory / "control-token").read_text(encoding="ascii").strip()
@@ -54,6 +53,28 @@ class ControlClient:
                 raise ControlError(
                     f"no control token in {directory}; pass --token or set GUARDPROXY_CONTROL_TOKEN"
                 ) from None
+        return cls(url.rstrip("/"), token)
+
+    @classmethod
+    def as_approver(
+        cls, *, url: str | None = None, token: str | None = None, data_dir: Path | None = None
+    ) -> ControlClient:
+        """URL as :meth:`locate`; the approver's own token from the flag, else
+        ``GUARDPROXY_APPROVER_TOKEN``, else :func:`approver_token_file`."""
+        directory = data_dir or Path(os.environ.get("GUARDPROXY_DATA_DIR") or DEFAULT_DATA_DIR)
+        url = _control_url(url, directory)
+        token = token or os.environ.get(APPROVER_TOKEN_ENV)
+        if not token:
+            path = approver_token_file()
+            try:
+                token = path.read_text(encoding="ascii").strip()
+            except OSError:
+                token = ""
+            if not token:
+                raise ControlError(
+                    f"no approver token: pass --token, set {APPROVER_TOKEN_ENV}, or put it in "
+                    f"{path} (an admin creates one with `guardproxy approvers add NAME --group G`)"
+                )
         return cls(url.rstrip("/"), token)
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -72,20 +93,46 @@ class ControlClient:
         except urllib.error.HTTPError as error:
             payload = _json_or_none(error.read())
             message = payload.get("error") if isinstance(payload, dict) else None
-            raise ControlError(message or f"HTTP {error.code}", error.code, payload) from None
+            hint = payload.get("hint") if isinstance(payload, dict) else None
+            text = (message or f"HTTP {error.code}") + (f" ({hint})" if hint else "")
+            raise ControlError(text, error.code, payload) from None
         except (urllib.error.URLError, OSError) as error:
             raise ControlError(f"cannot reach guardproxy at {self.url}: {error}") from None
 
-    def holds(self, state: str = "pending") -> list[dict[str, Any]]:
-        result = self.call("GET", f"/v1/holds?state={state}")
+    def holds(self, state: str = "pending", session: str | None = None) -> list[dict[str, Any]]:
+        query = urlencode({"state": state, **({"session": session} if session else {})})
+        result = self.call("GET", f"/v1/holds?{query}")
         return list(result["holds"])
 
-    def resolve(self, hold_id: str, *, approve: bool, reason: str, by: str) -> dict[str, Any]:
+    def hold(self, hold_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("GET", f"/v1/holds/{quote(hold_id)}")
+        return result
+
+    def resolve(self, hold_id: str, *, approve: bool, reason: str) -> dict[str, Any]:
+        """``{"hold": detail, "outcome": "what happened, what is still needed"}``."""
         verb = "approve" if approve else "deny"
         result: dict[str, Any] = self.call(
-            "POST", f"/v1/holds/{hold_id}/{verb}", {"reason": reason, "by": by}
+            "POST", f"/v1/holds/{quote(hold_id)}/{verb}", {"reason": reason}
         )
         return result
+
+    def whoami(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("GET", "/v1/whoami")
+        return result
+
+
+def _control_url(url: str | None, directory: Path) -> str:
+    url = url or os.environ.get("GUARDPROXY_CONTROL_URL")
+    if url:
+        return url
+    runtime = directory / "runtime.json"
+    try:
+        return str(json.loads(runtime.read_text(encoding="utf-8"))["control"])
+    except (OSError, ValueError, KeyError):
+        raise ControlError(
+            f"no running guardproxy found ({runtime} missing); start `guardproxy serve`, "
+            "or pass --control URL"
+        ) from None
 
 
 def _json_or_none(raw: bytes) -> Any:

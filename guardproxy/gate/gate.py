@@ -18,7 +18,9 @@ also re-reads a waiting hold every few seconds, in case an announcement was lost
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,6 +28,15 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from guardproxy.action import Action, Verb
+from guardproxy.approvals.events import HoldEvent, HoldEventKind, HoldEvents
+from guardproxy.approvals.rules import (
+    ApprovalRefused,
+    Progress,
+    check_may_decide,
+    progress,
+    requirement_of,
+)
+from guardproxy.approvals.snapshot import hold_detail
 from guardproxy.context import Context
 from guardproxy.gate.digest import request_digest
 from guardproxy.gate.recorder import DecisionRecorder
@@ -34,11 +45,15 @@ from guardproxy.policy import Bundle, Decision, evaluate
 from guardproxy.policy.model import Outcome, duration_seconds
 from guardproxy.recognise.request import HttpRequest
 from guardproxy.store.base import (
+    Approval,
+    Approver,
     DecisionRecord,
     Hold,
+    HoldConflict,
     HoldState,
     Store,
     StoreError,
+    Verdict,
 )
 
 log = structlog.get_logger(__name__)
@@ -85,7 +100,7 @@ def _answer(
     return Answer(native, kind, decision_id, hold_id)
 
 
-Verdict = Forward | Answer
+GateVerdict = Forward | Answer
 
 
 def store_grant(policy_grant: str) -> str:
@@ -93,6 +108,29 @@ def store_grant(policy_grant: str) -> str:
     if policy_grant == "once":
         return "once"
     return f"session:{duration_seconds(policy_grant.partition(':')[2])}"
+
+
+@dataclass(frozen=True)
+class HoldDecision:
+    """A hold after an approver's verdict, with the approvals so far and what is missing."""
+
+    hold: Hold
+    approvals: list[Approval]
+    progress: Progress
+
+
+def _event(
+    kind: HoldEventKind, hold: Hold, at: datetime, actor: str = "", reason: str = ""
+) -> HoldEvent:
+    return HoldEvent(
+        kind=kind,
+        hold_id=hold.id,
+        at=at,
+        summary=hold.summary,
+        session_id=hold.session_id,
+        actor=actor,
+        reason=reason,
+    )
 
 
 @dataclass
@@ -135,7 +173,9 @@ class Gate:
         hold_window: float,
         clock: Clock = utc_now,
         reads_on_store_failure: str = "allow",
+        events: HoldEvents | None = None,
     ) -> None:
+        self.events = events or HoldEvents()
         self._store = store
         self._bundle = bundle
         self._hold_window = hold_window
@@ -143,6 +183,8 @@ class Gate:
         self._waiters = _Waiters()
         self._recorder = DecisionRecorder(store)
         self._closing = False
+        self._deciding = threading.Lock()  # one verdict at a time: quorum counts stay exact
+        self._escalated: set[str] = set()
         self._reads_in_background = reads_on_store_failure == "allow"
 
     def watch_store(self) -> None:
@@ -166,7 +208,7 @@ class Gate:
 
     async def handle(
         self, request: HttpRequest, action: Action, context: Context, decision: Decision
-    ) -> Verdict:
+    ) -> GateVerdict:
         decision_id = "d-" + secrets.token_hex(6)
         bound = log.bind(
             decision=decision_id,
@@ -241,30 +283,39 @@ class Gate:
         decision: Decision,
         decision_id: str,
         digest: str,
-    ) -> Verdict:
+    ) -> GateVerdict:
         session_id = context.session.id
         now = self._clock()
         try:
             granted = await asyncio.to_thread(self._store.consume_approval, session_id, digest, now)
             if granted is not None:
+                self._released(granted)
                 return Forward(decision_id, granted.id)
             hold = await asyncio.to_thread(self._store.find_hold, session_id, digest, now)
             if hold is None or hold.state is not HoldState.PENDING:
                 if hold is not None and hold.state is HoldState.DENIED:
                     return self._denied_hold(request, action, hold, decision_id)
                 hold = await asyncio.to_thread(
-                    self._create_hold, action, decision, session_id, digest, now
+                    self._create_hold, request, action, context, decision, digest, now
                 )
+                self.events.publish(_event("held", hold, now, reason=decision.message))
         except StoreError as error:
             log.error("hold.store_failed", error=str(error))
             return self.fail_closed(request, action, decision_id)
         return await self._wait(request, action, decision, hold, decision_id, digest)
 
     def _create_hold(
-        self, action: Action, decision: Decision, session_id: str, digest: str, now: datetime
+        self,
+        request: HttpRequest,
+        action: Action,
+        context: Context,
+        decision: Decision,
+        digest: str,
+        now: datetime,
     ) -> Hold:
         approval = decision.approval
         timeout = approval.timeout_seconds if approval else 1800
+        session_id = context.session.id
         hold = self._store.create_hold(
             session_id=session_id,
             request_digest=digest,
@@ -274,6 +325,7 @@ class Gate:
             grant=store_grant(approval.grant if approval else "once"),
             created_at=now,
             expires_at=now + timedelta(seconds=timeout),
+            detail_json=json.dumps(hold_detail(request, context)),
         )
         log.info("hold.created", hold=hold.id, session=session_id, action=hold.summary)
         return hold
@@ -286,7 +338,7 @@ class Gate:
         hold: Hold,
         decision_id: str,
         digest: str,
-    ) -> Verdict:
+    ) -> GateVerdict:
         remaining = (hold.expires_at - self._clock()).total_seconds()
         window = max(0.0, min(self._hold_window, remaining))
         state = await self._resolution(hold, window)
@@ -299,7 +351,7 @@ class Gate:
                 log.error("hold.store_failed", error=str(error))
                 return self.fail_closed(request, action, decision_id)
             if granted is not None:
-                log.info("hold.released", hold=hold.id)
+                self._released(granted)
                 return Forward(decision_id, hold.id)
         if state is HoldState.DENIED:
             try:
@@ -307,7 +359,7 @@ class Gate:
             except StoreError:
                 current = None  # the denial stands; only who gave it is unknown
             return self._denied_hold(request, action, current or hold, decision_id)
-        if self._clock() >= hold.expires_at:
+        if state is HoldState.EXPIRED or self._clock() >= hold.expires_at:
             return self._expired(request, action, hold, decision_id)
         return self._pending_answer(request, action, decision, hold, decision_id)
 
@@ -380,20 +432,164 @@ class Gate:
             request, action, message, kind="deny", decision_id=decision_id, hold_id=hold.id
         )
 
+    def _released(self, hold: Hold) -> None:
+        log.info("hold.released", hold=hold.id, grant=hold.grant)
+        self.events.publish(_event("released", hold, self._clock()))
+
     # -- approvals
 
-    async def resolve(self, hold_id: str, *, approve: bool, by: str, reason: str) -> Hold:
-        """Approve or deny a pending hold and wake the requests waiting on it at once.
+    async def decide_hold(
+        self, hold_id: str, approver: Approver, *, approve: bool, reason: str
+    ) -> HoldDecision:
+        """One approver's verdict on a pending hold, checked against its requirement.
 
-        Raises the store's HoldConflict when the hold is no longer pending.
+        A deny ends the hold. An approval counts once per person; when the requirement
+        is met the action is re-evaluated against the current policy and released only
+        if that still allows it or holds it for the same approval. Raises
+        :class:`ApprovalRefused` (with the HTTP status to answer) when the verdict is
+        not allowed, and :class:`StoreError` when the store fails.
         """
-        state = HoldState.APPROVED if approve else HoldState.DENIED
-        hold = await asyncio.to_thread(
-            self._store.resolve_hold, hold_id, state=state, by=by, reason=reason, now=self._clock()
+        outcome, events = await asyncio.to_thread(
+            self._decide_hold, hold_id, approver, approve, reason.strip()
         )
-        woken = self._waiters.wake(hold_id, state)
-        log.info("hold.resolved", hold=hold_id, state=state.value, by=by, woken=woken)
-        return hold
+        for event in events:
+            self.events.publish(event)
+        if outcome.hold.state is not HoldState.PENDING:
+            woken = self._waiters.wake(hold_id, outcome.hold.state)
+            log.info("hold.resolved", hold=hold_id, state=outcome.hold.state.value, woken=woken)
+        return outcome
+
+    def _decide_hold(
+        self, hold_id: str, approver: Approver, approve: bool, reason: str
+    ) -> tuple[HoldDecision, list[HoldEvent]]:
+        with self._deciding:
+            now = self._clock()
+            hold = self._store.get_hold(hold_id)
+            if hold is None:
+                raise ApprovalRefused(404, f"no hold {hold_id}", "list holds: guardproxy holds")
+            if hold.state is HoldState.PENDING and hold.expires_at <= now:
+                raise ApprovalRefused(
+                    409,
+                    f"hold {hold_id} expired at {hold.expires_at.isoformat()}; "
+                    "the request was denied",
+                    "the agent must make the request again to get a new hold",
+                )  # the sweeper marks it expired and tells the subscribers
+            if hold.state is not HoldState.PENDING:
+                raise _conflict(hold)
+            events: list[HoldEvent] = []
+            requirement = requirement_of(hold)
+            session = self._store.get_session(hold.session_id)
+            approvals = self._store.list_approvals(hold_id)
+            check_may_decide(
+                requirement,
+                approver,
+                session_user=session.user if session else "",
+                approvals=approvals,
+                approve=approve,
+                reason=reason,
+            )
+            verdict = Verdict.APPROVE if approve else Verdict.DENY
+            try:
+                self._store.record_approval(
+                    hold_id, approver=approver.name, groups=approver.groups, verdict=verdict,
+                    reason=reason, at=now,
+                )  # fmt: skip
+            except HoldConflict as conflict:
+                raise _conflict(conflict.hold) from None
+            # read back, not appended: an approver on another replica may have just voted
+            approvals = self._store.list_approvals(hold_id)
+            counted = progress(requirement, approvals)
+            if not approve:
+                hold = self._store.resolve_hold(
+                    hold_id, state=HoldState.DENIED, by=approver.name, reason=reason, now=now
+                )
+                events.append(_event("denied", hold, now, approver.name, reason))
+            else:
+                events.append(_event("approval", hold, now, approver.name, reason))
+                if counted.met:
+                    changed = self._policy_change(hold)
+                    if changed:
+                        hold = self._store.resolve_hold(
+                            hold_id, state=HoldState.DENIED, by="policy", reason=changed, now=now
+                        )
+                        events.append(_event("denied", hold, now, reason=changed))
+                    else:
+                        hold = self._store.resolve_hold(
+                            hold_id, state=HoldState.APPROVED, by=", ".join(counted.approvers),
+                            reason=reason, now=now,
+                        )  # fmt: skip
+                        events.append(_event("approved", hold, now, approver.name, reason))
+            return HoldDecision(hold, approvals, counted), events
+
+    def _policy_change(self, hold: Hold) -> str:
+        """Why the current policy no longer releases the held action ("" if it does)."""
+        try:
+            action = Action.model_validate_json(hold.action_json)
+            context = Context.model_validate(json.loads(hold.detail_json)["context"])
+            held = Decision.model_validate_json(hold.decision_json)
+        except (KeyError, TypeError, ValueError):
+            return (
+                "guardproxy kept no decision context for this hold, so it cannot re-check it "
+                "against the current policy; the request must be made again"
+            )
+        now = evaluate(self._bundle(), action, context)
+        rules = ", ".join(now.determining_rules) or now.basis
+        if now.outcome is Outcome.DENY:
+            return f"the current policy denies this request now ({rules}): {now.message}"
+        if now.outcome is Outcome.HOLD and now.approval != held.approval:
+            return (
+                f"the current policy holds this request for a different approval now ({rules}); "
+                "the request must be made again and approved under the new rules"
+            )
+        return ""
+
+    async def sweep(self) -> None:
+        """Expire holds past their time-out (a deny) and escalate those half-way there."""
+        events, expired = await asyncio.to_thread(self._sweep)
+        for event in events:
+            self.events.publish(event)
+        for hold_id in expired:
+            self._waiters.wake(hold_id, HoldState.EXPIRED)
+
+    async def run_sweeper(self, interval: float = 0.5) -> None:
+        """Sweep until cancelled; a failing store is logged and tried again."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.sweep()
+            except StoreError as error:
+                log.error("hold.sweep_failed", error=str(error))
+
+    def _sweep(self) -> tuple[list[HoldEvent], list[str]]:
+        with self._deciding:
+            now = self._clock()
+            events = self._expire(now)
+            pending = self._store.list_holds(state=HoldState.PENDING, limit=1000)
+            self._escalated &= {hold.id for hold in pending}
+            for hold in pending:
+                requirement = requirement_of(hold)
+                halfway = hold.created_at + (hold.expires_at - hold.created_at) / 2
+                if (
+                    requirement.on_timeout == "escalate"
+                    and hold.id not in self._escalated
+                    and now >= halfway
+                ):
+                    self._escalated.add(hold.id)
+                    counted = progress(requirement, self._store.list_approvals(hold.id))
+                    reason = (
+                        f"half its time-out passed with {counted.text()}; it needs "
+                        f"{counted.needs()} before {hold.expires_at.isoformat()} or it is denied"
+                    )
+                    log.warning("hold.escalated", hold=hold.id, progress=counted.text())
+                    events.append(_event("escalated", hold, now, reason=reason))
+        return events, [e.hold_id for e in events if e.kind == "expired"]
+
+    def _expire(self, now: datetime) -> list[HoldEvent]:
+        reason = "no approval within the time-out; the request is denied"
+        expired = self._store.expire_holds(now)
+        for hold in expired:
+            log.info("hold.expired", hold=hold.id)
+        return [_event("expired", hold, now, reason=reason) for hold in expired]
 
     def close(self) -> None:
         """Answer every live held request now (with the pending message), e.g. on shutdown."""
@@ -403,3 +599,12 @@ class Gate:
     def flush(self) -> None:
         """Write queued decision records (blocking); the gate is unusable afterwards."""
         self._recorder.close()
+
+
+def _conflict(hold: Hold) -> ApprovalRefused:
+    by = f" by {hold.resolved_by}" if hold.resolved_by else ""
+    return ApprovalRefused(
+        409,
+        f"hold {hold.id} is {hold.state.value}{by}; it can no longer be decided",
+        "list pending holds: guardproxy holds",
+    )

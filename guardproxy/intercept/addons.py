@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import ipaddress
 import re
+import socket
 from collections.abc import Callable
 from datetime import datetime
 
@@ -35,6 +37,15 @@ log = structlog.get_logger(__name__)
 SESSION = "guardproxy.session"
 DECISION = "guardproxy.decision"
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+def _reaches_this_host(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", maxsplit=1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback or ip.is_unspecified
+
+
 _INLINE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _READ_BATCH_SECONDS = 0.05
 
@@ -248,7 +259,7 @@ class Guard:
         if not isinstance(session, SessionInfo):
             session = anonymous_session(flow.client_conn.peername[0])
         request = http_request(flow)
-        if self._is_protected(request):
+        if await self._is_protected(request):
             action = recognise(request, self._settings)
             _respond(flow, self._refuse_control(request, action))
             log.warning("control.refused", session=session.id, host=request.host)
@@ -297,7 +308,7 @@ class Guard:
             context = Context(now=self._clock(), session=session)
         return action, context, self._gate.decide(action, context)
 
-    def _is_protected(self, request: HttpRequest) -> bool:
+    async def _is_protected(self, request: HttpRequest) -> bool:
         host = request.host.strip("[]").lower()
         if not self._protected_set:
             self._protected_set = {
@@ -305,7 +316,20 @@ class Guard:
             }
         targets = self._protected_set
         key = ("loopback" if host in _LOOPBACK else host, request.port)
-        return key in targets
+        if key in targets:
+            return True
+        if all(port != request.port for _, port in targets):
+            return False
+        # another name or address of this machine on a protected port: an /etc/hosts
+        # alias (vm), 127.0.0.2, 0.0.0.0, ::ffff:127.0.0.1 all reach the control API
+        try:
+            found = await asyncio.get_running_loop().getaddrinfo(
+                host, request.port, type=socket.SOCK_STREAM
+            )
+        except OSError:
+            return False  # unresolvable: the upstream connection cannot be made either
+        addresses = {str(info[4][0]) for info in found}
+        return any(_reaches_this_host(a) or (a, request.port) in targets for a in addresses)
 
     @staticmethod
     def _refuse_control(request: HttpRequest, action: Action) -> NativeAnswer:

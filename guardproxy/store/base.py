@@ -158,6 +158,9 @@ class Hold:
     reason: str | None = None
     grant_expires_at: datetime | None = None
     released_at: datetime | None = None
+    detail_json: str = "{}"
+    """What the approver sees and the release re-evaluates: the redacted request, the
+    context at decision time (session, history, signals); JSON, ``{}`` if unknown."""
 
     @property
     def grant_seconds(self) -> int | None:
@@ -175,6 +178,17 @@ class Approval:
     verdict: Verdict
     reason: str
     at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Approver:
+    """A person who may approve or deny holds, by the groups they belong to."""
+
+    name: str
+    groups: tuple[str, ...]
+    token_hash: str
+    """sha256 of their control API token (:func:`hash_token`); the token is never stored."""
+    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -289,6 +303,7 @@ class Store(Protocol):
         grant: str,
         created_at: datetime,
         expires_at: datetime,
+        detail_json: str = "{}",
     ) -> Hold:
         """Store a new pending hold with a fresh id."""
         ...
@@ -355,6 +370,24 @@ class Store(Protocol):
         """A hold's verdicts, oldest first (the order they were given)."""
         ...
 
+    # approvers
+
+    def add_approver(self, approver: Approver) -> None:
+        """Store a new approver; :class:`AlreadyExistsError` if the name or token is taken."""
+        ...
+
+    def get_approver(self, name: str) -> Approver | None: ...
+
+    def find_approver_by_token(self, token_hash: str) -> Approver | None: ...
+
+    def list_approvers(self) -> list[Approver]:
+        """All approvers, by name."""
+        ...
+
+    def remove_approver(self, name: str) -> None:
+        """Delete an approver (their past verdicts stay); :class:`NotFoundError` if unknown."""
+        ...
+
     # decision log
 
     def append_decision(self, record: DecisionRecord) -> None: ...
@@ -376,8 +409,12 @@ class Store(Protocol):
         *,
         session_id: str | None = None,
         outcome: str | None = None,
+        provider: str | None = None,
+        since: datetime | None = None,
         limit: int = 100,
-    ) -> list[DecisionRecord]: ...
+    ) -> list[DecisionRecord]:
+        """Newest first; ``provider`` is the action's, ``since`` inclusive."""
+        ...
 
     # session history
 

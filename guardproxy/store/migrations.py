@@ -127,5 +127,20 @@ _V2: Migration = (
     """,
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
+_V3: Migration = (
+    # Approvers (issue 6): people with groups who may release holds, each with their own
+    # control API token (only its sha256 is kept).  A hold keeps a redacted snapshot of
+    # the request and the context it was decided in, for the approver and re-evaluation.
+    """
+    CREATE TABLE approvers (
+        name            TEXT PRIMARY KEY,
+        approver_groups TEXT NOT NULL CHECK (json_valid(approver_groups)),
+        token_hash      TEXT NOT NULL UNIQUE,
+        created_at      TEXT NOT NULL
+    )
+    """,
+    "ALTER TABLE holds ADD COLUMN detail TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(detail))",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
 """Applied in order; the database's version is how many of these it has run."""

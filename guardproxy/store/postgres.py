@@ -264,6 +264,9 @@ class PostgresStore(SqlStore):
             )
         return StoreError(f"store {self.display_url}: {str(exc).strip()}")
 
+    def _json_field(self, column: str, key: str) -> str:
+        return f"({column}::jsonb ->> '{key}')"
+
     def _integrity(self, exc: Exception, what: str) -> StoreError:
         if isinstance(exc, psycopg.errors.UniqueViolation):
             return AlreadyExistsError(f"{what} already exists")

@@ -17,7 +17,7 @@ mapping is written once here.  A backend supplies transactions (:meth:`_read`,
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
 
 from guardproxy.store.base import (
     Approval,
+    Approver,
     DecisionRecord,
     EventTotal,
     Hold,
@@ -104,6 +105,10 @@ class SqlStore:
         """What an integrity error from the driver means for ``what``."""
         raise NotImplementedError
 
+    def _json_field(self, column: str, key: str) -> str:
+        """SQL for the text of top-level ``key`` of the JSON in ``column``."""
+        raise NotImplementedError
+
     def watch_holds(self, callback: HoldWatcher) -> None:
         """Nothing to watch: one SQLite file has one proxy, which resolves holds itself."""
 
@@ -178,6 +183,7 @@ class SqlStore:
         grant: str,
         created_at: datetime,
         expires_at: datetime,
+        detail_json: str = "{}",
     ) -> Hold:
         grant_seconds(grant)  # refuse a malformed grant before it can be approved
         one_line = " ".join(summary.splitlines())
@@ -187,8 +193,8 @@ class SqlStore:
             try:
                 db.execute(
                     "INSERT INTO holds (id, created_at, expires_at, session_id, request_digest,"
-                    " action, decision, summary, state, grant_spec)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+                    " action, decision, summary, state, grant_spec, detail)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
                     (
                         hold_id,
                         created,
@@ -199,6 +205,7 @@ class SqlStore:
                         decision_json,
                         one_line,
                         grant,
+                        detail_json,
                     ),
                 )
             except self._integrity_errors as exc:
@@ -231,7 +238,10 @@ class SqlStore:
         limit: int = 100,
     ) -> list[Hold]:
         where, params = _where(
-            state=None if state is None else HoldState(state).value, session_id=session_id
+            {
+                "state = ?": None if state is None else HoldState(state).value,
+                "session_id = ?": session_id,
+            }
         )
         with self._read() as db:
             rows = db.execute(
@@ -363,6 +373,50 @@ class SqlStore:
             ).fetchall()
         return [_approval(row) for row in rows]
 
+    # -- approvers ------------------------------------------------------------------
+
+    def add_approver(self, approver: Approver) -> None:
+        if not approver.name or not approver.token_hash:
+            raise InvalidValueError("an approver needs a name and a token hash")
+        row = (
+            approver.name,
+            json.dumps(list(approver.groups)),
+            approver.token_hash,
+            _ts(approver.created_at),
+        )
+        with self._write() as db:
+            try:
+                db.execute(
+                    "INSERT INTO approvers (name, approver_groups, token_hash, created_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    row,
+                )
+            except self._integrity_errors as exc:
+                raise self._integrity(exc, f"approver {approver.name}") from exc
+
+    def get_approver(self, name: str) -> Approver | None:
+        with self._read() as db:
+            row = db.execute("SELECT * FROM approvers WHERE name = ?", (name,)).fetchone()
+        return None if row is None else _approver(row)
+
+    def find_approver_by_token(self, token_hash: str) -> Approver | None:
+        with self._read() as db:
+            row = db.execute(
+                "SELECT * FROM approvers WHERE token_hash = ?", (token_hash,)
+            ).fetchone()
+        return None if row is None else _approver(row)
+
+    def list_approvers(self) -> list[Approver]:
+        with self._read() as db:
+            rows = db.execute("SELECT * FROM approvers ORDER BY name").fetchall()
+        return [_approver(row) for row in rows]
+
+    def remove_approver(self, name: str) -> None:
+        with self._write() as db:
+            cursor = db.execute("DELETE FROM approvers WHERE name = ?", (name,))
+            if cursor.rowcount == 0:
+                raise NotFoundError(f"no approver {name}")
+
     # -- decision log ---------------------------------------------------------------
 
     def append_decision(self, record: DecisionRecord) -> None:
@@ -412,9 +466,18 @@ class SqlStore:
         *,
         session_id: str | None = None,
         outcome: str | None = None,
+        provider: str | None = None,
+        since: datetime | None = None,
         limit: int = 100,
     ) -> list[DecisionRecord]:
-        where, params = _where(session_id=session_id, outcome=outcome)
+        where, params = _where(
+            {
+                "session_id = ?": session_id,
+                "outcome = ?": outcome,
+                f"{self._json_field('action', 'provider')} = ?": provider,
+                "at >= ?": _ts_or_none(since),
+            }
+        )
         with self._read() as db:
             rows = db.execute(
                 f"SELECT * FROM decisions {where} ORDER BY at DESC, rowid DESC LIMIT ?",
@@ -510,12 +573,12 @@ _EVENT_COLUMNS = (
 )
 
 
-def _where(**equal: str | None) -> tuple[str, list[str]]:
-    """``WHERE a = ? AND b = ?`` for the filters given (not None), and their values."""
-    given = {column: value for column, value in equal.items() if value is not None}
+def _where(conditions: Mapping[str, object | None]) -> tuple[str, list[object]]:
+    """``WHERE`` and the conditions (``"column = ?"``) whose value is not None, and values."""
+    given = {clause: value for clause, value in conditions.items() if value is not None}
     if not given:
         return "", []
-    return "WHERE " + " AND ".join(f"{column} = ?" for column in given), list(given.values())
+    return "WHERE " + " AND ".join(given), list(given.values())
 
 
 def _unused_hold_id(db: Db) -> str:
@@ -560,6 +623,7 @@ def _dt_required(text: str) -> datetime:
 
 _COLUMNS = {
     "user": "user_name",
+    "detail_json": "detail",
     "action_json": "action",
     "context_json": "context",
     "decision_json": "decision",
@@ -606,3 +670,4 @@ _hold = _mapper(Hold)
 _approval = _mapper(Approval)
 _decision = _mapper(DecisionRecord)
 _event = _mapper(SessionEvent)
+_approver = _mapper(Approver)

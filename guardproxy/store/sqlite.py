@@ -148,6 +148,9 @@ class SqliteStore(SqlStore):
                 _rollback(db)
                 raise
 
+    def _json_field(self, column: str, key: str) -> str:
+        return f"json_extract({column}, '$.{key}')"
+
     def _integrity(self, exc: Exception, what: str) -> StoreError:
         errorname = getattr(exc, "sqlite_errorname", "")
         if errorname in ("SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE"):

@@ -33,6 +33,8 @@ from guardproxy.server import BackgroundGuardproxy
 from guardproxy.session.environment import proxy_url
 from guardproxy.store import open_store
 
+from .approvers import OnCall, add_approver
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 POLICIES = REPO_ROOT / "policies"
 HOLD_ID = re.compile(r"\bh-[a-z0-9]{10}\b")
@@ -186,6 +188,7 @@ class Guard:
         self.config = config
         self._background = BackgroundGuardproxy(config)
         self._running = False
+        self._on_call: OnCall | None = None
 
     def start(self) -> Guard:
         self._background.start()
@@ -214,8 +217,23 @@ class Guard:
         return f"http://127.0.0.1:{control.port}"
 
     def control(self) -> ControlClient:
+        """The control API as the admin (sessions, runtime; not holds)."""
         token = self.config.control_token_file.read_text(encoding="ascii").strip()
         return ControlClient(self.control_url, token)
+
+    @property
+    def on_call(self) -> OnCall:
+        """alice and bob, approvers in every group the shipped policies name."""
+        if self._on_call is None:
+            self._on_call = OnCall(self._background.service.store, self.control_url)
+        return self._on_call
+
+    def add_approver(self, name: str, *groups: str) -> str:
+        """Another approver in this guard's store; returns their token."""
+        return add_approver(self._background.service.store, name, groups)
+
+    def approver(self, name: str = "alice") -> ControlClient:
+        return self.on_call.clients[name]
 
     def session(self, name: str = "e2e") -> GuardSession:
         """Register a session (as ``guardproxy run`` does) and return its proxy URL."""
@@ -230,7 +248,7 @@ class Guard:
         )
 
     def holds(self, state: str = "all") -> list[dict[str, Any]]:
-        return self.control().holds(state)
+        return self.approver().holds(state)
 
     def hold(self, hold_id: str) -> dict[str, Any]:
         [found] = [h for h in self.holds() if h["id"] == hold_id]
@@ -244,9 +262,14 @@ class Guard:
         """Stored decisions, oldest first (decisions on reads are written in batches)."""
         return read_decisions(self.data_dir)
 
-    def cli(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, timeout: float = 30.0, env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """The real ``guardproxy`` CLI against this instance (found via --data-dir)."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GUARDPROXY_")}
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("GUARDPROXY_")},
+            **(env or {}),
+        }
         return run_client(
             [*guardproxy_cli(), *args, "--data-dir", str(self.data_dir)], env, timeout=timeout
         )

@@ -147,9 +147,14 @@ def test_aws_cli_delete_is_held_and_an_approval_releases_it_once(
     assert hold["state"] == "pending" and hold["session"] == guarded_session.id
     assert set(hold["rules"]) == set(HELD_RULES)
 
-    approved = guard.cli("approve", hold_id, "--reason", "planned teardown", "--by", "alice")
-    assert approved.returncode == 0, describe(approved)
-    assert f"{hold_id} approved by alice" in approved.stdout
+    # a prod teardown needs two seniors: each approves with their own token
+    for name, said in (("alice", "1 of 2 approvals"), ("bob", "approved by alice, bob")):
+        approved = guard.cli(
+            "approve", hold_id, "--reason", "planned teardown",
+            env={"GUARDPROXY_APPROVER_TOKEN": guard.approver(name).token},
+        )  # fmt: skip
+        assert approved.returncode == 0, describe(approved)
+        assert said in approved.stdout, describe(approved)
 
     released = aws.delete()  # the very same command
     assert released.returncode == 0, describe(released)
@@ -181,9 +186,12 @@ def test_aws_cli_denied_hold_keeps_the_stack_and_retries_get_the_denial(
     assert aws.create().returncode == 0
     hold_id = assert_held(aws.delete())
 
-    denied = guard.cli("deny", hold_id, "--reason", "change freeze", "--by", "bob")
+    denied = guard.cli(
+        "deny", hold_id, "--reason", "change freeze",
+        env={"GUARDPROXY_APPROVER_TOKEN": guard.approver("bob").token},
+    )  # fmt: skip
     assert denied.returncode == 0, describe(denied)
-    assert f"{hold_id} denied by bob" in denied.stdout
+    assert "denied by bob: change freeze" in denied.stdout, describe(denied)
 
     messages = []
     for _ in range(2):
@@ -229,7 +237,7 @@ def test_aws_cli_delete_is_released_live_when_approved_within_the_window(
             time.sleep(1.0)
             assert proc.poll() is None, "the held request was answered before the approval"
             assert stack_status(moto_server) == "CREATE_COMPLETE"
-            guard.control().resolve(hold["id"], approve=True, reason="go ahead", by="alice")
+            guard.on_call.approve(hold["id"], reason="go ahead")
             approved_at = time.monotonic()
             out, err = proc.communicate(timeout=window + 10)
             finished_at = time.monotonic()
@@ -287,8 +295,8 @@ def test_boto3_delete_is_held_with_native_error_then_approved(
     assert moto_actions(moto_server, "DeleteStack") == []
     assert stack_status(moto_server) == "CREATE_COMPLETE"
 
-    resolved = guard.control().resolve(hold_id, approve=True, reason="ok", by="carol")
-    assert resolved["state"] == "approved" and resolved["resolved_by"] == "carol"
+    resolved = guard.on_call.approve(hold_id, reason="ok")
+    assert resolved["state"] == "approved" and resolved["resolved_by"] == "alice, bob"
     proxied_cfn.delete_stack(StackName=STACK)
     assert stack_status(moto_server) is None
     assert len(moto_actions(moto_server, "DeleteStack")) == 1

@@ -25,6 +25,7 @@ from guardproxy.control.client import ControlClient
 from guardproxy.gate.gate import RECHECK_SECONDS, utc_now
 from guardproxy.store import HoldState, open_store
 
+from .approvers import add_approver
 from .guard_fixtures import guardproxy_cli, wait_for_pending_hold
 from .servers import EchoServer
 from .test_guard import NAMESPACE_PROD, Guard, deletes, make_bundle, start_guard
@@ -51,9 +52,9 @@ class Replica:
             )
         runtime = self._wait_until_serving()
         self.proxy_url = f"http://{runtime['proxy']}"
-        self.control = ControlClient(
-            runtime["control"], (data_dir / "control-token").read_text().strip()
-        )
+        self.control_url: str = runtime["control"]
+        self.tokens: dict[str, str] = {}
+        """Approver name -> control API token (approvers live in the shared database)."""
 
     def _wait_until_serving(self, timeout: float = 60.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -72,11 +73,17 @@ class Replica:
     def client(self) -> httpx.Client:
         return httpx.Client(proxy=self.proxy_url, timeout=20)
 
-    def holds(self, state: str = "all") -> list[dict[str, Any]]:
-        return self.control.holds(state)
+    def as_approver(self, name: str) -> ControlClient:
+        return ControlClient(self.control_url, self.tokens[name])
 
-    def approve(self, hold_id: str, approve: bool = True) -> None:
-        self.control.resolve(hold_id, approve=approve, reason="fleet test", by="tester")
+    def holds(self, state: str = "all") -> list[dict[str, Any]]:
+        return self.as_approver("alice").holds(state)
+
+    def verdict(self, name: str, hold_id: str, *, approve: bool) -> str:
+        """``name``'s verdict through this replica; the hold's state after it."""
+        result = self.as_approver(name).resolve(hold_id, approve=approve, reason="fleet test")
+        state: str = result["hold"]["state"]
+        return state
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -99,6 +106,12 @@ def replicas(
     try:
         second = Replica(tmp_path / "b", policies, postgres_url, kube_host)
         try:
+            store = open_store(postgres_url)
+            try:
+                tokens = {name: add_approver(store, name) for name in ("alice", "bob")}
+            finally:
+                store.close()
+            first.tokens = second.tokens = tokens
             yield first, second
         finally:
             second.stop()
@@ -115,6 +128,7 @@ def _in_background(
         with guard.client() as client:
             response = client.request(method, url)
         result["status"] = response.status_code
+        result["body"] = response.text
         result["done"] = time.monotonic()
 
     thread = threading.Thread(target=send)
@@ -123,31 +137,39 @@ def _in_background(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    ("approve", "status", "upstream_deletes"), [(True, 200, 1), (False, 403, 0)]
-)
-def test_a_verdict_through_one_replica_answers_the_request_held_on_another(
-    replicas: tuple[Replica, Replica],
-    echo_server: EchoServer,
-    approve: bool,
-    status: int,
-    upstream_deletes: int,
+def test_approvals_through_two_replicas_release_the_request_held_on_one(
+    replicas: tuple[Replica, Replica], echo_server: EchoServer
 ) -> None:
-    holding, resolving = replicas
+    holding, other = replicas
     thread, result = _in_background(holding, "DELETE", f"{echo_server.url}{NAMESPACE_PROD}")
-    hold = wait_for_pending_hold(
-        resolving.holds
-    )  # the other replica sees the hold in the shared store
+    hold = wait_for_pending_hold(other.holds)  # the other replica sees it in the shared store
+    # the policy wants two people: one approves on each replica, the quorum spans both
+    assert holding.verdict("alice", hold["id"], approve=True) == "pending"
     assert deletes(echo_server) == 0
-    resolved_at = time.monotonic()
-    resolving.approve(hold["id"], approve=approve)
+    approved_at = time.monotonic()
+    assert other.verdict("bob", hold["id"], approve=True) == "approved"
     thread.join(15)
-    assert result["status"] == status
-    assert result["done"] - resolved_at < 1.0  # notified, not found by the periodic re-read
-    assert deletes(echo_server) == upstream_deletes
-    if approve:
-        (released,) = holding.holds("released")
-        assert released["id"] == hold["id"]
+    assert result["status"] == 200
+    assert result["done"] - approved_at < 1.0  # notified, not found by the periodic re-read
+    assert deletes(echo_server) == 1
+    (released,) = holding.holds("released")
+    assert released["id"] == hold["id"]
+
+
+@pytest.mark.slow
+def test_a_denial_through_one_replica_answers_the_request_held_on_another(
+    replicas: tuple[Replica, Replica], echo_server: EchoServer
+) -> None:
+    holding, other = replicas
+    thread, result = _in_background(holding, "DELETE", f"{echo_server.url}{NAMESPACE_PROD}")
+    hold = wait_for_pending_hold(other.holds)
+    denied_at = time.monotonic()
+    assert other.verdict("alice", hold["id"], approve=False) == "denied"
+    thread.join(15)
+    assert result["status"] == 403
+    assert "a human denied this request" in result["body"]
+    assert result["done"] - denied_at < 1.0
+    assert deletes(echo_server) == 0
 
 
 @pytest.mark.slow

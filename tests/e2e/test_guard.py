@@ -31,6 +31,7 @@ from guardproxy.control.client import ControlClient
 from guardproxy.server import BackgroundGuardproxy
 from guardproxy.store import open_store
 
+from .approvers import OnCall
 from .conftest import require_binary
 from .pki import PkiFiles
 from .servers import EchoServer
@@ -71,15 +72,18 @@ class Guard:
             config.control_token_file.read_text().strip(),
         )
         self.proxy_url = f"http://127.0.0.1:{self.port}"
+        self.on_call = OnCall(service.store, self.control.url)
 
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(proxy=self.proxy_url, timeout=15, **kwargs)
 
     def approve(self, hold_id: str, approve: bool = True) -> dict[str, Any]:
-        return self.control.resolve(hold_id, approve=approve, reason="test", by="tester")
+        if approve:
+            return self.on_call.approve(hold_id, reason="test")
+        return self.on_call.deny(hold_id, reason="test")
 
     def holds(self, state: str = "all") -> list[dict[str, Any]]:
-        return self.control.holds(state)
+        return self.on_call.clients["alice"].holds(state)
 
 
 def start_guard(tmp_path: Path, upstream: EchoServer | Http2Upstream, **overrides: Any) -> Guard:

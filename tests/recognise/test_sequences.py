@@ -25,7 +25,7 @@ from guardproxy.recognise import RecogniseSettings, recognise
 from guardproxy.recognise.request import HttpRequest
 from guardproxy.server import load_policies
 from guardproxy.session.history import HistorySettings, SessionHistory
-from guardproxy.store import SqliteStore
+from guardproxy.store import Approver, HoldState, SqliteStore
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 CLUSTER = "127.0.0.1:6443"
@@ -53,6 +53,12 @@ class Pipeline:
         self.settings = HistorySettings(destructive_budget=budget)
         self.history = SessionHistory(self.store, self.settings)
         self.session = SessionInfo(id="s-1", name="test", agent="claude-code", anonymous=False)
+        self.approvers = {
+            name: Approver(
+                name=name, groups=("senior", "sre-oncall"), token_hash=name, created_at=T0
+            )
+            for name in ("alice", "bob")
+        }
 
     def clock(self) -> datetime:
         return self.now
@@ -71,7 +77,14 @@ class Pipeline:
     def approve(self, step: Step) -> None:
         holds = self.store.list_holds(session_id=self.session.id)
         pending = [h for h in holds if h.summary == step.action.summary()]
-        asyncio.run(self.gate.resolve(pending[0].id, approve=True, by="bob", reason="planned"))
+        for name in ("alice", "bob"):  # two seniors: enough for every shipped hold rule
+            outcome = asyncio.run(
+                self.gate.decide_hold(
+                    pending[0].id, self.approvers[name], approve=True, reason="ok"
+                )
+            )
+            if outcome.hold.state is not HoldState.PENDING:
+                return
 
     def restart(self) -> None:
         """A new tracker on the same store, as after a proxy restart."""

@@ -1,0 +1,208 @@
+"""The control API's bodies and answers as pydantic models, and its OpenAPI document.
+
+Every route is listed once as an :class:`Endpoint`; the document is generated from
+that list and the models, and a test checks that every route the server answers is
+in it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import models_json_schema
+
+
+class ResolveBody(BaseModel):
+    """An approver's verdict; who gives it comes from the token, never from the body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(max_length=1000, description="Why; required, kept in the audit trail.")
+
+
+class ErrorOut(BaseModel):
+    error: str = Field(description="What is wrong.")
+    hint: str = Field("", description="What to do about it.")
+
+
+class ProgressOut(BaseModel):
+    approvers: list[str] = Field(description="Distinct people whose approval counts.")
+    quorum: int
+    missing_groups: list[str] = Field(description="Required groups nobody has approved for.")
+    met: bool
+    text: str = Field(description="For people: `1 of 2 approvals`.")
+
+
+class ApprovalOut(BaseModel):
+    approver: str
+    groups: list[str]
+    verdict: Literal["approve", "deny"]
+    reason: str
+    at: str
+
+
+class HoldOut(BaseModel):
+    id: str
+    state: Literal["pending", "approved", "denied", "expired", "released"]
+    summary: str
+    session: str
+    created_at: str
+    expires_at: str
+    message: str
+    rules: list[str] = Field(description="The determining rules.")
+    approval: dict[str, Any] | None = Field(description="The policy's approval requirement.")
+    progress: ProgressOut
+    grant: str = Field(description="`once` or `session:<seconds>`.")
+    resolved_by: str | None
+    resolved_at: str | None
+    reason: str | None
+    action: dict[str, Any]
+
+
+class HoldDetailOut(HoldOut):
+    request: dict[str, Any] = Field(
+        description="What would be sent, redacted: method, url, headers, body."
+    )
+    session_info: dict[str, Any] = Field(description="The session as registered.")
+    history: dict[str, Any] = Field(
+        description="The session's counts and recent actions as the policy saw them (empty "
+        "when no rule reads history)."
+    )
+    recent: list[dict[str, Any]] = Field(
+        description="The session's latest actions up to the hold, oldest first (session log)."
+    )
+    signals: dict[str, Any] = Field(description="Sequence signals at decision time.")
+    resource: dict[str, Any] = Field(description="The resource's history at decision time.")
+    approvals: list[ApprovalOut] = Field(description="Verdicts so far, oldest first.")
+
+
+class HoldsOut(BaseModel):
+    holds: list[HoldOut]
+
+
+class ResolveOut(BaseModel):
+    hold: HoldDetailOut
+    outcome: str = Field(description="What happened and what is still needed, for people.")
+
+
+class DecisionOut(BaseModel):
+    id: str
+    at: str
+    session: str
+    outcome: str
+    hold_id: str | None
+    upstream_status: int | None
+    summary: str
+    provider: str
+    rules: list[str]
+    message: str
+
+
+class DecisionsOut(BaseModel):
+    decisions: list[DecisionOut]
+
+
+class WhoamiOut(BaseModel):
+    kind: Literal["admin", "approver"]
+    name: str
+    groups: list[str]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One documented operation."""
+
+    method: Literal["get", "post"]
+    path: str
+    """OpenAPI form: ``/v1/holds/{hold_id}``."""
+    summary: str
+    auth: Literal["none", "admin", "approver", "any"]
+    response: type[BaseModel] | None = None
+    body: type[BaseModel] | None = None
+    query: tuple[tuple[str, str], ...] = ()
+    errors: tuple[int, ...] = field(default=())
+
+
+_AUTH_TEXT = {
+    "none": "No token.",
+    "admin": "The admin token (data directory). An approver token is refused.",
+    "approver": "An approver's own token (guardproxy approvers add). The admin token is refused.",
+    "any": "The admin token or an approver's token.",
+}
+_STATUS_TEXT = {
+    401: "No or unknown token",
+    403: "Not allowed for this token or person",
+    404: "No such thing",
+    409: "The hold can no longer be decided, or this person already approved it",
+    422: "The body or a parameter is invalid",
+    503: "The store failed",
+}
+
+
+def openapi_document(endpoints: list[Endpoint], version: str) -> dict[str, Any]:
+    models = {m for e in endpoints for m in (e.response, e.body) if m is not None}
+    models.add(ErrorOut)
+    refs, schema = models_json_schema(
+        [(m, "serialization") for m in sorted(models, key=lambda m: m.__name__)],
+        ref_template="#/components/schemas/{model}",
+    )
+    ref_of = {model: refs[(model, "serialization")]["$ref"] for model in models}
+    paths: dict[str, dict[str, Any]] = {}
+    for endpoint in endpoints:
+        operation: dict[str, Any] = {
+            "summary": endpoint.summary,
+            "description": _AUTH_TEXT[endpoint.auth],
+            "security": [] if endpoint.auth == "none" else [{"bearer": []}],
+            "parameters": [
+                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                for name in _path_names(endpoint.path)
+            ]
+            + [
+                {
+                    "name": name,
+                    "in": "query",
+                    "required": False,
+                    "description": text,
+                    "schema": {"type": "string"},
+                }
+                for name, text in endpoint.query
+            ],
+            "responses": {
+                "200": {
+                    "description": "OK",
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": ref_of[endpoint.response]}
+                            if endpoint.response
+                            else {"type": "object"}
+                        }
+                    },
+                }
+            },
+        }
+        if endpoint.body is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": ref_of[endpoint.body]}}},
+            }
+        for status in endpoint.errors:
+            operation["responses"][str(status)] = {
+                "description": _STATUS_TEXT[status],
+                "content": {"application/json": {"schema": {"$ref": ref_of[ErrorOut]}}},
+            }
+        paths.setdefault(endpoint.path, {})[endpoint.method] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "guardproxy control API", "version": version},
+        "paths": paths,
+        "components": {
+            "schemas": schema.get("$defs", {}),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+def _path_names(path: str) -> list[str]:
+    return [part[1:-1] for part in path.split("/") if part.startswith("{")]
