@@ -1,0 +1,270 @@
+"""Redaction: what must never be kept or logged of a request.
+
+Every place that keeps or prints part of a request (decision records, logs, exports,
+hold snapshots) passes it through here first.  Two complementary means:
+
+* by *name*: header names, query parameters and body fields that carry credentials
+  (``Authorization``, ``X-Amz-Security-Token``, ``password``…) lose their whole value;
+* by *shape*: free text is scanned for credentials whatever field they sit in
+  (bearer tokens, AWS key ids and secret keys, GitHub tokens, JWTs, URLs with a
+  password, connection strings, private key blocks).
+
+Redaction errs on the side of removing too much: an over-redacted log line costs a
+little context, a leaked token costs an incident.  The functions are pure and total
+(they never raise on odd input), so a logging or recording path cannot fail on them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl, unquote_plus, urlencode
+
+REDACTED = "[REDACTED]"
+
+_BODY_PARSE_LIMIT = 1 << 20
+"""Bodies larger than this are not parsed for fields, only described."""
+
+# -- names -------------------------------------------------------------------------
+
+_SENSITIVE_WORDS = re.compile(
+    r"pass(word|wd|phrase)?|pwd|secret|token|auth|session|cookie|credential|signature"
+    r"|api[-_]?key|apikey|access[-_]?key|private[-_]?key|\bkey\b|[-_]key$|^key[-_]|^key$"
+    r"|connection[-_]?string|conn[-_]?str|dsn|^sig$|[-_]sig$",
+    re.IGNORECASE,
+)
+
+_KEEP_HEADERS = frozenset({"x-amz-content-sha256", "keep-alive"})
+"""Header names that match the sensitive words but carry no secret."""
+
+
+def is_sensitive_name(name: str) -> bool:
+    """Whether a header, parameter or field called ``name`` carries a credential."""
+    return bool(_SENSITIVE_WORDS.search(name.strip()))
+
+
+_SECRET_FIELD = re.compile(
+    r"pass(word|wd|phrase)?|secret|token|credential|authorization|cookie|api[-_]?key"
+    r"|access[-_]?key|private[-_]?key|connection[-_]?string|signature",
+    re.IGNORECASE,
+)
+
+
+def is_secret_field(name: str) -> bool:
+    """A stricter :func:`is_sensitive_name` for our own log fields (``session`` is an id)."""
+    return bool(_SECRET_FIELD.search(name))
+
+
+def redact_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The headers with every credential-carrying value replaced (names and order kept)."""
+    kept: list[tuple[str, str]] = []
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered not in _KEEP_HEADERS and is_sensitive_name(lowered):
+            kept.append((name, REDACTED))
+        else:
+            kept.append((name, redact_text(value)))
+    return kept
+
+
+# -- URLs --------------------------------------------------------------------------
+
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]{0,30}://)([^\s:/@?#]{0,256}):([^\s@/?#]{0,1024})@")
+
+
+def redact_url(url: str) -> str:
+    """The URL without credentials: userinfo passwords and sensitive query values.
+
+    Only the values of sensitive parameters change; everything else is kept byte for
+    byte, so the redacted URL still reads like the original.
+    """
+    base, question, rest = url.partition("?")
+    base = _USERINFO.sub(rf"\1\2:{REDACTED}@", base)
+    if not question:
+        return redact_text(base)
+    query, hash_mark, fragment = rest.partition("#")
+    parts = []
+    for part in query.split("&"):
+        name, equals, _value = part.partition("=")
+        if equals and is_sensitive_name(unquote_plus(name)):
+            parts.append(f"{name}={REDACTED}")
+        else:
+            parts.append(redact_text(part))
+    return f"{redact_text(base)}?{'&'.join(parts)}{hash_mark}{redact_text(fragment)}"
+
+
+# -- free text ---------------------------------------------------------------------
+
+_Rule = tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]
+
+
+def _secret_key_shape(match: re.Match[str]) -> str:
+    """A bare 40-character AWS secret key (mixed case and digits; git SHAs are hex)."""
+    text = match.group(0)
+    has_upper = any(c.isupper() for c in text)
+    has_lower = any(c.islower() for c in text)
+    has_digit = any(c.isdigit() for c in text)
+    return REDACTED if has_upper and has_lower and has_digit else text
+
+
+_TEXT_RULES: tuple[_Rule, ...] = (
+    # SigV4: Credential=AKIA.../20250101/us-east-1/s3/aws4_request, Signature=<hex>
+    (re.compile(r"(?i)\b(Credential=)[^\s,&]+"), rf"\1{REDACTED}"),
+    (re.compile(r"(?i)\b(Signature=)[^\s,&]+"), rf"\1{REDACTED}"),
+    # Authorization schemes with their credential
+    # (the credential must hold a digit, so prose such as "token expired" is kept)
+    (
+        re.compile(
+            r"(?i)\b(bearer|basic|token|digest|negotiate)(\s+)"
+            r"(?=[A-Za-z._~+/=:-]{0,512}\d)[A-Za-z0-9._~+/=:-]{6,}"
+        ),
+        rf"\1\2{REDACTED}",
+    ),
+    # URLs carrying a password (postgres://user:pass@host)
+    (_USERINFO, rf"\1\2:{REDACTED}@"),
+    # GitHub tokens (classic prefixes and fine-grained)
+    (re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{30,255}|github_pat_[A-Za-z0-9_]{20,255})"), REDACTED),
+    # GitLab, Slack, Google API keys, OpenAI/Anthropic style keys
+    (re.compile(r"\bglpat-[A-Za-z0-9_-]{16,}"), REDACTED),
+    (re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}"), REDACTED),
+    (re.compile(r"\bAIza[0-9A-Za-z_-]{35}"), REDACTED),
+    (re.compile(r"\bsk-(?:ant-)?[A-Za-z0-9_-]{20,}"), REDACTED),
+    # JWTs (header.payload.signature, base64url, header starts with {" -> eyJ)
+    (re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), REDACTED),
+    # AWS access key ids
+    (
+        re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA|ABIA|ACCA)[A-Z0-9]{16}\b"),
+        REDACTED,
+    ),
+    # "name": "value" in JSON-ish text, for sensitive names
+    (
+        re.compile(
+            r"""(?i)(["']?(?<![\w.-])[\w.-]{0,64}(?:password|passwd|pwd|secret|token|credential|api[-_]?key"""
+            r"""|access[-_]?key|private[-_]?key|connection[-_]?string|authorization|cookie)"""
+            r"""[\w.-]{0,64}["']?\s*:\s*)("(?:[^"\\]|\\.)*"|'[^']*')"""
+        ),
+        rf'\1"{REDACTED}"',
+    ),
+    # name=value / name: value (headers dumped as text, DSNs, env files, CLI flags)
+    (
+        re.compile(
+            r"""(?i)(?<![\w.-])([\w.-]{0,64}(?:password|passwd|pwd|secret|token|credential|api[-_]?key"""
+            r"""|access[-_]?key|private[-_]?key|connection[-_]?string|authorization|cookie)"""
+            r"""[\w.-]{0,64})(\s*[=:]\s*)(?!\[REDACTED\])([^\s"'&;,<>]+)"""
+        ),
+        rf"\1\2{REDACTED}",
+    ),
+    # bare AWS secret access keys
+    (re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"), _secret_key_shape),
+)
+
+
+_PEM_BEGIN = re.compile(r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY-----")
+_PEM_END = re.compile(r"-----END [A-Z0-9 ]{0,40}PRIVATE KEY-----")
+
+
+def _redact_private_keys(text: str) -> str:
+    """Whole PEM private key blocks (an unterminated one is cut to the end of the text).
+
+    Done with searches rather than one regex so that many BEGIN lines cost linear time.
+    """
+    pieces: list[str] = []
+    position = 0
+    while (begin := _PEM_BEGIN.search(text, position)) is not None:
+        end = _PEM_END.search(text, begin.end())
+        pieces.append(text[position : begin.start()])
+        pieces.append(f"-----BEGIN PRIVATE KEY-----{REDACTED}-----END PRIVATE KEY-----")
+        if end is None:
+            return "".join(pieces)
+        position = end.end()
+    pieces.append(text[position:])
+    return "".join(pieces)
+
+
+def redact_text(text: str) -> str:
+    """``text`` with every credential-shaped substring replaced by ``[REDACTED]``."""
+    if "PRIVATE KEY-----" in text:
+        text = _redact_private_keys(text)
+    for pattern, replacement in _TEXT_RULES:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+# -- structured values -------------------------------------------------------------
+
+
+def redact_value(value: Any, *, by_name: bool = True) -> Any:
+    """A JSON-like value with sensitive fields emptied (``by_name``) and strings scanned.
+
+    Decision inputs use ``by_name=False``: their field names are the action model's
+    own (``resource.key`` is an identity, not a credential), so only the shape rules
+    apply there and a recorded input stays replayable.
+    """
+    if isinstance(value, dict):
+        return {
+            key: (
+                REDACTED
+                if by_name and isinstance(key, str) and is_sensitive_name(key)
+                else redact_value(item, by_name=by_name)
+            )
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [redact_value(item, by_name=by_name) for item in value]
+    if isinstance(value, str):
+        return redact_text(value)
+    return value
+
+
+_XML_FIELD = re.compile(
+    r"(?is)<((?:[\w.-]{1,64}:)?[\w.-]{0,64}(?:password|passwd|secret|token|credential|key|signature"
+    r"|connectionstring)[\w.-]{0,64})(\s[^>]{0,1024})?>([^<]{0,8192})</\1>"
+)
+
+
+def redact_body(body: bytes, content_type: str, limit: int = 4096) -> str:
+    """At most ``limit`` characters of a request body, safe to keep.
+
+    JSON, form and XML bodies lose the values of sensitive fields; every text body is
+    then scanned for credential shapes.  Binary bodies are described, never kept.  The
+    cut happens after redaction, so a secret is never half-kept.
+    """
+    kind = content_type.split(";", 1)[0].strip().lower()
+    if not body:
+        return ""
+    if len(body) > _BODY_PARSE_LIMIT:
+        return f"[{len(body)} bytes of {kind or 'unknown type'} not kept]"
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"[{len(body)} bytes of {kind or 'binary'} not kept]"
+    if kind.endswith("json") or kind.endswith("+json"):
+        text = _redact_json_text(text)
+    elif kind == "application/x-www-form-urlencoded":
+        text = _redact_form(text)
+    elif kind.endswith("xml"):
+        text = _XML_FIELD.sub(lambda m: f"<{m[1]}{m[2] or ''}>{REDACTED}</{m[1]}>", text)
+    text = redact_text(text)
+    if len(text) > limit:
+        return text[:limit] + f"…[{len(text) - limit} more characters]"
+    return text
+
+
+def _redact_json_text(text: str) -> str:
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return text  # the shape rules still apply to it
+    return json.dumps(redact_value(parsed), separators=(",", ":"), ensure_ascii=False)
+
+
+def _redact_form(text: str) -> str:
+    pairs = parse_qsl(text, keep_blank_values=True)
+    if not pairs:
+        return text
+    return urlencode(
+        [(name, REDACTED if is_sensitive_name(name) else value) for name, value in pairs],
+        safe="[]",
+    )
