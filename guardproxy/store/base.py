@@ -195,6 +195,40 @@ class DecisionRecord:
     outcome: str
     hold_id: str | None = None
     upstream_status: int | None = None
+    provider: str = ""
+    """The action's provider, kept as a column of the audit chain for filtering."""
+    shadow_json: str | None = None
+    """What a shadow bundle or audit-mode rules would have done (recorded, not enforced)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditEntry:
+    """What a caller appends to the audit chain; the store links it (seq, hashes).
+
+    ``kind`` is ``decision``, ``upstream`` (the upstream's status for a forwarded
+    decision, ``subject`` = decision id) or a hold event (``hold.created``,
+    ``hold.approval``, ``hold.approved``, ``hold.denied``, ``hold.expired``,
+    ``hold.released``; ``subject`` = hold id).  ``payload_json`` is kept verbatim and
+    must already be redacted.
+    """
+
+    record_id: str
+    kind: str
+    at: datetime
+    session_id: str
+    subject: str
+    outcome: str
+    provider: str
+    payload_json: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditRecord(AuditEntry):
+    """A stored chain record: ``hash`` covers every field and ``prev_hash``."""
+
+    seq: int
+    prev_hash: str
+    hash: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -342,14 +376,23 @@ class Store(Protocol):
 
     # decision log
 
-    def append_decision(self, record: DecisionRecord) -> None: ...
+    def append_decision(self, record: DecisionRecord) -> None:
+        """Store the decision and append its chain record, in one transaction.
+
+        Durable when this returns: the gate forwards a mutating request only after it.
+        """
+        ...
 
     def append_decisions(self, records: Sequence[DecisionRecord]) -> None:
         """Append several records in one transaction (one disk sync for a batch)."""
         ...
 
     def set_upstream_statuses(self, statuses: Sequence[tuple[str, int]]) -> None:
-        """(decision id, HTTP status) pairs; ids not (yet) stored are ignored."""
+        """(decision id, HTTP status) pairs; ids not (yet) stored are ignored.
+
+        Each known id also gets an ``upstream`` chain record (the decision's own record
+        is never changed).
+        """
         ...
 
     def get_decision(self, decision_id: str) -> DecisionRecord | None: ...
@@ -363,6 +406,36 @@ class Store(Protocol):
         outcome: str | None = None,
         limit: int = 100,
     ) -> list[DecisionRecord]: ...
+
+    # audit chain (hold methods above append their own hold.* events, in their transaction)
+
+    def append_audit(self, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
+        """Link and append entries after the current head, atomically; return them."""
+        ...
+
+    def audit_records(self, *, after_seq: int = 0, limit: int = 1000) -> list[AuditRecord]:
+        """Chain records with ``seq > after_seq``, oldest first (verify and export page)."""
+        ...
+
+    def get_audit_record(self, record_id: str) -> AuditRecord | None: ...
+
+    def audit_for(self, subject: str) -> list[AuditRecord]:
+        """Every record about a decision or hold id, oldest first."""
+        ...
+
+    def list_audit(
+        self,
+        *,
+        kind: str | None = None,
+        session_id: str | None = None,
+        outcome: str | None = None,
+        provider: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        """Records matching every given filter (``since`` <= at < ``until``), newest first."""
+        ...
 
     # session history
 

@@ -25,9 +25,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from guardproxy.store import chain
 from guardproxy.store.base import (
     AlreadyExistsError,
     Approval,
+    AuditEntry,
+    AuditRecord,
     DecisionRecord,
     EventTotal,
     Hold,
@@ -278,7 +281,9 @@ class SqliteStore:
                 )
             except sqlite3.IntegrityError as exc:
                 raise _integrity(exc, f"hold {hold_id}") from exc
-            return _fetch_hold(db, hold_id)
+            hold = _fetch_hold(db, hold_id)
+            _chain(db, [_hold_event("hold.created", hold, created_at)])
+            return hold
 
     def get_hold(self, hold_id: str) -> Hold | None:
         with self._read() as db:
@@ -340,7 +345,9 @@ class SqliteStore:
                     " grant_expires_at = ? WHERE id = ? AND state = 'pending'",
                     (state.value, moment, by, reason, grant_expires, hold_id),
                 )
-                return _fetch_hold(db, hold_id)
+                resolved = _fetch_hold(db, hold_id)
+                _chain(db, [_hold_event(f"hold.{state.value}", resolved, now)])
+                return resolved
         raise HoldConflict(hold, wanted)
 
     def expire_holds(self, now: datetime) -> list[Hold]:
@@ -358,7 +365,9 @@ class SqliteStore:
                 "UPDATE holds SET state = 'expired', resolved_at = ? WHERE id = ?",
                 [(moment, hold_id) for hold_id in ids],
             )
-            return [_fetch_hold(db, hold_id) for hold_id in ids]
+            expired = [_fetch_hold(db, hold_id) for hold_id in ids]
+            _chain(db, [_hold_event("hold.expired", hold, now) for hold in expired])
+            return expired
 
     def consume_approval(self, session_id: str, request_digest: str, now: datetime) -> Hold | None:
         with self._write() as db:
@@ -379,7 +388,9 @@ class SqliteStore:
                     (_ts(now), hold.id),
                 )
                 if cursor.rowcount == 1:
-                    return _fetch_hold(db, hold.id)
+                    released = _fetch_hold(db, hold.id)
+                    _chain(db, [_hold_event("hold.released", released, now)])
+                    return released
         return None
 
     # -- approval events ------------------------------------------------------------
@@ -412,7 +423,20 @@ class SqliteStore:
                 row = db.execute(
                     "SELECT * FROM approvals WHERE id = ?", (cursor.lastrowid,)
                 ).fetchone()
-                return _approval(row)
+                approval = _approval(row)
+                event = chain.event_entry(
+                    "hold.approval",
+                    at=at,
+                    session_id=hold.session_id,
+                    subject=hold_id,
+                    outcome=verdict.value,
+                    approver=approver,
+                    groups=list(groups),
+                    verdict=verdict.value,
+                    reason=reason,
+                )
+                _chain(db, [event])
+                return approval
         raise HoldConflict(hold, "record a verdict on")
 
     def list_approvals(self, hold_id: str) -> list[Approval]:
@@ -425,22 +449,7 @@ class SqliteStore:
     # -- decision log ---------------------------------------------------------------
 
     def append_decision(self, record: DecisionRecord) -> None:
-        row = (
-            record.id,
-            _ts(record.at),
-            record.session_id,
-            record.action_json,
-            record.context_json,
-            record.decision_json,
-            record.outcome,
-            record.hold_id,
-            record.upstream_status,
-        )
-        with self._write() as db:
-            try:
-                db.execute("INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
-            except sqlite3.IntegrityError as exc:
-                raise _integrity(exc, f"decision {record.id}") from exc
+        self.append_decisions([record])
 
     def append_decisions(self, records: Sequence[DecisionRecord]) -> None:
         rows = [
@@ -448,18 +457,42 @@ class SqliteStore:
              r.outcome, r.hold_id, r.upstream_status)
             for r in records
         ]  # fmt: skip
+        what = f"decision {records[0].id}" if len(records) == 1 else "a decision in the batch"
         with self._write() as db:
             try:
                 db.executemany("INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             except sqlite3.IntegrityError as exc:
-                raise _integrity(exc, "a decision in the batch") from exc
+                raise _integrity(exc, what) from exc
+            _chain(db, [chain.decision_entry(r) for r in records])
 
     def set_upstream_statuses(self, statuses: Sequence[tuple[str, int]]) -> None:
         with self._write() as db:
-            db.executemany(
-                "UPDATE decisions SET upstream_status = ? WHERE id = ?",
-                [(status, decision_id) for decision_id, status in statuses],
+            self._set_statuses(db, statuses)
+
+    def _set_statuses(self, db: sqlite3.Connection, statuses: Sequence[tuple[str, int]]) -> int:
+        entries: list[AuditEntry] = []
+        for decision_id, status in statuses:
+            row = db.execute(
+                "SELECT id, at, session_id, json_extract(action, '$.provider') AS provider"
+                " FROM decisions WHERE id = ?",
+                (decision_id,),
+            ).fetchone()
+            if row is None:
+                continue
+            db.execute(
+                "UPDATE decisions SET upstream_status = ? WHERE id = ?", (status, decision_id)
             )
+            entries.append(
+                chain.upstream_entry(
+                    decision_id=decision_id,
+                    session_id=row["session_id"],
+                    at=_dt_required(row["at"]),
+                    provider=row["provider"] or "",
+                    status=status,
+                )
+            )
+        _chain(db, entries)
+        return len(entries)
 
     def get_decision(self, decision_id: str) -> DecisionRecord | None:
         with self._read() as db:
@@ -468,10 +501,7 @@ class SqliteStore:
 
     def set_upstream_status(self, decision_id: str, status: int) -> None:
         with self._write() as db:
-            cursor = db.execute(
-                "UPDATE decisions SET upstream_status = ? WHERE id = ?", (status, decision_id)
-            )
-            if cursor.rowcount == 0:
+            if self._set_statuses(db, [(decision_id, status)]) == 0:
                 raise NotFoundError(f"no decision {decision_id}")
 
     def list_decisions(
@@ -496,6 +526,71 @@ class SqliteStore:
                 (*params, _limit(limit)),
             ).fetchall()
         return [_decision(row) for row in rows]
+
+    # -- audit chain ----------------------------------------------------------------
+
+    def append_audit(self, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
+        with self._write() as db:
+            try:
+                return _chain(db, entries)
+            except sqlite3.IntegrityError as exc:
+                raise _integrity(exc, "an audit record") from exc
+
+    def audit_records(self, *, after_seq: int = 0, limit: int = 1000) -> list[AuditRecord]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, _limit(limit)),
+            ).fetchall()
+        return [_audit(row) for row in rows]
+
+    def get_audit_record(self, record_id: str) -> AuditRecord | None:
+        with self._read() as db:
+            row = db.execute("SELECT * FROM audit_log WHERE record_id = ?", (record_id,)).fetchone()
+        return None if row is None else _audit(row)
+
+    def audit_for(self, subject: str) -> list[AuditRecord]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT * FROM audit_log WHERE subject = ? ORDER BY seq", (subject,)
+            ).fetchall()
+        return [_audit(row) for row in rows]
+
+    def list_audit(
+        self,
+        *,
+        kind: str | None = None,
+        session_id: str | None = None,
+        outcome: str | None = None,
+        provider: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value in (
+            ("kind", kind),
+            ("session_id", session_id),
+            ("outcome", outcome),
+            ("provider", provider),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if since is not None:
+            clauses.append("at >= ?")
+            params.append(_ts(since))
+        if until is not None:
+            clauses.append("at < ?")
+            params.append(_ts(until))
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._read() as db:
+            rows = db.execute(
+                f"SELECT * FROM audit_log {where} ORDER BY seq DESC LIMIT ?",
+                (*params, _limit(limit)),
+            ).fetchall()
+        return [_audit(row) for row in rows]
 
     # -- session history ------------------------------------------------------------
 
@@ -638,7 +733,69 @@ def _decidable(db: sqlite3.Connection, hold_id: str, now: datetime) -> Hold:
             (_ts(now), hold_id),
         )
         hold = _fetch_hold(db, hold_id)
+        _chain(db, [_hold_event("hold.expired", hold, now)])
     return hold
+
+
+def _chain(db: sqlite3.Connection, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
+    """Link ``entries`` after the head and insert them (inside the caller's transaction).
+
+    The caller's immediate transaction holds the write lock, so reading the head and
+    appending cannot interleave with another writer, in this process or another.
+    """
+    if not entries:
+        return []
+    head = db.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+    seq, prev = (head["seq"], head["hash"]) if head is not None else (0, chain.GENESIS)
+    records: list[AuditRecord] = []
+    for entry in entries:
+        seq += 1
+        record = chain.link(entry, seq, prev)
+        records.append(record)
+        prev = record.hash
+    db.executemany(
+        "INSERT INTO audit_log (seq, record_id, kind, at, session_id, subject, outcome,"
+        " provider, payload, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (r.seq, r.record_id, r.kind, _ts(r.at), r.session_id, r.subject, r.outcome,
+             r.provider, r.payload_json, r.prev_hash, r.hash)
+            for r in records
+        ],
+    )  # fmt: skip
+    return records
+
+
+def _hold_event(kind: str, hold: Hold, at: datetime) -> AuditEntry:
+    return chain.event_entry(
+        kind,
+        at=at,
+        session_id=hold.session_id,
+        subject=hold.id,
+        outcome=hold.state.value,
+        summary=hold.summary,
+        request_digest=hold.request_digest,
+        grant=hold.grant,
+        expires_at=_ts(hold.expires_at),
+        resolved_by=hold.resolved_by,
+        reason=hold.reason,
+        grant_expires_at=_ts_or_none(hold.grant_expires_at),
+    )
+
+
+def _audit(row: sqlite3.Row) -> AuditRecord:
+    return AuditRecord(
+        seq=row["seq"],
+        record_id=row["record_id"],
+        kind=row["kind"],
+        at=_dt_required(row["at"]),
+        session_id=row["session_id"],
+        subject=row["subject"],
+        outcome=row["outcome"],
+        provider=row["provider"],
+        payload_json=row["payload"],
+        prev_hash=row["prev_hash"],
+        hash=row["hash"],
+    )
 
 
 def _fetch_hold(db: sqlite3.Connection, hold_id: str) -> Hold:
