@@ -22,6 +22,8 @@ _MODULES = {
     "deny": "oncall",
     "policy": "policy",
     "recognise": "recognise",
+    "audit": "audit",
+    "replay": "replay",
 }
 
 
