@@ -83,11 +83,12 @@ def rig(tmp_path: Path, shipped: Bundle) -> Iterator[Rig]:
     opened.close()
 
 
-CREATE_CONFIGMAP = ("POST", "/api/v1/namespaces/dev-app/configmaps", {"metadata": {"name": "x"}})
+def create_configmap() -> HttpRequest:
+    return k8s("POST", "/api/v1/namespaces/dev-app/configmaps", {"metadata": {"name": "x"}})
 
 
 def test_a_mutating_request_is_in_the_chain_when_forward_is_returned(rig: Rig) -> None:
-    verdict = rig.send(k8s(*CREATE_CONFIGMAP))
+    verdict = rig.send(create_configmap())
     assert isinstance(verdict, Forward)
     # no flush: the record must already be durable, on disk, read by another connection
     with SqliteStore(rig.store.path) as reader:
@@ -99,7 +100,7 @@ def test_a_mutating_request_is_in_the_chain_when_forward_is_returned(rig: Rig) -
 
 def test_an_unrecordable_mutating_request_is_not_forwarded(rig: Rig) -> None:
     rig.store.close()  # a real store that now fails every call
-    verdict = rig.send(k8s(*CREATE_CONFIGMAP))
+    verdict = rig.send(create_configmap())
     assert isinstance(verdict, Answer) and verdict.kind == "deny"
     assert verdict.answer.status == 403
     assert b"could not record" in verdict.answer.body
@@ -160,7 +161,7 @@ def test_a_shadow_bundle_is_decided_and_recorded_not_enforced(
     )
     rig = Rig(tmp_path / "guardproxy.db", shipped, shadow=load_policies(candidate_dir))
     try:
-        created = rig.send(k8s(*CREATE_CONFIGMAP))
+        created = rig.send(create_configmap())
         assert isinstance(created, Forward)  # the shadow bundle's deny is not enforced
         rig.send(k8s("GET", "/api/v1/namespaces"))
         rig.gate.flush()
@@ -176,7 +177,7 @@ def test_a_shadow_bundle_is_decided_and_recorded_not_enforced(
 
 
 def test_upstream_status_follows_in_the_chain(rig: Rig) -> None:
-    verdict = rig.send(k8s(*CREATE_CONFIGMAP))
+    verdict = rig.send(create_configmap())
     rig.gate.record_status(verdict.decision_id, 201)
     rig.gate.flush()
     records = rig.store.audit_for(verdict.decision_id)
