@@ -23,10 +23,12 @@ import hashlib
 import secrets
 from base64 import b32encode
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
+
+from guardproxy.audit.redact import redact_text
 
 # -- errors -------------------------------------------------------------------------
 
@@ -252,6 +254,29 @@ class SessionEvent:
     protection_removed: bool = False
     recreate: bool = False
     destroyed_container: str = ""
+
+
+def redacted_event(event: SessionEvent) -> SessionEvent:
+    """The event as it may be persisted: credential shapes removed from its free text.
+
+    Resource names come from request paths, where agents sometimes put tokens; every
+    backend stores session events through this.
+    """
+    summary = redact_text(event.summary)
+    key = redact_text(event.resource_key)
+    container = redact_text(event.destroyed_container)
+    if (summary, key, container) == (event.summary, event.resource_key, event.destroyed_container):
+        return event
+    return replace(event, summary=summary, resource_key=key, destroyed_container=container)
+
+
+def redacted_session(session: Session) -> Session:
+    """The session as it may be persisted: no credential in its command line or cwd."""
+    command = tuple(redact_text(part) for part in session.command)
+    cwd = redact_text(session.cwd)
+    if command == session.command and cwd == session.cwd:
+        return session
+    return replace(session, command=command, cwd=cwd)
 
 
 @dataclass(frozen=True, slots=True)

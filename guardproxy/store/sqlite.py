@@ -45,6 +45,8 @@ from guardproxy.store.base import (
     Verdict,
     grant_seconds,
     new_hold_id,
+    redacted_event,
+    redacted_session,
 )
 from guardproxy.store.migrations import MIGRATIONS, SCHEMA_VERSION_TABLE, Migration
 
@@ -192,6 +194,7 @@ class SqliteStore:
     # -- sessions -------------------------------------------------------------------
 
     def create_session(self, session: Session) -> None:
+        session = redacted_session(session)
         row = (
             session.id,
             session.name,
@@ -595,6 +598,7 @@ class SqliteStore:
     # -- session history ------------------------------------------------------------
 
     def append_session_events(self, events: Sequence[SessionEvent]) -> None:
+        events = [redacted_event(e) for e in events]
         rows = [
             (e.session_id, _ts(e.at), e.summary, e.operation, e.verb, e.provider,
              e.environment, e.resource_key, e.outcome, int(e.protection_removed),
