@@ -68,6 +68,7 @@ class Guardproxy:
         self._clock = clock
         self._store: Store | None = None
         self._bundle: Bundle | None = None
+        self._shadow_bundle: Bundle | None = None
         self.proxy: GuardProxy | None = None
         self.control: ControlServer | None = None
         self.gate: Gate | None = None
@@ -91,6 +92,8 @@ class Guardproxy:
         prepare_data_dir(config.data_dir)
         ensure_ca(config.ca_dir)
         self._bundle = load_policies(config.policies)
+        if config.shadow_policies is not None:
+            self._shadow_bundle = load_policies(config.shadow_policies)
         # the AWS model index: milliseconds from its cache, seconds to build it once
         await asyncio.to_thread(warm_up)
         try:
@@ -106,6 +109,7 @@ class Guardproxy:
             lambda: self.bundle,
             hold_window=config.hold_window_seconds,
             clock=self._clock,
+            shadow=lambda: self._shadow_bundle,
         )
         settings = RecogniseSettings(
             environments=dict(config.environments),

@@ -41,7 +41,8 @@ def flow(
     )
     server_conn = connection.Server(address=("127.0.0.1", CLUSTER_PORT))
     made = http.HTTPFlow(client_conn, server_conn)
-    made.request = http.Request.make(method, url, body, headers or {"accept": "*/*"})
+    fields = [(k.encode(), v.encode()) for k, v in (headers or {"accept": "*/*"}).items()]
+    made.request = http.Request.make(method, url, body, fields)
     made.request.timestamp_start = T0 + n
     made.request.timestamp_end = T0 + n + 0.01
     made.response = http.Response.make(200, b"{}", {"content-type": "application/json"})
@@ -77,7 +78,7 @@ def flow_file(tmp_path: Path) -> Path:
     flows[0].metadata["guardproxy.decision"] = "d-recorded-read"
     path = tmp_path / "capture.flows"
     with path.open("wb") as handle:
-        writer = io.FlowWriter(handle)
+        writer = io.FlowWriter(handle)  # type: ignore[no-untyped-call]
         for each in flows:
             writer.add(each)
     return path

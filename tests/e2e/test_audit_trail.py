@@ -204,3 +204,36 @@ def test_a_recorded_day_replays_exactly_and_a_changed_rule_shows_what_it_changes
     assert changed["transitions"] == {"allow→hold": 6}
     table = cli_text(guard, "replay", "--policies", str(candidate))
     assert "6 would change" in table and "allow→hold" in table
+
+
+@pytest.mark.slow
+def test_a_shadow_bundle_is_recorded_not_enforced_and_replay_lists_the_differences(
+    start_guard: StartGuard, tmp_path: Path, echo_server: EchoServer
+) -> None:
+    candidate = tmp_path / "candidate"
+    shutil.copytree(bundle_dir(tmp_path), candidate)
+    (candidate / "shadow.yaml").write_text(
+        "apiVersion: guardproxy.dev/v1\nkind: PolicySet\nmetadata: {name: shadow}\n"
+        "spec:\n  rules:\n    - id: deny-dev-create\n      decision: deny\n"
+        "      match: {providers: [k8s], verbs: [create], environments: [dev]}\n"
+        "      message: Not in dev.\n"
+    )
+    guard = start_guard(
+        policies=bundle_dir(tmp_path),
+        shadow_policies=candidate,
+        kubernetes_hosts=[f"127.0.0.1:{echo_server.port}"],
+        hold_window_seconds=0.3,
+    )
+    base = f"{echo_server.url}/api/v1/namespaces"
+    with httpx.Client(proxy=guard.session("trial").proxy_url, timeout=15) as client:
+        created = client.post(f"{base}/dev-app/configmaps", json={"metadata": {"name": "a"}})
+        client.get(f"{base}/dev-app/configmaps")
+    assert created.status_code == 200  # the shadow deny is not enforced
+    assert len(echo_server.log.matching("POST")) == 1
+    guard.stop()
+    report = cli_json(guard, "replay", "--shadow", "--json")
+    assert report["shadowed"] == 2
+    [difference] = report["differences"]
+    assert (difference["enforced"], difference["shadow"]) == ("allow", "deny")
+    assert difference["shadow_rules"] == ["shadow/deny-dev-create"]
+    assert "shadow:deny" in cli_text(guard, "audit", "list")
