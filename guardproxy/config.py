@@ -40,6 +40,11 @@ class ProxyConfig(BaseModel):
 
     data_dir: Path
     policies: Path = Path("policies")
+    shadow_policies: Path | None = Field(
+        None,
+        description="A candidate bundle decided and recorded beside the enforced one, "
+        "never enforced (shadow rollout; compare with `guardproxy replay --shadow`).",
+    )
     listen: HostPort = "127.0.0.1:8080"
     control: HostPort = "127.0.0.1:8081"
     store: str = Field(

@@ -70,6 +70,7 @@ class Guardproxy:
         self._clock = clock
         self._store: Store | None = None
         self._bundle: Bundle | None = None
+        self._shadow_bundle: Bundle | None = None
         self.proxy: GuardProxy | None = None
         self.control: ControlServer | None = None
         self.gate: Gate | None = None
@@ -100,6 +101,8 @@ class Guardproxy:
         prepare_data_dir(config.data_dir)
         ensure_ca(config.ca_dir)
         self._bundle = load_policies(config.policies)
+        if config.shadow_policies is not None:
+            self._shadow_bundle = load_policies(config.shadow_policies)
         # the AWS model index: milliseconds from its cache, seconds to build it once
         await asyncio.to_thread(warm_up)
         try:
@@ -117,6 +120,7 @@ class Guardproxy:
             clock=self._clock,
             reads_on_store_failure=config.reads_on_store_failure,
             events=self.events,
+            shadow=lambda: self._shadow_bundle,
         )
         self.gate.watch_store()
         settings = RecogniseSettings(

@@ -218,6 +218,23 @@ def redact_value(value: Any, *, by_name: bool = True) -> Any:
     return value
 
 
+def redact_json_text(text: str) -> str:
+    """JSON text (a serialised model) with credential shapes removed, still valid JSON.
+
+    The fast path scans the text as it is; only when that changed something and the
+    result no longer parses (a secret spanning two strings) is the value walked.
+    """
+    redacted = redact_text(text)
+    if redacted == text:
+        return text
+    try:
+        json.loads(redacted)
+    except ValueError:
+        walked = redact_value(json.loads(text), by_name=False)
+        return json.dumps(walked, separators=(",", ":"), ensure_ascii=False)
+    return redacted
+
+
 _XML_FIELD = re.compile(
     r"(?is)<((?:[\w.-]{1,64}:)?[\w.-]{0,64}(?:password|passwd|secret|token|credential|key|signature"
     r"|connectionstring)[\w.-]{0,64})(\s[^>]{0,1024})?>([^<]{0,8192})</\1>"

@@ -35,6 +35,12 @@ def add_proxy_options(parser: argparse.ArgumentParser) -> None:
         help="policy bundle (default: $GUARDPROXY_POLICIES or ./policies)",
     )
     parser.add_argument(
+        "--shadow-policies",
+        type=Path,
+        metavar="DIR",
+        help="a candidate bundle to decide and record in shadow, never enforced",
+    )
+    parser.add_argument(
         "--data-dir",
         type=Path,
         metavar="DIR",
@@ -111,6 +117,7 @@ def build_config(args: argparse.Namespace, **overrides: Any) -> ProxyConfig:
         values.update(loaded)
     flags: dict[str, Any] = {
         "policies": args.policies,
+        "shadow_policies": args.shadow_policies,
         "data_dir": args.data_dir,
         "hold_window_seconds": args.hold_window,
         "listen": getattr(args, "listen", None),

@@ -37,6 +37,7 @@ from guardproxy.approvals.rules import (
     requirement_of,
 )
 from guardproxy.approvals.snapshot import hold_detail
+from guardproxy.audit.redact import redact_json_text, redact_text
 from guardproxy.context import Context
 from guardproxy.gate.digest import request_digest
 from guardproxy.gate.recorder import DecisionRecorder
@@ -174,10 +175,12 @@ class Gate:
         clock: Clock = utc_now,
         reads_on_store_failure: str = "allow",
         events: HoldEvents | None = None,
+        shadow: Callable[[], Bundle | None] | None = None,
     ) -> None:
         self.events = events or HoldEvents()
         self._store = store
         self._bundle = bundle
+        self._shadow_bundle = shadow
         self._hold_window = hold_window
         self._clock = clock
         self._waiters = _Waiters()
@@ -231,11 +234,13 @@ class Gate:
                 id=decision_id,
                 at=context.now,
                 session_id=context.session.id,
-                action_json=action.model_dump_json(),
-                context_json=context.model_dump_json(),
-                decision_json=decision.model_dump_json(),
+                action_json=redact_json_text(action.model_dump_json()),
+                context_json=redact_json_text(context.model_dump_json()),
+                decision_json=redact_json_text(decision.model_dump_json()),
                 outcome=outcome,
                 hold_id=verdict.hold_id,
+                provider=action.provider.value,
+                shadow_json=self._shadow(action, context, decision),
             )
 
         if isinstance(verdict, Forward) and action.verb is Verb.READ and self._reads_in_background:
@@ -255,6 +260,42 @@ class Gate:
             hold=verdict.hold_id,
         )
         return verdict
+
+    def _shadow(self, action: Action, context: Context, decision: Decision) -> str | None:
+        """What would have happened beyond what was enforced, or None if the same.
+
+        A shadow bundle (a candidate run alongside the enforced one) is evaluated on
+        the same input; without one, audit-mode rules that fired (a rule, a provider
+        or an environment trialled with ``mode: audit``) say what they would have done.
+        Runs where the record is built: off the request path for reads.
+        """
+        shadow_bundle = self._shadow_bundle() if self._shadow_bundle is not None else None
+        if shadow_bundle is not None:
+            shadow = evaluate(shadow_bundle, action, context)
+            return json.dumps(
+                {
+                    "source": "bundle",
+                    "bundle_digest": shadow.bundle_digest,
+                    "outcome": shadow.outcome.value,
+                    "determining_rules": shadow.determining_rules,
+                    "message": redact_text(shadow.message),
+                }
+            )
+        if not decision.audit_findings:
+            return None
+        worst = max(
+            (decision.outcome, *(f.would for f in decision.audit_findings)),
+            key=lambda outcome: outcome.severity,
+        )
+        rules = [f.rule for f in decision.audit_findings if f.would is worst]
+        return json.dumps(
+            {
+                "source": "audit-rules",
+                "bundle_digest": decision.bundle_digest,
+                "outcome": worst.value,
+                "determining_rules": rules or decision.determining_rules,
+            }
+        )
 
     def record_status(self, decision_id: str, status: int) -> None:
         self._recorder.status(decision_id, status)
@@ -319,13 +360,13 @@ class Gate:
         hold = self._store.create_hold(
             session_id=session_id,
             request_digest=digest,
-            action_json=action.model_dump_json(),
-            decision_json=decision.model_dump_json(),
-            summary=action.summary(),
+            action_json=redact_json_text(action.model_dump_json()),
+            decision_json=redact_json_text(decision.model_dump_json()),
+            summary=redact_text(action.summary()),
             grant=store_grant(approval.grant if approval else "once"),
             created_at=now,
             expires_at=now + timedelta(seconds=timeout),
-            detail_json=json.dumps(hold_detail(request, context)),
+            detail_json=redact_json_text(json.dumps(hold_detail(request, context))),
         )
         log.info("hold.created", hold=hold.id, session=session_id, action=hold.summary)
         return hold

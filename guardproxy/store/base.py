@@ -23,10 +23,12 @@ import hashlib
 import secrets
 from base64 import b32encode
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
+
+from guardproxy.audit.redact import redact_text
 
 # -- errors -------------------------------------------------------------------------
 
@@ -209,6 +211,40 @@ class DecisionRecord:
     outcome: str
     hold_id: str | None = None
     upstream_status: int | None = None
+    provider: str = ""
+    """The action's provider, kept as a column of the audit chain for filtering."""
+    shadow_json: str | None = None
+    """What a shadow bundle or audit-mode rules would have done (recorded, not enforced)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditEntry:
+    """What a caller appends to the audit chain; the store links it (seq, hashes).
+
+    ``kind`` is ``decision``, ``upstream`` (the upstream's status for a forwarded
+    decision, ``subject`` = decision id) or a hold event (``hold.created``,
+    ``hold.approval``, ``hold.approved``, ``hold.denied``, ``hold.expired``,
+    ``hold.released``; ``subject`` = hold id).  ``payload_json`` is kept verbatim and
+    must already be redacted.
+    """
+
+    record_id: str
+    kind: str
+    at: datetime
+    session_id: str
+    subject: str
+    outcome: str
+    provider: str
+    payload_json: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditRecord(AuditEntry):
+    """A stored chain record: ``hash`` covers every field and ``prev_hash``."""
+
+    seq: int
+    prev_hash: str
+    hash: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -232,6 +268,29 @@ class SessionEvent:
     protection_removed: bool = False
     recreate: bool = False
     destroyed_container: str = ""
+
+
+def redacted_event(event: SessionEvent) -> SessionEvent:
+    """The event as it may be persisted: credential shapes removed from its free text.
+
+    Resource names come from request paths, where agents sometimes put tokens; every
+    backend stores session events through this.
+    """
+    summary = redact_text(event.summary)
+    key = redact_text(event.resource_key)
+    container = redact_text(event.destroyed_container)
+    if (summary, key, container) == (event.summary, event.resource_key, event.destroyed_container):
+        return event
+    return replace(event, summary=summary, resource_key=key, destroyed_container=container)
+
+
+def redacted_session(session: Session) -> Session:
+    """The session as it may be persisted: no credential in its command line or cwd."""
+    command = tuple(redact_text(part) for part in session.command)
+    cwd = redact_text(session.cwd)
+    if command == session.command and cwd == session.cwd:
+        return session
+    return replace(session, command=command, cwd=cwd)
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,14 +449,23 @@ class Store(Protocol):
 
     # decision log
 
-    def append_decision(self, record: DecisionRecord) -> None: ...
+    def append_decision(self, record: DecisionRecord) -> None:
+        """Store the decision and append its chain record, in one transaction.
+
+        Durable when this returns: the gate forwards a mutating request only after it.
+        """
+        ...
 
     def append_decisions(self, records: Sequence[DecisionRecord]) -> None:
         """Append several records in one transaction (one disk sync for a batch)."""
         ...
 
     def set_upstream_statuses(self, statuses: Sequence[tuple[str, int]]) -> None:
-        """(decision id, HTTP status) pairs; ids not (yet) stored are ignored."""
+        """(decision id, HTTP status) pairs; ids not (yet) stored are ignored.
+
+        Each known id also gets an ``upstream`` chain record (the decision's own record
+        is never changed).
+        """
         ...
 
     def get_decision(self, decision_id: str) -> DecisionRecord | None: ...
@@ -414,6 +482,36 @@ class Store(Protocol):
         limit: int = 100,
     ) -> list[DecisionRecord]:
         """Newest first; ``provider`` is the action's, ``since`` inclusive."""
+        ...
+
+    # audit chain (hold methods above append their own hold.* events, in their transaction)
+
+    def append_audit(self, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
+        """Link and append entries after the current head, atomically; return them."""
+        ...
+
+    def audit_records(self, *, after_seq: int = 0, limit: int = 1000) -> list[AuditRecord]:
+        """Chain records with ``seq > after_seq``, oldest first (verify and export page)."""
+        ...
+
+    def get_audit_record(self, record_id: str) -> AuditRecord | None: ...
+
+    def audit_for(self, subject: str) -> list[AuditRecord]:
+        """Every record about a decision or hold id, oldest first."""
+        ...
+
+    def list_audit(
+        self,
+        *,
+        kind: str | None = None,
+        session_id: str | None = None,
+        outcome: str | None = None,
+        provider: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        """Records matching every given filter (``since`` <= at < ``until``), newest first."""
         ...
 
     # session history

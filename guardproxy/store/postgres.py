@@ -39,12 +39,13 @@ from guardproxy.store.base import (
 )
 from guardproxy.store.migrations import Migration
 from guardproxy.store.postgres_migrations import (
+    CHAIN_LOCK,
     HOLDS_CHANNEL,
     MIGRATION_LOCK,
     MIGRATIONS,
     SCHEMA_VERSION_TABLE,
 )
-from guardproxy.store.sql import Cursor, SqlStore, apply_migrations, schema_too_new
+from guardproxy.store.sql import Cursor, Db, SqlStore, apply_migrations, schema_too_new
 
 log = structlog.get_logger(__name__)
 
@@ -263,6 +264,9 @@ class PostgresStore(SqlStore):
                 "check that PostgreSQL is running and reachable from this host"
             )
         return StoreError(f"store {self.display_url}: {str(exc).strip()}")
+
+    def _lock_chain(self, db: Db) -> None:
+        db.execute("SELECT pg_advisory_xact_lock(?)", (CHAIN_LOCK,))
 
     def _json_field(self, column: str, key: str) -> str:
         return f"({column}::jsonb ->> '{key}')"

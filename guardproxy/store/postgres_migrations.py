@@ -33,6 +33,10 @@ HOLDS_CHANNEL = "guardproxy_holds"
 MIGRATION_LOCK = 0x6775617264
 """The advisory lock key replicas take to migrate one at a time ("guard")."""
 
+CHAIN_LOCK = 0x636861696E
+"""The advisory lock key a transaction holds from reading the audit chain's head to its
+commit, so replicas append one after another ("chain")."""
+
 SCHEMA_VERSION_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_version (
     version    INTEGER PRIMARY KEY,
@@ -46,6 +50,7 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = (
         re.compile(r"\bINTEGER PRIMARY KEY AUTOINCREMENT\b"),
         "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
     ),
+    (re.compile(r"\bINTEGER PRIMARY KEY\b"), "BIGINT PRIMARY KEY"),  # SQLite's are 64-bit
     (re.compile(r"\bBLOB\b"), "BYTEA"),
 )
 _SQLITE_ONLY = re.compile(

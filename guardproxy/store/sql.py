@@ -24,9 +24,12 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
 
+from guardproxy.store import chain
 from guardproxy.store.base import (
     Approval,
     Approver,
+    AuditEntry,
+    AuditRecord,
     DecisionRecord,
     EventTotal,
     Hold,
@@ -42,6 +45,8 @@ from guardproxy.store.base import (
     Verdict,
     grant_seconds,
     new_hold_id,
+    redacted_event,
+    redacted_session,
 )
 from guardproxy.store.migrations import Migration
 
@@ -115,6 +120,7 @@ class SqlStore:
     # -- sessions -------------------------------------------------------------------
 
     def create_session(self, session: Session) -> None:
+        session = redacted_session(session)
         row = (
             session.id,
             session.name,
@@ -210,7 +216,9 @@ class SqlStore:
                 )
             except self._integrity_errors as exc:
                 raise self._integrity(exc, f"hold {hold_id}") from exc
-            return _fetch_hold(db, hold_id)
+            hold = _fetch_hold(db, hold_id)
+            self._chain(db, [_hold_event("hold.created", hold, created_at)])
+            return hold
 
     def get_hold(self, hold_id: str) -> Hold | None:
         with self._read() as db:
@@ -271,6 +279,7 @@ class SqlStore:
                 )
                 hold = _fetch_hold(db, hold_id)
                 if cursor.rowcount == 1:
+                    self._chain(db, [_hold_event(f"hold.{state.value}", hold, now)])
                     return hold
         raise HoldConflict(hold, wanted)
 
@@ -290,7 +299,9 @@ class SqlStore:
                 " WHERE id = ? AND state = 'pending'",
                 [(moment, hold_id) for hold_id in ids],
             )
-            return [_fetch_hold(db, hold_id) for hold_id in ids]
+            expired = [_fetch_hold(db, hold_id) for hold_id in ids]
+            self._chain(db, [_hold_event("hold.expired", hold, now) for hold in expired])
+            return expired
 
     def consume_approval(self, session_id: str, request_digest: str, now: datetime) -> Hold | None:
         with self._write() as db:
@@ -312,7 +323,9 @@ class SqlStore:
                     (_ts(now), hold.id),
                 )
                 if cursor.rowcount == 1:
-                    return _fetch_hold(db, hold.id)
+                    released = _fetch_hold(db, hold.id)
+                    self._chain(db, [_hold_event("hold.released", released, now)])
+                    return released
         return None
 
     def _decidable(self, db: Db, hold_id: str, now: datetime) -> Hold:
@@ -334,6 +347,7 @@ class SqlStore:
                 (_ts(now), hold_id),
             )
             hold = _fetch_hold(db, hold_id)
+            self._chain(db, [_hold_event("hold.expired", hold, now)])
         return hold
 
     # -- approval events ------------------------------------------------------------
@@ -363,6 +377,18 @@ class SqlStore:
                     " VALUES (?, ?, ?, ?, ?, ?) RETURNING *",
                     (hold_id, approver, json.dumps(list(groups)), verdict.value, reason, _ts(at)),
                 ).fetchone()
+                event = chain.event_entry(
+                    "hold.approval",
+                    at=at,
+                    session_id=hold.session_id,
+                    subject=hold_id,
+                    outcome=verdict.value,
+                    approver=approver,
+                    groups=list(groups),
+                    verdict=verdict.value,
+                    reason=reason,
+                )
+                self._chain(db, [event])
                 return _approval(row)
         raise HoldConflict(hold, "record a verdict on")
 
@@ -420,17 +446,15 @@ class SqlStore:
     # -- decision log ---------------------------------------------------------------
 
     def append_decision(self, record: DecisionRecord) -> None:
-        self._insert_decisions([record], f"decision {record.id}")
+        self.append_decisions([record])
 
     def append_decisions(self, records: Sequence[DecisionRecord]) -> None:
-        self._insert_decisions(records, "a decision in the batch")
-
-    def _insert_decisions(self, records: Sequence[DecisionRecord], what: str) -> None:
         rows = [
             (r.id, _ts(r.at), r.session_id, r.action_json, r.context_json, r.decision_json,
              r.outcome, r.hold_id, r.upstream_status)
             for r in records
         ]  # fmt: skip
+        what = f"decision {records[0].id}" if len(records) == 1 else "a decision in the batch"
         with self._write() as db:
             try:
                 db.executemany(
@@ -440,13 +464,38 @@ class SqlStore:
                 )
             except self._integrity_errors as exc:
                 raise self._integrity(exc, what) from exc
+            self._chain(db, [chain.decision_entry(r) for r in records])
 
     def set_upstream_statuses(self, statuses: Sequence[tuple[str, int]]) -> None:
         with self._write() as db:
-            db.executemany(
-                "UPDATE decisions SET upstream_status = ? WHERE id = ?",
-                [(status, decision_id) for decision_id, status in statuses],
+            self._set_statuses(db, statuses)
+
+    def _set_statuses(self, db: Db, statuses: Sequence[tuple[str, int]]) -> int:
+        """Set each known decision's status and chain an ``upstream`` record; how many."""
+        entries: list[AuditEntry] = []
+        for decision_id, status in statuses:
+            row = db.execute(
+                "SELECT id, at, session_id,"
+                f" {self._json_field('action', 'provider')} AS provider"
+                " FROM decisions WHERE id = ?",
+                (decision_id,),
+            ).fetchone()
+            if row is None:
+                continue
+            db.execute(
+                "UPDATE decisions SET upstream_status = ? WHERE id = ?", (status, decision_id)
             )
+            entries.append(
+                chain.upstream_entry(
+                    decision_id=decision_id,
+                    session_id=row["session_id"],
+                    at=_dt_required(row["at"]),
+                    provider=row["provider"] or "",
+                    status=status,
+                )
+            )
+        self._chain(db, entries)
+        return len(entries)
 
     def get_decision(self, decision_id: str) -> DecisionRecord | None:
         with self._read() as db:
@@ -455,10 +504,7 @@ class SqlStore:
 
     def set_upstream_status(self, decision_id: str, status: int) -> None:
         with self._write() as db:
-            cursor = db.execute(
-                "UPDATE decisions SET upstream_status = ? WHERE id = ?", (status, decision_id)
-            )
-            if cursor.rowcount == 0:
+            if self._set_statuses(db, [(decision_id, status)]) == 0:
                 raise NotFoundError(f"no decision {decision_id}")
 
     def list_decisions(
@@ -485,9 +531,99 @@ class SqlStore:
             ).fetchall()
         return [_decision(row) for row in rows]
 
+    # -- audit chain ----------------------------------------------------------------
+
+    def _lock_chain(self, db: Db) -> None:
+        """Keep other writers from reading the chain's head until this transaction ends."""
+        raise NotImplementedError
+
+    def _chain(self, db: Db, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
+        """Link ``entries`` after the head and insert them (in the caller's transaction).
+
+        The chain lock is held from reading the head to the commit, so appends never
+        interleave, whichever process or replica makes them.
+        """
+        if not entries:
+            return []
+        self._lock_chain(db)
+        head = db.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+        seq, prev = (head["seq"], head["hash"]) if head is not None else (0, chain.GENESIS)
+        records: list[AuditRecord] = []
+        for entry in entries:
+            seq += 1
+            record = chain.link(entry, seq, prev)
+            records.append(record)
+            prev = record.hash
+        db.executemany(
+            "INSERT INTO audit_log (seq, record_id, kind, at, session_id, subject, outcome,"
+            " provider, payload, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (r.seq, r.record_id, r.kind, _ts(r.at), r.session_id, r.subject, r.outcome,
+                 r.provider, r.payload_json, r.prev_hash, r.hash)
+                for r in records
+            ],
+        )  # fmt: skip
+        return records
+
+    def append_audit(self, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
+        with self._write() as db:
+            try:
+                return self._chain(db, entries)
+            except self._integrity_errors as exc:
+                raise self._integrity(exc, "an audit record") from exc
+
+    def audit_records(self, *, after_seq: int = 0, limit: int = 1000) -> list[AuditRecord]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, _limit(limit)),
+            ).fetchall()
+        return [_audit(row) for row in rows]
+
+    def get_audit_record(self, record_id: str) -> AuditRecord | None:
+        with self._read() as db:
+            row = db.execute("SELECT * FROM audit_log WHERE record_id = ?", (record_id,)).fetchone()
+        return None if row is None else _audit(row)
+
+    def audit_for(self, subject: str) -> list[AuditRecord]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT * FROM audit_log WHERE subject = ? ORDER BY seq", (subject,)
+            ).fetchall()
+        return [_audit(row) for row in rows]
+
+    def list_audit(
+        self,
+        *,
+        kind: str | None = None,
+        session_id: str | None = None,
+        outcome: str | None = None,
+        provider: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        where, params = _where(
+            {
+                "kind = ?": kind,
+                "session_id = ?": session_id,
+                "outcome = ?": outcome,
+                "provider = ?": provider,
+                "at >= ?": _ts_or_none(since),
+                "at < ?": _ts_or_none(until),
+            }
+        )
+        with self._read() as db:
+            rows = db.execute(
+                f"SELECT * FROM audit_log {where} ORDER BY seq DESC LIMIT ?",
+                (*params, _limit(limit)),
+            ).fetchall()
+        return [_audit(row) for row in rows]
+
     # -- session history ------------------------------------------------------------
 
     def append_session_events(self, events: Sequence[SessionEvent]) -> None:
+        events = [redacted_event(e) for e in events]
         rows = [
             (e.session_id, _ts(e.at), e.summary, e.operation, e.verb, e.provider,
              e.environment, e.resource_key, e.outcome, int(e.protection_removed),
@@ -589,6 +725,23 @@ def _unused_hold_id(db: Db) -> str:
     raise StoreError("could not find an unused hold id")  # 50 random bits: not in practice
 
 
+def _hold_event(kind: str, hold: Hold, at: datetime) -> AuditEntry:
+    return chain.event_entry(
+        kind,
+        at=at,
+        session_id=hold.session_id,
+        subject=hold.id,
+        outcome=hold.state.value,
+        summary=hold.summary,
+        request_digest=hold.request_digest,
+        grant=hold.grant,
+        expires_at=_ts(hold.expires_at),
+        resolved_by=hold.resolved_by,
+        reason=hold.reason,
+        grant_expires_at=_ts_or_none(hold.grant_expires_at),
+    )
+
+
 def _fetch_hold(db: Db, hold_id: str) -> Hold:
     return _hold(db.execute("SELECT * FROM holds WHERE id = ?", (hold_id,)).fetchone())
 
@@ -629,6 +782,7 @@ _COLUMNS = {
     "decision_json": "decision",
     "grant": "grant_spec",
     "groups": "approver_groups",
+    "payload_json": "payload",
 }
 """Record fields whose column has another name (SQL keywords, or the JSON's content)."""
 
@@ -648,11 +802,15 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
 """How a column's text becomes a field of the annotated type (others are taken as read)."""
 
 
-def _mapper[R: DataclassInstance](record: type[R]) -> Callable[[Row], R]:
-    """Builds ``record``s from rows: each field from its column, converted by its type."""
+def _mapper[R: DataclassInstance](
+    record: type[R], *, unstored: tuple[str, ...] = ()
+) -> Callable[[Row], R]:
+    """Builds ``record``s from rows: each field from its column, converted by its type
+    (``unstored`` fields have no column and keep their defaults)."""
     plan = [
         (field.name, _COLUMNS.get(field.name, field.name), _CONVERTERS.get(str(field.type)))
         for field in fields(record)
+        if field.name not in unstored
     ]
 
     def build(row: Row) -> R:
@@ -668,6 +826,7 @@ def _mapper[R: DataclassInstance](record: type[R]) -> Callable[[Row], R]:
 _session = _mapper(Session)
 _hold = _mapper(Hold)
 _approval = _mapper(Approval)
-_decision = _mapper(DecisionRecord)
+_decision = _mapper(DecisionRecord, unstored=("provider", "shadow_json"))
 _event = _mapper(SessionEvent)
 _approver = _mapper(Approver)
+_audit = _mapper(AuditRecord)

@@ -28,7 +28,7 @@ from guardproxy.store.base import (
     StoreError,
 )
 from guardproxy.store.migrations import MIGRATIONS, SCHEMA_VERSION_TABLE, Migration
-from guardproxy.store.sql import SqlStore, apply_migrations, schema_too_new
+from guardproxy.store.sql import Db, SqlStore, apply_migrations, schema_too_new
 
 DEFAULT_BUSY_TIMEOUT = 5.0
 """Seconds a writer waits for another writer's lock before failing."""
@@ -147,6 +147,9 @@ class SqliteStore(SqlStore):
             except BaseException:
                 _rollback(db)
                 raise
+
+    def _lock_chain(self, db: Db) -> None:
+        """Nothing to do: ``BEGIN IMMEDIATE`` already keeps other writers out."""
 
     def _json_field(self, column: str, key: str) -> str:
         return f"json_extract({column}, '$.{key}')"
