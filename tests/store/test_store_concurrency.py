@@ -12,7 +12,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
-from guardproxy.store import Hold, HoldConflict, HoldState, Store
+from guardproxy.store import DecisionRecord, Hold, HoldConflict, HoldState, Store
+from guardproxy.store.chain import verify
 
 from .conftest import OpenStore, new_hold
 
@@ -82,3 +83,25 @@ def test_concurrent_approvals_resolve_once(open_store_again: OpenStore, store: S
     assert len(winners) == 1
     final = store.get_hold(hold.id)
     assert final is not None and final.resolved_by == winners[0]
+
+
+def test_writers_on_separate_connections_keep_one_unbroken_chain(
+    open_store_again: OpenStore,
+) -> None:
+    """Replicas (or the CLI and the proxy) appending at once: one chain, no fork."""
+    stores = [open_store_again() for _ in range(THREADS)]
+
+    def write(i: int) -> None:
+        for n in range(10):
+            stores[i].append_decision(
+                DecisionRecord(
+                    id=f"d-{i}-{n}", at=T0, session_id=f"s-{i}", action_json="{}",
+                    context_json="{}", decision_json="{}", outcome="allow",
+                )
+            )  # fmt: skip
+
+    _race(write)
+    records = stores[0].audit_records(limit=1000)
+    assert len(records) == THREADS * 10
+    assert [r.seq for r in records] == list(range(1, THREADS * 10 + 1))
+    assert verify(records) == []
