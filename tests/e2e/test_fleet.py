@@ -23,6 +23,7 @@ from postgres_cluster import PostgresCluster
 
 from guardproxy.control.client import ControlClient
 from guardproxy.gate.gate import RECHECK_SECONDS, utc_now
+from guardproxy.session.registry import CACHE_SECONDS
 from guardproxy.store import HoldState, open_store
 
 from .approvers import add_approver
@@ -236,3 +237,25 @@ def test_a_hold_resolved_unannounced_is_found_by_the_waiting_request(
         assert deletes(echo_server) == 1
     finally:
         guard.background.stop()
+
+
+@pytest.mark.slow
+def test_a_session_registered_on_one_replica_works_on_another_until_ended(
+    replicas: tuple[Replica, Replica], echo_server: EchoServer
+) -> None:
+    registering, serving = replicas
+    admin = ControlClient(
+        registering.control_url, (registering.data_dir / "control-token").read_text().strip()
+    )
+    session = admin.call("POST", "/v1/sessions", {"name": "fleet", "command": ["agent"]})
+    address = serving.proxy_url.removeprefix("http://")
+    proxy = f"http://{session['id']}:{session['token']}@{address}"
+    namespaces = f"{echo_server.url}/api/v1/namespaces"
+    with httpx.Client(proxy=proxy, timeout=20) as client:
+        assert client.get(namespaces).status_code == 200
+        admin.call("POST", f"/v1/sessions/{session['id']}/end")
+        deadline = time.monotonic() + CACHE_SECONDS + 5
+        while (status := client.get(namespaces).status_code) == 200:
+            assert time.monotonic() < deadline, "the ended session still works on the other"
+            time.sleep(0.2)
+    assert status == 407
