@@ -11,6 +11,9 @@ mapping is written once here.  A backend supplies transactions (:meth:`_read`,
 * ``_FOR_UPDATE`` locks a hold read before it is changed.  SQLite serialises
   writers with ``BEGIN IMMEDIATE`` and needs nothing; PostgreSQL's row lock makes a
   second approver wait and then see the first one's verdict;
+* ``_lock_chain`` serialises appends to the audit chain (SQLite: already, by
+  ``BEGIN IMMEDIATE``; PostgreSQL: an advisory lock held until commit);
+* ``_json_field`` reads a key of a JSON column (``json_extract`` / ``->>``);
 * which driver exceptions are integrity errors, and what they mean.
 """
 
