@@ -54,8 +54,8 @@ from guardproxy.store.base import (
     HoldState,
     Store,
     StoreError,
-    Verdict,
 )
+from guardproxy.store.base import Verdict as ApprovalVerdict
 
 log = structlog.get_logger(__name__)
 
@@ -63,6 +63,9 @@ Clock = Callable[[], datetime]
 
 RECHECK_SECONDS = 3.0
 """How often a live held request re-reads its hold, should a notification be lost."""
+
+_SWEEP_BATCH = 1000
+"""Pending holds looked at per sweep for escalation."""
 
 
 def utc_now() -> datetime:
@@ -101,7 +104,7 @@ def _answer(
     return Answer(native, kind, decision_id, hold_id)
 
 
-GateVerdict = Forward | Answer
+Verdict = Forward | Answer
 
 
 def store_grant(policy_grant: str) -> str:
@@ -211,7 +214,7 @@ class Gate:
 
     async def handle(
         self, request: HttpRequest, action: Action, context: Context, decision: Decision
-    ) -> GateVerdict:
+    ) -> Verdict:
         decision_id = "d-" + secrets.token_hex(6)
         bound = log.bind(
             decision=decision_id,
@@ -324,7 +327,7 @@ class Gate:
         decision: Decision,
         decision_id: str,
         digest: str,
-    ) -> GateVerdict:
+    ) -> Verdict:
         session_id = context.session.id
         now = self._clock()
         try:
@@ -379,7 +382,7 @@ class Gate:
         hold: Hold,
         decision_id: str,
         digest: str,
-    ) -> GateVerdict:
+    ) -> Verdict:
         remaining = (hold.expires_at - self._clock()).total_seconds()
         window = max(0.0, min(self._hold_window, remaining))
         state = await self._resolution(hold, window)
@@ -529,7 +532,7 @@ class Gate:
                 approve=approve,
                 reason=reason,
             )
-            verdict = Verdict.APPROVE if approve else Verdict.DENY
+            verdict = ApprovalVerdict.APPROVE if approve else ApprovalVerdict.DENY
             try:
                 self._store.record_approval(
                     hold_id, approver=approver.name, groups=approver.groups, verdict=verdict,
@@ -604,26 +607,29 @@ class Gate:
     def _sweep(self) -> tuple[list[HoldEvent], list[str]]:
         with self._deciding:
             now = self._clock()
-            events = self._expire(now)
-            pending = self._store.list_holds(state=HoldState.PENDING, limit=1000)
+            pending = self._store.list_holds(state=HoldState.PENDING, limit=_SWEEP_BATCH)
             self._escalated &= {hold.id for hold in pending}
-            for hold in pending:
-                requirement = requirement_of(hold)
-                halfway = hold.created_at + (hold.expires_at - hold.created_at) / 2
-                if (
-                    requirement.on_timeout == "escalate"
-                    and hold.id not in self._escalated
-                    and now >= halfway
-                ):
-                    self._escalated.add(hold.id)
-                    counted = progress(requirement, self._store.list_approvals(hold.id))
-                    reason = (
-                        f"half its time-out passed with {counted.text()}; it needs "
-                        f"{counted.needs()} before {hold.expires_at.isoformat()} or it is denied"
-                    )
-                    log.warning("hold.escalated", hold=hold.id, progress=counted.text())
-                    events.append(_event("escalated", hold, now, reason=reason))
+            # escalations first, so even a late sweep tells people before the deny
+            events = [e for e in (self._escalation(h, now) for h in pending) if e is not None]
+            # a read first: the write transaction only when something may be due
+            if len(pending) == _SWEEP_BATCH or any(h.expires_at <= now for h in pending):
+                events.extend(self._expire(now))
         return events, [e.hold_id for e in events if e.kind == "expired"]
+
+    def _escalation(self, hold: Hold, now: datetime) -> HoldEvent | None:
+        """The escalation notice of a hold half-way to its time-out, once."""
+        requirement = requirement_of(hold)
+        halfway = hold.created_at + (hold.expires_at - hold.created_at) / 2
+        if requirement.on_timeout != "escalate" or hold.id in self._escalated or now < halfway:
+            return None
+        self._escalated.add(hold.id)
+        counted = progress(requirement, self._store.list_approvals(hold.id))
+        reason = (
+            f"half its time-out passed with {counted.text()}; it needs "
+            f"{counted.needs()} before {hold.expires_at.isoformat()} or it is denied"
+        )
+        log.warning("hold.escalated", hold=hold.id, progress=counted.text())
+        return _event("escalated", hold, now, reason=reason)
 
     def _expire(self, now: datetime) -> list[HoldEvent]:
         reason = "no approval within the time-out; the request is denied"

@@ -411,3 +411,30 @@ def test_openapi_documents_every_route(guard: Guard) -> None:
 
 def _sample(path: str) -> str:
     return "/".join("h-abcdefghij" if p.startswith("{") else p for p in path.split("/"))
+
+
+def test_decisions_filter_and_errors_are_json_with_a_hint(guard: Guard) -> None:
+    assert guard.delete("harmless-cm").status_code == 200
+    guard.held("once-cm")
+    bob = guard.people["bob"]
+    everything = bob.call("GET", "/v1/decisions")["decisions"]
+    assert [d["outcome"] for d in everything] == ["hold", "allow"]
+    assert bob.call("GET", "/v1/decisions?limit=1")["decisions"] == everything[:1]
+    since = everything[0]["at"].replace("+00:00", "Z")
+    assert [d["id"] for d in bob.call("GET", f"/v1/decisions?since={since}")["decisions"]] == [
+        everything[0]["id"]
+    ]
+    assert bob.call("GET", "/v1/decisions?provider=aws")["decisions"] == []
+    for query in ("since=yesterday", "since=2025-01-01T00:00:00", "limit=0"):
+        with pytest.raises(ControlError) as bad:
+            bob.call("GET", f"/v1/decisions?{query}")
+        assert bad.value.status == 422 and bad.value.body["hint"], query
+    with pytest.raises(ControlError) as missing:
+        bob.hold("h-aaaaaaaaaa")
+    assert missing.value.status == 404
+    assert set(missing.value.body) == {"error", "hint"}
+    admin_token = guard.service.config.control_token_file.read_text().strip()
+    assert ControlClient(guard.control_url, admin_token).whoami()["kind"] == "admin"
+    with pytest.raises(ControlError) as not_admin:
+        bob.call("GET", "/v1/runtime")
+    assert not_admin.value.status == 403

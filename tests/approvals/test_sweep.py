@@ -1,0 +1,85 @@
+"""The gate's sweeper on a real store with a clock the test moves: escalation once,
+half-way; expiry denies; a late sweep still escalates before it expires."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+from guardproxy.approvals.events import HoldEvent
+from guardproxy.gate.gate import Gate
+from guardproxy.policy.decision import ApprovalRequirement, RuleApproval
+from guardproxy.server import load_policies
+from guardproxy.store import HoldState, SqliteStore
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+POLICIES = Path(__file__).resolve().parents[2] / "policies"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    with SqliteStore(tmp_path / "guardproxy.db") as opened:
+        yield opened
+
+
+def hold_for(store: SqliteStore, on_timeout: Literal["deny", "escalate"]) -> str:
+    requirement = ApprovalRequirement(
+        all_of=[RuleApproval(rule="t/r", groups=["senior"], quorum=1)],
+        groups=["senior"],
+        quorum=1,
+        timeout_seconds=600,
+        on_timeout=on_timeout,
+    )
+    decision = f'{{"outcome": "hold", "approval": {requirement.model_dump_json()}}}'
+    return store.create_hold(
+        session_id="s-1", request_digest="d", action_json="{}", decision_json=decision,
+        summary="k8s delete x", grant="once", created_at=T0,
+        expires_at=T0 + timedelta(minutes=10),
+    ).id  # fmt: skip
+
+
+def gate_with_events(store: SqliteStore, clock: Clock) -> tuple[Gate, list[HoldEvent]]:
+    bundle = load_policies(POLICIES)
+    gate = Gate(store, lambda: bundle, hold_window=0.01, clock=clock)
+    heard: list[HoldEvent] = []
+    gate.events.subscribe(heard.append)
+    return gate, heard
+
+
+def test_escalation_is_sent_once_half_way_and_expiry_denies(store: SqliteStore) -> None:
+    clock = Clock()
+    gate, heard = gate_with_events(store, clock)
+    escalating, quiet = hold_for(store, "escalate"), hold_for(store, "deny")
+    for minutes in (4, 5, 6, 9):
+        clock.now = T0 + timedelta(minutes=minutes)
+        asyncio.run(gate.sweep())
+    assert [(e.kind, e.hold_id) for e in heard] == [("escalated", escalating)]
+    assert "0 of 1 approvals" in heard[0].reason
+    clock.now = T0 + timedelta(minutes=10)
+    asyncio.run(gate.sweep())
+    assert sorted((e.kind, e.hold_id) for e in heard[1:]) == sorted(
+        [("expired", escalating), ("expired", quiet)]
+    )
+    assert {h.state for h in store.list_holds()} == {HoldState.EXPIRED}
+
+
+def test_a_late_sweep_escalates_before_it_expires(store: SqliteStore) -> None:
+    clock = Clock()
+    gate, heard = gate_with_events(store, clock)
+    hold_id = hold_for(store, "escalate")
+    clock.now = T0 + timedelta(minutes=11)
+    asyncio.run(gate.sweep())
+    assert [(e.kind, e.hold_id) for e in heard] == [("escalated", hold_id), ("expired", hold_id)]
