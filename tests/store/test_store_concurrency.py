@@ -13,7 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from guardproxy.store import Hold, HoldConflict, HoldState, SqliteStore
+from guardproxy.store import DecisionRecord, Hold, HoldConflict, HoldState, SqliteStore
+from guardproxy.store.chain import verify
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 THREADS = 8
@@ -97,3 +98,31 @@ def test_concurrent_approvals_resolve_once(db_path: Path, store: SqliteStore) ->
     assert len(winners) == 1
     final = store.get_hold(hold.id)
     assert final is not None and final.resolved_by == winners[0]
+
+
+def test_the_audit_chain_stays_unbroken_across_connections(
+    db_path: Path, store: SqliteStore
+) -> None:
+    """Separate stores on one file (separate processes) append to one chain, no fork."""
+    stores = [SqliteStore(db_path) for _ in range(THREADS)]
+
+    def append(i: int) -> None:
+        for n in range(20):
+            stores[i].append_decision(
+                DecisionRecord(
+                    id=f"d-{i}-{n}", at=T0, session_id=f"s-{i}", action_json="{}",
+                    context_json="{}", decision_json="{}", outcome="allow",
+                )
+            )  # fmt: skip
+            if n % 5 == 0:
+                stores[i].set_upstream_statuses([(f"d-{i}-{n}", 200)])
+
+    try:
+        _race(append)
+    finally:
+        for each in stores:
+            each.close()
+    records = store.audit_records(limit=10_000)
+    assert len(records) == THREADS * 24
+    assert [r.seq for r in records] == list(range(1, len(records) + 1))
+    assert verify(records) == []
