@@ -145,8 +145,15 @@ class Gate:
         return evaluate(self._bundle(), action, context)
 
     def reads_history(self, verb: Verb) -> bool:
-        """Whether the current bundle can read session history for ``verb``."""
-        return self._bundle().reads_history(verb)
+        """Whether the current bundle (or the shadow bundle) can read history for ``verb``.
+
+        The shadow bundle counts so that its recorded decisions see the same input a
+        live rollout would.
+        """
+        if self._bundle().reads_history(verb):
+            return True
+        shadow = self._shadow_bundle() if self._shadow_bundle is not None else None
+        return shadow is not None and shadow.reads_history(verb)
 
     async def handle(
         self, request: HttpRequest, action: Action, context: Context, decision: Decision
