@@ -192,8 +192,8 @@ class Gate:
         if isinstance(verdict, Forward) and action.verb is Verb.READ:
             self._recorder.record(record)  # serialised and written off the request path
         else:
-            try:
-                await asyncio.to_thread(self._store.append_decision, record())
+            try:  # built in the worker too: redaction and a shadow decision cost CPU
+                await asyncio.to_thread(lambda: self._store.append_decision(record()))
             except StoreError as error:
                 bound.error("decision.not_recorded", error=str(error))
                 if isinstance(verdict, Forward):
