@@ -10,6 +10,9 @@ What it measures
     * ``off``: the same proxy with recording switched off inside the benchmark
       process only (the recorder queue and the store's decision writes do nothing,
       redaction is the identity). guardproxy itself has no such switch.
+    * ``unchained``: decisions recorded as before the audit trail (the ``decisions``
+      table only: no chain, no redaction, no upstream records), to show what the
+      chain and redaction add on top of recording itself.
 
     Two workloads, each over one keep-alive HTTP/1.1 connection per scenario:
 
@@ -18,10 +21,10 @@ What it measures
     * ``mixed``: 4 reads then 1 ``POST`` of a configmap in ``dev-app`` (allowed, so
       recorded durably before it is forwarded), repeated.
 
-    Requests are sent in ``--blocks`` interleaved rounds (on, off, on, off, ...) so
+    Requests are sent in ``--blocks`` interleaved rounds (on, unchained, off, on, ...) so
     background load lands on both alike; ``--passes`` passes, best pass per scenario.
-    Reported: requests per second for each, the ratio on/off, and PASS/MISS against
-    the budget (ratio >= 0.90 on reads).
+    Reported: requests per second for each, the ratios on/off and on/unchained, the
+    median over blocks of on/off, and PASS/MISS against the budget (on/off >= 0.90).
 
 How to run (from the repository root)
     .venv/bin/python bench/audit_bench.py [--requests 3000] [--passes 3] [--json]
@@ -48,14 +51,14 @@ WRITE_PATH = "/api/v1/namespaces/dev-app/configmaps"
 WRITE_BODY = json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b"}})
 
 
-def _switch_recording_off() -> None:
-    """Inside the ``off`` child only: decisions are decided but never recorded."""
+def _switch_recording(mode: str) -> None:
+    """Inside an ``off`` or ``unchained`` child only: change what recording does."""
     from guardproxy import server  # noqa: PLC0415
     from guardproxy.gate import gate, recorder  # noqa: PLC0415
+    from guardproxy.store import sql, sqlite  # noqa: PLC0415
     from guardproxy.store.base import DecisionRecord  # noqa: PLC0415
-    from guardproxy.store.sqlite import SqliteStore  # noqa: PLC0415
 
-    class UnrecordedStore(SqliteStore):
+    class UnrecordedStore(sqlite.SqliteStore):
         def append_decision(self, record: DecisionRecord) -> None:
             pass
 
@@ -65,19 +68,44 @@ def _switch_recording_off() -> None:
         def set_upstream_statuses(self, statuses: Sequence[tuple[str, int]]) -> None:
             pass
 
-    def open_unrecorded(url: str) -> SqliteStore:
-        return UnrecordedStore(Path(url.removeprefix("sqlite://")))
+    class UnchainedStore(sqlite.SqliteStore):
+        """Decisions kept as before the audit chain: one table, no hashes."""
+
+        def append_decision(self, record: DecisionRecord) -> None:
+            self.append_decisions([record])
+
+        def append_decisions(self, records: Sequence[DecisionRecord]) -> None:
+            rows = [
+                (r.id, sql._ts(r.at), r.session_id, r.action_json, r.context_json,
+                 r.decision_json, r.outcome, r.hold_id, r.upstream_status)
+                for r in records
+            ]  # fmt: skip
+            with self._write() as db:
+                db.executemany("INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+        def set_upstream_statuses(self, statuses: Sequence[tuple[str, int]]) -> None:
+            with self._write() as db:
+                db.executemany(
+                    "UPDATE decisions SET upstream_status = ? WHERE id = ?",
+                    [(status, decision_id) for decision_id, status in statuses],
+                )
+
+    store_class = UnrecordedStore if mode == "off" else UnchainedStore
+
+    def open_replacement(url: str) -> sqlite.SqliteStore:
+        return store_class(Path(url.removeprefix("sqlite://")))
 
     # the names as the proxy's modules imported them
-    setattr(server, "open_store", open_unrecorded)  # noqa: B010
+    setattr(server, "open_store", open_replacement)  # noqa: B010
     setattr(gate, "redact_json_text", lambda text: text)  # noqa: B010
-    recorder.DecisionRecorder.record = lambda self, build: None  # type: ignore[method-assign]
-    recorder.DecisionRecorder.status = lambda self, decision_id, status: None  # type: ignore[method-assign]
+    if mode == "off":
+        recorder.DecisionRecorder.record = lambda self, build: None  # type: ignore[method-assign]
+        recorder.DecisionRecorder.status = lambda self, decision_id, status: None  # type: ignore[method-assign]
 
 
 def _serve_guard(mode: str, argv: list[str]) -> int:
-    if mode == "off":
-        _switch_recording_off()
+    if mode != "on":
+        _switch_recording(mode)
     from guardproxy.cli.main import main  # noqa: PLC0415
 
     return main(["--log-level", "warning", "serve", *argv])
@@ -141,10 +169,10 @@ def run_workload(
                     client.one()
             size = max(1, args.requests // args.blocks)
             for _ in range(args.blocks):
-                block = {mode: client.timed(size) for mode, client in clients.items()}
-                for mode, wall in block.items():
-                    walls[mode] += wall
-                block_ratios.append(block["off"] / block["on"])
+                block = {mode: size / client.timed(size) for mode, client in clients.items()}
+                for mode, rps in block.items():
+                    walls[mode] += size / rps
+                block_ratios.append(block["on"] / block["off"])
         finally:
             for client in clients.values():
                 client.close()
@@ -155,8 +183,10 @@ def run_workload(
     return {
         "workload": workload,
         "rps_on": round(best["on"], 1),
+        "rps_unchained": round(best["unchained"], 1),
         "rps_off": round(best["off"], 1),
         "ratio_on_off": round(ratio, 3),
+        "ratio_on_unchained": round(best["on"] / best["unchained"], 3),
         "block_ratio_median": round(statistics.median(block_ratios), 3),
         "verdict": "PASS" if ratio >= BUDGET else "MISS",
     }
@@ -182,7 +212,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         children = pb.Children(Path(scratch))
         try:
             upstream = pb.start_upstream(children)
-            ports = {mode: start_guard(children, upstream, mode)[1] for mode in ("on", "off")}
+            ports = {
+                mode: start_guard(children, upstream, mode)[1]
+                for mode in ("on", "unchained", "off")
+            }
             results = [run_workload(ports, upstream, w, args) for w in ("reads", "mixed")]
         finally:
             children.stop_all()
@@ -198,13 +231,14 @@ def render(result: dict[str, Any]) -> str:
     lines = [
         f"audit recording cost ({result['requests_per_pass']} requests x "
         f"{result['passes']} passes, best pass each; budget: on/off >= {BUDGET})",
-        f"{'workload':<8} {'on req/s':>10} {'off req/s':>10} {'on/off':>7} "
-        f"{'block median':>13}  verdict",
+        f"{'workload':<8} {'on req/s':>10} {'unchained':>10} {'off req/s':>10} {'on/off':>7} "
+        f"{'on/unchained':>13} {'block median on/off':>20}  verdict",
     ]
     for r in result["results"]:
         lines.append(
-            f"{r['workload']:<8} {r['rps_on']:>10} {r['rps_off']:>10} {r['ratio_on_off']:>7} "
-            f"{r['block_ratio_median']:>13}  {r['verdict']}"
+            f"{r['workload']:<8} {r['rps_on']:>10} {r['rps_unchained']:>10} {r['rps_off']:>10} "
+            f"{r['ratio_on_off']:>7} {r['ratio_on_unchained']:>13} "
+            f"{r['block_ratio_median']:>20}  {r['verdict']}"
         )
     rec = result["recorded_by_on"]
     lines.append(

@@ -95,6 +95,8 @@ class ReplayReport:
     """Replayed decisions and their summary: counts by transition, the changes."""
 
     results: list[Replayed] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+    """Decision records whose input no longer parses (written by another version)."""
 
     @property
     def changes(self) -> list[Replayed]:
@@ -121,6 +123,7 @@ class ReplayReport:
             "changed": len(self.changes),
             "exact": sum(r.exact for r in self.results),
             "input_altered_by_redaction": sum(not r.input_intact for r in self.results),
+            "unreadable": self.unreadable,
             "transitions": self.transitions(),
             "distribution": self.distribution(),
             "changes": [r.as_dict() for r in self.changes],
@@ -132,8 +135,12 @@ def replay_records(records: Iterable[AuditRecord], bundle: Bundle) -> ReplayRepo
     """Replay every ``decision`` record of ``records`` (other kinds are skipped)."""
     report = ReplayReport()
     for record in records:
-        if record.kind == "decision":
+        if record.kind != "decision":
+            continue
+        try:
             report.results.append(replay_record(record, bundle))
+        except (ValueError, KeyError):  # pydantic's ValidationError is a ValueError
+            report.unreadable.append(record.record_id)
     return report
 
 

@@ -105,6 +105,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 when = r.at.strftime("%Y-%m-%d %H:%M:%S")
                 rules = ", ".join(r.replayed_rules) or "-"
                 print(f"{r.record_id:<16} {when:<19} {change:<14} {r.summary[:48]:<48} {rules}")
+        if report.unreadable:
+            print(f"note: {len(report.unreadable)} records could not be read and were skipped")
         altered = sum(not r.input_intact for r in report.results)
         if altered:
             print(

@@ -209,8 +209,15 @@ class Gate:
         return evaluate(self._bundle(), action, context)
 
     def reads_history(self, verb: Verb) -> bool:
-        """Whether the current bundle can read session history for ``verb``."""
-        return self._bundle().reads_history(verb)
+        """Whether the current bundle (or the shadow bundle) can read history for ``verb``.
+
+        The shadow bundle counts so that its recorded decisions see the same input a
+        live rollout would.
+        """
+        if self._bundle().reads_history(verb):
+            return True
+        shadow = self._shadow_bundle() if self._shadow_bundle is not None else None
+        return shadow is not None and shadow.reads_history(verb)
 
     async def handle(
         self, request: HttpRequest, action: Action, context: Context, decision: Decision
@@ -249,9 +256,9 @@ class Gate:
         if isinstance(verdict, Forward) and action.verb is Verb.READ and self._reads_in_background:
             self._recorder.record(record)  # serialised and written off the request path
         else:
-            try:
-                await asyncio.to_thread(self._store.append_decision, record())
-            except StoreError as error:
+            try:  # built in the worker too: redaction and a shadow decision cost CPU
+                await asyncio.to_thread(lambda: self._store.append_decision(record()))
+            except Exception as error:  # any failure to record: not forwarded (fail closed)
                 bound.error("decision.not_recorded", error=str(error))
                 if isinstance(verdict, Forward):
                     return self.fail_closed(request, action, decision_id)
@@ -265,16 +272,22 @@ class Gate:
         return verdict
 
     def _shadow(self, action: Action, context: Context, decision: Decision) -> str | None:
-        """What would have happened beyond what was enforced, or None if the same.
+        """What a shadow bundle or audit-mode rules would have done; None if neither ran.
 
         A shadow bundle (a candidate run alongside the enforced one) is evaluated on
         the same input; without one, audit-mode rules that fired (a rule, a provider
         or an environment trialled with ``mode: audit``) say what they would have done.
-        Runs where the record is built: off the request path for reads.
+        Runs where the record is built: off the request path for reads.  A failing
+        shadow is recorded as such; it never changes what is enforced.
         """
         shadow_bundle = self._shadow_bundle() if self._shadow_bundle is not None else None
         if shadow_bundle is not None:
-            shadow = evaluate(shadow_bundle, action, context)
+            try:
+                shadow = evaluate(shadow_bundle, action, context)
+            except Exception as error:  # the candidate's failure is a finding, not an outage
+                return json.dumps(
+                    {"source": "bundle", "outcome": "error", "error": redact_text(str(error))}
+                )
             return json.dumps(
                 {
                     "source": "bundle",

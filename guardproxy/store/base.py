@@ -15,6 +15,14 @@ Rules every implementation follows:
   the pydantic models, so their evolution needs no store migration.
 * Every failure raises :class:`StoreError` (or a subclass), never a driver exception,
   so callers can fail closed with a single ``except StoreError``.
+* The audit chain (:mod:`guardproxy.store.chain`): every decision, upstream status and
+  hold event is appended in the same transaction as the change it records, linked
+  with ``chain.link`` after reading the head (``seq``, ``hash``) under a lock that
+  serialises writers (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: e.g. a transaction
+  advisory lock), so concurrent writers never fork it.  Payloads are stored as the
+  exact text given (TEXT, not a re-serialised JSON type): the hashes cover that text.
+* Session events and sessions pass through :func:`redacted_event` and
+  :func:`redacted_session` before they are persisted.
 """
 
 from __future__ import annotations

@@ -85,23 +85,29 @@ def test_concurrent_approvals_resolve_once(open_store_again: OpenStore, store: S
     assert final is not None and final.resolved_by == winners[0]
 
 
-def test_writers_on_separate_connections_keep_one_unbroken_chain(
-    open_store_again: OpenStore,
+def test_the_audit_chain_stays_unbroken_across_connections(
+    open_store_again: OpenStore, store: Store
 ) -> None:
-    """Replicas (or the CLI and the proxy) appending at once: one chain, no fork."""
+    """Separate stores on one database (processes, replicas) append to one chain, no fork."""
     stores = [open_store_again() for _ in range(THREADS)]
 
-    def write(i: int) -> None:
-        for n in range(10):
+    def append(i: int) -> None:
+        for n in range(20):
             stores[i].append_decision(
                 DecisionRecord(
                     id=f"d-{i}-{n}", at=T0, session_id=f"s-{i}", action_json="{}",
                     context_json="{}", decision_json="{}", outcome="allow",
                 )
             )  # fmt: skip
+            if n % 5 == 0:
+                stores[i].set_upstream_statuses([(f"d-{i}-{n}", 200)])
 
-    _race(write)
-    records = stores[0].audit_records(limit=1000)
-    assert len(records) == THREADS * 10
-    assert [r.seq for r in records] == list(range(1, THREADS * 10 + 1))
+    try:
+        _race(append)
+    finally:
+        for each in stores:
+            each.close()
+    records = store.audit_records(limit=10_000)
+    assert len(records) == THREADS * 24
+    assert [r.seq for r in records] == list(range(1, len(records) + 1))
     assert verify(records) == []
