@@ -94,6 +94,11 @@ class ProxyConfig(BaseModel):
 
     data_dir: Path
     policies: Path = Path("policies")
+    shadow_policies: Path | None = Field(
+        None,
+        description="A candidate bundle decided and recorded beside the enforced one, "
+        "never enforced (shadow rollout; compare with `guardproxy replay --shadow`).",
+    )
     listen: HostPort = "127.0.0.1:8080"
     control: HostPort = "127.0.0.1:8081"
     metrics_listen: HostPort | None = Field(
@@ -107,7 +112,18 @@ class ProxyConfig(BaseModel):
     watch_policies_seconds: float = Field(
         0, ge=0, description="Reload the policy bundle when its files change (0: never)."
     )
-    store: str = Field("", description="Database URL; default: SQLite in the data directory.")
+    store: str = Field(
+        "",
+        description="Database URL: sqlite:///path.db, or postgresql://... for replicas "
+        "sharing one database; default: SQLite in the data directory.",
+    )
+    reads_on_store_failure: Literal["allow", "deny"] = Field(
+        "allow",
+        description="Reads the policy allows while the store is unreachable: `allow` forwards "
+        "them (recorded in the background, lost if the store stays down), `deny` records "
+        "every read before forwarding it, so a lost store stops reads too. Requests that "
+        "can change state are never forwarded unrecorded.",
+    )
     hold_window_seconds: float = Field(
         20.0, gt=0, le=600, description="How long a held request waits live for approval."
     )

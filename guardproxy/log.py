@@ -8,6 +8,8 @@ from typing import TextIO
 
 import structlog
 
+from guardproxy.audit.redact import REDACTED, is_secret_field, redact_text, redact_value
+
 
 class _CurrentStderr:
     """Whatever ``sys.stderr`` is when a line is written (it may be replaced later)."""
@@ -17,6 +19,26 @@ class _CurrentStderr:
 
     def flush(self) -> None:
         sys.stderr.flush()
+
+
+def redact_event(
+    logger: object, method: str, event: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """A structlog processor: no credential reaches a log line.
+
+    Fields named like a credential lose their value; every other string (the message
+    included, and exception text once formatted) is scanned for credential shapes.
+    """
+    for key, value in event.items():
+        if is_secret_field(key):
+            event[key] = REDACTED
+        elif isinstance(value, str):
+            event[key] = redact_text(value)
+        elif isinstance(value, dict | list | tuple):
+            event[key] = redact_value(value)
+        elif value is not None and not isinstance(value, int | float | bool):
+            event[key] = redact_text(str(value))
+    return event
 
 
 def configure_logging(
@@ -36,6 +58,7 @@ def configure_logging(
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            redact_event,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(

@@ -78,6 +78,7 @@ class Guardproxy:
         self._clock = clock
         self._store: Store | None = None
         self._bundle: Bundle | None = None
+        self._shadow_bundle: Bundle | None = None
         self.proxy: GuardProxy | None = None
         self.control: ControlServer | None = None
         self.gate: Gate | None = None
@@ -124,6 +125,8 @@ class Guardproxy:
         prepare_data_dir(config.data_dir)
         ensure_ca(config.ca_dir)
         self._bundle = load_policies(config.policies)
+        if config.shadow_policies is not None:
+            self._shadow_bundle = load_policies(config.shadow_policies)
         # the AWS model index: milliseconds from its cache, seconds to build it once
         await asyncio.to_thread(warm_up)
         try:
@@ -139,9 +142,12 @@ class Guardproxy:
             self._bundle,
             hold_window=config.hold_window_seconds,
             clock=self._clock,
+            reads_on_store_failure=config.reads_on_store_failure,
             events=self.events,
             metrics=self.metrics,
+            shadow=lambda: self._shadow_bundle,
         )
+        self.gate.watch_store()
         settings = RecogniseSettings(
             environments=dict(config.environments),
             kubernetes_hosts=tuple(config.kubernetes_hosts),

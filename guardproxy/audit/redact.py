@@ -97,7 +97,8 @@ def redact_url(url: str) -> str:
 
 # -- free text ---------------------------------------------------------------------
 
-_Rule = tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]
+_Rule = tuple[tuple[str, ...], re.Pattern[str], str | Callable[[re.Match[str]], str]]
+"""(lower-case substrings one of which must be present, pattern, replacement)."""
 
 
 def _secret_key_shape(match: re.Match[str]) -> str:
@@ -109,13 +110,20 @@ def _secret_key_shape(match: re.Match[str]) -> str:
     return REDACTED if has_upper and has_lower and has_digit else text
 
 
+_AWS_KEY_PREFIXES = ("akia", "asia", "agpa", "aida", "aroa", "anpa", "anva", "aipa", "abia", "acca")
+
 _TEXT_RULES: tuple[_Rule, ...] = (
     # SigV4: Credential=AKIA.../20250101/us-east-1/s3/aws4_request, Signature=<hex>
-    (re.compile(r"(?i)\b(Credential=)[^\s,&]+"), rf"\1{REDACTED}"),
-    (re.compile(r"(?i)\b(Signature=)[^\s,&]+"), rf"\1{REDACTED}"),
+    (("credential=",), re.compile(r"(?i)\b(Credential=)[^\s,&]+"), rf"\1{REDACTED}"),
+    (("signature=",), re.compile(r"(?i)\b(Signature=)[^\s,&]+"), rf"\1{REDACTED}"),
     # Authorization schemes with their credential
     # (the credential must hold a digit, so prose such as "token expired" is kept)
     (
+        tuple(
+            f"{scheme}{space}"
+            for scheme in ("bearer", "basic", "token", "digest", "negotiate")
+            for space in " \t\n\r"
+        ),
         re.compile(
             r"(?i)\b(bearer|basic|token|digest|negotiate)(\s+)"
             r"(?=[A-Za-z._~+/=:-]{0,512}\d)[A-Za-z0-9._~+/=:-]{6,}"
@@ -123,42 +131,78 @@ _TEXT_RULES: tuple[_Rule, ...] = (
         rf"\1\2{REDACTED}",
     ),
     # URLs carrying a password (postgres://user:pass@host)
-    (_USERINFO, rf"\1\2:{REDACTED}@"),
+    (("://",), _USERINFO, rf"\1\2:{REDACTED}@"),
     # GitHub tokens (classic prefixes and fine-grained)
-    (re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{30,255}|github_pat_[A-Za-z0-9_]{20,255})"), REDACTED),
+    (
+        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
+        re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{30,255}|github_pat_[A-Za-z0-9_]{20,255})"),
+        REDACTED,
+    ),
     # GitLab, Slack, Google API keys, OpenAI/Anthropic style keys
-    (re.compile(r"\bglpat-[A-Za-z0-9_-]{16,}"), REDACTED),
-    (re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}"), REDACTED),
-    (re.compile(r"\bAIza[0-9A-Za-z_-]{35}"), REDACTED),
-    (re.compile(r"\bsk-(?:ant-)?[A-Za-z0-9_-]{20,}"), REDACTED),
+    (("glpat-",), re.compile(r"\bglpat-[A-Za-z0-9_-]{16,}"), REDACTED),
+    (("xox",), re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}"), REDACTED),
+    (("aiza",), re.compile(r"\bAIza[0-9A-Za-z_-]{35}"), REDACTED),
+    (("sk-",), re.compile(r"\bsk-(?:ant-)?[A-Za-z0-9_-]{20,}"), REDACTED),
     # JWTs (header.payload.signature, base64url, header starts with {" -> eyJ)
-    (re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), REDACTED),
+    (
+        ("eyj",),
+        re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"),
+        REDACTED,
+    ),
     # AWS access key ids
     (
+        _AWS_KEY_PREFIXES,
         re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA|ABIA|ACCA)[A-Z0-9]{16}\b"),
         REDACTED,
     ),
-    # "name": "value" in JSON-ish text, for sensitive names
-    (
-        re.compile(
-            r"""(?i)(["']?(?<![\w.-])[\w.-]{0,64}(?:password|passwd|pwd|secret|token|credential|api[-_]?key"""
-            r"""|access[-_]?key|private[-_]?key|connection[-_]?string|authorization|cookie)"""
-            r"""[\w.-]{0,64}["']?\s*:\s*)("(?:[^"\\]|\\.)*"|'[^']*')"""
-        ),
-        rf'\1"{REDACTED}"',
-    ),
-    # name=value / name: value (headers dumped as text, DSNs, env files, CLI flags)
-    (
-        re.compile(
-            r"""(?i)(?<![\w.-])([\w.-]{0,64}(?:password|passwd|pwd|secret|token|credential|api[-_]?key"""
-            r"""|access[-_]?key|private[-_]?key|connection[-_]?string|authorization|cookie)"""
-            r"""[\w.-]{0,64})(\s*[=:]\s*)(?!\[REDACTED\])([^\s"'&;,<>]+)"""
-        ),
-        rf"\1\2{REDACTED}",
-    ),
-    # bare AWS secret access keys
-    (re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"), _secret_key_shape),
 )
+
+_SECRET_NAME_WORDS = (
+    "password", "passwd", "pwd", "secret", "token", "credential", "apikey", "api_key",
+    "api-key", "accesskey", "access_key", "access-key", "privatekey", "private_key",
+    "private-key", "connectionstring", "connection_string", "connection-string",
+    "authorization", "cookie",
+)  # fmt: skip
+_NAMED_VALUE = re.compile(
+    r"""[\w.-]{0,64}(["']?)\s*[=:]\s*("(?:[^"\\]|\\.)*"|'[^']*'|[^\s"'&;,<>]+)"""
+)
+"""After a credential word inside a name: the rest of the name, ``=``/``:``, the value."""
+
+_BARE_SECRET_KEY = re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
+
+
+def _redact_named_values(text: str, lowered: str) -> str:
+    """Values of ``name: "value"`` / ``name=value`` pairs whose name holds a credential word.
+
+    Anchored on the words (found with ``str.find`` in the lower-cased text) and matched
+    forward from them, so the cost is linear; a quoted name takes only a quoted value
+    (``"token_count": 5`` is kept, so JSON stays valid).
+    """
+    ends: set[int] = set()
+    for word in _SECRET_NAME_WORDS:
+        found = lowered.find(word)
+        while found >= 0:
+            ends.add(found + len(word))
+            found = lowered.find(word, found + 1)
+    pieces: list[str] = []
+    position = 0
+    for word_end in sorted(ends):
+        if word_end < position:
+            continue
+        named = _NAMED_VALUE.match(text, word_end)
+        if named is None:
+            continue
+        quote_after_name, value = named.group(1), named.group(2)
+        quoted = value[0] in "\"'"
+        if (quote_after_name and not quoted) or value in (REDACTED, f'"{REDACTED}"'):
+            continue
+        pieces.append(text[position : named.start(2)])
+        pieces.append(f'"{REDACTED}"' if quoted else REDACTED)
+        position = named.end(2)
+    if not pieces:
+        return text
+    pieces.append(text[position:])
+    return "".join(pieces)
 
 
 _PEM_BEGIN = re.compile(r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY-----")
@@ -184,12 +228,20 @@ def _redact_private_keys(text: str) -> str:
 
 
 def redact_text(text: str) -> str:
-    """``text`` with every credential-shaped substring replaced by ``[REDACTED]``."""
+    """``text`` with every credential-shaped substring replaced by ``[REDACTED]``.
+
+    Each rule runs only if its trigger substring is present: most text holds none,
+    and this runs on every decision record and log line.
+    """
     if "PRIVATE KEY-----" in text:
         text = _redact_private_keys(text)
-    for pattern, replacement in _TEXT_RULES:
-        text = pattern.sub(replacement, text)
-    return text
+    lowered = text.lower()
+    for triggers, pattern, replacement in _TEXT_RULES:
+        if any(trigger in lowered for trigger in triggers):
+            text = pattern.sub(replacement, text)
+    if any(word in lowered for word in _SECRET_NAME_WORDS):
+        text = _redact_named_values(text, text.lower())
+    return _BARE_SECRET_KEY.sub(_secret_key_shape, text)
 
 
 # -- structured values -------------------------------------------------------------
@@ -216,6 +268,23 @@ def redact_value(value: Any, *, by_name: bool = True) -> Any:
     if isinstance(value, str):
         return redact_text(value)
     return value
+
+
+def redact_json_text(text: str) -> str:
+    """JSON text (a serialised model) with credential shapes removed, still valid JSON.
+
+    The fast path scans the text as it is; only when that changed something and the
+    result no longer parses (a secret spanning two strings) is the value walked.
+    """
+    redacted = redact_text(text)
+    if redacted == text:
+        return text
+    try:
+        json.loads(redacted)
+    except ValueError:
+        walked = redact_value(json.loads(text), by_name=False)
+        return json.dumps(walked, separators=(",", ":"), ensure_ascii=False)
+    return redacted
 
 
 _XML_FIELD = re.compile(

@@ -23,6 +23,8 @@ _MODULES = {
     "approvers": "approvers",
     "policy": "policy",
     "recognise": "recognise",
+    "audit": "audit",
+    "replay": "replay",
 }
 
 

@@ -36,6 +36,12 @@ def add_proxy_options(parser: argparse.ArgumentParser) -> None:
         help="policy bundle (default: $GUARDPROXY_POLICIES or ./policies)",
     )
     parser.add_argument(
+        "--shadow-policies",
+        type=Path,
+        metavar="DIR",
+        help="a candidate bundle to decide and record in shadow, never enforced",
+    )
+    parser.add_argument(
         "--data-dir",
         type=Path,
         metavar="DIR",
@@ -134,7 +140,9 @@ def add_commands(subparsers: Any) -> None:
     serve.add_argument(
         "--store",
         metavar="URL",
-        help="database URL (default: $GUARDPROXY_STORE, else SQLite in the data directory)",
+        help="database: sqlite:///path.db, or postgresql://user@host/db shared by replicas "
+        "(password in PGPASSWORD or ~/.pgpass, not the URL); default: $GUARDPROXY_STORE, "
+        "else SQLite in the data directory",
     )
     serve.add_argument(
         "--metrics-listen",
@@ -170,6 +178,7 @@ def build_config(args: argparse.Namespace, **overrides: Any) -> ProxyConfig:
         values.update(loaded)
     flags: dict[str, Any] = {
         "policies": args.policies,
+        "shadow_policies": args.shadow_policies,
         "data_dir": args.data_dir,
         "hold_window_seconds": args.hold_window,
         "listen": getattr(args, "listen", None),

@@ -6,7 +6,13 @@ that names the hold and asks the agent to retry the same call later: once the
 hold is approved, the next identical request of the session passes, once.
 Retries of a pending hold join it; retries of a denied hold get the same denial.
 Every decision is recorded before anything is forwarded; if it cannot be
-recorded, nothing that can change state is forwarded.
+recorded, nothing that can change state is forwarded.  Reads are recorded in the
+background unless ``reads_on_store_failure`` is ``deny``: then they too wait for
+their record, and a lost store stops them as well.
+
+Holds are resolved through any replica sharing the store: the store announces hold
+changes (``Store.watch_holds``) and the gate wakes the requests waiting here; it
+also re-reads a waiting hold every few seconds, in case an announcement was lost.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from guardproxy.approvals.rules import (
     requirement_of,
 )
 from guardproxy.approvals.snapshot import hold_detail
+from guardproxy.audit.redact import redact_json_text, redact_text
 from guardproxy.context import Context
 from guardproxy.gate.digest import request_digest
 from guardproxy.gate.recorder import DecisionRecorder
@@ -55,6 +62,9 @@ from guardproxy.store.base import Verdict as ApprovalVerdict
 log = structlog.get_logger(__name__)
 
 Clock = Callable[[], datetime]
+
+RECHECK_SECONDS = 3.0
+"""How often a live held request re-reads its hold, should a notification be lost."""
 
 _SWEEP_BATCH = 1000
 """Pending holds looked at per sweep for escalation."""
@@ -171,12 +181,15 @@ class Gate:
         *,
         hold_window: float,
         clock: Clock = utc_now,
+        reads_on_store_failure: str = "allow",
         events: HoldEvents | None = None,
         metrics: Metrics | None = None,
+        shadow: Callable[[], Bundle | None] | None = None,
     ) -> None:
         self.events = events or HoldEvents()
         self._store = store
         self._bundle = bundle
+        self._shadow_bundle = shadow
         self._hold_window = hold_window
         self._clock = clock
         self._waiters = _Waiters()
@@ -188,6 +201,7 @@ class Gate:
         self.metrics = metrics or Metrics()
         self.metrics.count_waiting(self.waiting)
         self.metrics.bundle_in_force(bundle.digest)
+        self._reads_in_background = reads_on_store_failure == "allow"
 
     # -- the policy bundle
 
@@ -203,6 +217,15 @@ class Gate:
         self.metrics.bundle_in_force(bundle.digest)
         return previous
 
+    def watch_store(self) -> None:
+        """Wake waiting requests when another replica resolves their hold (call on the loop)."""
+        loop = asyncio.get_running_loop()
+
+        def changed(hold_id: str, state: HoldState) -> None:  # the store's listener thread
+            loop.call_soon_threadsafe(self._waiters.wake, hold_id, state)
+
+        self._store.watch_holds(changed)
+
     # -- the request path
 
     def decide(self, action: Action, context: Context, bundle: Bundle | None = None) -> Decision:
@@ -213,6 +236,18 @@ class Gate:
     def waiting(self) -> int:
         """Live requests waiting on holds now."""
         return sum(len(futures) for futures in self._waiters.futures.values())
+
+    def reads_history(self, verb: Verb, bundle: Bundle | None = None) -> bool:
+        """Whether ``bundle`` (default: the one in force) or the shadow bundle can read
+        history for ``verb``.
+
+        The shadow bundle counts so that its recorded decisions see the same input a
+        live rollout would.
+        """
+        if (bundle or self._bundle).reads_history(verb):
+            return True
+        shadow = self._shadow_bundle() if self._shadow_bundle is not None else None
+        return shadow is not None and shadow.reads_history(verb)
 
     async def handle(
         self, request: HttpRequest, action: Action, context: Context, decision: Decision
@@ -248,23 +283,25 @@ class Gate:
                 id=decision_id,
                 at=context.now,
                 session_id=context.session.id,
-                action_json=action.model_dump_json(),
-                context_json=context.model_dump_json(),
-                decision_json=decision.model_dump_json(),
+                action_json=redact_json_text(action.model_dump_json()),
+                context_json=redact_json_text(context.model_dump_json()),
+                decision_json=redact_json_text(decision.model_dump_json()),
                 outcome=outcome,
                 hold_id=verdict.hold_id,
+                provider=action.provider.value,
+                shadow_json=self._shadow(action, context, decision),
             )
 
-        if isinstance(verdict, Forward) and action.verb is Verb.READ:
+        if isinstance(verdict, Forward) and action.verb is Verb.READ and self._reads_in_background:
             self._recorder.record(record)  # serialised and written off the request path
         else:
-            try:
-                await asyncio.to_thread(self._store.append_decision, record())
-            except StoreError as error:
+            try:  # built in the worker too: redaction and a shadow decision cost CPU
+                await asyncio.to_thread(lambda: self._store.append_decision(record()))
+            except Exception as error:  # any failure to record: not forwarded (fail closed)
                 bound.error("decision.not_recorded", error=str(error))
                 self.metrics.store_error("append_decision")
                 if isinstance(verdict, Forward):
-                    return self._fail_closed(request, action, decision_id)
+                    return self.fail_closed(request, action, decision_id)
         self.metrics.decision(action, outcome)
         bound.info(
             "decision",
@@ -274,6 +311,48 @@ class Gate:
             hold=verdict.hold_id,
         )
         return verdict
+
+    def _shadow(self, action: Action, context: Context, decision: Decision) -> str | None:
+        """What a shadow bundle or audit-mode rules would have done; None if neither ran.
+
+        A shadow bundle (a candidate run alongside the enforced one) is evaluated on
+        the same input; without one, audit-mode rules that fired (a rule, a provider
+        or an environment trialled with ``mode: audit``) say what they would have done.
+        Runs where the record is built: off the request path for reads.  A failing
+        shadow is recorded as such; it never changes what is enforced.
+        """
+        shadow_bundle = self._shadow_bundle() if self._shadow_bundle is not None else None
+        if shadow_bundle is not None:
+            try:
+                shadow = evaluate(shadow_bundle, action, context)
+            except Exception as error:  # the candidate's failure is a finding, not an outage
+                return json.dumps(
+                    {"source": "bundle", "outcome": "error", "error": redact_text(str(error))}
+                )
+            return json.dumps(
+                {
+                    "source": "bundle",
+                    "bundle_digest": shadow.bundle_digest,
+                    "outcome": shadow.outcome.value,
+                    "determining_rules": shadow.determining_rules,
+                    "message": redact_text(shadow.message),
+                }
+            )
+        if not decision.audit_findings:
+            return None
+        worst = max(
+            (decision.outcome, *(f.would for f in decision.audit_findings)),
+            key=lambda outcome: outcome.severity,
+        )
+        rules = [f.rule for f in decision.audit_findings if f.would is worst]
+        return json.dumps(
+            {
+                "source": "audit-rules",
+                "bundle_digest": decision.bundle_digest,
+                "outcome": worst.value,
+                "determining_rules": rules or decision.determining_rules,
+            }
+        )
 
     def record_status(self, decision_id: str, status: int) -> None:
         self._recorder.status(decision_id, status)
@@ -287,7 +366,7 @@ class Gate:
         )
         return _answer(request, action, message, kind="deny", decision_id=decision_id)
 
-    def _fail_closed(self, request: HttpRequest, action: Action, decision_id: str) -> Answer:
+    def fail_closed(self, request: HttpRequest, action: Action, decision_id: str) -> Answer:
         self.metrics.failed_closed("store")
         message = (
             "guardproxy could not record this request, so it was not sent. "
@@ -322,7 +401,7 @@ class Gate:
         except StoreError as error:
             log.error("hold.store_failed", error=str(error))
             self.metrics.store_error("hold")
-            return self._fail_closed(request, action, decision_id)
+            return self.fail_closed(request, action, decision_id)
         return await self._wait(request, action, decision, hold, decision_id, digest)
 
     def _create_hold(
@@ -340,13 +419,13 @@ class Gate:
         hold = self._store.create_hold(
             session_id=session_id,
             request_digest=digest,
-            action_json=action.model_dump_json(),
-            decision_json=decision.model_dump_json(),
-            summary=action.summary(),
+            action_json=redact_json_text(action.model_dump_json()),
+            decision_json=redact_json_text(decision.model_dump_json()),
+            summary=redact_text(action.summary()),
             grant=store_grant(approval.grant if approval else "once"),
             created_at=now,
             expires_at=now + timedelta(seconds=timeout),
-            detail_json=json.dumps(hold_detail(request, context)),
+            detail_json=redact_json_text(json.dumps(hold_detail(request, context))),
         )
         log.info("hold.created", hold=hold.id, session=session_id, action=hold.summary)
         self.metrics.hold_created()
@@ -363,13 +442,7 @@ class Gate:
     ) -> Verdict:
         remaining = (hold.expires_at - self._clock()).total_seconds()
         window = max(0.0, min(self._hold_window, remaining))
-        future = self._waiters.add(hold.id)
-        try:
-            state = await asyncio.wait_for(future, timeout=window) if not self._closing else None
-        except TimeoutError:
-            state = None
-        finally:
-            self._waiters.remove(hold.id, future)
+        state = await self._resolution(hold, window)
         if state is HoldState.APPROVED:
             try:
                 granted = await asyncio.to_thread(
@@ -378,16 +451,45 @@ class Gate:
             except StoreError as error:
                 log.error("hold.store_failed", error=str(error))
                 self.metrics.store_error("consume_approval")
-                return self._fail_closed(request, action, decision_id)
+                return self.fail_closed(request, action, decision_id)
             if granted is not None:
                 self._released(granted)
                 return Forward(decision_id, hold.id)
         if state is HoldState.DENIED:
-            current = await asyncio.to_thread(self._store.get_hold, hold.id)
+            try:
+                current = await asyncio.to_thread(self._store.get_hold, hold.id)
+            except StoreError:
+                current = None  # the denial stands; only who gave it is unknown
             return self._denied_hold(request, action, current or hold, decision_id)
         if state is HoldState.EXPIRED or self._clock() >= hold.expires_at:
             return self._expired(request, action, hold, decision_id)
         return self._pending_answer(request, action, decision, hold, decision_id)
+
+    async def _resolution(self, hold: Hold, window: float) -> HoldState | None:
+        """The hold's new state once resolved within ``window`` seconds, else None."""
+        if self._closing:
+            return None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + window
+        future = self._waiters.add(hold.id)
+        try:
+            while (left := deadline - loop.time()) > 0:
+                try:
+                    return await asyncio.wait_for(
+                        asyncio.shield(future), timeout=min(left, RECHECK_SECONDS)
+                    )
+                except TimeoutError:
+                    pass
+                try:
+                    current = await asyncio.to_thread(self._store.get_hold, hold.id)
+                except StoreError as error:
+                    log.warning("hold.recheck_failed", hold=hold.id, error=str(error))
+                    continue
+                if current is not None and current.state is not HoldState.PENDING:
+                    return current.state
+            return None
+        finally:
+            self._waiters.remove(hold.id, future)
 
     def _expired(
         self, request: HttpRequest, action: Action, hold: Hold, decision_id: str
@@ -500,13 +602,14 @@ class Gate:
             )
             verdict = ApprovalVerdict.APPROVE if approve else ApprovalVerdict.DENY
             try:
-                recorded = self._store.record_approval(
+                self._store.record_approval(
                     hold_id, approver=approver.name, groups=approver.groups, verdict=verdict,
                     reason=reason, at=now,
                 )  # fmt: skip
             except HoldConflict as conflict:
                 raise _conflict(conflict.hold) from None
-            approvals.append(recorded)
+            # read back, not appended: an approver on another replica may have just voted
+            approvals = self._store.list_approvals(hold_id)
             counted = progress(requirement, approvals)
             if not approve:
                 hold = self._store.resolve_hold(

@@ -32,6 +32,7 @@ from guardproxy.recognise.request import HttpRequest, RecogniseSettings
 from guardproxy.session.history import SessionHistory
 from guardproxy.session.names import ResponseLearner, learner_for, resolve
 from guardproxy.session.registry import SessionRegistry, anonymous_session, session_info
+from guardproxy.store.base import StoreError
 
 log = structlog.get_logger(__name__)
 
@@ -95,7 +96,19 @@ class SessionAuth:
         except ValueError:
             self._refuse(flow, "malformed Proxy-Authorization")
             return None
-        found = self._registry.authenticate(session_id, token)
+        try:
+            found = self._registry.authenticate(session_id, token)
+        except StoreError as error:
+            # the credential cannot be checked: refuse rather than serve it as anonymous
+            log.error("session.store_failed", session=session_id, error=str(error))
+            flow.response = http.Response.make(
+                403,
+                "guardproxy: this session's credential cannot be checked because guardproxy's "
+                "store is unreachable, so nothing was sent. Tell the user; do not work around "
+                "the proxy.\n",
+                {"Content-Type": "text/plain"},
+            )
+            return None
         if found is None:
             self._refuse(flow, "unknown or ended guardproxy session")
             return None
@@ -292,7 +305,7 @@ class Guard:
         recognised = resolve(recognise(request, self._settings), self._history.names)
         action = _with_actor(recognised, session, request)
         bundle = self._gate.bundle  # one bundle for the whole decision, even across a reload
-        if bundle.reads_history(action.verb):
+        if self._gate.reads_history(action.verb, bundle):
             context = self._history.context(action, session, self._clock())
         else:  # no rule could read it: the decision is the same without it
             context = Context(now=self._clock(), session=session)

@@ -10,12 +10,13 @@ from __future__ import annotations
 import hmac
 import secrets
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
 from guardproxy.context import SessionInfo
 from guardproxy.session.agents import agent_from_command
-from guardproxy.store.base import Session, Store, hash_token
+from guardproxy.store.base import Session, Store, StoreError, hash_token
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,17 @@ def session_info(session: Session) -> SessionInfo:
     )
 
 
+CACHE_SECONDS = 5.0
+"""How long a checked session credential is trusted before the store is asked again."""
+
+
 class SessionRegistry:
     """Creates sessions and authenticates their credentials (cached after first use)."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._cache: dict[str, Session] = {}
+        self._cache: dict[str, tuple[Session, float]] = {}
+        """Session id -> (session, monotonic time it was read from the store)."""
         self._lock = threading.Lock()
 
     def create(
@@ -74,17 +80,34 @@ class SessionRegistry:
         return session, SessionCredential(session.id, token)
 
     def authenticate(self, session_id: str, token: str) -> Session | None:
-        """The live session for this credential, or None (wrong, unknown or ended)."""
+        """The live session for this credential, or None (wrong, unknown or ended).
+
+        A session is re-read from the store once its check is CACHE_SECONDS old, so
+        one ended through another replica stops working here too; while the store is
+        unreachable the last state read stands (StoreError if there is none).
+        """
         wanted = hash_token(token)
+        read_at = time.monotonic()
+        session: Session | None
         with self._lock:
             cached = self._cache.get(session_id)
-        session = cached or self._store.get_session(session_id)
+        if cached is not None and read_at - cached[1] < CACHE_SECONDS:
+            session, read_at = cached
+        else:
+            try:
+                session = self._store.get_session(session_id)
+            except StoreError:
+                if cached is None:
+                    raise
+                session, read_at = cached
         if session is None or session.token_hash is None or not session.active:
+            with self._lock:
+                self._cache.pop(session_id, None)
             return None
         if not hmac.compare_digest(session.token_hash, wanted):
             return None
         with self._lock:
-            self._cache[session_id] = session
+            self._cache[session_id] = (session, read_at)
         return session
 
     def end(self, session_id: str, now: datetime) -> Session:

@@ -1,20 +1,21 @@
 """Storage for sessions, holds, approval events and the decision log.
 
 Callers depend on the :class:`Store` protocol and get an implementation from
-:func:`open_store`, so the PostgreSQL backend (fleet mode) can slot in later
-without touching them.
+:func:`open_store`: SQLite by default, PostgreSQL for a fleet of replicas.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from guardproxy.store.base import (
     GRANT_ONCE,
     AlreadyExistsError,
     Approval,
     Approver,
+    AuditEntry,
+    AuditRecord,
     DecisionRecord,
     EventTotal,
     Hold,
@@ -39,6 +40,8 @@ __all__ = [
     "AlreadyExistsError",
     "Approval",
     "Approver",
+    "AuditEntry",
+    "AuditRecord",
     "DecisionRecord",
     "EventTotal",
     "Hold",
@@ -67,7 +70,8 @@ def open_store(url_or_path: str) -> Store:
 
     * ``sqlite:///abs/path.db`` (three slashes, absolute path) or a plain path
       (``~`` is expanded): :class:`SqliteStore`.
-    * ``postgresql://...``: not supported yet (fleet mode adds it).
+    * ``postgresql://...`` (or ``postgres://``, ``postgresql+psycopg://``): a libpq URL,
+      :class:`~guardproxy.store.postgres.PostgresStore` (fleet mode).
 
     Anything else raises :class:`StoreError` rather than guessing, so a typo in the
     configuration stops the proxy instead of silently creating a stray database.
@@ -80,11 +84,14 @@ def open_store(url_or_path: str) -> Store:
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
     if scheme in _POSTGRES_SCHEMES or scheme.startswith("postgresql+"):
-        raise StoreError(
-            "PostgreSQL stores are not supported yet; use sqlite:///path.db or a file path"
-        )
+        # imported here: loading the driver costs a quarter second nobody else should pay
+        from guardproxy.store.postgres import PostgresStore  # noqa: PLC0415
+
+        return PostgresStore(urlunsplit(parts._replace(scheme="postgresql")))
     if scheme != "sqlite":
-        raise StoreError(f"unknown store scheme {parts.scheme!r}: expected sqlite:// or a path")
+        raise StoreError(
+            f"unknown store scheme {parts.scheme!r}: expected sqlite://, postgresql:// or a path"
+        )
     path = unquote(parts.path)
     if parts.netloc or parts.query or parts.fragment or not path.startswith("/"):
         raise StoreError(

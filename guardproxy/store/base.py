@@ -15,6 +15,14 @@ Rules every implementation follows:
   the pydantic models, so their evolution needs no store migration.
 * Every failure raises :class:`StoreError` (or a subclass), never a driver exception,
   so callers can fail closed with a single ``except StoreError``.
+* The audit chain (:mod:`guardproxy.store.chain`): every decision, upstream status and
+  hold event is appended in the same transaction as the change it records, linked
+  with ``chain.link`` after reading the head (``seq``, ``hash``) under a lock that
+  serialises writers (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: e.g. a transaction
+  advisory lock), so concurrent writers never fork it.  Payloads are stored as the
+  exact text given (TEXT, not a re-serialised JSON type): the hashes cover that text.
+* Session events and sessions pass through :func:`redacted_event` and
+  :func:`redacted_session` before they are persisted.
 """
 
 from __future__ import annotations
@@ -22,11 +30,13 @@ from __future__ import annotations
 import hashlib
 import secrets
 from base64 import b32encode
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
+
+from guardproxy.audit.redact import redact_text
 
 # -- errors -------------------------------------------------------------------------
 
@@ -209,6 +219,40 @@ class DecisionRecord:
     outcome: str
     hold_id: str | None = None
     upstream_status: int | None = None
+    provider: str = ""
+    """The action's provider, kept as a column of the audit chain for filtering."""
+    shadow_json: str | None = None
+    """What a shadow bundle or audit-mode rules would have done (recorded, not enforced)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditEntry:
+    """What a caller appends to the audit chain; the store links it (seq, hashes).
+
+    ``kind`` is ``decision``, ``upstream`` (the upstream's status for a forwarded
+    decision, ``subject`` = decision id) or a hold event (``hold.created``,
+    ``hold.approval``, ``hold.approved``, ``hold.denied``, ``hold.expired``,
+    ``hold.released``; ``subject`` = hold id).  ``payload_json`` is kept verbatim and
+    must already be redacted.
+    """
+
+    record_id: str
+    kind: str
+    at: datetime
+    session_id: str
+    subject: str
+    outcome: str
+    provider: str
+    payload_json: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditRecord(AuditEntry):
+    """A stored chain record: ``hash`` covers every field and ``prev_hash``."""
+
+    seq: int
+    prev_hash: str
+    hash: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -234,6 +278,29 @@ class SessionEvent:
     destroyed_container: str = ""
 
 
+def redacted_event(event: SessionEvent) -> SessionEvent:
+    """The event as it may be persisted: credential shapes removed from its free text.
+
+    Resource names come from request paths, where agents sometimes put tokens; every
+    backend stores session events through this.
+    """
+    summary = redact_text(event.summary)
+    key = redact_text(event.resource_key)
+    container = redact_text(event.destroyed_container)
+    if (summary, key, container) == (event.summary, event.resource_key, event.destroyed_container):
+        return event
+    return replace(event, summary=summary, resource_key=key, destroyed_container=container)
+
+
+def redacted_session(session: Session) -> Session:
+    """The session as it may be persisted: no credential in its command line or cwd."""
+    command = tuple(redact_text(part) for part in session.command)
+    cwd = redact_text(session.cwd)
+    if command == session.command and cwd == session.cwd:
+        return session
+    return replace(session, command=command, cwd=cwd)
+
+
 @dataclass(frozen=True, slots=True)
 class EventTotal:
     """How many events of a session share a verb, provider, environment and outcome."""
@@ -243,6 +310,10 @@ class EventTotal:
     environment: str
     outcome: str
     count: int
+
+
+HoldWatcher = Callable[[str, HoldState], None]
+"""Called with a hold's id and new state when any process changes it (see ``watch_holds``)."""
 
 
 # -- the interface ------------------------------------------------------------------
@@ -256,6 +327,17 @@ class Store(Protocol):
     """
 
     def close(self) -> None: ...
+
+    def watch_holds(self, callback: HoldWatcher) -> None:
+        """Call ``callback`` whenever another process changes a hold's state.
+
+        A store shared by several proxies (PostgreSQL) calls it from a background
+        thread within moments of the change, so an approval given through one replica
+        releases a request waiting on another.  A single-host store may never call it:
+        its one proxy resolves holds itself.  Notifications can be lost (a dropped
+        connection), so callers re-read holds now and then as well.
+        """
+        ...
 
     # sessions
 
@@ -375,14 +457,23 @@ class Store(Protocol):
 
     # decision log
 
-    def append_decision(self, record: DecisionRecord) -> None: ...
+    def append_decision(self, record: DecisionRecord) -> None:
+        """Store the decision and append its chain record, in one transaction.
+
+        Durable when this returns: the gate forwards a mutating request only after it.
+        """
+        ...
 
     def append_decisions(self, records: Sequence[DecisionRecord]) -> None:
         """Append several records in one transaction (one disk sync for a batch)."""
         ...
 
     def set_upstream_statuses(self, statuses: Sequence[tuple[str, int]]) -> None:
-        """(decision id, HTTP status) pairs; ids not (yet) stored are ignored."""
+        """(decision id, HTTP status) pairs; ids not (yet) stored are ignored.
+
+        Each known id also gets an ``upstream`` chain record (the decision's own record
+        is never changed).
+        """
         ...
 
     def get_decision(self, decision_id: str) -> DecisionRecord | None: ...
@@ -399,6 +490,36 @@ class Store(Protocol):
         limit: int = 100,
     ) -> list[DecisionRecord]:
         """Newest first; ``provider`` is the action's, ``since`` inclusive."""
+        ...
+
+    # audit chain (hold methods above append their own hold.* events, in their transaction)
+
+    def append_audit(self, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
+        """Link and append entries after the current head, atomically; return them."""
+        ...
+
+    def audit_records(self, *, after_seq: int = 0, limit: int = 1000) -> list[AuditRecord]:
+        """Chain records with ``seq > after_seq``, oldest first (verify and export page)."""
+        ...
+
+    def get_audit_record(self, record_id: str) -> AuditRecord | None: ...
+
+    def audit_for(self, subject: str) -> list[AuditRecord]:
+        """Every record about a decision or hold id, oldest first."""
+        ...
+
+    def list_audit(
+        self,
+        *,
+        kind: str | None = None,
+        session_id: str | None = None,
+        outcome: str | None = None,
+        provider: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        """Records matching every given filter (``since`` <= at < ``until``), newest first."""
         ...
 
     # session history

@@ -142,5 +142,30 @@ _V3: Migration = (
     "ALTER TABLE holds ADD COLUMN detail TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(detail))",
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
+_V4: Migration = (
+    # The audit chain (guardproxy/store/chain.py): append-only, each row hashing the
+    # one before.  Decisions stay in `decisions` too (operational queries, upstream
+    # status); this table is the tamper-evident trail that `audit verify` checks.
+    """
+    CREATE TABLE audit_log (
+        seq         INTEGER PRIMARY KEY,
+        record_id   TEXT NOT NULL UNIQUE,
+        kind        TEXT NOT NULL,
+        at          TEXT NOT NULL,
+        session_id  TEXT NOT NULL,
+        subject     TEXT NOT NULL,
+        outcome     TEXT NOT NULL,
+        provider    TEXT NOT NULL,
+        payload     TEXT NOT NULL,
+        prev_hash   TEXT NOT NULL,
+        hash        TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX audit_log_at ON audit_log (at)",
+    "CREATE INDEX audit_log_session ON audit_log (session_id, at)",
+    "CREATE INDEX audit_log_subject ON audit_log (subject)",
+    "CREATE INDEX audit_log_kind ON audit_log (kind, at)",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4)
 """Applied in order; the database's version is how many of these it has run."""

@@ -91,6 +91,19 @@ def without_log_lines(text: str) -> str:
     return "\n".join(line for line in text.splitlines() if not line.startswith("{"))
 
 
+def wait_for_pending_hold(
+    holds: Callable[[str], list[dict[str, Any]]], timeout: float = 15.0
+) -> dict[str, Any]:
+    """The first pending hold ``holds("pending")`` lists, as soon as there is one."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pending = holds("pending")
+        if pending:
+            return pending[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no hold appeared within {timeout} s")
+
+
 # ------------------------------------------------------------------------ the record
 
 
@@ -243,13 +256,7 @@ class Guard:
 
     def wait_for_pending_hold(self, timeout: float = 15.0) -> dict[str, Any]:
         """The first pending hold, as soon as one exists (a request is waiting live)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            pending = self.holds("pending")
-            if pending:
-                return pending[0]
-            time.sleep(0.05)
-        raise AssertionError(f"no hold appeared within {timeout} s")
+        return wait_for_pending_hold(self.holds, timeout)
 
     def decisions(self) -> list[StoredDecision]:
         """Stored decisions, oldest first (decisions on reads are written in batches)."""

@@ -1,7 +1,7 @@
 """Atomicity under concurrency: one winner, whether threads share a store or not.
 
-Sharing one ``SqliteStore`` is how the proxy's worker threads use it; separate
-stores on the same file stand in for separate processes (the CLI approving a hold
+Sharing one store is how the proxy's worker threads use it; separate stores on the
+same database stand in for separate processes or replicas (the CLI approving a hold
 while the proxy consumes it), which only the database's own locking can serialise.
 """
 
@@ -11,9 +11,11 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-from guardproxy.store import Hold, HoldConflict, HoldState, SqliteStore
+from guardproxy.store import DecisionRecord, Hold, HoldConflict, HoldState, Store
+from guardproxy.store.chain import verify
+
+from .conftest import OpenStore, new_hold
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 THREADS = 8
@@ -31,21 +33,12 @@ def _race[R](work: Callable[[int], R]) -> list[R]:
         return list(pool.map(run, range(THREADS)))
 
 
-def _approved_once(store: SqliteStore) -> Hold:
-    hold = store.create_hold(
-        session_id="s-1",
-        request_digest="d",
-        action_json="{}",
-        decision_json="{}",
-        summary="k8s delete namespaces prod",
-        grant="once",
-        created_at=T0,
-        expires_at=T0 + timedelta(minutes=5),
-    )
+def _approved_once(store: Store) -> Hold:
+    hold = new_hold(store, request_digest="d")
     return store.resolve_hold(hold.id, state=HoldState.APPROVED, by="a", reason="", now=T0)
 
 
-def test_once_grant_has_one_winner_among_threads(store: SqliteStore) -> None:
+def test_once_grant_has_one_winner_among_threads(store: Store) -> None:
     hold = _approved_once(store)
     results = _race(lambda _: store.consume_approval("s-1", "d", T0 + timedelta(seconds=1)))
     winners = [r for r in results if r is not None]
@@ -53,9 +46,11 @@ def test_once_grant_has_one_winner_among_threads(store: SqliteStore) -> None:
     assert winners[0].state is HoldState.RELEASED
 
 
-def test_once_grant_has_one_winner_across_connections(db_path: Path, store: SqliteStore) -> None:
+def test_once_grant_has_one_winner_across_connections(
+    open_store_again: OpenStore, store: Store
+) -> None:
     hold = _approved_once(store)
-    stores = [SqliteStore(db_path) for _ in range(THREADS)]
+    stores = [open_store_again() for _ in range(THREADS)]
     try:
         results = _race(lambda i: stores[i].consume_approval("s-1", "d", T0 + timedelta(seconds=1)))
     finally:
@@ -64,18 +59,9 @@ def test_once_grant_has_one_winner_across_connections(db_path: Path, store: Sqli
     assert [r.id for r in results if r is not None] == [hold.id]
 
 
-def test_concurrent_approvals_resolve_once(db_path: Path, store: SqliteStore) -> None:
-    hold = store.create_hold(
-        session_id="s-1",
-        request_digest="d",
-        action_json="{}",
-        decision_json="{}",
-        summary="s",
-        grant="once",
-        created_at=T0,
-        expires_at=T0 + timedelta(minutes=5),
-    )
-    stores = [SqliteStore(db_path) for _ in range(THREADS // 2)]
+def test_concurrent_approvals_resolve_once(open_store_again: OpenStore, store: Store) -> None:
+    hold = new_hold(store, request_digest="d")
+    stores = [open_store_again() for _ in range(THREADS // 2)]
 
     def approve(i: int) -> str:
         target = store if i % 2 else stores[i // 2]
@@ -97,3 +83,31 @@ def test_concurrent_approvals_resolve_once(db_path: Path, store: SqliteStore) ->
     assert len(winners) == 1
     final = store.get_hold(hold.id)
     assert final is not None and final.resolved_by == winners[0]
+
+
+def test_the_audit_chain_stays_unbroken_across_connections(
+    open_store_again: OpenStore, store: Store
+) -> None:
+    """Separate stores on one database (processes, replicas) append to one chain, no fork."""
+    stores = [open_store_again() for _ in range(THREADS)]
+
+    def append(i: int) -> None:
+        for n in range(20):
+            stores[i].append_decision(
+                DecisionRecord(
+                    id=f"d-{i}-{n}", at=T0, session_id=f"s-{i}", action_json="{}",
+                    context_json="{}", decision_json="{}", outcome="allow",
+                )
+            )  # fmt: skip
+            if n % 5 == 0:
+                stores[i].set_upstream_statuses([(f"d-{i}-{n}", 200)])
+
+    try:
+        _race(append)
+    finally:
+        for each in stores:
+            each.close()
+    records = store.audit_records(limit=10_000)
+    assert len(records) == THREADS * 24
+    assert [r.seq for r in records] == list(range(1, len(records) + 1))
+    assert verify(records) == []

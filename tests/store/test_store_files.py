@@ -1,4 +1,4 @@
-"""Opening a store: migrations, versions, file permissions and failures."""
+"""Opening a SQLite store: migrations, versions, file permissions and failures."""
 
 from __future__ import annotations
 
@@ -186,11 +186,6 @@ def test_open_store_expands_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     store = open_store("~/.guardproxy/g.db")
     store.close()
     assert (tmp_path / ".guardproxy" / "g.db").is_file()
-
-
-def test_open_store_refuses_postgresql_for_now() -> None:
-    with pytest.raises(StoreError, match="not supported yet"):
-        open_store("postgresql://guard@db.internal/guardproxy")
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
@@ -18,9 +17,11 @@ from guardproxy.store import (
     HoldState,
     InvalidValueError,
     NotFoundError,
-    SqliteStore,
+    Store,
     Verdict,
 )
+
+from .conftest import OpenStore, new_hold
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 MIN = timedelta(minutes=1)
@@ -28,7 +29,7 @@ MIN = timedelta(minutes=1)
 HoldFactory = Callable[..., Hold]  # the ``make_hold`` fixture (conftest.py)
 
 
-def test_create_and_get_round_trip_real_models(store: SqliteStore, make_hold: HoldFactory) -> None:
+def test_create_and_get_round_trip_real_models(store: Store, make_hold: HoldFactory) -> None:
     action = Action(
         provider=Provider.K8S,
         operation="delete",
@@ -81,7 +82,7 @@ def test_bad_holds_are_refused(make_hold: HoldFactory, overrides: dict[str, obje
         make_hold(**overrides)
 
 
-def test_resolve_only_from_pending(store: SqliteStore, make_hold: HoldFactory) -> None:
+def test_resolve_only_from_pending(store: Store, make_hold: HoldFactory) -> None:
     hold = make_hold()
     approved = store.resolve_hold(
         hold.id, state=HoldState.APPROVED, by="alice", reason="looks fine", now=T0 + MIN
@@ -101,7 +102,7 @@ def test_resolve_only_from_pending(store: SqliteStore, make_hold: HoldFactory) -
     assert store.get_hold(hold.id) == approved
 
 
-def test_a_denied_hold_cannot_be_approved(store: SqliteStore, make_hold: HoldFactory) -> None:
+def test_a_denied_hold_cannot_be_approved(store: Store, make_hold: HoldFactory) -> None:
     hold = make_hold()
     store.resolve_hold(hold.id, state=HoldState.DENIED, by="alice", reason="no", now=T0)
     with pytest.raises(HoldConflict) as caught:
@@ -110,7 +111,7 @@ def test_a_denied_hold_cannot_be_approved(store: SqliteStore, make_hold: HoldFac
 
 
 def test_approving_after_the_deadline_expires_the_hold(
-    store: SqliteStore, make_hold: HoldFactory
+    store: Store, make_hold: HoldFactory
 ) -> None:
     hold = make_hold()
     with pytest.raises(HoldConflict, match="expired") as caught:
@@ -123,9 +124,7 @@ def test_approving_after_the_deadline_expires_the_hold(
     assert (stored.state, stored.resolved_at) == (HoldState.EXPIRED, hold.expires_at)
 
 
-def test_resolve_refuses_unknown_holds_and_states(
-    store: SqliteStore, make_hold: HoldFactory
-) -> None:
+def test_resolve_refuses_unknown_holds_and_states(store: Store, make_hold: HoldFactory) -> None:
     with pytest.raises(NotFoundError):
         store.resolve_hold("h-nosuchhold", state=HoldState.APPROVED, by="a", reason="", now=T0)
     hold = make_hold()
@@ -137,7 +136,7 @@ def test_resolve_refuses_unknown_holds_and_states(
 
 
 def test_expire_holds_takes_only_pending_past_deadline(
-    store: SqliteStore, make_hold: HoldFactory
+    store: Store, make_hold: HoldFactory
 ) -> None:
     late = make_hold(request_digest="late", expires_at=T0 + MIN)
     on_time = make_hold(request_digest="on-time", expires_at=T0 + 10 * MIN)
@@ -157,9 +156,7 @@ def test_expire_holds_takes_only_pending_past_deadline(
     }
 
 
-def test_find_hold_matches_exact_session_and_digest(
-    store: SqliteStore, make_hold: HoldFactory
-) -> None:
+def test_find_hold_matches_exact_session_and_digest(store: Store, make_hold: HoldFactory) -> None:
     hold = make_hold()
     now = T0 + MIN
     assert store.find_hold("s-1", "digest-a", now) == hold
@@ -170,14 +167,14 @@ def test_find_hold_matches_exact_session_and_digest(
 
 @pytest.mark.parametrize("state", [HoldState.APPROVED, HoldState.DENIED])
 def test_find_hold_returns_resolved_holds_retries_should_join(
-    store: SqliteStore, make_hold: HoldFactory, state: HoldState
+    store: Store, make_hold: HoldFactory, state: HoldState
 ) -> None:
     hold = make_hold()
     resolved = store.resolve_hold(hold.id, state=state, by="alice", reason="", now=T0)
     assert store.find_hold("s-1", "digest-a", T0 + 60 * MIN) == resolved
 
 
-def test_find_hold_skips_expired_and_released(store: SqliteStore, make_hold: HoldFactory) -> None:
+def test_find_hold_skips_expired_and_released(store: Store, make_hold: HoldFactory) -> None:
     expired = make_hold(expires_at=T0 + MIN)
     store.expire_holds(T0 + MIN)
     assert store.find_hold("s-1", "digest-a", T0 + MIN) is None
@@ -192,7 +189,7 @@ def test_find_hold_skips_expired_and_released(store: SqliteStore, make_hold: Hol
     assert found is not None and found.id == newest.id != expired.id
 
 
-def test_once_grant_is_consumed_exactly_once(store: SqliteStore, make_hold: HoldFactory) -> None:
+def test_once_grant_is_consumed_exactly_once(store: Store, make_hold: HoldFactory) -> None:
     hold = make_hold()
     assert store.consume_approval("s-1", "digest-a", T0) is None  # still pending
     store.resolve_hold(hold.id, state=HoldState.APPROVED, by="alice", reason="", now=T0 + MIN)
@@ -209,13 +206,13 @@ def test_once_grant_is_consumed_exactly_once(store: SqliteStore, make_hold: Hold
     assert store.consume_approval("s-1", "digest-a", T0 + 2 * MIN) is None
 
 
-def test_denied_holds_release_nothing(store: SqliteStore, make_hold: HoldFactory) -> None:
+def test_denied_holds_release_nothing(store: Store, make_hold: HoldFactory) -> None:
     hold = make_hold()
     store.resolve_hold(hold.id, state=HoldState.DENIED, by="alice", reason="no", now=T0)
     assert store.consume_approval("s-1", "digest-a", T0 + MIN) is None
 
 
-def test_session_grant_passes_until_it_lapses(store: SqliteStore, make_hold: HoldFactory) -> None:
+def test_session_grant_passes_until_it_lapses(store: Store, make_hold: HoldFactory) -> None:
     hold = make_hold(grant="session:600")
     approved = store.resolve_hold(hold.id, state=HoldState.APPROVED, by="a", reason="", now=T0)
     assert approved.grant_expires_at == T0 + timedelta(seconds=600)
@@ -228,7 +225,7 @@ def test_session_grant_passes_until_it_lapses(store: SqliteStore, make_hold: Hol
     assert store.consume_approval("s-2", "digest-a", T0 + MIN) is None
 
 
-def test_list_holds_filters_newest_first(store: SqliteStore, make_hold: HoldFactory) -> None:
+def test_list_holds_filters_newest_first(store: Store, make_hold: HoldFactory) -> None:
     first = make_hold(created_at=T0)
     second = make_hold(created_at=T0 + MIN, session_id="s-2")
     third = make_hold(created_at=T0 + 2 * MIN)
@@ -242,7 +239,7 @@ def test_list_holds_filters_newest_first(store: SqliteStore, make_hold: HoldFact
         store.list_holds(limit=0)
 
 
-def test_approvals_are_recorded_in_order(store: SqliteStore, make_hold: HoldFactory) -> None:
+def test_approvals_are_recorded_in_order(store: Store, make_hold: HoldFactory) -> None:
     hold = make_hold()
     first = store.record_approval(
         hold.id, approver="alice", groups=("sre",), verdict=Verdict.APPROVE, reason="ok", at=T0
@@ -260,7 +257,7 @@ def test_approvals_are_recorded_in_order(store: SqliteStore, make_hold: HoldFact
     assert store.list_approvals("h-otherhold") == []
 
 
-def test_approvals_need_a_pending_hold(store: SqliteStore, make_hold: HoldFactory) -> None:
+def test_approvals_need_a_pending_hold(store: Store, make_hold: HoldFactory) -> None:
     with pytest.raises(NotFoundError):
         store.record_approval(
             "h-nosuchhold", approver="a", groups=(), verdict=Verdict.APPROVE, reason="", at=T0
@@ -283,28 +280,18 @@ def test_approvals_need_a_pending_hold(store: SqliteStore, make_hold: HoldFactor
     assert store.list_approvals(hold.id) == []
 
 
-def test_holds_and_approvals_survive_a_restart(db_path: Path) -> None:
-    with SqliteStore(db_path) as store:
-        hold = store.create_hold(
-            session_id="s-1",
-            request_digest="d",
-            action_json="{}",
-            decision_json="{}",
-            summary="aws cloudformation DeleteStack prod-calc",
-            grant="once",
-            created_at=T0,
-            expires_at=T0 + 5 * MIN,
-        )
-        vote = store.record_approval(
-            hold.id, approver="alice", groups=("sre",), verdict=Verdict.APPROVE, reason="", at=T0
-        )
-        approved = store.resolve_hold(
-            hold.id, state=HoldState.APPROVED, by="alice", reason="", now=T0
-        )
-    with SqliteStore(db_path) as reopened:
-        assert reopened.get_hold(hold.id) == approved
-        assert reopened.list_approvals(hold.id) == [vote]
-        released = reopened.consume_approval("s-1", "d", T0 + MIN)
-        assert released is not None and released.state is HoldState.RELEASED
-    with SqliteStore(db_path) as again:
-        assert again.consume_approval("s-1", "d", T0 + MIN) is None
+def test_holds_and_approvals_survive_a_restart(open_store_again: OpenStore) -> None:
+    store = open_store_again()
+    hold = new_hold(store, request_digest="d", summary="aws cloudformation DeleteStack prod-calc")
+    vote = store.record_approval(
+        hold.id, approver="alice", groups=("sre",), verdict=Verdict.APPROVE, reason="", at=T0
+    )
+    approved = store.resolve_hold(hold.id, state=HoldState.APPROVED, by="alice", reason="", now=T0)
+    store.close()
+    reopened = open_store_again()
+    assert reopened.get_hold(hold.id) == approved
+    assert reopened.list_approvals(hold.id) == [vote]
+    released = reopened.consume_approval("s-1", "d", T0 + MIN)
+    assert released is not None and released.state is HoldState.RELEASED
+    reopened.close()
+    assert open_store_again().consume_approval("s-1", "d", T0 + MIN) is None

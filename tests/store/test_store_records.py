@@ -11,7 +11,7 @@ from guardproxy.store import (
     DecisionRecord,
     NotFoundError,
     Session,
-    SqliteStore,
+    Store,
     hash_token,
 )
 
@@ -53,7 +53,7 @@ def test_hash_token_is_sha256_hex() -> None:
     assert hash_token("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
 
 
-def test_session_round_trip_and_token_lookup(store: SqliteStore) -> None:
+def test_session_round_trip_and_token_lookup(store: Store) -> None:
     session = _session()
     store.create_session(session)
     assert store.get_session("s-1") == session
@@ -62,14 +62,14 @@ def test_session_round_trip_and_token_lookup(store: SqliteStore) -> None:
     assert store.get_session("s-2") is None
 
 
-def test_anonymous_sessions_have_no_token(store: SqliteStore) -> None:
+def test_anonymous_sessions_have_no_token(store: Store) -> None:
     for client in ("10.0.0.1", "10.0.0.2"):
         store.create_session(_session(f"anonymous:{client}", anonymous=True, token_hash=None))
     stored = store.get_session("anonymous:10.0.0.1")
     assert stored is not None and stored.anonymous and stored.token_hash is None
 
 
-def test_duplicate_sessions_are_refused(store: SqliteStore) -> None:
+def test_duplicate_sessions_are_refused(store: Store) -> None:
     store.create_session(_session())
     with pytest.raises(AlreadyExistsError):
         store.create_session(_session())
@@ -78,7 +78,7 @@ def test_duplicate_sessions_are_refused(store: SqliteStore) -> None:
     assert store.get_session("s-2") is None
 
 
-def test_end_session_keeps_the_first_end(store: SqliteStore) -> None:
+def test_end_session_keeps_the_first_end(store: Store) -> None:
     store.create_session(_session())
     store.create_session(_session("s-2", started_at=T0 + MIN))
     ended = store.end_session("s-1", T0 + 5 * MIN)
@@ -90,7 +90,7 @@ def test_end_session_keeps_the_first_end(store: SqliteStore) -> None:
         store.end_session("s-9", T0)
 
 
-def test_decision_log_append_update_and_list(store: SqliteStore) -> None:
+def test_decision_log_append_update_and_list(store: Store) -> None:
     store.append_decision(_decision("d-1"))
     store.append_decision(_decision("d-2", at=T0 + MIN, outcome="deny", session_id="s-2"))
     store.append_decision(_decision("d-3", at=T0 + 2 * MIN))
@@ -109,7 +109,7 @@ def test_decision_log_append_update_and_list(store: SqliteStore) -> None:
         store.append_decision(_decision("d-1"))
 
 
-def test_decisions_reference_real_holds(store: SqliteStore) -> None:
+def test_decisions_reference_real_holds(store: Store) -> None:
     with pytest.raises(NotFoundError):
         store.append_decision(_decision("d-1", outcome="hold", hold_id="h-nosuchhold"))
     hold = store.create_hold(

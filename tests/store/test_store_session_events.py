@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from guardproxy.store import EventTotal, SessionEvent, SqliteStore
+from guardproxy.store import EventTotal, SessionEvent, Store
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -26,7 +26,7 @@ def event(minutes: int, verb: str, *, session: str = "s-1", outcome: str = "allo
     )
 
 
-def test_session_events_round_trip_newest_first(store: SqliteStore) -> None:
+def test_session_events_round_trip_newest_first(store: Store) -> None:
     events = [event(0, "delete"), event(1, "create"), event(2, "read"), event(3, "update")]
     store.append_session_events(events)
     store.append_session_events([event(4, "delete", session="s-2", outcome="hold")])
@@ -35,7 +35,7 @@ def test_session_events_round_trip_newest_first(store: SqliteStore) -> None:
     assert store.session_events("s-1", limit=1) == [events[-1]]
 
 
-def test_totals_group_by_verb_provider_environment_and_outcome(store: SqliteStore) -> None:
+def test_totals_group_by_verb_provider_environment_and_outcome(store: Store) -> None:
     store.append_session_events([event(0, "delete"), event(1, "delete"), event(2, "read")])
     assert sorted(store.session_event_totals("s-1"), key=lambda t: t.verb) == [
         EventTotal("delete", "aws", "prod", "allow", 2),
@@ -44,7 +44,7 @@ def test_totals_group_by_verb_provider_environment_and_outcome(store: SqliteStor
     assert store.session_event_totals("s-unknown") == []
 
 
-def test_resource_events_cross_sessions_and_filter_by_outcome(store: SqliteStore) -> None:
+def test_resource_events_cross_sessions_and_filter_by_outcome(store: Store) -> None:
     store.append_session_events(
         [event(0, "delete"), event(1, "create", session="s-2", outcome="hold"), event(2, "read")]
     )

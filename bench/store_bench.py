@@ -1,0 +1,281 @@
+"""Throughput of the store on SQLite vs PostgreSQL, alone and behind the proxy.
+
+What it measures
+    Store operations, as the proxy does them per request (``--ops`` of each, payloads
+    of the size the proxy writes: ~0.6 KB action, ~1 KB context, ~0.4 KB decision):
+
+    * ``decision``: one ``append_decision`` (a mutating request's record, written
+      before it is forwarded);
+    * ``decision batch``: ``append_decisions`` of 100 (reads, written in background
+      batches), reported per record;
+    * ``session event``: one ``append_session_events`` (history of a mutation);
+    * ``hold cycle``: ``create_hold`` + ``find_hold`` + ``resolve_hold`` +
+      ``consume_approval`` (a held request approved and released);
+    * ``decision x8``: ``append_decision`` from 8 threads sharing one store (the
+      proxy's worker threads).
+
+    Then end to end: ``guardproxy serve`` with each store in its own process, in front
+    of the benchmark upstream of proxy_bench.py (posing as a Kubernetes API), and 4
+    client threads with a keep-alive connection each sending ``--requests`` requests:
+    Kubernetes reads (GET a pod) and writes (POST a configmap in namespace ``dev``,
+    allowed by the shipped policies and recorded before being forwarded).
+
+    PostgreSQL is a throwaway cluster started from this machine's server binaries
+    (tests/postgres_cluster.py) with ``fsync=on``, so a commit is as durable as
+    SQLite's (``synchronous=FULL``); ``--no-fsync`` measures without disk syncs.
+    Both databases live in the same temporary directory.
+
+How to run (from the repository root)
+    .venv/bin/python bench/store_bench.py
+    .venv/bin/python bench/store_bench.py --ops 2000 --requests 2000 --json
+
+Everything listens on 127.0.0.1 only; the cluster and every child process are stopped
+when the benchmark ends, whatever happens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from proxy_bench import (
+    LOOPBACK,
+    REQUEST_TIMEOUT,
+    BenchError,
+    Children,
+    free_port,
+    guardproxy_command,
+    start_upstream,
+    tool,
+    wait_listening,
+)
+
+from guardproxy.store import DecisionRecord, HoldState, SessionEvent, Store, open_store
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from postgres_cluster import PostgresCluster, find_bindir
+
+THREADS = 8
+CLIENTS = 4
+BATCH = 100
+ACTION = json.dumps({"provider": "k8s", "operation": "create", "padding": "a" * 520})
+CONTEXT = json.dumps({"session": {"id": "s-bench"}, "padding": "c" * 950})
+DECISION = json.dumps({"outcome": "allow", "determining_rules": ["x"], "padding": "d" * 330})
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _record(i: int, tag: str) -> DecisionRecord:
+    return DecisionRecord(
+        id=f"d-{tag}-{i}",
+        at=T0 + timedelta(microseconds=i),
+        session_id="s-bench",
+        action_json=ACTION,
+        context_json=CONTEXT,
+        decision_json=DECISION,
+        outcome="allow",
+    )
+
+
+def _event(i: int) -> SessionEvent:
+    return SessionEvent(
+        session_id="s-bench",
+        at=T0 + timedelta(microseconds=i),
+        summary="k8s core create configmaps dev/x",
+        operation="create",
+        verb="create",
+        provider="k8s",
+        environment="dev",
+        resource_key=f"k8s:configmaps:dev/x{i % 50}",
+        outcome="allow",
+    )
+
+
+def _rate(count: int, work: Callable[[], None]) -> float:
+    started = time.perf_counter()
+    work()
+    return count / (time.perf_counter() - started)
+
+
+def store_rates(store: Store, ops: int) -> dict[str, float]:
+    """Operations (or records) per second of each store operation the proxy uses."""
+
+    def decisions() -> None:
+        for i in range(ops):
+            store.append_decision(_record(i, "one"))
+
+    def batches() -> None:
+        for start in range(0, ops * 10, BATCH):
+            store.append_decisions([_record(i, "batch") for i in range(start, start + BATCH)])
+
+    def events() -> None:
+        for i in range(ops):
+            store.append_session_events([_event(i)])
+
+    def hold_cycles() -> None:
+        for i in range(ops // 4):
+            now = T0 + timedelta(seconds=i)
+            digest = f"digest-{i}"
+            hold = store.create_hold(
+                session_id="s-bench", request_digest=digest, action_json=ACTION,
+                decision_json=DECISION, summary="k8s core delete namespaces prod",
+                grant="once", created_at=now, expires_at=now + timedelta(minutes=30),
+            )  # fmt: skip
+            store.find_hold("s-bench", digest, now)
+            store.resolve_hold(hold.id, state=HoldState.APPROVED, by="b", reason="", now=now)
+            if store.consume_approval("s-bench", digest, now) is None:
+                raise BenchError("an approved hold was not released")
+
+    def threaded() -> None:
+        def each(thread: int) -> None:
+            for i in range(ops // THREADS):
+                store.append_decision(_record(i, f"t{thread}"))
+
+        workers = [threading.Thread(target=each, args=(t,)) for t in range(THREADS)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+
+    return {
+        "decision": _rate(ops, decisions),
+        "decision batch (per record)": _rate(ops * 10, batches),
+        "session event": _rate(ops, events),
+        "hold cycle": _rate(ops // 4, hold_cycles),
+        f"decision x{THREADS} threads": _rate(ops // THREADS * THREADS, threaded),
+    }
+
+
+def proxy_rates(children: Children, upstream: int, store_url: str, requests: int) -> dict[str, Any]:
+    """Reads and writes per second through ``guardproxy serve`` on ``store_url``."""
+    name = "guardproxy-" + store_url.split(":", 1)[0]
+    port, control = free_port(), free_port()
+    data_dir = children.workdir / f"{name}-data"
+    cmd = [tool("guardproxy"), *guardproxy_command(data_dir, port, control, upstream)]
+    child = children.start(name, [*cmd, "--store", store_url])
+    wait_listening(child, port)
+    base = f"http://{LOOPBACK}:{upstream}"
+    result: dict[str, Any] = {}
+    for kind, method, path, body in (
+        ("reads/s", "GET", "/api/v1/namespaces/default/pods/x", None),
+        ("writes/s", "POST", "/api/v1/namespaces/dev/configmaps", b'{"kind": "ConfigMap"}'),
+    ):
+        errors: list[str] = []
+        request = (port, method, base + path, body, errors)
+        _send(*request, count=50)  # warm up: the session, the policy caches, the connections
+        per_client = requests // CLIENTS
+        workers = [
+            threading.Thread(target=_send, args=request, kwargs={"count": per_client})
+            for _ in range(CLIENTS)
+        ]
+        started = time.perf_counter()
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        elapsed = time.perf_counter() - started
+        if errors:
+            raise BenchError(f"{name}: {errors[0]}\n{child.tail()}")
+        result[kind] = per_client * CLIENTS / elapsed
+    children.stop(child)
+    return result
+
+
+def _send(
+    port: int, method: str, url: str, body: bytes | None, errors: list[str], *, count: int
+) -> None:
+    """``count`` requests on one keep-alive connection through the proxy at ``port``."""
+    conn = http.client.HTTPConnection(LOOPBACK, port, timeout=REQUEST_TIMEOUT)
+    try:
+        for _ in range(count):
+            conn.request(method, url, body=body, headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            response.read()
+            if response.status != 200:
+                errors.append(f"{method} {url}: HTTP {response.status}")
+                return
+    finally:
+        conn.close()
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    bindir = find_bindir()
+    if bindir is None:
+        raise BenchError("PostgreSQL server binaries not found: apt-get install postgresql")
+    with tempfile.TemporaryDirectory(prefix="store-bench-") as tmp:
+        workdir = Path(tmp)
+        cluster = PostgresCluster(bindir, fsync=not args.no_fsync)
+        children = Children(workdir)
+        try:
+            urls = {
+                "sqlite": lambda: f"sqlite:///{workdir / f'bench-{time.monotonic_ns()}.db'}",
+                "postgresql": cluster.create_database,
+            }
+            stores: dict[str, dict[str, float]] = {}
+            for backend, new_url in urls.items():
+                store = open_store(new_url())
+                try:
+                    stores[backend] = store_rates(store, args.ops)
+                finally:
+                    store.close()
+            upstream = start_upstream(children)
+            proxies = {
+                backend: proxy_rates(children, upstream, new_url(), args.requests)
+                for backend, new_url in urls.items()
+            }
+        finally:
+            children.stop_all()
+            cluster.destroy()
+    return {"fsync": not args.no_fsync, "ops": args.ops, "store": stores, "proxy": proxies}
+
+
+def render(result: dict[str, Any]) -> str:
+    lines = [
+        f"store operations per second ({result['ops']} of each; PostgreSQL fsync="
+        f"{'on' if result['fsync'] else 'off'}, SQLite synchronous=FULL)",
+        f"  {'operation':<28} {'SQLite':>10} {'PostgreSQL':>11} {'PG/SQLite':>10}",
+    ]
+    sqlite, postgres = result["store"]["sqlite"], result["store"]["postgresql"]
+    for name, rate in sqlite.items():
+        lines.append(
+            f"  {name:<28} {rate:>10.0f} {postgres[name]:>11.0f} {postgres[name] / rate:>10.2f}"
+        )
+    lines.append(f"guardproxy serve, {CLIENTS} clients (requests per second)")
+    proxy_sqlite, proxy_pg = result["proxy"]["sqlite"], result["proxy"]["postgresql"]
+    for kind, rate in proxy_sqlite.items():
+        lines.append(
+            f"  {kind:<28} {rate:>10.0f} {proxy_pg[kind]:>11.0f} {proxy_pg[kind] / rate:>10.2f}"
+        )
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
+    parser.add_argument("--ops", type=int, default=1000, help="operations of each kind")
+    parser.add_argument("--requests", type=int, default=1000, help="proxy requests per kind")
+    parser.add_argument("--no-fsync", action="store_true", help="PostgreSQL without fsync")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        result = run(args)
+    except BenchError as error:
+        print(f"store_bench: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2) if args.json else render(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

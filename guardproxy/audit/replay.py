@@ -1,0 +1,340 @@
+"""Replay: re-evaluate recorded decision inputs under a bundle and say what changes.
+
+A decision record keeps the engine's whole input (action + context, redacted) and the
+decision, so evaluating the same input under the same bundle must give the same
+decision (the engine is pure), and under a candidate bundle it shows what the
+candidate would have done to that traffic.  Nothing here does I/O except reading
+flow files in :func:`replay_flows`.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from guardproxy.action import Action
+from guardproxy.audit.redact import redact_json_text
+from guardproxy.audit.trail import DecisionView
+from guardproxy.context import Context, SessionInfo
+from guardproxy.policy import Bundle, evaluate
+from guardproxy.policy.engine import input_hash
+from guardproxy.recognise import RecogniseSettings, recognise
+from guardproxy.store.base import AuditRecord, Store
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """One recorded decision next to what the bundle decides now on the same input."""
+
+    record_id: str
+    at: datetime
+    session_id: str
+    summary: str
+    recorded: str
+    replayed: str
+    recorded_rules: list[str]
+    replayed_rules: list[str]
+    exact: bool
+    """The replayed decision is identical, field for field, to the recorded one."""
+    input_intact: bool
+    """The recorded input hashes to the decision's input hash (redaction changed nothing)."""
+
+    @property
+    def changed(self) -> bool:
+        return self.recorded != self.replayed
+
+    @property
+    def transition(self) -> str:
+        return f"{self.recorded}→{self.replayed}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.record_id,
+            "at": self.at.isoformat(),
+            "session": self.session_id,
+            "action": self.summary,
+            "recorded": self.recorded,
+            "replayed": self.replayed,
+            "recorded_rules": self.recorded_rules,
+            "replayed_rules": self.replayed_rules,
+            "exact": self.exact,
+            "input_intact": self.input_intact,
+        }
+
+
+def replay_record(record: AuditRecord, bundle: Bundle) -> Replayed:
+    """Re-evaluate one ``decision`` record's input under ``bundle``."""
+    payload = json.loads(record.payload_json)
+    action = Action.model_validate(payload["action"])
+    context = Context.model_validate(payload["context"])
+    recorded: dict[str, Any] = payload["decision"]
+    decision = evaluate(bundle, action, context)
+    replayed = json.loads(redact_json_text(decision.model_dump_json()))
+    return Replayed(
+        record_id=record.record_id,
+        at=record.at,
+        session_id=record.session_id,
+        summary=DecisionView.of(record).summary,
+        recorded=str(recorded.get("outcome", "")),
+        replayed=decision.outcome.value,
+        recorded_rules=list(recorded.get("determining_rules") or []),
+        replayed_rules=list(decision.determining_rules),
+        exact=replayed == recorded,
+        input_intact=input_hash(action, context) == recorded.get("input_hash"),
+    )
+
+
+@dataclass
+class ReplayReport:
+    """Replayed decisions and their summary: counts by transition, the changes."""
+
+    results: list[Replayed] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+    """Decision records whose input no longer parses (written by another version)."""
+
+    @property
+    def changes(self) -> list[Replayed]:
+        return [r for r in self.results if r.changed]
+
+    @property
+    def rule_changes(self) -> list[Replayed]:
+        """Same outcome, decided by other rules."""
+        return [
+            r
+            for r in self.results
+            if not r.changed and sorted(r.recorded_rules) != sorted(r.replayed_rules)
+        ]
+
+    def transitions(self) -> dict[str, int]:
+        return dict(sorted(Counter(r.transition for r in self.changes).items()))
+
+    def distribution(self) -> dict[str, int]:
+        return dict(sorted(Counter(r.replayed for r in self.results).items()))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "replayed": len(self.results),
+            "changed": len(self.changes),
+            "exact": sum(r.exact for r in self.results),
+            "input_altered_by_redaction": sum(not r.input_intact for r in self.results),
+            "unreadable": self.unreadable,
+            "transitions": self.transitions(),
+            "distribution": self.distribution(),
+            "changes": [r.as_dict() for r in self.changes],
+            "rule_changes": [r.as_dict() for r in self.rule_changes],
+        }
+
+
+def replay_records(records: Iterable[AuditRecord], bundle: Bundle) -> ReplayReport:
+    """Replay every ``decision`` record of ``records`` (other kinds are skipped)."""
+    report = ReplayReport()
+    for record in records:
+        if record.kind != "decision":
+            continue
+        try:
+            report.results.append(replay_record(record, bundle))
+        except (ValueError, KeyError):  # pydantic's ValidationError is a ValueError
+            report.unreadable.append(record.record_id)
+    return report
+
+
+# -- shadow -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShadowDifference:
+    record_id: str
+    at: datetime
+    session_id: str
+    summary: str
+    enforced: str
+    shadow: str
+    source: str
+    shadow_rules: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.record_id,
+            "at": self.at.isoformat(),
+            "session": self.session_id,
+            "action": self.summary,
+            "enforced": self.enforced,
+            "shadow": self.shadow,
+            "source": self.source,
+            "shadow_rules": self.shadow_rules,
+        }
+
+
+def shadow_differences(records: Iterable[AuditRecord]) -> tuple[int, list[ShadowDifference]]:
+    """(decisions with a shadow outcome, those where it differs from the enforced one)."""
+    shadowed = 0
+    differences: list[ShadowDifference] = []
+    for record in records:
+        if record.kind != "decision":
+            continue
+        payload = json.loads(record.payload_json)
+        shadow = payload.get("shadow")
+        if not shadow:
+            continue
+        shadowed += 1
+        enforced = str((payload.get("decision") or {}).get("outcome", ""))
+        if shadow.get("outcome") != enforced:
+            differences.append(
+                ShadowDifference(
+                    record_id=record.record_id,
+                    at=record.at,
+                    session_id=record.session_id,
+                    summary=DecisionView.of(record).summary,
+                    enforced=enforced,
+                    shadow=str(shadow.get("outcome")),
+                    source=str(shadow.get("source", "")),
+                    shadow_rules=list(shadow.get("determining_rules") or []),
+                )
+            )
+    return shadowed, differences
+
+
+# -- mitmproxy flow files ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FlowDecision:
+    """One request of a flow file, decided as the guard would have in that session."""
+
+    index: int
+    at: datetime
+    session_id: str
+    summary: str
+    outcome: str
+    rules: list[str]
+    recorded: str | None
+    """The guard's recorded decision for this flow, if the flow names one we can find."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "flow": self.index,
+            "at": self.at.isoformat(),
+            "session": self.session_id,
+            "action": self.summary,
+            "outcome": self.outcome,
+            "rules": self.rules,
+            "recorded": self.recorded,
+        }
+
+
+@dataclass
+class FlowReport:
+    decisions: list[FlowDecision] = field(default_factory=list)
+    skipped: int = 0
+    """Flows that are not HTTP requests (TCP, UDP, DNS)."""
+
+    def distribution(self) -> dict[str, int]:
+        return dict(sorted(Counter(d.outcome for d in self.decisions).items()))
+
+    @property
+    def differences(self) -> list[FlowDecision]:
+        return [d for d in self.decisions if d.recorded is not None and d.recorded != d.outcome]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": len(self.decisions),
+            "skipped": self.skipped,
+            "distribution": self.distribution(),
+            "with_recorded_decision": sum(d.recorded is not None for d in self.decisions),
+            "differences": [d.as_dict() for d in self.differences],
+            "decisions": [d.as_dict() for d in self.decisions],
+        }
+
+
+SESSION_METADATA = "guardproxy.session"
+DECISION_METADATA = "guardproxy.decision"
+
+
+def _flows(path: Path) -> Iterator[Any]:
+    from mitmproxy import io  # noqa: PLC0415 - mitmproxy loads only for flow files
+
+    with path.open("rb") as handle:
+        yield from io.FlowReader(handle).stream()
+
+
+def replay_flows(
+    path: Path,
+    bundle: Bundle,
+    settings: RecogniseSettings,
+    *,
+    recorded: Store | None = None,
+) -> FlowReport:
+    """Decide every HTTP request of a mitmproxy flow file, in order, with session history.
+
+    Each session (the flow's ``guardproxy.session`` metadata, else the client address)
+    gets a fresh history that sees the file's earlier requests, exactly as the proxy's
+    would have.  ``recorded`` (the proxy's store) supplies the recorded decision of
+    flows that carry a ``guardproxy.decision`` id.
+    """
+    from mitmproxy import http  # noqa: PLC0415
+
+    from guardproxy.intercept.addons import http_request  # noqa: PLC0415
+    from guardproxy.session.history import SessionHistory  # noqa: PLC0415
+    from guardproxy.store.sqlite import SqliteStore  # noqa: PLC0415
+
+    report = FlowReport()
+    with tempfile.TemporaryDirectory(prefix="guardproxy-replay-") as scratch:
+        history_store = SqliteStore(Path(scratch) / "history.db")
+        try:
+            history = SessionHistory(history_store)
+            for index, flow in enumerate(_flows(path)):
+                if not isinstance(flow, http.HTTPFlow):
+                    report.skipped += 1
+                    continue
+                session = _flow_session(flow)
+                request = http_request(flow)
+                action = recognise(request, settings)
+                action = action.model_copy(
+                    update={"actor": action.actor.model_copy(update={"session_id": session.id})}
+                )
+                at = datetime.fromtimestamp(flow.request.timestamp_start, UTC)
+                context = history.context(action, session, at)
+                decision = evaluate(bundle, action, context)
+                history.record(action, session.id, decision.outcome.value, at)
+                report.decisions.append(
+                    FlowDecision(
+                        index=index,
+                        at=at,
+                        session_id=session.id,
+                        summary=action.summary(),
+                        outcome=decision.outcome.value,
+                        rules=list(decision.determining_rules),
+                        recorded=_recorded_outcome(flow, recorded),
+                    )
+                )
+            history.flush()
+        finally:
+            history_store.close()
+    return report
+
+
+def _flow_session(flow: Any) -> SessionInfo:
+    named = flow.metadata.get(SESSION_METADATA)
+    if isinstance(named, SessionInfo):
+        return named
+    if isinstance(named, str) and named:
+        return SessionInfo(id=named, name="replay", anonymous=False)
+    peer = flow.client_conn.peername
+    client = peer[0] if peer else "unknown"
+    return SessionInfo(id=f"anonymous:{client}", name="replay")
+
+
+def _recorded_outcome(flow: Any, store: Store | None) -> str | None:
+    decision_id = flow.metadata.get(DECISION_METADATA)
+    if store is None or not isinstance(decision_id, str):
+        return None
+    record = store.get_audit_record(decision_id)
+    if record is None or record.kind != "decision":
+        return None
+    return DecisionView.of(record).decided

@@ -1,0 +1,181 @@
+"""``guardproxy replay``: what would another bundle have done to recorded traffic?
+
+* ``replay --policies DIR``: the recorded decisions' inputs, re-evaluated.
+* ``replay --flows FILE --policies DIR``: a mitmproxy flow file, recognised and decided.
+* ``replay --shadow``: recorded decisions whose shadow outcome differs from the enforced one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from guardproxy.cli.audit import open_audit_store, store_options, time_option
+from guardproxy.cli.errors import UsageError
+from guardproxy.cli.style import Style
+
+
+def add_commands(subparsers: Any) -> None:
+    replay = subparsers.add_parser(
+        "replay",
+        help="re-evaluate recorded decisions or mitmproxy flows under a bundle",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    replay.add_argument("--policies", type=Path, metavar="DIR", help="the bundle to replay under")
+    replay.add_argument("--flows", type=Path, metavar="FILE", help="a mitmproxy flow file")
+    replay.add_argument(
+        "--shadow", action="store_true", help="list decisions where shadow ≠ enforced"
+    )
+    store_options(replay)
+    replay.add_argument("--since", metavar="T", help="ISO time or span back (24h, 7d)")
+    replay.add_argument("--until", metavar="T")
+    replay.add_argument("--session", help="only this session's decisions")
+    replay.add_argument(
+        "--kubernetes-host",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="with --flows: an API server to read as Kubernetes (repeatable)",
+    )
+    replay.add_argument("--json", action="store_true", help="machine-readable output")
+    replay.add_argument(
+        "--fail-on-change", action="store_true", help="exit 1 if any decision would change"
+    )
+    replay.set_defaults(handler=cmd_replay)
+
+
+def _bundle(path: Path) -> Any:
+    from guardproxy.server import StartError, load_policies  # noqa: PLC0415 - heavy
+
+    try:
+        return load_policies(path)
+    except StartError as error:
+        raise UsageError(str(error)) from error
+
+
+def _records(args: argparse.Namespace) -> list[Any]:
+    since, until = time_option(args.since), time_option(args.until)
+    from guardproxy.audit.trail import iter_chain  # noqa: PLC0415
+
+    store = open_audit_store(args)
+    try:
+        return [
+            r
+            for r in iter_chain(store)
+            if r.kind == "decision"
+            and (since is None or r.at >= since)
+            and (until is None or r.at < until)
+            and (args.session is None or r.session_id == args.session)
+        ]
+    finally:
+        store.close()
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    if args.shadow:
+        return _shadow(args)
+    if args.policies is None:
+        raise UsageError("replay needs --policies DIR (the bundle to replay under), or --shadow")
+    if args.flows is not None:
+        return _flows(args)
+    from guardproxy.audit.replay import replay_records  # noqa: PLC0415
+
+    bundle = _bundle(args.policies)
+    report = replay_records(_records(args), bundle)
+    if args.json:
+        print(json.dumps({"bundle": bundle.digest, **report.as_dict()}, indent=2))
+    else:
+        style = Style()
+        changes = report.changes
+        print(
+            f"replayed {len(report.results)} decisions under {args.policies} "
+            f"({bundle.digest[:19]}): {len(changes)} would change, "
+            f"{sum(r.exact for r in report.results)} identical"
+        )
+        for transition, count in report.transitions().items():
+            print(f"  {transition:<14} {count}")
+        if changes:
+            print()
+            print(f"{'ID':<16} {'WHEN':<19} {'CHANGE':<14} {'ACTION':<48} RULES NOW")
+            for r in changes:
+                change = f"{style.outcome(r.recorded)}→{style.outcome(r.replayed)}"
+                when = r.at.strftime("%Y-%m-%d %H:%M:%S")
+                rules = ", ".join(r.replayed_rules) or "-"
+                print(f"{r.record_id:<16} {when:<19} {change:<14} {r.summary[:48]:<48} {rules}")
+        if report.unreadable:
+            print(f"note: {len(report.unreadable)} records could not be read and were skipped")
+        altered = sum(not r.input_intact for r in report.results)
+        if altered:
+            print(
+                f"note: {altered} recorded inputs were altered by redaction; their replay "
+                "may differ for that reason alone"
+            )
+    return 1 if args.fail_on_change and report.changes else 0
+
+
+def _flows(args: argparse.Namespace) -> int:
+    from guardproxy.audit.replay import replay_flows  # noqa: PLC0415
+    from guardproxy.recognise import RecogniseSettings  # noqa: PLC0415
+
+    if not args.flows.is_file():
+        raise UsageError(f"no flow file {args.flows}")
+    bundle = _bundle(args.policies)
+    settings = RecogniseSettings(kubernetes_hosts=tuple(args.kubernetes_host))
+    recorded = open_audit_store(args) if (args.data_dir or args.store) else None
+    try:
+        report = replay_flows(args.flows, bundle, settings, recorded=recorded)
+    except Exception as error:  # mitmproxy raises its own types for a corrupt file
+        if isinstance(error, UsageError):
+            raise
+        raise UsageError(f"cannot read flows from {args.flows}: {error}") from error
+    finally:
+        if recorded is not None:
+            recorded.close()
+    if args.json:
+        print(json.dumps({"bundle": bundle.digest, **report.as_dict()}, indent=2))
+    else:
+        style = Style()
+        print(f"{len(report.decisions)} requests from {args.flows} under {args.policies}:")
+        for outcome, count in report.distribution().items():
+            print(f"  {style.outcome(outcome):<6} {count}")
+        for d in report.decisions:
+            if d.outcome != "allow":
+                rules = ", ".join(d.rules)
+                print(f"  #{d.index:<4} {style.outcome(d.outcome):<6} {d.summary}  [{rules}]")
+        differences = report.differences
+        if differences:
+            print(f"{len(differences)} differ from what guardproxy recorded:")
+            for d in differences:
+                print(f"  #{d.index:<4} recorded {d.recorded} → now {d.outcome}  {d.summary}")
+    return 1 if args.fail_on_change and report.differences else 0
+
+
+def _shadow(args: argparse.Namespace) -> int:
+    from guardproxy.audit.replay import shadow_differences  # noqa: PLC0415
+
+    shadowed, differences = shadow_differences(_records(args))
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "shadowed": shadowed,
+                    "differ": len(differences),
+                    "differences": [d.as_dict() for d in differences],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    print(f"{shadowed} decisions carry a shadow outcome; {len(differences)} differ:")
+    style = Style()
+    for d in differences:
+        when = d.at.strftime("%Y-%m-%d %H:%M:%S")
+        print(
+            f"  {d.record_id:<16} {when}  enforced {style.outcome(d.enforced)}, "
+            f"shadow {style.outcome(d.shadow)} ({d.source}: {', '.join(d.shadow_rules)})  "
+            f"{d.summary}"
+        )
+    return 0

@@ -1,0 +1,844 @@
+"""The store's SQL, shared by the SQLite and PostgreSQL backends.
+
+Both backends keep the same tables with the same column types (timestamps as
+fixed-width UTC text, JSON as verbatim text), so every query, transition and row
+mapping is written once here.  A backend supplies transactions (:meth:`_read`,
+:meth:`_write`) that yield a :class:`Db`, and the few things that differ:
+
+* queries use ``?`` placeholders; the PostgreSQL connection adapter rewrites them;
+* ``rowid`` orders rows inserted at the same instant (SQLite's implicit column; an
+  identity column of that name in PostgreSQL);
+* ``_FOR_UPDATE`` locks a hold read before it is changed.  SQLite serialises
+  writers with ``BEGIN IMMEDIATE`` and needs nothing; PostgreSQL's row lock makes a
+  second approver wait and then see the first one's verdict;
+* ``_lock_chain`` serialises appends to the audit chain (SQLite: already, by
+  ``BEGIN IMMEDIATE``; PostgreSQL: an advisory lock held until commit);
+* ``_json_field`` reads a key of a JSON column (``json_extract`` / ``->>``);
+* which driver exceptions are integrity errors, and what they mean.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import fields
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
+
+from guardproxy.store import chain
+from guardproxy.store.base import (
+    Approval,
+    Approver,
+    AuditEntry,
+    AuditRecord,
+    DecisionRecord,
+    EventTotal,
+    Hold,
+    HoldConflict,
+    HoldState,
+    HoldWatcher,
+    InvalidValueError,
+    NotFoundError,
+    SchemaVersionError,
+    Session,
+    SessionEvent,
+    StoreError,
+    Verdict,
+    grant_seconds,
+    new_hold_id,
+    redacted_event,
+    redacted_session,
+)
+from guardproxy.store.migrations import Migration
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+_HOLD_ID_ATTEMPTS = 8
+
+
+class Row(Protocol):
+    """A result row read by column name (``sqlite3.Row``, a psycopg ``dict_row``)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Db(Protocol):
+    """The part of a DB-API connection the shared queries use, inside one transaction."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Cursor: ...
+
+    def executemany(self, sql: str, seq_of_parameters: Sequence[Sequence[Any]], /) -> Any: ...
+
+
+class SqlStore:
+    """:class:`~guardproxy.store.base.Store` over any SQL backend with the shared schema."""
+
+    _FOR_UPDATE: ClassVar[str] = ""
+    _integrity_errors: ClassVar[tuple[type[Exception], ...]] = ()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _read(self) -> AbstractContextManager[Db]:
+        raise NotImplementedError
+
+    def _write(self) -> AbstractContextManager[Db]:
+        """A transaction: committed on success, rolled back on any error."""
+        raise NotImplementedError
+
+    def _integrity(self, exc: Exception, what: str) -> StoreError:
+        """What an integrity error from the driver means for ``what``."""
+        raise NotImplementedError
+
+    def _json_field(self, column: str, key: str) -> str:
+        """SQL for the text of top-level ``key`` of the JSON in ``column``."""
+        raise NotImplementedError
+
+    def watch_holds(self, callback: HoldWatcher) -> None:
+        """Nothing to watch: one SQLite file has one proxy, which resolves holds itself."""
+
+    # -- sessions -------------------------------------------------------------------
+
+    def create_session(self, session: Session) -> None:
+        session = redacted_session(session)
+        row = (
+            session.id,
+            session.name,
+            session.user,
+            session.agent,
+            json.dumps(list(session.command)),
+            session.cwd,
+            json.dumps(list(session.labels)),
+            _ts(session.started_at),
+            _ts_or_none(session.ended_at),
+            int(session.anonymous),
+            session.token_hash,
+        )
+        with self._write() as db:
+            try:
+                db.execute(
+                    f"INSERT INTO sessions ({_SESSION_COLUMNS})"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    row,
+                )
+            except self._integrity_errors as exc:
+                raise self._integrity(exc, f"session {session.id}") from exc
+
+    def get_session(self, session_id: str) -> Session | None:
+        with self._read() as db:
+            row = db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        return None if row is None else _session(row)
+
+    def find_session_by_token(self, token_hash: str) -> Session | None:
+        with self._read() as db:
+            row = db.execute(
+                "SELECT * FROM sessions WHERE token_hash = ?", (token_hash,)
+            ).fetchone()
+        return None if row is None else _session(row)
+
+    def end_session(self, session_id: str, at: datetime) -> Session:
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE sessions SET ended_at = COALESCE(ended_at, ?) WHERE id = ?",
+                (_ts(at), session_id),
+            )
+            if cursor.rowcount == 0:
+                raise NotFoundError(f"no session {session_id}")
+            row = db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        return _session(row)
+
+    def list_sessions(self, *, active_only: bool = False, limit: int = 100) -> list[Session]:
+        where = "WHERE ended_at IS NULL" if active_only else ""
+        with self._read() as db:
+            rows = db.execute(
+                f"SELECT * FROM sessions {where} ORDER BY started_at DESC, rowid DESC LIMIT ?",
+                (_limit(limit),),
+            ).fetchall()
+        return [_session(row) for row in rows]
+
+    # -- holds ----------------------------------------------------------------------
+
+    def create_hold(
+        self,
+        *,
+        session_id: str,
+        request_digest: str,
+        action_json: str,
+        decision_json: str,
+        summary: str,
+        grant: str,
+        created_at: datetime,
+        expires_at: datetime,
+        detail_json: str = "{}",
+    ) -> Hold:
+        grant_seconds(grant)  # refuse a malformed grant before it can be approved
+        one_line = " ".join(summary.splitlines())
+        created, expires = _ts(created_at), _ts(expires_at)
+        with self._write() as db:
+            hold_id = _unused_hold_id(db)
+            try:
+                db.execute(
+                    "INSERT INTO holds (id, created_at, expires_at, session_id, request_digest,"
+                    " action, decision, summary, state, grant_spec, detail)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+                    (
+                        hold_id,
+                        created,
+                        expires,
+                        session_id,
+                        request_digest,
+                        action_json,
+                        decision_json,
+                        one_line,
+                        grant,
+                        detail_json,
+                    ),
+                )
+            except self._integrity_errors as exc:
+                raise self._integrity(exc, f"hold {hold_id}") from exc
+            hold = _fetch_hold(db, hold_id)
+            self._chain(db, [_hold_event("hold.created", hold, created_at)])
+            return hold
+
+    def get_hold(self, hold_id: str) -> Hold | None:
+        with self._read() as db:
+            row = db.execute("SELECT * FROM holds WHERE id = ?", (hold_id,)).fetchone()
+        return None if row is None else _hold(row)
+
+    def find_hold(self, session_id: str, request_digest: str, now: datetime) -> Hold | None:
+        moment = _ts(now)
+        with self._read() as db:
+            row = db.execute(
+                "SELECT * FROM holds WHERE session_id = ? AND request_digest = ? AND ("
+                " (state = 'pending' AND expires_at > ?)"
+                " OR (state = 'approved' AND (grant_expires_at IS NULL OR grant_expires_at > ?))"
+                " OR state = 'denied')"
+                " ORDER BY created_at DESC, rowid DESC LIMIT 1",
+                (session_id, request_digest, moment, moment),
+            ).fetchone()
+        return None if row is None else _hold(row)
+
+    def list_holds(
+        self,
+        *,
+        state: HoldState | None = None,
+        session_id: str | None = None,
+        limit: int = 100,
+    ) -> list[Hold]:
+        where, params = _where(
+            {
+                "state = ?": None if state is None else HoldState(state).value,
+                "session_id = ?": session_id,
+            }
+        )
+        with self._read() as db:
+            rows = db.execute(
+                f"SELECT * FROM holds {where} ORDER BY created_at DESC, rowid DESC LIMIT ?",
+                (*params, _limit(limit)),
+            ).fetchall()
+        return [_hold(row) for row in rows]
+
+    def resolve_hold(
+        self, hold_id: str, *, state: HoldState, by: str, reason: str, now: datetime
+    ) -> Hold:
+        if state not in (HoldState.APPROVED, HoldState.DENIED):
+            raise InvalidValueError(f"a hold can only be resolved approved or denied, not {state}")
+        if not by:
+            raise InvalidValueError("resolve_hold needs who resolved it")
+        wanted = "approve" if state is HoldState.APPROVED else "deny"
+        moment = _ts(now)
+        with self._write() as db:
+            hold = self._decidable(db, hold_id, now)
+            if hold.state is HoldState.PENDING:
+                seconds = grant_seconds(hold.grant) if state is HoldState.APPROVED else None
+                grant_expires = None if seconds is None else _ts(now + timedelta(seconds=seconds))
+                cursor = db.execute(
+                    "UPDATE holds SET state = ?, resolved_at = ?, resolved_by = ?, reason = ?,"
+                    " grant_expires_at = ? WHERE id = ? AND state = 'pending'",
+                    (state.value, moment, by, reason, grant_expires, hold_id),
+                )
+                hold = _fetch_hold(db, hold_id)
+                if cursor.rowcount == 1:
+                    self._chain(db, [_hold_event(f"hold.{state.value}", hold, now)])
+                    return hold
+        raise HoldConflict(hold, wanted)
+
+    def expire_holds(self, now: datetime) -> list[Hold]:
+        moment = _ts(now)
+        with self._write() as db:
+            ids = [
+                row["id"]
+                for row in db.execute(
+                    "SELECT id FROM holds WHERE state = 'pending' AND expires_at <= ?"
+                    f" ORDER BY created_at, rowid{self._FOR_UPDATE}",
+                    (moment,),
+                ).fetchall()
+            ]
+            db.executemany(
+                "UPDATE holds SET state = 'expired', resolved_at = ?"
+                " WHERE id = ? AND state = 'pending'",
+                [(moment, hold_id) for hold_id in ids],
+            )
+            expired = [_fetch_hold(db, hold_id) for hold_id in ids]
+            self._chain(db, [_hold_event("hold.expired", hold, now) for hold in expired])
+            return expired
+
+    def consume_approval(self, session_id: str, request_digest: str, now: datetime) -> Hold | None:
+        with self._write() as db:
+            rows = db.execute(
+                "SELECT * FROM holds WHERE session_id = ? AND request_digest = ?"
+                " AND state = 'approved' ORDER BY created_at DESC, rowid DESC",
+                (session_id, request_digest),
+            ).fetchall()
+            for row in rows:
+                hold = _hold(row)
+                if hold.grant_seconds is not None:
+                    if hold.grant_expires_at is not None and now < hold.grant_expires_at:
+                        return hold
+                    continue
+                # conditional: of concurrent consumers, only the first changes the row
+                cursor = db.execute(
+                    "UPDATE holds SET state = 'released', released_at = ?"
+                    " WHERE id = ? AND state = 'approved'",
+                    (_ts(now), hold.id),
+                )
+                if cursor.rowcount == 1:
+                    released = _fetch_hold(db, hold.id)
+                    self._chain(db, [_hold_event("hold.released", released, now)])
+                    return released
+        return None
+
+    def _decidable(self, db: Db, hold_id: str, now: datetime) -> Hold:
+        """The hold as it stands at ``now`` (locked), for a caller about to decide on it.
+
+        A pending hold past its deadline is marked expired here (inside the caller's
+        transaction) so nobody can approve it between the deadline and the next sweep;
+        the caller raises :class:`HoldConflict` after its transaction has committed that.
+        """
+        row = db.execute(
+            f"SELECT * FROM holds WHERE id = ?{self._FOR_UPDATE}", (hold_id,)
+        ).fetchone()
+        if row is None:
+            raise NotFoundError(f"no hold {hold_id}")
+        hold = _hold(row)
+        if hold.state is HoldState.PENDING and hold.expires_at <= now:
+            db.execute(
+                "UPDATE holds SET state = 'expired', resolved_at = ? WHERE id = ?",
+                (_ts(now), hold_id),
+            )
+            hold = _fetch_hold(db, hold_id)
+            self._chain(db, [_hold_event("hold.expired", hold, now)])
+        return hold
+
+    # -- approval events ------------------------------------------------------------
+
+    def record_approval(
+        self,
+        hold_id: str,
+        *,
+        approver: str,
+        groups: tuple[str, ...],
+        verdict: Verdict,
+        reason: str,
+        at: datetime,
+    ) -> Approval:
+        try:
+            verdict = Verdict(verdict)
+        except ValueError as exc:
+            raise InvalidValueError(f"verdict must be approve or deny, got {verdict!r}") from exc
+        if not approver:
+            raise InvalidValueError("an approval needs an approver")
+        with self._write() as db:
+            hold = self._decidable(db, hold_id, at)
+            if hold.state is HoldState.PENDING:
+                row = db.execute(
+                    "INSERT INTO approvals"
+                    " (hold_id, approver, approver_groups, verdict, reason, at)"
+                    " VALUES (?, ?, ?, ?, ?, ?) RETURNING *",
+                    (hold_id, approver, json.dumps(list(groups)), verdict.value, reason, _ts(at)),
+                ).fetchone()
+                event = chain.event_entry(
+                    "hold.approval",
+                    at=at,
+                    session_id=hold.session_id,
+                    subject=hold_id,
+                    outcome=verdict.value,
+                    approver=approver,
+                    groups=list(groups),
+                    verdict=verdict.value,
+                    reason=reason,
+                )
+                self._chain(db, [event])
+                return _approval(row)
+        raise HoldConflict(hold, "record a verdict on")
+
+    def list_approvals(self, hold_id: str) -> list[Approval]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT * FROM approvals WHERE hold_id = ? ORDER BY id", (hold_id,)
+            ).fetchall()
+        return [_approval(row) for row in rows]
+
+    # -- approvers ------------------------------------------------------------------
+
+    def add_approver(self, approver: Approver) -> None:
+        if not approver.name or not approver.token_hash:
+            raise InvalidValueError("an approver needs a name and a token hash")
+        row = (
+            approver.name,
+            json.dumps(list(approver.groups)),
+            approver.token_hash,
+            _ts(approver.created_at),
+        )
+        with self._write() as db:
+            try:
+                db.execute(
+                    "INSERT INTO approvers (name, approver_groups, token_hash, created_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    row,
+                )
+            except self._integrity_errors as exc:
+                raise self._integrity(exc, f"approver {approver.name}") from exc
+
+    def get_approver(self, name: str) -> Approver | None:
+        with self._read() as db:
+            row = db.execute("SELECT * FROM approvers WHERE name = ?", (name,)).fetchone()
+        return None if row is None else _approver(row)
+
+    def find_approver_by_token(self, token_hash: str) -> Approver | None:
+        with self._read() as db:
+            row = db.execute(
+                "SELECT * FROM approvers WHERE token_hash = ?", (token_hash,)
+            ).fetchone()
+        return None if row is None else _approver(row)
+
+    def list_approvers(self) -> list[Approver]:
+        with self._read() as db:
+            rows = db.execute("SELECT * FROM approvers ORDER BY name").fetchall()
+        return [_approver(row) for row in rows]
+
+    def remove_approver(self, name: str) -> None:
+        with self._write() as db:
+            cursor = db.execute("DELETE FROM approvers WHERE name = ?", (name,))
+            if cursor.rowcount == 0:
+                raise NotFoundError(f"no approver {name}")
+
+    # -- decision log ---------------------------------------------------------------
+
+    def append_decision(self, record: DecisionRecord) -> None:
+        self.append_decisions([record])
+
+    def append_decisions(self, records: Sequence[DecisionRecord]) -> None:
+        rows = [
+            (r.id, _ts(r.at), r.session_id, r.action_json, r.context_json, r.decision_json,
+             r.outcome, r.hold_id, r.upstream_status)
+            for r in records
+        ]  # fmt: skip
+        what = f"decision {records[0].id}" if len(records) == 1 else "a decision in the batch"
+        with self._write() as db:
+            try:
+                db.executemany(
+                    f"INSERT INTO decisions ({_DECISION_COLUMNS})"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+            except self._integrity_errors as exc:
+                raise self._integrity(exc, what) from exc
+            self._chain(db, [chain.decision_entry(r) for r in records])
+
+    def set_upstream_statuses(self, statuses: Sequence[tuple[str, int]]) -> None:
+        with self._write() as db:
+            self._set_statuses(db, statuses)
+
+    def _set_statuses(self, db: Db, statuses: Sequence[tuple[str, int]]) -> int:
+        """Set each known decision's status and chain an ``upstream`` record; how many."""
+        entries: list[AuditEntry] = []
+        for decision_id, status in statuses:
+            row = db.execute(
+                "SELECT id, at, session_id,"
+                f" {self._json_field('action', 'provider')} AS provider"
+                " FROM decisions WHERE id = ?",
+                (decision_id,),
+            ).fetchone()
+            if row is None:
+                continue
+            db.execute(
+                "UPDATE decisions SET upstream_status = ? WHERE id = ?", (status, decision_id)
+            )
+            entries.append(
+                chain.upstream_entry(
+                    decision_id=decision_id,
+                    session_id=row["session_id"],
+                    at=_dt_required(row["at"]),
+                    provider=row["provider"] or "",
+                    status=status,
+                )
+            )
+        self._chain(db, entries)
+        return len(entries)
+
+    def get_decision(self, decision_id: str) -> DecisionRecord | None:
+        with self._read() as db:
+            row = db.execute("SELECT * FROM decisions WHERE id = ?", (decision_id,)).fetchone()
+        return None if row is None else _decision(row)
+
+    def set_upstream_status(self, decision_id: str, status: int) -> None:
+        with self._write() as db:
+            if self._set_statuses(db, [(decision_id, status)]) == 0:
+                raise NotFoundError(f"no decision {decision_id}")
+
+    def list_decisions(
+        self,
+        *,
+        session_id: str | None = None,
+        outcome: str | None = None,
+        provider: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+    ) -> list[DecisionRecord]:
+        where, params = _where(
+            {
+                "session_id = ?": session_id,
+                "outcome = ?": outcome,
+                f"{self._json_field('action', 'provider')} = ?": provider,
+                "at >= ?": _ts_or_none(since),
+            }
+        )
+        with self._read() as db:
+            rows = db.execute(
+                f"SELECT * FROM decisions {where} ORDER BY at DESC, rowid DESC LIMIT ?",
+                (*params, _limit(limit)),
+            ).fetchall()
+        return [_decision(row) for row in rows]
+
+    # -- audit chain ----------------------------------------------------------------
+
+    def _lock_chain(self, db: Db) -> None:
+        """Keep other writers from reading the chain's head until this transaction ends."""
+        raise NotImplementedError
+
+    def _chain(self, db: Db, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
+        """Link ``entries`` after the head and insert them (in the caller's transaction).
+
+        The chain lock is held from reading the head to the commit, so appends never
+        interleave, whichever process or replica makes them.
+        """
+        if not entries:
+            return []
+        self._lock_chain(db)
+        head = db.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+        seq, prev = (head["seq"], head["hash"]) if head is not None else (0, chain.GENESIS)
+        records: list[AuditRecord] = []
+        for entry in entries:
+            seq += 1
+            record = chain.link(entry, seq, prev)
+            records.append(record)
+            prev = record.hash
+        db.executemany(
+            "INSERT INTO audit_log (seq, record_id, kind, at, session_id, subject, outcome,"
+            " provider, payload, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (r.seq, r.record_id, r.kind, _ts(r.at), r.session_id, r.subject, r.outcome,
+                 r.provider, r.payload_json, r.prev_hash, r.hash)
+                for r in records
+            ],
+        )  # fmt: skip
+        return records
+
+    def append_audit(self, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
+        with self._write() as db:
+            try:
+                return self._chain(db, entries)
+            except self._integrity_errors as exc:
+                raise self._integrity(exc, "an audit record") from exc
+
+    def audit_records(self, *, after_seq: int = 0, limit: int = 1000) -> list[AuditRecord]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, _limit(limit)),
+            ).fetchall()
+        return [_audit(row) for row in rows]
+
+    def get_audit_record(self, record_id: str) -> AuditRecord | None:
+        with self._read() as db:
+            row = db.execute("SELECT * FROM audit_log WHERE record_id = ?", (record_id,)).fetchone()
+        return None if row is None else _audit(row)
+
+    def audit_for(self, subject: str) -> list[AuditRecord]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT * FROM audit_log WHERE subject = ? ORDER BY seq", (subject,)
+            ).fetchall()
+        return [_audit(row) for row in rows]
+
+    def list_audit(
+        self,
+        *,
+        kind: str | None = None,
+        session_id: str | None = None,
+        outcome: str | None = None,
+        provider: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        where, params = _where(
+            {
+                "kind = ?": kind,
+                "session_id = ?": session_id,
+                "outcome = ?": outcome,
+                "provider = ?": provider,
+                "at >= ?": _ts_or_none(since),
+                "at < ?": _ts_or_none(until),
+            }
+        )
+        with self._read() as db:
+            rows = db.execute(
+                f"SELECT * FROM audit_log {where} ORDER BY seq DESC LIMIT ?",
+                (*params, _limit(limit)),
+            ).fetchall()
+        return [_audit(row) for row in rows]
+
+    # -- session history ------------------------------------------------------------
+
+    def append_session_events(self, events: Sequence[SessionEvent]) -> None:
+        events = [redacted_event(e) for e in events]
+        rows = [
+            (e.session_id, _ts(e.at), e.summary, e.operation, e.verb, e.provider,
+             e.environment, e.resource_key, e.outcome, int(e.protection_removed),
+             int(e.recreate), e.destroyed_container)
+            for e in events
+        ]  # fmt: skip
+        with self._write() as db:
+            db.executemany(
+                f"INSERT INTO session_events ({_EVENT_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+    def session_events(
+        self, session_id: str, *, since: datetime | None = None, limit: int = 100
+    ) -> list[SessionEvent]:
+        with self._read() as db:
+            rows = db.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM session_events "
+                "WHERE session_id = ? AND at >= ? ORDER BY seq DESC LIMIT ?",
+                (session_id, "" if since is None else _ts(since), _limit(limit)),
+            ).fetchall()
+        return [_event(row) for row in rows]
+
+    def session_event_totals(self, session_id: str) -> list[EventTotal]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT verb, provider, environment, outcome, COUNT(*) AS n FROM session_events "
+                "WHERE session_id = ? GROUP BY verb, provider, environment, outcome",
+                (session_id,),
+            ).fetchall()
+        return [
+            EventTotal(row["verb"], row["provider"], row["environment"], row["outcome"], row["n"])
+            for row in rows
+        ]
+
+    def resource_events(
+        self, resource_key: str, *, outcome: str | None = None, limit: int = 100
+    ) -> list[SessionEvent]:
+        where = "resource_key = ? AND resource_key != ''"
+        params: list[object] = [resource_key]
+        if outcome is not None:
+            where += " AND outcome = ?"
+            params.append(outcome)
+        with self._read() as db:
+            rows = db.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM session_events WHERE {where} "
+                "ORDER BY seq DESC LIMIT ?",
+                (*params, _limit(limit)),
+            ).fetchall()
+        return [_event(row) for row in rows]
+
+    def changed_resource_keys(self, *, outcome: str, limit: int) -> list[str]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT DISTINCT resource_key FROM session_events "
+                "WHERE resource_key != '' AND outcome = ? AND verb != 'read' LIMIT ?",
+                (outcome, _limit(limit)),
+            ).fetchall()
+        return [row[0] for row in rows]
+
+
+# -- helpers ------------------------------------------------------------------------
+
+
+def apply_migrations(db: Db, current: int, migrations: Sequence[Migration]) -> None:
+    """Run the migrations after version ``current`` in order, in the caller's transaction."""
+    if current > len(migrations):  # another process upgraded it meanwhile
+        raise schema_too_new(current, len(migrations))
+    for version in range(current + 1, len(migrations) + 1):
+        for statement in migrations[version - 1]:
+            db.execute(statement)
+        db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+
+
+def schema_too_new(current: int, known: int) -> SchemaVersionError:
+    return SchemaVersionError(
+        f"database schema version {current} is newer than this guardproxy knows "
+        f"({known}); upgrade guardproxy or use another database"
+    )
+
+
+_SESSION_COLUMNS = (
+    "id, name, user_name, agent, command, cwd, labels, started_at, ended_at, anonymous, token_hash"
+)
+_DECISION_COLUMNS = (
+    "id, at, session_id, action, context, decision, outcome, hold_id, upstream_status"
+)
+_EVENT_COLUMNS = (
+    "session_id, at, summary, operation, verb, provider, environment, resource_key, "
+    "outcome, protection_removed, recreate, destroyed_container"
+)
+
+
+def _where(conditions: Mapping[str, object | None]) -> tuple[str, list[object]]:
+    """``WHERE`` and the conditions (``"column = ?"``) whose value is not None, and values."""
+    given = {clause: value for clause, value in conditions.items() if value is not None}
+    if not given:
+        return "", []
+    return "WHERE " + " AND ".join(given), list(given.values())
+
+
+def _unused_hold_id(db: Db) -> str:
+    for _ in range(_HOLD_ID_ATTEMPTS):
+        hold_id = new_hold_id()
+        if db.execute("SELECT 1 FROM holds WHERE id = ?", (hold_id,)).fetchone() is None:
+            return hold_id
+    raise StoreError("could not find an unused hold id")  # 50 random bits: not in practice
+
+
+def _hold_event(kind: str, hold: Hold, at: datetime) -> AuditEntry:
+    return chain.event_entry(
+        kind,
+        at=at,
+        session_id=hold.session_id,
+        subject=hold.id,
+        outcome=hold.state.value,
+        summary=hold.summary,
+        request_digest=hold.request_digest,
+        grant=hold.grant,
+        expires_at=_ts(hold.expires_at),
+        resolved_by=hold.resolved_by,
+        reason=hold.reason,
+        grant_expires_at=_ts_or_none(hold.grant_expires_at),
+    )
+
+
+def _fetch_hold(db: Db, hold_id: str) -> Hold:
+    return _hold(db.execute("SELECT * FROM holds WHERE id = ?", (hold_id,)).fetchone())
+
+
+def _limit(limit: int) -> int:
+    if limit < 1:
+        raise InvalidValueError(f"limit must be positive, got {limit}")
+    return limit
+
+
+_TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def _ts(moment: datetime) -> str:
+    """Fixed-width UTC text, so SQL string comparison is time comparison."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise InvalidValueError(f"timestamps must be timezone-aware, got {moment!r}")
+    return moment.astimezone(UTC).strftime(_TS_FORMAT)
+
+
+def _ts_or_none(moment: datetime | None) -> str | None:
+    return None if moment is None else _ts(moment)
+
+
+def _dt(text: str | None) -> datetime | None:
+    return None if text is None else datetime.strptime(text, _TS_FORMAT).replace(tzinfo=UTC)
+
+
+def _dt_required(text: str) -> datetime:
+    return datetime.strptime(text, _TS_FORMAT).replace(tzinfo=UTC)
+
+
+_COLUMNS = {
+    "user": "user_name",
+    "detail_json": "detail",
+    "action_json": "action",
+    "context_json": "context",
+    "decision_json": "decision",
+    "grant": "grant_spec",
+    "groups": "approver_groups",
+    "payload_json": "payload",
+}
+"""Record fields whose column has another name (SQL keywords, or the JSON's content)."""
+
+
+def _json_tuple(text: str) -> tuple[str, ...]:
+    return tuple(json.loads(text))
+
+
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "datetime": _dt_required,
+    "datetime | None": _dt,
+    "bool": bool,
+    "tuple[str, ...]": _json_tuple,
+    "HoldState": HoldState,
+    "Verdict": Verdict,
+}
+"""How a column's text becomes a field of the annotated type (others are taken as read)."""
+
+
+def _mapper[R: DataclassInstance](
+    record: type[R], *, unstored: tuple[str, ...] = ()
+) -> Callable[[Row], R]:
+    """Builds ``record``s from rows: each field from its column, converted by its type
+    (``unstored`` fields have no column and keep their defaults)."""
+    plan = [
+        (field.name, _COLUMNS.get(field.name, field.name), _CONVERTERS.get(str(field.type)))
+        for field in fields(record)
+        if field.name not in unstored
+    ]
+
+    def build(row: Row) -> R:
+        values = {
+            name: row[column] if convert is None else convert(row[column])
+            for name, column, convert in plan
+        }
+        return record(**values)
+
+    return build
+
+
+_session = _mapper(Session)
+_hold = _mapper(Hold)
+_approval = _mapper(Approval)
+_decision = _mapper(DecisionRecord, unstored=("provider", "shadow_json"))
+_event = _mapper(SessionEvent)
+_approver = _mapper(Approver)
+_audit = _mapper(AuditRecord)
