@@ -37,10 +37,14 @@ NAMESPACE_PROD = "/api/v1/namespaces/prod"
 
 
 def chromium_path() -> str:
-    """Debian's chromium (apt-get install chromium); skip with the reason if absent."""
+    """Debian's chromium (apt-get install chromium); skip with the reason if absent,
+    except in CI (``GUARDPROXY_REQUIRE_CHROMIUM``), where ``.ci/run`` installs it."""
     found = os.environ.get("GUARDPROXY_CHROMIUM") or shutil.which("chromium")
     if not found:
-        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+        reason = "chromium is not installed (apt-get install -y chromium)"
+        if os.environ.get("GUARDPROXY_REQUIRE_CHROMIUM"):
+            pytest.fail(reason)
+        pytest.skip(reason)
     return found
 
 
