@@ -23,10 +23,12 @@ is read once (up to 200,000 keys; past that every first sight asks the store), s
 the first sight of a key the store knows nothing about costs no query; keys
 changed by another process sharing the store after that read are not seen.
 
-Per request, the context reuses what did not change: window counts are rebuilt
-only after their totals change, each recent action is serialised once when it is
-recorded, and the input hash assembles the context's JSON from those parts
-(``Context.canonical_json``, exactly ``model_dump_json``).
+Per request, the context reuses what did not change: window counts are plain
+counters updated as events come and go, turned into models (without validation:
+``trusted``, the values are ints counted here) only after they change; each recent
+action is serialised once when it is recorded, and the input hash assembles the
+context's JSON from those parts (``Context.canonical_json``, exactly
+``model_dump_json``).
 
 Nothing here raises into the request path. If the history cannot be computed, the
 context carries ``signals.history_unavailable`` and the shipped policy
@@ -54,12 +56,15 @@ from guardproxy.action import Action, Environment, Provider, Verb
 from guardproxy.context import (
     Context,
     Counts,
+    EnvironmentCounts,
     History,
+    ProviderCounts,
     RecentAction,
     ResourceEvent,
     ResourceHistory,
     SessionInfo,
     Signals,
+    VerbCounts,
     with_canonical_json,
 )
 from guardproxy.session.names import NameCache
@@ -95,34 +100,38 @@ class HistorySettings:
 class _Window:
     """A sliding window as BUCKETS time buckets plus their running total (O(1) reads).
 
-    ``model`` is the totals as the context's :class:`Counts`, rebuilt only after
-    they change: decisions between two recorded actions share it.
+    The totals are plain counters, one per count field (``_COUNT_KEYS``), updated as
+    events come and buckets expire; ``counts`` turns them into the context's
+    :class:`Counts` only after they changed: decisions between two recorded actions
+    share the model.
     """
 
     __slots__ = ("_model", "buckets", "totals", "width")
 
     def __init__(self, span_seconds: int) -> None:
         self.width = span_seconds / BUCKETS
-        self.buckets: deque[tuple[int, Counter[str]]] = deque()
-        self.totals: Counter[str] = Counter()
+        self.buckets: deque[tuple[int, dict[int, int]]] = deque()
+        """(time index, counter index -> count) for the counters its events touched."""
+        self.totals = [0] * len(_COUNT_KEYS)
         self._model: Counts | None = None
 
     def _expire(self, index: int) -> None:
         while self.buckets and self.buckets[0][0] <= index - BUCKETS:
             _, old = self.buckets.popleft()
-            self.totals.subtract(old)
+            for counter, count in old.items():
+                self.totals[counter] -= count
             self._model = None
 
-    def add(self, moment: float, keys: Iterable[str]) -> None:
+    def add(self, moment: float, counters: Iterable[int]) -> None:
         index = int(moment // self.width)
         self._expire(index)
         self._model = None
         if not self.buckets or self.buckets[-1][0] < index:
-            self.buckets.append((index, Counter()))
+            self.buckets.append((index, {}))
         bucket = self.buckets[-1][1]  # late events join the newest bucket
-        for key in keys:
-            bucket[key] += 1
-            self.totals[key] += 1
+        for counter in counters:
+            bucket[counter] = bucket.get(counter, 0) + 1
+            self.totals[counter] += 1
 
     def counts(self, moment: float) -> Counts:
         self._expire(int(moment // self.width))
@@ -134,7 +143,8 @@ class _Window:
 @dataclass
 class _SessionState:
     windows: dict[str, _Window]
-    totals: Counter[str]
+    totals: list[int]
+    """The session's counters, in ``_COUNT_KEYS`` order."""
     recent: deque[RecentAction]
     recent_json: deque[str]
     """The JSON of each of ``recent``, written when it is recorded."""
@@ -154,15 +164,17 @@ class _ResourceState:
 
     def history(self, key: str, session_id: str) -> ResourceHistory:
         """The context's view (not kept: one per cached key would double the memory)."""
-        return ResourceHistory(
-            key=key,
-            deleted=self.deleted_at is not None,
-            deleted_at=self.deleted_at,
-            deleted_by_session=self.deleted_by_session,
-            deleted_in_session=self.deleted_by_session == session_id,
-            deleted_by=self.deleted_by,
-            protection_removed=self.protection_removed,
-            events=list(self.events),
+        return ResourceHistory.trusted(
+            {
+                "key": key,
+                "deleted": self.deleted_at is not None,
+                "deleted_at": self.deleted_at,
+                "deleted_by_session": self.deleted_by_session,
+                "deleted_in_session": self.deleted_by_session == session_id,
+                "deleted_by": self.deleted_by,
+                "protection_removed": self.protection_removed,
+                "events": list(self.events),
+            }
         )
 
     def apply(self, event: ResourceEvent, summary: str) -> None:
@@ -215,19 +227,46 @@ _COUNTS_JSON = (
 """Counts as compact JSON in field order (tests/test_history.py holds it to model_dump_json)."""
 
 
-def counts_model(counter: Counter[str]) -> Counts:
-    """One window's counters as :class:`Counts`, with its JSON known.
+_VERB_SLICE = slice(2, 2 + len(_VERB_KEYS))
+_PROVIDER_SLICE = slice(_VERB_SLICE.stop, _VERB_SLICE.stop + len(_PROVIDER_KEYS))
+_ENVIRONMENT_SLICE = slice(_PROVIDER_SLICE.stop, len(_COUNT_KEYS))
+_VERB_NAMES = tuple(name for name, _ in _VERB_KEYS)
+_PROVIDER_NAMES = tuple(name for name, _ in _PROVIDER_KEYS)
+_ENVIRONMENT_NAMES = tuple(name for name, _ in _ENVIRONMENT_KEYS)
 
-    Written as JSON and parsed by pydantic's core: building the four count models
-    field by field in Python costs more than the rest of the decision.
-    """
+
+def count_values(counter: Counter[str]) -> list[int]:
+    """Counters by key (``event_keys``) as the list windows keep, in ``_COUNT_KEYS`` order."""
     values = [0] * len(_COUNT_KEYS)
-    for key, count in counter.items():  # a handful of keys are ever non-zero
+    for key, count in counter.items():
         index = _COUNT_INDEX.get(key)
         if index is not None:
             values[index] = count
-    text = _COUNTS_JSON % tuple(values)
-    return with_canonical_json(Counts.model_validate_json(text), text)
+    return values
+
+
+def counts_model(values: list[int]) -> Counts:
+    """One window's counters (``_COUNT_KEYS`` order) as :class:`Counts`, its JSON known.
+
+    Built without validation (``trusted``: the values are ints we counted): a
+    validated build of the four count models costs more than the rest of a
+    decision, and a mutation's context needs four of them after every recorded
+    action.
+    """
+    model = Counts.trusted(
+        {
+            "total": values[0],
+            "destructive": values[1],
+            "verb": VerbCounts.trusted(dict(zip(_VERB_NAMES, values[_VERB_SLICE], strict=True))),
+            "provider": ProviderCounts.trusted(
+                dict(zip(_PROVIDER_NAMES, values[_PROVIDER_SLICE], strict=True))
+            ),
+            "environment": EnvironmentCounts.trusted(
+                dict(zip(_ENVIRONMENT_NAMES, values[_ENVIRONMENT_SLICE], strict=True))
+            ),
+        }
+    )
+    return with_canonical_json(model, _COUNTS_JSON % tuple(values))
 
 
 def destroyed_container(action: Action) -> str:
@@ -335,12 +374,14 @@ class SessionHistory:
             state.totals_model = counts_model(state.totals)
         windows = [state.windows[name].counts(moment) for name, _ in WINDOWS]
         history = with_canonical_json(
-            History.model_construct(
-                m1=windows[0],
-                m10=windows[1],
-                h1=windows[2],
-                session=state.totals_model,
-                recent=list(state.recent),
+            History.trusted(
+                {
+                    "m1": windows[0],
+                    "m10": windows[1],
+                    "h1": windows[2],
+                    "session": state.totals_model,
+                    "recent": list(state.recent),
+                }
             ),
             f'{{"m1":{windows[0].canonical_json()},"m10":{windows[1].canonical_json()},'
             f'"h1":{windows[2].canonical_json()},"session":{state.totals_model.canonical_json()},'
@@ -352,8 +393,14 @@ class SessionHistory:
             _NO_RESOURCE if resource_state is None else resource_state.history(key, session.id)
         )
         signals = self._signals(action, session.id, now, state, resource_state, history)
-        return Context(
-            now=now, session=session, history=history, resource=resource, signals=signals
+        return Context.trusted(
+            {
+                "now": now,
+                "session": session,
+                "history": history,
+                "resource": resource,
+                "signals": signals,
+            }
         )
 
     def _signals(
@@ -475,10 +522,12 @@ class SessionHistory:
         keys = event_keys(
             verb, Provider(event.provider), Environment(event.environment), event.outcome
         )
+        counters = [_COUNT_INDEX[key] for key in keys]
         moment = event.at.timestamp()
         for window in state.windows.values():
-            window.add(moment, keys)
-        state.totals.update(keys)
+            window.add(moment, counters)
+        for counter in counters:
+            state.totals[counter] += 1
         state.totals_model = None
         recent = _recent(event)
         state.recent.append(recent)
@@ -511,7 +560,7 @@ class SessionHistory:
     def _new_session(self) -> _SessionState:
         return _SessionState(
             windows={name: _Window(span) for name, span in WINDOWS},
-            totals=Counter(),
+            totals=[0] * len(_COUNT_KEYS),
             recent=deque(maxlen=self.settings.recent),
             recent_json=deque(maxlen=self.settings.recent),
         )
@@ -607,7 +656,7 @@ def _recent(event: SessionEvent) -> RecentAction:
     )
 
 
-def _totals(rows: list[EventTotal]) -> Counter[str]:
+def _totals(rows: list[EventTotal]) -> list[int]:
     totals: Counter[str] = Counter()
     for row in rows:
         keys = event_keys(
@@ -615,4 +664,4 @@ def _totals(rows: list[EventTotal]) -> Counter[str]:
         )
         for key in keys:
             totals[key] += row.count
-    return totals
+    return count_values(totals)
