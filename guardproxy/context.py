@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field
@@ -55,36 +55,8 @@ class _Frozen(BaseModel):
         object.__setattr__(self, "_json", text)
         return text
 
-    @classmethod
-    def trusted(cls, values: dict[str, Any]) -> Self:
-        """An instance holding ``values`` as they are, without validation.
-
-        For the parts the session history builds per request (counts, a resource's
-        history, the context itself) from data it produced and typed itself:
-        validating them again costs more than the decision. Every field must be
-        given, as a value of the field's type (a missing one raises ``KeyError``);
-        tests/test_trusted_context.py holds the result to ``model_validate`` of the
-        same data: equal, with the same JSON and the same decision.
-        """
-        model = object.__new__(cls)
-        setter = object.__setattr__
-        # field order, so the JSON comes out as model_dump_json of a validated model
-        setter(model, "__dict__", {name: values[name] for name in _field_names(cls)})
-        setter(model, "__pydantic_fields_set__", set(values))
-        setter(model, "__pydantic_extra__", None)
-        setter(model, "__pydantic_private__", None)
-        return model
-
 
 _CACHED_JSON = _Frozen.__dict__["_json"]
-_FIELD_NAMES: dict[type[_Frozen], tuple[str, ...]] = {}
-
-
-def _field_names(cls: type[_Frozen]) -> tuple[str, ...]:
-    names = _FIELD_NAMES.get(cls)
-    if names is None:
-        names = _FIELD_NAMES[cls] = tuple(cls.model_fields)
-    return names
 
 
 def with_canonical_json[M: _Frozen](model: M, text: str) -> M:

@@ -24,11 +24,10 @@ the first sight of a key the store knows nothing about costs no query; keys
 changed by another process sharing the store after that read are not seen.
 
 Per request, the context reuses what did not change: window counts are plain
-counters updated as events come and go, turned into models (without validation:
-``trusted``, the values are ints counted here) only after they change; each recent
-action is serialised once when it is recorded, and the input hash assembles the
-context's JSON from those parts (``Context.canonical_json``, exactly
-``model_dump_json``).
+counters updated as events come and buckets expire, turned into models only after
+they change; each recent action is serialised once when it is recorded, and the
+input hash assembles the context's JSON from those parts (``Context.canonical_json``,
+exactly ``model_dump_json``).
 
 Nothing here raises into the request path. If the history cannot be computed, the
 context carries ``signals.history_unavailable`` and the shipped policy
@@ -56,15 +55,12 @@ from guardproxy.action import Action, Environment, Provider, Verb
 from guardproxy.context import (
     Context,
     Counts,
-    EnvironmentCounts,
     History,
-    ProviderCounts,
     RecentAction,
     ResourceEvent,
     ResourceHistory,
     SessionInfo,
     Signals,
-    VerbCounts,
     with_canonical_json,
 )
 from guardproxy.session.names import NameCache
@@ -164,17 +160,15 @@ class _ResourceState:
 
     def history(self, key: str, session_id: str) -> ResourceHistory:
         """The context's view (not kept: one per cached key would double the memory)."""
-        return ResourceHistory.trusted(
-            {
-                "key": key,
-                "deleted": self.deleted_at is not None,
-                "deleted_at": self.deleted_at,
-                "deleted_by_session": self.deleted_by_session,
-                "deleted_in_session": self.deleted_by_session == session_id,
-                "deleted_by": self.deleted_by,
-                "protection_removed": self.protection_removed,
-                "events": list(self.events),
-            }
+        return ResourceHistory(
+            key=key,
+            deleted=self.deleted_at is not None,
+            deleted_at=self.deleted_at,
+            deleted_by_session=self.deleted_by_session,
+            deleted_in_session=self.deleted_by_session == session_id,
+            deleted_by=self.deleted_by,
+            protection_removed=self.protection_removed,
+            events=list(self.events),
         )
 
     def apply(self, event: ResourceEvent, summary: str) -> None:
@@ -227,14 +221,6 @@ _COUNTS_JSON = (
 """Counts as compact JSON in field order (tests/test_history.py holds it to model_dump_json)."""
 
 
-_VERB_SLICE = slice(2, 2 + len(_VERB_KEYS))
-_PROVIDER_SLICE = slice(_VERB_SLICE.stop, _VERB_SLICE.stop + len(_PROVIDER_KEYS))
-_ENVIRONMENT_SLICE = slice(_PROVIDER_SLICE.stop, len(_COUNT_KEYS))
-_VERB_NAMES = tuple(name for name, _ in _VERB_KEYS)
-_PROVIDER_NAMES = tuple(name for name, _ in _PROVIDER_KEYS)
-_ENVIRONMENT_NAMES = tuple(name for name, _ in _ENVIRONMENT_KEYS)
-
-
 def count_values(counter: Counter[str]) -> list[int]:
     """Counters by key (``event_keys``) as the list windows keep, in ``_COUNT_KEYS`` order."""
     values = [0] * len(_COUNT_KEYS)
@@ -248,25 +234,12 @@ def count_values(counter: Counter[str]) -> list[int]:
 def counts_model(values: list[int]) -> Counts:
     """One window's counters (``_COUNT_KEYS`` order) as :class:`Counts`, its JSON known.
 
-    Built without validation (``trusted``: the values are ints we counted): a
-    validated build of the four count models costs more than the rest of a
-    decision, and a mutation's context needs four of them after every recorded
-    action.
+    Written as JSON and parsed by pydantic's core: measured faster than building the
+    four count models in Python, even without validation (``model_construct`` or
+    setting ``__dict__`` directly: 17 us against 8 us).
     """
-    model = Counts.trusted(
-        {
-            "total": values[0],
-            "destructive": values[1],
-            "verb": VerbCounts.trusted(dict(zip(_VERB_NAMES, values[_VERB_SLICE], strict=True))),
-            "provider": ProviderCounts.trusted(
-                dict(zip(_PROVIDER_NAMES, values[_PROVIDER_SLICE], strict=True))
-            ),
-            "environment": EnvironmentCounts.trusted(
-                dict(zip(_ENVIRONMENT_NAMES, values[_ENVIRONMENT_SLICE], strict=True))
-            ),
-        }
-    )
-    return with_canonical_json(model, _COUNTS_JSON % tuple(values))
+    text = _COUNTS_JSON % tuple(values)
+    return with_canonical_json(Counts.model_validate_json(text), text)
 
 
 def destroyed_container(action: Action) -> str:
@@ -374,14 +347,12 @@ class SessionHistory:
             state.totals_model = counts_model(state.totals)
         windows = [state.windows[name].counts(moment) for name, _ in WINDOWS]
         history = with_canonical_json(
-            History.trusted(
-                {
-                    "m1": windows[0],
-                    "m10": windows[1],
-                    "h1": windows[2],
-                    "session": state.totals_model,
-                    "recent": list(state.recent),
-                }
+            History(
+                m1=windows[0],
+                m10=windows[1],
+                h1=windows[2],
+                session=state.totals_model,
+                recent=list(state.recent),
             ),
             f'{{"m1":{windows[0].canonical_json()},"m10":{windows[1].canonical_json()},'
             f'"h1":{windows[2].canonical_json()},"session":{state.totals_model.canonical_json()},'
@@ -393,14 +364,8 @@ class SessionHistory:
             _NO_RESOURCE if resource_state is None else resource_state.history(key, session.id)
         )
         signals = self._signals(action, session.id, now, state, resource_state, history)
-        return Context.trusted(
-            {
-                "now": now,
-                "session": session,
-                "history": history,
-                "resource": resource,
-                "signals": signals,
-            }
+        return Context(
+            now=now, session=session, history=history, resource=resource, signals=signals
         )
 
     def _signals(

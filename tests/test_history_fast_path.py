@@ -1,10 +1,11 @@
-"""The history's unvalidated fast path builds what validation would build.
+"""The history's fast path builds what a from-scratch validation would build.
 
-The session history builds its per-request models with ``trusted`` (no validation
-of data it counted itself). These tests hold every context it builds, over a
-session that sets every signal, to a from-scratch ``model_validate`` of the same
-data: equal models, the same JSON (so the same input hash) and the same decision,
-under the shipped bundle and under rules whose CEL reads the history.
+The session history keeps window counts as plain counters, builds count models from
+JSON it writes itself, caches JSON of parts, and history-free contexts share frozen
+defaults. These tests hold every context it builds, over a session that sets every
+signal, to a from-scratch ``model_validate`` of the same data: equal models, the
+same JSON (so the same input hash) and the same decision, under the shipped bundle
+and under rules whose CEL reads the history.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pytest
 from policy_helpers import action, rules_bundle
 
 from guardproxy.action import Action
-from guardproxy.context import Context, Counts, ResourceHistory, SessionInfo
+from guardproxy.context import Context, Counts, SessionInfo
 from guardproxy.policy import evaluate
 from guardproxy.policy.bundle import Bundle
 from guardproxy.server import load_policies
@@ -76,7 +77,7 @@ def _cel_bundle(root: Path) -> Bundle:
     )
 
 
-def test_trusted_contexts_equal_validated_ones_and_decide_the_same(
+def test_history_contexts_equal_validated_ones_and_decide_the_same(
     store: SqliteStore, tmp_path: Path
 ) -> None:
     history = SessionHistory(store, HistorySettings(destructive_budget=3, recent=6))
@@ -139,6 +140,14 @@ def test_counts_from_counters_equal_validated_counts() -> None:
         assert count_values(Counter({**by_key, "unknown-key": 3})) == values
 
 
-def test_trusted_needs_every_field() -> None:
-    with pytest.raises(KeyError):
-        ResourceHistory.trusted({"key": "k"})
+def test_history_free_contexts_share_defaults_equal_to_fresh_ones(tmp_path: Path) -> None:
+    bundle = load_policies(SHIPPED)
+    act = _action(random.Random(1))
+    first, second = Context(now=T0, session=SESSION), Context(now=T0, session=SESSION)
+    assert first.history is second.history  # shared, so its JSON is computed once
+    fresh = Context.model_validate(
+        {"now": T0, "session": SESSION.model_dump(), "history": {}, "resource": {}, "signals": {}}
+    )
+    assert fresh == first and fresh.history is not first.history
+    assert first.canonical_json() == fresh.model_dump_json()
+    assert evaluate(bundle, act, first) == evaluate(bundle, act, fresh)
