@@ -110,10 +110,29 @@ def _percentile(sorted_values: list[int], fraction: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(fraction * len(sorted_values)))] / 1000
 
 
-def _line(label: str, wall: array[int], cpu: array[int], *, targets: bool) -> str:
+class _Samples:
+    """Latencies in a compact array allocated up front, before the first RSS reading,
+    so the bench's own bookkeeping does not show up as RSS growth."""
+
+    def __init__(self, capacity: int) -> None:
+        self._values = array("q", bytes(8 * capacity))
+        self._count = 0
+
+    def add(self, value: int) -> None:
+        self._values[self._count] = value
+        self._count += 1
+
+    def __len__(self) -> int:
+        return self._count
+
+    def sorted(self) -> list[int]:
+        return sorted(self._values[: self._count])
+
+
+def _line(label: str, wall: _Samples, cpu: _Samples, *, targets: bool) -> str:
     if not wall:
         return f"  {label}: n 0"
-    walls, cpus = sorted(wall), sorted(cpu)
+    walls, cpus = wall.sorted(), cpu.sorted()
     p50, p99 = _percentile(walls, 0.50), _percentile(walls, 0.99)
     verdicts = ["", ""]
     if targets:
@@ -156,12 +175,11 @@ def main() -> None:
     session = SessionInfo(id="s-bench", name="bench", agent="claude-code", anonymous=False)
     now = datetime(2026, 11, 25, 12, tzinfo=UTC)
     batch_delay = timedelta(seconds=_READ_BATCH_SECONDS)
-    # compact arrays, so the bench's own bookkeeping does not show up as RSS growth
-    wall = {kind: array("q") for kind in ("all", "history", "without")}
-    cpu = {kind: array("q") for kind in ("all", "history", "without")}
-    by_outcome = {outcome: array("q") for outcome in ("allow", "hold", "deny")}
-    record_ns = array("q")
-    batch_ns = array("q")
+    size = args.actions
+    wall = {kind: _Samples(size) for kind in ("all", "history", "without")}
+    cpu = {kind: _Samples(size) for kind in ("all", "history", "without")}
+    by_outcome = {outcome: _Samples(size) for outcome in ("allow", "hold", "deny")}
+    record_ns, batch_ns = _Samples(size), _Samples(size)
     outcomes: Counter[str] = Counter()
     signals: Counter[str] = Counter()
     reads: list[tuple[Action, str, str, datetime]] = []
@@ -180,7 +198,7 @@ def main() -> None:
             start = time.perf_counter_ns()
             for queued in batch:
                 history.record(*queued)
-            batch_ns.append(time.perf_counter_ns() - start)
+            batch_ns.add(time.perf_counter_ns() - start)
 
         rss_start = _rss_mib()
         print(f"RSS before: {rss_start:.1f} MiB")
@@ -203,16 +221,16 @@ def main() -> None:
             wall_ns = time.perf_counter_ns() - start
             kind = "history" if with_history else "without"
             for bucket in ("all", kind):
-                wall[bucket].append(wall_ns)
-                cpu[bucket].append(cpu_ns)
+                wall[bucket].add(wall_ns)
+                cpu[bucket].add(cpu_ns)
             outcome = "allow" if decision.outcome is Outcome.ALLOW else decision.outcome.value
-            by_outcome[outcome].append(wall_ns)
+            by_outcome[outcome].add(wall_ns)
             if action.verb is Verb.READ:
                 reads.append((action, session.id, outcome, now))
             else:
                 middle = time.perf_counter_ns()
                 history.record(action, session.id, outcome, now)
-                record_ns.append(time.perf_counter_ns() - middle)
+                record_ns.add(time.perf_counter_ns() - middle)
             outcomes[outcome] += 1
             for name in ("recreate", "environment_rebuild", "destructive_budget_exceeded"):
                 signals[name] += bool(getattr(context.signals, name))
@@ -234,19 +252,19 @@ def main() -> None:
     print(_line("context without history (reads)", wall["without"], cpu["without"], targets=True))
     for outcome, unsorted in by_outcome.items():
         if unsorted:
-            values = sorted(unsorted)
+            values = unsorted.sorted()
             print(
                 f"  {outcome:>5} (wall): n {len(values)}, p50 {_percentile(values, 0.5):.1f} us, "
                 f"p99 {_percentile(values, 0.99):.1f} us"
             )
     if record_ns:
-        recorded = sorted(record_ns)
+        recorded = record_ns.sorted()
         print(
             f"record a mutation (incl. its store write): p50 {_percentile(recorded, 0.5):.1f} us,"
             f" p99 {_percentile(recorded, 0.99):.1f} us"
         )
     if batch_ns:
-        batches = sorted(batch_ns)
+        batches = batch_ns.sorted()
         print(
             f"record a read batch (off the request path; {len(batches)} batches): "
             f"p50 {_percentile(batches, 0.5):.1f} us, p99 {_percentile(batches, 0.99):.1f} us"
