@@ -10,6 +10,7 @@ so CEL reads them as ``history.m10.verb.delete`` or ``signals.recreate``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -190,6 +191,16 @@ class Signals(_Frozen):
     description: str = Field("", description="The sequence seen, for people.")
 
 
+def _shared[M: _Frozen](model: type[M]) -> Callable[[], M]:
+    """A default factory handing out one instance of ``model`` (the models are frozen).
+
+    A history-free context (the proxy's path for verbs no rule reads history for)
+    then builds no count models and its parts' JSON is computed once, not per request.
+    """
+    instance = model()
+    return lambda: instance
+
+
 class Context(_Frozen):
     _composite: ClassVar[bool] = True
 
@@ -197,7 +208,7 @@ class Context(_Frozen):
         default_factory=lambda: datetime(1970, 1, 1, tzinfo=UTC),
         description="Decision time, fixed before evaluation (CEL: `now`).",
     )
-    session: SessionInfo = Field(default_factory=SessionInfo)
-    history: History = Field(default_factory=History)
-    resource: ResourceHistory = Field(default_factory=ResourceHistory)
-    signals: Signals = Field(default_factory=Signals)
+    session: SessionInfo = Field(default_factory=_shared(SessionInfo))
+    history: History = Field(default_factory=_shared(History))
+    resource: ResourceHistory = Field(default_factory=_shared(ResourceHistory))
+    signals: Signals = Field(default_factory=_shared(Signals))

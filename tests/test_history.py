@@ -15,7 +15,12 @@ from structlog.testing import capture_logs
 from guardproxy.action import Action, Verb
 from guardproxy.context import Context, SessionInfo
 from guardproxy.policy import Outcome
-from guardproxy.session.history import HistorySettings, SessionHistory, counts_model
+from guardproxy.session.history import (
+    HistorySettings,
+    SessionHistory,
+    count_values,
+    counts_model,
+)
 from guardproxy.store import SqliteStore, StoreError
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -129,7 +134,7 @@ def test_the_context_json_the_hash_covers_is_the_models_own(store: SqliteStore) 
         history.record(queue(verb, f"q{i % 3}"), SESSION.id, "allow" if i % 5 else "hold", at)
         at += timedelta(seconds=7 * i)
     counter = Counter({"total": 7, "destructive": 2, "verb:delete": 2, "env:prod": 7, "x": 1})
-    counted = counts_model(counter)
+    counted = counts_model(count_values(counter))
     assert counted.canonical_json() == counted.model_dump_json()
     assert (counted.total, counted.verb.delete, counted.environment.prod) == (7, 2, 7)
 
