@@ -161,3 +161,17 @@ def one_problem(result: LoadResult, fragment: str) -> Problem:
     found = problems_with(result, fragment)
     assert len(found) == 1, f"{fragment!r} in:\n" + "\n".join(str(p) for p in result.problems)
     return found[0]
+
+
+# A k8s deny rule the end-to-end tests add beside the shipped bundle.
+DENY_RULE = """\
+apiVersion: guardproxy.dev/v1
+kind: PolicySet
+metadata: {name: test-extra}
+spec:
+  rules:
+    - id: deny-forbidden-configmap
+      decision: deny
+      match: {providers: [k8s], resourceNames: [forbidden]}
+      message: The configmap {action.resource.name} may not be touched.
+"""

@@ -24,12 +24,12 @@ import tornado.netutil
 import tornado.routing
 import tornado.web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from tornado.httpserver import HTTPServer
 
 from guardproxy import __version__
 from guardproxy.action import Action
 from guardproxy.approvals.events import HoldEvents
 from guardproxy.approvals.rules import ApprovalRefused, progress, requirement_of
+from guardproxy.control.listener import AppServer
 from guardproxy.control.schema import (
     ApprovalOut,
     DecisionOut,
@@ -567,25 +567,9 @@ def make_app(context: ControlContext) -> tornado.web.Application:
     return tornado.web.Application(routes, autoreload=False, debug=False)
 
 
-class ControlServer:
+class ControlServer(AppServer):
     def __init__(self, context: ControlContext, host: str, port: int) -> None:
-        self._app = make_app(context)
-        self._host = host
-        self._port = port
-        self._server: HTTPServer | None = None
-
-    async def start(self) -> int:
-        server = HTTPServer(self._app, xheaders=False)
-        sockets = tornado.netutil.bind_sockets(self._port, address=self._host)
-        server.add_sockets(sockets)
-        self._server = server
-        self._port = sockets[0].getsockname()[1]
-        log.info("control.listening", address=f"{self._host}:{self._port}")
-        return self._port
-
-    @property
-    def port(self) -> int:
-        return self._port
+        super().__init__(make_app(context), host, port, name="control")
 
     def routes(self) -> list[tuple[re.Pattern[str], list[str]]]:
         """Each served path pattern with the HTTP methods its handler implements."""
@@ -604,9 +588,3 @@ class ControlServer:
             ]
             served.append((matcher.regex, methods))
         return served
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            await self._server.close_all_connections()
-            self._server = None

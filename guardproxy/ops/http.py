@@ -15,8 +15,8 @@ from typing import Any, Protocol
 import structlog
 import tornado.netutil
 import tornado.web
-from tornado.httpserver import HTTPServer
 
+from guardproxy.control.listener import AppServer
 from guardproxy.ops.metrics import CONTENT_TYPE
 from guardproxy.ops.reload import ReloadReport
 
@@ -81,30 +81,8 @@ def make_ops_app(ops: Operations) -> tornado.web.Application:
     return tornado.web.Application(ops_routes(ops), autoreload=False, debug=False)
 
 
-class OpsServer:
+class OpsServer(AppServer):
     """The ``metrics_listen`` port: probes and metrics only."""
 
     def __init__(self, ops: Operations, host: str, port: int) -> None:
-        self._app = make_ops_app(ops)
-        self._host = host
-        self._port = port
-        self._server: HTTPServer | None = None
-
-    async def start(self) -> int:
-        server = HTTPServer(self._app, xheaders=False)
-        sockets = tornado.netutil.bind_sockets(self._port, address=self._host)
-        server.add_sockets(sockets)
-        self._server = server
-        self._port = sockets[0].getsockname()[1]
-        log.info("metrics.listening", address=f"{self._host}:{self._port}")
-        return self._port
-
-    @property
-    def port(self) -> int:
-        return self._port
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            await self._server.close_all_connections()
-            self._server = None
+        super().__init__(make_ops_app(ops), host, port, name="metrics")

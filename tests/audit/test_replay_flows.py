@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from mitmproxy import connection, http, io
+from policy_helpers import DENY_RULE
 
 from guardproxy.cli.main import main
 from guardproxy.store import DecisionRecord, SqliteStore
@@ -20,17 +21,6 @@ from guardproxy.store import DecisionRecord, SqliteStore
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 CLUSTER_PORT = 6443
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC).timestamp()
-DENY_RULE = """\
-apiVersion: guardproxy.dev/v1
-kind: PolicySet
-metadata: {name: test-extra}
-spec:
-  rules:
-    - id: deny-forbidden-configmap
-      decision: deny
-      match: {providers: [k8s], resourceNames: [forbidden]}
-      message: The configmap {action.resource.name} may not be touched.
-"""
 
 
 def flow(

@@ -16,23 +16,12 @@ from typing import Any
 import httpx
 import pytest
 import structlog
+from policy_helpers import DENY_RULE
 
 from guardproxy.log import configure_logging
 
 from .guard_fixtures import POLICIES, Guard, StartGuard
 from .servers import EchoServer
-
-DENY_RULE = """\
-apiVersion: guardproxy.dev/v1
-kind: PolicySet
-metadata: {name: test-extra}
-spec:
-  rules:
-    - id: deny-forbidden-configmap
-      decision: deny
-      match: {providers: [k8s], resourceNames: [forbidden]}
-      message: The configmap {action.resource.name} may not be touched.
-"""
 
 # Real-looking credentials, as agents' tools send them.
 AWS_KEY_ID = "ASIAZ4EXAMPLE2TEMPID"

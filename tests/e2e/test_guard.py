@@ -25,6 +25,7 @@ import httpx
 import pytest
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
+from policy_helpers import DENY_RULE
 
 from guardproxy.config import ProxyConfig
 from guardproxy.control.client import ControlClient
@@ -37,17 +38,6 @@ from .pki import PkiFiles
 from .servers import EchoServer
 
 ROOT = Path(__file__).resolve().parents[2]
-DENY_RULE = """\
-apiVersion: guardproxy.dev/v1
-kind: PolicySet
-metadata: {name: test-extra}
-spec:
-  rules:
-    - id: deny-forbidden-configmap
-      decision: deny
-      match: {providers: [k8s], resourceNames: [forbidden]}
-      message: The configmap {action.resource.name} may not be touched.
-"""
 NAMESPACE_PROD = "/api/v1/namespaces/prod"
 
 
