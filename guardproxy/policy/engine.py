@@ -51,6 +51,7 @@ MESSAGE_LIMIT = 300
 CONTEXT_ROOTS = ("session", "history", "resource", "signals")
 """The context's parts CEL reads as roots of their own, besides `action` and `now`."""
 _OUTCOMES = tuple(Outcome)
+_MORE_RESTRICTIVE = {o: tuple(m for m in _OUTCOMES if m.severity > o.severity) for o in _OUTCOMES}
 
 
 def input_hash(action: Action, context: Context) -> str:
@@ -353,7 +354,7 @@ class _Evaluation:
 
     def decide(self) -> Decision:
         classified = self.action.classified
-        enforce: dict[Outcome, list[CompiledRule]] = {o: [] for o in Outcome}
+        enforce: dict[Outcome, list[CompiledRule]] = {o: [] for o in _OUTCOMES}
         audit: list[CompiledRule] = []
         for rule in self.candidates():
             if (
@@ -370,9 +371,9 @@ class _Evaluation:
 
         errors: list[RuleError] = []
         excepted: list[str] = []
-        fired: dict[Outcome, list[CompiledRule]] = {o: [] for o in Outcome}
+        fired: dict[Outcome, list[CompiledRule]] = {o: [] for o in _OUTCOMES}
         for outcome in (Outcome.DENY, Outcome.HOLD, Outcome.ALLOW):
-            if any(fired[o] for o in _OUTCOMES if o.severity > outcome.severity):
+            if any(fired[o] for o in _MORE_RESTRICTIVE[outcome]):
                 for rule in enforce[outcome]:
                     self._skip(rule, "a more restrictive rule already decided")
                 continue
