@@ -10,7 +10,6 @@ so CEL reads them as ``history.m10.verb.delete`` or ``signals.recreate``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -191,24 +190,58 @@ class Signals(_Frozen):
     description: str = Field("", description="The sequence seen, for people.")
 
 
-def _shared[M: _Frozen](model: type[M]) -> Callable[[], M]:
-    """A default factory handing out one instance of ``model`` (the models are frozen).
-
-    A history-free context (the proxy's path for verbs no rule reads history for)
-    then builds no count models and its parts' JSON is computed once, not per request.
-    """
-    instance = model()
-    return lambda: instance
+_NO_SESSION = SessionInfo()
+_NO_HISTORY = History()
+_NO_RESOURCE = ResourceHistory()
+_NO_SIGNALS = Signals()
+"""One instance of each part a context leaves out, shared (the models are frozen): a
+history-free context (the proxy's path for verbs no rule reads history for) builds no
+count models, and the JSON of these parts is computed once, not per request."""
 
 
 class Context(_Frozen):
-    _composite: ClassVar[bool] = True
-
     now: datetime = Field(
         default_factory=lambda: datetime(1970, 1, 1, tzinfo=UTC),
         description="Decision time, fixed before evaluation (CEL: `now`).",
     )
-    session: SessionInfo = Field(default_factory=_shared(SessionInfo))
-    history: History = Field(default_factory=_shared(History))
-    resource: ResourceHistory = Field(default_factory=_shared(ResourceHistory))
-    signals: Signals = Field(default_factory=_shared(Signals))
+    session: SessionInfo = Field(default_factory=lambda: _NO_SESSION)
+    history: History = Field(default_factory=lambda: _NO_HISTORY)
+    resource: ResourceHistory = Field(default_factory=lambda: _NO_RESOURCE)
+    signals: Signals = Field(default_factory=lambda: _NO_SIGNALS)
+
+    def canonical_json(self) -> str:
+        """``model_dump_json()``, from the parts' cached JSON.
+
+        ``now`` and ``session`` come first; a history-free context (every read on the
+        proxy's path) shares the default history, resource and signals, whose joined
+        JSON is kept once, so its JSON costs one datetime dump and a concatenation.
+        """
+        try:
+            return _CACHED_JSON.__get__(self)  # type: ignore[no-any-return]
+        except AttributeError:
+            pass
+        history, resource, signals = self.history, self.resource, self.signals
+        if history is _NO_HISTORY and resource is _NO_RESOURCE and signals is _NO_SIGNALS:
+            tail = _NO_HISTORY_TAIL
+        else:
+            tail = _tail(history, resource, signals)
+        text = (
+            '{"now":'
+            + pydantic_core.to_json(self.now).decode()
+            + ',"session":'
+            + self.session.canonical_json()
+            + tail
+        )
+        object.__setattr__(self, "_json", text)
+        return text
+
+
+def _tail(history: History, resource: ResourceHistory, signals: Signals) -> str:
+    """The context's JSON after the session: its last three fields and the closing brace."""
+    return (
+        f',"history":{history.canonical_json()},"resource":{resource.canonical_json()}'
+        f',"signals":{signals.canonical_json()}}}'
+    )
+
+
+_NO_HISTORY_TAIL = _tail(_NO_HISTORY, _NO_RESOURCE, _NO_SIGNALS)

@@ -3,6 +3,7 @@ variables, input caps, determinism and explain."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -713,6 +714,8 @@ def test_same_inputs_give_identical_decisions(tmp_path: Path) -> None:
     assert evaluate(first, act, ctx).model_dump() == decision.model_dump()
     assert evaluate(second, act, ctx).model_dump() == decision.model_dump()
     assert decision.input_hash == input_hash(act, ctx)
+    models_json = act.model_dump_json() + "\n" + ctx.model_dump_json()
+    assert decision.input_hash == "sha256:" + hashlib.sha256(models_json.encode()).hexdigest()
 
 
 def test_input_hash_changes_with_the_time(tmp_path: Path) -> None:

@@ -149,5 +149,6 @@ def test_history_free_contexts_share_defaults_equal_to_fresh_ones(tmp_path: Path
         {"now": T0, "session": SESSION.model_dump(), "history": {}, "resource": {}, "signals": {}}
     )
     assert fresh == first and fresh.history is not first.history
-    assert first.canonical_json() == fresh.model_dump_json()
+    assert first.canonical_json() == fresh.model_dump_json() == fresh.canonical_json()
+    assert Context().canonical_json() == Context().model_dump_json()
     assert evaluate(bundle, act, first) == evaluate(bundle, act, fresh)

@@ -51,6 +51,9 @@ MESSAGE_LIMIT = 300
 CONTEXT_ROOTS = ("session", "history", "resource", "signals")
 """The context's parts CEL reads as roots of their own, besides `action` and `now`."""
 _OUTCOMES = tuple(Outcome)
+_BY_SEVERITY = tuple(sorted(_OUTCOMES, key=lambda o: o.severity, reverse=True))
+_ACTION_JSON = Action.__pydantic_serializer__.to_json
+"""``model_dump_json`` without its wrapper (defaults only, so the same bytes), per request."""
 
 
 def input_hash(action: Action, context: Context) -> str:
@@ -59,7 +62,7 @@ def input_hash(action: Action, context: Context) -> str:
     ``canonical_json`` is ``model_dump_json`` reusing the JSON of context parts
     that did not change since the last request (the recent actions, the session).
     """
-    canonical = action.model_dump_json() + "\n" + context.canonical_json()
+    canonical = _ACTION_JSON(action).decode() + "\n" + context.canonical_json()
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -353,7 +356,7 @@ class _Evaluation:
 
     def decide(self) -> Decision:
         classified = self.action.classified
-        enforce: dict[Outcome, list[CompiledRule]] = {o: [] for o in Outcome}
+        enforce: dict[Outcome, list[CompiledRule]] = {o: [] for o in _OUTCOMES}
         audit: list[CompiledRule] = []
         for rule in self.candidates():
             if (
@@ -370,9 +373,10 @@ class _Evaluation:
 
         errors: list[RuleError] = []
         excepted: list[str] = []
-        fired: dict[Outcome, list[CompiledRule]] = {o: [] for o in Outcome}
-        for outcome in (Outcome.DENY, Outcome.HOLD, Outcome.ALLOW):
-            if any(fired[o] for o in _OUTCOMES if o.severity > outcome.severity):
+        fired: dict[Outcome, list[CompiledRule]] = {o: [] for o in _OUTCOMES}
+        decided = False  # a more restrictive outcome (visited first) already fired
+        for outcome in _BY_SEVERITY:
+            if decided:
                 for rule in enforce[outcome]:
                     self._skip(rule, "a more restrictive rule already decided")
                 continue
@@ -387,6 +391,7 @@ class _Evaluation:
                     self._mark_excepted(rule, exception.name)
                     continue
                 fired[outcome].append(rule)
+            decided = bool(fired[outcome])
 
         findings: list[AuditFinding] = []
         for rule in audit:
