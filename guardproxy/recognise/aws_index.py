@@ -18,7 +18,6 @@ import hashlib
 import os
 import pickle
 import re
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from pathlib import Path
 from guardproxy.recognise import aws_models, aws_names, aws_spec
 from guardproxy.recognise.aws_models import botocore_version, read_models
 from guardproxy.recognise.aws_spec import ModelSpec, OpSpec, Tables
-from guardproxy.recognise.index_cache import Shared, load_or_build
+from guardproxy.recognise.index_cache import Shared, load_or_build, read_payload, write_payload
 
 INDEX_FORMAT = 1
 """Bump when the pickled layout changes (the source hash catches most changes anyway)."""
@@ -160,31 +159,14 @@ def cache_path(cache_dir: Path | None = None) -> Path:
 
 
 def save_index(index: AwsIndex, path: Path) -> None:
-    """Write ``index`` atomically (a concurrent reader sees the old file or the new one)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"tables": index.tables, "blobs": index.blobs}
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            pickle.dump(payload, handle, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``index`` atomically to the cache."""
+    write_payload(path, {"tables": index.tables, "blobs": index.blobs})
 
 
 def read_index(path: Path) -> AwsIndex | None:
-    """The index in ``path``, or None if missing or unreadable.
-
-    The file is trusted like the code is: it lives in the user's own cache directory
-    and is only ever written by :func:`save_index`.
-    """
-    try:
-        with path.open("rb") as handle:
-            payload = pickle.load(handle)
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError):
-        return None
-    if not isinstance(payload, dict):
+    """The cached index in ``path``, or None if missing, unreadable or of another shape."""
+    payload = read_payload(path)
+    if payload is None:
         return None
     tables, blobs = payload.get("tables"), payload.get("blobs")
     if not isinstance(tables, Tables) or not isinstance(blobs, dict):

@@ -20,10 +20,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
-import pickle
 import re
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -32,7 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from guardproxy.recognise.aws_index import default_cache_dir
-from guardproxy.recognise.index_cache import Shared, load_or_build
+from guardproxy.recognise.index_cache import Shared, load_or_build, read_payload, write_payload
 
 INDEX_FORMAT = 1
 """Bump when the pickled layout changes (the source hash catches most changes anyway)."""
@@ -343,27 +340,14 @@ def cache_path(cache_dir: Path | None = None) -> Path:
 
 
 def save_index(index: GcpIndex, path: Path) -> None:
-    """Write ``index`` atomically (a concurrent reader sees the old file or the new one)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"routes": index.routes, "aliases": index.aliases}
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            pickle.dump(payload, handle, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``index`` atomically to the cache."""
+    write_payload(path, {"routes": index.routes, "aliases": index.aliases})
 
 
 def read_index(path: Path) -> GcpIndex | None:
-    """The index in ``path``, or None if missing or unreadable (our own cache file)."""
-    try:
-        with path.open("rb") as handle:
-            payload = pickle.load(handle)
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError):
-        return None
-    if not isinstance(payload, dict):
+    """The cached index in ``path``, or None if missing, unreadable or of another shape."""
+    payload = read_payload(path)
+    if payload is None:
         return None
     routes, aliases = payload.get("routes"), payload.get("aliases")
     if not isinstance(routes, dict) or not isinstance(aliases, dict):

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import pickle
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def load_or_build[T](
@@ -28,6 +32,34 @@ def load_or_build[T](
     with contextlib.suppress(OSError):
         save(index, path)
     return index
+
+
+def write_payload(path: Path, payload: dict[str, Any]) -> None:
+    """Pickle ``payload`` to ``path`` atomically (a concurrent reader sees the old file or
+    the new one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            pickle.dump(payload, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_payload(path: Path) -> dict[str, Any] | None:
+    """The dict pickled in ``path``, or None if missing or unreadable.
+
+    The file is trusted like the code is: it lives in the user's own cache directory
+    and is only ever written by :func:`write_payload`.
+    """
+    try:
+        with path.open("rb") as handle:
+            payload = pickle.load(handle)
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError):
+        return None
+    return payload if isinstance(payload, dict) else None
 
 
 class Shared[T]:
