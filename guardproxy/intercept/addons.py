@@ -269,7 +269,8 @@ class Guard:
             action, context, decision = await asyncio.to_thread(self._decide, request, session)
         self._gate.metrics.decision_latency(time.perf_counter() - started)
         verdict = await self._gate.handle(request, action, context, decision)
-        flow.metadata[DECISION] = verdict.decision_id
+        if not isinstance(verdict, Answer):  # only the upstream's own answer is its status
+            flow.metadata[DECISION] = verdict.decision_id
         # before the request goes out: the next decision of the session must see it
         outcome = verdict.kind if isinstance(verdict, Answer) else "allow"
         if action.verb is Verb.READ:

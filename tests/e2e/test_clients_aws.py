@@ -178,6 +178,7 @@ def test_aws_cli_delete_is_held_and_an_approval_releases_it_once(
     assert {d.session_id for d in stored} == {guarded_session.id}
     assert all(d.environment == "prod" and d.resource_name == STACK for d in stored)
     assert [d.upstream_status for d in stored if d.outcome == "allow"] == [200, 200]
+    assert [d.upstream_status for d in stored if d.outcome == "hold"] == [None, None]
 
 
 def test_aws_cli_denied_hold_keeps_the_stack_and_retries_get_the_denial(
