@@ -10,6 +10,7 @@ so CEL reads them as ``history.m10.verb.delete`` or ``signals.recreate``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -234,6 +235,21 @@ class Context(_Frozen):
         )
         object.__setattr__(self, "_json", text)
         return text
+
+    def json_with_parts(self, part: Callable[[str], str]) -> str:
+        """The canonical JSON with each part's own JSON (a JSON value) passed through
+        ``part``: the decision record redacts part by part and remembers the parts that
+        repeat from one request to the next (``json_with_parts(str)`` is
+        ``canonical_json()``)."""
+        return (
+            '{"now":'
+            + pydantic_core.to_json(self.now).decode()
+            + ',"session":'
+            + part(self.session.canonical_json())
+            + f',"history":{part(self.history.canonical_json())}'
+            + f',"resource":{part(self.resource.canonical_json())}'
+            + f',"signals":{part(self.signals.canonical_json())}}}'
+        )
 
 
 def _tail(history: History, resource: ResourceHistory, signals: Signals) -> str:

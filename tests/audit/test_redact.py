@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import json
+import random
+import re
+from datetime import UTC, datetime
 
 import pytest
 
+from guardproxy.action import Action, Actor, Provider, RequestSummary, Resource, Verb
 from guardproxy.audit.redact import (
     REDACTED,
+    _redact_bare_keys,
     is_secret_field,
     redact_body,
+    redact_context_json,
     redact_headers,
+    redact_json_text,
+    redact_model_json,
     redact_text,
     redact_url,
     redact_value,
 )
+from guardproxy.context import Context, SessionInfo
 
 # Real-looking, but not real: the shapes the providers issue.
 AWS_KEY_ID = "AKIAQX3EXAMPLE7KEYID"
@@ -234,3 +243,56 @@ def test_values_by_name_or_by_shape_only() -> None:
     assert shape_only["note"] == REDACTED
     assert is_secret_field("password") and is_secret_field("authorization")
     assert not is_secret_field("session") and not is_secret_field("decision")
+
+
+# The lookaround regex bare keys were found with before the translate-and-find scan:
+# the scan must find exactly what it found.
+_BARE_KEY_REGEX = re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
+
+
+def _regex_bare_keys(text: str) -> str:
+    def shaped(match: re.Match[str]) -> str:
+        key = match.group(0)
+        mixed = any(c.isupper() for c in key) and any(c.islower() for c in key)
+        return REDACTED if mixed and any(c.isdigit() for c in key) else key
+
+    return _BARE_KEY_REGEX.sub(shaped, text)
+
+
+def test_bare_key_scan_finds_what_the_regex_found() -> None:
+    rng = random.Random(7)
+    pieces = [AWS_SECRET, AWS_SECRET[:39], AWS_SECRET + "Z", "=", " ", '"', "é", "/+", "ab", "0"]
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 8)))
+        assert redact_text(text) == _regex_bare_keys(redact_text(text)), text
+        assert _redact_bare_keys(text) == _regex_bare_keys(text), text
+
+
+def test_model_json_loses_credentials_in_values_and_stays_the_model() -> None:
+    action = Action(
+        provider=Provider.GITHUB,
+        operation="get",
+        verb=Verb.READ,
+        resource=Resource(type="repo", name="o/r"),
+        request=RequestSummary(method="GET", host="api.github.com", path=f"/x?t={GITHUB_TOKEN}"),
+        actor=Actor(user_agent=f'curl "{JWT}"'),
+    )
+    text = action.model_dump_json()
+    redacted = redact_model_json(text)
+    assert_clean(redacted)
+    parsed = Action.model_validate_json(redacted)
+    assert parsed.resource == action.resource and parsed.request.host == "api.github.com"
+    clean = Action(provider=Provider.K8S, operation="get", verb=Verb.READ)
+    assert redact_model_json(clean.model_dump_json()) == clean.model_dump_json()  # byte for byte
+
+
+def test_context_json_is_redacted_part_by_part() -> None:
+    session = SessionInfo(id="s-1", name="n", labels=[f"token={GITHUB_TOKEN}", "team=sre"])
+    context = Context(now=datetime(2026, 11, 26, tzinfo=UTC), session=session)
+    assert context.json_with_parts(str) == context.model_dump_json()
+    redacted = redact_context_json(context)
+    assert_clean(redacted)
+    assert redacted == redact_json_text(context.model_dump_json())
+    assert Context.model_validate_json(redacted).session.labels[1] == "team=sre"
+    plain = Context(now=datetime(2026, 11, 26, tzinfo=UTC), session=SessionInfo(id="s-2"))
+    assert redact_context_json(plain) == plain.model_dump_json()
