@@ -765,13 +765,14 @@ def _limit(limit: int) -> int:
 
 
 _TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+"""How timestamps are read back; written by :func:`chain.canonical_time`, the same text."""
 
 
 def _ts(moment: datetime) -> str:
     """Fixed-width UTC text, so SQL string comparison is time comparison."""
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise InvalidValueError(f"timestamps must be timezone-aware, got {moment!r}")
-    return moment.astimezone(UTC).strftime(_TS_FORMAT)
+    return chain.canonical_time(moment)
 
 
 def _ts_or_none(moment: datetime | None) -> str | None:

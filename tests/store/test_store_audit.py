@@ -7,16 +7,18 @@ runs them; tampering with the stored rows directly is tested per backend elsewhe
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
 from guardproxy.store import (
     AlreadyExistsError,
+    AuditEntry,
     AuditRecord,
     DecisionRecord,
     HoldConflict,
@@ -224,3 +226,38 @@ def test_verify_names_the_broken_record(store: Store) -> None:
     ]  # an inserter renumbers the rest; their links and hashes no longer hold
     problems = verify(renumbered)
     assert problems and problems[0].seq == 4 and "previous hash" in problems[0].problem
+
+
+def _dumped_hash(entry: AuditEntry, seq: int, prev: str) -> str:
+    """The record hash as first defined: json.dumps of the fields, sorted, compact."""
+    fields = {
+        "at": entry.at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "id": entry.record_id,
+        "kind": entry.kind,
+        "outcome": entry.outcome,
+        "payload": entry.payload_json,
+        "prev": prev,
+        "provider": entry.provider,
+        "seq": seq,
+        "session": entry.session_id,
+        "subject": entry.subject,
+    }
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "at",
+    [
+        T0,
+        T0.replace(microsecond=7),
+        datetime(2026, 11, 26, 1, 2, 3, tzinfo=timezone(timedelta(hours=-5))),
+    ],
+)
+def test_record_hash_is_the_canonical_json_of_the_fields(at: datetime) -> None:
+    odd = 'quote " backslash \\ newline \n tab \t nul \x00 é 中 \u2028 emoji \U0001f600'
+    for entry in (
+        decision_entry(_decision("d-1", at=at, upstream_status=204)),
+        event_entry("hold.approval", at=at, session_id=odd, subject="h-1", outcome=odd, why=odd),
+    ):
+        assert link(entry, 12, GENESIS).hash == _dumped_hash(entry, 12, GENESIS)
