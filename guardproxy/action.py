@@ -98,6 +98,9 @@ class RequestSummary(_Frozen):
 
 
 class Action(_Frozen):
+    __slots__ = ("_json",)
+    """``canonical_json``'s cache: a slot outside the fields, which copies never carry."""
+
     provider: Provider = Provider.UNKNOWN
     service: str = Field("", description="Service or API group: `cloudformation`, `apps`, ...")
     operation: str = Field("", description="Provider-native operation: `DeleteStack`, `delete`.")
@@ -115,6 +118,17 @@ class Action(_Frozen):
     dry_run: bool = Field(False, description="The provider was asked not to persist anything.")
     truncated: bool = Field(False, description="Lists or strings were cut to the input limits.")
 
+    def canonical_json(self) -> str:
+        """``model_dump_json()``, computed once per action (it is frozen): the input
+        hash and the decision record both serialise it."""
+        try:  # the slot itself: a miss through pydantic's __getattr__ costs microseconds
+            return _CACHED_JSON.__get__(self)  # type: ignore[no-any-return]
+        except AttributeError:
+            pass
+        text = _SERIALIZE(self).decode()
+        object.__setattr__(self, "_json", text)
+        return text
+
     @property
     def classified(self) -> bool:
         """Whether a recogniser named the operation; unclassified actions fail closed."""
@@ -127,3 +141,8 @@ class Action(_Frozen):
             return f"{self.provider} request {request}".strip()
         target = self.resource.name or self.resource.id
         return " ".join(p for p in (self.provider, self.service, self.operation, target) if p)
+
+
+_CACHED_JSON = Action.__dict__["_json"]
+_SERIALIZE = Action.__pydantic_serializer__.to_json
+"""``model_dump_json`` without its wrapper (defaults only, so the same bytes)."""

@@ -718,6 +718,15 @@ def test_same_inputs_give_identical_decisions(tmp_path: Path) -> None:
     assert decision.input_hash == "sha256:" + hashlib.sha256(models_json.encode()).hexdigest()
 
 
+def test_an_actions_cached_json_is_its_json_and_copies_do_not_share_it() -> None:
+    act = action(risk_tags=["force"])
+    assert act.canonical_json() == act.model_dump_json()
+    assert act.canonical_json() is act.canonical_json()  # computed once
+    renamed = act.model_copy(update={"operation": "delete"})
+    assert renamed.canonical_json() == renamed.model_dump_json() != act.canonical_json()
+    assert act.model_copy().canonical_json() == act.model_dump_json()
+
+
 def test_input_hash_changes_with_the_time(tmp_path: Path) -> None:
     bundle = rules_bundle(tmp_path, RICH_RULES)
     base = decide(bundle).input_hash

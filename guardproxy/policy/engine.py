@@ -52,8 +52,6 @@ CONTEXT_ROOTS = ("session", "history", "resource", "signals")
 """The context's parts CEL reads as roots of their own, besides `action` and `now`."""
 _OUTCOMES = tuple(Outcome)
 _BY_SEVERITY = tuple(sorted(_OUTCOMES, key=lambda o: o.severity, reverse=True))
-_ACTION_JSON = Action.__pydantic_serializer__.to_json
-"""``model_dump_json`` without its wrapper (defaults only, so the same bytes), per request."""
 
 
 def input_hash(action: Action, context: Context) -> str:
@@ -62,7 +60,7 @@ def input_hash(action: Action, context: Context) -> str:
     ``canonical_json`` is ``model_dump_json`` reusing the JSON of context parts
     that did not change since the last request (the recent actions, the session).
     """
-    canonical = _ACTION_JSON(action).decode() + "\n" + context.canonical_json()
+    canonical = action.canonical_json() + "\n" + context.canonical_json()
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
