@@ -38,7 +38,12 @@ from guardproxy.approvals.rules import (
     requirement_of,
 )
 from guardproxy.approvals.snapshot import hold_detail
-from guardproxy.audit.redact import redact_json_text, redact_text
+from guardproxy.audit.redact import (
+    redact_context_json,
+    redact_json_text,
+    redact_model_json,
+    redact_text,
+)
 from guardproxy.context import Context
 from guardproxy.gate.digest import request_digest
 from guardproxy.gate.recorder import DecisionRecorder
@@ -278,22 +283,23 @@ class Gate:
             verdict = Forward(decision_id)
         outcome = "allow" if isinstance(verdict, Forward) else verdict.kind
 
-        def record() -> DecisionRecord:
+        def record(upstream_status: int | None = None) -> DecisionRecord:
             return DecisionRecord(
                 id=decision_id,
                 at=context.now,
                 session_id=context.session.id,
-                action_json=redact_json_text(action.model_dump_json()),
-                context_json=redact_json_text(context.model_dump_json()),
-                decision_json=redact_json_text(decision.model_dump_json()),
+                action_json=redact_model_json(action.canonical_json()),
+                context_json=redact_context_json(context),
+                decision_json=redact_model_json(decision.model_dump_json()),
                 outcome=outcome,
                 hold_id=verdict.hold_id,
+                upstream_status=upstream_status,
                 provider=action.provider.value,
                 shadow_json=self._shadow(action, context, decision),
             )
 
         if isinstance(verdict, Forward) and action.verb is Verb.READ and self._reads_in_background:
-            self._recorder.record(record)  # serialised and written off the request path
+            self._recorder.record(decision_id, record)  # built and written off the request path
         else:
             try:  # built in the worker too: redaction and a shadow decision cost CPU
                 await asyncio.to_thread(lambda: self._store.append_decision(record()))

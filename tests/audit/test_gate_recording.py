@@ -10,6 +10,7 @@ import asyncio
 import json
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -182,3 +183,28 @@ def test_upstream_status_follows_in_the_chain(rig: Rig) -> None:
     rig.gate.flush()
     records = rig.store.audit_for(verdict.decision_id)
     assert [(r.kind, r.outcome) for r in records] == [("decision", "allow"), ("upstream", "201")]
+
+
+def test_a_read_and_its_status_in_one_batch_are_one_chain_record(rig: Rig) -> None:
+    verdict = rig.send(k8s("GET", "/api/v1/namespaces/dev-app/pods/web"))
+    assert isinstance(verdict, Forward)
+    rig.gate.record_status(verdict.decision_id, 200)  # queued before the batch is written
+    rig.gate.flush()
+    records = rig.store.audit_for(verdict.decision_id)
+    assert [(r.kind, r.outcome) for r in records] == [("decision", "allow")]
+    assert json.loads(records[0].payload_json)["upstream_status"] == 200
+    decision = rig.store.get_decision(verdict.decision_id)
+    assert decision is not None and decision.upstream_status == 200
+    assert verify(rig.store.audit_records()) == []
+
+
+def test_a_recorded_read_keeps_no_secret_from_its_request(rig: Rig) -> None:
+    request = k8s("GET", f"/api/v1/namespaces/dev-app/configmaps?token={SECRET_NAME}")
+    request = replace(request, headers=(*request.headers, ("user-agent", f"x {SECRET_NAME}")))
+    verdict = rig.send(request)
+    rig.gate.flush()
+    records = rig.store.audit_records()
+    assert records and all(SECRET_NAME not in r.payload_json for r in records)
+    stored = rig.store.get_decision(verdict.decision_id)
+    assert stored is not None and SECRET_NAME not in stored.action_json
+    assert json.loads(stored.action_json)["provider"] == "k8s"  # still the action's JSON
