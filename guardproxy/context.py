@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field
@@ -236,19 +236,35 @@ class Context(_Frozen):
         object.__setattr__(self, "_json", text)
         return text
 
-    def json_with_parts(self, part: Callable[[str], str]) -> str:
-        """The canonical JSON with each part's own JSON (a JSON value) passed through
-        ``part``: the decision record redacts part by part and remembers the parts that
-        repeat from one request to the next (``json_with_parts(str)`` is
-        ``canonical_json()``)."""
+    def json_parts(self) -> ContextParts:
+        """The canonical JSON in its parts, each a JSON value of its own: the decision
+        recorder ships these to its writer, which redacts them part by part and
+        remembers the parts that repeat from one request to the next."""
+        return ContextParts(
+            pydantic_core.to_json(self.now).decode(),
+            self.session.canonical_json(),
+            self.history.canonical_json(),
+            self.resource.canonical_json(),
+            self.signals.canonical_json(),
+        )
+
+
+class ContextParts(NamedTuple):
+    """A context's canonical JSON, cut at its fields (see :meth:`Context.json_parts`)."""
+
+    now: str
+    session: str
+    history: str
+    resource: str
+    signals: str
+
+    def join(self, part: Callable[[str], str] = str) -> str:
+        """The context's canonical JSON, each part's JSON passed through ``part``
+        (``join()`` is ``Context.canonical_json()``)."""
         return (
-            '{"now":'
-            + pydantic_core.to_json(self.now).decode()
-            + ',"session":'
-            + part(self.session.canonical_json())
-            + f',"history":{part(self.history.canonical_json())}'
-            + f',"resource":{part(self.resource.canonical_json())}'
-            + f',"signals":{part(self.signals.canonical_json())}}}'
+            f'{{"now":{self.now},"session":{part(self.session)}'
+            f',"history":{part(self.history)},"resource":{part(self.resource)}'
+            f',"signals":{part(self.signals)}}}'
         )
 
 

@@ -20,6 +20,8 @@ from guardproxy.approvals.notify import HoldFacts, Notifications, NotifyConfigEr
 from guardproxy.config import ProxyConfig, is_loopback, split_host_port
 from guardproxy.control.api import ControlContext, ControlServer
 from guardproxy.gate.gate import Clock, Gate, utc_now
+from guardproxy.gate.recorder import Writer
+from guardproxy.gate.writer import ProcessWriter
 from guardproxy.intercept.proxy import GuardProxy, ensure_ca
 from guardproxy.ops.http import OpsServer
 from guardproxy.ops.metrics import Metrics
@@ -123,29 +125,34 @@ class Guardproxy:
         except NotifyConfigError as error:
             raise StartError(str(error)) from error
         prepare_data_dir(config.data_dir)
-        ensure_ca(config.ca_dir)
-        self._bundle = load_policies(config.policies)
-        if config.shadow_policies is not None:
-            self._shadow_bundle = load_policies(config.shadow_policies)
-        # the AWS model index: milliseconds from its cache, seconds to build it once
-        await asyncio.to_thread(warm_up)
+        # the writer process imports while this one loads policies and opens the store
+        starting = asyncio.create_task(asyncio.to_thread(self._decision_writer, config.store_url))
         try:
-            self._store = await asyncio.to_thread(open_store, config.store_url)
+            bundle, store = await self._open(config)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                (await starting).close(timeout=5)
+            raise
+        self._bundle, self._store = bundle, store
+        try:
+            writer = await starting
         except StoreError as error:
-            raise StartError(f"cannot open the store {config.store_url}: {error}") from error
-        self.registry = SessionRegistry(self._store)
+            await self.stop()
+            raise StartError(f"cannot record decisions: {error}") from error
+        self.registry = SessionRegistry(store)
         self.history = SessionHistory(
-            self._store, HistorySettings(destructive_budget=config.destructive_budget)
+            store, HistorySettings(destructive_budget=config.destructive_budget)
         )
         self.gate = Gate(
-            self._store,
-            self._bundle,
+            store,
+            bundle,
             hold_window=config.hold_window_seconds,
             clock=self._clock,
             reads_on_store_failure=config.reads_on_store_failure,
             events=self.events,
             metrics=self.metrics,
             shadow=lambda: self._shadow_bundle,
+            writer=writer,
         )
         self.gate.watch_store()
         settings = RecogniseSettings(
@@ -155,7 +162,7 @@ class Guardproxy:
         control_host, control_port = split_host_port(config.control)
         self.control = ControlServer(
             ControlContext(
-                store=self._store,
+                store=store,
                 gate=self.gate,
                 registry=self.registry,
                 token=control_token(config),
@@ -333,6 +340,23 @@ class Guardproxy:
         path = self.config.runtime_file
         path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         os.chmod(path, 0o600)
+
+    async def _open(self, config: ProxyConfig) -> tuple[Bundle, Store]:
+        """The CA, the policies, the recognisers' models and the store."""
+        ensure_ca(config.ca_dir)
+        bundle = load_policies(config.policies)
+        if config.shadow_policies is not None:
+            self._shadow_bundle = load_policies(config.shadow_policies)
+        # the AWS model index: milliseconds from its cache, seconds to build it once
+        await asyncio.to_thread(warm_up)
+        try:
+            return bundle, await asyncio.to_thread(open_store, config.store_url)
+        except StoreError as error:
+            raise StartError(f"cannot open the store {config.store_url}: {error}") from error
+
+    def _decision_writer(self, store_url: str) -> Writer:
+        """Read records are redacted, chained and written by a process of their own."""
+        return ProcessWriter(store_url, on_error=self.metrics.store_error)
 
     async def stop(self) -> None:
         """Stop accepting connections, answer live held requests (their holds stay

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote_plus, urlencode
 
 if TYPE_CHECKING:
-    from guardproxy.context import Context
+    from guardproxy.context import ContextParts
 
 REDACTED = "[REDACTED]"
 
@@ -376,7 +376,7 @@ def _redacted_part(text: str) -> str:
     return redact_json_text(text)
 
 
-def redact_context_json(context: Context) -> str:
+def redact_context_json(parts: ContextParts) -> str:
     """A decision context's JSON with credential shapes removed, part by part.
 
     Each part (session, history, resource history, signals) is a JSON value of its
@@ -384,7 +384,7 @@ def redact_context_json(context: Context) -> str:
     request to the next (every read of a session shares them), so their redaction
     is remembered instead of rescanning the whole context on every record.
     """
-    return context.json_with_parts(_redacted_part)
+    return parts.join(_redacted_part)
 
 
 _XML_FIELD = re.compile(

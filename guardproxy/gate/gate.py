@@ -39,15 +39,14 @@ from guardproxy.approvals.rules import (
 )
 from guardproxy.approvals.snapshot import hold_detail
 from guardproxy.audit.redact import (
-    redact_context_json,
     redact_json_text,
-    redact_model_json,
     redact_text,
 )
 from guardproxy.context import Context
 from guardproxy.gate.digest import request_digest
-from guardproxy.gate.recorder import DecisionRecorder
+from guardproxy.gate.recorder import DecisionDraft, DecisionRecorder, Writer
 from guardproxy.gate.responses import NativeAnswer, native_answer
+from guardproxy.gate.writer import StoreWriter
 from guardproxy.ops.metrics import Metrics
 from guardproxy.policy import Bundle, Decision, evaluate
 from guardproxy.policy.model import Outcome, duration_seconds
@@ -55,7 +54,6 @@ from guardproxy.recognise.request import HttpRequest
 from guardproxy.store.base import (
     Approval,
     Approver,
-    DecisionRecord,
     Hold,
     HoldConflict,
     HoldState,
@@ -190,20 +188,23 @@ class Gate:
         events: HoldEvents | None = None,
         metrics: Metrics | None = None,
         shadow: Callable[[], Bundle | None] | None = None,
+        writer: Writer | None = None,
     ) -> None:
+        """``writer`` takes the batched read records (default: written in this
+        process, to ``store``)."""
         self.events = events or HoldEvents()
+        self.metrics = metrics or Metrics()
         self._store = store
         self._bundle = bundle
         self._shadow_bundle = shadow
         self._hold_window = hold_window
         self._clock = clock
         self._waiters = _Waiters()
-        self._recorder = DecisionRecorder(store)
+        self._recorder = DecisionRecorder(writer or StoreWriter(store, self.metrics.store_error))
         self._closing = False
         self._deciding = threading.Lock()  # one verdict at a time: quorum counts stay exact
         self._escalated: set[str] = set()
         self._in_flight = 0
-        self.metrics = metrics or Metrics()
         self.metrics.count_waiting(self.waiting)
         self.metrics.bundle_in_force(bundle.digest)
         self._reads_in_background = reads_on_store_failure == "allow"
@@ -283,14 +284,14 @@ class Gate:
             verdict = Forward(decision_id)
         outcome = "allow" if isinstance(verdict, Forward) else verdict.kind
 
-        def record(upstream_status: int | None = None) -> DecisionRecord:
-            return DecisionRecord(
+        def draft(upstream_status: int | None = None) -> DecisionDraft:
+            return DecisionDraft(
                 id=decision_id,
                 at=context.now,
                 session_id=context.session.id,
-                action_json=redact_model_json(action.canonical_json()),
-                context_json=redact_context_json(context),
-                decision_json=redact_model_json(decision.model_dump_json()),
+                action_json=action.canonical_json(),
+                context=context.json_parts(),
+                decision_json=decision.model_dump_json(),
                 outcome=outcome,
                 hold_id=verdict.hold_id,
                 upstream_status=upstream_status,
@@ -299,10 +300,10 @@ class Gate:
             )
 
         if isinstance(verdict, Forward) and action.verb is Verb.READ and self._reads_in_background:
-            self._recorder.record(decision_id, record)  # built and written off the request path
+            self._recorder.record(decision_id, draft)  # built and written off the request path
         else:
             try:  # built in the worker too: redaction and a shadow decision cost CPU
-                await asyncio.to_thread(lambda: self._store.append_decision(record()))
+                await asyncio.to_thread(lambda: self._store.append_decision(draft().redacted()))
             except Exception as error:  # any failure to record: not forwarded (fail closed)
                 bound.error("decision.not_recorded", error=str(error))
                 self.metrics.store_error("append_decision")

@@ -1,18 +1,21 @@
-"""Records decisions without a disk sync per request on the read path.
+"""Records decisions without a disk sync, or a redaction, per request on the read path.
 
 A mutating request's decision is written before the request is forwarded (the
 gate does that synchronously). Reads, and upstream statuses, go through this
-recorder and are written in batches, at most ``interval`` (1 s) after the first of
-the batch: one transaction, one sync, per batch. A read whose upstream status
-arrives in the same batch is written with it, as one chain record; a status that
-comes later gets its own ``upstream`` record.
+recorder: a request appends to a deque, and once per ``interval`` (1 s) the
+recorder hands the batch to a :class:`~guardproxy.gate.writer.Writer`. A read
+whose upstream status arrives in the same batch is written with it, as one chain
+record; a status that comes later gets its own ``upstream`` record.
 
-Why a whole second: the writer shares the proxy's interpreter lock and the
-machine's cores, and each batch costs a wake-up and a transaction whatever its
-size. bench/audit_bench.py measured reads through the proxy at 0.79 of the
-unrecorded throughput with 50 ms batches and 0.85-0.96 with 1 s batches (same
-code otherwise, interleaved runs). A read is forwarded before it is recorded in any
-case; the interval only bounds how much a crash of the proxy process can lose.
+What a request leaves behind is a :class:`DecisionDraft`: the JSON the decision
+already computed (the action's and the context's are cached for the input hash),
+not yet redacted. Redaction, hashing and SQL are the writer's, which in
+``guardproxy serve`` is a process of its own: in the proxy's process that work took
+the interpreter lock from the event loop (bench/audit_bench.py: reads at 0.85-0.96
+of the unrecorded throughput with an in-process writer thread).
+
+A read is forwarded before it is recorded in any case; the interval only bounds
+how much a crash of the proxy process can lose.
 """
 
 from __future__ import annotations
@@ -20,28 +23,76 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable
+from datetime import datetime
+from typing import NamedTuple, Protocol
 
 import structlog
 
-from guardproxy.store.base import DecisionRecord, Store
+from guardproxy.audit.redact import redact_context_json, redact_model_json
+from guardproxy.context import ContextParts
+from guardproxy.store.base import DecisionRecord
 
 log = structlog.get_logger(__name__)
 
-Build = Callable[[int | None], DecisionRecord]
-"""Builds a decision's record, given the upstream's status when it is already known."""
+
+class DecisionDraft(NamedTuple):
+    """A decision record before redaction; a tuple, so a batch pickles cheaply (the
+    parts shared by many records, a session's JSON, are pickled once per batch)."""
+
+    id: str
+    at: datetime
+    session_id: str
+    action_json: str
+    context: ContextParts
+    decision_json: str
+    outcome: str
+    hold_id: str | None
+    upstream_status: int | None
+    provider: str
+    shadow_json: str | None
+    """Already safe to keep: the gate redacts the shadow's messages."""
+
+    def redacted(self) -> DecisionRecord:
+        """The record to store: every JSON field with credential shapes removed."""
+        return DecisionRecord(
+            id=self.id,
+            at=self.at,
+            session_id=self.session_id,
+            action_json=redact_model_json(self.action_json),
+            context_json=redact_context_json(self.context),
+            decision_json=redact_model_json(self.decision_json),
+            outcome=self.outcome,
+            hold_id=self.hold_id,
+            upstream_status=self.upstream_status,
+            provider=self.provider,
+            shadow_json=self.shadow_json,
+        )
+
+
+Build = Callable[[int | None], DecisionDraft]
+"""Builds a decision's draft, given the upstream's status when it is already known."""
+
+
+class Writer(Protocol):
+    """Where batches go. ``write`` never raises: a writer logs and counts its failures."""
+
+    def write(self, drafts: list[DecisionDraft], statuses: list[tuple[str, int]]) -> None: ...
+
+    def close(self, timeout: float) -> None: ...
 
 
 class DecisionRecorder:
-    """One writer thread that wakes once per batch, not once per request.
+    """One sender thread that wakes once per batch, not once per request.
 
-    The writer shares the proxy's interpreter lock, and every wake-up hands that lock
+    The thread shares the proxy's interpreter lock, and every wake-up hands that lock
     back and forth with the event loop. So a request only appends to a deque (no
-    lock, no notification); the first item of a batch sets an event, and the writer
-    waits ``interval`` for the rest of the batch before building and writing it all.
+    lock, no notification); the first item of a batch sets an event, and the thread
+    waits ``interval`` for the rest of the batch before building its drafts and
+    handing them to the writer.
     """
 
-    def __init__(self, store: Store, *, interval: float = 1.0) -> None:
-        self._store = store
+    def __init__(self, writer: Writer, *, interval: float = 1.0) -> None:
+        self._writer = writer
         self._interval = interval
         self._items: deque[tuple[str, Build | int]] = deque()
         self._pending = threading.Event()
@@ -50,7 +101,7 @@ class DecisionRecorder:
         self._thread.start()
 
     def record(self, decision_id: str, build: Build) -> None:
-        """Queue a record; ``build`` runs on the writer thread (serialising costs time)."""
+        """Queue a record; ``build`` runs on the sender thread (a shadow decision costs time)."""
         self._items.append((decision_id, build))
         self._wake()
 
@@ -59,13 +110,14 @@ class DecisionRecorder:
         self._wake()
 
     def close(self, timeout: float = 10.0) -> None:
-        """Write what is queued, then stop."""
+        """Hand over what is queued, then stop the writer (bounded by ``timeout`` each)."""
         self._closing.set()
         self._pending.set()
         self._thread.join(timeout)
+        self._writer.close(timeout)
 
     def _wake(self) -> None:
-        # appended before the check, and the writer clears before it drains: no item
+        # appended before the check, and the sender clears before it drains: no item
         # is left behind, whichever way the two threads interleave
         if not self._pending.is_set():
             self._pending.set()
@@ -78,24 +130,19 @@ class DecisionRecorder:
             items = []
             while self._items:
                 items.append(self._items.popleft())
-            self._write(items)
+            if items:
+                self._hand_over(items)
             if self._closing.is_set() and not self._items:
                 return
 
-    def _write(self, items: list[tuple[str, Build | int]]) -> None:
+    def _hand_over(self, items: list[tuple[str, Build | int]]) -> None:
         statuses = {key: item for key, item in items if isinstance(item, int)}
-        records: list[DecisionRecord] = []
+        drafts: list[DecisionDraft] = []
         for decision_id, item in items:
             if isinstance(item, int):
                 continue
             try:  # the answer came before the record was written: one chain record, not two
-                records.append(item(statuses.pop(decision_id, None)))
+                drafts.append(item(statuses.pop(decision_id, None)))
             except Exception as error:  # one record that cannot be built loses only itself
                 log.error("decision.not_recorded", decision=decision_id, error=str(error))
-        try:
-            if records:
-                self._store.append_decisions(records)
-            if statuses:
-                self._store.set_upstream_statuses(list(statuses.items()))
-        except Exception as error:  # the writer thread must outlive one bad batch
-            log.error("decisions.not_recorded", count=len(items), error=str(error))
+        self._writer.write(drafts, list(statuses.items()))

@@ -289,10 +289,10 @@ def test_model_json_loses_credentials_in_values_and_stays_the_model() -> None:
 def test_context_json_is_redacted_part_by_part() -> None:
     session = SessionInfo(id="s-1", name="n", labels=[f"token={GITHUB_TOKEN}", "team=sre"])
     context = Context(now=datetime(2026, 11, 26, tzinfo=UTC), session=session)
-    assert context.json_with_parts(str) == context.model_dump_json()
-    redacted = redact_context_json(context)
+    assert context.json_parts().join() == context.model_dump_json()
+    redacted = redact_context_json(context.json_parts())
     assert_clean(redacted)
     assert redacted == redact_json_text(context.model_dump_json())
     assert Context.model_validate_json(redacted).session.labels[1] == "team=sre"
     plain = Context(now=datetime(2026, 11, 26, tzinfo=UTC), session=SessionInfo(id="s-2"))
-    assert redact_context_json(plain) == plain.model_dump_json()
+    assert redact_context_json(plain.json_parts()) == plain.model_dump_json()

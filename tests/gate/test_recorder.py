@@ -1,42 +1,65 @@
 """The decision recorder writes every queued record once, in batches, off the request path.
 
-Real SQLite store; the writer thread is the real one, with a short interval.
+Real SQLite store; the sender thread is the real one, with a short interval, and the
+writer is both kinds: in this process, and the writer process ``guardproxy serve`` runs.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from guardproxy.gate.recorder import Build, DecisionRecorder
-from guardproxy.store import DecisionRecord, SqliteStore
+import pytest
+from structlog.testing import capture_logs
+
+from guardproxy.context import Context, SessionInfo
+from guardproxy.gate.recorder import Build, DecisionDraft, DecisionRecorder, Writer
+from guardproxy.gate.writer import ProcessWriter, StoreWriter
+from guardproxy.store import SqliteStore, StoreError
 from guardproxy.store.chain import verify
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
+CONTEXT = Context(now=T0).json_parts()
+
+
 def _builder(decision_id: str) -> Build:
-    def build(upstream_status: int | None) -> DecisionRecord:
-        return DecisionRecord(
+    def build(upstream_status: int | None) -> DecisionDraft:
+        return DecisionDraft(
             id=decision_id,
             at=T0,
             session_id="s-1",
             action_json='{"provider":"k8s"}',
-            context_json="{}",
+            context=CONTEXT,
             decision_json='{"outcome":"allow"}',
             outcome="allow",
+            hold_id=None,
             upstream_status=upstream_status,
             provider="k8s",
+            shadow_json=None,
         )
 
     return build
 
 
-def test_records_from_many_threads_are_all_written_once(tmp_path: Path) -> None:
+def _writer(kind: str, store: SqliteStore) -> Writer:
+    return StoreWriter(store) if kind == "thread" else ProcessWriter(str(store.path))
+
+
+WRITERS = pytest.mark.parametrize("kind", ["thread", "process"])
+
+
+@WRITERS
+def test_records_from_many_threads_are_all_written_once(tmp_path: Path, kind: str) -> None:
     store = SqliteStore(tmp_path / "g.db")
-    recorder = DecisionRecorder(store, interval=0.01)
+    recorder = DecisionRecorder(_writer(kind, store), interval=0.01)
 
     def request(thread: int) -> None:
         for n in range(200):
@@ -65,11 +88,12 @@ def test_records_from_many_threads_are_all_written_once(tmp_path: Path) -> None:
     store.close()
 
 
-def test_a_record_that_cannot_be_built_loses_only_itself(tmp_path: Path) -> None:
+@WRITERS
+def test_a_record_that_cannot_be_built_loses_only_itself(tmp_path: Path, kind: str) -> None:
     store = SqliteStore(tmp_path / "g.db")
-    recorder = DecisionRecorder(store, interval=0.01)
+    recorder = DecisionRecorder(_writer(kind, store), interval=0.01)
 
-    def broken(upstream_status: int | None) -> DecisionRecord:
+    def broken(upstream_status: int | None) -> DecisionDraft:
         raise ValueError("cannot serialise")
 
     recorder.record("d-bad", broken)
@@ -79,9 +103,12 @@ def test_a_record_that_cannot_be_built_loses_only_itself(tmp_path: Path) -> None
     store.close()
 
 
-def test_close_writes_what_is_queued_without_waiting_for_the_interval(tmp_path: Path) -> None:
+@WRITERS
+def test_close_writes_what_is_queued_without_waiting_for_the_interval(
+    tmp_path: Path, kind: str
+) -> None:
     store = SqliteStore(tmp_path / "g.db")
-    recorder = DecisionRecorder(store, interval=60.0)
+    recorder = DecisionRecorder(_writer(kind, store), interval=60.0)
     recorder.record("d-1", _builder("d-1"))
     closing = threading.Thread(target=recorder.close)
     closing.start()
@@ -89,3 +116,75 @@ def test_close_writes_what_is_queued_without_waiting_for_the_interval(tmp_path: 
     assert not closing.is_alive()
     assert [r.record_id for r in store.audit_records()] == ["d-1"]
     store.close()
+
+
+def _draft(decision_id: str, **changes: Any) -> DecisionDraft:
+    return _builder(decision_id)(None)._replace(**changes)
+
+
+def test_the_writer_process_redacts_what_it_writes(tmp_path: Path) -> None:
+    token = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
+    session = Context(now=T0, session=SessionInfo(id="s-1", labels=[f"token={token}"]))
+    assert token in session.json_parts().session
+    store = SqliteStore(tmp_path / "g.db")
+    writer = ProcessWriter(str(store.path))
+    writer.write(
+        [
+            _draft(
+                "d-1",
+                action_json=f'{{"request":{{"path":"/x?access_token={token}"}}}}',
+                context=session.json_parts(),
+                decision_json=f'{{"message":"Bearer {token}"}}',
+            )
+        ],
+        [],
+    )
+    writer.close(10)
+    stored = store.get_decision("d-1")
+    assert stored is not None
+    kept = stored.action_json + stored.context_json + stored.decision_json
+    assert token not in kept and "[REDACTED]" in stored.context_json
+    assert token not in store.audit_records()[0].payload_json
+    store.close()
+
+
+def test_a_dead_writer_process_is_replaced_and_the_next_batch_written(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "g.db")
+    writer = ProcessWriter(str(store.path))
+    first = writer.pid
+    writer.write([_draft("d-1")], [])
+    os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while writer.alive and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with capture_logs() as logs:
+        writer.write([_draft("d-2")], [("d-2", 204)])
+    writer.close(10)
+    assert writer.pid != first
+    assert [entry["event"] for entry in logs] == ["decision_writer.restarting"]
+    stored = store.get_decision("d-2")
+    assert stored is not None and stored.upstream_status == 204
+    assert verify(store.audit_records()) == []
+    store.close()
+
+
+def test_a_batch_the_store_refuses_is_reported_and_counted(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "g.db")
+    failed: list[str] = []
+    writer = ProcessWriter(str(store.path), on_error=failed.append)
+    with capture_logs() as logs:
+        writer.write([_draft("d-1")], [])
+        writer.write([_draft("d-1")], [])  # the same decision id twice: refused
+        writer.write([_draft("d-2")], [])  # and the writer goes on
+        writer.close(10)
+    assert failed == ["append_decisions"]
+    assert [entry["event"] for entry in logs] == ["decisions.not_recorded"]
+    assert "d-1" in logs[0]["error"]
+    assert [r.record_id for r in store.audit_records()] == ["d-1", "d-2"]
+    store.close()
+
+
+def test_a_store_the_writer_process_cannot_open_stops_the_start(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    with pytest.raises(StoreError, match="decision writer process cannot start: cannot open"):
+        ProcessWriter(str(tmp_path / "a-file" / "g.db"))
