@@ -17,6 +17,7 @@ import structlog
 
 from guardproxy.approvals.events import HoldEvents
 from guardproxy.approvals.notify import HoldFacts, Notifications, NotifyConfigError, hold_facts
+from guardproxy.audit.redact import redact_url
 from guardproxy.config import ProxyConfig, is_loopback, split_host_port
 from guardproxy.control.api import ControlContext, ControlServer
 from guardproxy.gate.gate import Clock, Gate, utc_now
@@ -117,6 +118,14 @@ class Guardproxy:
         self._bundle = bundle
 
     async def start(self) -> None:
+        """Open everything and start listening; on any failure, stop what was started."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         config = self.config
         try:  # secrets first: a missing one stops startup before anything is opened
             self.notifications = Notifications.from_config(
@@ -131,19 +140,15 @@ class Guardproxy:
             bundle, store = await self._open(config)
         except BaseException:
             with contextlib.suppress(Exception):
-                (await starting).close(timeout=5)
+                writer = await starting
+                await asyncio.to_thread(writer.close, 5.0)
             raise
         self._bundle, self._store = bundle, store
         try:
             writer = await starting
-        except StoreError as error:
-            await self.stop()
+        except (StoreError, OSError, RuntimeError) as error:  # OSError, RuntimeError: spawning
             raise StartError(f"cannot record decisions: {error}") from error
-        self.registry = SessionRegistry(store)
-        self.history = SessionHistory(
-            store, HistorySettings(destructive_budget=config.destructive_budget)
-        )
-        self.gate = Gate(
+        self.gate = Gate(  # owns the writer from here: stop() closes it
             store,
             bundle,
             hold_window=config.hold_window_seconds,
@@ -153,6 +158,10 @@ class Guardproxy:
             metrics=self.metrics,
             shadow=lambda: self._shadow_bundle,
             writer=writer,
+        )
+        self.registry = SessionRegistry(store)
+        self.history = SessionHistory(
+            store, HistorySettings(destructive_budget=config.destructive_budget)
         )
         self.gate.watch_store()
         settings = RecogniseSettings(
@@ -194,7 +203,6 @@ class Guardproxy:
                 await self.ops_server.start()
             await self.proxy.start()
         except OSError as error:
-            await self.stop()
             raise StartError(f"cannot listen: {error}") from error
         self.notifications.start(self.events)
         self._sweeper = asyncio.create_task(self.gate.run_sweeper(), name="hold-sweeper")
@@ -352,7 +360,8 @@ class Guardproxy:
         try:
             return bundle, await asyncio.to_thread(open_store, config.store_url)
         except StoreError as error:
-            raise StartError(f"cannot open the store {config.store_url}: {error}") from error
+            where = redact_url(config.store_url)  # a PostgreSQL URL may carry a password
+            raise StartError(f"cannot open the store {where}: {error}") from error
 
     def _decision_writer(self, store_url: str) -> Writer:
         """Read records are redacted, chained and written by a process of their own."""

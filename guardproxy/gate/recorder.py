@@ -131,7 +131,10 @@ class DecisionRecorder:
             while self._items:
                 items.append(self._items.popleft())
             if items:
-                self._hand_over(items)
+                try:
+                    self._hand_over(items)
+                except Exception as error:  # the thread must outlive one bad batch
+                    log.error("decisions.not_recorded", count=len(items), error=str(error))
             if self._closing.is_set() and not self._items:
                 return
 

@@ -12,11 +12,11 @@ chain stays one chain because every append reads the head inside its write
 transaction (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: the chain lock).
 
 The pipe carries frames: a 4-byte big-endian length, then the payload. The first
-frame is the store location (not an argument: a PostgreSQL URL may hold a
-password, and arguments are visible to every user); each later one is a pickled
-``(drafts, statuses)`` batch. The process answers on its stdout with one JSON line
-when the store is open, then one per batch, and exits when its stdin closes,
-after writing what it was sent.
+frame is JSON: the store location (not an argument: a PostgreSQL URL may hold a
+password, and arguments are visible to every user) and the drafts' fields; each
+later one is a pickled ``(drafts, statuses)`` batch. The process answers on its
+stdout with one JSON line when the store is open, then one per batch, and exits
+when its stdin closes, after writing what it was sent.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from typing import IO, Any
 
 import structlog
 
+from guardproxy.context import ContextParts
 from guardproxy.gate.recorder import DecisionDraft
 from guardproxy.store.base import DecisionRecord, Store, StoreError
 
@@ -45,7 +46,9 @@ OnError = Callable[[str], None]
 """Counts a failed store operation (``Metrics.store_error``)."""
 
 _LENGTH = struct.Struct(">I")
-_START_TIMEOUT = 30.0
+_CHUNK = 500
+"""Records per transaction."""
+_START_TIMEOUT = 20.0
 """Seconds the writer process may take to import and open the store."""
 
 
@@ -60,13 +63,19 @@ def write_batch(
             records.append(draft.redacted())
         except Exception as error:  # one record that cannot be redacted loses only itself
             errors.append(f"decision {draft.id}: {error}")
+    # one transaction per chunk: a batch that piled up (a store that was away) must not
+    # hold the write lock the proxy's own, fail-closed, writes wait for
+    for start in range(0, len(records), _CHUNK):
+        chunk = records[start : start + _CHUNK]
+        try:
+            store.append_decisions(chunk)
+        except Exception as error:  # reported, and the writer goes on
+            errors.append(f"{len(chunk)} decisions from {chunk[0].id}: {error}")
     try:
-        if records:
-            store.append_decisions(records)
         if statuses:
             store.set_upstream_statuses(statuses)
-    except Exception as error:  # reported, and the writer goes on with the next batch
-        errors.append(f"{len(records)} decisions, {len(statuses)} statuses: {error}")
+    except Exception as error:
+        errors.append(f"{len(statuses)} upstream statuses: {error}")
     return errors
 
 
@@ -104,7 +113,9 @@ class ProcessWriter:
         self._location = location
         self._on_error = on_error
         self._start_timeout = start_timeout
-        self._process = self._start()
+        self._sending = threading.Lock()  # held while a frame is in the pipe's write
+        self._closed = False
+        self._process, self._answers = self._start()
 
     @property
     def pid(self) -> int:
@@ -115,36 +126,59 @@ class ProcessWriter:
         return self._process.poll() is None
 
     def write(self, drafts: list[DecisionDraft], statuses: list[tuple[str, int]]) -> None:
-        payload = pickle.dumps((drafts, statuses), protocol=pickle.HIGHEST_PROTOCOL)
-        last = ""
-        for _ in range(2):  # a dead process is replaced once per batch
-            try:
+        last = "the writer is closed"
+        try:
+            payload = pickle.dumps((drafts, statuses), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as error:  # a value that does not pickle: the batch is reported lost
+            payload, last = b"", f"cannot send the batch: {error}"
+        for _ in range(2 if payload else 0):
+            if self._closed:  # closing: a process killed for hanging is not replaced
+                break
+            try:  # a dead process is replaced once per batch
                 if not self.alive:
                     log.error("decision_writer.restarting", exit_code=self._process.returncode)
-                    self._process = self._start()
-                _send(_stdin(self._process), payload)
+                    self._process, self._answers = self._start()
+                with self._sending:
+                    _send(_stdin(self._process), payload)
                 return
-            except (OSError, StoreError) as error:
+            except (OSError, StoreError, RuntimeError) as error:
                 last = str(error)
+                # a broken pipe can come before the exit is visible: let poll() see it
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._process.wait(1)
         log.error("decisions.not_recorded", count=len(drafts), error=last)
         if self._on_error is not None:
             self._on_error("append_decisions")
 
     def close(self, timeout: float) -> None:
-        """Close the pipe, and wait (bounded) for what was sent to be written."""
+        """Close the pipe, and wait (bounded) for what was sent to be written.
+
+        A process that has not taken a frame within ``timeout`` (a store that hangs)
+        is killed: that batch is lost, and the proxy's shutdown is not.
+        """
+        self._closed = True
         process = self._process
-        with contextlib.suppress(OSError):  # gone already: wait() below says how it ended
-            _stdin(process).close()
+        if self._sending.acquire(timeout=timeout):
+            try:
+                with contextlib.suppress(OSError):  # gone already: wait() says how it ended
+                    _stdin(process).close()
+            finally:
+                self._sending.release()
+        else:  # the sender is stuck in a write: killing the reader end frees it
+            process.kill()
+            log.error("decision_writer.killed", reason="a batch was not taken", timeout=timeout)
         try:
             code = process.wait(timeout)
         except subprocess.TimeoutExpired:
             process.kill()
             code = process.wait()
-            log.error("decision_writer.killed", timeout=timeout)
+            log.error("decision_writer.killed", reason="it did not finish", timeout=timeout)
+        self._answers.join(timeout)  # the last batches' errors are reported before this returns
         if code != 0:
             log.error("decision_writer.exited", exit_code=code)
 
-    def _start(self) -> subprocess.Popen[bytes]:
+    def _start(self) -> tuple[subprocess.Popen[bytes], threading.Thread]:
+        """The process, ready, and the thread reading its answers."""
         package_root = str(Path(__file__).resolve().parents[2])
         python_path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
         env = {**os.environ, "PYTHONPATH": python_path}
@@ -163,15 +197,18 @@ class ProcessWriter:
             name=f"decision-writer-{process.pid}",
             daemon=True,
         )
-        reader.start()
-        with contextlib.suppress(OSError):  # died at once: its answer (or silence) says why
-            _send(_stdin(process), self._location.encode())
-        if not ready.wait(self._start_timeout) or "error" in started:
+        try:
+            reader.start()
+            with contextlib.suppress(OSError):  # died at once: its answer (or silence) says why
+                _send(_stdin(process), json.dumps(_hello(self._location)).encode())
+            if not ready.wait(self._start_timeout) or not started.get("ready"):
+                reason = started.get("error", f"not ready within {self._start_timeout:g} s")
+                raise StoreError(f"the decision writer process cannot start: {reason}")
+        except BaseException:
             process.kill()
             process.wait()
-            reason = started.get("error", f"not ready within {self._start_timeout:g} s")
-            raise StoreError(f"the decision writer process cannot start: {reason}")
-        return process
+            raise
+        return process, reader
 
     def _read_answers(
         self, process: subprocess.Popen[bytes], started: dict[str, Any], ready: threading.Event
@@ -182,15 +219,31 @@ class ProcessWriter:
             try:
                 answer = json.loads(line)
             except ValueError:
-                answer = {"errors": [f"unreadable answer {line[:200]!r}"]}
+                answer = None
+            if not isinstance(answer, dict):
+                answer = {"error": f"unreadable answer {line[:200]!r}"}
             if not ready.is_set():
                 started.update(answer)
                 ready.set()
                 continue
-            _report(answer.get("errors", []), self._on_error)
+            errors = answer.get("errors", [answer.get("error")])
+            _report([str(error) for error in errors], self._on_error)
         if not ready.is_set():
             started["error"] = f"it exited (code {process.wait()}) before opening the store"
             ready.set()
+
+
+def _hello(location: str) -> dict[str, Any]:
+    """The first frame: where to write, and the draft's shape as this proxy knows it.
+
+    Drafts are tuples: a writer started from newer code on disk (an upgrade while the
+    proxy runs) would read their fields in the wrong places, so it refuses instead.
+    """
+    return {
+        "store": location,
+        "draft": list(DecisionDraft._fields),
+        "context": list(ContextParts._fields),
+    }
 
 
 def _report(errors: list[str], on_error: OnError | None) -> None:
@@ -222,39 +275,63 @@ def _receive(pipe: IO[bytes]) -> bytes | None:
     return payload
 
 
-def _answer(out: IO[str], answer: dict[str, Any]) -> None:
-    out.write(json.dumps(answer) + "\n")
-    out.flush()
+class _Answers:
+    """The writer process's answers; once the proxy is gone, nobody reads them, and the
+    writing goes on (what the proxy sent before it died is still written)."""
+
+    def __init__(self, out: IO[str]) -> None:
+        self._out: IO[str] | None = out
+
+    def __call__(self, answer: dict[str, Any]) -> None:
+        if self._out is None:
+            return
+        try:
+            self._out.write(json.dumps(answer) + "\n")
+            self._out.flush()
+        except OSError:
+            self._out = None
 
 
 def serve(pipe: IO[bytes], out: IO[str]) -> int:
     """The writer process: open the store named by the first frame, write every batch."""
     from guardproxy.store import open_store  # noqa: PLC0415 - the process's own import
 
-    location = _receive(pipe)
-    if location is None:
+    answer = _Answers(out)
+    first = _receive(pipe)
+    if first is None:
+        return 1
+    hello = json.loads(first)
+    expected = _hello(hello["store"])
+    if hello != expected:
+        answer(
+            {"error": f"this writer's records have other fields: {expected} (restart guardproxy)"}
+        )
         return 1
     try:
-        store = open_store(location.decode())
+        store = open_store(hello["store"])
     except StoreError as error:
-        _answer(out, {"error": str(error)})
+        answer({"error": str(error)})
         return 1
-    _answer(out, {"ready": True})
+    answer({"ready": True})
     try:
         while (frame := _receive(pipe)) is not None:
             try:
                 drafts, statuses = pickle.loads(frame)  # our parent, our pipe
             except Exception as error:  # a frame we cannot read is reported, not fatal
-                _answer(out, {"errors": [f"unreadable batch: {error}"]})
+                answer({"errors": [f"unreadable batch: {error}"]})
                 continue
-            _answer(out, {"errors": write_batch(store, drafts, statuses)})
+            answer({"errors": write_batch(store, drafts, statuses)})
     finally:
         store.close()
     return 0
 
 
 def main() -> int:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the proxy decides when we stop: it closes stdin
+    # the proxy decides when this process stops: it closes the pipe (or dies, which
+    # closes it too); a Ctrl-C or a service manager's SIGTERM to the whole group must not
+    # cut the last batches short
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # answers keep the real stdout; anything else printed (a log line) goes to stderr
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())

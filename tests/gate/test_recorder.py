@@ -6,8 +6,10 @@ writer is both kinds: in this process, and the writer process ``guardproxy serve
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import pickle
 import signal
 import threading
 import time
@@ -20,7 +22,7 @@ from structlog.testing import capture_logs
 
 from guardproxy.context import Context, SessionInfo
 from guardproxy.gate.recorder import Build, DecisionDraft, DecisionRecorder, Writer
-from guardproxy.gate.writer import ProcessWriter, StoreWriter
+from guardproxy.gate.writer import ProcessWriter, StoreWriter, _hello, serve
 from guardproxy.store import SqliteStore, StoreError
 from guardproxy.store.chain import verify
 
@@ -188,3 +190,67 @@ def test_a_store_the_writer_process_cannot_open_stops_the_start(tmp_path: Path) 
     (tmp_path / "a-file").write_text("not a directory")
     with pytest.raises(StoreError, match="decision writer process cannot start: cannot open"):
         ProcessWriter(str(tmp_path / "a-file" / "g.db"))
+
+
+def test_close_is_bounded_when_the_writer_process_takes_nothing(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "g.db")
+    writer = ProcessWriter(str(store.path))
+    os.kill(writer.pid, signal.SIGSTOP)  # a store that hangs: the pipe fills, the write blocks
+    batch = [_draft(f"d-{n}", decision_json=os.urandom(600).hex()) for n in range(500)]
+    sender = threading.Thread(target=writer.write, args=(batch, []))
+    with capture_logs() as logs:
+        sender.start()
+        time.sleep(0.2)
+        writer.close(1.0)
+        sender.join(10)
+    assert not sender.is_alive() and not writer.alive
+    events = [entry["event"] for entry in logs]
+    assert "decision_writer.killed" in events and "decisions.not_recorded" in events
+    assert "decision_writer.restarting" not in events  # closed: no new process
+    store.close()
+
+
+def test_the_writer_process_ignores_a_terminal_or_service_managers_signals(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(tmp_path / "g.db")
+    writer = ProcessWriter(str(store.path))
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        os.kill(writer.pid, signum)
+    writer.write([_draft("d-1")], [])
+    time.sleep(0.2)
+    assert writer.alive
+    writer.close(10)
+    assert [r.record_id for r in store.audit_records()] == ["d-1"]
+    store.close()
+
+
+def _frames(*payloads: bytes) -> io.BytesIO:
+    return io.BytesIO(b"".join(len(p).to_bytes(4, "big") + p for p in payloads))
+
+
+class _GoneProxy(io.StringIO):
+    """The proxy's end of the answers, after the proxy died."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError("the proxy is gone")
+
+
+def test_the_writer_process_writes_what_it_was_sent_after_the_proxy_died(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "g.db"
+    hello = json.dumps(_hello(str(path))).encode()
+    batches = [pickle.dumps(([_draft(f"d-{n}")], [])) for n in range(3)]
+    assert serve(_frames(hello, *batches), _GoneProxy()) == 0
+    with SqliteStore(path) as store:
+        assert [r.record_id for r in store.audit_records()] == ["d-0", "d-1", "d-2"]
+
+
+def test_a_writer_process_from_other_code_refuses_the_proxys_drafts(tmp_path: Path) -> None:
+    hello = _hello(str(tmp_path / "g.db"))
+    hello["draft"] = hello["draft"][::-1]  # the fields of another version, in another order
+    answers = io.StringIO()
+    assert serve(_frames(json.dumps(hello).encode()), answers) == 1
+    assert "other fields" in json.loads(answers.getvalue())["error"]
+    assert not (tmp_path / "g.db").exists()
