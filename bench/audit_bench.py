@@ -60,10 +60,20 @@ WRITE_PATH = "/api/v1/namespaces/dev-app/configmaps"
 WRITE_BODY = json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b"}})
 
 
+class _Unrecorded:
+    """What ``off`` drafts instead of a decision's record: nothing to build or redact."""
+
+    def redacted(self) -> None:
+        return None
+
+
+_UNRECORDED = _Unrecorded()
+
+
 def _switch_recording(mode: str) -> None:
     """Inside an ``off`` or ``in-thread`` child only: change how, or whether, it records."""
     from guardproxy import server  # noqa: PLC0415
-    from guardproxy.gate import recorder  # noqa: PLC0415
+    from guardproxy.gate import gate, recorder  # noqa: PLC0415
     from guardproxy.gate.writer import StoreWriter  # noqa: PLC0415
     from guardproxy.store import open_store, sqlite  # noqa: PLC0415
     from guardproxy.store.base import DecisionRecord  # noqa: PLC0415
@@ -84,7 +94,7 @@ def _switch_recording(mode: str) -> None:
 
     # the names as the proxy's modules imported them
     setattr(server, "open_store", open_replacement)  # noqa: B010
-    setattr(recorder.DecisionDraft, "redacted", lambda self: None)  # noqa: B010
+    setattr(gate.Gate, "_draft", lambda self, *args: _UNRECORDED)  # noqa: B010
     setattr(recorder.DecisionRecorder, "record", lambda self, decision_id, build: None)  # noqa: B010
     setattr(recorder.DecisionRecorder, "status", lambda self, decision_id, status: None)  # noqa: B010
 

@@ -285,22 +285,15 @@ class Gate:
         outcome = "allow" if isinstance(verdict, Forward) else verdict.kind
 
         def draft(upstream_status: int | None = None) -> DecisionDraft:
-            return DecisionDraft(
-                id=decision_id,
-                at=context.now,
-                session_id=context.session.id,
-                action_json=action.canonical_json(),
-                context=context.json_parts(),
-                decision_json=decision.model_dump_json(),
-                outcome=outcome,
-                hold_id=verdict.hold_id,
-                upstream_status=upstream_status,
-                provider=action.provider.value,
-                shadow_json=self._shadow(action, context, decision),
+            return self._draft(
+                decision_id, action, context, decision, outcome, verdict.hold_id, upstream_status
             )
 
         if isinstance(verdict, Forward) and action.verb is Verb.READ and self._reads_in_background:
-            self._recorder.record(decision_id, draft)  # built and written off the request path
+            if self._shadow_bundle is not None and self._shadow_bundle() is not None:
+                self._recorder.record(decision_id, draft)  # the shadow decides off the request path
+            else:  # built now: what waits for the batch is a few strings, not the request's objects
+                self._recorder.record(decision_id, draft())
         else:
             try:  # built in the worker too: redaction and a shadow decision cost CPU
                 await asyncio.to_thread(lambda: self._store.append_decision(draft().redacted()))
@@ -318,6 +311,31 @@ class Gate:
             hold=verdict.hold_id,
         )
         return verdict
+
+    def _draft(
+        self,
+        decision_id: str,
+        action: Action,
+        context: Context,
+        decision: Decision,
+        outcome: str,
+        hold_id: str | None,
+        upstream_status: int | None,
+    ) -> DecisionDraft:
+        """The decision's record, not yet redacted (the writer redacts)."""
+        return DecisionDraft(
+            id=decision_id,
+            at=context.now,
+            session_id=context.session.id,
+            action_json=action.canonical_json(),
+            context=context.json_parts(),
+            decision_json=decision.model_dump_json(),
+            outcome=outcome,
+            hold_id=hold_id,
+            upstream_status=upstream_status,
+            provider=action.provider.value,
+            shadow_json=self._shadow(action, context, decision),
+        )
 
     def _shadow(self, action: Action, context: Context, decision: Decision) -> str | None:
         """What a shadow bundle or audit-mode rules would have done; None if neither ran.
