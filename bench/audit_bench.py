@@ -27,6 +27,10 @@ What it measures
     budget by luck with one process per mode. A mode's figure is all its processes'
     requests over their time.
 
+    ``--connections N`` sends over N connections per process at once (threads of the
+    benchmark), so that the proxy's CPU, not the round trip, sets the pace: what
+    recording costs a busy proxy.
+
     Requests are sent in ``--blocks`` interleaved rounds (each process of each mode in
     turn, ``--requests`` per process and pass) so background load lands on all alike;
     ``--passes`` passes, best pass per mode.
@@ -36,7 +40,8 @@ What it measures
     the median and mean of the per-block ratios.
 
 How to run (from the repository root)
-    .venv/bin/python bench/audit_bench.py [--requests 2000] [--passes 3] [--instances 3] [--json]
+    .venv/bin/python bench/audit_bench.py [--requests 2000] [--passes 3] [--instances 3]
+        [--connections 1] [--json]
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -138,15 +144,38 @@ class Client:
         if response.status != 200:
             raise pb.BenchError(f"HTTP {response.status}: {body[:300]!r}")
 
-    def timed(self, requests: int) -> float:
-        with pb.gc_disabled():
-            started = time.perf_counter()
+    def close(self) -> None:
+        self.conn.close()
+
+
+class Connections:
+    """``count`` keep-alive connections to one proxy, sending at once (a thread each):
+    with more than one, the proxy rather than the round trip sets the pace."""
+
+    def __init__(self, port: int, upstream: int, workload: str, count: int) -> None:
+        self.clients = [Client(port, upstream, workload) for _ in range(count)]
+
+    def warm_up(self, requests: int) -> None:
+        for client in self.clients:
             for _ in range(requests):
-                self.one()
+                client.one()
+
+    def timed(self, requests: int) -> float:
+        """Seconds for ``requests`` requests, shared evenly among the connections."""
+        share = requests // len(self.clients)
+
+        def send(client: Client) -> None:
+            for _ in range(share):
+                client.one()
+
+        with pb.gc_disabled(), ThreadPoolExecutor(len(self.clients)) as pool:
+            started = time.perf_counter()
+            list(pool.map(send, self.clients))
             return time.perf_counter() - started
 
     def close(self) -> None:
-        self.conn.close()
+        for client in self.clients:
+            client.close()
 
 
 def run_workload(
@@ -156,18 +185,18 @@ def run_workload(
     best: dict[str, float] = {}
     total_wall: dict[str, float] = {}
     block_ratios: list[float] = []
-    size = max(1, args.requests // args.blocks)
+    per_block = args.requests // args.blocks
+    size = max(args.connections, per_block - per_block % args.connections)
     for _ in range(args.passes):
         clients = [
-            (mode, Client(port, upstream, workload))
+            (mode, Connections(port, upstream, workload, args.connections))
             for instances in zip(*ports.values(), strict=True)
             for mode, port in zip(ports, instances, strict=True)
         ]
         walls = dict.fromkeys(ports, 0.0)
         try:
             for _, client in clients:
-                for _ in range(args.warmup):
-                    client.one()
+                client.warm_up(args.warmup)
             for _ in range(args.blocks):
                 block = dict.fromkeys(ports, 0.0)
                 for mode, client in clients:
@@ -233,6 +262,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "passes": args.passes,
             "results": results,
             "instances": args.instances,
+            "connections": args.connections,
             "recorded_by_on": recorded(Path(scratch), args.instances),
         }
 
@@ -240,8 +270,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def render(result: dict[str, Any]) -> str:
     lines = [
         f"audit recording cost ({result['requests_per_pass']} requests x "
-        f"{result['passes']} passes x {result['instances']} processes per mode, best pass "
-        f"each; budget: on/off >= {BUDGET})",
+        f"{result['passes']} passes x {result['instances']} processes per mode, "
+        f"{result['connections']} connection(s) each, best pass each; "
+        f"budget: on/off >= {BUDGET})",
         f"{'workload':<8} {'on req/s':>10} {'in-thread':>10} {'off req/s':>10} {'on/off':>7} "
         f"{'in-thread/off':>14} {'block median on/off':>20}  verdict",
     ]
@@ -277,10 +308,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--instances", type=int, default=3, help="guardproxy processes per mode (min 1)"
     )
+    parser.add_argument(
+        "--connections", type=int, default=1, help="concurrent connections per process"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(arguments)
-    if args.requests < args.blocks or args.passes < 1 or args.instances < 1:
-        parser.error("--requests must be at least --blocks, --passes and --instances positive")
+    if args.requests < args.blocks or min(args.passes, args.instances, args.connections) < 1:
+        parser.error(
+            "--requests must be at least --blocks; --passes, --instances, --connections positive"
+        )
     try:
         result = run(args)
     except pb.BenchError as error:
