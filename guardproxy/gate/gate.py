@@ -38,10 +38,7 @@ from guardproxy.approvals.rules import (
     requirement_of,
 )
 from guardproxy.approvals.snapshot import hold_detail
-from guardproxy.audit.redact import (
-    redact_json_text,
-    redact_text,
-)
+from guardproxy.audit.redact import redact_json_text, redact_text
 from guardproxy.context import Context
 from guardproxy.gate.digest import request_digest
 from guardproxy.gate.recorder import DecisionDraft, DecisionRecorder, Writer
@@ -252,8 +249,12 @@ class Gate:
         """
         if (bundle or self._bundle).reads_history(verb):
             return True
-        shadow = self._shadow_bundle() if self._shadow_bundle is not None else None
+        shadow = self._shadow_in_force()
         return shadow is not None and shadow.reads_history(verb)
+
+    def _shadow_in_force(self) -> Bundle | None:
+        """The shadow bundle decisions are recorded under now, if any."""
+        return self._shadow_bundle() if self._shadow_bundle is not None else None
 
     async def handle(
         self, request: HttpRequest, action: Action, context: Context, decision: Decision
@@ -290,7 +291,7 @@ class Gate:
             )
 
         if isinstance(verdict, Forward) and action.verb is Verb.READ and self._reads_in_background:
-            if self._shadow_bundle is not None and self._shadow_bundle() is not None:
+            if self._shadow_in_force() is not None:
                 self._recorder.record(decision_id, draft)  # the shadow decides off the request path
             else:  # built now: what waits for the batch is a few strings, not the request's objects
                 self._recorder.record(decision_id, draft())
@@ -346,7 +347,7 @@ class Gate:
         Runs where the record is built: off the request path for reads.  A failing
         shadow is recorded as such; it never changes what is enforced.
         """
-        shadow_bundle = self._shadow_bundle() if self._shadow_bundle is not None else None
+        shadow_bundle = self._shadow_in_force()
         if shadow_bundle is not None:
             try:
                 shadow = evaluate(shadow_bundle, action, context)
