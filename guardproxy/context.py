@@ -225,14 +225,10 @@ class Context(_Frozen):
         if history is _NO_HISTORY and resource is _NO_RESOURCE and signals is _NO_SIGNALS:
             tail = _NO_HISTORY_TAIL
         else:
-            tail = _tail(history, resource, signals)
-        text = (
-            '{"now":'
-            + pydantic_core.to_json(self.now).decode()
-            + ',"session":'
-            + self.session.canonical_json()
-            + tail
-        )
+            tail = _tail(
+                history.canonical_json(), resource.canonical_json(), signals.canonical_json()
+            )
+        text = _head(pydantic_core.to_json(self.now).decode(), self.session.canonical_json()) + tail
         object.__setattr__(self, "_json", text)
         return text
 
@@ -261,19 +257,21 @@ class ContextParts(NamedTuple):
     def join(self, part: Callable[[str], str] = str) -> str:
         """The context's canonical JSON, each part's JSON passed through ``part``
         (``join()`` is ``Context.canonical_json()``)."""
-        return (
-            f'{{"now":{self.now},"session":{part(self.session)}'
-            f',"history":{part(self.history)},"resource":{part(self.resource)}'
-            f',"signals":{part(self.signals)}}}'
+        return _head(self.now, part(self.session)) + _tail(
+            part(self.history), part(self.resource), part(self.signals)
         )
 
 
-def _tail(history: History, resource: ResourceHistory, signals: Signals) -> str:
+def _head(now: str, session: str) -> str:
+    """The context's JSON up to its session, from each field's JSON."""
+    return f'{{"now":{now},"session":{session}'
+
+
+def _tail(history: str, resource: str, signals: str) -> str:
     """The context's JSON after the session: its last three fields and the closing brace."""
-    return (
-        f',"history":{history.canonical_json()},"resource":{resource.canonical_json()}'
-        f',"signals":{signals.canonical_json()}}}'
-    )
+    return f',"history":{history},"resource":{resource},"signals":{signals}}}'
 
 
-_NO_HISTORY_TAIL = _tail(_NO_HISTORY, _NO_RESOURCE, _NO_SIGNALS)
+_NO_HISTORY_TAIL = _tail(
+    _NO_HISTORY.canonical_json(), _NO_RESOURCE.canonical_json(), _NO_SIGNALS.canonical_json()
+)
