@@ -7,6 +7,7 @@ fields they cannot determine keep their neutral defaults (empty string, ``unknow
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -117,6 +118,14 @@ class Action(_Frozen):
     confidence: Confidence = Confidence.UNKNOWN
     dry_run: bool = Field(False, description="The provider was asked not to persist anything.")
     truncated: bool = Field(False, description="Lists or strings were cut to the input limits.")
+    readings: list[Action] = Field(
+        default_factory=list,
+        description="Further actions the same request may perform: the other readings of an "
+        "ambiguous request (a field given twice, values that disagree, two protocols that "
+        "both parse it) and the other statements or operations of a request that performs "
+        "several. The engine decides this action and every reading, and the strictest "
+        "outcome applies. Readings have no readings of their own.",
+    )
 
     def canonical_json(self) -> str:
         """``model_dump_json()``, computed once per action (it is frozen): the input
@@ -133,6 +142,26 @@ class Action(_Frozen):
     def classified(self) -> bool:
         """Whether a recogniser named the operation; unclassified actions fail closed."""
         return self.verb is not Verb.UNKNOWN
+
+    @property
+    def ambiguous(self) -> bool:
+        """Whether the request has more than one reading (see ``readings``)."""
+        return bool(self.readings)
+
+    def all_readings(self) -> list[Action]:
+        """This action and its readings, each without readings of its own: what the
+        engine decides one by one."""
+        if not self.readings:
+            return [self]
+        return [self.model_copy(update={"readings": []}), *self.readings]
+
+    def each_reading(self, change: Callable[[Action], Action]) -> Action:
+        """``change`` applied to this action and to each of its readings (environment,
+        names and the actor are resolved for every reading alike)."""
+        changed = change(self)
+        if not self.readings:
+            return changed
+        return changed.model_copy(update={"readings": [change(r) for r in self.readings]})
 
     def summary(self) -> str:
         """One line for people: `aws cloudformation DeleteStack prod-calc`."""

@@ -303,10 +303,12 @@ class Guard:
         self, request: HttpRequest, session: SessionInfo
     ) -> tuple[Action, Context, Decision]:
         """Recognise, compute the context and evaluate in one trip off the event loop."""
-        recognised = resolve(recognise(request, self._settings), self._history.names)
-        action = _with_actor(recognised, session, request)
+        names = self._history.names
+        action = recognise(request, self._settings).each_reading(
+            lambda reading: _with_actor(resolve(reading, names), session, request)
+        )
         bundle = self._gate.bundle  # one bundle for the whole decision, even across a reload
-        if self._gate.reads_history(action.verb, bundle):
+        if any(self._gate.reads_history(r.verb, bundle) for r in action.all_readings()):
             context = self._history.context(action, session, self._clock())
         else:  # no rule could read it: the decision is the same without it
             context = Context(now=self._clock(), session=session)

@@ -65,15 +65,61 @@ def input_hash(action: Action, context: Context) -> str:
 
 
 def evaluate(bundle: Bundle, action: Action, context: Context) -> Decision:
-    """Decide on ``action``; pure: the same inputs always give the same Decision."""
-    return _Evaluation(bundle, action, context, tracing=False).decide()
+    """Decide on ``action``; pure: the same inputs always give the same Decision.
+
+    An action with readings (an ambiguous request, or one that performs several
+    operations) is decided reading by reading and the strictest outcome applies.
+    """
+    if not action.readings:
+        return _Evaluation(bundle, action, context, tracing=False).decide()
+    decisions = [
+        _Evaluation(bundle, reading, context, tracing=False).decide()
+        for reading in action.all_readings()
+    ]
+    return strictest(decisions, input_hash(action, context))
 
 
 def explain(bundle: Bundle, action: Action, context: Context) -> tuple[Decision, list[RuleTrace]]:
-    """Decide and also return, per candidate rule, what was evaluated and the values read."""
-    evaluation = _Evaluation(bundle, action, context, tracing=True)
-    decision = evaluation.decide()
-    return decision, evaluation.traces
+    """Decide and also return, per candidate rule, what was evaluated and the values read
+    (for an action with readings, every reading's rules, marked with the reading)."""
+    decisions: list[Decision] = []
+    traces: list[RuleTrace] = []
+    for index, reading in enumerate(action.all_readings()):
+        evaluation = _Evaluation(bundle, reading, context, tracing=True)
+        decisions.append(evaluation.decide())
+        for trace in evaluation.traces:
+            trace.reading = index
+        traces.extend(evaluation.traces)
+    if len(decisions) == 1:
+        return decisions[0], traces
+    return strictest(decisions, input_hash(action, context)), traces
+
+
+def strictest(decisions: list[Decision], whole_input_hash: str) -> Decision:
+    """One decision for a request with several readings: the most restrictive outcome
+    (deny > hold > allow) of any reading. Holds of several readings combine their
+    approval requirements (every one must be met), as several hold rules do; the
+    rules, findings, errors and exceptions of every reading are kept.
+    """
+    worst = max(d.outcome.severity for d in decisions)
+    deciding = [d for d in decisions if d.outcome.severity == worst]
+    first = deciding[0]
+    approvals = [d.approval for d in deciding if d.approval is not None]
+    messages = dict.fromkeys(d.message for d in deciding if d.message)
+    return Decision(
+        outcome=first.outcome,
+        basis=first.basis,
+        determining_rules=list(dict.fromkeys(r for d in deciding for r in d.determining_rules)),
+        message=" ".join(messages),
+        approval=merge_requirements(approvals) if approvals else None,
+        audit_findings=_unique([f for d in decisions for f in d.audit_findings]),
+        errors=_unique([e for d in decisions for e in d.errors]),
+        excepted=list(dict.fromkeys(r for d in decisions for r in d.excepted)),
+        truncated=any(d.truncated for d in decisions),
+        bundle_digest=first.bundle_digest,
+        engine_version=first.engine_version,
+        input_hash=whole_input_hash,
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -101,6 +147,8 @@ class RuleTrace:
     error: bool = False
     excepted_by: str | None = None
     skipped: str | None = None
+    reading: int = 0
+    """Which reading of the action (0: the action itself; see ``Action.readings``)."""
 
 
 # ---------------------------------------------------------------------------
@@ -487,6 +535,37 @@ def combine_approvals(approvals: list[tuple[str, Approval]]) -> ApprovalRequirem
         prevent_self_approval=any(a.prevent_self_approval for a in specs),
         timeout_seconds=min(duration_seconds(a.timeout) for a in specs),
         on_timeout="escalate" if any(a.on_timeout == "escalate" for a in specs) else "deny",
+        grant=grant,
+    )
+
+
+def _unique[M: BaseModel](models: list[M]) -> list[M]:
+    """``models`` without repeats, in order (frozen models holding lists do not hash)."""
+    seen: dict[str, M] = {}
+    for model in models:
+        seen.setdefault(model.model_dump_json(), model)
+    return list(seen.values())
+
+
+def merge_requirements(requirements: list[ApprovalRequirement]) -> ApprovalRequirement:
+    """Requirements that must all be met at once (holds of several readings): every
+    rule requirement of each, the shortest timeout and the narrowest grant."""
+    if len(requirements) == 1:
+        return requirements[0]
+    grants = [r.grant for r in requirements]
+    grant = (
+        "once"
+        if "once" in grants
+        else min(grants, key=lambda g: duration_seconds(g.partition(":")[2]))
+    )
+    return ApprovalRequirement(
+        all_of=_unique([a for r in requirements for a in r.all_of]),
+        groups=sorted({g for r in requirements for g in r.groups}),
+        quorum=max(r.quorum for r in requirements),
+        required_groups=sorted({g for r in requirements for g in r.required_groups}),
+        prevent_self_approval=any(r.prevent_self_approval for r in requirements),
+        timeout_seconds=min(r.timeout_seconds for r in requirements),
+        on_timeout="escalate" if any(r.on_timeout == "escalate" for r in requirements) else "deny",
         grant=grant,
     )
 

@@ -155,8 +155,11 @@ def recognise(
     try:
         provider = dispatch(request, settings)
         action = _recognise(request, provider, aws_index)
-        environment = resolve_environment(action, settings.environments)
-        return action.model_copy(update={"environment": environment})
+        return action.each_reading(
+            lambda reading: reading.model_copy(
+                update={"environment": resolve_environment(reading, settings.environments)}
+            )
+        )
     except Exception:
         # Deliberately broad: a recogniser bug must never let a request through
         # unclassified-but-allowed, nor crash the proxy. Nothing about the request
