@@ -41,6 +41,26 @@ class HttpRequest:
         query = self.path.partition("#")[0].partition("?")[2]
         return parse_qsl(query, keep_blank_values=True)
 
+    @cached_property
+    def query_values(self) -> dict[str, list[str]]:
+        """Every value of every query key, in order: a key given twice is ambiguous
+        unless the server's own rule for repeats is known (each recogniser decides,
+        citing the server; never "first value wins" silently)."""
+        values: dict[str, list[str]] = {}
+        for key, value in self.query:
+            values.setdefault(key, []).append(value)
+        return values
+
+    @cached_property
+    def repeated_query_keys(self) -> frozenset[str]:
+        """Query keys given more than once."""
+        return frozenset(k for k, v in self.query_values.items() if len(v) > 1)
+
+    def header_values(self, name: str) -> list[str]:
+        """Every value of header ``name`` (case-insensitive), in order."""
+        wanted = name.lower()
+        return [v for k, v in self.headers if k == wanted]
+
     def header(self, name: str, default: str = "") -> str:
         """First value of header ``name`` (case-insensitive)."""
         wanted = name.lower()
