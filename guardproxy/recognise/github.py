@@ -419,7 +419,7 @@ _GQL_EXECUTE = frozenset({"approveDeployments", "rerequestCheckSuite"})
 _GQL_PERMISSIONS = frozenset({"updateTeamsRepository", "accessUserNamespaceRepository"})
 _GQL_PERMISSION = re.compile(
     r"Collaborator|Permission|Member|Role|Admin|Invitation|IdentityProvider|IpAllowList"
-    r"|TwoFactor|^transfer"
+    r"|TwoFactor|DeployKey|^transfer"
 )
 _GQL_PREFIX_VERBS = (
     ("delete", Verb.DELETE),

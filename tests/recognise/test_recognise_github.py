@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
@@ -15,6 +16,7 @@ from guardproxy.recognise.github import (
     SPANNING_PARAMETERS,
     GitHubError,
     Route,
+    judge_mutation,
     looks_like_github,
     match_route,
     recognise_github,
@@ -670,6 +672,13 @@ def test_graphql_get_with_a_mutation_in_the_url() -> None:
     assert recognise_github(request).operation == "graphql:deleteRef"
 
 
+def test_graphql_url_variables_are_json_text() -> None:
+    query = f"mutation($f: Boolean = false) {{ {UPDATE_REF_F} }}"
+    path = "/graphql?" + urlencode({"query": query, "variables": json.dumps({"f": True})})
+    action = recognise_github(raw(b"", path=path, method="GET"))
+    assert (action.risk_tags, action.readings) == (["force-push"], [])
+
+
 def test_graphql_url_and_body_both_decided() -> None:
     path = "/graphql?" + urlencode({"query": f"mutation {{ {DELETE_REF} }}"})
     body = json.dumps({"query": "query { viewer { login } }"}).encode()
@@ -796,3 +805,36 @@ def test_graphql_one_unreadable_element_of_a_batch_is_unclassified() -> None:
 def test_graphql_reads_stay_one_action() -> None:
     action = recognise_github(gql("query A { viewer { login } } query B { viewer { id } }"))
     assert (action.operation, action.verb, action.readings) == ("graphql:query", Verb.READ, [])
+
+
+GITHUB_MUTATIONS = [
+    line.strip()
+    for line in (Path(__file__).parent / "data" / "github_graphql_mutations.txt")
+    .read_text()
+    .splitlines()
+    if line.strip() and not line.startswith("#")
+]
+
+
+def test_every_github_mutation_changes_something() -> None:
+    """Every mutation of GitHub's public schema is classed as a change (never a read,
+    never unknown), and every name the recogniser singles out is one of them."""
+    assert len(GITHUB_MUTATIONS) > 200
+    for name in GITHUB_MUTATIONS:
+        [first, *_] = judge_mutation(name, {})
+        assert first.verb not in (Verb.READ, Verb.UNKNOWN), name
+    singled_out = {
+        "deleteRef",
+        "updateRef",
+        "updateRefs",
+        "deleteBranchProtectionRule",
+        "deleteRepositoryRuleset",
+        "updateBranchProtectionRule",
+        "updateRepositoryRuleset",
+        "archiveRepository",
+        "approveDeployments",
+        "rerequestCheckSuite",
+        "updateTeamsRepository",
+        "accessUserNamespaceRepository",
+    }
+    assert singled_out <= set(GITHUB_MUTATIONS)
