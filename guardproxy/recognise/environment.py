@@ -18,11 +18,11 @@ Selectors (keys of ``RecogniseSettings.environments``), most specific first:
 * ``host:<glob>`` on the destination host (or ``host:port``)
 
 Names read by the heuristic: the resource and namespace for AWS, Kubernetes, GCP and
-Azure; the repository and its owner for GitHub and git (``acme/prod-web`` -> prod);
-the container, volume, network, service, secret or config for Docker (``prod-data`` ->
-prod), not images (a tag names a build). Git refs
-are never read: a branch called ``test-fix`` says nothing about where its repository
-deploys.
+Azure; the repository and its owner for GitHub and git (``acme/prod-web`` -> prod); the
+daemon's host name and the container, volume, network, service, secret or config for
+Docker (``prod-data`` -> prod), not images (a tag names a build) nor the name a create
+gives (the agent chose it). Git refs are never read: a branch called ``test-fix`` says
+nothing about where its repository deploys.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import re
 from collections.abc import Iterable, Mapping
 from fnmatch import fnmatchcase
 
-from guardproxy.action import Action, Environment, Provider
+from guardproxy.action import Action, Environment, Provider, Verb
 
 _TOKEN_SPLIT = re.compile(r"[-_./:\s]+")
 
@@ -166,8 +166,11 @@ def resolve_environment(action: Action, environments: Mapping[str, str]) -> Envi
             n for n in (action.scope.repository, action.scope.project) if n
         )
     if action.provider is Provider.DOCKER:
-        named = action.resource.type in _DOCKER_NAMED_TYPES
-        return environment_from_names([action.resource.name] if named else [])
+        # A create names the thing it makes: the agent chose that name, and it says
+        # nothing about the daemon (a privileged container called test-x owns a prod host).
+        named = action.resource.type in _DOCKER_NAMED_TYPES and action.verb is not Verb.CREATE
+        daemon = action.request.host  # the daemon's own name: docker.prod.corp
+        return environment_from_names([daemon, *([action.resource.name] if named else [])])
     if action.provider not in _NAMED_PROVIDERS:
         return Environment.UNKNOWN
     names = [action.resource.name or action.resource.id, action.scope.namespace]

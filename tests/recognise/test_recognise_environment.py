@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 from recognise_support import http
 
-from guardproxy.action import Action, Environment, Provider, RequestSummary, Resource, Scope
+from guardproxy.action import (
+    Action,
+    Environment,
+    Provider,
+    RequestSummary,
+    Resource,
+    Scope,
+    Verb,
+)
 from guardproxy.recognise import RecogniseSettings, recognise
 from guardproxy.recognise.environment import environment_from_names, resolve_environment
 
@@ -204,9 +212,12 @@ def test_git_selectors_by_host_and_path() -> None:
     )
 
 
-def docker(rtype: str, name: str, host: str = "10.1.2.3", port: int = 2376) -> Action:
+def docker(
+    rtype: str, name: str, host: str = "10.1.2.3", port: int = 2376, verb: Verb = Verb.DELETE
+) -> Action:
     return Action(
         provider=Provider.DOCKER,
+        verb=verb,
         resource=Resource(type=rtype, name=name),
         request=RequestSummary(host=host, port=port),
     )
@@ -219,6 +230,9 @@ def test_docker_names_and_selectors() -> None:
     )
     # an image tag names a build, not where the daemon runs
     assert resolve_environment(docker("docker:image", "app:test"), {}) is Environment.UNKNOWN
+    # nor does the name an agent gives what it creates
+    created = docker("docker:container", "test-runner", verb=Verb.CREATE)
+    assert resolve_environment(created, {}) is Environment.UNKNOWN
     config = {"docker:10.1.2.3": "prod", "docker:127.0.0.1:2375": "dev"}
     assert resolve_environment(docker("docker:volume", "test-cache"), config) is Environment.PROD
     found = docker("docker:volume", "prod-data", "127.0.0.1", 2375)
