@@ -37,7 +37,7 @@ from urllib.parse import unquote
 
 from guardproxy.action import Action, Confidence, Provider, Resource, Scope, Verb
 from guardproxy.recognise.common import actor_of, cap, decoded_body, resource_key, summary_of
-from guardproxy.recognise.graphql_http import Execution, read_graphql
+from guardproxy.recognise.graphql_http import Execution, json_readings, read_graphql
 from guardproxy.recognise.request import HttpRequest
 
 API_HOSTS = frozenset({"api.github.com", "uploads.github.com"})
@@ -87,6 +87,18 @@ _METHOD_VERBS = {
     "PUT": Verb.UPDATE,
     "PATCH": Verb.UPDATE,
     "DELETE": Verb.DELETE,
+}
+
+# Most dangerous first: the order of an action's readings.
+_SEVERITY = {
+    Verb.UNKNOWN: 7,
+    Verb.DESTROY: 6,
+    Verb.PERMISSION: 5,
+    Verb.DELETE: 4,
+    Verb.EXECUTE: 3,
+    Verb.UPDATE: 2,
+    Verb.CREATE: 1,
+    Verb.READ: 0,
 }
 
 # Fields of a branch-protection PUT whose null/false (or, for the allow_* ones, true)
@@ -240,18 +252,22 @@ class GitHubError(ValueError):
     """A request the recogniser cannot read."""
 
 
-def _json_body(request: HttpRequest) -> Any:
-    """The JSON body, None when there is none; raises when it is there but unreadable
-    (a force flag or a protection field could be in what we failed to read)."""
+def _json_bodies(request: HttpRequest) -> list[Any]:
+    """The JSON body's readings (two when an object repeats a key: first and last wins),
+    ``[None]`` when there is none; raises when it is there but unreadable (a force flag
+    or a protection field could be in what we failed to read)."""
     body = decoded_body(request)
     if body is None:
         raise GitHubError("body too large or undecodable")
     if not body.strip():
-        return None
+        return [None]
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise GitHubError("body is not JSON") from exc
+        readings = json_readings(body.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise GitHubError("body is not UTF-8") from exc
+    if readings is None:
+        raise GitHubError("body is not JSON")
+    return readings[0]
 
 
 def _singular(word: str) -> str:
@@ -364,8 +380,11 @@ def _rest(request: HttpRequest, path: str) -> Action:
             confidence=Confidence.HEURISTIC if readable else Confidence.UNKNOWN,
         )
     route, params = found.route, found.params
-    body = _json_body(request) if route.operation in _BODY_OPERATIONS else None
-    verb, tags = _rest_verb_and_tags(route.operation, method, params, body)
+    bodies = _json_bodies(request) if route.operation in _BODY_OPERATIONS else [None]
+    judged = [_rest_verb_and_tags(route.operation, method, params, body) for body in bodies]
+    distinct = list(dict.fromkeys((verb, tuple(tags)) for verb, tags in judged))
+    distinct.sort(key=lambda vt: (-_SEVERITY[vt[0]], -len(vt[1])))
+    ambiguous = ["ambiguous:duplicate-key"] if len(distinct) > 1 else []
     repository = _repository(params)
     thing, param = _thing(route.segments)
     if route.operation.startswith("git/") and param == "ref":
@@ -377,20 +396,30 @@ def _rest(request: HttpRequest, path: str) -> Action:
     name, truncated = cap(name)
     rtype = f"github:{thing}"
     key_scope = [request.host.lower(), *([repository] if repository else [])]
-    return _action(
-        request,
-        repository,
-        _owner(params),
-        service=route.operation.split("/", 1)[0],
-        operation=route.operation,
-        verb=verb,
-        resource=Resource(
-            type=rtype, name=name, key=resource_key("github", key_scope, rtype, name)
-        ),
-        risk_tags=tags,
-        confidence=Confidence.EXACT if verb is not Verb.UNKNOWN else Confidence.UNKNOWN,
-        truncated=truncated,
-    )
+    resource = Resource(type=rtype, name=name, key=resource_key("github", key_scope, rtype, name))
+    actions = [
+        _action(
+            request,
+            repository,
+            _owner(params),
+            service=route.operation.split("/", 1)[0],
+            operation=route.operation,
+            verb=verb,
+            resource=resource,
+            risk_tags=sorted({*tags, *ambiguous}) if ambiguous else list(tags),
+            confidence=(
+                Confidence.UNKNOWN
+                if verb is Verb.UNKNOWN
+                else Confidence.AMBIGUOUS
+                if ambiguous
+                else Confidence.EXACT
+            ),
+            truncated=truncated,
+        )
+        for verb, tags in distinct
+    ]
+    # A key given twice in the body (``"force": false, "force": true``): every reading.
+    return actions[0].model_copy(update={"readings": actions[1:]}) if ambiguous else actions[0]
 
 
 # ------------------------------------------------------------------ GraphQL
@@ -545,16 +574,6 @@ def _judge_execution(execution: Execution) -> list[_Judged]:
     return judged
 
 
-_SEVERITY = {
-    Verb.UNKNOWN: 7,
-    Verb.DESTROY: 6,
-    Verb.PERMISSION: 5,
-    Verb.DELETE: 4,
-    Verb.EXECUTE: 3,
-    Verb.UPDATE: 2,
-    Verb.CREATE: 1,
-    Verb.READ: 0,
-}
 MAX_GRAPHQL_ACTIONS = 64
 """Distinct actions kept per GraphQL request (the most dangerous first); more sets
 ``truncated``."""

@@ -66,6 +66,7 @@ __all__ = [
     "Payload",
     "RootField",
     "execute_payload",
+    "json_readings",
     "payloads_of",
     "read_graphql",
 ]
@@ -162,9 +163,10 @@ def _resolve(node: Any, last_wins: bool) -> Any:
     return node
 
 
-def _json_readings(text: str) -> tuple[list[Any], bool] | None:
+def json_readings(text: str | bytes) -> tuple[list[Any], bool] | None:
     """The JSON value(s) of ``text``: one, or a first-wins and a last-wins value when an
-    object repeats a key (parsers disagree on repeats); None when it is not JSON."""
+    object repeats a key (parsers disagree on repeats: Ruby's and Python's keep the last,
+    others the first); whether a key repeats; None when it is not JSON."""
     try:
         tree = json.loads(text, object_pairs_hook=_Pairs)
     except (ValueError, RecursionError):
@@ -192,7 +194,7 @@ def _body_payloads(request: HttpRequest, tags: set[str]) -> list[Payload] | None
     except UnicodeDecodeError:
         return [Payload(None, error="body is not UTF-8")]
     found: list[Payload] = []
-    readings = _json_readings(text)
+    readings = json_readings(text)
     if readings is not None:
         values, repeated = readings
         if repeated:
@@ -314,7 +316,7 @@ def _variable_sets(payload: Payload, tags: set[str]) -> list[dict[str, Any]]:
         return [variables]
     if isinstance(variables, str) and payload.parameters:
         # GraphQL over HTTP: in URL (and form) parameters, variables are JSON text.
-        readings = _json_readings(variables)
+        readings = json_readings(variables)
         if readings is not None and all(isinstance(v, dict) for v in readings[0]):
             if readings[1]:
                 tags.add(TAG_DUPLICATE_KEY)
@@ -325,7 +327,7 @@ def _variable_sets(payload: Payload, tags: set[str]) -> list[dict[str, Any]]:
         tags.add(TAG_VARIABLES)
         if not variables.strip():
             return [{}]
-        readings = _json_readings(variables)
+        readings = json_readings(variables)
         if readings is None:
             return [{}]
         values, repeated = readings

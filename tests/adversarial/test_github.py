@@ -221,3 +221,18 @@ def test_fragments_and_batches_are_read_not_refused_blindly(
     assert response.headers.get("X-Guardproxy-Decision") == "hold", response.text
     assert upstream.requests == []
     assert decision_of(guard, response).operation.startswith("graphql:")
+
+
+def test_rest_force_given_twice_is_held(guard: Guard, upstream: EchoServer) -> None:
+    """``"force": true, "force": false``: a first-wins parser forces, a last-wins one
+    does not; both are decided, so the force push is held."""
+    upstream.log.clear()
+    body = b'{"sha": "' + b"a" * 40 + b'", "force": true, "force": false}'
+    url = f"{upstream.url}/api/v3/repos/acme/api/git/refs/heads/main"
+    with httpx.Client(proxy=guard.session().proxy_url, timeout=30) as client:
+        response = client.patch(url, content=body, headers={"content-type": "application/json"})
+    assert response.headers.get("X-Guardproxy-Decision") == "hold", response.text
+    assert upstream.requests == []
+    decided = decision_of(guard, response)
+    assert (decided.operation, decided.environment) == ("git/update-ref", "unknown")
+    assert "force-push" in decided.risk_tags

@@ -295,6 +295,28 @@ def test_unreadable_body_raises_rather_than_missing_a_force() -> None:
         recognise_github(request)
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"sha": "abc", "force": true, "force": false}',
+        b'{"sha": "abc", "force": false, "force": true}',
+    ],
+)
+def test_a_repeated_body_key_decides_both_values(body: bytes) -> None:
+    request = http(
+        "PATCH",
+        "/repos/acme/api/git/refs/heads/main",
+        host="api.github.com",
+        port=443,
+        headers={"content-type": "application/json"},
+        body=body,
+    )
+    action = recognise_github(request)
+    assert action.risk_tags == ["ambiguous:duplicate-key", "force-push"]
+    assert [r.risk_tags for r in action.readings] == [["ambiguous:duplicate-key"]]
+    assert action.confidence is Confidence.AMBIGUOUS
+
+
 def test_most_specific_template_wins() -> None:
     found = match_route("GET", "/repos/acme/api/branches/main/protection")
     assert found is not None
