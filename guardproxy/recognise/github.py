@@ -604,17 +604,13 @@ def _graphql(request: HttpRequest) -> Action:
     dangerous is the action, the others its readings."""
     reading = read_graphql(request)
     ambiguities = sorted(reading.tags)
-    judged = [j for e in reading.executions for j in _judge_execution(e)]
-    actions = list(
-        {
-            a.canonical_json(): a
-            for a in (_graphql_action(request, j, ambiguities) for j in judged)
-        }.values()
-    )
-    actions.sort(key=lambda a: (-_SEVERITY[a.verb], -len(a.risk_tags)))
-    truncated = len(actions) > MAX_GRAPHQL_ACTIONS
-    first, *others = actions[:MAX_GRAPHQL_ACTIONS]
-    return first.model_copy(update={"readings": others, "truncated": truncated or first.truncated})
+    judged = list(dict.fromkeys(j for e in reading.executions for j in _judge_execution(e)))
+    judged.sort(key=lambda j: (-_SEVERITY[j.verb], -len(j.tags)))
+    truncated = len(judged) > MAX_GRAPHQL_ACTIONS
+    first, *others = [
+        _graphql_action(request, j, ambiguities) for j in judged[:MAX_GRAPHQL_ACTIONS]
+    ]
+    return first.model_copy(update={"readings": others, "truncated": truncated})
 
 
 def recognise_github(request: HttpRequest) -> Action:

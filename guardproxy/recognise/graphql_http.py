@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import product
 from typing import Any
 from urllib.parse import parse_qsl
@@ -221,10 +222,28 @@ def _body_payloads(request: HttpRequest, tags: set[str]) -> list[Payload] | None
 
 def _parses(text: str) -> bool:
     try:
-        parse(text, no_location=True, max_tokens=MAX_TOKENS)
+        _parsed(text)
     except (GraphQLError, RecursionError):
         return False
     return True
+
+
+CACHED_DOCUMENT_CHARS = 64 * 1024
+"""Documents up to this size are parsed once per process (clients send the same few
+query texts again and again); the parsed AST is never changed after parsing."""
+
+
+@lru_cache(maxsize=512)
+def _parsed_cached(text: str) -> DocumentNode:
+    return parse(text, no_location=True, max_tokens=MAX_TOKENS)
+
+
+def _parsed(text: str) -> DocumentNode:
+    """graphql-core's parse (raises GraphQLSyntaxError, or RecursionError when nested
+    beyond Python's stack)."""
+    if len(text) <= CACHED_DOCUMENT_CHARS:
+        return _parsed_cached(text)
+    return parse(text, no_location=True, max_tokens=MAX_TOKENS)
 
 
 def _form_payloads(text: str, tags: set[str]) -> list[Payload]:
@@ -472,7 +491,7 @@ def execute_payload(payload: Payload, tags: set[str]) -> list[Execution]:
     if not isinstance(payload.query, str):
         return [Execution(error="no query string")]
     try:
-        document = parse(payload.query, no_location=True, max_tokens=MAX_TOKENS)
+        document = _parsed(payload.query)
     except GraphQLError as exc:
         return [Execution(error=f"unparseable document: {exc.message}")]
     except RecursionError:

@@ -765,6 +765,19 @@ def test_graphql_update_refs_one_reading_per_ref_update() -> None:
     assert (action.verb, action.risk_tags) == (Verb.DELETE, ["branch-delete"])
 
 
+def test_graphql_many_ref_updates_keep_the_most_dangerous() -> None:
+    query = (
+        "mutation($u: [RefUpdate!]!) "
+        '{ updateRefs(input: {repositoryId: "R", refUpdates: $u}) { c } }'
+    )
+    updates = [{"name": f"refs/heads/b{i}", "afterOid": "b" * 40} for i in range(200)]
+    updates.append({"name": "refs/heads/main", "afterOid": "c" * 40, "force": True})
+    action = recognise_github(gql(query, {"u": updates}))
+    assert action.truncated
+    assert len(action.all_readings()) == 64
+    assert (action.resource.name, action.risk_tags) == ("refs/heads/main", ["force-push"])
+
+
 def test_graphql_two_deletes_are_bulk() -> None:
     document = (
         'mutation { a: deleteRef(input: {refId: "1"}) { c } '
