@@ -523,6 +523,11 @@ def _dedupe(executions: Iterator[Execution]) -> list[Execution]:
 
 def read_graphql(request: HttpRequest) -> GraphQLReading:
     """Every execution any reading of ``request`` may perform."""
+    bare = not request.body and not any(k in request.query_values for k in _KEYS)
+    if bare and request.method.upper() in ("GET", "HEAD"):
+        # GitHub's docs ("Forming calls with GraphQL"): a plain GET to the endpoint is
+        # the introspection query, a read.
+        return GraphQLReading([Execution("query")])
     payloads, tags = payloads_of(request)
     executions = _dedupe(e for p in payloads for e in execute_payload(p, tags))
     return GraphQLReading(executions, tags)

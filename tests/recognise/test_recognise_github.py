@@ -837,6 +837,13 @@ def test_graphql_one_unreadable_element_of_a_batch_is_unclassified() -> None:
     assert ("graphql:query", Verb.READ, ()) in judged(action)
 
 
+def test_graphql_plain_get_is_introspection() -> None:
+    action = recognise_github(raw(b"", method="GET"))
+    assert (action.operation, action.verb) == ("graphql:query", Verb.READ)
+    posted = recognise_github(raw(b""))
+    assert posted.verb is Verb.UNKNOWN
+
+
 def test_graphql_reads_stay_one_action() -> None:
     action = recognise_github(gql("query A { viewer { login } } query B { viewer { id } }"))
     assert (action.operation, action.verb, action.readings) == ("graphql:query", Verb.READ, [])
