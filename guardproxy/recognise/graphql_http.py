@@ -170,11 +170,11 @@ def json_readings(text: str | bytes) -> tuple[list[Any], bool] | None:
     others the first); whether a key repeats; None when it is not JSON."""
     try:
         tree = json.loads(text, object_pairs_hook=_Pairs)
+        if not _has_repeats(tree):
+            return [_resolve(tree, True)], False
+        return [_resolve(tree, False), _resolve(tree, True)], True
     except (ValueError, RecursionError):
-        return None
-    if not _has_repeats(tree):
-        return [_resolve(tree, True)], False
-    return [_resolve(tree, False), _resolve(tree, True)], True
+        return None  # nested beyond Python's stack counts as unreadable too
 
 
 def _from_json(value: Any) -> Payload:
