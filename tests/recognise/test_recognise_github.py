@@ -770,7 +770,9 @@ def test_graphql_many_ref_updates_keep_the_most_dangerous() -> None:
         "mutation($u: [RefUpdate!]!) "
         '{ updateRefs(input: {repositoryId: "R", refUpdates: $u}) { c } }'
     )
-    updates = [{"name": f"refs/heads/b{i}", "afterOid": "b" * 40} for i in range(200)]
+    updates: list[dict[str, object]] = [
+        {"name": f"refs/heads/b{i}", "afterOid": "b" * 40} for i in range(200)
+    ]
     updates.append({"name": "refs/heads/main", "afterOid": "c" * 40, "force": True})
     action = recognise_github(gql(query, {"u": updates}))
     assert action.truncated
