@@ -137,7 +137,9 @@ class ProxyConfig(BaseModel):
     )
     reverse: list[ReverseListener] = Field(default_factory=list)
     environments: dict[str, str] = Field(
-        default_factory=dict, description="Selector -> environment, e.g. aws:account:1111: prod."
+        default_factory=dict,
+        description="Selector -> environment, e.g. aws:account:1111: prod, github:acme: prod, "
+        "git:git.corp/platform: prod, docker:10.0.0.5: prod (README, Environments).",
     )
     kubernetes_hosts: list[str] = Field(default_factory=list)
     tcp_timeout_seconds: int = Field(600, ge=1)

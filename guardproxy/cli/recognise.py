@@ -27,7 +27,8 @@ def add_commands(subparsers: Any) -> None:
                               "{method, url, headers, body}; - for stdin")  # fmt: skip
     command.add_argument("--explain", action="store_true", help="say how it was recognised")
     command.add_argument("--kube-host", action="append", default=[], metavar="HOST[:PORT]")
-    command.add_argument("--env", action="append", default=[], metavar="SELECTOR=ENV")
+    command.add_argument("--env", action="append", default=[], metavar="SELECTOR=ENV",
+                         help="as for serve: aws:account:1111=prod, github:acme=prod")  # fmt: skip
     command.set_defaults(handler=cmd_recognise)
 
 

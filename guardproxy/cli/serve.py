@@ -79,7 +79,10 @@ def add_proxy_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="SELECTOR=ENV",
-        help="e.g. aws:account:111122223333=prod, k8s:cluster:host:6443=prod",
+        help="the environment of what a selector names (repeatable), e.g. "
+        "aws:account:111122223333=prod, k8s:cluster:host:6443=prod, github:acme=prod, "
+        "github:acme/sandbox=dev, git:git.corp/platform=prod, docker:10.0.0.5=prod; "
+        "see the README, Environments",
     )
     parser.add_argument(
         "--kube-host",

@@ -10,8 +10,19 @@ Selectors (keys of ``RecogniseSettings.environments``), most specific first:
 * ``k8s:namespace:<name>`` (or ``k8s:namespace:<host:port>/<name>`` for one cluster)
 * ``k8s:cluster:<host[:port]>``
 * ``aws:account:<id>``, ``gcp:project:<id>``, ``azure:subscription:<id>``
-* ``git:repo:<owner/repo>``
+* ``github:<owner>/<repo>``, then ``github:<owner>`` (an organisation or account)
+* ``git:<host>[:<port>]/<path>`` for a repository, or any leading part of its path
+  (``git:github.com/acme`` for all of acme's), then ``git:<host>[:<port>]``
+* ``git:repo:<owner/repo>`` (any host; GitHub API requests too)
+* ``docker:<host>[:<port>]`` for a Docker daemon
 * ``host:<glob>`` on the destination host (or ``host:port``)
+
+Names read by the heuristic: the resource and namespace for AWS, Kubernetes, GCP and
+Azure; the repository and its owner for GitHub and git (``acme/prod-web`` -> prod); the
+daemon's host name and the container, volume, network, service, secret or config for
+Docker (``prod-data`` -> prod), not images (a tag names a build) nor the name a create
+gives (the agent chose it). Git refs are never read: a branch called ``test-fix`` says
+nothing about where its repository deploys.
 """
 
 from __future__ import annotations
@@ -20,7 +31,7 @@ import re
 from collections.abc import Iterable, Mapping
 from fnmatch import fnmatchcase
 
-from guardproxy.action import Action, Environment, Provider
+from guardproxy.action import Action, Environment, Provider, Verb
 
 _TOKEN_SPLIT = re.compile(r"[-_./:\s]+")
 
@@ -41,8 +52,16 @@ _NAME_TOKENS: dict[str, Environment] = {
 _SEVERITY = {Environment.PROD: 3, Environment.STAGING: 2, Environment.DEV: 1}
 
 # Providers whose resource names are infrastructure names. Git refs are not: a branch
-# called ``test-fix`` says nothing about the environment its repository deploys to.
+# called ``test-fix`` says nothing about the environment its repository deploys to, so
+# for GitHub and git only the repository and its owner are read.
 _NAMED_PROVIDERS = frozenset({Provider.AWS, Provider.K8S, Provider.GCP, Provider.AZURE})
+_REPOSITORY_PROVIDERS = frozenset({Provider.GITHUB, Provider.GIT})
+# Docker things a user names on the daemon; image and plugin names come from
+# registries and tags (``app:test`` is a build, not an environment).
+_DOCKER_NAMED_TYPES = frozenset(
+    {"docker:container", "docker:volume", "docker:network", "docker:service", "docker:secret",
+     "docker:config"}
+)  # fmt: skip
 
 
 def _parse(value: str) -> Environment:
@@ -63,6 +82,30 @@ def environment_from_names(names: Iterable[str]) -> Environment:
     return best
 
 
+def _path_prefixes(path: str) -> list[str]:
+    """``a/b/c``, ``a/b``, ``a``: a repository path and its parents, longest first."""
+    parts = [p for p in path.split("/") if p]
+    return ["/".join(parts[:n]) for n in range(len(parts), 0, -1)]
+
+
+def _repository_candidates(action: Action) -> list[str]:
+    """``github:`` and ``git:`` selectors of a GitHub or git action, most specific first."""
+    scope = action.scope
+    candidates: list[str] = []
+    if action.provider is Provider.GITHUB:
+        if scope.repository:
+            candidates.append(f"github:{scope.repository}")
+        owners = [scope.repository.partition("/")[0] if scope.repository else "", scope.project]
+        candidates += [f"github:{owner}" for owner in dict.fromkeys(o for o in owners if o)]
+    elif action.provider is Provider.GIT:
+        host = action.request.host.lower()
+        hosts = [f"{host}:{action.request.port}", host] if action.request.port else [host]
+        for prefix in _path_prefixes(scope.repository):
+            candidates += [f"git:{h}/{prefix}" for h in hosts]
+        candidates += [f"git:{h}" for h in hosts]
+    return candidates
+
+
 def _configured(action: Action, environments: Mapping[str, str]) -> Environment | None:
     scope = action.scope
     candidates: list[str] = []
@@ -76,12 +119,16 @@ def _configured(action: Action, environments: Mapping[str, str]) -> Environment 
         candidates.append(f"k8s:cluster:{host}")
     if scope.account:
         candidates.append(f"aws:account:{scope.account}")
-    if scope.project:
-        candidates.append(f"gcp:project:{scope.project}")
+    if scope.project and action.provider is not Provider.GITHUB:
+        candidates.append(f"gcp:project:{scope.project}")  # GitHub's project is its owner
     if scope.subscription:
         candidates.append(f"azure:subscription:{scope.subscription}")
+    candidates += _repository_candidates(action)
     if scope.repository:
         candidates.append(f"git:repo:{scope.repository}")
+    if action.provider is Provider.DOCKER:
+        host = action.request.host.lower()
+        candidates += [f"docker:{host}:{action.request.port}", f"docker:{host}"]
     for selector in candidates:
         if selector in environments:
             return _parse(environments[selector])
@@ -114,6 +161,16 @@ def resolve_environment(action: Action, environments: Mapping[str, str]) -> Envi
     configured = _configured(action, environments)
     if configured is not None:
         return configured
+    if action.provider in _REPOSITORY_PROVIDERS:
+        return environment_from_names(
+            n for n in (action.scope.repository, action.scope.project) if n
+        )
+    if action.provider is Provider.DOCKER:
+        # A create names the thing it makes: the agent chose that name, and it says
+        # nothing about the daemon (a privileged container called test-x owns a prod host).
+        named = action.resource.type in _DOCKER_NAMED_TYPES and action.verb is not Verb.CREATE
+        daemon = action.request.host  # the daemon's own name: docker.prod.corp
+        return environment_from_names([daemon, *([action.resource.name] if named else [])])
     if action.provider not in _NAMED_PROVIDERS:
         return Environment.UNKNOWN
     names = [action.resource.name or action.resource.id, action.scope.namespace]

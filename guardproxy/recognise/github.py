@@ -6,16 +6,22 @@ packaged by ``ghapi``; shipped as data so ghapi's dependencies are not ours), so
 ``operation`` is the OpenAPI operationId
 (``repos/delete``, ``git/delete-ref``) for every endpoint GitHub documents, not just
 the ones a hand-written table remembered. The most specific template wins (most
-literal segments), and a parameter only spans several segments (``git/refs/heads/a/b``,
-``branches/feat/x/protection``) when nothing matches segment for segment.
+literal segments), and only parameters whose values GitHub lets hold a slash (refs,
+branches, paths, tags: ``git/refs/heads/a/b``, ``branches/feat/x/protection``) span
+several segments, and only when nothing matches segment for segment. An owner or a
+repository never spans: ``GET /repos/o/r/git/refs/heads/x`` is not ``repos/get`` of a
+repository named ``r/git/refs/heads/x``.
 
 Verb classes start from the HTTP method and are overridden where the method
 understates the danger (a repository delete destroys history; removing branch
 protection or a ruleset is a ``protection-removal``; collaborator and team changes
 are ``permission``; dispatching a workflow runs code).
 
-GraphQL (``POST /graphql``) is parsed just far enough to name the top-level fields
-of a mutation (``graphql:deleteRef``); the most dangerous one is the operation.
+GraphQL (``/graphql``) is read by ``graphql_http`` with graphql-core (the reference
+implementation's port): every mutation field of the operation the server selects is an
+action (``graphql:deleteRef``), the most dangerous one first and the others its
+readings; every reading of an ambiguous request (several operations and no name, a
+batch, duplicate keys, URL and body) is decided, and an unreadable one is unclassified.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from urllib.parse import unquote
 
 from guardproxy.action import Action, Confidence, Provider, Resource, Scope, Verb
 from guardproxy.recognise.common import actor_of, cap, decoded_body, resource_key, summary_of
+from guardproxy.recognise.graphql_http import Execution, json_readings, read_graphql
 from guardproxy.recognise.request import HttpRequest
 
 API_HOSTS = frozenset({"api.github.com", "uploads.github.com"})
@@ -82,6 +89,18 @@ _METHOD_VERBS = {
     "DELETE": Verb.DELETE,
 }
 
+# Most dangerous first: the order of an action's readings.
+_SEVERITY = {
+    Verb.UNKNOWN: 7,
+    Verb.DESTROY: 6,
+    Verb.PERMISSION: 5,
+    Verb.DELETE: 4,
+    Verb.EXECUTE: 3,
+    Verb.UPDATE: 2,
+    Verb.CREATE: 1,
+    Verb.READ: 0,
+}
+
 # Fields of a branch-protection PUT whose null/false (or, for the allow_* ones, true)
 # value switches a guard off.
 _GUARD_FIELDS = ("required_status_checks", "required_pull_request_reviews", "restrictions")
@@ -121,12 +140,30 @@ class Match:
     params: dict[str, str]
 
 
+# Parameters whose values may hold a slash, so that they span path segments: git ref
+# names (``heads/feature/x``), branch and tag names, file paths and ``base...head``
+# comparisons. Every other parameter (owner, repo, org, ids) is one segment: GitHub
+# names never contain a slash, and the API wants them URL-encoded where they could.
+SPANNING_PARAMETERS = frozenset({"ref", "branch", "tag", "path", "dir", "basehead"})
+
+# Paths GitHub still serves that its current description no longer lists (earlier
+# versions of the REST description documented them under these operationIds; the
+# current ones are ``git/ref/{ref}`` and ``git/matching-refs/{ref}``). Without them a
+# GET on a ref fell through to ``repos/get``.
+_LEGACY_ROUTES = (
+    ("GET", "/repos/{owner}/{repo}/git/refs/{ref}", "git/get-ref"),
+    ("GET", "/repos/{owner}/{repo}/git/refs", "git/list-refs"),
+)
+
+
 @cache
 def route_table() -> dict[str, tuple[Route, ...]]:
     """Routes by method, most literal segments first (loaded once, ~10 ms)."""
     data = json.loads(files("guardproxy.recognise").joinpath(ROUTES_FILE).read_text("utf-8"))
     by_method: dict[str, list[Route]] = {}
-    for method, path, operation in data["routes"]:
+    known = {(m, p) for m, p, _ in data["routes"]}
+    legacy = [r for r in _LEGACY_ROUTES if (r[0], r[1]) not in known]
+    for method, path, operation in [*data["routes"], *legacy]:
         segments = tuple(s for s in str(path).split("/") if s)
         by_method.setdefault(method, []).append(Route(operation, method, segments))
     return {m: tuple(sorted(rs, key=lambda r: -r.literals)) for m, rs in by_method.items()}
@@ -144,21 +181,25 @@ def _strict(route: Route, parts: list[str]) -> dict[str, str] | None:
     return params
 
 
-@cache
-def _loose_pattern(route: Route) -> re.Pattern[str]:
-    pieces = [
-        f"(?P<p{i}>.+)" if s.startswith("{") else re.escape(s) for i, s in enumerate(route.segments)
-    ]
-    return re.compile("^" + "/".join(pieces) + "$")
-
-
-def _loose(route: Route, path: str) -> dict[str, str] | None:
-    found = _loose_pattern(route).match(path)
-    if found is None:
+def _loose(
+    segments: tuple[str, ...], parts: list[str], params: dict[str, str]
+) -> dict[str, str] | None:
+    """Match with spanning parameters taking one or more segments (longest first)."""
+    if not segments:
+        return params if not parts else None
+    template, rest = segments[0], segments[1:]
+    if not template.startswith("{"):
+        if parts and parts[0] == template:
+            return _loose(rest, parts[1:], params)
         return None
-    return {
-        route.segments[int(k[1:])][1:-1]: v for k, v in found.groupdict().items() if v is not None
-    }
+    name = template[1:-1]
+    if name not in SPANNING_PARAMETERS:
+        return _loose(rest, parts[1:], {**params, name: parts[0]}) if parts else None
+    for end in range(len(parts) - len(rest), 0, -1):
+        found = _loose(rest, parts[end:], {**params, name: "/".join(parts[:end])})
+        if found is not None:
+            return found
+    return None
 
 
 def match_route(method: str, path: str) -> Match | None:
@@ -169,12 +210,13 @@ def match_route(method: str, path: str) -> Match | None:
         params = _strict(route, parts)
         if params is not None:
             return Match(route, params)
-    joined = "/".join(parts)
     present = set(parts)
     for route in routes:
         if len(route.segments) > len(parts) or not route.literal_set <= present:
-            continue  # cheap pre-check: only compile patterns that can match
-        params = _loose(route, joined)
+            continue  # cheap pre-check: only walk templates that can match
+        if not SPANNING_PARAMETERS.intersection(s[1:-1] for s in route.segments):
+            continue  # segment for segment was tried above
+        params = _loose(route.segments, parts, {})
         if params is not None:
             return Match(route, params)
     return None
@@ -210,18 +252,22 @@ class GitHubError(ValueError):
     """A request the recogniser cannot read."""
 
 
-def _json_body(request: HttpRequest) -> Any:
-    """The JSON body, None when there is none; raises when it is there but unreadable
-    (a force flag or a protection field could be in what we failed to read)."""
+def _json_bodies(request: HttpRequest) -> list[Any]:
+    """The JSON body's readings (two when an object repeats a key: first and last wins),
+    ``[None]`` when there is none; raises when it is there but unreadable (a force flag
+    or a protection field could be in what we failed to read)."""
     body = decoded_body(request)
     if body is None:
         raise GitHubError("body too large or undecodable")
     if not body.strip():
-        return None
+        return [None]
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise GitHubError("body is not JSON") from exc
+        readings = json_readings(body.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise GitHubError("body is not UTF-8") from exc
+    if readings is None:
+        raise GitHubError("body is not JSON")
+    return readings[0]
 
 
 def _singular(word: str) -> str:
@@ -306,10 +352,16 @@ def _repository(params: dict[str, str]) -> str:
     return ""
 
 
-def _action(request: HttpRequest, repository: str = "", **fields: Any) -> Action:
+def _owner(params: dict[str, str]) -> str:
+    """The organisation or account the route acts in (``/orgs/{org}``, ``/repos/{owner}``)."""
+    return params.get("org") or params.get("owner") or ""
+
+
+def _action(request: HttpRequest, repository: str = "", owner: str = "", **fields: Any) -> Action:
+    # scope.project holds the owning organisation, as it holds Terraform Cloud's.
     base: dict[str, Any] = {
         "provider": Provider.GITHUB,
-        "scope": Scope(repository=repository),
+        "scope": Scope(repository=repository, project=owner),
         "actor": actor_of(request),
         "request": summary_of(request),
     }
@@ -328,8 +380,11 @@ def _rest(request: HttpRequest, path: str) -> Action:
             confidence=Confidence.HEURISTIC if readable else Confidence.UNKNOWN,
         )
     route, params = found.route, found.params
-    body = _json_body(request) if route.operation in _BODY_OPERATIONS else None
-    verb, tags = _rest_verb_and_tags(route.operation, method, params, body)
+    bodies = _json_bodies(request) if route.operation in _BODY_OPERATIONS else [None]
+    judged = [_rest_verb_and_tags(route.operation, method, params, body) for body in bodies]
+    distinct = list(dict.fromkeys((verb, tuple(tags)) for verb, tags in judged))
+    distinct.sort(key=lambda vt: (-_SEVERITY[vt[0]], -len(vt[1])))
+    ambiguous = ["ambiguous:duplicate-key"] if len(distinct) > 1 else []
     repository = _repository(params)
     thing, param = _thing(route.segments)
     if route.operation.startswith("git/") and param == "ref":
@@ -341,128 +396,60 @@ def _rest(request: HttpRequest, path: str) -> Action:
     name, truncated = cap(name)
     rtype = f"github:{thing}"
     key_scope = [request.host.lower(), *([repository] if repository else [])]
-    return _action(
-        request,
-        repository,
-        service=route.operation.split("/", 1)[0],
-        operation=route.operation,
-        verb=verb,
-        resource=Resource(
-            type=rtype, name=name, key=resource_key("github", key_scope, rtype, name)
-        ),
-        risk_tags=tags,
-        confidence=Confidence.EXACT if verb is not Verb.UNKNOWN else Confidence.UNKNOWN,
-        truncated=truncated,
-    )
+    resource = Resource(type=rtype, name=name, key=resource_key("github", key_scope, rtype, name))
+    actions = [
+        _action(
+            request,
+            repository,
+            _owner(params),
+            service=route.operation.split("/", 1)[0],
+            operation=route.operation,
+            verb=verb,
+            resource=resource,
+            risk_tags=sorted({*tags, *ambiguous}) if ambiguous else list(tags),
+            confidence=(
+                Confidence.UNKNOWN
+                if verb is Verb.UNKNOWN
+                else Confidence.AMBIGUOUS
+                if ambiguous
+                else Confidence.EXACT
+            ),
+            truncated=truncated,
+        )
+        for verb, tags in distinct
+    ]
+    # A key given twice in the body (``"force": false, "force": true``): every reading.
+    return actions[0].model_copy(update={"readings": actions[1:]}) if ambiguous else actions[0]
 
 
 # ------------------------------------------------------------------ GraphQL
-
-_GQL_TOKEN = re.compile(
-    r'"""(?:[^"\\]|\\.|"(?!""))*"""|"(?:[^"\\\n]|\\.)*"|#[^\n]*|\.\.\.|[A-Za-z_][A-Za-z0-9_]*'
-    r"|[{}()\[\]:@$!=,|&]|-?\d[\d.eE+-]*|\S",
-    re.DOTALL,
-)
-_OPERATION_KEYWORDS = frozenset({"query", "mutation", "subscription"})
-
-
-class GraphQLError(ValueError):
-    """The query document is not one we can read."""
-
-
-def _tokens(document: str) -> Iterator[str]:
-    for token in _GQL_TOKEN.findall(document):
-        if token.startswith("#") or token == ",":
-            continue
-        yield '""' if token.startswith('"') else token
-
-
-def top_level_fields(document: str, operation_name: str = "") -> tuple[str, list[str]]:
-    """(operation type, its top-level field names) of the operation ``document`` runs.
-
-    Strings and comments are dropped before braces are counted, so a ``}`` in an
-    argument cannot end a selection set early. Fragment spreads at the top level
-    make the field list unknowable, which raises.
-    """
-    operations: list[tuple[str, str, list[str]]] = []
-    tokens = list(_tokens(document))
-    i = 0
-    while i < len(tokens):
-        token = tokens[i]
-        if token == "fragment":
-            kind, name = "fragment", ""
-        elif token in _OPERATION_KEYWORDS:
-            kind = token
-            name = tokens[i + 1] if i + 1 < len(tokens) and tokens[i + 1][0].isalpha() else ""
-        elif token == "{":
-            kind, name = "query", ""
-        else:
-            raise GraphQLError(f"unexpected token {token[:20]!r}")
-        paren = 0  # variable defaults may hold objects: ($in: Input = {a: 1})
-        while i < len(tokens) and (tokens[i] != "{" or paren):
-            paren += {"(": 1, ")": -1}.get(tokens[i], 0)
-            i += 1
-        fields, i = _selection(tokens, i)
-        if kind != "fragment":
-            operations.append((kind, name, fields))
-    if not operations:
-        raise GraphQLError("no operation")
-    chosen = [op for op in operations if not operation_name or op[1] == operation_name]
-    if len(chosen) != 1:
-        # Without a (matching) operationName a multi-operation document is refused by
-        # the server; judge it by its most dangerous operation all the same.
-        chosen = [op for op in operations if op[0] == "mutation"] or operations
-        return chosen[0][0], [f for op in chosen for f in op[2]]
-    return chosen[0][0], chosen[0][2]
-
-
-def _selection(tokens: list[str], start: int) -> tuple[list[str], int]:
-    """Top-level field names of the selection set opening at ``start``; index after it."""
-    if start >= len(tokens):
-        raise GraphQLError("missing selection set")
-    depth = 0
-    paren = 0
-    fields: list[str] = []
-    i = start
-    while i < len(tokens):
-        token = tokens[i]
-        if token == "(":
-            paren += 1
-        elif token == ")":
-            paren -= 1
-        elif paren == 0 and token == "{":
-            depth += 1
-        elif paren == 0 and token == "}":
-            depth -= 1
-            if depth == 0:
-                return fields, i + 1
-        elif paren == 0 and depth == 1:
-            if token == "...":
-                raise GraphQLError("fragment spread at the top level")
-            if token[0].isalpha() or token[0] == "_":
-                alias = i + 1 < len(tokens) and tokens[i + 1] == ":"
-                if alias:
-                    i += 2
-                    token = tokens[i] if i < len(tokens) else ""
-                if tokens[i - 1] != "@":
-                    fields.append(token)
-        i += 1
-    raise GraphQLError("unbalanced braces")
-
-
-def _has_true(value: Any, key: str) -> bool:
-    """Whether ``key: true`` occurs anywhere in a JSON value (GraphQL variables)."""
-    if isinstance(value, dict):
-        return any((k == key and v is True) or _has_true(v, key) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_true(v, key) for v in value)
-    return False
-
+#
+# The request is read by graphql_http (graphql-core); here each root field of a mutation
+# becomes an action, named ``graphql:<field>`` and classed from GitHub's mutation name and
+# its resolved arguments. Names are GitHub's public schema's (octokit/graphql-schema,
+# schema.graphql); a name not listed here is at least an ``update``, never a read.
 
 _GQL_PROTECTION_REMOVALS = frozenset(
     {"deleteBranchProtectionRule", "deleteRepositoryRuleset", "deleteTagProtectionRule"}
 )
-_GQL_PERMISSION = re.compile(r"Collaborator|Permission|Member|Role|Admin|Invitation|transfer")
+# UpdateBranchProtectionRuleInput fields that switch a guard off when true / when false
+# (the GraphQL names of the REST fields in _ALLOW_FLAGS and _GUARD_FIELDS/_GUARD_FLAGS).
+_GQL_ALLOW_FLAGS = ("allowsForcePushes", "allowsDeletions")
+_GQL_GUARD_FLAGS = (
+    "requiresStatusChecks",
+    "requiresApprovingReviews",
+    "restrictsPushes",
+    "isAdminEnforced",
+    "requiresLinearHistory",
+    "requiresCommitSignatures",
+)
+_GQL_UNENFORCED = frozenset({"DISABLED", "EVALUATE"})  # RuleEnforcement values that guard nothing
+_GQL_EXECUTE = frozenset({"approveDeployments", "rerequestCheckSuite"})
+_GQL_PERMISSIONS = frozenset({"updateTeamsRepository", "accessUserNamespaceRepository"})
+_GQL_PERMISSION = re.compile(
+    r"Collaborator|Permission|Member|Role|Admin|Invitation|IdentityProvider|IpAllowList"
+    r"|TwoFactor|DeployKey|^transfer"
+)
 _GQL_PREFIX_VERBS = (
     ("delete", Verb.DELETE),
     ("remove", Verb.DELETE),
@@ -470,75 +457,160 @@ _GQL_PREFIX_VERBS = (
     ("add", Verb.CREATE),
     ("update", Verb.UPDATE),
 )
+ZERO_OID = "0" * 40
+"""``afterOid`` of an ``updateRefs`` ref update that deletes the ref (GitHub's docs)."""
 
 
-def _mutation_field(field: str, text: str, variables: Any) -> tuple[Verb, list[str]]:
-    """Verb class and risk tags of one top-level mutation field."""
-    if field in _GQL_PROTECTION_REMOVALS:
-        return Verb.UPDATE, ["protection-removal"]
-    if field == "updateBranchProtectionRule":
-        weakened = any(_has_true(variables, k) for k in ("allowsForcePushes", "allowsDeletions"))
-        weakened |= bool(re.search(r"allows(?:ForcePushes|Deletions)\s*:\s*true", text))
-        return Verb.UPDATE, ["protection-removal"] if weakened else []
-    if field == "deleteRef":
+@dataclass(frozen=True)
+class _Judged:
+    """How one GraphQL root field (or one ref update of ``updateRefs``) is classed."""
+
+    operation: str
+    verb: Verb
+    tags: tuple[str, ...] = ()
+    confidence: Confidence = Confidence.EXACT
+    ref: str = ""
+
+
+def _values(value: Any, key: str) -> Iterator[Any]:
+    """Every value of member ``key`` anywhere in a resolved argument value."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if k == key:
+                yield v
+            yield from _values(v, key)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _values(item, key)
+
+
+def _has_true(value: Any, key: str) -> bool:
+    return any(v is True for v in _values(value, key))
+
+
+def _branch_protection_weakened(arguments: dict[str, Any]) -> bool:
+    if any(_has_true(arguments, k) for k in _GQL_ALLOW_FLAGS):
+        return True
+    return any(v is False or v is None for k in _GQL_GUARD_FLAGS for v in _values(arguments, k))
+
+
+def _ruleset_weakened(arguments: dict[str, Any]) -> bool:
+    if any(v in _GQL_UNENFORCED for v in _values(arguments, "enforcement")):
+        return True
+    return any(v == [] or v is None for v in _values(arguments, "rules"))
+
+
+def _ref_updates(name: str, arguments: dict[str, Any]) -> list[_Judged]:
+    """One reading per ref update of ``updateRefs`` (a list, or one object the server
+    coerces to a list of one); a zero ``afterOid`` deletes the ref."""
+    updates: list[Any] = []
+    for found in _values(arguments, "refUpdates"):
+        updates += found if isinstance(found, list) else [found]
+    judged: list[_Judged] = []
+    for update in updates:
+        if not isinstance(update, dict):
+            continue
+        ref = str(update.get("name") or "")
+        if update.get("afterOid") == ZERO_OID:
+            tags = ("branch-delete",) if ref.startswith("refs/heads/") else ()
+            judged.append(_Judged(f"graphql:{name}", Verb.DELETE, tags, ref=ref))
+        else:
+            tags = ("force-push",) if update.get("force") is True else ()
+            judged.append(_Judged(f"graphql:{name}", Verb.UPDATE, tags, ref=ref))
+    return judged or [_Judged(f"graphql:{name}", Verb.UPDATE, confidence=Confidence.HEURISTIC)]
+
+
+def judge_mutation(name: str, arguments: dict[str, Any]) -> list[_Judged]:
+    """How GitHub mutation ``name`` with resolved ``arguments`` is classed (one entry,
+    or one per ref update of ``updateRefs``)."""
+    operation = f"graphql:{name}"
+    if name in _GQL_PROTECTION_REMOVALS:
+        return [_Judged(operation, Verb.UPDATE, ("protection-removal",))]
+    if name == "updateBranchProtectionRule":
+        weakened = _branch_protection_weakened(arguments)
+        return [_Judged(operation, Verb.UPDATE, ("protection-removal",) if weakened else ())]
+    if name == "updateRepositoryRuleset":
+        weakened = _ruleset_weakened(arguments)
+        return [_Judged(operation, Verb.UPDATE, ("protection-removal",) if weakened else ())]
+    if name == "deleteRef":
         # The ref is a node id: branch or tag is unknowable here, so assume a branch.
-        return Verb.DELETE, ["branch-delete"]
-    if field in ("updateRef", "updateRefs"):
-        forced = _has_true(variables, "force") or bool(re.search(r"\bforce\s*:\s*true", text))
-        return Verb.UPDATE, ["force-push"] if forced else []
-    if _GQL_PERMISSION.search(field):
-        return Verb.PERMISSION, []
+        return [_Judged(operation, Verb.DELETE, ("branch-delete",))]
+    if name == "updateRef":
+        forced = _has_true(arguments, "force")
+        return [_Judged(operation, Verb.UPDATE, ("force-push",) if forced else ())]
+    if name == "updateRefs":
+        return _ref_updates(name, arguments)
+    if name == "archiveRepository":
+        return [_Judged(operation, Verb.UPDATE, ("archive",))]
+    if name in _GQL_EXECUTE:
+        return [_Judged(operation, Verb.EXECUTE)]
+    if name in _GQL_PERMISSIONS:
+        return [_Judged(operation, Verb.PERMISSION)]
+    if _GQL_PERMISSION.search(name):
+        return [_Judged(operation, Verb.PERMISSION, confidence=Confidence.HEURISTIC)]
     for prefix, verb in _GQL_PREFIX_VERBS:
-        if field.startswith(prefix):
-            return verb, []
-    return Verb.UPDATE, []
+        if name.startswith(prefix):
+            return [_Judged(operation, verb, confidence=Confidence.HEURISTIC)]
+    return [_Judged(operation, Verb.UPDATE, confidence=Confidence.HEURISTIC)]
 
 
-_SEVERITY = {
-    Verb.DESTROY: 6,
-    Verb.PERMISSION: 5,
-    Verb.DELETE: 4,
-    Verb.EXECUTE: 3,
-    Verb.UPDATE: 2,
-    Verb.CREATE: 1,
-    Verb.READ: 0,
-}
+def _judge_execution(execution: Execution) -> list[_Judged]:
+    """Every action one execution performs: its mutation fields, or one read."""
+    if execution.error:
+        return [_Judged("graphql", Verb.UNKNOWN, confidence=Confidence.UNKNOWN)]
+    if execution.operation != "mutation":
+        return [_Judged(f"graphql:{execution.operation}", Verb.READ)]
+    judged = [j for f in execution.fields for j in judge_mutation(f.name, f.arguments)]
+    if not judged:  # only __typename: nothing runs
+        return [_Judged("graphql:mutation", Verb.READ)]
+    deletes = sum(1 for j in judged if j.verb in (Verb.DELETE, Verb.DESTROY))
+    if deletes > 1:
+        judged = [
+            _Judged(j.operation, j.verb, (*j.tags, "bulk"), j.confidence, j.ref)
+            if j.verb in (Verb.DELETE, Verb.DESTROY)
+            else j
+            for j in judged
+        ]
+    return judged
 
 
-def _graphql(request: HttpRequest) -> Action:
-    payload = _json_body(request) if request.method.upper() != "GET" else None
-    if request.method.upper() == "GET":
-        query = dict(request.query)
-        payload = {"query": query.get("query", ""), "operationName": query.get("operationName")}
-    if not isinstance(payload, dict) or not isinstance(payload.get("query"), str):
-        raise GraphQLError("not a GraphQL request body")
-    text = payload["query"]
-    kind, fields = top_level_fields(text, str(payload.get("operationName") or ""))
-    if kind != "mutation":
-        return _action(
-            request,
-            service="graphql",
-            operation=f"graphql:{kind}",
-            verb=Verb.READ,
-            confidence=Confidence.EXACT,
-        )
-    if not fields:
-        raise GraphQLError("mutation without fields")
-    variables = payload.get("variables")
-    judged = [(field, *_mutation_field(field, text, variables)) for field in fields]
-    field, verb, _ = max(judged, key=lambda item: (_SEVERITY[item[1]], bool(item[2])))
-    tags = sorted({tag for _, _, ts in judged for tag in ts})
-    if sum(1 for _, v, _ in judged if v in (Verb.DELETE, Verb.DESTROY)) > 1:
-        tags.append("bulk")
-    exact = field in _GQL_PROTECTION_REMOVALS or field in ("deleteRef", "updateRef", "updateRefs")
+MAX_GRAPHQL_ACTIONS = 64
+"""Distinct actions kept per GraphQL request (the most dangerous first); more sets
+``truncated``."""
+
+
+def _graphql_action(request: HttpRequest, judged: _Judged, ambiguities: list[str]) -> Action:
+    confidence = judged.confidence
+    if ambiguities and confidence is not Confidence.UNKNOWN:
+        confidence = Confidence.AMBIGUOUS
+    resource = Resource()
+    if judged.ref:
+        name, _ = cap(judged.ref)
+        key = resource_key("github", [request.host.lower()], "github:ref", name)
+        resource = Resource(type="github:ref", name=name, key=key)
     return _action(
         request,
         service="graphql",
-        operation=f"graphql:{field}",
-        verb=verb,
-        risk_tags=tags,
-        confidence=Confidence.EXACT if exact else Confidence.HEURISTIC,
+        operation=judged.operation,
+        verb=judged.verb,
+        resource=resource,
+        risk_tags=sorted({*judged.tags, *ambiguities}),
+        confidence=confidence,
     )
+
+
+def _graphql(request: HttpRequest) -> Action:
+    """Every root field any reading of the request executes, as an action; the most
+    dangerous is the action, the others its readings."""
+    reading = read_graphql(request)
+    ambiguities = sorted(reading.tags)
+    judged = list(dict.fromkeys(j for e in reading.executions for j in _judge_execution(e)))
+    judged.sort(key=lambda j: (-_SEVERITY[j.verb], -len(j.tags)))
+    truncated = len(judged) > MAX_GRAPHQL_ACTIONS
+    first, *others = [
+        _graphql_action(request, j, ambiguities) for j in judged[:MAX_GRAPHQL_ACTIONS]
+    ]
+    return first.model_copy(update={"readings": others, "truncated": truncated})
 
 
 def recognise_github(request: HttpRequest) -> Action:

@@ -7,7 +7,8 @@ import json
 import pytest
 from recognise_support import http
 
-from guardproxy.action import Confidence, Provider, Verb
+from guardproxy.action import Confidence, Environment, Provider, Verb
+from guardproxy.recognise import RecogniseSettings, recognise
 from guardproxy.recognise.docker import DockerError, looks_like_docker, recognise_docker
 from guardproxy.recognise.request import HttpRequest
 
@@ -374,3 +375,23 @@ def test_unlisted_write_is_heuristic() -> None:
         Verb.UPDATE,
         Confidence.HEURISTIC,
     )
+
+
+def test_environment_from_the_daemon_and_the_names_it_holds() -> None:
+    settings = RecogniseSettings()
+    # the daemon's own host name (engine() talks to docker.prod.corp)
+    assert recognise(engine("DELETE", "/v1.47/volumes/scratch"), settings).environment is (
+        Environment.PROD
+    )
+    other = http("DELETE", "/v1.47/volumes/prod-data", host="10.1.2.3", port=2376, headers=CLI)
+    assert recognise(other, settings).environment is Environment.PROD
+    # a privileged container named by the agent itself says nothing about the daemon
+    body = json.dumps(create({"Privileged": True})).encode()
+    created = http(
+        "POST", "/v1.47/containers/create?name=test-runner", host="10.1.2.3", port=2376,
+        headers={**CLI, "content-type": "application/json"}, body=body,
+    )  # fmt: skip
+    action = recognise(created, settings)
+    assert (action.operation, action.environment) == ("containers.create", Environment.UNKNOWN)
+    configured = RecogniseSettings(environments={"docker:10.1.2.3:2376": "dev"})
+    assert recognise(other, configured).environment is Environment.DEV
