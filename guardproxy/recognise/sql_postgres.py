@@ -363,9 +363,8 @@ def _escape_string_reading(text: str) -> str | None:
     """
     out, position = text, 0
     for _ in range(_MAX_ESCAPE_REWRITES):
-        try:
-            tokens = _pg.scan(out)
-        except _pg.ParseError:
+        tokens = _tokens(out)
+        if tokens is None:
             return None
         literal = next(
             (
@@ -383,6 +382,22 @@ def _escape_string_reading(text: str) -> str | None:
         out = f"{out[: literal.start]} E{out[literal.start :]}"
         position = literal.start + 2
     return None
+
+
+def _tokens(text: str) -> list[Any] | None:
+    """The scanner's tokens of ``text``; when the scanner stops at an error (an
+    unterminated literal in this reading), the tokens before it, which it lexed as the
+    server would. ``None`` if even those cannot be had."""
+    try:
+        return list(_pg.scan(text))
+    except _pg.ParseError as exc:
+        where = exc.args[1] if len(exc.args) > 1 else None
+        if not isinstance(where, int) or where <= 0:
+            return None
+    try:
+        return list(_pg.scan(text[:where]))
+    except _pg.ParseError:
+        return None
 
 
 def _strip_locations(node: Any) -> Any:
@@ -449,6 +464,8 @@ def _object_name(node: Any) -> str:
         return _relation(node)
     if "RoleSpec" in node:
         return str(node["RoleSpec"].get("rolename", ""))
+    if "AccessPriv" in node:
+        return str(node["AccessPriv"].get("priv_name", ""))
     return ""
 
 

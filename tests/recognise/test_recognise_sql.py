@@ -678,8 +678,13 @@ def test_bigquery_project_is_the_scope() -> None:
 
 def test_bigquery_job_that_overwrites_its_destination() -> None:
     destination = {"projectId": "acme", "datasetId": "ds", "tableId": "orders"}
-    query = {"query": "SELECT 1", "useLegacySql": True, "destinationTable": destination,
-             "writeDisposition": "WRITE_TRUNCATE", "createDisposition": "CREATE_IF_NEEDED"}  # fmt: skip
+    query = {
+        "query": "SELECT 1",
+        "useLegacySql": True,
+        "destinationTable": destination,
+        "writeDisposition": "WRITE_TRUNCATE",
+        "createDisposition": "CREATE_IF_NEEDED",
+    }
     job = {"configuration": {"query": query}}
     action = recognise_sql(post("bigquery.googleapis.com", "/bigquery/v2/projects/acme/jobs", job))
     assert operations(action)[0] == (
