@@ -1041,6 +1041,8 @@ class PostgresReader:
             return [Part("CALL", Verb.UPDATE, "sql:function", qualified, ("search-path",))]
         if builtin and name in _EFFECTS:
             verb, tags = _EFFECTS[name]
+            if "sequence" not in tags:  # nextval/setval: an ordinary write, not a call to hold
+                tags = (*tags, "function-call")
             return [Part("CALL", verb, "sql:function", qualified, tags)]
         trusted = schema == "pg_catalog" or (schema == "" and not self.search_path_changed)
         if trusted and name in side_effect_free():

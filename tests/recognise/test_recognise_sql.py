@@ -217,19 +217,31 @@ STATEMENTS: list[tuple[str, tuple[str, Verb, str, str, list[str]]]] = [
     ),
     (
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity",
-        ("CALL", Verb.EXECUTE, "sql:function", "pg_terminate_backend", ["terminate"]),
+        (
+            "CALL",
+            Verb.EXECUTE,
+            "sql:function",
+            "pg_terminate_backend",
+            ["function-call", "terminate"],
+        ),
     ),
     (
         "SELECT lo_unlink(16403)",
-        ("CALL", Verb.DELETE, "sql:function", "lo_unlink", ["large-object"]),
+        ("CALL", Verb.DELETE, "sql:function", "lo_unlink", ["function-call", "large-object"]),
     ),
     (
         "SELECT pg_drop_replication_slot('s')",
-        ("CALL", Verb.DELETE, "sql:function", "pg_drop_replication_slot", ["replication"]),
+        (
+            "CALL",
+            Verb.DELETE,
+            "sql:function",
+            "pg_drop_replication_slot",
+            ["function-call", "replication"],
+        ),
     ),
     (
         "SELECT lo_export(1, '/var/lib/postgresql/data/postgresql.conf')",
-        ("CALL", Verb.DESTROY, "sql:function", "lo_export", ["server-file"]),
+        ("CALL", Verb.DESTROY, "sql:function", "lo_export", ["function-call", "server-file"]),
     ),
     (
         "SELECT set_config('role', 'postgres', false)",
