@@ -53,6 +53,7 @@ from guardproxy.recognise.sql_statement import (
 __all__ = ["PostgresReader", "parse_tree", "side_effect_free"]
 
 Node = dict[str, Any]
+_BRANCHES = (dict, list)  # a tuple: `dict | list` would build a union object per test
 
 _MAX_ESCAPE_REWRITES = 64
 _ESCAPE_TAG = "ambiguous:standard-conforming-strings"
@@ -346,11 +347,23 @@ def _handler_name(node_type: str) -> str:
 
 def parse_tree(text: str) -> list[Node]:
     """The raw statements of ``text`` as libpg_query's JSON parse tree."""
+    return _parse(text)[0]
+
+
+def _parse(text: str) -> tuple[list[Node], bool]:
+    """(statements, whether any holds a function call or a nested DML statement).
+
+    The second is read off the JSON text (a key is ``"FuncCall"``; inside a string
+    literal the quotes are escaped), so statements without either are not walked.
+    """
     try:
-        tree = json.loads(_pg.parse_sql_json(text))
+        raw = _pg.parse_sql_json(text)
     except _pg.ParseError as exc:
         raise SqlError(f"PostgreSQL cannot parse it: {str(exc)[:120]}") from exc
-    return [raw["stmt"] for raw in tree.get("stmts", [])]
+    statements = [item["stmt"] for item in json.loads(raw).get("stmts", [])]
+    top_level = sum(next(iter(s)) in _DML for s in statements)
+    nested = '"FuncCall"' in raw or sum(raw.count(f'"{k}"') for k in _DML) > top_level
+    return statements, nested
 
 
 def _escape_string_reading(text: str) -> str | None:
@@ -420,7 +433,7 @@ def _nested(node: Any) -> Iterator[tuple[str, Node]]:
             for key, value in current.items():
                 if key in _NESTED:
                     yield key, value
-                if isinstance(value, dict | list):
+                if isinstance(value, _BRANCHES):
                     children.append(value)
             stack.extend(reversed(children))
         elif isinstance(current, list):
@@ -533,7 +546,7 @@ def _references(node: Any, names: frozenset[str], inside_subquery: bool = False)
                     return True
             continue
         for key, value in current.items():
-            if isinstance(value, dict | list):
+            if isinstance(value, _BRANCHES):
                 stack.append((value, sub or key == "subselect"))
     return False
 
@@ -627,8 +640,9 @@ class PostgresReader:
         """The parts of ``text``; raises :class:`SqlError` if PostgreSQL cannot parse it
         (under either reading of backslashes in string literals)."""
         primary: list[Node] | None
+        walk = True
         try:
-            primary = parse_tree(text)
+            primary, walk = _parse(text)
         except SqlError:
             primary = None
         alternative: list[Node] | None = None
@@ -647,22 +661,23 @@ class PostgresReader:
         if alternative is None or (
             primary is not None and _strip_locations(alternative) == _strip_locations(primary)
         ):
-            return self._statements(primary or [])
+            return self._statements(primary or [], walk=walk or alternative is not None)
         self.ambiguity.append(_ESCAPE_TAG)
         first = self._statements(primary) if primary is not None else []
         return [*first, *self._statements(alternative)]
 
-    def _statements(self, statements: list[Node]) -> list[Part]:
+    def _statements(self, statements: list[Node], *, walk: bool = True) -> list[Part]:
         parts: list[Part] = []
         for statement in statements:
-            parts.extend(self.statement(statement))
+            parts.extend(self.statement(statement, walk=walk))
         return parts
 
-    def statement(self, wrapped: Node) -> list[Part]:
-        """The parts of one statement node (``{"DeleteStmt": {...}}``)."""
+    def statement(self, wrapped: Node, *, walk: bool = True) -> list[Part]:
+        """The parts of one statement node (``{"DeleteStmt": {...}}``); ``walk=False``
+        when the text is known to hold no function call or nested DML."""
         ((node_type, body),) = wrapped.items()
         own = self._own(node_type, body)
-        if node_type in _DEFINITIONS:
+        if node_type in _DEFINITIONS or not walk:
             return own
         parts = list(own)
         for nested_type, nested in _nested(body):
