@@ -1,425 +1,49 @@
 """The SQL-over-HTTP recogniser: statements sent through HTTP carriers -> Actions.
 
-Carriers (``service``): Neon's serverless driver (``POST /sql``), Supabase and
-PostgREST (``/rest/v1/<table>``, where the HTTP verb *is* the SQL verb and a missing
-filter means every row), the Supabase Management API's SQL endpoint, the Snowflake
-SQL API, Databricks statement execution and BigQuery queries/jobs.
+Carriers (``service``) and who reads their SQL:
 
-The SQL is classified by a deliberately small tokenizer rather than a parser:
-comments and string literals are removed first (so ``'; DROP TABLE x'`` inside a
-literal is data, not a statement), statements are split on ``;`` outside them, and
-each statement is named by its leading keywords (``DROP DATABASE``, ``DELETE``).
-The most dangerous statement names the action; a statement the tokenizer cannot
-name makes the whole action ``unknown`` (fail closed), since one hidden statement
-is all it takes.
+* PostgreSQL: Neon's serverless driver (``POST /sql``), the Supabase SQL endpoints
+  (``/pg/query``, the Management API's ``/v1/projects/<ref>/database/query``): pglast,
+  PostgreSQL's own parser (``sql_postgres.py``);
+* PostgREST / Supabase ``/rest/v1/<table>`` and ``/rest/v1/rpc/<function>``: PostgREST's
+  own path and query-string rules (``postgrest.py``);
+* BigQuery (``jobs.query``, ``jobs.insert``), the Snowflake SQL API and Databricks
+  statement execution: sqlglot in the product's dialect (``sql_dialects.py``); BigQuery
+  job configurations that write tables are read too (:func:`_bigquery_job`).
+
+Every statement of a request is an operation: the most dangerous one is the action, the
+others are its readings (``Action.readings``), each classified in full, so the engine
+decides every one and the strictest outcome applies. SQL the parser cannot read is an
+``unknown`` operation (the bundle's ``unclassified`` decision), never a read. A JSON body
+that gives a field twice (``{"query": "select 1", "query": "drop table x"}``) is read with
+every value, tagged ``ambiguous:duplicate-key``.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 from guardproxy.action import Action, Confidence, Provider, Resource, Scope, Verb
 from guardproxy.recognise.common import actor_of, cap, decoded_body, resource_key, summary_of
+from guardproxy.recognise.postgrest import POSTGREST_PATH, postgrest_parts
 from guardproxy.recognise.request import HttpRequest
+from guardproxy.recognise.sql_dialects import read_dialect
+from guardproxy.recognise.sql_postgres import PostgresReader
+from guardproxy.recognise.sql_statement import Part, SqlError, ordered
 
-
-class SqlError(ValueError):
-    """SQL text or a carrier body the recogniser cannot read."""
-
-
-# ------------------------------------------------------------------ tokenizer
-
-_IDENT = r'(?:"(?:[^"]|"")*"|`[^`]*`|\[[^\]\n]*\]|[A-Za-z_][\w$]*)'
-_TOKEN = re.compile(
-    rf"(?P<ws>\s+)|(?P<name>{_IDENT}(?:\s*\.\s*{_IDENT})*)|(?P<num>\d[\w.]*)"
-    r"|(?P<op><>|!=|<=|>=|::|[();,=*.<>+\-/%|&^~!@#?:{}\[\]$])"
-)
-_DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_]\w*)?\$")
-
-
-class Token(str):
-    """A token compared in upper case that remembers how it was spelt (for names)."""
-
-    raw: str
-
-    def __new__(cls, raw: str) -> Token:
-        quoted = raw[:1] in ('"', "`", "[") or "." in raw
-        token = super().__new__(cls, raw if quoted else raw.upper())
-        token.raw = raw
-        return token
-
-
-def _skip_string(text: str, start: int, backslash: bool) -> int:
-    """Index after the literal opening at ``start`` (``''`` escapes; ``\\'`` too if
-    ``backslash``, as in MySQL, BigQuery, Databricks or a Postgres ``E'...'``)."""
-    i = start + 1
-    while i < len(text):
-        char = text[i]
-        if char == "\\" and backslash:
-            i += 2
-            continue
-        if char == "'":
-            if text.startswith("''", i):
-                i += 2
-                continue
-            return i + 1
-        i += 1
-    raise SqlError("unterminated string literal")
-
-
-def _skip_block_comment(text: str, start: int) -> int:
-    depth, i = 0, start
-    while i < len(text):
-        if text.startswith("/*", i):
-            depth, i = depth + 1, i + 2
-        elif text.startswith("*/", i):
-            depth, i = depth - 1, i + 2
-            if depth == 0:
-                return i
-        else:
-            i += 1
-    raise SqlError("unterminated comment")
-
-
-def statements(text: str, *, backslash: bool = False) -> list[list[str]]:
-    """Token lists of the statements in ``text``; literals become ``'?'``.
-
-    Tokens compare upper-cased (:class:`Token`); names keep their spelling. Whether a
-    backslash escapes a quote depends on the dialect and its settings, which the wire
-    does not tell: :func:`judge` reads the text both ways.
-    """
-    out: list[list[str]] = []
-    current: list[str] = []
-    i = 0
-    while i < len(text):
-        char = text[i]
-        if text.startswith("--", i) or (char == "#" and not current):
-            end = text.find("\n", i)
-            i = len(text) if end < 0 else end + 1
-            continue
-        if text.startswith("/*", i):
-            i = _skip_block_comment(text, i)
-            continue
-        if char == "'" or (char in "eEnNbBxX" and text.startswith("'", i + 1)):
-            escaped = backslash or char in "eE"
-            i = _skip_string(text, i + (char != "'"), escaped)
-            current.append("'?'")
-            continue
-        if char == "$":
-            tag = _DOLLAR_TAG.match(text, i)
-            if tag:
-                end = text.find(tag.group(), tag.end())
-                if end < 0:
-                    raise SqlError("unterminated dollar-quoted string")
-                i = end + len(tag.group())
-                current.append("'?'")
-                continue
-        if char == ";":
-            if current:
-                out.append(current)
-            current = []
-            i += 1
-            continue
-        found = _TOKEN.match(text, i)
-        if found is None:
-            raise SqlError(f"unexpected character {char!r}")
-        i = found.end()
-        if found.lastgroup == "ws":
-            continue
-        token = found.group()
-        if found.lastgroup == "name":
-            token = re.sub(r"\s+", "", token)
-        current.append(Token(token))
-    if current:
-        out.append(current)
-    return out
-
-
-# ------------------------------------------------------------------ classifier
-
-_READ_KINDS = frozenset(
-    {"SELECT", "VALUES", "SHOW", "DESCRIBE", "DESC", "USE", "LIST", "TABLE", "FETCH"}
-)
-_CONTROL_KINDS = frozenset(
-    {"BEGIN", "COMMIT", "ROLLBACK", "START", "END", "SET", "RESET", "SAVEPOINT", "RELEASE"}
-)
-_CONTAINERS = {"DATABASE": "database", "SCHEMA": "schema", "CATALOG": "database"}
-_DROP_DESTROYS = frozenset({"DATABASE", "SCHEMA", "CATALOG", "TABLE"})
-_PERMISSION_OBJECTS = frozenset({"USER", "ROLE", "GROUP", "POLICY"})
-_OBJECT_PREFIXES = frozenset(
-    {"TEMPORARY", "TEMP", "EXTERNAL", "MATERIALIZED", "TRANSIENT", "UNIQUE", "GLOBAL", "LOCAL"}
-)
-_OBJECT_PREFIXES |= {"UNLOGGED", "SECURE", "RECURSIVE", "STREAMING", "FOREIGN", "VOLATILE"}
-_CREATE_SKIP = frozenset({"OR", "REPLACE", "IF", "NOT", "EXISTS"}) | _OBJECT_PREFIXES
-_SEVERITY = {
-    Verb.DESTROY: 7,
-    Verb.DELETE: 6,
-    Verb.PERMISSION: 5,
-    Verb.EXECUTE: 4,
-    Verb.UPDATE: 3,
-    Verb.CREATE: 2,
-    Verb.READ: 1,
-}
-
-
-@dataclass
-class Statement:
-    """One classified statement."""
-
-    kind: str
-    verb: Verb
-    rtype: str = ""
-    name: str = ""
-    tags: list[str] = field(default_factory=list)
-
-
-def _name(token: str) -> str:
-    """A name without its quoting: ``"Orders"`` -> ``Orders``, ``a.b`` kept dotted."""
-    raw = token.raw if isinstance(token, Token) else token
-    return ".".join(p.strip('"`[]') for p in raw.split("."))
-
-
-def _is_name(token: str) -> bool:
-    return bool(token) and (token[0] in '"`[' or token[0].isalpha() or token[0] == "_")
-
-
-def _depth0(tokens: list[str]) -> list[str]:
-    """The tokens outside parentheses (a WHERE in a subquery does not filter the DML)."""
-    depth, out = 0, []
-    for token in tokens:
-        if token == "(":
-            depth += 1
-        elif token == ")":
-            depth -= 1
-        elif depth == 0:
-            out.append(token)
-    return out
-
-
-def _filters(tokens: list[str]) -> bool:
-    """Whether a DML statement has a WHERE at depth 0 that is not trivially true."""
-    top = _depth0(tokens)
-    if "WHERE" not in top:
-        return False
-    condition = top[top.index("WHERE") + 1 :]
-    for stop in ("RETURNING", "ORDER", "LIMIT"):
-        if stop in condition:
-            condition = condition[: condition.index(stop)]
-    trivial = condition == ["TRUE"] or (
-        len(condition) == 3 and condition[1] == "=" and condition[0] == condition[2]
-    )
-    return not trivial
-
-
-def _after(tokens: list[str], start: int, skip: frozenset[str]) -> str:
-    """The first name at or after ``start`` that is not one of ``skip``."""
-    for token in tokens[start:]:
-        if token not in skip and _is_name(token):
-            return _name(token)
-    return ""
-
-
-def _dml(kind: str, tokens: list[str]) -> Statement:
-    skip = frozenset({"FROM", "ONLY", "INTO", "IGNORE", "LOW_PRIORITY", "QUICK", "OVERWRITE"})
-    name = _after(tokens, 1, skip | {"TABLE"})
-    verb = {"DELETE": Verb.DELETE, "UPDATE": Verb.UPDATE}.get(kind, Verb.CREATE)
-    statement = Statement(kind, verb, "sql:table", name)
-    if kind in ("DELETE", "UPDATE") and not _filters(tokens):
-        statement.tags.append("delete-without-where")
-        if kind == "UPDATE":
-            statement.tags.append("update-without-where")
-    if kind == "INSERT" and "OVERWRITE" in tokens[:3]:  # Databricks/Hive INSERT OVERWRITE
-        statement.verb, statement.tags = Verb.DELETE, ["truncate"]
-    return statement
-
-
-def _object_kind(tokens: list[str], start: int) -> tuple[str, int]:
-    """The object type after DROP/CREATE/ALTER (``TABLE``, ``MATERIALIZED VIEW``)."""
-    i = start
-    while i < len(tokens) and tokens[i] in _CREATE_SKIP:
-        i += 1
-    if i >= len(tokens):
-        raise SqlError("statement without an object type")
-    kind = tokens[i]
-    if i > start and tokens[i - 1] == "MATERIALIZED":
-        kind = "MATERIALIZED " + kind
-    return kind, i + 1
-
-
-def _drop(tokens: list[str]) -> Statement:
-    obj, i = _object_kind(tokens, 1)
-    rtype = "sql:" + _CONTAINERS.get(obj, obj.lower().replace(" ", "-"))
-    names = [_name(t) for t in _depth0(tokens[i:]) if _is_name(t) and t not in ("IF", "EXISTS")]
-    names = [n for n in names if n.upper() not in ("CASCADE", "RESTRICT", "PURGE")]
-    if obj in _PERMISSION_OBJECTS:
-        verb = Verb.PERMISSION
-    else:
-        verb = Verb.DESTROY if obj in _DROP_DESTROYS else Verb.DELETE
-    statement = Statement(f"DROP {obj}", verb, rtype, names[0] if names else "")
-    if len(names) > 1:
-        statement.tags.append("bulk")
-    if "CASCADE" in tokens:
-        statement.tags.append("cascade")
-    return statement
-
-
-def _create(tokens: list[str]) -> Statement:
-    obj, i = _object_kind(tokens, 1)
-    rtype = "sql:" + _CONTAINERS.get(obj, obj.lower().replace(" ", "-"))
-    name = _after(tokens, i, frozenset({"IF", "NOT", "EXISTS"}))
-    statement = Statement(f"CREATE {obj}", Verb.CREATE, rtype, name)
-    if obj in _PERMISSION_OBJECTS:
-        statement.verb = Verb.PERMISSION
-    elif tokens[1:3] == ["OR", "REPLACE"]:
-        # Replacing a table (or schema, database) drops the one that was there, data and all.
-        statement.verb = Verb.DESTROY if obj in _DROP_DESTROYS else Verb.UPDATE
-        statement.tags.append("replace")
-    return statement
-
-
-def _alter(tokens: list[str]) -> Statement:
-    obj, i = _object_kind(tokens, 1)
-    rtype = "sql:" + _CONTAINERS.get(obj, obj.lower().replace(" ", "-"))
-    name = _after(tokens, i, frozenset({"IF", "EXISTS", "ONLY"}))
-    statement = Statement(f"ALTER {obj}", Verb.UPDATE, rtype, name)
-    top = _depth0(tokens[i:])
-    if obj in _PERMISSION_OBJECTS or "OWNER" in top:
-        statement.verb = Verb.PERMISSION
-    elif "DROP" in top:
-        dropped = top[top.index("DROP") + 1 : top.index("DROP") + 2]
-        if dropped == ["PARTITION"]:
-            statement.tags.append("drop-partition")
-        elif dropped and dropped[0] not in ("CONSTRAINT", "DEFAULT", "NOT", "IDENTITY"):
-            statement.tags.append("drop-column")  # DROP [COLUMN] name: its data goes too
-    return statement
-
-
-def classify_statement(tokens: list[str]) -> Statement:
-    """The kind and verb class of one statement's tokens."""
-    while tokens and tokens[0] == "(":
-        tokens = tokens[1:]
-    if not tokens:
-        raise SqlError("empty statement")
-    head = tokens[0]
-    if head == "EXPLAIN":
-        if "ANALYZE" in tokens[1:3] or "ANALYSE" in tokens[1:3]:
-            return classify_statement(tokens[2:])  # EXPLAIN ANALYZE runs the statement
-        return Statement("EXPLAIN", Verb.READ)
-    if head in _READ_KINDS:
-        top = _depth0(tokens)
-        name = _after(top, top.index("FROM") + 1, frozenset()) if "FROM" in top else ""
-        return Statement(head, Verb.READ, "sql:table" if name else "", name)
-    if head in _CONTROL_KINDS:
-        return Statement(head, Verb.READ)
-    if head in ("INSERT", "UPDATE", "DELETE", "UPSERT", "REPLACE", "MERGE"):
-        if head in ("UPSERT", "REPLACE", "MERGE"):
-            # MERGE ... WHEN MATCHED THEN DELETE deletes rows.
-            verb = Verb.DELETE if head == "MERGE" and "DELETE" in tokens else Verb.UPDATE
-            return Statement(head, verb, "sql:table", _after(tokens, 1, _FROM_SKIP))
-        return _dml(head, tokens)
-    if head == "TRUNCATE":
-        name = _after(tokens, 1, frozenset({"TABLE", "ONLY", "IF", "EXISTS"}))
-        tags = ["truncate", *(["bulk"] if "," in _depth0(tokens) else [])]
-        return Statement("TRUNCATE", Verb.DELETE, "sql:table", name, tags)
-    if head == "DROP":
-        return _drop(tokens)
-    if head == "CREATE":
-        return _create(tokens)
-    if head == "ALTER":
-        return _alter(tokens)
-    if head in ("GRANT", "REVOKE", "DENY"):
-        return Statement(head, Verb.PERMISSION)
-    if head in ("CALL", "EXECUTE", "EXEC", "DO"):
-        return Statement(head, Verb.EXECUTE, "sql:function", _after(tokens, 1, frozenset()))
-    if head in ("COPY", "UNDROP", "VACUUM", "ANALYZE", "REFRESH", "OPTIMIZE", "COMMENT"):
-        verb = Verb.READ if head == "COPY" and "TO" in _depth0(tokens) else Verb.UPDATE
-        return Statement(head, Verb.CREATE if head == "UNDROP" else verb)
-    if head == "WITH":
-        return _with(tokens)
-    raise SqlError(f"unknown statement kind {head[:20]!r}")
-
-
-_FROM_SKIP = frozenset({"DISTINCT", "ALL", "INTO", "TABLE", "*"})
-_DML_HEADS = ("INSERT", "UPDATE", "DELETE", "MERGE")
-
-
-def _with(tokens: list[str]) -> Statement:
-    """A WITH statement: judged by every DML inside it (Postgres CTEs may delete)."""
-    starts = [i for i, t in enumerate(tokens) if t in _DML_HEADS or t == "SELECT"]
-    parts = [classify_statement(tokens[i:]) for i in starts if tokens[i] in _DML_HEADS]
-    return most_dangerous(parts) if parts else Statement("SELECT", Verb.READ)
-
-
-def most_dangerous(parts: list[Statement]) -> Statement:
-    return max(parts, key=lambda s: (_SEVERITY.get(s.verb, 8), bool(s.tags)))
-
-
-@dataclass(frozen=True)
-class Judgement:
-    """What a body of SQL does, as a whole."""
-
-    chosen: Statement
-    tags: list[str]
-    known: bool
-
-
-def _readings(text: str) -> list[list[list[str]]]:
-    """The statement lists ``text`` splits into with and without backslash escapes.
-
-    A reading that does not even tokenize is one the server cannot be using; when
-    both do, both are judged, so a quote that only one dialect escapes cannot hide a
-    statement (``'a\\'; DROP TABLE x; --'``).
-    """
-    readings: list[list[list[str]]] = []
-    for backslash in (False, True):
-        try:
-            readings.append(statements(text, backslash=backslash))
-        except SqlError:
-            continue
-    if not readings:
-        raise SqlError("SQL text does not tokenize")
-    return readings
-
-
-def judge(texts: list[str]) -> Judgement:
-    """Classify every statement of ``texts``; the most dangerous one speaks for all."""
-    parts: list[Statement] = []
-    known = True
-    destructive = 0
-    for text in texts:
-        most = 0
-        for reading in _readings(text):
-            count = 0
-            for tokens in reading:
-                try:
-                    part = classify_statement(tokens)
-                except SqlError:
-                    known = False
-                    continue
-                parts.append(part)
-                count += part.verb in (Verb.DELETE, Verb.DESTROY)
-            most = max(most, count)
-        destructive += most
-    if not parts:
-        raise SqlError("no statement")
-    chosen = most_dangerous(parts)
-    tags = {tag for part in parts for tag in part.tags}
-    if destructive > 1:
-        tags.add("bulk")
-    return Judgement(chosen, sorted(tags), known)
-
-
-# ------------------------------------------------------------------ carriers
+__all__ = ["SqlError", "carrier", "looks_like_sql", "read_parts", "recognise_sql"]
 
 _BIGQUERY = re.compile(r"^/bigquery/v2/projects/(?P<project>[^/]+)/(?P<kind>queries|jobs)/?$")
 _SUPABASE_QUERY = re.compile(r"^/v1/projects/[^/]+/database/query$|/pg/query$")
-_POSTGREST = re.compile(r"^/rest/v1/(?P<rpc>rpc/)?(?P<name>[^/]+)/?$")
 _DATABRICKS = "/api/2.0/sql/statements"
 _POSTGREST_HEADERS = ("apikey", "x-client-info", "accept-profile", "content-profile")
-_POSTGREST_RESERVED = frozenset({"select", "order", "limit", "offset", "on_conflict", "columns"})
+_POSTGRES_CARRIERS = frozenset({"neon", "supabase", "postgrest"})
+_DUPLICATE = "ambiguous:duplicate-key"
+_MAX_OPERATIONS = 256
+"""Distinct operations one request may carry before it is refused as unclassified (each
+is decided on its own; past this a request is more likely an attack on the guard)."""
 
 
 def carrier(request: HttpRequest) -> str:
@@ -429,7 +53,7 @@ def carrier(request: HttpRequest) -> str:
     method = request.method.upper()
     if path == "/sql" and (host.endswith(".neon.tech") or request.header("neon-connection-string")):
         return "neon"
-    if _POSTGREST.match(path):
+    if POSTGREST_PATH.match(path):
         if host.endswith((".supabase.co", ".supabase.in")):
             return "supabase"
         # /rest/v1/ alone is too common; supabase-js and postgrest-js mark their requests.
@@ -455,6 +79,32 @@ def looks_like_sql(request: HttpRequest) -> bool:
     return carrier(request) != ""
 
 
+# ------------------------------------------------------------------ JSON bodies
+
+
+class _Object(dict[str, list[Any]]):
+    """A JSON object with every value of every key (a key given twice keeps both)."""
+
+
+def _every_value(pairs: list[tuple[str, Any]]) -> _Object:
+    obj = _Object()
+    for key, value in pairs:
+        obj.setdefault(key, []).append(value)
+    return obj
+
+
+def _values(node: Any, key: str) -> list[Any]:
+    return node.get(key, []) if isinstance(node, _Object) else []
+
+
+def _duplicated(node: Any) -> bool:
+    if isinstance(node, _Object):
+        return any(len(v) > 1 or any(_duplicated(i) for i in v) for v in node.values())
+    if isinstance(node, list):
+        return any(_duplicated(i) for i in node)
+    return False
+
+
 def _json(request: HttpRequest) -> Any:
     content_type = request.header("content-type").lower()
     if content_type and "json" not in content_type:
@@ -463,7 +113,7 @@ def _json(request: HttpRequest) -> Any:
     if body is None:
         raise SqlError("body too large or undecodable")
     try:
-        return json.loads(body)
+        return json.loads(body, object_pairs_hook=_every_value)
     except (ValueError, UnicodeDecodeError) as exc:
         raise SqlError("body is not JSON") from exc
 
@@ -474,95 +124,230 @@ def _string(value: Any) -> str:
     return value
 
 
-def sql_texts(service: str, request: HttpRequest) -> tuple[list[str], str]:
-    """(SQL texts, project) a carrier request sends."""
-    body = _json(request)
-    if service == "neon" and isinstance(body, list):
-        body = {"queries": body}  # a bare array of queries: read it as a batch
-    if not isinstance(body, dict):
-        raise SqlError("body is not a JSON object")
-    if service == "neon":
-        batch = body.get("queries")
-        if batch is not None:
-            if not isinstance(batch, list) or not batch:
-                raise SqlError("bad Neon batch")
-            return [_string(q.get("query") if isinstance(q, dict) else None) for q in batch], ""
-        return [_string(body.get("query"))], ""
-    if service == "supabase":
-        return [_string(body.get("query"))], ""
-    if service == "snowflake":
-        return [_string(body.get("statement", body.get("sqlText")))], ""
-    if service == "databricks":
-        return [_string(body.get("statement"))], ""
+def _texts(node: Any, *keys: str) -> list[str]:
+    return [_string(v) for key in keys for v in _values(node, key)]
+
+
+def _neon_texts(body: Any) -> list[str]:
+    """@neondatabase/serverless (src/httpQuery.ts, ``execute``) sends ``{query, params}``
+    for one query and ``{queries: [{query, params}, ...]}`` for a transaction batch."""
+    batches = [body] if isinstance(body, list) else _values(body, "queries")
+    texts = _texts(body, "query")
+    for batch in batches:
+        if not isinstance(batch, list) or not batch:
+            raise SqlError("bad Neon batch")
+        for item in batch:
+            found = _texts(item, "query")
+            if not found:
+                raise SqlError("Neon batch item without a query")
+            texts.extend(found)
+    return texts
+
+
+# ------------------------------------------------------------------ BigQuery
+
+_WRITES = {
+    "WRITE_TRUNCATE": (Verb.DELETE, ("truncate", "overwrite")),
+    "WRITE_TRUNCATE_DATA": (Verb.DELETE, ("truncate", "overwrite")),
+    "WRITE_APPEND": (Verb.CREATE, ()),
+    "WRITE_EMPTY": (Verb.CREATE, ()),
+}
+_DEFAULT_WRITE = {"query": "WRITE_EMPTY", "load": "WRITE_APPEND", "copy": "WRITE_EMPTY"}
+
+
+def _table_reference(node: Any) -> str:
+    """``project.dataset.table`` of a BigQuery TableReference (every value given)."""
+    if not isinstance(node, _Object):
+        return ""
+    parts = []
+    for key in ("projectId", "datasetId", "tableId"):
+        values = [v for v in _values(node, key) if isinstance(v, str)]
+        parts.append("|".join(dict.fromkeys(values)))
+    return ".".join(p for p in parts if p)
+
+
+def _destination_parts(config: Any, kind: str) -> list[Part]:
+    """What a job does to its ``destinationTable``, by ``writeDisposition``
+    (JobConfigurationQuery/Load/TableCopy in the BigQuery v2 API: WRITE_TRUNCATE
+    replaces the table's data; the default is WRITE_EMPTY for queries and copies,
+    WRITE_APPEND for loads)."""
+    destinations = [_table_reference(d) for d in _values(config, "destinationTable")]
+    if not destinations:
+        return []
+    dispositions = _values(config, "writeDisposition") or [_DEFAULT_WRITE[kind]]
+    parts: list[Part] = []
+    for destination in destinations:
+        for disposition in dispositions:
+            effect = _WRITES.get(str(disposition).upper())
+            if effect is None:
+                tags: tuple[str, ...] = ("unclassified-disposition",)
+                parts.append(
+                    Part(str(disposition)[:40], Verb.UNKNOWN, "sql:table", destination, tags)
+                )
+                continue
+            verb, tags = effect
+            parts.append(Part(str(disposition).upper(), verb, "sql:table", destination, tags))
+    return parts
+
+
+def _bigquery_sql(text: str, legacy_values: list[Any]) -> list[Part]:
+    """GoogleSQL through sqlglot. ``useLegacySql`` defaults to true in the v2 API (and a
+    project can default to legacy SQL); legacy SQL runs queries only ("DDL and DML
+    statements are only supported using GoogleSQL", cloud.google.com/bigquery/
+    sql-reference), so text sqlglot cannot read is a read when it may be legacy SQL."""
+    head = text.lstrip()[:12].lower()
+    legacy = head.startswith("#legacysql") or (
+        not head.startswith("#standardsql") and any(v is not False for v in legacy_values or [None])
+    )
+    try:
+        return read_dialect(text, "bigquery")
+    except SqlError:
+        if legacy:
+            return [Part("SELECT", Verb.READ, tags=("legacy-sql",))]
+        raise
+
+
+def _bigquery(request: HttpRequest, body: Any) -> tuple[list[Part], bool]:
+    """(parts, dry run) of ``jobs.query`` (a QueryRequest) or ``jobs.insert`` (a Job)."""
     found = _BIGQUERY.match(request.path_only.rstrip("/"))
-    project = found.group("project") if found else ""
     if found and found.group("kind") == "queries":
-        return [_string(body.get("query"))], project
-    configuration = body.get("configuration")
-    query = configuration.get("query") if isinstance(configuration, dict) else None
-    if not isinstance(query, dict):
-        raise SqlError("BigQuery job without a query")
-    return [_string(query.get("query"))], project
+        parts = _sql_parts(
+            lambda t: _bigquery_sql(t, _values(body, "useLegacySql")), _texts(body, "query")
+        )
+        return parts, _all_true(_values(body, "dryRun"))
+    parts = []
+    dry_runs: list[Any] = []
+    for configuration in _values(body, "configuration"):
+        parts.extend(_bigquery_job(configuration))
+        dry_runs.extend(_values(configuration, "dryRun"))
+    if not parts:
+        raise SqlError("BigQuery job without a configuration")
+    return parts, _all_true(dry_runs)
 
 
-def postgrest_statement(request: HttpRequest) -> Statement:
-    """The statement a PostgREST request stands for: the HTTP verb is the SQL verb."""
-    found = _POSTGREST.match(request.path_only.rstrip("/"))
-    if found is None:
-        raise SqlError("not a PostgREST path")
-    name = found.group("name")
-    method = request.method.upper()
-    if found.group("rpc"):
-        if method in ("GET", "HEAD"):  # PostgREST runs GET rpc in a read-only transaction
-            return Statement("SELECT", Verb.READ, "sql:function", name)
-        return Statement("CALL", Verb.EXECUTE, "sql:function", name)
-    filtered = any(k not in _POSTGREST_RESERVED for k, _ in request.query)
-    if method in ("GET", "HEAD"):
-        return Statement("SELECT", Verb.READ, "sql:table", name)
-    if method == "POST":
-        return Statement("INSERT", Verb.CREATE, "sql:table", name)
-    if method in ("PATCH", "PUT", "DELETE"):
-        kind = "DELETE" if method == "DELETE" else "UPDATE"
-        statement = Statement(kind, Verb.DELETE if kind == "DELETE" else Verb.UPDATE)
-        statement.rtype, statement.name = "sql:table", name
-        if not filtered:
-            statement.tags.append("delete-without-where")
-            if kind == "UPDATE":
-                statement.tags.append("update-without-where")
-        return statement
-    raise SqlError(f"unexpected method {method[:10]!r}")
+def _bigquery_job(configuration: Any) -> list[Part]:
+    parts: list[Part] = []
+    for query in _values(configuration, "query"):
+        legacy = _values(query, "useLegacySql")
+        parts.extend(
+            _sql_parts(lambda t, legacy=legacy: _bigquery_sql(t, legacy), _texts(query, "query"))
+        )
+        parts.extend(_destination_parts(query, "query"))
+    for load in _values(configuration, "load"):
+        parts.extend(_destination_parts(load, "load") or [Part("LOAD", Verb.UNKNOWN)])
+    for copy in _values(configuration, "copy"):
+        operation = [str(o).upper() for o in _values(copy, "operationType")]
+        found = _destination_parts(copy, "copy") or [Part("COPY", Verb.UNKNOWN)]
+        parts.extend(p.tagged(*(o.lower() for o in operation)) for p in found)
+    for extract in _values(configuration, "extract"):
+        sources = [_table_reference(s) for s in _values(extract, "sourceTable")] or [""]
+        parts.extend(Part("EXTRACT", Verb.READ, "sql:table", s, ("export",)) for s in sources)
+    known = {"query", "load", "copy", "extract", "dryRun", "jobTimeoutMs", "labels", "jobType"}
+    if isinstance(configuration, _Object) and set(configuration) - known:
+        unknown = sorted(set(configuration) - known)[0]
+        parts.append(Part(unknown[:40], Verb.UNKNOWN, tags=("unclassified-job",)))
+    return parts
+
+
+def _all_true(values: list[Any]) -> bool:
+    return bool(values) and all(v is True for v in values)
+
+
+# ------------------------------------------------------------------ reading
+
+
+def _sql_parts(read: Any, texts: list[str]) -> list[Part]:
+    """Each text read with ``read``; a text the parser refuses is one unknown part."""
+    parts: list[Part] = []
+    for text in texts:
+        try:
+            parts.extend(read(text))
+        except SqlError:
+            parts.append(Part("UNPARSED", Verb.UNKNOWN, tags=("parse-error",)))
+    return parts
+
+
+def read_parts(service: str, request: HttpRequest) -> tuple[list[Part], str, list[str], bool]:
+    """(parts, project, ambiguity tags, dry run) of a carrier request."""
+    if service in ("supabase", "postgrest"):
+        found = POSTGREST_PATH.match(request.path_only.rstrip("/"))
+        if found:
+            return postgrest_parts(request, found.group("rest")), "", [], False
+    body = _json(request)
+    ambiguity = [_DUPLICATE] if _duplicated(body) else []
+    if service == "bigquery":
+        found = _BIGQUERY.match(request.path_only.rstrip("/"))
+        project = found.group("project") if found else ""
+        parts, dry_run = _bigquery(request, body)
+        return parts, project, ambiguity, dry_run
+    if not isinstance(body, _Object) and not (service == "neon" and isinstance(body, list)):
+        raise SqlError("body is not a JSON object")
+    if service in _POSTGRES_CARRIERS:
+        texts = _neon_texts(body) if service == "neon" else _texts(body, "query")
+        if not texts:
+            raise SqlError("no SQL text")
+        reader = PostgresReader()
+        parts = _sql_parts(reader.read, texts)
+        return parts, "", [*ambiguity, *dict.fromkeys(reader.ambiguity)], False
+    keys = ("statement", "sqlText") if service == "snowflake" else ("statement",)
+    texts = _texts(body, *keys)
+    if not texts:
+        raise SqlError("no SQL text")
+    return _sql_parts(lambda t: read_dialect(t, service), texts), "", ambiguity, False
+
+
+def _bounded(parts: list[Part]) -> list[Part]:
+    """At most ``_MAX_OPERATIONS`` distinct operations: reads go first, then the request
+    is one unknown operation (never a silent cut of what it does)."""
+    if len(parts) <= _MAX_OPERATIONS:
+        return parts
+    changing = [p for p in parts if p.verb is not Verb.READ]
+    if len(changing) <= _MAX_OPERATIONS:
+        return changing
+    return [Part("TOO MANY STATEMENTS", Verb.UNKNOWN, tags=("too-many-statements",))]
 
 
 def recognise_sql(request: HttpRequest) -> Action:
-    """The Action for a SQL-over-HTTP request."""
+    """The Action for a SQL-over-HTTP request: its most dangerous operation, every other
+    operation as a reading."""
     service = carrier(request)
     if not service:
         raise SqlError("not a SQL carrier")
-    project = ""
-    if service in ("supabase", "postgrest") and _POSTGREST.match(request.path_only.rstrip("/")):
-        statement = postgrest_statement(request)
-        judgement = Judgement(statement, statement.tags, True)
-    else:
-        texts, project = sql_texts(service, request)
-        judgement = judge(texts)
-    chosen = judgement.chosen
-    verb = chosen.verb if judgement.known else Verb.UNKNOWN
-    name, truncated = cap(chosen.name)
+    parts, project, ambiguity, dry_run = read_parts(service, request)
+    if not parts:
+        raise SqlError("no SQL statement")
+    operations = _bounded(ordered(parts))
+    actor = actor_of(request)
+    summary = summary_of(request)
     key_scope = [request.host.lower(), *([project] if project else [])]
-    return Action(
-        provider=Provider.SQL,
-        service=service,
-        operation=chosen.kind,
-        verb=verb,
-        resource=Resource(
-            type=chosen.rtype,
-            name=name,
-            key=resource_key("sql", key_scope, chosen.rtype, name),
-        ),
-        scope=Scope(project=project),
-        risk_tags=judgement.tags,
-        actor=actor_of(request),
-        request=summary_of(request),
-        confidence=Confidence.EXACT if judgement.known else Confidence.UNKNOWN,
-        truncated=truncated,
-    )
+
+    def action(part: Part) -> Action:
+        name, truncated = cap(part.name)
+        if part.verb is Verb.UNKNOWN:
+            confidence = Confidence.UNKNOWN
+        else:
+            confidence = Confidence.AMBIGUOUS if ambiguity else Confidence.EXACT
+        return Action(
+            provider=Provider.SQL,
+            service=service,
+            operation=part.operation,
+            verb=part.verb,
+            resource=Resource(
+                type=part.rtype,
+                name=name,
+                key=resource_key("sql", key_scope, part.rtype, name),
+            ),
+            scope=Scope(project=project),
+            risk_tags=sorted({*part.tags, *ambiguity}),
+            actor=actor,
+            request=summary,
+            confidence=confidence,
+            dry_run=dry_run,
+            truncated=truncated,
+        )
+
+    first, *rest = operations
+    main = action(first)
+    if not rest:
+        return main
+    return main.model_copy(update={"readings": [action(p) for p in rest]})
