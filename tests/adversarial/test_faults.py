@@ -20,7 +20,9 @@ import httpx
 import pytest
 from e2e.guard_fixtures import Guard, StartGuard
 from e2e.servers import EchoServer
+from e2e.test_fleet import Replica
 from e2e.test_guard import make_bundle
+from postgres_cluster import PostgresCluster
 
 from guardproxy.gate.gate import Gate
 from guardproxy.session.registry import SessionRegistry
@@ -126,3 +128,42 @@ def test_an_exception_checking_a_credential_refuses_rather_than_serving_it_anony
     assert response.status_code == 403, response.text
     assert response.headers["X-Guardproxy-Decision"] == "deny"
     assert echo_server.requests == []
+
+
+# -- PostgreSQL
+
+
+@pytest.mark.slow
+def test_a_database_restart_under_two_replicas_fails_closed_then_both_recover(
+    tmp_path: Path,
+    echo_server: EchoServer,
+    postgres_cluster: PostgresCluster,
+    postgres_url: str,
+) -> None:
+    """Issue item 8: after PostgreSQL restarted, one replica held every mutation as
+    `hold-without-history` (KeyError(0) reading the changed resource keys) for good."""
+    policies = make_bundle(tmp_path)
+    kube_host = f"127.0.0.1:{echo_server.port}"
+    first = Replica(tmp_path / "a", policies, postgres_url, kube_host)
+    try:
+        second = Replica(tmp_path / "b", policies, postgres_url, kube_host)
+        try:
+            with first.client() as one, second.client() as two:
+                assert create(one, echo_server, unique("a-before")).status_code == 200
+                postgres_cluster.stop()
+                try:
+                    for client in (one, two):
+                        assert_refused_natively(create(client, echo_server, unique("down")))
+                finally:
+                    postgres_cluster.start()
+                for name, client in (("a", one), ("b", two)):
+                    until(resumes(client, echo_server, f"{name}-after"), within=RECOVERY_SECONDS,
+                          what=f"replica {name} forwards mutations again")  # fmt: skip
+                    assert client.get(f"{echo_server.url}{NAMESPACES}").status_code == 200
+        finally:
+            second.stop()
+    finally:
+        first.stop()
+    assert_every_forwarded_mutation_recorded(echo_server, postgres_url)
+    for log in ("a.log", "b.log"):
+        assert "KeyError" not in (tmp_path / log).read_text()
