@@ -12,13 +12,19 @@ as a Kubernetes API, injects one fault, and checks three things:
 
 from __future__ import annotations
 
+import os
 import resource
+import signal
+import sqlite3
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
-from e2e.guard_fixtures import Guard, StartGuard
+from e2e.guard_fixtures import Guard, StartGuard, free_port
 from e2e.servers import EchoServer
 from e2e.test_fleet import Replica
 from e2e.test_guard import make_bundle
@@ -28,14 +34,17 @@ from guardproxy.gate.gate import Gate
 from guardproxy.session.registry import SessionRegistry
 
 from .fault_helpers import (
+    CONFIGMAPS,
     RECOVERY_SECONDS,
     ServeProcess,
     assert_every_forwarded_mutation_recorded,
     assert_refused_natively,
     create,
+    recorded,
     resumes,
     unique,
     until,
+    writer_pids,
 )
 
 NAMESPACES = "/api/v1/namespaces"
@@ -167,3 +176,147 @@ def test_a_database_restart_under_two_replicas_fails_closed_then_both_recover(
     assert_every_forwarded_mutation_recorded(echo_server, postgres_url)
     for log in ("a.log", "b.log"):
         assert "KeyError" not in (tmp_path / log).read_text()
+
+
+def _maintenance(url: str) -> psycopg.Connection[tuple[object, ...]]:
+    """A connection to the cluster's maintenance database, beside the test's own."""
+    return psycopg.connect(f"{url.rsplit('/', 1)[0]}/postgres", autocommit=True)
+
+
+@pytest.mark.slow
+def test_a_read_only_database_fails_mutations_closed_and_recovers(
+    start_guard: StartGuard, echo_server: EchoServer, postgres_url: str
+) -> None:
+    """The database turns read-only under the proxy (a failover onto a standby): every
+    connection is cut and the new ones cannot write."""
+    guard = _kube_guard(start_guard, echo_server, store=postgres_url)
+    database = postgres_url.rsplit("/", 1)[1]
+    with _through(guard) as client:
+        assert create(client, echo_server, unique("before")).status_code == 200
+        with _maintenance(postgres_url) as admin:
+            admin.execute(f"ALTER DATABASE {database} SET default_transaction_read_only = on")
+            admin.execute(
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = %s",
+                (database,),
+            )
+        try:
+            for _ in range(3):
+                assert_refused_natively(create(client, echo_server, unique("read-only")))
+            assert client.get(f"{echo_server.url}{NAMESPACES}").status_code == 200
+        finally:
+            with _maintenance(postgres_url) as admin:
+                admin.execute(f"ALTER DATABASE {database} RESET default_transaction_read_only")
+        until(resumes(client, echo_server, "after"), within=RECOVERY_SECONDS,
+              what="mutations forwarded again once the database is writable")  # fmt: skip
+    assert_every_forwarded_mutation_recorded(echo_server, postgres_url)
+
+
+@pytest.mark.slow
+def test_a_locked_postgresql_table_fails_mutations_closed_and_recovers(
+    start_guard: StartGuard, echo_server: EchoServer, postgres_url: str
+) -> None:
+    guard = _kube_guard(start_guard, echo_server, store=postgres_url)
+    with _through(guard) as client:
+        assert create(client, echo_server, unique("before")).status_code == 200
+        with psycopg.connect(postgres_url, autocommit=True) as other, other.transaction():
+            other.execute("LOCK TABLE decisions IN ACCESS EXCLUSIVE MODE")
+            started = time.monotonic()
+            assert_refused_natively(create(client, echo_server, unique("locked")))
+            assert time.monotonic() - started < 15  # the lock timeout, not the lock's holder
+        until(resumes(client, echo_server, "after"), within=RECOVERY_SECONDS,
+              what="mutations forwarded again once the lock is released")  # fmt: skip
+    assert_every_forwarded_mutation_recorded(echo_server, postgres_url)
+
+
+# -- SQLite
+
+
+@pytest.mark.slow
+def test_a_locked_sqlite_database_fails_mutations_closed_and_recovers(
+    start_guard: StartGuard, echo_server: EchoServer
+) -> None:
+    """Another process holds the write lock (``BEGIN EXCLUSIVE``) past the busy timeout."""
+    guard = _kube_guard(start_guard, echo_server)
+    store_url = guard.config.store_url
+    with _through(guard) as client:
+        assert create(client, echo_server, unique("before")).status_code == 200
+        other = sqlite3.connect(store_url.removeprefix("sqlite:///"), isolation_level=None)
+        try:
+            other.execute("BEGIN EXCLUSIVE")
+            assert_refused_natively(create(client, echo_server, unique("locked")))
+            assert client.get(f"{echo_server.url}{NAMESPACES}").status_code == 200
+        finally:
+            other.close()  # rolls back: the lock is gone
+        until(resumes(client, echo_server, "after"), within=RECOVERY_SECONDS,
+              what="mutations forwarded again once the lock is released")  # fmt: skip
+    assert_every_forwarded_mutation_recorded(echo_server, store_url)
+
+
+# -- the decision writer process
+
+
+@pytest.mark.slow
+def test_a_killed_decision_writer_loses_no_mutation_record_and_is_replaced(
+    start_guard: StartGuard, echo_server: EchoServer
+) -> None:
+    """Reads are recorded by the writer process (a batch it was writing may be lost, as
+    documented); mutations are recorded by the proxy itself before they are forwarded."""
+    guard = _kube_guard(start_guard, echo_server)
+    store_url = guard.config.store_url
+    (writer,) = writer_pids(os.getpid())
+    stop = threading.Event()
+
+    def read_continuously() -> None:
+        with _through(guard) as reader:
+            while not stop.is_set():
+                reader.get(f"{echo_server.url}{CONFIGMAPS}/{unique('read')}")
+
+    readers = threading.Thread(target=read_continuously)
+    readers.start()
+    try:
+        time.sleep(0.5)  # a batch is being gathered or written
+        os.kill(writer, signal.SIGKILL)
+        with _through(guard) as client:
+            for _ in range(5):
+                assert create(client, echo_server, unique("while-replaced")).status_code == 200
+            read = unique("after")
+            assert client.get(f"{echo_server.url}{CONFIGMAPS}/{read}").status_code == 200
+    finally:
+        stop.set()
+        readers.join(15)
+    assert_every_forwarded_mutation_recorded(echo_server, store_url)
+    until(lambda: read in {r.name for r in recorded(store_url)}, within=RECOVERY_SECONDS,
+          what="reads recorded again by a new writer")  # fmt: skip
+    assert writer not in writer_pids(os.getpid())
+    assert len(writer_pids(os.getpid())) == 1
+
+
+# -- the log destination
+
+
+@pytest.mark.slow
+def test_a_log_destination_refusing_every_write_changes_no_decision(
+    tmp_path: Path, echo_server: EchoServer
+) -> None:
+    """stderr on /dev/full (ENOSPC on every write): lines are dropped and counted, and
+    requests are decided and recorded as ever; it once stopped the proxy from starting."""
+    metrics = f"127.0.0.1:{free_port()}"
+    with open("/dev/full", "wb") as full:
+        serve = ServeProcess(tmp_path / "data", make_bundle(tmp_path), echo_server,
+                             stderr=full, extra=["--metrics-listen", metrics])  # fmt: skip
+    try:
+        with serve.client() as client:
+            for _ in range(3):
+                assert create(client, echo_server, unique("logged")).status_code == 200
+            denied = client.delete(f"{echo_server.url}{CONFIGMAPS}/forbidden")
+            assert_refused_natively(denied)  # the bundle's deny rule, decided as ever
+            exposition = httpx.get(f"http://{metrics}/metrics", timeout=10).text
+    finally:
+        serve.stop()
+    assert_every_forwarded_mutation_recorded(echo_server, serve.store_url)
+    (dropped,) = [
+        float(line.split()[-1])
+        for line in exposition.splitlines()
+        if line.startswith("guardproxy_log_lines_dropped_total")
+    ]
+    assert dropped >= 3
