@@ -101,20 +101,27 @@ def _through(guard: Guard, proxy_url: str | None = None) -> httpx.Client:
     return httpx.Client(proxy=proxy_url or f"http://127.0.0.1:{guard.proxy_port}", timeout=20)
 
 
+@pytest.mark.parametrize("broken", ["decide", "handle"])
 def test_an_exception_in_the_gate_refuses_the_request(
-    start_guard: StartGuard, echo_server: EchoServer, monkeypatch: pytest.MonkeyPatch
+    start_guard: StartGuard, echo_server: EchoServer, monkeypatch: pytest.MonkeyPatch, broken: str
 ) -> None:
-    """mitmproxy forwards a flow whose request hook raised; the guard's must not."""
+    """mitmproxy forwards a flow whose request hook raised; the guard's must not. An
+    engine bug (``decide``, in a worker thread) and a gate bug (``handle``, on the loop)."""
     guard = _kube_guard(start_guard, echo_server)
 
-    async def broken(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("a bug in the gate")
+    def bug(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(f"a bug in Gate.{broken}")
 
-    monkeypatch.setattr(Gate, "handle", broken)
+    async def async_bug(*args: object, **kwargs: object) -> None:
+        bug()
+
+    monkeypatch.setattr(Gate, broken, async_bug if broken == "handle" else bug)
     with _through(guard) as client:
         assert_refused_natively(create(client, echo_server, unique("bug")))
         refused = client.delete(f"{echo_server.url}{NAMESPACES}/prod")
+        read = client.get(f"{echo_server.url}{NAMESPACES}")
     assert_refused_natively(refused)
+    assert_refused_natively(read)  # undecided, so not even a read goes out
     assert echo_server.requests == []
     monkeypatch.undo()
     with _through(guard) as client:  # the next request is decided as usual
