@@ -1,10 +1,20 @@
-"""Logging: readable lines on a terminal, JSON lines everywhere else."""
+"""Logging: readable lines on a terminal, JSON lines everywhere else.
+
+Logging never raises into its caller. A line that cannot be rendered or written (a
+full disk, a file size limit, a closed pipe, a processor's bug) is dropped and
+counted (:func:`dropped_lines`, exported as a metric), and the caller carries on:
+on the request path a failing log must never turn a deny into a forward, nor stop
+the thread that records decisions. Once the destination accepts writes again,
+lines flow again; nothing is retried or buffered.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import TextIO
+import threading
+from functools import cache
+from typing import Any, TextIO
 
 import structlog
 
@@ -19,6 +29,64 @@ class _CurrentStderr:
 
     def flush(self) -> None:
         sys.stderr.flush()
+
+
+_dropped = 0
+_dropped_lock = threading.Lock()
+
+
+def dropped_lines() -> int:
+    """Log lines dropped since the process started because they could not be written."""
+    return _dropped
+
+
+def _drop() -> None:
+    global _dropped  # noqa: PLW0603 - one counter for the process, as logging is
+    with _dropped_lock:
+        _dropped += 1
+
+
+class _LineLogger:
+    """structlog's final logger: writes one rendered line, and never raises."""
+
+    def __init__(self, stream: TextIO | _CurrentStderr) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()  # lines from worker threads stay whole
+
+    def msg(self, message: str) -> None:
+        try:
+            with self._lock:
+                self._stream.write(message + "\n")
+                self._stream.flush()
+        except Exception:  # EFBIG, ENOSPC, EPIPE, a closed stream: the line is lost
+            _drop()
+
+    log = debug = info = warn = warning = error = err = critical = fatal = exception = msg
+
+
+def _line_logger_factory(stream: TextIO | _CurrentStderr) -> Any:
+    logger = _LineLogger(stream)
+    return lambda *args: logger
+
+
+@cache
+def _safe_wrapper(level: int) -> type[structlog.typing.FilteringBoundLogger]:
+    """structlog's level-filtering logger whose calls never raise: a processor that
+    fails drops the line like a write that fails."""
+    base: Any = structlog.make_filtering_bound_logger(level)
+
+    class SafeBoundLogger(base):  # type: ignore[misc]
+        def _proxy_to_logger(
+            self, method_name: str, event: str | None = None, **event_kw: Any
+        ) -> Any:
+            try:
+                return super()._proxy_to_logger(method_name, event, **event_kw)
+            except Exception:
+                _drop()
+                return None
+
+    SafeBoundLogger.__name__ = f"Safe{base.__name__}"
+    return SafeBoundLogger
 
 
 def redact_event(
@@ -61,9 +129,10 @@ def configure_logging(
             redact_event,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
-        logger_factory=structlog.PrintLoggerFactory(stream or _CurrentStderr()),  # type: ignore[arg-type]
+        wrapper_class=_safe_wrapper(logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=_line_logger_factory(stream or _CurrentStderr()),
         cache_logger_on_first_use=False,
     )
+    # the standard library's handlers (mitmproxy's) print nothing and raise nothing when
+    # a write fails: handleError is quiet without raiseExceptions
+    logging.raiseExceptions = False

@@ -155,3 +155,29 @@ def test_a_new_tracker_sees_deletes_from_before_the_restart(tmp_path: Path) -> N
         assert found.signals.recreate and found.resource.deleted_by_session == "s-old"
         fresh = history.context(queue("create", "new"), SESSION, T0 + timedelta(minutes=1))
         assert not fresh.resource.deleted and not fresh.signals.recreate
+
+
+def test_events_the_store_refused_are_written_once_it_is_back(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A locked or restarting store loses no event: a new tracker (a restart, another
+    replica) counts the delete made while the store refused it."""
+    history = SessionHistory(store)
+    history.context(queue("read"), SESSION, T0)  # the session is loaded: no store read next
+    real = store.append_session_events
+
+    def locked(*args: Any, **kwargs: Any) -> None:
+        raise StoreError("database is locked")
+
+    monkeypatch.setattr(store, "append_session_events", locked)
+    with capture_logs() as logs:
+        history.record(queue("delete", "a"), "s-1", "allow", T0)
+    assert [entry["event"] for entry in logs] == ["history.not_recorded"]
+    found = history.context(queue("create", "a"), SESSION, T0 + timedelta(minutes=1))
+    assert found.signals.recreate  # counted in memory at once
+    monkeypatch.setattr(store, "append_session_events", real)
+    history.record(queue("delete", "b"), "s-1", "allow", T0 + timedelta(minutes=2))
+    assert [e.resource_key.rsplit("/", 1)[1] for e in store.session_events("s-1")] == ["b", "a"]
+    restarted = SessionHistory(store)
+    later = restarted.context(queue("create", "a"), SESSION, T0 + timedelta(minutes=3))
+    assert later.signals.recreate and later.history.session.destructive == 2

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
+import logging
 
 import structlog
 
-from guardproxy.log import configure_logging
+from guardproxy.log import configure_logging, dropped_lines
 
 
 class _Terminal(io.StringIO):
@@ -72,3 +74,45 @@ def test_exception_text_is_redacted_too() -> None:
         structlog.get_logger("t").exception("store.failed")
     assert "Sup3rS3cret" not in stream.getvalue()
     assert "connect failed" in stream.getvalue()
+
+
+class _FullDisk(io.StringIO):
+    """A log destination that refuses writes while ``full`` (EFBIG, as under RLIMIT_FSIZE)."""
+
+    full = True
+
+    def write(self, text: str) -> int:
+        if self.full:
+            raise OSError(errno.EFBIG, "File too large")
+        return super().write(text)
+
+
+def test_a_failing_destination_drops_and_counts_lines_and_never_raises() -> None:
+    stream = _FullDisk()
+    configure_logging(stream=stream, json=True)
+    before = dropped_lines()
+    logger = structlog.get_logger("t")
+    logger.error("decision.not_recorded", error="disk full")  # would raise into the gate
+    logger.bind(decision="d-1").info("decision", outcome="deny")
+    assert dropped_lines() == before + 2
+    stream.full = False  # space again: lines flow again, nothing was buffered
+    logger.info("store.back")
+    assert [json.loads(line)["event"] for line in stream.getvalue().splitlines()] == ["store.back"]
+
+
+def test_a_failing_processor_drops_the_line() -> None:
+    class Unprintable:
+        def __str__(self) -> str:
+            raise RuntimeError("cannot render")
+
+    stream = io.StringIO()
+    configure_logging(stream=stream, json=True)
+    before = dropped_lines()
+    structlog.get_logger("t").warning("odd.value", value=Unprintable())
+    assert dropped_lines() == before + 1
+    assert stream.getvalue() == ""
+
+
+def test_standard_library_handlers_fail_quietly() -> None:
+    configure_logging(stream=io.StringIO())
+    assert logging.raiseExceptions is False

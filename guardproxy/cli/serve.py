@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -285,14 +286,15 @@ async def _serve(config: ProxyConfig) -> None:
     assert service.proxy is not None and service.control is not None
     proxy_host = split_host_port(config.listen)[0]
     control_host = split_host_port(config.control)[0]
-    print(
-        f"guardproxy: proxy on {proxy_host}:{service.proxy.port}, control API on "
-        f"{control_host}:{service.control.port} (console {service.console_url()}), "
-        f"policies {config.policies} "
-        f"({len(service.bundle.rules)} rules). Wrap an agent with: "
-        f"guardproxy run --proxy http://127.0.0.1:{service.proxy.port} -- COMMAND",
-        file=sys.stderr,
-    )
+    with contextlib.suppress(OSError):  # a full log destination must not stop the proxy
+        print(
+            f"guardproxy: proxy on {proxy_host}:{service.proxy.port}, control API on "
+            f"{control_host}:{service.control.port} (console {service.console_url()}), "
+            f"policies {config.policies} "
+            f"({len(service.bundle.rules)} rules). Wrap an agent with: "
+            f"guardproxy run --proxy http://127.0.0.1:{service.proxy.port} -- COMMAND",
+            file=sys.stderr,
+        )
     try:
         await stop.wait()
     finally:

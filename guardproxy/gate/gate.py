@@ -691,13 +691,15 @@ class Gate:
             self.metrics.hold_resolved(HoldState.EXPIRED.value, waited)
 
     async def run_sweeper(self, interval: float = 0.5) -> None:
-        """Sweep until cancelled; a failing store is logged and tried again."""
+        """Sweep until cancelled; any failure is logged and the next sweep tries again
+        (one that ended the loop would leave holds unexpired and unescalated for good)."""
         while True:
             await asyncio.sleep(interval)
             try:
                 await self.sweep()
-            except StoreError as error:
-                log.error("hold.sweep_failed", error=str(error))
+            except Exception as error:
+                log.error("hold.sweep_failed", error=repr(error))
+                self.metrics.store_error("sweep")
 
     def _sweep(self) -> tuple[list[HoldEvent], list[tuple[str, float]]]:
         """Events to publish, and each expired hold with how long it waited."""

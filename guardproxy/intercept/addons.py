@@ -4,6 +4,9 @@ Order matters and is set in proxy.py: SessionAuth attributes the flow to a sessi
 Passthrough decides which TLS is not intercepted, BodyGuard keeps request bodies
 from streaming past the guard, Guard decides, ResponseStreaming keeps watches and
 server-sent events flowing.
+
+Every hook is wrapped by failsafe.py: mitmproxy forwards a request whose hook raised,
+so an exception on the request path is turned into a refusal there.
 """
 
 from __future__ import annotations
@@ -26,6 +29,18 @@ from guardproxy.action import Action, Verb
 from guardproxy.context import Context, SessionInfo
 from guardproxy.gate.gate import Answer, Gate
 from guardproxy.gate.responses import NativeAnswer, native_answer
+from guardproxy.intercept.failsafe import (
+    Failsafe,
+    SafeStream,
+    async_request_hook,
+    connection_hook,
+    contained_hook,
+    request_hook,
+    response_hook,
+    tls_hook,
+)
+from guardproxy.intercept.flows import ACTION, DECISION, LEARNER, SESSION, http_request
+from guardproxy.intercept.flows import respond as _respond
 from guardproxy.policy import Decision
 from guardproxy.recognise import recognise
 from guardproxy.recognise.request import HttpRequest, RecogniseSettings
@@ -36,17 +51,9 @@ from guardproxy.store.base import StoreError
 
 log = structlog.get_logger(__name__)
 
-SESSION = "guardproxy.session"
-DECISION = "guardproxy.decision"
-LEARNER = "guardproxy.learner"
 _LOOPBACK = {"127.0.0.1", "::1", "localhost", "0.0.0.0", "::"}  # 0.0.0.0 reaches this host too
 _INLINE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _READ_BATCH_SECONDS = 0.05
-
-
-def _respond(flow: http.HTTPFlow, answer: NativeAnswer) -> None:
-    headers = [(name.encode(), value.encode()) for name, value in answer.headers]
-    flow.response = http.Response.make(answer.status, answer.body, headers)
 
 
 class SessionAuth:
@@ -56,16 +63,21 @@ class SessionAuth:
     none at all makes the flow part of the client's anonymous session (if allowed).
     """
 
-    def __init__(self, registry: SessionRegistry, *, allow_anonymous: bool) -> None:
+    def __init__(
+        self, registry: SessionRegistry, *, allow_anonymous: bool, failsafe: Failsafe
+    ) -> None:
         self._registry = registry
         self._allow_anonymous = allow_anonymous
         self._tunnels: dict[connection.Client, SessionInfo] = {}
+        self.failsafe = failsafe
 
+    @request_hook
     def http_connect(self, flow: http.HTTPFlow) -> None:
         session = self._authenticate(flow)
         if session is not None:
             self._tunnels[flow.client_conn] = session
 
+    @request_hook
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None:
             return
@@ -79,6 +91,7 @@ class SessionAuth:
             return
         self._authenticate(flow)
 
+    @contained_hook
     def client_disconnected(self, client: connection.Client) -> None:
         self._tunnels.pop(client, None)
 
@@ -140,9 +153,11 @@ class Passthrough:
     SNI and Host too, so `CONNECT guarded-host` + `SNI=allowed-host` would slip by.
     """
 
-    def __init__(self, patterns: list[str]) -> None:
+    def __init__(self, patterns: list[str], *, failsafe: Failsafe) -> None:
         self._patterns = [host_pattern(p) for p in patterns]
+        self.failsafe = failsafe
 
+    @tls_hook
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
         if not self._patterns or data.context.server.address is None:
             return
@@ -163,10 +178,12 @@ class BodyGuard:
     the backstop that stops a chunked body from growing without bound.
     """
 
-    def __init__(self, max_bytes: int, settings: RecogniseSettings) -> None:
+    def __init__(self, max_bytes: int, settings: RecogniseSettings, *, failsafe: Failsafe) -> None:
         self._max = max_bytes
         self._settings = settings
+        self.failsafe = failsafe
 
+    @request_hook
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None:
             return
@@ -175,6 +192,7 @@ class BodyGuard:
         if declared.isdigit() and int(declared) > self._max:
             self._refuse(flow, int(declared))
 
+    @request_hook
     def request(self, flow: http.HTTPFlow) -> None:
         size = len(flow.request.raw_content or b"")
         if flow.response is None and size > self._max:
@@ -195,37 +213,22 @@ class BodyGuard:
 class ResponseStreaming:
     """Stream every response: watches, `logs -f` and server-sent events must not stall."""
 
-    def __init__(self, record_status: Callable[[str, int], None]) -> None:
+    def __init__(self, record_status: Callable[[str, int], None], *, failsafe: Failsafe) -> None:
         self._record_status = record_status
+        self.failsafe = failsafe
 
+    @response_hook
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         assert flow.response is not None
         learner = flow.metadata.get(LEARNER)  # passes chunks on, learns names at the end
         ok = 200 <= flow.response.status_code < 300
-        flow.response.stream = learner if isinstance(learner, ResponseLearner) and ok else True
+        if isinstance(learner, ResponseLearner) and ok:
+            flow.response.stream = SafeStream(learner)  # a learner's bug cannot stall it
+        else:
+            flow.response.stream = True
         decision = flow.metadata.get(DECISION)
         if isinstance(decision, str):
             self._record_status(decision, flow.response.status_code)
-
-
-def http_request(flow: http.HTTPFlow, *, body: bytes | None = None) -> HttpRequest:
-    """The flow's request as recognisers see it, on the real destination."""
-    request = flow.request
-    headers = tuple(
-        (name.lower(), value)
-        for name, value in request.headers.items(multi=True)
-        if name.lower() != "proxy-authorization"
-    )
-    return HttpRequest(
-        method=request.method,
-        scheme=request.scheme,
-        host=request.host,
-        port=request.port,
-        path=request.path,
-        headers=headers,
-        body=(request.raw_content or b"") if body is None else body,
-        host_header=request.host_header or "",
-    )
 
 
 class Guard:
@@ -239,7 +242,9 @@ class Guard:
         *,
         protected: Callable[[], set[tuple[str, int]]],
         clock: Callable[[], datetime],
+        failsafe: Failsafe,
     ) -> None:
+        self.failsafe = failsafe
         self._gate = gate
         self._settings = settings
         self._history = history
@@ -249,6 +254,7 @@ class Guard:
         self._reads: list[tuple[Action, str, str, datetime]] = []
         self._clock = clock
 
+    @async_request_hook
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None or flow.error is not None:
             return
@@ -267,6 +273,7 @@ class Guard:
             action, context, decision = self._decide(request, session)
         else:
             action, context, decision = await asyncio.to_thread(self._decide, request, session)
+        flow.metadata[ACTION] = action  # a failure from here on is refused in its API's format
         self._gate.metrics.decision_latency(time.perf_counter() - started)
         verdict = await self._gate.handle(request, action, context, decision)
         if not isinstance(verdict, Answer):  # only the upstream's own answer is its status
@@ -314,6 +321,7 @@ class Guard:
             context = Context(now=self._clock(), session=session)
         return action, context, self._gate.decide(action, context, bundle)
 
+    @connection_hook
     async def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
         """Refuse a connection to guardproxy's own ports by any name that resolves here
         (`localhost.`, `127.1`, the container's own address...): decided on the address
@@ -411,4 +419,5 @@ __all__ = [
     "Ready",
     "ResponseStreaming",
     "SessionAuth",
+    "http_request",
 ]

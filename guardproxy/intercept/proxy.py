@@ -39,6 +39,7 @@ from guardproxy.intercept.addons import (
     ResponseStreaming,
     SessionAuth,
 )
+from guardproxy.intercept.failsafe import Failsafe
 from guardproxy.recognise.request import RecogniseSettings
 from guardproxy.session.history import SessionHistory
 from guardproxy.session.registry import SessionRegistry
@@ -121,6 +122,7 @@ class GuardProxy:
         opts = options.Options(confdir=str(config.ca_dir))
         master = Master(opts)
         ready = Ready()
+        failsafe = Failsafe(self._settings, self._gate.metrics)  # an exception refuses the flow
         master.addons.add(
             core.Core(),
             proxyserver.Proxyserver(),
@@ -128,17 +130,18 @@ class GuardProxy:
             tlsconfig.TlsConfig(),
             upstream_auth.UpstreamAuth(),
             disable_h2c.DisableH2C(),
-            SessionAuth(self._registry, allow_anonymous=config.allow_anonymous),
-            Passthrough(config.passthrough_hosts),
-            BodyGuard(config.max_body_bytes, self._settings),
+            SessionAuth(self._registry, allow_anonymous=config.allow_anonymous, failsafe=failsafe),
+            Passthrough(config.passthrough_hosts, failsafe=failsafe),
+            BodyGuard(config.max_body_bytes, self._settings, failsafe=failsafe),
             Guard(
                 self._gate,
                 self._settings,
                 self._history,
                 protected=self._protected,
                 clock=self._clock,
+                failsafe=failsafe,
             ),
-            ResponseStreaming(self._record_status),
+            ResponseStreaming(self._record_status, failsafe=failsafe),
             ready,
         )
         trust = upstream_trust_bundle(config)

@@ -8,12 +8,15 @@ per-value lock, no I/O. The store's count of pending holds is read at scrape tim
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
 
 from guardproxy.action import Action
+from guardproxy.log import dropped_lines
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -23,6 +26,17 @@ an agent calling many hosts cannot grow the exposition without bound."""
 
 _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
 _HOLD_WAIT_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600)
+
+
+class _DroppedLogLines(Collector):
+    """Log lines the process could not write (guardproxy/log.py counts them)."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "guardproxy_log_lines_dropped",
+            "Log lines dropped because the log destination refused them (disk full...).",
+            value=dropped_lines(),
+        )
 
 
 class Metrics:
@@ -95,6 +109,7 @@ class Metrics:
             ("digest",),
             registry=registry,
         )
+        registry.register(_DroppedLogLines())
         self._unknown_hosts: set[str] = set()
         # labels() validates and locks on every call; the few children are kept instead
         self._decision_children: dict[tuple[str, str, str], Counter] = {}

@@ -32,8 +32,12 @@ exactly ``model_dump_json``).
 Nothing here raises into the request path. If the history cannot be computed, the
 context carries ``signals.history_unavailable`` and the shipped policy
 (policies/sequences.yaml) holds every mutating action: failing closed is the
-gate's job, and a hold lets a human decide without the history. If an action
-cannot be recorded, the error is logged and the history undercounts.
+gate's job, and a hold lets a human decide without the history. It recovers by
+itself: nothing that failed is remembered as failed, so the first context after the
+store is back is complete again. An action the store cannot take is counted in
+memory at once and kept for the next write (up to 10,000 events, then the oldest
+are dropped and the history undercounts): a store that was away for a moment
+(locked, restarting) gets every event once it is back.
 
 Calls that carry only server ids (TerminateInstances) are resolved to names and
 environments before this runs, from ids learned from responses (``names``, see
@@ -64,7 +68,14 @@ from guardproxy.context import (
     with_canonical_json,
 )
 from guardproxy.session.names import NameCache
-from guardproxy.store.base import EventTotal, SessionEvent, Store, StoreError
+from guardproxy.store.base import (
+    AlreadyExistsError,
+    EventTotal,
+    InvalidValueError,
+    SessionEvent,
+    Store,
+    StoreError,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -77,6 +88,8 @@ _WINDOW_REPLAY_LIMIT = 50_000
 _RESOURCE_LOAD_LIMIT = 64
 _PER_SESSION_KEYS = 256
 _STORED_KEYS_LIMIT = 200_000
+_UNWRITTEN_LIMIT = 10_000
+"""Events kept in memory while the store refuses them."""
 
 
 @dataclass(frozen=True)
@@ -518,7 +531,16 @@ class SessionHistory:
     def _flush(self) -> None:
         if self._pending:
             pending, self._pending = self._pending, []
-            self._store.append_session_events(pending)
+            try:
+                self._store.append_session_events(pending)
+            except (InvalidValueError, AlreadyExistsError):
+                raise  # the store will never take these: kept, they would block the rest
+            except StoreError:
+                # one transaction, so none was written: all are tried again with the next
+                self._pending = pending[-_UNWRITTEN_LIMIT:]
+                if len(pending) > _UNWRITTEN_LIMIT:
+                    log.error("history.events_dropped", count=len(pending) - _UNWRITTEN_LIMIT)
+                raise
 
     # -- state, loaded lazily
 

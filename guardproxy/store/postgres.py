@@ -11,13 +11,21 @@ Replicas learn about each other's approvals through ``LISTEN``/``NOTIFY``: a
 trigger announces every hold state change (postgres_migrations.py) and one
 dedicated connection per store listens, reconnecting with back-off when the
 database goes away.  A lost database fails every call with :class:`StoreError`
-within the connect timeout, which the gate turns into "not sent"; pooled
-connections are dropped when that happens, so the store works again as soon as the
-database is back, without a restart.
+within the connect timeout, which the gate turns into "not sent"; a lock another
+transaction holds fails it within the lock timeout.  The store works again as soon
+as the database does, without a restart:
+
+* a pooled connection the server has spoken on while it sat idle (a shutdown or a
+  terminated backend announces itself that way) is closed instead of handed out,
+  so a restart between two calls fails neither;
+* a connection whose call failed with a database error is closed, and the idle
+  ones with it: they share whatever broke it (a restart; a read-only database,
+  whose connections stay read-only after it is writable again).
 """
 
 from __future__ import annotations
 
+import select
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -55,6 +63,10 @@ DEFAULT_POOL_SIZE = 8
 DEFAULT_CONNECT_TIMEOUT = 3
 """Seconds to wait for a connection (libpq's minimum is 2): how long a request waits
 before failing closed when the database is unreachable."""
+DEFAULT_LOCK_TIMEOUT = 5.0
+"""Seconds a statement waits for a lock another transaction holds (a table locked by
+hand, a hung writer) before failing, as SQLite's busy timeout: without it a request
+would wait on the lock for as long as it is held."""
 _POOL_WAIT = 30.0
 _LISTEN_POLL = 0.5
 _MAX_BACKOFF = 5.0
@@ -74,6 +86,7 @@ def migrate(connection: Connection, migrations: Sequence[Migration] = MIGRATIONS
     if current > len(migrations):
         raise schema_too_new(current, len(migrations))
     with connection.transaction():
+        connection.execute("SET LOCAL lock_timeout = 0")  # another replica may be migrating
         connection.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
         connection.execute(SCHEMA_VERSION_TABLE)
         apply_migrations(_PgDb(connection), _schema_version(connection), migrations)
@@ -132,47 +145,68 @@ class _Pool:
     of failing on a stale socket.
     """
 
-    def __init__(self, url: str, size: int, connect_timeout: int) -> None:
+    def __init__(self, url: str, size: int, connect_timeout: int, lock_timeout: float) -> None:
         self._url = url
         self._connect_timeout = connect_timeout
+        self._lock_timeout_ms = max(1, int(lock_timeout * 1000))
         self._slots = threading.BoundedSemaphore(size)
         self._lock = threading.Lock()
         self._idle: list[Connection] = []
         self._closed = False
 
     def connect(self) -> Connection:
-        return psycopg.connect(
+        connection = psycopg.connect(
             self._url,
             autocommit=True,
             row_factory=dict_row,
             connect_timeout=self._connect_timeout,
             application_name="guardproxy",
         )
+        try:
+            connection.execute(f"SET lock_timeout = {self._lock_timeout_ms}")
+        except BaseException:
+            connection.close()
+            raise
+        return connection
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:
         if not self._slots.acquire(timeout=_POOL_WAIT):
             raise StoreError(f"no free database connection within {_POOL_WAIT:.0f} s")
         try:
-            with self._lock:
-                if self._closed:
-                    raise StoreError("the store is closed")
-                connection = self._idle.pop() if self._idle else None
+            connection = self._take_idle()
             if connection is None:
                 connection = self.connect()
+            failed = False
             try:
                 yield connection
-            except psycopg.OperationalError:
+            except psycopg.Error:
+                # what broke this one broke the others too (a restart, a failover)
+                failed = True
                 self.drop_idle()
                 raise
             finally:
-                self._give_back(connection)
+                self._give_back(connection, failed=failed)
         finally:
             self._slots.release()
 
-    def _give_back(self, connection: Connection) -> None:
+    def _take_idle(self) -> Connection | None:
+        """An idle connection still fit to use, or None; the unfit ones are closed."""
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise StoreError("the store is closed")
+                if not self._idle:
+                    return None
+                connection = self._idle.pop()
+            if not _spoke_while_idle(connection):
+                return connection
+            connection.close()
+
+    def _give_back(self, connection: Connection, *, failed: bool) -> None:
         reusable = (
-            not connection.closed
+            not failed
+            and not connection.closed
             and not connection.broken
             and connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         )
@@ -194,6 +228,23 @@ class _Pool:
         self.drop_idle()
 
 
+def _spoke_while_idle(connection: Connection) -> bool:
+    """Whether the server sent something to a connection nobody was using.
+
+    An idle connection has nothing to read unless the server spoke on its own: it
+    shut down or terminated this backend (the error message, then the end of the
+    stream), or a setting it reports changed. Such a connection is not handed out:
+    one ``select`` with no wait, instead of a round trip to the server.
+    """
+    if connection.closed or connection.broken:
+        return True
+    try:
+        readable, _, _ = select.select([connection.fileno()], [], [], 0)
+    except (OSError, ValueError, psycopg.Error):
+        return True
+    return bool(readable)
+
+
 class PostgresStore(SqlStore):
     """:class:`~guardproxy.store.base.Store` in a PostgreSQL database (``postgresql://``).
 
@@ -211,10 +262,11 @@ class PostgresStore(SqlStore):
         *,
         pool_size: int = DEFAULT_POOL_SIZE,
         connect_timeout: int = DEFAULT_CONNECT_TIMEOUT,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     ) -> None:
         self.url = url
         self.display_url = redact(url)
-        self._pool = _Pool(url, pool_size, connect_timeout)
+        self._pool = _Pool(url, pool_size, connect_timeout, lock_timeout)
         self._watchers: list[HoldWatcher] = []
         self._watch_lock = threading.Lock()
         self._listener: threading.Thread | None = None
@@ -258,6 +310,17 @@ class PostgresStore(SqlStore):
             raise self._failure(exc) from exc
 
     def _failure(self, exc: psycopg.Error) -> StoreError:
+        if isinstance(exc, psycopg.errors.LockNotAvailable):
+            return StoreError(
+                f"store {self.display_url}: another transaction held a lock this call "
+                "needed for longer than the lock timeout; look for a long transaction "
+                "or a table locked by hand (pg_locks)"
+            )
+        if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
+            return StoreError(
+                f"store {self.display_url} is read-only: {str(exc).strip()}; guardproxy "
+                "needs a writable primary (default_transaction_read_only, a standby?)"
+            )
         if isinstance(exc, psycopg.OperationalError):
             return StoreError(
                 f"store {self.display_url} is unreachable: {str(exc).strip()}; "

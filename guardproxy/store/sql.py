@@ -686,7 +686,7 @@ class SqlStore:
                 "WHERE resource_key != '' AND outcome = ? AND verb != 'read' LIMIT ?",
                 (outcome, _limit(limit)),
             ).fetchall()
-        return [row[0] for row in rows]
+        return [row["resource_key"] for row in rows]  # by name: PostgreSQL's rows are dicts
 
 
 # -- helpers ------------------------------------------------------------------------

@@ -10,6 +10,14 @@ for each other instead of failing.
 
 ``synchronous`` stays FULL: holds, approvals and the decision log are an audit
 trail, and an approval must not be lost to a power cut after it was acknowledged.
+
+Faults: a lock held past the busy timeout, a full disk or a file size limit fail the
+call with :class:`StoreError`, and the next call works once the fault is gone. A
+file deleted or replaced under the open store is different: SQLite would go on
+writing into the deleted file, where nobody can read a record again, or append to a
+write-ahead log the new file would take for its own. So every call first checks that
+the path still names the file opened, and fails if not, until the path names it
+again or guardproxy is restarted on the new file.
 """
 
 from __future__ import annotations
@@ -108,6 +116,7 @@ class SqliteStore(SqlStore):
             connection.close()
             raise
         self._connection = connection
+        self._opened = _identity(self.path)
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
@@ -121,9 +130,29 @@ class SqliteStore(SqlStore):
 
     _integrity_errors = (sqlite3.IntegrityError,)
 
+    def _check_file(self) -> None:
+        """Fail unless the path still names the file this store opened."""
+        try:
+            current = _identity(self.path)
+        except FileNotFoundError:
+            raise StoreError(
+                f"store {self.path} was deleted while guardproxy had it open, so nothing "
+                "more is written to it; restart guardproxy (a new, empty store) or put the "
+                "file back"
+            ) from None
+        except OSError as exc:
+            raise StoreError(f"store {self.path}: {exc}") from exc
+        if current != self._opened:
+            raise StoreError(
+                f"store {self.path} was replaced by another file while guardproxy had it "
+                "open, so nothing more is written to either; restart guardproxy to use the "
+                "new file"
+            )
+
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
+            self._check_file()
             try:
                 yield self._connection
             except sqlite3.Error as exc:
@@ -133,6 +162,7 @@ class SqliteStore(SqlStore):
     def _write(self) -> Iterator[sqlite3.Connection]:
         """An immediate transaction: committed on success, rolled back on any error."""
         with self._lock:
+            self._check_file()
             db = self._connection
             try:
                 db.execute("BEGIN IMMEDIATE")
@@ -188,6 +218,12 @@ def _prepare_file(path: Path) -> None:
         os.fchmod(fd, 0o600)
     finally:
         os.close(fd)
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    """Which file ``path`` names (device, inode)."""
+    status = os.stat(path)
+    return status.st_dev, status.st_ino
 
 
 def _rollback(connection: sqlite3.Connection) -> None:

@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 
@@ -15,7 +15,7 @@ from guardproxy.approvals.events import HoldEvent
 from guardproxy.gate.gate import Gate
 from guardproxy.policy.decision import ApprovalRequirement, RuleApproval
 from guardproxy.server import load_policies
-from guardproxy.store import HoldState, SqliteStore
+from guardproxy.store import Hold, HoldState, SqliteStore
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
@@ -83,3 +83,35 @@ def test_a_late_sweep_escalates_before_it_expires(store: SqliteStore) -> None:
     clock.now = T0 + timedelta(minutes=11)
     asyncio.run(gate.sweep())
     assert [(e.kind, e.hold_id) for e in heard] == [("escalated", hold_id), ("expired", hold_id)]
+
+
+def test_the_sweeper_outlives_an_unexpected_failure(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock()
+    clock.now = T0 + timedelta(minutes=11)
+    gate, heard = gate_with_events(store, clock)
+    hold_id = hold_for(store, "deny")
+    real = store.list_holds
+    calls: list[int] = []
+
+    def fails_once(*args: Any, **kwargs: Any) -> list[Hold]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyError(0)  # not a StoreError: a bug, or a driver's error left unwrapped
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "list_holds", fails_once)
+
+    async def sweep_until_expired() -> None:
+        sweeper = asyncio.create_task(gate.run_sweeper(interval=0.01))
+        try:
+            for _ in range(500):
+                await asyncio.sleep(0.01)
+                if heard or sweeper.done():
+                    break
+        finally:
+            sweeper.cancel()
+
+    asyncio.run(sweep_until_expired())
+    assert [(e.kind, e.hold_id) for e in heard] == [("expired", hold_id)]

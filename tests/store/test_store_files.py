@@ -195,3 +195,38 @@ def test_open_store_expands_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 def test_open_store_refuses_what_it_cannot_read(url: str) -> None:
     with pytest.raises(StoreError):
         open_store(url)
+
+
+def _record(decision_id: str) -> DecisionRecord:
+    return DecisionRecord(
+        id=decision_id, at=T0, session_id="s-1", action_json="{}", context_json="{}",
+        decision_json="{}", outcome="allow",
+    )  # fmt: skip
+
+
+def test_a_deleted_file_fails_every_call_instead_of_writing_where_nobody_reads(
+    db_path: Path,
+) -> None:
+    """SQLite goes on writing into a deleted file (in WAL mode it says nothing): a
+    decision recorded there would be lost with it."""
+    with SqliteStore(db_path) as store:
+        store.append_decision(_record("d-1"))
+        aside = db_path.with_name("aside.db")
+        db_path.rename(aside)
+        with pytest.raises(StoreError, match="deleted"):
+            store.append_decision(_record("d-2"))
+        with pytest.raises(StoreError, match="deleted"):
+            store.list_decisions()
+        aside.rename(db_path)  # the same file back: the store works again
+        store.append_decision(_record("d-3"))
+        assert [r.id for r in store.list_decisions()] == ["d-3", "d-1"]
+
+
+def test_a_replaced_file_fails_every_call(db_path: Path, tmp_path: Path) -> None:
+    with SqliteStore(db_path) as store:
+        SqliteStore(tmp_path / "other.db").close()
+        (tmp_path / "other.db").replace(db_path)
+        with pytest.raises(StoreError, match="replaced"):
+            store.append_decision(_record("d-1"))
+    with SqliteStore(db_path) as reopened:  # a restart takes the new file
+        reopened.append_decision(_record("d-1"))

@@ -52,3 +52,16 @@ def test_resource_events_cross_sessions_and_filter_by_outcome(store: Store) -> N
     assert [e.verb for e in store.resource_events(key)] == ["create", "delete"]
     assert [e.session_id for e in store.resource_events(key, outcome="allow")] == ["s-1"]
     assert store.resource_events("") == []
+
+
+def test_changed_resource_keys_are_the_forwarded_changes(store: Store) -> None:
+    """PostgreSQL's rows are dicts: reading them by position raised KeyError(0), and a
+    replica that first asked once another had recorded a change never decided again
+    without `history_unavailable` (issue item 8)."""
+    assert store.changed_resource_keys(outcome="allow", limit=10) == []
+    store.append_session_events(
+        [event(0, "delete"), event(1, "read"), event(2, "create", session="s-2", outcome="deny")]
+    )
+    assert store.changed_resource_keys(outcome="allow", limit=10) == ["aws:1:r:aws:sqs:queue/q"]
+    assert store.changed_resource_keys(outcome="deny", limit=10) == ["aws:1:r:aws:sqs:queue/q"]
+    assert store.changed_resource_keys(outcome="hold", limit=10) == []
