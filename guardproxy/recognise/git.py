@@ -60,6 +60,7 @@ __all__ = [
     "RefUpdate",
     "is_git_request",
     "parse_push",
+    "parse_push_request",
     "recognise_git",
     "repository_of",
 ]
@@ -110,6 +111,19 @@ def parse_push(body: bytes) -> tuple[list[RefUpdate], set[str], bytes]:
     capabilities = {word.decode("ascii", "replace") for word in words}
     pack, _options = pack_and_options(body, push)
     return list(push.updates), capabilities, pack
+
+
+def parse_push_request(request: HttpRequest) -> tuple[list[RefUpdate], set[str]]:
+    """(ref updates, capability words) of every reading of a push request, decoded as
+    the recogniser decodes it; raises ValueError when no reading parses."""
+    read, _tags = _readings(request)
+    updates: list[RefUpdate] = []
+    capabilities: set[str] = set()
+    for body, _push in read:
+        found, words, _pack = parse_push(body)
+        updates += [u for u in found if u not in updates]
+        capabilities |= words
+    return updates, capabilities
 
 
 def _unproven(updates: tuple[RefUpdate, ...], pack: bytes, hash_algo: str) -> set[RefUpdate]:
