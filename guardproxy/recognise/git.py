@@ -237,22 +237,26 @@ def _push(request: HttpRequest) -> Action:
         range(len(updates)), key=lambda i: _danger(updates[i], updates[i] in risky, i), reverse=True
     )
     bulk = len(deleted) > 1
-    confidence = Confidence.AMBIGUOUS if push_tags else Confidence.EXACT
-    actions = [
-        _update_action(request, updates[i], updates[i] in risky, bulk, push_tags, confidence)
-        for i in order
-    ]
+    base = _action(
+        request,
+        operation="push",
+        confidence=Confidence.AMBIGUOUS if push_tags else Confidence.EXACT,
+    )
+    scope = (request.host.lower(), base.scope.repository)
+    actions = [_update_action(base, scope, updates[i], updates[i] in risky, bulk, push_tags)
+               for i in order]  # fmt: skip
     return actions[0].model_copy(update={"readings": actions[1:]})
 
 
 def _update_action(
-    request: HttpRequest,
+    base: Action,
+    scope: tuple[str, str],
     update: RefUpdate,
     risky: bool,
     bulk: bool,
     push_tags: list[str],
-    confidence: Confidence,
 ) -> Action:
+    """``base`` (the push's shared fields) for one ref update."""
     tags: list[str] = []
     if update.deletes and update.ref.startswith("refs/heads/"):
         tags.append("branch-delete")
@@ -263,17 +267,10 @@ def _update_action(
     tags += push_tags
     verb = Verb.DELETE if update.deletes else Verb.CREATE if update.creates else Verb.UPDATE
     name, truncated = cap(update.ref)
-    repository = repository_of(_path(request))
-    key = resource_key("git", (request.host.lower(), repository), "git:ref", name)
-    return _action(
-        request,
-        operation="push",
-        verb=verb,
-        resource=Resource(type="git:ref", name=name, key=key),
-        risk_tags=tags,
-        truncated=truncated,
-        confidence=confidence,
-    )
+    key = resource_key("git", scope, "git:ref", name)
+    resource = Resource(type="git:ref", name=name, key=key)
+    fields = {"verb": verb, "resource": resource, "risk_tags": tags, "truncated": truncated}
+    return base.model_copy(update=fields)
 
 
 def _service_conflict(request: HttpRequest, service: str) -> bool:

@@ -20,6 +20,7 @@ What the body does not say, the reader is told or tries every way:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 LARGE_PACKET_MAX = 65520
@@ -33,7 +34,8 @@ FLUSH, DELIM, RESPONSE_END, NORMAL = "flush", "delim", "response-end", "normal"
 
 HASH_HEX_LENGTH = {"sha1": 40, "sha256": 64}
 
-_HEX = frozenset(b"0123456789abcdefABCDEF")  # hex-ll.c hexval_table: both cases
+# hex-ll.c hexval_table: 0-9, a-f and A-F, nothing else (not a sign, space or "0x")
+_HEX_RUN = {size: re.compile(rb"[0-9a-fA-F]{%d}" % size) for size in (4, 40, 64)}
 _SPACE = frozenset(b" \t\n\r")  # ctype.c sane_ctype: GIT_SPACE is 9, 10, 13 and 32
 _VALUE_END = frozenset(b" \t\n")  # connect.c parse_feature_value: strcspn(value, " \t\n")
 _SIGNATURE_STARTS = (  # gpg-interface.c gpg_format[].sigs
@@ -63,11 +65,11 @@ class RefUpdate:
 
     @property
     def deletes(self) -> bool:
-        return set(self.new) == {"0"}
+        return not self.new.strip("0")  # the null id
 
     @property
     def creates(self) -> bool:
-        return set(self.old) == {"0"}
+        return not self.old.strip("0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +110,7 @@ class PacketReader:
         if len(head) < 4:  # get_packet_data without PACKET_READ_GENTLE_ON_EOF
             raise ReceivePackError("the remote end hung up unexpectedly")
         # packet_length: four hexval() digits, either case; any other byte is negative
-        if not all(byte in _HEX for byte in head):
+        if _HEX_RUN[4].fullmatch(head) is None:
             raise ReceivePackError(f"protocol error: bad line length character: {head!r}")
         length = int(head, 16)
         self.pos += 4
@@ -164,7 +166,7 @@ def feature_value(feature_list: bytes, feature: bytes) -> bytes | None:
 def _oid(line: bytes, at: int, hex_length: int) -> str | None:
     """hex.c ``get_oid_hex``: ``hex_length`` hex digits of either case at ``at``."""
     digits = line[at : at + hex_length]
-    if len(digits) < hex_length or not all(byte in _HEX for byte in digits):
+    if _HEX_RUN[hex_length].fullmatch(digits) is None:
         return None
     return digits.decode("ascii").lower()
 

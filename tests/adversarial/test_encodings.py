@@ -129,8 +129,10 @@ def guard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guard]:
     Kubernetes host is configured: the scale requests are Kubernetes by their shape."""
     starter = guard_starter(tmp_path_factory.mktemp("encodings"))
     start = next(starter)
-    yield start(hold_window_seconds=0.5)
-    starter.close()
+    try:
+        yield start(hold_window_seconds=0.5)
+    finally:
+        next(starter, None)  # runs the starter's teardown: every guard it started stops
 
 
 @pytest.fixture
