@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
 from guardproxy.action import Action, Provider
-from guardproxy.recognise.git import parse_push
+from guardproxy.recognise.git import parse_push_request
 from guardproxy.recognise.request import HttpRequest
 
 # AWS services whose REST protocol speaks XML (the rest speak JSON).
@@ -145,7 +145,7 @@ def _git_push_rejected(
     `remote: ...` and each ref as `! [remote rejected]`, where a plain HTTP 403
     would only print "RPC failed; HTTP 403" and lose the message."""
     try:
-        updates, capabilities, _ = parse_push(request.body)
+        updates, capabilities = parse_push_request(request)
     except ValueError:
         return None
     if not updates:

@@ -116,7 +116,15 @@ def _parents(commit: bytes) -> tuple[str, ...]:
 
 
 def commit_parents(pack: bytes, object_format: str = "sha1") -> dict[str, tuple[str, ...]]:
-    """Map commit id -> parent ids for every commit in ``pack`` (raises PackError)."""
+    """Map commit id -> parent ids for every commit in ``pack`` (raises PackError,
+    also for a pack that ends inside an object header or a delta)."""
+    try:
+        return _commit_parents(pack, object_format)
+    except IndexError as exc:
+        raise PackError("truncated pack") from exc
+
+
+def _commit_parents(pack: bytes, object_format: str) -> dict[str, tuple[str, ...]]:
     view = memoryview(pack)
     if len(pack) < 12 or pack[:4] != b"PACK":
         raise PackError("not a pack")
