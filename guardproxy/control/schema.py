@@ -79,6 +79,15 @@ class HoldOut(BaseModel):
     resolved_at: str | None
     reason: str | None
     action: dict[str, Any]
+    session_ended: bool = Field(
+        False, description="The session that made the request has ended: nothing waits live."
+    )
+    session_ended_at: str | None = None
+    release: str = Field(
+        "",
+        description="What approval lets through (pending) or still will (approved): which "
+        "request, in which session or new session of the same user and directory, until when.",
+    )
 
 
 class HoldDetailOut(HoldOut):

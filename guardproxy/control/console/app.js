@@ -483,6 +483,7 @@
     const progress = progressText(hold);
     const parts = [];
     if (progress) parts.push(el("p", { class: "progress-line" }, "Approvals: " + progress));
+    if (hold.release) parts.push(el("p", { class: "release-line" }, "What approval lets through: " + hold.release));
     parts.push(section("Why it is held",
       el("p", { class: "message" }, hold.message || ""),
       el("h3", {}, "Determining rules"), renderValue(hold.rules || [])));
