@@ -36,7 +36,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
-from guardproxy.audit.redact import redact_text
+from guardproxy.audit.redact import REDACTED, redact_text
 
 # -- errors -------------------------------------------------------------------------
 
@@ -198,8 +198,14 @@ def carried_until(hold: Hold) -> datetime | None:
 
 def carries_approvals(session: Session | None) -> bool:
     """Whether approvals can follow this session's user and working directory to a later
-    session: a registered session that recorded both (never an anonymous client)."""
-    return session is not None and not session.anonymous and bool(session.user and session.cwd)
+    session: a registered session that recorded both (never an anonymous client, nor a
+    directory whose name redaction changed: two different ones could read the same)."""
+    return (
+        session is not None
+        and not session.anonymous
+        and bool(session.user and session.cwd)
+        and REDACTED not in session.cwd
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
 
+from guardproxy.audit.redact import REDACTED
 from guardproxy.store import chain
 from guardproxy.store.base import (
     Approval,
@@ -813,10 +814,12 @@ _CARRIED_HOLDS = (
     "holds h JOIN sessions prior ON prior.id = h.session_id JOIN sessions cur ON cur.id = ?"
     " WHERE h.request_digest = ? AND h.session_id != cur.id"
     " AND cur.anonymous = 0 AND cur.user_name != '' AND cur.cwd != ''"
+    f" AND cur.cwd NOT LIKE '%{REDACTED}%'"
     " AND prior.anonymous = 0 AND prior.user_name = cur.user_name AND prior.cwd = cur.cwd"
 )
 """Holds of the same request digest by other sessions of the same user and working
-directory (``carries_approvals``); parameters: the session id, the digest."""
+directory (``carries_approvals``: never a directory redaction changed, as two different
+ones could read the same); parameters: the session id, the digest."""
 
 
 def _fetch_hold(db: Db, hold_id: str) -> Hold:

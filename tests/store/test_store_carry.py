@@ -52,7 +52,8 @@ def test_a_once_grant_passes_once_for_a_new_session_of_the_same_user_and_directo
 
 
 @pytest.mark.parametrize(
-    ("user", "cwd"), [("dave", "/repo"), ("carol", "/elsewhere"), ("", "/repo"), ("carol", "")]
+    ("user", "cwd"),
+    [("dave", "/repo"), ("carol", "/elsewhere"), ("", "/repo"), ("carol", "")],
 )
 def test_another_user_or_directory_gets_nothing(
     store: Store, make_hold: HoldFactory, user: str, cwd: str
@@ -108,3 +109,18 @@ def test_resume_reopens_an_ended_session_with_a_new_credential(store: Store) -> 
     assert store.find_session_by_token(hash_token("token-s-1")) is None
     with pytest.raises(NotFoundError):
         store.resume_session("s-404", hash_token("other"))
+
+
+def test_directories_that_redaction_changed_never_carry(
+    store: Store, make_hold: HoldFactory
+) -> None:
+    """Two directories whose names held different tokens are stored alike: no carrying."""
+    secret = "/tmp/ghp_R2d2C3p0x9Lk4Mn7Pq1Rs5Tu8Vw0Xy3Za6Bc"
+    _session(store, "s-1", cwd=secret)
+    hold = make_hold(session_id="s-1", expires_at=T0 + 30 * MIN)
+    store.resolve_hold(hold.id, state=HoldState.APPROVED, by="alice", reason="ok", now=T0 + MIN)
+    _session(store, "s-2", cwd=secret.replace("R2d2", "Z9z9"))
+    first, second = store.get_session("s-1"), store.get_session("s-2")
+    assert first is not None and second is not None and first.cwd == second.cwd
+    assert store.consume_carried_approval("s-2", "digest-a", T0 + 2 * MIN) is None
+    assert store.find_carried_hold("s-2", "digest-a", T0 + 2 * MIN) is None
