@@ -18,7 +18,15 @@ from typing import Any
 
 import pytest
 from e2e.conftest import _moto_session  # noqa: F401 - moto_server's session fixture
-from e2e.guard_fixtures import Guard, StartGuard, describe, guardproxy_cli, hold_id_in, run_client
+from e2e.guard_fixtures import (
+    POLICIES,
+    Guard,
+    StartGuard,
+    describe,
+    guardproxy_cli,
+    hold_id_in,
+    run_client,
+)
 from e2e.servers import MotoServer, aws_env
 from e2e.test_clients_aws import STACK, TEMPLATE, direct_cfn, moto_actions, stack_status
 
@@ -28,8 +36,13 @@ pytestmark = pytest.mark.slow
 class OneShot:
     """``guardproxy run --proxy … -- aws cloudformation delete-stack`` as a user would type it."""
 
-    def __init__(self, guard: Guard, aws_bin: str, moto: MotoServer, tmp_path: Path) -> None:
+    def __init__(
+        self, guard: Guard, aws_bin: str, moto: MotoServer, tmp_path: Path, *, embedded: bool
+    ) -> None:
+        """``embedded``: each run starts its own guard on the same data directory (the
+        guard under test plays the long-running ``serve``), else it attaches to it."""
         self.guard = guard
+        self.embedded = embedded
         self.moto = moto
         self.aws = [aws_bin, "--endpoint-url", moto.url, "--output", "json", "cloudformation"]
         self.env = aws_env(tmp_path / "aws-home")
@@ -43,10 +56,13 @@ class OneShot:
     ) -> subprocess.CompletedProcess[str]:
         cwd.mkdir(parents=True, exist_ok=True)
         resuming = ["--resume", resume] if resume else []
+        if self.embedded:
+            guard = ["--policies", str(POLICIES), "--hold-window", "0.5"]
+        else:
+            guard = ["--proxy", f"http://127.0.0.1:{self.guard.proxy_port}"]
         command = [
-            *guardproxy_cli(), "run", "--proxy", f"http://127.0.0.1:{self.guard.proxy_port}",
-            "--data-dir", str(self.guard.data_dir), *resuming, "--", *self.aws,
-            *(aws_args or ("delete-stack", "--stack-name", STACK)),
+            *guardproxy_cli(), "run", *guard, "--data-dir", str(self.guard.data_dir),
+            *resuming, "--", *self.aws, *(aws_args or ("delete-stack", "--stack-name", STACK)),
         ]  # fmt: skip
         env = {**self.env, "LOGNAME": user, "USER": user}
         return run_client(command, env, cwd=cwd, timeout=90)
@@ -75,14 +91,19 @@ def _session_of(proc: subprocess.CompletedProcess[str]) -> str:
     return banner.split("session ", 1)[1].split()[0]
 
 
-@pytest.fixture
+@pytest.fixture(params=["attached", "embedded"])
 def one_shot(
-    start_guard: StartGuard, aws_bin: str, moto_server: MotoServer, tmp_path: Path
+    request: pytest.FixtureRequest,
+    start_guard: StartGuard,
+    aws_bin: str,
+    moto_server: MotoServer,
+    tmp_path: Path,
 ) -> OneShot:
     guard = start_guard(hold_window_seconds=0.5)
     direct_cfn(moto_server).create_stack(StackName=STACK, TemplateBody=TEMPLATE)
     assert stack_status(moto_server) == "CREATE_COMPLETE"
-    return OneShot(guard, aws_bin, moto_server, tmp_path)
+    embedded = request.param == "embedded"
+    return OneShot(guard, aws_bin, moto_server, tmp_path, embedded=embedded)
 
 
 def test_a_one_shot_run_approved_after_it_ended_passes_once_from_the_same_directory(
