@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import secrets
 import socket
@@ -20,6 +19,7 @@ from guardproxy.approvals.notify import HoldFacts, Notifications, NotifyConfigEr
 from guardproxy.audit.redact import redact_url
 from guardproxy.config import ProxyConfig, is_loopback, split_host_port
 from guardproxy.control.api import ControlContext, ControlServer
+from guardproxy.control.runtime import RuntimeFile
 from guardproxy.gate.gate import Clock, Gate, utc_now
 from guardproxy.gate.recorder import Writer
 from guardproxy.gate.writer import ProcessWriter
@@ -76,9 +76,14 @@ def load_policies(path: Path) -> Bundle:
 class Guardproxy:
     """start() brings everything up, stop() takes it down; both idempotent enough."""
 
-    def __init__(self, config: ProxyConfig, *, clock: Clock = utc_now) -> None:
+    def __init__(
+        self, config: ProxyConfig, *, clock: Clock = utc_now, take_over_runtime: bool = True
+    ) -> None:
+        """``take_over_runtime``: claim the data directory's runtime.json even while another
+        live guard owns it (``serve``); False leaves it to that guard (``run``)."""
         self.config = config
         self._clock = clock
+        self.runtime_file = RuntimeFile(config.runtime_file, take_over=take_over_runtime)
         self._store: Store | None = None
         self._bundle: Bundle | None = None
         self._shadow_bundle: Bundle | None = None
@@ -210,7 +215,7 @@ class Guardproxy:
             self._watch_task = asyncio.create_task(
                 self._watch_policies(config.watch_policies_seconds)
             )
-        self._write_runtime()
+        self.runtime_file.publish(self.runtime_info())
         log.info(
             "guardproxy.started",
             proxy=f"127.0.0.1:{self.proxy.port}",
@@ -311,7 +316,7 @@ class Guardproxy:
             if report.result == "loaded":
                 gate.swap_bundle(bundle)
                 self._bundle = bundle
-                self._write_runtime()
+                self.runtime_file.update(self.runtime_info())
                 log.info("policy.reloaded", source=source, bundle=report.digest,
                          previous=report.previous, rules=report.rules)  # fmt: skip
             elif report.result == "refused":
@@ -335,6 +340,7 @@ class Guardproxy:
         assert self.proxy is not None and self.control is not None
         return {
             "pid": os.getpid(),
+            "instance": self.runtime_file.instance,
             "proxy": f"{_reachable(self.config.listen)}:{self.proxy.port}",
             "control": f"http://{_reachable(self.config.control)}:{self.control.port}",
             "ca_cert": str(self.proxy.ca_cert),
@@ -342,12 +348,6 @@ class Guardproxy:
             "bundle": self.bundle.digest,
             "console": self.console_url(),
         }
-
-    def _write_runtime(self) -> None:
-        info = self.runtime_info()
-        path = self.config.runtime_file
-        path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        os.chmod(path, 0o600)
 
     async def _open(self, config: ProxyConfig) -> tuple[Bundle, Store]:
         """The CA, the policies, the recognisers' models and the store."""
@@ -396,14 +396,7 @@ class Guardproxy:
         if self._store is not None:
             await asyncio.to_thread(self._store.close)
             self._store = None
-        runtime = self.config.runtime_file
-        if runtime.exists():
-            try:
-                info = json.loads(runtime.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                info = {}
-            if info.get("pid") == os.getpid():
-                runtime.unlink(missing_ok=True)
+        self.runtime_file.withdraw()
         log.info("guardproxy.stopped")
 
 
@@ -433,8 +426,10 @@ class BackgroundGuardproxy:
     child process meanwhile, and tests that drive real clients against it.
     """
 
-    def __init__(self, config: ProxyConfig, *, clock: Clock = utc_now) -> None:
-        self.service = Guardproxy(config, clock=clock)
+    def __init__(
+        self, config: ProxyConfig, *, clock: Clock = utc_now, take_over_runtime: bool = True
+    ) -> None:
+        self.service = Guardproxy(config, clock=clock, take_over_runtime=take_over_runtime)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="guardproxy", daemon=True

@@ -91,31 +91,97 @@ def check_may_decide(
 
 
 @dataclass(frozen=True, slots=True)
-class Progress:
-    """How far the approvals are from releasing the hold."""
+class RuleProgress:
+    """One rule's requirement (``quorum`` people from ``groups``) against the approvals."""
 
-    approvers: tuple[str, ...]
-    """Distinct people whose approval counts."""
+    rule: str
+    """The hold rule, or empty for the bundle's default requirement."""
+    groups: tuple[str, ...]
     quorum: int
+    approvers: tuple[str, ...]
+    """Distinct people whose approval counts toward this requirement."""
     missing_groups: tuple[str, ...]
+    """Required groups none of those people is in."""
     met: bool
 
-    def text(self) -> str:
-        """``1 of 2 approvals``, plus the required groups still missing."""
-        line = f"{min(len(self.approvers), self.quorum)} of {self.quorum} approvals"
-        if self.missing_groups:
-            line += f"; needs one from {', '.join(self.missing_groups)}"
-        return line
+    @property
+    def more(self) -> int:
+        """How many more people this requirement needs at least."""
+        return max(self.quorum - len(self.approvers), 1 if self.missing_groups else 0)
 
     def needs(self) -> str:
-        """What is still needed, for messages."""
-        parts: list[str] = []
-        more = self.quorum - len(self.approvers)
-        if more > 0:
-            parts.append(f"{more} more approval{'s' if more > 1 else ''} from another person")
-        if self.missing_groups:
-            parts.append(f"one from {', '.join(self.missing_groups)}")
-        return " and ".join(parts) or "nothing more"
+        """``1 more approval from sre-oncall or senior (rule common/hold-prod-destroy)``;
+        empty once met."""
+        if self.met:
+            return ""
+        who = "any approver" if ANY_GROUP in self.groups else " or ".join(self.groups)
+        short = self.quorum - len(self.approvers)
+        required = " and ".join(f"one from {group}" for group in self.missing_groups)
+        if short > 0:
+            line = f"{short} more approval{'s' if short > 1 else ''} from {who}"
+            line += f", including {required}" if required else ""
+        elif len(self.missing_groups) == 1:
+            line = f"1 more approval, from {self.missing_groups[0]}"
+        else:  # several required groups missing (is_met's rule: quorum alone is not enough)
+            line = f"more approvals: {required or 'one meeting the requirement'}"
+        return line + (f" (rule {self.rule})" if self.rule else "")
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "rule": self.rule,
+            "groups": list(self.groups),
+            "quorum": self.quorum,
+            "approvers": list(self.approvers),
+            "missing_groups": list(self.missing_groups),
+            "more": 0 if self.met else self.more,
+            "met": self.met,
+            "needs": self.needs(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How far the approvals are from releasing the hold: each rule's requirement must
+    be met (a hold of several rules, or several readings, needs all of them)."""
+
+    approvers: tuple[str, ...]
+    """Distinct people whose approval counts toward at least one requirement."""
+    quorum: int
+    """The largest single quorum."""
+    requirements: tuple[RuleProgress, ...]
+    met: bool
+
+    @property
+    def missing_groups(self) -> tuple[str, ...]:
+        """Groups an approval is still needed from: of each unmet requirement, its missing
+        required groups, else (short of its quorum) any of its groups."""
+        missing: dict[str, None] = {}
+        for requirement in self.requirements:
+            if requirement.met:
+                continue
+            missing.update(dict.fromkeys(requirement.missing_groups or requirement.groups))
+        return tuple(missing)
+
+    def text(self) -> str:
+        """``1 of 2 approvals; needs 1 more approval from senior (rule aws/x)`` for one
+        rule; for several, how many people approved and how many rules are satisfied."""
+        if len(self.requirements) == 1:
+            only = self.requirements[0]
+            line = f"{min(len(only.approvers), only.quorum)} of {only.quorum} approvals"
+        else:
+            people = len(self.approvers)
+            done = sum(r.met for r in self.requirements)
+            line = (
+                f"{people} approval{'' if people == 1 else 's'}, {done} of "
+                f"{len(self.requirements)} rule requirements met"
+            )
+        return line if self.met else f"{line}; needs {self.needs()}"
+
+    def needs(self) -> str:
+        """Everything still needed, rule by rule (``nothing more`` only once met)."""
+        if self.met:
+            return "nothing more"
+        return " and ".join(r.needs() for r in self.requirements if not r.met)
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -123,6 +189,8 @@ class Progress:
             "quorum": self.quorum,
             "missing_groups": list(self.missing_groups),
             "met": self.met,
+            "needs": "" if self.met else self.needs(),
+            "requirements": [r.as_json() for r in self.requirements],
             "text": self.text(),
         }
 
@@ -136,15 +204,27 @@ def progress(requirement: ApprovalRequirement, approvals: Sequence[Approval]) ->
             if ANY_GROUP in requirement.groups:
                 groups = groups | {ANY_GROUP}
             people.setdefault(approval.approver, set()).update(groups)
+    rules: list[RuleProgress] = []
+    for rule in requirement.all_of:
+        eligible = tuple(who for who, groups in people.items() if groups & set(rule.groups))
+        rules.append(
+            RuleProgress(
+                rule=rule.rule,
+                groups=tuple(rule.groups),
+                quorum=rule.quorum,
+                approvers=eligible,
+                missing_groups=tuple(
+                    group
+                    for group in rule.required_groups
+                    if not any(group in people[who] for who in eligible)
+                ),
+                met=rule.is_met(people),
+            )
+        )
     counted = tuple(who for who, groups in people.items() if _eligible_groups(requirement, groups))
-    missing = tuple(
-        group
-        for group in requirement.required_groups
-        if not any(group in people[who] for who in counted)
-    )
     return Progress(
         approvers=counted,
         quorum=requirement.quorum,
-        missing_groups=missing,
+        requirements=tuple(rules),
         met=requirement.is_met(people),
     )

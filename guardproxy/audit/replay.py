@@ -1,5 +1,10 @@
 """Replay: re-evaluate recorded decision inputs under a bundle and say what changes.
 
+What replay calls "recorded" comes from the audit chain, so it verifies the records it
+reads (:func:`checked_chain`, :func:`checked_record`) the way ``audit verify`` does: an
+edited outcome, an inserted or a deleted record is a :class:`ChainProblem`, and the CLI
+refuses to report a broken trail as what was recorded unless told to go on.
+
 A decision record keeps the engine's whole input (action + context, redacted) and the
 decision, so evaluating the same input under the same bundle must give the same
 decision (the engine is pure), and under a candidate bundle it shows what the
@@ -12,20 +17,21 @@ from __future__ import annotations
 import json
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from guardproxy.action import Action
 from guardproxy.audit.redact import redact_json_text
-from guardproxy.audit.trail import DecisionView
+from guardproxy.audit.trail import DecisionView, iter_chain
 from guardproxy.context import Context, SessionInfo
 from guardproxy.policy import Bundle, evaluate
 from guardproxy.policy.engine import input_hash
 from guardproxy.recognise import RecogniseSettings, recognise
 from guardproxy.store.base import AuditRecord, Store
+from guardproxy.store.chain import GENESIS, ChainProblem, verify
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,8 @@ class Replayed:
     """The replayed decision is identical, field for field, to the recorded one."""
     input_intact: bool
     """The recorded input hashes to the decision's input hash (redaction changed nothing)."""
+    chain_intact: bool = True
+    """The record verified in the audit chain (False: replayed despite a break there)."""
 
     @property
     def changed(self) -> bool:
@@ -65,6 +73,7 @@ class Replayed:
             "replayed_rules": self.replayed_rules,
             "exact": self.exact,
             "input_intact": self.input_intact,
+            "chain_intact": self.chain_intact,
         }
 
 
@@ -131,17 +140,92 @@ class ReplayReport:
         }
 
 
-def replay_records(records: Iterable[AuditRecord], bundle: Bundle) -> ReplayReport:
-    """Replay every ``decision`` record of ``records`` (other kinds are skipped)."""
+def replay_records(
+    records: Iterable[AuditRecord], bundle: Bundle, *, broken: Collection[str] = ()
+) -> ReplayReport:
+    """Replay every ``decision`` record of ``records`` (other kinds are skipped);
+    ``broken``: ids of records the chain check found a problem at."""
     report = ReplayReport()
     for record in records:
         if record.kind != "decision":
             continue
         try:
-            report.results.append(replay_record(record, bundle))
+            result = replay_record(record, bundle)
         except (ValueError, KeyError):  # pydantic's ValidationError is a ValueError
             report.unreadable.append(record.record_id)
+            continue
+        if record.record_id in broken:
+            result = replace(result, chain_intact=False)
+        report.results.append(result)
     return report
+
+
+# -- the chain replay reads ---------------------------------------------------------
+
+
+@dataclass
+class ChainCheck:
+    """What was verified of the audit chain a replay read, and every break found."""
+
+    records: int = 0
+    problems: list[ChainProblem] = field(default_factory=list)
+
+    @property
+    def intact(self) -> bool:
+        return not self.problems
+
+    @property
+    def broken_records(self) -> set[str]:
+        return {problem.record_id for problem in self.problems}
+
+    def first(self) -> str:
+        """The first break, with how many more there are, for a one-line message."""
+        more = len(self.problems) - 1
+        return str(self.problems[0]) + (f" (and {more} more)" if more > 0 else "")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "records": self.records,
+            "intact": self.intact,
+            "problems": [str(problem) for problem in self.problems],
+        }
+
+
+def checked_chain(store: Store, check: ChainCheck) -> Iterator[AuditRecord]:
+    """The whole chain, oldest first, each record verified against its predecessor as it
+    is read (sequence, previous hash, own hash); breaks are collected in ``check``."""
+    expected, prev = 1, GENESIS
+    for record in iter_chain(store):
+        check.problems.extend(verify([record], start_seq=expected, prev=prev))
+        check.records += 1
+        expected, prev = record.seq + 1, record.hash
+        yield record
+
+
+def checked_record(store: Store, record_id: str, check: ChainCheck) -> AuditRecord | None:
+    """One record by id, verified with its neighbours: its own hash, its link to the
+    record before it, and the next record's link to it (which catches a rewrite that
+    recomputed its hash); breaks at it are collected in ``check``."""
+    record = store.get_audit_record(record_id)
+    if record is None:
+        return None
+    start = max(record.seq - 1, 1)
+    window = store.audit_records(after_seq=start - 1, limit=3)
+    upto = [r for r in window if r.seq <= record.seq] or [record]
+    prev = GENESIS if upto[0].seq == 1 else upto[0].prev_hash
+    problems = [p for p in verify(upto, start_seq=start, prev=prev) if p.seq == record.seq]
+    after = next((r for r in window if r.seq == record.seq + 1), None)
+    if after is not None and after.prev_hash != record.hash:
+        problems.append(
+            ChainProblem(
+                record.seq,
+                record.record_id,
+                "the record after it does not follow it (rewritten with a new hash)",
+            )
+        )
+    check.problems.extend(problems)
+    check.records += 1
+    return record
 
 
 # -- shadow -----------------------------------------------------------------------
@@ -233,6 +317,8 @@ class FlowReport:
     decisions: list[FlowDecision] = field(default_factory=list)
     skipped: int = 0
     """Flows that are not HTTP requests (TCP, UDP, DNS)."""
+    chain: ChainCheck = field(default_factory=ChainCheck)
+    """The recorded decisions looked up, verified in the audit chain."""
 
     def distribution(self) -> dict[str, int]:
         return dict(sorted(Counter(d.outcome for d in self.decisions).items()))
@@ -310,7 +396,7 @@ def replay_flows(
                         summary=action.summary(),
                         outcome=decision.outcome.value,
                         rules=list(decision.determining_rules),
-                        recorded=_recorded_outcome(flow, recorded),
+                        recorded=_recorded_outcome(flow, recorded, report.chain),
                     )
                 )
             history.flush()
@@ -330,11 +416,11 @@ def _flow_session(flow: Any) -> SessionInfo:
     return SessionInfo(id=f"anonymous:{client}", name="replay")
 
 
-def _recorded_outcome(flow: Any, store: Store | None) -> str | None:
+def _recorded_outcome(flow: Any, store: Store | None, check: ChainCheck) -> str | None:
     decision_id = flow.metadata.get(DECISION_METADATA)
     if store is None or not isinstance(decision_id, str):
         return None
-    record = store.get_audit_record(decision_id)
+    record = checked_record(store, decision_id, check)
     if record is None or record.kind != "decision":
         return None
     return DecisionView.of(record).decided

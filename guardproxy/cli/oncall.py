@@ -61,9 +61,11 @@ def _line(hold: dict[str, Any], style: Style) -> str:
     after = f"expires {hold['expires_at']}" if hold["state"] == "pending" else (
         f"by {hold['resolved_by']}: {hold['reason']}" if hold.get("resolved_by") else ""
     )  # fmt: skip
+    ended = f" {style('(ended)', 'yellow')}" if hold.get("session_ended") else ""
+    release = hold.get("release") or ""
     return (f"{style(hold['id'], 'bold')}  {state}  {hold['summary']}  session {hold['session']}"
-            f"\n    {hold['message']}\n    rules: {rules}; {progress} (from {groups}); "
-            f"{after}")  # fmt: skip
+            f"{ended}\n    {hold['message']}\n    rules: {rules}; {progress} (from {groups}); "
+            f"{after}" + (f"\n    {release}" if release else ""))  # fmt: skip
 
 
 def cmd_holds(args: argparse.Namespace) -> int:
@@ -97,7 +99,7 @@ def cmd_holds(args: argparse.Namespace) -> int:
 
 
 def _mark(hold: dict[str, Any]) -> str:
-    return f"{hold['state']}:{hold['progress']['text']}"
+    return f"{hold['state']}:{hold['progress']['text']}:{hold.get('session_ended')}"
 
 
 def cmd_resolve(args: argparse.Namespace) -> int:

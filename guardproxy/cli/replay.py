@@ -3,12 +3,17 @@
 * ``replay --policies DIR``: the recorded decisions' inputs, re-evaluated.
 * ``replay --flows FILE --policies DIR``: a mitmproxy flow file, recognised and decided.
 * ``replay --shadow``: recorded decisions whose shadow outcome differs from the enforced one.
+
+What it reports as recorded comes from the audit chain, verified as it is read: a broken
+chain (an edited, inserted or deleted record) makes it refuse, naming the first break,
+unless ``--allow-broken-chain`` (then it warns, and marks the records at a break).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +49,11 @@ def add_commands(subparsers: Any) -> None:
     replay.add_argument(
         "--fail-on-change", action="store_true", help="exit 1 if any decision would change"
     )
+    replay.add_argument(
+        "--allow-broken-chain",
+        action="store_true",
+        help="replay even if the audit chain does not verify (warns; default: refuse)",
+    )
     replay.set_defaults(handler=cmd_replay)
 
 
@@ -56,15 +66,17 @@ def _bundle(path: Path) -> Any:
         raise UsageError(str(error)) from error
 
 
-def _records(args: argparse.Namespace) -> list[Any]:
+def _records(args: argparse.Namespace) -> tuple[list[Any], Any]:
+    """The decision records asked for, and the check of the chain they were read from."""
     since, until = time_option(args.since), time_option(args.until)
-    from guardproxy.audit.trail import iter_chain  # noqa: PLC0415
+    from guardproxy.audit.replay import ChainCheck, checked_chain  # noqa: PLC0415
 
+    check = ChainCheck()
     store = open_audit_store(args)
     try:
-        return [
+        records = [
             r
-            for r in iter_chain(store)
+            for r in checked_chain(store, check)
             if r.kind == "decision"
             and (since is None or r.at >= since)
             and (until is None or r.at < until)
@@ -72,9 +84,40 @@ def _records(args: argparse.Namespace) -> list[Any]:
         ]
     finally:
         store.close()
+    return records, check
+
+
+class _BrokenChainError(Exception):
+    """The chain did not verify and --allow-broken-chain was not given."""
+
+
+def _judge_chain(args: argparse.Namespace, check: Any) -> None:
+    """Refuse a broken chain (one line, the first break), or warn with the flag."""
+    if check.intact:
+        return
+    if not args.allow_broken_chain:
+        print(
+            f"guardproxy: the audit trail is broken at {check.first()}; replay does not "
+            "report a tampered trail as what was recorded (`guardproxy audit verify` lists "
+            "every break; --allow-broken-chain replays anyway)",
+            file=sys.stderr,
+        )
+        raise _BrokenChainError
+    print(
+        f"guardproxy: warning: the audit trail is broken at {check.first()}; what it says "
+        "was recorded may have been altered (records at a break are marked)",
+        file=sys.stderr,
+    )
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    try:
+        return _replay(args)
+    except _BrokenChainError:
+        return 1
+
+
+def _replay(args: argparse.Namespace) -> int:
     if args.shadow:
         return _shadow(args)
     if args.policies is None:
@@ -84,9 +127,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from guardproxy.audit.replay import replay_records  # noqa: PLC0415
 
     bundle = _bundle(args.policies)
-    report = replay_records(_records(args), bundle)
+    records, check = _records(args)
+    _judge_chain(args, check)
+    report = replay_records(records, bundle, broken=check.broken_records)
     if args.json:
-        print(json.dumps({"bundle": bundle.digest, **report.as_dict()}, indent=2))
+        print(
+            json.dumps(
+                {"bundle": bundle.digest, "chain": check.as_dict(), **report.as_dict()}, indent=2
+            )
+        )
     else:
         style = Style()
         changes = report.changes
@@ -104,7 +153,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 change = f"{style.outcome(r.recorded)}→{style.outcome(r.replayed)}"
                 when = r.at.strftime("%Y-%m-%d %H:%M:%S")
                 rules = ", ".join(r.replayed_rules) or "-"
-                print(f"{r.record_id:<16} {when:<19} {change:<14} {r.summary[:48]:<48} {rules}")
+                mark = "" if r.chain_intact else "  [chain broken here]"
+                print(
+                    f"{r.record_id:<16} {when:<19} {change:<14} {r.summary[:48]:<48} {rules}{mark}"
+                )
         if report.unreadable:
             print(f"note: {len(report.unreadable)} records could not be read and were skipped")
         altered = sum(not r.input_intact for r in report.results)
@@ -134,8 +186,14 @@ def _flows(args: argparse.Namespace) -> int:
     finally:
         if recorded is not None:
             recorded.close()
+    _judge_chain(args, report.chain)
     if args.json:
-        print(json.dumps({"bundle": bundle.digest, **report.as_dict()}, indent=2))
+        print(
+            json.dumps(
+                {"bundle": bundle.digest, "chain": report.chain.as_dict(), **report.as_dict()},
+                indent=2,
+            )
+        )
     else:
         style = Style()
         print(f"{len(report.decisions)} requests from {args.flows} under {args.policies}:")
@@ -156,7 +214,9 @@ def _flows(args: argparse.Namespace) -> int:
 def _shadow(args: argparse.Namespace) -> int:
     from guardproxy.audit.replay import shadow_differences  # noqa: PLC0415
 
-    shadowed, differences = shadow_differences(_records(args))
+    records, check = _records(args)
+    _judge_chain(args, check)
+    shadowed, differences = shadow_differences(records)
     if args.json:
         print(
             json.dumps(

@@ -96,10 +96,21 @@ def add_proxy_options(parser: argparse.ArgumentParser) -> None:
                         help="extra CA to trust for upstream TLS (repeatable)")  # fmt: skip
 
 
+class _Renamed(argparse.Action):
+    """``--port``, which people reach for: name the option that sets the proxy's port."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any, **__: Any) -> None:
+        parser.error(
+            "serve has no --port; give the proxy's address with --listen HOST:PORT "
+            "(e.g. --listen 127.0.0.1:8080) and the control API's with --control HOST:PORT"
+        )
+
+
 def add_commands(subparsers: Any) -> None:
     serve = subparsers.add_parser("serve", help="run the guarding proxy and its control API")
     add_proxy_options(serve)
     serve.add_argument("--listen", metavar="HOST:PORT", help="proxy address (127.0.0.1:8080)")
+    serve.add_argument("--port", action=_Renamed, nargs="?", help=argparse.SUPPRESS)
     serve.add_argument("--control", metavar="HOST:PORT", help="control API (127.0.0.1:8081)")
     notify = serve.add_argument_group("notifications")
     notify.add_argument(

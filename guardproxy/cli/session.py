@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from guardproxy.session.environment import (
     session_environment,
     write_ca_bundle,
 )
+from guardproxy.session.registry import SessionRefused
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
@@ -58,6 +60,30 @@ def _session_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token", help="control API token (default: from the data directory)")
     parser.add_argument("--name", default="", help="a name for the session")
     parser.add_argument("--label", action="append", default=[], help="session label")  # fmt: skip
+    parser.add_argument(
+        "--resume",
+        metavar="SESSION",
+        default="",
+        help="continue an ended session of yours (its approvals, holds and history apply)",
+    )
+
+
+SERVE_ONLY = {
+    "policies": "--policies",
+    "shadow_policies": "--shadow-policies",
+    "config": "--config",
+    "hold_window": "--hold-window",
+    "passthrough": "--passthrough",
+    "reverse": "--reverse",
+    "env": "--env",
+    "kube_host": "--kube-host",
+    "upstream_ca": "--upstream-ca",
+}
+"""Options of the guard itself: an attached `run` (``--proxy``) cannot apply them."""
+
+
+def _ignored_when_attached(args: argparse.Namespace) -> list[str]:
+    return [flag for dest, flag in SERVE_ONLY.items() if getattr(args, dest, None)]
 
 
 @dataclass
@@ -80,7 +106,7 @@ def _prepare(
     """Create the session and its files; return its environment and new upstream CAs."""
     created = register(
         {"name": args.name, "user": getpass.getuser(), "command": command,
-         "cwd": os.getcwd(), "labels": args.label}
+         "cwd": os.getcwd(), "labels": args.label, "resume": args.resume}
     )  # fmt: skip
     session_id, token = created["id"], created["token"]
     url = proxy_url(proxy_host, proxy_port, session_id, token)
@@ -132,16 +158,24 @@ def _run_embedded(args: argparse.Namespace, command: list[str]) -> int:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(config.data_dir, 0o700)
     ca_cert = ensure_ca(config.ca_dir)
-    embedded = BackgroundGuardproxy(config)
+    # a `serve` already using this data directory keeps its runtime.json (holds, approve
+    # and kill -HUP must keep finding it); this guard is then reached by its control URL
+    embedded = BackgroundGuardproxy(config, take_over_runtime=False)
     sessions: dict[str, Any] = {}
 
     def register(body: dict[str, Any]) -> dict[str, Any]:
         registry = embedded.service.registry
         assert registry is not None
-        session, credential = registry.create(
-            name=body["name"], user=body["user"], command=body["command"], cwd=body["cwd"],
-            labels=body["labels"], now=utc_now(),
-        )  # fmt: skip
+        if body["resume"]:
+            try:
+                session, credential = registry.resume(body["resume"], user=body["user"])
+            except SessionRefused as refused:
+                raise SessionError(f"{refused.error} ({refused.hint})") from None
+        else:
+            session, credential = registry.create(
+                name=body["name"], user=body["user"], command=body["command"],
+                cwd=body["cwd"], labels=body["labels"], now=utc_now(),
+            )  # fmt: skip
         sessions["id"] = session.id
         return {"id": session.id, "token": credential.token}
 
@@ -154,7 +188,12 @@ def _run_embedded(args: argparse.Namespace, command: list[str]) -> int:
         )
         if new_cas:
             embedded.call(service.reload_tls())
-        _banner(prepared, f"http://127.0.0.1:{service.control.port}", config.data_dir)
+        control_url = f"http://127.0.0.1:{service.control.port}"
+        if service.runtime_file.owned:
+            finding = f" --data-dir {shlex.quote(str(config.data_dir))}"
+        else:
+            finding = f" --control {control_url}"
+        _banner(prepared, control_url, finding, resumed=bool(args.resume))
         return _supervise(command, prepared.environment)
     finally:
         if "id" in sessions and embedded.service.registry is not None:
@@ -163,8 +202,20 @@ def _run_embedded(args: argparse.Namespace, command: list[str]) -> int:
 
 
 def _run_attached(args: argparse.Namespace, command: list[str]) -> int:
+    ignored = _ignored_when_attached(args)
+    if ignored:
+        print(
+            f"guardproxy: warning: {', '.join(ignored)} configure the guard itself and are "
+            f"ignored when attaching to one with --proxy; give them to `guardproxy serve`",
+            file=sys.stderr,
+        )
     prepared = _attach(args, command)
-    _banner(prepared, prepared.control_url, None)
+    finding = "".join(
+        f" {flag} {shlex.quote(str(value))}"
+        for flag, value in (("--control", args.control), ("--data-dir", args.data_dir))
+        if value
+    )
+    _banner(prepared, prepared.control_url, finding, resumed=bool(args.resume))
     client = ControlClient.locate(url=args.control, token=args.token, data_dir=args.data_dir)
     try:
         return _supervise(command, prepared.environment)
@@ -198,12 +249,14 @@ def _attach(args: argparse.Namespace, command: list[str]) -> _Prepared:
     return prepared
 
 
-def _banner(prepared: _Prepared, control_url: str, data_dir: Path | None) -> None:
-    where = f" --data-dir {data_dir}" if data_dir else ""
+def _banner(prepared: _Prepared, control_url: str, finding: str, *, resumed: bool) -> None:
+    """``finding``: the options `holds` and `approve` need to reach this guard."""
+    how = "resumed and " if resumed else ""
     print(
-        f"guardproxy: session {prepared.session_id} is guarded by {prepared.proxy_address} "
-        f"(control {control_url}). Held actions: `guardproxy holds{where}`; approve one with "
-        f"`guardproxy approve HOLD_ID --reason TEXT{where}`.",
+        f"guardproxy: session {prepared.session_id} is {how}guarded by {prepared.proxy_address} "
+        f"(control {control_url}). Held actions: `guardproxy holds{finding}`; approve one with "
+        f"`guardproxy approve HOLD_ID --reason TEXT{finding}`; an approved request passes when "
+        f"retried here, in a new run from this directory, or with --resume {prepared.session_id}.",
         file=sys.stderr,
     )
 

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from guardproxy import __version__
 from guardproxy.action import Action
+from guardproxy.approvals.carry import release_note
 from guardproxy.approvals.events import HoldEvents
 from guardproxy.approvals.rules import ApprovalRefused, progress, requirement_of
 from guardproxy.control.listener import AppServer
@@ -45,9 +46,9 @@ from guardproxy.control.schema import (
     WhoamiOut,
     openapi_document,
 )
-from guardproxy.gate.gate import Gate
+from guardproxy.gate.gate import Gate, HoldDecision
 from guardproxy.ops.http import Operations, ops_routes
-from guardproxy.session.registry import SessionRegistry
+from guardproxy.session.registry import SessionCredential, SessionRefused, SessionRegistry
 from guardproxy.store.base import (
     Approval,
     Approver,
@@ -74,15 +75,20 @@ class SessionBody(BaseModel):
     command: list[str] = Field(default_factory=list)
     cwd: str = ""
     labels: list[str] = Field(default_factory=list)
+    resume: str = Field(
+        "", max_length=100, description="An ended session of the same user to re-open."
+    )
 
 
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
 
 
-def hold_out(hold: Hold, approvals: list[Approval]) -> HoldOut:
+def hold_out(hold: Hold, approvals: list[Approval], session: Session | None) -> HoldOut:
+    """``session``: the hold's session as stored (None if unknown or anonymous)."""
     decision = json.loads(hold.decision_json)
     counted = progress(requirement_of(hold), approvals)
+    ended = session.ended_at if session is not None else None
     return HoldOut(
         id=hold.id,
         state=hold.state.value,
@@ -99,6 +105,9 @@ def hold_out(hold: Hold, approvals: list[Approval]) -> HoldOut:
         resolved_at=_iso(hold.resolved_at),
         reason=hold.reason,
         action=json.loads(hold.action_json),
+        session_ended=ended is not None,
+        session_ended_at=_iso(ended),
+        release=release_note(hold, session),
     )
 
 
@@ -108,7 +117,7 @@ def hold_detail_out(
     detail = json.loads(hold.detail_json)
     context = detail.get("context") or {}
     return HoldDetailOut(
-        **hold_out(hold, approvals).model_dump(),
+        **hold_out(hold, approvals, session).model_dump(),
         request=detail.get("request") or {},
         session_info=session_json(session) if session else context.get("session", {}),
         history=context.get("history", {}),
@@ -300,16 +309,24 @@ class HoldsHandler(_Handler):
         store = self.ctx.store
         try:
             await self.ctx.gate.sweep()
-            holds = await self.in_thread(
-                lambda: [
-                    (h, store.list_approvals(h.id))
-                    for h in store.list_holds(state=state, session_id=session, limit=200)
-                ]
-            )
+            holds = await self.in_thread(lambda: _holds_with_sessions(store, state, session))
         except StoreError as error:
             self.fail(503, f"the store failed: {error}", "check guardproxy's log")
             return
-        self.write_json(HoldsOut(holds=[hold_out(h, a) for h, a in holds]))
+        self.write_json(HoldsOut(holds=[hold_out(*each) for each in holds]))
+
+
+def _holds_with_sessions(
+    store: Store, state: HoldState | None, session_id: str | None
+) -> list[tuple[Hold, list[Approval], Session | None]]:
+    """The holds with their approvals and sessions (each session read once)."""
+    sessions: dict[str, Session | None] = {}
+    out: list[tuple[Hold, list[Approval], Session | None]] = []
+    for hold in store.list_holds(state=state, session_id=session_id, limit=200):
+        if hold.session_id not in sessions:
+            sessions[hold.session_id] = store.get_session(hold.session_id)
+        out.append((hold, store.list_approvals(hold.id), sessions[hold.session_id]))
+    return out
 
 
 class HoldHandler(_Handler):
@@ -362,20 +379,24 @@ class ResolveHandler(_Handler):
             self.fail(503, f"the store failed: {error}", "check guardproxy's log")
             return
         hold = outcome.hold
-        if hold.state is HoldState.PENDING:
-            counted = outcome.progress
-            said = (
-                f"approval recorded, {min(len(counted.approvers), counted.quorum)} of "
-                f"{counted.quorum} approvals; still needs {counted.needs()}"
-            )
-        elif hold.state is HoldState.APPROVED:
-            said = f"approved by {hold.resolved_by}; the request is released"
-        else:
-            said = f"denied{' by ' + hold.resolved_by if hold.resolved_by else ''}: {hold.reason}"
         _, _, session, recent = found or (hold, [], None, [])
+        said = _resolution_text(outcome, session)
         self.write_json(
             ResolveOut(hold=hold_detail_out(hold, outcome.approvals, session, recent), outcome=said)
         )
+
+
+def _resolution_text(outcome: HoldDecision, session: Session | None) -> str:
+    """What a verdict did and what happens next, for the approver."""
+    hold = outcome.hold
+    if hold.state is HoldState.PENDING:
+        return f"approval recorded; {outcome.progress.text()}; the hold stays pending"
+    if hold.state is HoldState.DENIED:
+        return f"denied{' by ' + hold.resolved_by if hold.resolved_by else ''}: {hold.reason}"
+    said = f"approved by {hold.resolved_by}"
+    if outcome.woken and hold.grant_seconds is None:
+        return f"{said}; the request waiting for it was released"
+    return f"{said}; {release_note(hold, session)}"
 
 
 class DecisionsHandler(_Handler):
@@ -418,13 +439,16 @@ class SessionsHandler(_Handler):
         body = self.body_as(SessionBody)
         if body is None:
             return
-        session, credential = await self.in_thread(
-            lambda: self.ctx.registry.create(
-                name=body.name, user=body.user, command=body.command, cwd=body.cwd,
-                labels=body.labels, now=self.ctx.clock(), agent=body.agent,
-            )
-        )  # fmt: skip
-        log.info("session.started", session=session.id, agent=session.agent, name=session.name)
+        try:
+            session, credential = await self.in_thread(lambda: self._register(body))
+        except SessionRefused as refused:
+            self.fail(refused.status, refused.error, refused.hint)
+            return
+        except StoreError as error:
+            self.fail(503, f"the store failed: {error}", "check guardproxy's log")
+            return
+        started = "session.resumed" if body.resume else "session.started"
+        log.info(started, session=session.id, agent=session.agent, name=session.name)
         self.write_json(
             {
                 **session_json(session),
@@ -433,6 +457,14 @@ class SessionsHandler(_Handler):
             },
             201,
         )
+
+    def _register(self, body: SessionBody) -> tuple[Session, SessionCredential]:
+        if body.resume:
+            return self.ctx.registry.resume(body.resume, user=body.user)
+        return self.ctx.registry.create(
+            name=body.name, user=body.user, command=body.command, cwd=body.cwd,
+            labels=body.labels, now=self.ctx.clock(), agent=body.agent,
+        )  # fmt: skip
 
 
 class SessionEndHandler(_Handler):
@@ -528,8 +560,8 @@ ENDPOINTS: list[Endpoint] = [
         errors=(401, 403, 422, 503),
     ),
     Endpoint("get", "/v1/sessions", "Active sessions", "admin", errors=(401, 403)),
-    Endpoint("post", "/v1/sessions", "Register a session (guardproxy run)", "admin",
-             errors=(401, 403, 422)),
+    Endpoint("post", "/v1/sessions", "Register a session (guardproxy run), or re-open an "
+             "ended one of the same user (`resume`)", "admin", errors=(401, 403, 404, 409, 422)),
     Endpoint("post", "/v1/sessions/{session_id}/end", "End a session", "admin",
              errors=(401, 403, 404)),
     Endpoint("post", "/v1/tls/reload", "Trust newly attached CAs", "admin", errors=(401, 403)),

@@ -27,12 +27,32 @@ class ErrorOut(BaseModel):
     hint: str = Field("", description="What to do about it.")
 
 
+class RuleProgressOut(BaseModel):
+    rule: str = Field(description="The hold rule (empty: the bundle's default requirement).")
+    groups: list[str]
+    quorum: int
+    approvers: list[str] = Field(description="Distinct people counted toward this rule.")
+    missing_groups: list[str] = Field(description="Its required groups nobody approved for.")
+    more: int = Field(description="People it still needs at least (0 once met).")
+    met: bool
+    needs: str = Field(description="What it still needs, for people (empty once met).")
+
+
 class ProgressOut(BaseModel):
     approvers: list[str] = Field(description="Distinct people whose approval counts.")
-    quorum: int
-    missing_groups: list[str] = Field(description="Required groups nobody has approved for.")
+    quorum: int = Field(description="The largest single rule's quorum.")
+    missing_groups: list[str] = Field(
+        description="Groups an approval is still needed from (of each unmet rule: its missing "
+        "required groups, else any of its groups)."
+    )
     met: bool
-    text: str = Field(description="For people: `1 of 2 approvals`.")
+    needs: str = Field("", description="Everything still needed, rule by rule (empty once met).")
+    requirements: list[RuleProgressOut] = Field(
+        default_factory=list, description="Each hold rule's requirement; all must be met."
+    )
+    text: str = Field(
+        description="For people: `1 of 2 approvals; needs 1 more approval from senior (rule x)`."
+    )
 
 
 class ApprovalOut(BaseModel):
@@ -59,6 +79,15 @@ class HoldOut(BaseModel):
     resolved_at: str | None
     reason: str | None
     action: dict[str, Any]
+    session_ended: bool = Field(
+        False, description="The session that made the request has ended: nothing waits live."
+    )
+    session_ended_at: str | None = None
+    release: str = Field(
+        "",
+        description="What approval lets through (pending) or still will (approved): which "
+        "request, in which session or new session of the same user and directory, until when.",
+    )
 
 
 class HoldDetailOut(HoldOut):

@@ -23,12 +23,13 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import structlog
 
 from guardproxy.action import Action, Verb
+from guardproxy.approvals.carry import agent_note
 from guardproxy.approvals.events import HoldEvent, HoldEventKind, HoldEvents
 from guardproxy.approvals.rules import (
     ApprovalRefused,
@@ -39,7 +40,7 @@ from guardproxy.approvals.rules import (
 )
 from guardproxy.approvals.snapshot import hold_detail
 from guardproxy.audit.redact import redact_json_text, redact_text
-from guardproxy.context import Context
+from guardproxy.context import Context, SessionInfo
 from guardproxy.gate.digest import request_digest
 from guardproxy.gate.recorder import DecisionDraft, DecisionRecorder, Writer
 from guardproxy.gate.responses import NativeAnswer, native_answer
@@ -54,6 +55,7 @@ from guardproxy.store.base import (
     Hold,
     HoldConflict,
     HoldState,
+    Session,
     Store,
     StoreError,
 )
@@ -123,6 +125,8 @@ class HoldDecision:
     hold: Hold
     approvals: list[Approval]
     progress: Progress
+    woken: int = 0
+    """Requests of this instance waiting live on the hold that its resolution woke."""
 
 
 def _event(
@@ -409,14 +413,14 @@ class Gate:
         decision_id: str,
         digest: str,
     ) -> Verdict:
-        session_id = context.session.id
+        session = context.session
         now = self._clock()
         try:
-            granted = await asyncio.to_thread(self._store.consume_approval, session_id, digest, now)
+            granted = await asyncio.to_thread(self._grant, session, digest, now)
             if granted is not None:
                 self._released(granted)
                 return Forward(decision_id, granted.id)
-            hold = await asyncio.to_thread(self._store.find_hold, session_id, digest, now)
+            hold = await asyncio.to_thread(self._joinable, session, digest, now)
             if hold is None or hold.state is not HoldState.PENDING:
                 if hold is not None and hold.state is HoldState.DENIED:
                     return self._denied_hold(request, action, hold, decision_id)
@@ -428,7 +432,35 @@ class Gate:
             log.error("hold.store_failed", error=str(error))
             self.metrics.store_error("hold")
             return self.fail_closed(request, action, decision_id)
-        return await self._wait(request, action, decision, hold, decision_id, digest)
+        note = agent_note(hold, await self._stored_session(session))
+        return await self._wait(request, action, decision, hold, decision_id, digest, session, note)
+
+    async def _stored_session(self, session: SessionInfo) -> Session | None:
+        """The session as registered (user, working directory) for the hold message; None
+        for an anonymous client or when the store cannot say (the message then promises
+        only what holds for this session)."""
+        if session.anonymous:
+            return None
+        try:
+            return await asyncio.to_thread(self._store.get_session, session.id)
+        except StoreError:
+            return None
+
+    def _grant(self, session: SessionInfo, digest: str, now: datetime) -> Hold | None:
+        """An approval that lets this exact request through now: the session's own, else
+        one given to an earlier session of the same user and working directory."""
+        granted = self._store.consume_approval(session.id, digest, now)
+        if granted is None and not session.anonymous:
+            granted = self._store.consume_carried_approval(session.id, digest, now)
+        return granted
+
+    def _joinable(self, session: SessionInfo, digest: str, now: datetime) -> Hold | None:
+        """The hold a retry of this request joins: the session's own (pending, approved or
+        denied), else one pending for an earlier session of the same user and directory."""
+        hold = self._store.find_hold(session.id, digest, now)
+        if hold is None and not session.anonymous:
+            hold = self._store.find_carried_hold(session.id, digest, now)
+        return hold
 
     def _create_hold(
         self,
@@ -465,15 +497,15 @@ class Gate:
         hold: Hold,
         decision_id: str,
         digest: str,
+        session: SessionInfo,
+        note: str,
     ) -> Verdict:
         remaining = (hold.expires_at - self._clock()).total_seconds()
         window = max(0.0, min(self._hold_window, remaining))
         state = await self._resolution(hold, window)
         if state is HoldState.APPROVED:
             try:
-                granted = await asyncio.to_thread(
-                    self._store.consume_approval, hold.session_id, digest, self._clock()
-                )
+                granted = await asyncio.to_thread(self._grant, session, digest, self._clock())
             except StoreError as error:
                 log.error("hold.store_failed", error=str(error))
                 self.metrics.store_error("consume_approval")
@@ -489,7 +521,7 @@ class Gate:
             return self._denied_hold(request, action, current or hold, decision_id)
         if state is HoldState.EXPIRED or self._clock() >= hold.expires_at:
             return self._expired(request, action, hold, decision_id)
-        return self._pending_answer(request, action, decision, hold, decision_id)
+        return self._pending_answer(request, action, decision, hold, decision_id, note)
 
     async def _resolution(self, hold: Hold, window: float) -> HoldState | None:
         """The hold's new state once resolved within ``window`` seconds, else None."""
@@ -535,19 +567,21 @@ class Gate:
         decision: Decision,
         hold: Hold,
         decision_id: str,
+        note: str,
     ) -> Answer:
+        """``note`` (:func:`agent_note`) says where and until when an approval applies."""
         if self._closing:
             message = (
                 f"guardproxy is shutting down; the hold {hold.id} stays pending; retry the "
                 f"same call later. {decision.message} Do not retry it in another form or "
-                "with another tool; tell the user it needs approval."
+                f"with another tool; tell the user it needs approval. Once approved, {note}."
             )
         else:
             message = (
                 f"guardproxy: {decision.message} This request is held for human approval "
                 f"(hold {hold.id}). Do not retry it in another form or with another tool. "
                 "Tell the user it needs approval, wait, then retry exactly the same call "
-                "once it is approved."
+                f"once it is approved: {note}."
             )
         return _answer(
             request, action, message, kind="hold", decision_id=decision_id, hold_id=hold.id
@@ -595,6 +629,7 @@ class Gate:
             resolved_at = hold.resolved_at or self._clock()
             waited = (resolved_at - hold.created_at).total_seconds()
             self.metrics.hold_resolved(hold.state.value, waited)
+            outcome = replace(outcome, woken=woken)
         return outcome
 
     def _decide_hold(

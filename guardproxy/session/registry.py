@@ -16,13 +16,30 @@ from datetime import datetime
 
 from guardproxy.context import SessionInfo
 from guardproxy.session.agents import agent_from_command
-from guardproxy.store.base import Session, Store, StoreError, hash_token
+from guardproxy.store.base import (
+    InvalidValueError,
+    NotFoundError,
+    Session,
+    Store,
+    StoreError,
+    hash_token,
+)
 
 
 @dataclass(frozen=True)
 class SessionCredential:
     session_id: str
     token: str
+
+
+class SessionRefused(Exception):  # noqa: N818 - a refusal, not a failure
+    """A session cannot be resumed; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, status: int, error: str, hint: str = "") -> None:
+        super().__init__(error)
+        self.status = status
+        self.error = error
+        self.hint = hint
 
 
 def new_session_id() -> str:
@@ -78,6 +95,40 @@ class SessionRegistry:
         )
         self._store.create_session(session)
         return session, SessionCredential(session.id, token)
+
+    def resume(self, session_id: str, *, user: str) -> tuple[Session, SessionCredential]:
+        """Re-open an ended session of ``user`` with a new credential, so its approvals
+        (``guardproxy run --resume``), holds and history apply again.
+
+        Raises :class:`SessionRefused` for an unknown, anonymous, still active session,
+        or one another user started; :class:`StoreError` when the store fails.
+        """
+        session = self._store.get_session(session_id)
+        if session is None or session.anonymous:
+            raise SessionRefused(
+                404, f"no session {session_id} to resume", "start a new one without --resume"
+            )
+        if session.user != user:
+            raise SessionRefused(
+                403,
+                f"session {session_id} was started by {session.user or 'nobody named'}; "
+                f"{user or 'this user'} cannot resume it",
+                "start a new session without --resume",
+            )
+        if session.active:
+            raise SessionRefused(
+                409,
+                f"session {session_id} is still running; only an ended session can be resumed",
+                "wait for it to end, or start a new session without --resume",
+            )
+        token = secrets.token_urlsafe(24)
+        try:
+            resumed = self._store.resume_session(session_id, hash_token(token))
+        except (NotFoundError, InvalidValueError) as error:  # changed since it was read
+            raise SessionRefused(409, str(error), "start a new session without --resume") from None
+        with self._lock:
+            self._cache.pop(session_id, None)
+        return resumed, SessionCredential(session_id, token)
 
     def authenticate(self, session_id: str, token: str) -> Session | None:
         """The live session for this credential, or None (wrong, unknown or ended).

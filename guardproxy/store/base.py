@@ -32,11 +32,11 @@ import secrets
 from base64 import b32encode
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
-from guardproxy.audit.redact import redact_text
+from guardproxy.audit.redact import REDACTED, redact_text
 
 # -- errors -------------------------------------------------------------------------
 
@@ -175,6 +175,37 @@ class Hold:
     @property
     def grant_seconds(self) -> int | None:
         return grant_seconds(self.grant)
+
+
+def carry_seconds(hold: Hold) -> int:
+    """How long after its approval a hold's grant also releases the same request made by
+    another session of the same user from the same working directory (a one-shot
+    ``guardproxy run`` started again): a session grant for its length, a ``once`` grant
+    for as long as the hold could wait for approval (its time-out)."""
+    seconds = hold.grant_seconds
+    if seconds is not None:
+        return seconds
+    return max(1, round((hold.expires_at - hold.created_at).total_seconds()))
+
+
+def carried_until(hold: Hold) -> datetime | None:
+    """Until when an approved hold's grant serves another session (see :func:`carry_seconds`);
+    None unless it is approved and still unused."""
+    if hold.state is not HoldState.APPROVED or hold.resolved_at is None:
+        return None
+    return hold.resolved_at + timedelta(seconds=carry_seconds(hold))
+
+
+def carries_approvals(session: Session | None) -> bool:
+    """Whether approvals can follow this session's user and working directory to a later
+    session: a registered session that recorded both (never an anonymous client, nor a
+    directory whose name redaction changed: two different ones could read the same)."""
+    return (
+        session is not None
+        and not session.anonymous
+        and bool(session.user and session.cwd)
+        and REDACTED not in session.cwd
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -357,6 +388,12 @@ class Store(Protocol):
 
     def list_sessions(self, *, active_only: bool = False, limit: int = 100) -> list[Session]: ...
 
+    def resume_session(self, session_id: str, token_hash: str) -> Session:
+        """Re-open an ended, registered session with a new credential (its holds, grants
+        and history stay its own).  :class:`NotFoundError` if there is no such session,
+        :class:`InvalidValueError` if it is still active or anonymous."""
+        ...
+
     # holds
 
     def create_hold(
@@ -416,6 +453,22 @@ class Store(Protocol):
         caller among concurrent ones gets it); a session grant is returned, unconsumed,
         while ``now < grant_expires_at``.
         """
+        ...
+
+    def consume_carried_approval(
+        self, session_id: str, request_digest: str, now: datetime
+    ) -> Hold | None:
+        """An approval of this exact request given to *another* session of the same user
+        and working directory (:func:`carries_approvals` for both), usable until
+        :func:`carried_until`; consumed as :meth:`consume_approval` does (a ``once`` grant
+        exactly once, whichever session uses it).  None if ``session_id`` is not a stored
+        session that carries approvals."""
+        ...
+
+    def find_carried_hold(self, session_id: str, request_digest: str, now: datetime) -> Hold | None:
+        """The newest pending hold (not past ``expires_at``) of this exact request made by
+        another session of the same user and working directory: a new session's retry
+        joins it instead of opening a second hold."""
         ...
 
     # approval events

@@ -167,5 +167,11 @@ _V4: Migration = (
     "CREATE INDEX audit_log_kind ON audit_log (kind, at)",
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4)
+_V5: Migration = (
+    # Approvals that follow the user and working directory to a new session (a one-shot
+    # `guardproxy run` started again): holds are looked up by request digest alone.
+    "CREATE INDEX holds_digest ON holds (request_digest, state)",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5)
 """Applied in order; the database's version is how many of these it has run."""

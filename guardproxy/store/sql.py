@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
 
+from guardproxy.audit.redact import REDACTED
 from guardproxy.store import chain
 from guardproxy.store.base import (
     Approval,
@@ -46,6 +47,7 @@ from guardproxy.store.base import (
     SessionEvent,
     StoreError,
     Verdict,
+    carried_until,
     grant_seconds,
     new_hold_id,
     redacted_event,
@@ -178,6 +180,27 @@ class SqlStore:
                 (_limit(limit),),
             ).fetchall()
         return [_session(row) for row in rows]
+
+    def resume_session(self, session_id: str, token_hash: str) -> Session:
+        with self._write() as db:
+            row = db.execute(
+                f"SELECT * FROM sessions WHERE id = ?{self._FOR_UPDATE}", (session_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFoundError(f"no session {session_id}")
+            session = _session(row)
+            if session.anonymous or session.active:
+                state = "anonymous" if session.anonymous else "still active"
+                raise InvalidValueError(f"session {session_id} is {state}; it cannot be resumed")
+            try:
+                db.execute(
+                    "UPDATE sessions SET token_hash = ?, ended_at = NULL WHERE id = ?",
+                    (token_hash, session_id),
+                )
+            except self._integrity_errors as exc:
+                raise self._integrity(exc, f"session {session_id}") from exc
+            row = db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        return _session(row)
 
     # -- holds ----------------------------------------------------------------------
 
@@ -313,23 +336,55 @@ class SqlStore:
                 " AND state = 'approved' ORDER BY created_at DESC, rowid DESC",
                 (session_id, request_digest),
             ).fetchall()
-            for row in rows:
-                hold = _hold(row)
-                if hold.grant_seconds is not None:
-                    if hold.grant_expires_at is not None and now < hold.grant_expires_at:
-                        return hold
-                    continue
-                # conditional: of concurrent consumers, only the first changes the row
-                cursor = db.execute(
-                    "UPDATE holds SET state = 'released', released_at = ?"
-                    " WHERE id = ? AND state = 'approved'",
-                    (_ts(now), hold.id),
-                )
-                if cursor.rowcount == 1:
-                    released = _fetch_hold(db, hold.id)
-                    self._chain(db, [_hold_event("hold.released", released, now)])
-                    return released
+            return self._consume(db, [_hold(row) for row in rows], now)
+
+    def _consume(
+        self, db: Db, holds: Sequence[Hold], now: datetime, released_to: str | None = None
+    ) -> Hold | None:
+        """The first of ``holds`` (approved) whose grant lets a request through now: a
+        usable session grant as it is, a ``once`` grant marked released (and chained)."""
+        for hold in holds:
+            if hold.grant_seconds is not None:
+                if hold.grant_expires_at is not None and now < hold.grant_expires_at:
+                    return hold
+                continue
+            # conditional: of concurrent consumers, only the first changes the row
+            cursor = db.execute(
+                "UPDATE holds SET state = 'released', released_at = ?"
+                " WHERE id = ? AND state = 'approved'",
+                (_ts(now), hold.id),
+            )
+            if cursor.rowcount == 1:
+                released = _fetch_hold(db, hold.id)
+                extra = {} if released_to is None else {"released_to_session": released_to}
+                self._chain(db, [_hold_event("hold.released", released, now, **extra)])
+                return released
         return None
+
+    def consume_carried_approval(
+        self, session_id: str, request_digest: str, now: datetime
+    ) -> Hold | None:
+        with self._write() as db:
+            rows = db.execute(
+                f"SELECT h.* FROM {_CARRIED_HOLDS} AND h.state = 'approved'"
+                " ORDER BY h.created_at DESC, h.rowid DESC",
+                (session_id, request_digest),
+            ).fetchall()
+            usable = [
+                hold
+                for hold in map(_hold, rows)
+                if (until := carried_until(hold)) is not None and now < until
+            ]
+            return self._consume(db, usable, now, released_to=session_id)
+
+    def find_carried_hold(self, session_id: str, request_digest: str, now: datetime) -> Hold | None:
+        with self._read() as db:
+            row = db.execute(
+                f"SELECT h.* FROM {_CARRIED_HOLDS} AND h.state = 'pending' AND h.expires_at > ?"
+                " ORDER BY h.created_at DESC, h.rowid DESC LIMIT 1",
+                (session_id, request_digest, _ts(now)),
+            ).fetchone()
+        return None if row is None else _hold(row)
 
     def _decidable(self, db: Db, hold_id: str, now: datetime) -> Hold:
         """The hold as it stands at ``now`` (locked), for a caller about to decide on it.
@@ -737,7 +792,7 @@ def _unused_hold_id(db: Db) -> str:
     raise StoreError("could not find an unused hold id")  # 50 random bits: not in practice
 
 
-def _hold_event(kind: str, hold: Hold, at: datetime) -> AuditEntry:
+def _hold_event(kind: str, hold: Hold, at: datetime, **extra: object) -> AuditEntry:
     return chain.event_entry(
         kind,
         at=at,
@@ -751,7 +806,20 @@ def _hold_event(kind: str, hold: Hold, at: datetime) -> AuditEntry:
         resolved_by=hold.resolved_by,
         reason=hold.reason,
         grant_expires_at=_ts_or_none(hold.grant_expires_at),
+        **extra,
     )
+
+
+_CARRIED_HOLDS = (
+    "holds h JOIN sessions prior ON prior.id = h.session_id JOIN sessions cur ON cur.id = ?"
+    " WHERE h.request_digest = ? AND h.session_id != cur.id"
+    " AND cur.anonymous = 0 AND cur.user_name != '' AND cur.cwd != ''"
+    f" AND cur.cwd NOT LIKE '%{REDACTED}%'"
+    " AND prior.anonymous = 0 AND prior.user_name = cur.user_name AND prior.cwd = cur.cwd"
+)
+"""Holds of the same request digest by other sessions of the same user and working
+directory (``carries_approvals``: never a directory redaction changed, as two different
+ones could read the same); parameters: the session id, the digest."""
 
 
 def _fetch_hold(db: Db, hold_id: str) -> Hold:

@@ -37,15 +37,17 @@ def person(name: str, *groups: str) -> Approver:
 def test_one_person_twice_counts_once() -> None:
     counted = progress(TWO_WITH_ONCALL, [approval("alice", "sre-oncall")] * 2)
     assert counted.approvers == ("alice",) and not counted.met
-    assert counted.text() == "1 of 2 approvals"
-    assert counted.needs() == "1 more approval from another person"
+    assert counted.text() == (
+        "1 of 2 approvals; needs 1 more approval from senior or sre-oncall (rule k8s/x)"
+    )
+    assert counted.needs() == "1 more approval from senior or sre-oncall (rule k8s/x)"
 
 
 def test_a_required_group_must_be_among_the_approvers() -> None:
     seniors = [approval("bob", "senior"), approval("dave", "senior")]
     counted = progress(TWO_WITH_ONCALL, seniors)
     assert not counted.met and counted.missing_groups == ("sre-oncall",)
-    assert counted.text() == "2 of 2 approvals; needs one from sre-oncall"
+    assert counted.text() == "2 of 2 approvals; needs 1 more approval, from sre-oncall (rule k8s/x)"
     assert progress(TWO_WITH_ONCALL, [*seniors, approval("alice", "sre-oncall")]).met
 
 
@@ -89,3 +91,52 @@ def test_the_session_user_may_deny_their_own_hold() -> None:
         approve=False,
         reason="not what I meant",
     )
+
+
+SENIOR_AND_ONCALL = ApprovalRequirement(
+    all_of=[
+        RuleApproval(rule="aws/hold-prod-environment-teardown", groups=["senior"], quorum=1),
+        RuleApproval(rule="common/hold-prod-destroy", groups=["sre-oncall"], quorum=1),
+    ],
+    groups=["senior", "sre-oncall"],
+    quorum=1,
+    timeout_seconds=600,
+)
+"""A hold of two rules (or two readings): one needs a senior, the other someone on call."""
+
+
+def test_a_hold_of_two_rules_says_what_each_still_needs() -> None:
+    counted = progress(SENIOR_AND_ONCALL, [approval("bob", "senior")])
+    assert not counted.met
+    assert counted.missing_groups == ("sre-oncall",)
+    assert counted.needs() == "1 more approval from sre-oncall (rule common/hold-prod-destroy)"
+    assert counted.text() == (
+        "1 approval, 1 of 2 rule requirements met; "
+        "needs 1 more approval from sre-oncall (rule common/hold-prod-destroy)"
+    )
+    senior, oncall = (r.as_json() for r in counted.requirements)
+    assert senior["met"] and not oncall["met"] and oncall["more"] == 1
+
+    nobody = progress(SENIOR_AND_ONCALL, [])
+    assert nobody.needs() == (
+        "1 more approval from senior (rule aws/hold-prod-environment-teardown) and "
+        "1 more approval from sre-oncall (rule common/hold-prod-destroy)"
+    )
+    both = progress(SENIOR_AND_ONCALL, [approval("bob", "senior"), approval("al", "sre-oncall")])
+    assert both.met and both.missing_groups == () and both.needs() == "nothing more"
+    assert both.text() == "2 approvals, 2 of 2 rule requirements met"
+
+
+def test_progress_never_says_nothing_more_while_unmet() -> None:
+    """Every combination of approvals of the two-rule hold and the quorum hold: unmet
+    progress names a rule and a group, met progress agrees with the requirement."""
+    people = [("bob", ("senior",)), ("al", ("sre-oncall",)), ("cy", ("senior", "sre-oncall"))]
+    for requirement in (SENIOR_AND_ONCALL, TWO_WITH_ONCALL):
+        for mask in range(1 << len(people)):
+            chosen = [approval(n, *g) for i, (n, g) in enumerate(people) if mask >> i & 1]
+            counted = progress(requirement, chosen)
+            groups = {a.approver: set(a.groups) for a in chosen}
+            assert counted.met == requirement.is_met(groups)
+            if not counted.met:
+                assert "nothing" not in counted.text() and "(rule " in counted.needs()
+                assert counted.missing_groups

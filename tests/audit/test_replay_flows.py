@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -152,3 +153,32 @@ def test_an_unreadable_flow_file_is_a_clear_error(
     broken.write_bytes(b"this is not a flow file")
     assert main(["replay", "--flows", str(broken), "--policies", str(bundle)]) == 2
     assert "cannot read flows" in capsys.readouterr().err
+
+
+def test_a_tampered_recorded_decision_is_not_compared_against(
+    tmp_path: Path, flow_file: Path, bundle: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data_dir = tmp_path / "data"
+    with SqliteStore(data_dir / "guardproxy.db") as store:
+        at = datetime.fromtimestamp(T0, UTC)
+        for decision_id in ("d-recorded-prod", "d-recorded-read"):
+            store.append_decision(
+                DecisionRecord(
+                    id=decision_id, at=at, session_id="s", action_json="{}", context_json="{}",
+                    decision_json=json.dumps({"outcome": "hold"}), outcome="hold",
+                )
+            )  # fmt: skip
+    with sqlite3.connect(data_dir / "guardproxy.db") as db:
+        db.execute(
+            "UPDATE audit_log SET payload = replace(payload, '\"hold\"', '\"allow\"')"
+            " WHERE record_id = 'd-recorded-prod'"
+        )
+    arguments = ["--flows", str(flow_file), "--policies", str(bundle), "--data-dir",
+                 str(data_dir), "--kubernetes-host", f"127.0.0.1:{CLUSTER_PORT}"]  # fmt: skip
+    assert main(["replay", *arguments]) == 1
+    err = capsys.readouterr().err
+    assert "the audit trail is broken at record #1 (d-recorded-prod)" in err
+    assert main(["replay", *arguments, "--allow-broken-chain", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "warning: the audit trail is broken" in captured.err
+    assert json.loads(captured.out)["chain"]["intact"] is False

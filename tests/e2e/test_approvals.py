@@ -170,8 +170,12 @@ def test_quorum_of_two_is_not_met_by_one_person_approving_twice(guard: Guard) ->
     hold_id = guard.held("quorum-cm")
     first = guard.approve("alice", hold_id)
     assert first["hold"]["state"] == "pending"
-    assert first["hold"]["progress"]["text"] == "1 of 2 approvals"
-    assert "1 more approval from another person" in first["outcome"]
+    one_of_two = (
+        "1 of 2 approvals; needs 1 more approval from senior or sre-oncall "
+        "(rule approvals/hold-quorum)"
+    )
+    assert first["hold"]["progress"]["text"] == one_of_two
+    assert first["outcome"] == f"approval recorded; {one_of_two}; the hold stays pending"
 
     again = guard.refusal("alice", hold_id)
     assert again.status == 409 and "each person counts once" in str(again)
@@ -180,7 +184,7 @@ def test_quorum_of_two_is_not_met_by_one_person_approving_twice(guard: Guard) ->
     assert guard.deletes() == 0
 
     listed = guard.people["bob"].holds("pending")
-    assert [(h["id"], h["progress"]["text"]) for h in listed] == [(hold_id, "1 of 2 approvals")]
+    assert [(h["id"], h["progress"]["text"]) for h in listed] == [(hold_id, one_of_two)]
     second = guard.approve("bob", hold_id)
     assert second["hold"]["state"] == "approved"
     assert second["hold"]["resolved_by"] == "alice, bob"
@@ -194,7 +198,10 @@ def test_a_required_group_is_enforced(guard: Guard) -> None:
     guard.approve("bob", hold_id)
     both_senior = guard.approve("dave", hold_id)  # quorum reached, but nobody on call
     assert both_senior["hold"]["state"] == "pending"
-    assert both_senior["hold"]["progress"]["text"] == "2 of 2 approvals; needs one from sre-oncall"
+    assert both_senior["hold"]["progress"]["text"] == (
+        "2 of 2 approvals; needs 1 more approval, from sre-oncall (rule approvals/hold-quorum)"
+    )
+    assert both_senior["hold"]["progress"]["missing_groups"] == ["sre-oncall"]
     assert guard.held("quorum-cm") == hold_id
     assert guard.deletes() == 0
 
@@ -341,7 +348,7 @@ def test_the_approver_sees_the_redacted_request_session_and_history(guard: Guard
     assert (approval["approver"], approval["verdict"], approval["reason"]) == (
         "alice", "approve", "saw the change ticket",
     )  # fmt: skip
-    assert detail["progress"]["text"] == "1 of 2 approvals"
+    assert detail["progress"]["text"].startswith("1 of 2 approvals; needs 1 more approval")
     decisions = guard.people["bob"].call("GET", "/v1/decisions?outcome=hold&provider=k8s")
     assert [d["hold_id"] for d in decisions["decisions"]] == [hold_id]
 

@@ -60,8 +60,8 @@ def test_approvers_are_managed_on_the_host_and_approve_with_their_own_token(
     approved = cli(guard, "approve", hold_id, "--reason", "ticket 42")
     assert approved.returncode == 0, describe(approved)
     assert (
-        "approval recorded, 1 of 2 approvals; still needs 1 more approval from another person "
-        "and one from sre-oncall"
+        "approval recorded; 1 of 2 approvals; needs 1 more approval from senior or sre-oncall, "
+        "including one from sre-oncall (rule approvals/hold-quorum); the hold stays pending"
     ) in approved.stdout, describe(approved)
 
     as_json = cli(guard, "holds", "--json", GUARDPROXY_APPROVER_TOKEN=token)

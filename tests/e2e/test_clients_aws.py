@@ -148,7 +148,10 @@ def test_aws_cli_delete_is_held_and_an_approval_releases_it_once(
     assert set(hold["rules"]) == set(HELD_RULES)
 
     # a prod teardown needs two seniors: each approves with their own token
-    for name, said in (("alice", "1 of 2 approvals"), ("bob", "approved by alice, bob")):
+    for name, said in (
+        ("alice", "needs 1 more approval from senior (rule aws/hold-prod-environment-teardown)"),
+        ("bob", "approved by alice, bob"),
+    ):
         approved = guard.cli(
             "approve", hold_id, "--reason", "planned teardown",
             env={"GUARDPROXY_APPROVER_TOKEN": guard.approver(name).token},

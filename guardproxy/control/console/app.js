@@ -372,18 +372,20 @@
     );
   }
 
+  // "s-1 (ended)" when the session that made the request is over: nothing waits live.
   function sessionName(hold) {
-    return String(hold.session || "");
+    return String(hold.session || "") + (hold.session_ended ? " (ended)" : "");
   }
 
-  // "1 of 2 approvals; still needs: sre-oncall" from the hold's approval progress.
+  // "1 of 2 approvals; needs 1 more approval from sre-oncall (rule …)": the server's
+  // text says what each rule still needs.
   function progressText(hold) {
     const p = hold.progress;
     if (!p || typeof p !== "object") return "";
+    if (p.text) return p.text;
     const parts = [];
-    if (p.text) parts.push(p.text);
-    else if (p.quorum !== undefined) parts.push((p.approvers || []).length + " of " + p.quorum + " approvals");
-    if (Array.isArray(p.missing_groups) && p.missing_groups.length) parts.push("still needs: " + p.missing_groups.join(", "));
+    if (p.quorum !== undefined) parts.push((p.approvers || []).length + " of " + p.quorum + " approvals");
+    if (p.needs) parts.push("needs " + p.needs);
     return parts.join("; ");
   }
 
@@ -481,6 +483,7 @@
     const progress = progressText(hold);
     const parts = [];
     if (progress) parts.push(el("p", { class: "progress-line" }, "Approvals: " + progress));
+    if (hold.release) parts.push(el("p", { class: "release-line" }, "What approval lets through: " + hold.release));
     parts.push(section("Why it is held",
       el("p", { class: "message" }, hold.message || ""),
       el("h3", {}, "Determining rules"), renderValue(hold.rules || [])));
