@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import importlib.resources
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -42,6 +43,7 @@ from guardproxy.policy.model import (
     Rule,
 )
 from guardproxy.policy.template import Template, compile_template
+from guardproxy.policy.typecheck import BOOL, STRING, CelType
 from guardproxy.policy.yamlsource import Document, Path_, Position, Problem, read_documents
 
 MESSAGE_LIMIT = 300
@@ -174,7 +176,7 @@ class _Loader:
         )
         if not isinstance(spec, dict) or not isinstance(spec.get("rules"), list):
             return
-        params = list(spec["params"]) if isinstance(spec.get("params"), dict) else []
+        params: dict[str, Any] = spec["params"] if isinstance(spec.get("params"), dict) else {}
         variables = [
             v["name"]
             for v in (spec["variables"] if isinstance(spec.get("variables"), list) else [])
@@ -188,15 +190,15 @@ class _Loader:
             rule_id = f"{name}/{rule.id}"
             base: Path_ = ("spec", "rules", i)
             sources = [
-                ((*base, "matchConditions", j, "expression"), c.expression)
+                ((*base, "matchConditions", j, "expression"), c.expression, BOOL)
                 for j, c in enumerate(rule.match_conditions)
             ]
             if rule.condition is not None:
-                sources.append(((*base, "condition"), rule.condition))
+                sources.append(((*base, "condition"), rule.condition, BOOL))
             if rule.message_expression is not None:
-                sources.append(((*base, "messageExpression"), rule.message_expression))
-            for path, source in sources:
-                self.expression(doc, path, source, rule_id, params, variables)
+                sources.append(((*base, "messageExpression"), rule.message_expression, STRING))
+            for path, source, expect in sources:
+                self.expression(doc, path, source, rule_id, params, variables, expect)
 
     # -- problems
 
@@ -212,10 +214,11 @@ class _Loader:
         path: Path_,
         source: str,
         rule: str,
-        params: Iterable[str] = (),
-        variables: Iterable[str] = (),
+        params: Iterable[str] | Mapping[str, Any] = (),
+        variables: Iterable[str] | Mapping[str, CelType] = (),
+        expect: CelType | None = None,
     ) -> cel.Expression | None:
-        compiled, issues = cel.compile_expression(source, params, variables)
+        compiled, issues = cel.compile_expression(source, params, variables, expect=expect)
         for issue in issues:
             self.error(
                 doc.expression_position(path, issue.line, issue.column),
@@ -287,7 +290,7 @@ class _Loader:
     def policy_set(self, policy_set: PolicySet, doc: Document) -> list[CompiledRule]:
         spec = policy_set.spec
         set_name = policy_set.metadata.name
-        params = list(spec.params)
+        params = spec.params
         variables: list[Variable] = []
         for i, var in enumerate(spec.variables):
             where = ("spec", "variables", i, "expression")
@@ -302,12 +305,12 @@ class _Loader:
                 var.expression,
                 f"{set_name}/variables.{var.name}",
                 params,
-                [v.name for v in variables],
+                {v.name: v.expression.type for v in variables},
             )
             if compiled is not None:
                 variables.append(Variable(var.name, compiled))
         scope = PolicySetScope(set_name, spec.params, cel.to_cel(spec.params), tuple(variables))
-        declared = [v.name for v in variables]
+        declared = {v.name: v.expression.type for v in variables}
         seen: dict[str, int] = {}
         compiled_rules: list[CompiledRule] = []
         for i, rule in enumerate(spec.rules):
@@ -333,6 +336,7 @@ class _Loader:
                     rule_id,
                     params,
                     declared,
+                    STRING,
                 )
                 if compiled is not None:
                     self.check_constant(
@@ -342,7 +346,7 @@ class _Loader:
             condition = None
             if rule.condition is not None:
                 condition = self.expression(
-                    doc, (*base, "condition"), rule.condition, rule_id, params, declared
+                    doc, (*base, "condition"), rule.condition, rule_id, params, declared, BOOL
                 )
                 if condition is not None:
                     self.check_constant(condition, doc, (*base, "condition"), rule_id)
@@ -355,6 +359,7 @@ class _Loader:
                     rule_id,
                     params,
                     declared,
+                    BOOL,
                 )
             compiled_rules.append(
                 CompiledRule(
@@ -504,7 +509,7 @@ class _Loader:
         condition = None
         if spec.condition is not None:
             condition = self.expression(
-                doc, ("spec", "condition"), spec.condition, f"exception/{name}"
+                doc, ("spec", "condition"), spec.condition, f"exception/{name}", expect=BOOL
             )
             ok = ok and condition is not None
         where = doc.position(("spec", "expires"))
