@@ -21,8 +21,9 @@ from guardproxy.policy import load_bundle
 from guardproxy.policy.bundle import Bundle
 from guardproxy.policy.decision import Decision
 from guardproxy.policy.engine import RuleTrace, explain
+from guardproxy.policy.loader import LoadResult, is_test_file
 from guardproxy.policy.schema import render, schemas, write_schemas
-from guardproxy.policy.testing import CaseResult, TestReport, junit_xml, run_tests
+from guardproxy.policy.testing import CaseResult, TestReport, junit_xml, lint_tests, run_tests
 from guardproxy.policy.yamlsource import Problem
 
 DEFAULT_POLICIES = Path("policies")
@@ -133,31 +134,39 @@ def _problem_json(problem: Problem) -> dict[str, Any]:
 
 
 def cmd_lint(args: argparse.Namespace) -> int:
+    """Policy files and the test files beside them (``*_test.yaml``, not run)."""
     for path in args.paths:
         if not path.exists():
             raise UsageError(f"{path}: no such file or directory")
-    result = load_bundle(args.paths)
-    failed = bool(result.errors) or (args.strict and bool(result.warnings))
+    policy_paths = [p for p in args.paths if p.is_dir() or not is_test_file(p)]
+    test_paths = [p for p in args.paths if p.is_dir() or is_test_file(p)]
+    result = load_bundle(policy_paths) if policy_paths else LoadResult(None)
+    test_problems, test_files = lint_tests(test_paths, result.bundle)
+    problems = [*result.problems, *test_problems]
+    errors = [p for p in problems if p.severity == "error"]
+    warnings = [p for p in problems if p.severity == "warning"]
+    failed = bool(errors) or (args.strict and bool(warnings))
     if args.json:
         print(
             json.dumps(
-                {"ok": not failed, "problems": [_problem_json(p) for p in result.problems]},
+                {"ok": not failed, "problems": [_problem_json(p) for p in problems]},
                 indent=2,
             )
         )
         return 1 if failed else 0
     style = Style()
-    print_problems(result.problems, style)
-    if result.bundle is not None:
+    print_problems(problems, style)
+    tests = f"; {test_files} test file(s)" if test_files else ""
+    if result.bundle is not None and not errors:
         bundle = result.bundle
         print(
             f"{style('ok', 'green')}: {len(bundle.rules)} rules, {len(bundle.exceptions)} "
-            f"exceptions in {len(bundle.files)} files; bundle {bundle.digest[:19]}"
+            f"exceptions in {len(bundle.files)} files{tests}; bundle {bundle.digest[:19]}"
         )
-    elif not result.errors:
-        print(f"{style('ok', 'green')}: no errors (files linted without a BundleConfig)")
-    summary = f"{len(result.errors)} error(s), {len(result.warnings)} warning(s)"
-    if result.problems:
+    elif not errors:
+        print(f"{style('ok', 'green')}: no errors (files linted without a BundleConfig){tests}")
+    summary = f"{len(errors)} error(s), {len(warnings)} warning(s)"
+    if problems:
         print(style(summary, "red" if failed else "yellow"))
     return 1 if failed else 0
 
@@ -205,9 +214,11 @@ def _print_report(report: TestReport, args: argparse.Namespace, style: Style) ->
         print(f"coverage: {total - len(uncovered)}/{total} rules fired in some case")
         for rule in uncovered:
             print(f"  {style('not exercised', 'yellow')}: {rule}")
+    broken = report.broken_files()
+    not_loaded = f" ({len(broken)} file(s) did not load)" if broken else ""
     counts = (
         f"{report.count('pass')} passed, {report.count('fail')} failed, "
-        f"{report.count('error')} errors, {report.count('skip')} skipped"
+        f"{report.errors} errors{not_loaded}, {report.count('skip')} skipped"
     )
     if report.ran == 0 and not report.problems:
         print(style("no test ran: add *_test.yaml files next to the policies", "red"))
@@ -251,7 +262,8 @@ def _report_json(report: TestReport, coverage: bool) -> dict[str, Any]:
         "ok": report.ok,
         "passed": report.count("pass"),
         "failed": report.count("fail"),
-        "errors": report.count("error"),
+        "errors": report.errors,
+        "notLoaded": report.broken_files(),
         "skipped": report.count("skip"),
         "problems": [_problem_json(p) for p in report.problems],
         "cases": [

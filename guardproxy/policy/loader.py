@@ -155,7 +155,7 @@ class _Loader:
             parsed = model.model_validate(data)
         except pydantic.ValidationError as error:
             for item in error.errors():
-                self.problems.append(_validation_problem(model, doc, item))
+                self.problems.append(validation_problem(model, doc, item))
             if model is PolicySet:
                 self.salvage_rules(doc)
             return
@@ -542,7 +542,9 @@ class _Loader:
 # Turning pydantic's errors into problems an author can act on.
 
 
-def _validation_problem(model: type[BaseModel], doc: Document, item: Any) -> Problem:
+def validation_problem(model: type[BaseModel], doc: Document, item: Any) -> Problem:
+    """One pydantic error as a problem at its file:line, with a did-you-mean for an
+    unknown key (policy documents and test files alike)."""
     loc: tuple[str | int, ...] = tuple(item["loc"])
     where = doc.position(loc)
     rule = _rule_at(doc, loc)
