@@ -313,7 +313,12 @@ class Guardproxy:
                 self._bundle = bundle
                 self._write_runtime()
                 log.info("policy.reloaded", source=source, bundle=report.digest,
-                         previous=report.previous, rules=report.rules)  # fmt: skip
+                         previous=report.previous, rules=report.rules,
+                         previous_rules=report.previous_rules, added=list(report.added),
+                         removed=list(report.removed))  # fmt: skip
+                if report.removed:
+                    log.warning("policy.rules_removed", source=source, count=len(report.removed),
+                                rules=list(report.removed))  # fmt: skip
             elif report.result == "refused":
                 log.error("policy.reload_refused", source=source, kept=report.digest,
                           errors=list(report.errors))  # fmt: skip

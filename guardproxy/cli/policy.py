@@ -469,7 +469,13 @@ def cmd_reload(args: argparse.Namespace) -> int:
         return 1
     if report["result"] == "unchanged":
         print(f"{style('ok', 'green')}: unchanged, bundle {digest} ({report['rules']} rules)")
-    else:
-        print(f"{style('ok', 'green')}: loaded bundle {digest} ({report['rules']} rules), "
-              f"replacing {str(report['previous'])[:19]}")  # fmt: skip
+        return 0
+    added, removed = report.get("added", []), report.get("removed", [])
+    was = report.get("previous_rules")
+    counts = f"{report['rules']} rules" + (f", was {was}" if was is not None else "")
+    print(f"{style('ok', 'green')}: loaded bundle {digest} ({counts}), "
+          f"replacing {str(report['previous'])[:19]}")  # fmt: skip
+    print(f"  added {len(added)} rule(s)" + (": " + ", ".join(added) if added else ""))
+    line = f"  removed {len(removed)} rule(s)" + (": " + ", ".join(removed) if removed else "")
+    print(style(line, "yellow") if removed else line)
     return 0

@@ -127,6 +127,13 @@ class _Loader:
         self.digest.update(relative.encode() + b"\0" + raw + b"\0")
         documents, problems = read_documents(path, display)
         self.problems.extend(problems)
+        if not documents and not problems:
+            self.error(
+                Position(display, 1, 1),
+                "the file holds no policy document (it is empty or only comments)",
+                "a policy file that lost its content would silently drop its rules: restore "
+                "it, or delete the file to remove its rules on purpose",
+            )
         for document in documents:
             self.document(document)
 
