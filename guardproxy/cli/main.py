@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
+import typing
 from collections.abc import Sequence
 
 from guardproxy import __version__
@@ -63,6 +65,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BrokenPipeError:
         return 1
+    except OSError as error:  # a file or directory the command needed: one line, no traceback
+        where = f" {error.filename}" if error.filename else ""
+        print(f"guardproxy: cannot use{where}: {error.strerror or error}", file=sys.stderr)
+        return 2
+    except Exception as error:  # a bug: say so in one line; the traceback at debug level
+        if args.log_level == "debug":
+            traceback.print_exc()
+        print(
+            f"guardproxy: internal error: {type(error).__name__}: {error} (this is a bug; "
+            "rerun with --log-level debug for the traceback and report it)",
+            file=sys.stderr,
+        )
+        return 70
     return code
 
 

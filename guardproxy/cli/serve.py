@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import os
 import signal
 import sys
@@ -169,13 +170,7 @@ def add_commands(subparsers: Any) -> None:
 def build_config(args: argparse.Namespace, **overrides: Any) -> ProxyConfig:
     values: dict[str, Any] = {}
     if args.config is not None:
-        try:
-            loaded = yaml.safe_load(args.config.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as error:
-            raise ConfigError(f"{args.config}: {error}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{args.config}: expected a mapping of settings")
-        values.update(loaded)
+        values.update(_read_config_file(args.config))
     flags: dict[str, Any] = {
         "policies": args.policies,
         "shadow_policies": args.shadow_policies,
@@ -218,11 +213,56 @@ def build_config(args: argparse.Namespace, **overrides: Any) -> ProxyConfig:
     values["notifications"] = [*values.get("notifications", []), *_notify_flags(args)]
     values.update(overrides)
     try:
-        return ProxyConfig.model_validate(values)
+        config = ProxyConfig.model_validate(values)
     except pydantic.ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{where}: {first['msg']}") from None
+        raise ConfigError(_setting_problem(error, args.config)) from None
+    for ca_file in config.upstream_ca_files:
+        if not ca_file.is_file():
+            raise ConfigError(
+                f"upstream CA {ca_file}: no such file; give the PEM file of a CA to trust "
+                "(--upstream-ca FILE, or upstream_ca_files in --config)"
+            )
+    return config
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    """The settings of a --config file; ConfigError (one line, with where) if unusable."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+        raise ConfigError(
+            f"cannot read the config file {path}: {reason}; check the path given to --config"
+        ) from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(error, "problem", None) or "not valid YAML"
+        raise ConfigError(
+            f"{where}: the config file is not valid YAML ({problem}); write one `setting: value` "
+            "per line"
+        ) from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings (`setting: value` lines)")
+    return loaded
+
+
+def _setting_problem(error: pydantic.ValidationError, config_file: Path | None) -> str:
+    """One line for the first invalid setting, with a did-you-mean for an unknown one."""
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "settings"
+    source = f"{config_file}: " if config_file is not None else ""
+    if first["type"] == "extra_forbidden" and len(first["loc"]) == 1:
+        known = list(ProxyConfig.model_fields)
+        close = difflib.get_close_matches(str(first["loc"][0]), known, n=1)
+        hint = f"did you mean `{close[0]}`?" if close else "see the ProxyConfig fields"
+        return f"{source}unknown setting `{where}`; {hint}"
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return f"{source}{where}: {message}"
 
 
 def _notify_flags(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -246,6 +286,7 @@ def _notify_flags(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """Exit 2, with one line on stderr, when the configuration is wrong or start fails."""
     try:
         config = build_config(args)
     except ConfigError as error:
@@ -255,7 +296,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         asyncio.run(_serve(config))
     except StartError as error:
         print(f"guardproxy: {error}", file=sys.stderr)
-        return 1
+        return 2
     return 0
 
 
