@@ -29,6 +29,7 @@ from guardproxy.ops.listen import Listener, bind_problem, clashes, describe
 from guardproxy.ops.metrics import Metrics
 from guardproxy.ops.reload import ReloadReport, bundle_fingerprint, reload_bundle
 from guardproxy.policy import Bundle, load_bundle
+from guardproxy.policy.loader import is_shipped_bundle
 from guardproxy.recognise import warm_up
 from guardproxy.recognise.request import RecogniseSettings
 from guardproxy.session.history import HistorySettings, SessionHistory
@@ -293,6 +294,7 @@ class Guardproxy:
             proxy=f"127.0.0.1:{self.proxy.port}",
             control=f"{control_host}:{self.control.port}",
             policies=str(config.policies),
+            shipped_bundle=is_shipped_bundle(config.policies),
             bundle=self.bundle.digest,
             rules=len(self.bundle.rules),
         )

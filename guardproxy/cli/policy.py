@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +14,7 @@ import pydantic
 import structlog
 
 from guardproxy.action import Action
+from guardproxy.cli.bundles import default_policies
 from guardproxy.cli.errors import UsageError
 from guardproxy.cli.style import Style
 from guardproxy.context import Context
@@ -21,12 +23,11 @@ from guardproxy.policy import load_bundle
 from guardproxy.policy.bundle import Bundle
 from guardproxy.policy.decision import Decision
 from guardproxy.policy.engine import RuleTrace, explain
-from guardproxy.policy.loader import LoadResult, is_test_file
+from guardproxy.policy.loader import LoadResult, is_test_file, shipped_bundle
 from guardproxy.policy.schema import render, schemas, write_schemas
 from guardproxy.policy.testing import CaseResult, TestReport, junit_xml, lint_tests, run_tests
 from guardproxy.policy.yamlsource import Problem
 
-DEFAULT_POLICIES = Path("policies")
 log = structlog.get_logger(__name__)
 
 
@@ -58,9 +59,9 @@ def add_commands(subparsers: Any) -> None:
         command.add_argument(
             "--policies",
             type=Path,
-            default=DEFAULT_POLICIES,
             metavar="DIR",
-            help="bundle directory (default: policies)",
+            help="bundle directory (default: $GUARDPROXY_POLICIES, else ./policies if it is "
+            "one, else the shipped bundle)",
         )
         command.add_argument(
             "--action",
@@ -94,6 +95,16 @@ def add_commands(subparsers: Any) -> None:
         help="write every schema into DIR instead (guardproxy/schemas is the shipped copy)",
     )
     schema.set_defaults(handler=cmd_schema)
+
+    init = commands.add_parser(
+        "init", help="copy the shipped bundle (policies and their tests) into DIR to edit"
+    )
+    init.add_argument("directory", type=Path, metavar="DIR")
+    init.add_argument(
+        "--force", action="store_true", help="copy into a directory that is not empty, "
+        "replacing files of the same names",
+    )  # fmt: skip
+    init.set_defaults(handler=cmd_init)
 
     reload = commands.add_parser(
         "reload", help="make a running guardproxy load and lint its bundle again"
@@ -323,7 +334,8 @@ def _first_error(error: pydantic.ValidationError) -> str:
     return f"`{'.'.join(map(str, item['loc']))}`: {item['msg']}"
 
 
-def _load(policies: Path) -> Bundle:
+def _load(given: Path | None) -> Bundle:
+    policies = given if given is not None else default_policies()
     if not policies.is_dir():
         raise UsageError(f"{policies}: not a bundle directory")
     result = load_bundle([policies])
@@ -430,6 +442,31 @@ def _trace_json(trace: RuleTrace) -> dict[str, Any]:
             for s in trace.steps
         ],
     }
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Copy the shipped bundle into a directory a team owns, to edit and test."""
+    target: Path = args.directory
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"{target} exists and is not a directory; name a new directory")
+    if target.is_dir() and any(target.iterdir()) and not args.force:
+        raise UsageError(
+            f"{target} is not empty; name a new directory, or add --force to copy into it "
+            "(files of the same names are replaced)"
+        )
+    source = shipped_bundle()
+    files = sorted(p for p in source.iterdir() if p.is_file() and p.suffix in (".yaml", ".yml"))
+    if not files:
+        raise UsageError(f"the shipped bundle at {source} has no files; reinstall guardproxy")
+    target.mkdir(parents=True, exist_ok=True)
+    for file in files:
+        shutil.copyfile(file, target / file.name)  # contents only: an install may be read-only
+    print(
+        f"copied the shipped bundle ({len(files)} files) to {target}. Edit it, check it with "
+        f"`guardproxy policy lint {target} && guardproxy policy test {target}`, and use it "
+        f"with `guardproxy serve --policies {target}` (or GUARDPROXY_POLICIES={target})."
+    )
+    return 0
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

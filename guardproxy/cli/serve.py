@@ -14,6 +14,7 @@ from typing import Any
 import pydantic
 import yaml
 
+from guardproxy.cli.bundles import default_policies, describe_policies
 from guardproxy.config import ProxyConfig, ReverseListener, split_host_port
 from guardproxy.control.client import DEFAULT_DATA_DIR
 from guardproxy.ops.reload import ReloadReport
@@ -24,17 +25,14 @@ class ConfigError(Exception):
     """A bad configuration file or flag; the message says where."""
 
 
-def default_policies() -> Path:
-    return Path(os.environ.get("GUARDPROXY_POLICIES", "policies"))
-
-
 def add_proxy_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by `serve` and `run` (which starts an embedded proxy)."""
     parser.add_argument(
         "--policies",
         type=Path,
         metavar="DIR",
-        help="policy bundle (default: $GUARDPROXY_POLICIES or ./policies)",
+        help="policy bundle (default: $GUARDPROXY_POLICIES, else ./policies if it is one, "
+        "else the bundle shipped with guardproxy)",
     )
     parser.add_argument(
         "--shadow-policies",
@@ -186,7 +184,8 @@ def build_config(args: argparse.Namespace, **overrides: Any) -> ProxyConfig:
         "allow_remote_listen": getattr(args, "allow_remote_listen", None),
     }
     values.update({k: v for k, v in flags.items() if v is not None})
-    values.setdefault("policies", default_policies())
+    if values.get("policies") is None:
+        values["policies"] = default_policies()
     values.setdefault("data_dir", Path(os.environ.get("GUARDPROXY_DATA_DIR") or DEFAULT_DATA_DIR))
     if args.passthrough:
         values["passthrough_hosts"] = [*values.get("passthrough_hosts", []), *args.passthrough]
@@ -326,7 +325,7 @@ async def _serve(config: ProxyConfig) -> None:
     print(
         f"guardproxy: proxy on {proxy_host}:{service.proxy.port}, control API on "
         f"{control_host}:{service.control.port} (console {service.console_url()}), "
-        f"policies {config.policies} "
+        f"policies {describe_policies(config.policies)} "
         f"({len(service.bundle.rules)} rules). Wrap an agent with: "
         f"guardproxy run --proxy http://127.0.0.1:{service.proxy.port} -- COMMAND",
         file=sys.stderr,
