@@ -61,6 +61,12 @@ def bind_problem(listener: Listener) -> OSError | None:
             try:
                 probe.bind(address)
             except OSError as error:
+                if (
+                    error.errno == errno.EADDRNOTAVAIL
+                    and family == socket.AF_INET6
+                    and (len(infos) > 1)
+                ):
+                    continue  # `localhost` without IPv6: the servers skip ::1 too (tornado)
                 return error
     return None
 
