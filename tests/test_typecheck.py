@@ -150,6 +150,18 @@ def test_inferred_types(source: str, expected: str) -> None:
     assert type_of(source) == expected
 
 
+def test_a_list_of_mappings_with_different_keys_has_no_fixed_fields() -> None:
+    params = {"owners": [{"name": "a"}, {"name": "b", "team": "x"}], "same": [{"k": 1}]}
+    expression, found = cel.compile_expression(
+        "params.owners.exists(o, has(o.team) && o.team == 'x') && params.same.exists(s, s.k > 0)",
+        params,
+        expect=BOOL,
+    )
+    assert found == [] and expression is not None
+    _, found = cel.compile_expression("params.same.exists(s, s.kk > 0)", params, expect=BOOL)
+    assert [issue.message for issue in found] == ["`s` has no field `kk`"]
+
+
 def test_a_message_expression_must_be_a_string() -> None:
     assert issues("size(action.risk_tags)", expect=STRING) == [
         "the expression is `int`, not string | convert it with string(...)"

@@ -94,11 +94,17 @@ def of_value(value: Any) -> CelType:
 
 
 def _join(types: list[CelType]) -> CelType:
-    """The one type all of ``types`` share, else dyn."""
+    """The one type all of ``types`` share, else dyn; objects whose fields differ (a
+    params list of mappings with different keys) share a map type without fields."""
     if not types:
         return DYN
     first = types[0]
-    return first if all(t == first for t in types[1:]) else DYN
+    if not all(t == first for t in types[1:]):
+        return DYN
+    fields = [None if t.fields is None else dict(t.fields) for t in types]
+    if any(f != fields[0] for f in fields[1:]):
+        return CelType(first.name, first.params)
+    return first
 
 
 _NUMERIC = frozenset({"int", "uint", "double"})
