@@ -23,11 +23,13 @@ from guardproxy.control.runtime import RuntimeFile
 from guardproxy.gate.gate import Clock, Gate, utc_now
 from guardproxy.gate.recorder import Writer
 from guardproxy.gate.writer import ProcessWriter
-from guardproxy.intercept.proxy import GuardProxy, ensure_ca
+from guardproxy.intercept.proxy import GuardProxy, ProxyStartError, ensure_ca
 from guardproxy.ops.http import OpsServer
+from guardproxy.ops.listen import Listener, bind_problem, clashes, describe
 from guardproxy.ops.metrics import Metrics
 from guardproxy.ops.reload import ReloadReport, bundle_fingerprint, reload_bundle
 from guardproxy.policy import Bundle, load_bundle
+from guardproxy.policy.loader import is_shipped_bundle
 from guardproxy.recognise import warm_up
 from guardproxy.recognise.request import RecogniseSettings
 from guardproxy.session.history import HistorySettings, SessionHistory
@@ -42,12 +44,31 @@ SHUTDOWN_DRAIN_SECONDS = 5.0
 
 
 class StartError(Exception):
-    """guardproxy cannot start; the message says why and what to do."""
+    """guardproxy cannot start; the message says what failed, why and what to do, in
+    one line (the CLI prints it as it is)."""
 
 
 def prepare_data_dir(data_dir: Path) -> None:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(data_dir, 0o700)
+    """Create the data directory (0700); StartError if it cannot be used."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(data_dir, 0o700)
+    except OSError as error:
+        raise StartError(
+            f"cannot use the data directory {data_dir}: {_os_reason(error)}; make it a "
+            "directory you can write, or choose another with --data-dir DIR "
+            "($GUARDPROXY_DATA_DIR)"
+        ) from error
+
+
+CONTROL_TOKEN_PREFIX = "gpc_"
+"""Control (admin) tokens start with it: never with `-` (which a command line would
+read as an option), and recognisable to secret scanners. Older tokens without it
+keep working: the token file is read as it is."""
+
+
+def new_control_token() -> str:
+    return CONTROL_TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
 def control_token(config: ProxyConfig) -> str:
@@ -55,7 +76,7 @@ def control_token(config: ProxyConfig) -> str:
     path = config.control_token_file
     if path.exists():
         return path.read_text(encoding="ascii").strip()
-    token = secrets.token_urlsafe(32)
+    token = new_control_token()
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w", encoding="ascii") as handle:
         handle.write(token + "\n")
@@ -63,14 +84,68 @@ def control_token(config: ProxyConfig) -> str:
 
 
 def load_policies(path: Path) -> Bundle:
+    """The bundle at ``path``; StartError (one line: the first problem) if it has errors."""
+    if not path.exists():
+        raise StartError(
+            f"the policy bundle {path} does not exist; pass --policies DIR (or set "
+            "$GUARDPROXY_POLICIES), or copy the shipped bundle with `guardproxy policy init DIR`"
+        )
     result = load_bundle([path])
     if result.bundle is None:
-        details = "\n".join(str(p) for p in result.errors[:20]) or "no bundle found"
+        errors = result.errors
+        if not errors:
+            raise StartError(
+                f"{path} is not a policy bundle (no BundleConfig); pass a bundle directory "
+                "with --policies DIR"
+            )
+        first = errors[0]
+        hint = f" ({first.hint})" if first.hint else ""
         raise StartError(
-            f"the policy bundle {path} has errors; fix them (guardproxy policy lint {path}):\n"
-            f"{details}"
+            f"the policy bundle {path} has errors, {len(errors)} in all; the first: "
+            f"{first.position}: {first.message}{hint}; list them with "
+            f"`guardproxy policy lint {path}`"
         )
     return result.bundle
+
+
+def listeners(config: ProxyConfig) -> list[Listener]:
+    """Every address a guardproxy with ``config`` listens on, with the flag that sets it."""
+    host, port = split_host_port(config.listen)
+    found = [Listener("the proxy", host, port, "--listen HOST:PORT")]
+    found += [
+        Listener("a reverse listener", host, r.port, f"--reverse PORT={r.upstream}")
+        for r in config.reverse
+    ]
+    found.append(Listener("the control API", *split_host_port(config.control),
+                          "--control HOST:PORT"))  # fmt: skip
+    if config.metrics_listen is not None:
+        found.append(Listener("the metrics port", *split_host_port(config.metrics_listen),
+                              "--metrics-listen HOST:PORT"))  # fmt: skip
+    return found
+
+
+def check_listeners(config: ProxyConfig) -> None:
+    """StartError when a listener could not open its address: before anything starts,
+    so the operator hears which port is taken, not a failure half-way through."""
+    found = listeners(config)
+    clash = clashes(found)
+    if clash is not None:
+        raise StartError(clash)
+    for listener in found:
+        problem = bind_problem(listener)
+        if problem is not None:
+            raise StartError(describe(listener, problem))
+
+
+def _os_reason(error: OSError) -> str:
+    if isinstance(error, FileExistsError | NotADirectoryError):
+        return f"{error.filename} exists and is not a directory"
+    reason = error.strerror or str(error)
+    return f"{reason} ({error.filename})" if error.filename else reason
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
 
 
 class Guardproxy:
@@ -123,15 +198,24 @@ class Guardproxy:
         self._bundle = bundle
 
     async def start(self) -> None:
-        """Open everything and start listening; on any failure, stop what was started."""
+        """Open everything and start listening; on any failure, stop what was started.
+
+        Every failure the operator can act on is a StartError whose message is one line.
+        """
         try:
             await self._start()
-        except BaseException:
+        except BaseException as error:
             await self.stop()
+            if isinstance(error, OSError):
+                raise StartError(
+                    f"cannot start: {_os_reason(error)}; check the data directory "
+                    "(--data-dir) and the files the configuration names"
+                ) from error
             raise
 
     async def _start(self) -> None:
         config = self.config
+        check_listeners(config)
         try:  # secrets first: a missing one stops startup before anything is opened
             self.notifications = Notifications.from_config(
                 list(config.notifications), console_url=self.console_url, facts=self._hold_facts
@@ -152,7 +236,7 @@ class Guardproxy:
         try:
             writer = await starting
         except (StoreError, OSError, RuntimeError) as error:  # OSError, RuntimeError: spawning
-            raise StartError(f"cannot record decisions: {error}") from error
+            raise StartError(f"cannot record decisions: {_one_line(error)}") from error
         self.gate = Gate(  # owns the writer from here: stop() closes it
             store,
             bundle,
@@ -179,7 +263,7 @@ class Guardproxy:
                 store=store,
                 gate=self.gate,
                 registry=self.registry,
-                token=control_token(config),
+                token=self._control_token(),
                 clock=self._clock,
                 proxy_port=lambda: self.proxy.port if self.proxy else 0,
                 reload_tls=lambda: self.proxy.reload_upstream_trust() if self.proxy else None,
@@ -202,13 +286,7 @@ class Guardproxy:
         )
         if config.metrics_listen is not None:
             self.ops_server = OpsServer(self, *split_host_port(config.metrics_listen))
-        try:
-            await self.control.start()
-            if self.ops_server is not None:
-                await self.ops_server.start()
-            await self.proxy.start()
-        except OSError as error:
-            raise StartError(f"cannot listen: {error}") from error
+        await self._listen()
         self.notifications.start(self.events)
         self._sweeper = asyncio.create_task(self.gate.run_sweeper(), name="hold-sweeper")
         if config.watch_policies_seconds > 0:
@@ -221,9 +299,48 @@ class Guardproxy:
             proxy=f"127.0.0.1:{self.proxy.port}",
             control=f"{control_host}:{self.control.port}",
             policies=str(config.policies),
+            shipped_bundle=is_shipped_bundle(config.policies),
             bundle=self.bundle.digest,
             rules=len(self.bundle.rules),
         )
+
+    async def _listen(self) -> None:
+        """Open the control API, the metrics port and the proxy; StartError naming the
+        listener, the port and the flag if one cannot listen."""
+        assert self.control is not None and self.proxy is not None
+        found = {listener.what: listener for listener in listeners(self.config)}
+        servers: list[tuple[str, Any]] = [("the control API", self.control)]
+        if self.ops_server is not None:
+            servers.append(("the metrics port", self.ops_server))
+        for what, server in servers:
+            try:
+                await server.start()
+            except OSError as error:
+                raise StartError(describe(found[what], error)) from error
+        try:
+            await self.proxy.start()
+        except ProxyStartError as error:
+            # mitmproxy does not say why: bind its addresses the same way to find out
+            for listener in listeners(self.config):
+                if listener.what in ("the proxy", "a reverse listener"):
+                    problem = bind_problem(listener)
+                    if problem is not None:
+                        raise StartError(describe(listener, problem)) from error
+            raise StartError(
+                f"{error}; mitmproxy gave no reason (see the log above); check --listen "
+                "and --reverse"
+            ) from error
+        except OSError as error:
+            raise StartError(f"cannot start the proxy: {_os_reason(error)}") from error
+
+    def _control_token(self) -> str:
+        try:
+            return control_token(self.config)
+        except OSError as error:
+            raise StartError(
+                f"cannot read or create the control token {self.config.control_token_file}: "
+                f"{_os_reason(error)}; check the data directory (--data-dir)"
+            ) from error
 
     def console_url(self) -> str:
         """Where approvers open the console (links in notifications)."""
@@ -318,7 +435,12 @@ class Guardproxy:
                 self._bundle = bundle
                 self.runtime_file.update(self.runtime_info())
                 log.info("policy.reloaded", source=source, bundle=report.digest,
-                         previous=report.previous, rules=report.rules)  # fmt: skip
+                         previous=report.previous, rules=report.rules,
+                         previous_rules=report.previous_rules, added=list(report.added),
+                         removed=list(report.removed))  # fmt: skip
+                if report.removed:
+                    log.warning("policy.rules_removed", source=source, count=len(report.removed),
+                                rules=list(report.removed))  # fmt: skip
             elif report.result == "refused":
                 log.error("policy.reload_refused", source=source, kept=report.digest,
                           errors=list(report.errors))  # fmt: skip
@@ -351,7 +473,13 @@ class Guardproxy:
 
     async def _open(self, config: ProxyConfig) -> tuple[Bundle, Store]:
         """The CA, the policies, the recognisers' models and the store."""
-        ensure_ca(config.ca_dir)
+        try:
+            ensure_ca(config.ca_dir)
+        except OSError as error:
+            raise StartError(
+                f"cannot set up the CA in {config.ca_dir}: {_os_reason(error)}; make it a "
+                "directory you can write, or choose another data directory with --data-dir DIR"
+            ) from error
         bundle = load_policies(config.policies)
         if config.shadow_policies is not None:
             self._shadow_bundle = load_policies(config.shadow_policies)
@@ -361,7 +489,10 @@ class Guardproxy:
             return bundle, await asyncio.to_thread(open_store, config.store_url)
         except StoreError as error:
             where = redact_url(config.store_url)  # a PostgreSQL URL may carry a password
-            raise StartError(f"cannot open the store {where}: {error}") from error
+            raise StartError(
+                f"cannot open the store {where}: {_one_line(error)}; check --store "
+                "($GUARDPROXY_STORE)"
+            ) from error
 
     def _decision_writer(self, store_url: str) -> Writer:
         """Read records are redacted, chained and written by a process of their own."""

@@ -76,18 +76,35 @@ def test_glob_any(tags: list[str], pattern: str, expected: bool) -> None:
     assert run_bool(f'action.risk_tags.globAny("{pattern}")', **roots) is expected
 
 
+WRONG_LIBRARY_CALLS = [
+    'glob(action.risk_tags, "x")',  # a list where a string belongs
+    "glob(action.resource.name, 1)",
+    'globAny(action.resource.name, "x")',  # a string where a list belongs
+    "lowerAscii(action.risk_tags)",
+    "upperAscii(1)",
+    'action.risk_tags.join(1) == ""',
+]
+
+
+@pytest.mark.parametrize("source", WRONG_LIBRARY_CALLS)
+def test_library_calls_with_wrong_types_are_refused_at_load(source: str) -> None:
+    issues = issues_of(source)
+    assert any("needs a" in issue.message for issue in issues), issues
+
+
 @pytest.mark.parametrize(
     "source",
     [
-        'glob(action.risk_tags, "x")',  # a list where a string belongs
-        "glob(action.resource.name, 1)",
-        'globAny(action.resource.name, "x")',  # a string where a list belongs
-        "globAny([1, 2], '1')",
-        "lowerAscii(action.risk_tags)",
-        "upperAscii(1)",
+        'glob(dyn(action.risk_tags), "x")',
+        "glob(action.resource.name, dyn(1))",
+        'globAny(dyn(action.resource.name), "x")',
+        "globAny([1, 2], '1')",  # a list, of the wrong elements: not known at load time
+        "lowerAscii(dyn(action.risk_tags))",
+        "upperAscii(dyn(1))",
     ],
 )
 def test_library_functions_reject_wrong_types_as_errors(source: str) -> None:
+    """At run time too, where load-time inference cannot know the types (dyn)."""
     value, error = run(source, action={"resource": {"name": "x"}, "risk_tags": ["a"]})
     assert value is None
     assert error
@@ -278,8 +295,8 @@ def test_evaluate_string() -> None:
     "source",
     [
         "action.service == 'rds'",  # declared in the schema, missing from this input
-        '1 == "1"',
-        "size(action.risk_tags) > 1.5",
+        'dyn(1) == "1"',  # dyn: what load-time inference cannot see
+        "dyn(size(action.risk_tags)) > 1.5",
         "9223372036854775807 + 1 > 0",
         "1 / 0 == 1",
         "action.operation.matches(action.resource.name)",  # not a literal: found at runtime

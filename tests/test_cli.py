@@ -212,6 +212,75 @@ def test_a_broken_test_file_is_reported_with_its_position(
     assert "rules_test.yaml:12:" in out
 
 
+def test_a_test_file_typo_gets_a_did_you_mean_at_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = TESTS.replace("expect: {decision: allow}", "expct: {decision: allow}")
+    root = write_bundle(tmp_path, rules_test__yaml=broken)
+    for command in ("test", "lint"):
+        code, out, _ = run(capsys, "policy", command, str(root))
+        assert code == 1, command
+        assert "rules_test.yaml:12:5: error: unknown field `expct`" in out, out
+        assert "did you mean `expect`?" in out
+        assert "Extra inputs are not permitted" not in out
+
+
+def test_lint_checks_test_files_without_running_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wrong = TESTS.replace("rules: [base/hold-prod-destroy]", "rules: [base/hold-prod-destory]")
+    wrong = wrong.replace("{environment: dev}", "{environment: devv}")
+    root = write_bundle(tmp_path, rules_test__yaml=wrong)
+    code, out, _ = run(capsys, "policy", "lint", str(root))
+    assert code == 1
+    assert (
+        "rules_test.yaml:9:38: error: case `prod destroy is held` expects rule "
+        "`base/hold-prod-destory`, which the bundle does not have" in out
+    ), out
+    assert "did you mean `base/hold-prod-destroy`?" in out
+    assert (
+        "rules_test.yaml:11:14: error: case `dev destroy is allowed`: action `environment`" in out
+    )
+    assert "2 error(s)" in out
+    # one test file given on its own is linted as a test file, not as policy
+    code, out, _ = run(capsys, "policy", "lint", str(root / "rules_test.yaml"))
+    assert code == 1 and "unknown kind" not in out and "action `environment`" in out
+    (tmp_path / "ok").mkdir()
+    code, out, _ = run(
+        capsys, "policy", "lint", str(write_bundle(tmp_path / "ok", rules_test__yaml=TESTS))
+    )
+    assert code == 0 and "1 test file(s)" in out
+
+
+def test_a_test_file_that_does_not_load_is_counted_as_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = TESTS.replace("expect: {decision: allow}", "expct: {decision: allow}")
+    root = write_bundle(tmp_path, rules_test__yaml=TESTS, other_test__yaml=broken)
+    junit = tmp_path / "junit.xml"
+    code, out, _ = run(capsys, "policy", "test", "--junit", str(junit), str(root))
+    assert code == 1
+    assert "2 passed, 0 failed, 1 errors (1 file(s) did not load), 0 skipped" in out
+    suites = ET.parse(junit).getroot()
+    assert (suites.get("tests"), suites.get("errors")) == ("3", "1")
+    [load] = [s for s in suites if s.get("name") == "load"]
+    [case] = load
+    assert case.get("name") == str(root / "other_test.yaml")
+    assert "unknown field `expct`" in (case.find("error").text or "")  # type: ignore[union-attr]
+    code, out, _ = run(capsys, "policy", "test", "--json", str(root))
+    report = json.loads(out)
+    assert (report["errors"], report["notLoaded"]) == (1, [str(root / "other_test.yaml")])
+
+
+def test_an_empty_test_file_does_not_pass_silently(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = write_bundle(tmp_path, rules_test__yaml=TESTS, empty_test__yaml="# nothing yet\n")
+    code, out, _ = run(capsys, "policy", "test", str(root))
+    assert code == 1
+    assert "empty_test.yaml:1:1: error: the test file holds no PolicyTest" in out
+
+
 def test_a_broken_bundle_fails_the_tests(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -382,7 +382,7 @@ def test_cel_error_in_an_allow_rule_grants_nothing(tmp_path: Path) -> None:
 def test_non_bool_condition_is_an_error_not_truthiness(tmp_path: Path, kind: str) -> None:
     default = "deny" if kind == "allow" else "allow"
     bundle = rules_bundle(
-        tmp_path, rule("r", kind, condition="action.resource.name"), default=default
+        tmp_path, rule("r", kind, condition="dyn(action.resource.name)"), default=default
     )
     decision = decide(bundle)
     assert decision.outcome is Outcome.DENY
@@ -433,8 +433,9 @@ def test_erroring_match_condition_fires_a_deny_rule(tmp_path: Path) -> None:
 
 
 def test_custom_function_type_error_fires_a_deny_rule(tmp_path: Path) -> None:
-    # glob() on a list instead of a string raises TypeError inside the library.
-    bundle = rules_bundle(tmp_path, rule("r", "deny", condition='glob(action.risk_tags, "x")'))
+    # glob() on a list instead of a string raises TypeError inside the library (dyn: the
+    # load-time type check cannot see it)
+    bundle = rules_bundle(tmp_path, rule("r", "deny", condition='glob(dyn(action.risk_tags), "x")'))
     decision = decide(bundle, action(risk_tags=["force"]))
     assert decision.outcome is Outcome.DENY
     assert [(e.rule, e.fired) for e in decision.errors] == [("s/r", True)]
@@ -498,7 +499,7 @@ LONG = "n" * 301
         ('"line one\\nline two"', action(), "static"),  # multi-line
         ("action.resource.name", action(resource={"name": LONG}), "static"),  # > 300
         ("action.resource.name", action(resource={"name": LONG[:300]}), LONG[:300]),
-        ("size(action.risk_tags)", action(), "static"),  # not a string
+        ("dyn(size(action.risk_tags))", action(), "static"),  # not a string
     ],
 )
 def test_message_expression_and_its_fallback(

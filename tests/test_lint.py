@@ -626,10 +626,15 @@ def test_garbage_is_explained(tmp_path: Path, name: str, fragment: str, line: in
     ["", "\n\n", "# only a comment\n", "---\n", "---\n...\n"],
     ids=["empty", "newlines", "comment", "separator", "separator-end"],
 )
-def test_empty_files_are_ignored(tmp_path: Path, text: str) -> None:
+def test_an_empty_or_comment_only_file_is_an_error(tmp_path: Path, text: str) -> None:
+    """A policy file that lost its content (truncated, emptied by a bad merge) would
+    silently drop its rules; the bundle is refused instead, pointing at the file."""
     result = load(tmp_path, {"empty.yaml": text})
-    assert result.problems == []
-    assert result.bundle is not None
+    problem = one_problem(result, "holds no policy document")
+    assert problem.position.file == str(tmp_path / "empty.yaml")
+    assert problem.position.line == 1
+    assert "delete the file" in problem.hint
+    assert result.bundle is None
 
 
 def test_a_trailing_document_separator_is_fine(tmp_path: Path) -> None:

@@ -141,6 +141,8 @@ _TEXT_RULES: tuple[_Rule, ...] = (
         re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{30,255}|github_pat_[A-Za-z0-9_]{20,255})"),
         REDACTED,
     ),
+    # guardproxy's own: approver (gpa_), session (gps_) and control (gpc_) tokens
+    (("gpa_", "gps_", "gpc_"), re.compile(r"\bgp[asc]_[A-Za-z0-9_-]{20,}"), REDACTED),
     # GitLab, Slack, Google API keys, OpenAI/Anthropic style keys
     (("glpat-",), re.compile(r"\bglpat-[A-Za-z0-9_-]{16,}"), REDACTED),
     (("xox",), re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}"), REDACTED),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +14,7 @@ import pydantic
 import structlog
 
 from guardproxy.action import Action
+from guardproxy.cli.bundles import default_policies
 from guardproxy.cli.errors import UsageError
 from guardproxy.cli.style import Style
 from guardproxy.context import Context
@@ -21,11 +23,11 @@ from guardproxy.policy import load_bundle
 from guardproxy.policy.bundle import Bundle
 from guardproxy.policy.decision import Decision
 from guardproxy.policy.engine import RuleTrace, explain
+from guardproxy.policy.loader import LoadResult, is_test_file, shipped_bundle
 from guardproxy.policy.schema import render, schemas, write_schemas
-from guardproxy.policy.testing import CaseResult, TestReport, junit_xml, run_tests
+from guardproxy.policy.testing import CaseResult, TestReport, junit_xml, lint_tests, run_tests
 from guardproxy.policy.yamlsource import Problem
 
-DEFAULT_POLICIES = Path("policies")
 log = structlog.get_logger(__name__)
 
 
@@ -57,9 +59,9 @@ def add_commands(subparsers: Any) -> None:
         command.add_argument(
             "--policies",
             type=Path,
-            default=DEFAULT_POLICIES,
             metavar="DIR",
-            help="bundle directory (default: policies)",
+            help="bundle directory (default: $GUARDPROXY_POLICIES, else ./policies if it is "
+            "one, else the shipped bundle)",
         )
         command.add_argument(
             "--action",
@@ -93,6 +95,16 @@ def add_commands(subparsers: Any) -> None:
         help="write every schema into DIR instead (guardproxy/schemas is the shipped copy)",
     )
     schema.set_defaults(handler=cmd_schema)
+
+    init = commands.add_parser(
+        "init", help="copy the shipped bundle (policies and their tests) into DIR to edit"
+    )
+    init.add_argument("directory", type=Path, metavar="DIR")
+    init.add_argument(
+        "--force", action="store_true", help="copy into a directory that is not empty, "
+        "replacing files of the same names",
+    )  # fmt: skip
+    init.set_defaults(handler=cmd_init)
 
     reload = commands.add_parser(
         "reload", help="make a running guardproxy load and lint its bundle again"
@@ -133,31 +145,39 @@ def _problem_json(problem: Problem) -> dict[str, Any]:
 
 
 def cmd_lint(args: argparse.Namespace) -> int:
+    """Policy files and the test files beside them (``*_test.yaml``, not run)."""
     for path in args.paths:
         if not path.exists():
             raise UsageError(f"{path}: no such file or directory")
-    result = load_bundle(args.paths)
-    failed = bool(result.errors) or (args.strict and bool(result.warnings))
+    policy_paths = [p for p in args.paths if p.is_dir() or not is_test_file(p)]
+    test_paths = [p for p in args.paths if p.is_dir() or is_test_file(p)]
+    result = load_bundle(policy_paths) if policy_paths else LoadResult(None)
+    test_problems, test_files = lint_tests(test_paths, result.bundle)
+    problems = [*result.problems, *test_problems]
+    errors = [p for p in problems if p.severity == "error"]
+    warnings = [p for p in problems if p.severity == "warning"]
+    failed = bool(errors) or (args.strict and bool(warnings))
     if args.json:
         print(
             json.dumps(
-                {"ok": not failed, "problems": [_problem_json(p) for p in result.problems]},
+                {"ok": not failed, "problems": [_problem_json(p) for p in problems]},
                 indent=2,
             )
         )
         return 1 if failed else 0
     style = Style()
-    print_problems(result.problems, style)
-    if result.bundle is not None:
+    print_problems(problems, style)
+    tests = f"; {test_files} test file(s)" if test_files else ""
+    if result.bundle is not None and not errors:
         bundle = result.bundle
         print(
             f"{style('ok', 'green')}: {len(bundle.rules)} rules, {len(bundle.exceptions)} "
-            f"exceptions in {len(bundle.files)} files; bundle {bundle.digest[:19]}"
+            f"exceptions in {len(bundle.files)} files{tests}; bundle {bundle.digest[:19]}"
         )
-    elif not result.errors:
-        print(f"{style('ok', 'green')}: no errors (files linted without a BundleConfig)")
-    summary = f"{len(result.errors)} error(s), {len(result.warnings)} warning(s)"
-    if result.problems:
+    elif not errors:
+        print(f"{style('ok', 'green')}: no errors (files linted without a BundleConfig){tests}")
+    summary = f"{len(errors)} error(s), {len(warnings)} warning(s)"
+    if problems:
         print(style(summary, "red" if failed else "yellow"))
     return 1 if failed else 0
 
@@ -205,9 +225,11 @@ def _print_report(report: TestReport, args: argparse.Namespace, style: Style) ->
         print(f"coverage: {total - len(uncovered)}/{total} rules fired in some case")
         for rule in uncovered:
             print(f"  {style('not exercised', 'yellow')}: {rule}")
+    broken = report.broken_files()
+    not_loaded = f" ({len(broken)} file(s) did not load)" if broken else ""
     counts = (
         f"{report.count('pass')} passed, {report.count('fail')} failed, "
-        f"{report.count('error')} errors, {report.count('skip')} skipped"
+        f"{report.errors} errors{not_loaded}, {report.count('skip')} skipped"
     )
     if report.ran == 0 and not report.problems:
         print(style("no test ran: add *_test.yaml files next to the policies", "red"))
@@ -251,7 +273,8 @@ def _report_json(report: TestReport, coverage: bool) -> dict[str, Any]:
         "ok": report.ok,
         "passed": report.count("pass"),
         "failed": report.count("fail"),
-        "errors": report.count("error"),
+        "errors": report.errors,
+        "notLoaded": report.broken_files(),
         "skipped": report.count("skip"),
         "problems": [_problem_json(p) for p in report.problems],
         "cases": [
@@ -311,7 +334,8 @@ def _first_error(error: pydantic.ValidationError) -> str:
     return f"`{'.'.join(map(str, item['loc']))}`: {item['msg']}"
 
 
-def _load(policies: Path) -> Bundle:
+def _load(given: Path | None) -> Bundle:
+    policies = given if given is not None else default_policies()
     if not policies.is_dir():
         raise UsageError(f"{policies}: not a bundle directory")
     result = load_bundle([policies])
@@ -420,6 +444,31 @@ def _trace_json(trace: RuleTrace) -> dict[str, Any]:
     }
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    """Copy the shipped bundle into a directory a team owns, to edit and test."""
+    target: Path = args.directory
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"{target} exists and is not a directory; name a new directory")
+    if target.is_dir() and any(target.iterdir()) and not args.force:
+        raise UsageError(
+            f"{target} is not empty; name a new directory, or add --force to copy into it "
+            "(files of the same names are replaced)"
+        )
+    source = shipped_bundle()
+    files = sorted(p for p in source.iterdir() if p.is_file() and p.suffix in (".yaml", ".yml"))
+    if not files:
+        raise UsageError(f"the shipped bundle at {source} has no files; reinstall guardproxy")
+    target.mkdir(parents=True, exist_ok=True)
+    for file in files:
+        shutil.copyfile(file, target / file.name)  # contents only: an install may be read-only
+    print(
+        f"copied the shipped bundle ({len(files)} files) to {target}. Edit it, check it with "
+        f"`guardproxy policy lint {target} && guardproxy policy test {target}`, and use it "
+        f"with `guardproxy serve --policies {target}` (or GUARDPROXY_POLICIES={target})."
+    )
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     if args.write is not None:
         for path in write_schemas(args.write):
@@ -457,7 +506,13 @@ def cmd_reload(args: argparse.Namespace) -> int:
         return 1
     if report["result"] == "unchanged":
         print(f"{style('ok', 'green')}: unchanged, bundle {digest} ({report['rules']} rules)")
-    else:
-        print(f"{style('ok', 'green')}: loaded bundle {digest} ({report['rules']} rules), "
-              f"replacing {str(report['previous'])[:19]}")  # fmt: skip
+        return 0
+    added, removed = report.get("added", []), report.get("removed", [])
+    was = report.get("previous_rules")
+    counts = f"{report['rules']} rules" + (f", was {was}" if was is not None else "")
+    print(f"{style('ok', 'green')}: loaded bundle {digest} ({counts}), "
+          f"replacing {str(report['previous'])[:19]}")  # fmt: skip
+    print(f"  added {len(added)} rule(s)" + (": " + ", ".join(added) if added else ""))
+    line = f"  removed {len(removed)} rule(s)" + (": " + ", ".join(removed) if removed else "")
+    print(style(line, "yellow") if removed else line)
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import difflib
 import os
 import signal
 import sys
@@ -14,6 +15,7 @@ from typing import Any
 import pydantic
 import yaml
 
+from guardproxy.cli.bundles import default_policies, describe_policies
 from guardproxy.config import ProxyConfig, ReverseListener, split_host_port
 from guardproxy.control.client import DEFAULT_DATA_DIR
 from guardproxy.ops.reload import ReloadReport
@@ -24,17 +26,14 @@ class ConfigError(Exception):
     """A bad configuration file or flag; the message says where."""
 
 
-def default_policies() -> Path:
-    return Path(os.environ.get("GUARDPROXY_POLICIES", "policies"))
-
-
 def add_proxy_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by `serve` and `run` (which starts an embedded proxy)."""
     parser.add_argument(
         "--policies",
         type=Path,
         metavar="DIR",
-        help="policy bundle (default: $GUARDPROXY_POLICIES or ./policies)",
+        help="policy bundle (default: $GUARDPROXY_POLICIES, else ./policies if it is one, "
+        "else the bundle shipped with guardproxy)",
     )
     parser.add_argument(
         "--shadow-policies",
@@ -184,13 +183,7 @@ def add_commands(subparsers: Any) -> None:
 def build_config(args: argparse.Namespace, **overrides: Any) -> ProxyConfig:
     values: dict[str, Any] = {}
     if args.config is not None:
-        try:
-            loaded = yaml.safe_load(args.config.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as error:
-            raise ConfigError(f"{args.config}: {error}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{args.config}: expected a mapping of settings")
-        values.update(loaded)
+        values.update(_read_config_file(args.config))
     flags: dict[str, Any] = {
         "policies": args.policies,
         "shadow_policies": args.shadow_policies,
@@ -206,7 +199,8 @@ def build_config(args: argparse.Namespace, **overrides: Any) -> ProxyConfig:
         "allow_remote_listen": getattr(args, "allow_remote_listen", None),
     }
     values.update({k: v for k, v in flags.items() if v is not None})
-    values.setdefault("policies", default_policies())
+    if values.get("policies") is None:
+        values["policies"] = default_policies()
     values.setdefault("data_dir", Path(os.environ.get("GUARDPROXY_DATA_DIR") or DEFAULT_DATA_DIR))
     if args.passthrough:
         values["passthrough_hosts"] = [*values.get("passthrough_hosts", []), *args.passthrough]
@@ -233,11 +227,56 @@ def build_config(args: argparse.Namespace, **overrides: Any) -> ProxyConfig:
     values["notifications"] = [*values.get("notifications", []), *_notify_flags(args)]
     values.update(overrides)
     try:
-        return ProxyConfig.model_validate(values)
+        config = ProxyConfig.model_validate(values)
     except pydantic.ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{where}: {first['msg']}") from None
+        raise ConfigError(_setting_problem(error, args.config)) from None
+    for ca_file in config.upstream_ca_files:
+        if not ca_file.is_file():
+            raise ConfigError(
+                f"upstream CA {ca_file}: no such file; give the PEM file of a CA to trust "
+                "(--upstream-ca FILE, or upstream_ca_files in --config)"
+            )
+    return config
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    """The settings of a --config file; ConfigError (one line, with where) if unusable."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+        raise ConfigError(
+            f"cannot read the config file {path}: {reason}; check the path given to --config"
+        ) from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(error, "problem", None) or "not valid YAML"
+        raise ConfigError(
+            f"{where}: the config file is not valid YAML ({problem}); write one `setting: value` "
+            "per line"
+        ) from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings (`setting: value` lines)")
+    return loaded
+
+
+def _setting_problem(error: pydantic.ValidationError, config_file: Path | None) -> str:
+    """One line for the first invalid setting, with a did-you-mean for an unknown one."""
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "settings"
+    source = f"{config_file}: " if config_file is not None else ""
+    if first["type"] == "extra_forbidden" and len(first["loc"]) == 1:
+        known = list(ProxyConfig.model_fields)
+        close = difflib.get_close_matches(str(first["loc"][0]), known, n=1)
+        hint = f"did you mean `{close[0]}`?" if close else "see the ProxyConfig fields"
+        return f"{source}unknown setting `{where}`; {hint}"
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return f"{source}{where}: {message}"
 
 
 def _notify_flags(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -261,6 +300,7 @@ def _notify_flags(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """Exit 2, with one line on stderr, when the configuration is wrong or start fails."""
     try:
         config = build_config(args)
     except ConfigError as error:
@@ -270,7 +310,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         asyncio.run(_serve(config))
     except StartError as error:
         print(f"guardproxy: {error}", file=sys.stderr)
-        return 1
+        return 2
     return 0
 
 
@@ -301,7 +341,7 @@ async def _serve(config: ProxyConfig) -> None:
         print(
             f"guardproxy: proxy on {proxy_host}:{service.proxy.port}, control API on "
             f"{control_host}:{service.control.port} (console {service.console_url()}), "
-            f"policies {config.policies} "
+            f"policies {describe_policies(config.policies)} "
             f"({len(service.bundle.rules)} rules). Wrap an agent with: "
             f"guardproxy run --proxy http://127.0.0.1:{service.proxy.port} -- COMMAND",
             file=sys.stderr,

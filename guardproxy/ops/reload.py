@@ -4,6 +4,11 @@ The bundle in force is only replaced by one that loads without errors; a refused
 reload leaves the last good bundle in force and says why (file:line problems, as
 `guardproxy policy lint` prints them). Every decision records its bundle's digest,
 so the audit log shows which bundle decided what.
+
+Whether a change that removes rules was meant cannot be known, so every reload says
+which rule ids it added and removed (the log, the API's report, `policy reload`):
+a policy file emptied by mistake shows up as the rules it took away, and an empty or
+comment-only file is a load error (the bundle is refused).
 """
 
 from __future__ import annotations
@@ -29,6 +34,11 @@ class ReloadReport:
     rules: int
     errors: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    added: tuple[str, ...] = ()
+    """Rule ids the reload brought in (sorted); empty unless loaded."""
+    removed: tuple[str, ...] = ()
+    """Rule ids the reload took away (sorted); empty unless loaded."""
+    previous_rules: int = 0
 
     @property
     def ok(self) -> bool:
@@ -42,6 +52,9 @@ class ReloadReport:
             "bundle": self.digest,
             "previous": self.previous,
             "rules": self.rules,
+            "previous_rules": self.previous_rules,
+            "added": list(self.added),
+            "removed": list(self.removed),
             "errors": list(self.errors),
             "warnings": list(self.warnings),
         }
@@ -62,17 +75,32 @@ def load_candidate(path: Path) -> tuple[Bundle | None, tuple[str, ...], tuple[st
 def reload_bundle(path: Path, current: Bundle, source: str) -> tuple[Bundle, ReloadReport]:
     """The bundle to keep in force after a reload request, and the report of it."""
     candidate, errors, warnings = load_candidate(path)
+    before = len(current.rules)
     if candidate is None:
         report = ReloadReport(
-            "refused", source, current.digest, current.digest, len(current.rules), errors, warnings
-        )
+            "refused", source, current.digest, current.digest, before, errors, warnings,
+            previous_rules=before,
+        )  # fmt: skip
         return current, report
-    result = "unchanged" if candidate.digest == current.digest else "loaded"
-    kept = current if result == "unchanged" else candidate
+    if candidate.digest == current.digest:
+        report = ReloadReport(
+            "unchanged", source, current.digest, current.digest, before, (), warnings,
+            previous_rules=before,
+        )  # fmt: skip
+        return current, report
+    added, removed = rule_changes(current, candidate)
     report = ReloadReport(
-        result, source, kept.digest, current.digest, len(kept.rules), (), warnings
-    )
-    return kept, report
+        "loaded", source, candidate.digest, current.digest, len(candidate.rules), (), warnings,
+        added=added, removed=removed, previous_rules=before,
+    )  # fmt: skip
+    return candidate, report
+
+
+def rule_changes(old: Bundle, new: Bundle) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(added, removed) rule ids, each sorted."""
+    before = {rule.id for rule in old.rules}
+    after = {rule.id for rule in new.rules}
+    return tuple(sorted(after - before)), tuple(sorted(before - after))
 
 
 def bundle_fingerprint(path: Path) -> tuple[tuple[str, int, int], ...]:

@@ -46,6 +46,8 @@ from pydantic import BaseModel
 
 from guardproxy.action import Action
 from guardproxy.context import History, ResourceHistory, SessionInfo, Signals
+from guardproxy.policy import typecheck
+from guardproxy.policy.typecheck import CelType
 
 CELPY_VERSION = version("cel-python")
 ENGINE = f"celpy-{CELPY_VERSION}/interpreted"
@@ -61,20 +63,22 @@ class Leaf:
 
     kind: str  # string | int | bool | list | map | timestamp | any
     choices: tuple[str, ...] = ()
+    element: SchemaNode | None = field(default=None, compare=False, hash=False)
+    """A list's element, when known."""
 
 
 SchemaNode = Leaf | dict[str, "SchemaNode"]
 ANY = Leaf("any")
 
 
-def _leaf_for(annotation: Any) -> SchemaNode:
+def _leaf_for(annotation: Any, seen: frozenset[type] = frozenset()) -> SchemaNode:
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return _leaf_for(options[0]) if len(options) == 1 else ANY
+        return _leaf_for(options[0], seen) if len(options) == 1 else ANY
     if isinstance(annotation, type):
         if issubclass(annotation, BaseModel):
-            return model_schema(annotation)
+            return ANY if annotation in seen else model_schema(annotation, seen)
         if issubclass(annotation, Enum):
             return Leaf("string", tuple(str(m.value) for m in annotation))
         if issubclass(annotation, bool):
@@ -86,14 +90,18 @@ def _leaf_for(annotation: Any) -> SchemaNode:
         if issubclass(annotation, datetime):
             return Leaf("timestamp")
     if origin is list:
-        return Leaf("list")
+        arguments = typing.get_args(annotation)
+        return Leaf("list", element=_leaf_for(arguments[0], seen) if arguments else None)
     if origin is dict:
         return Leaf("map")
     return ANY
 
 
-def model_schema(model: type[BaseModel]) -> dict[str, SchemaNode]:
-    return {name: _leaf_for(info.annotation) for name, info in model.model_fields.items()}
+def model_schema(
+    model: type[BaseModel], seen: frozenset[type] = frozenset()
+) -> dict[str, SchemaNode]:
+    inner = seen | {model}  # a model inside itself (Action.readings) is left untyped
+    return {name: _leaf_for(info.annotation, inner) for name, info in model.model_fields.items()}
 
 
 ROOT_SCHEMA: dict[str, SchemaNode] = {
@@ -105,6 +113,32 @@ ROOT_SCHEMA: dict[str, SchemaNode] = {
     "now": Leaf("timestamp"),
 }
 ROOTS = (*ROOT_SCHEMA, "params", "variables")
+
+
+def _cel_type(node: SchemaNode) -> CelType:
+    """The CEL type a schema node has in the activation: the models' JSON, so a
+    datetime inside them is a string (only the root ``now`` is a timestamp)."""
+    if isinstance(node, dict):
+        return typecheck.object_of({name: _cel_type(child) for name, child in node.items()})
+    if node.kind == "list":
+        return typecheck.list_of(_cel_type(node.element) if node.element else typecheck.DYN)
+    if node.kind == "map":
+        return typecheck.map_of(typecheck.STRING, typecheck.DYN)
+    return _LEAF_TYPES.get(node.kind, typecheck.DYN)
+
+
+_LEAF_TYPES = {"string": typecheck.STRING, "int": typecheck.INT, "bool": typecheck.BOOL,
+               "timestamp": typecheck.STRING}  # fmt: skip
+ROOT_TYPES: dict[str, CelType] = {
+    root: typecheck.TIMESTAMP if root == "now" else _cel_type(node)
+    for root, node in ROOT_SCHEMA.items()
+}
+# a reading is an Action (without readings of its own): the schema stops at the
+# recursion, the type can refer to itself
+assert ROOT_TYPES["action"].fields is not None
+typing.cast(dict[str, CelType], ROOT_TYPES["action"].fields)["readings"] = typecheck.list_of(
+    ROOT_TYPES["action"]
+)
 
 # ---------------------------------------------------------------------------
 # The function library: CEL builtins plus a few pure helpers cel-python lacks.
@@ -232,6 +266,8 @@ class Expression:
     paths: frozenset[tuple[str, ...]]
     roots: frozenset[str]
     variables: frozenset[str]
+    type: CelType = typecheck.DYN
+    """What the expression evaluates to, as far as load-time inference can tell."""
 
     @property
     def constant(self) -> bool:
@@ -263,9 +299,18 @@ def _syntax_message(source: str, line: int, column: int) -> str:
 
 
 def compile_expression(
-    source: str, params: Iterable[str] = (), variables: Iterable[str] = ()
+    source: str,
+    params: Iterable[str] | Mapping[str, Any] = (),
+    variables: Iterable[str] | Mapping[str, CelType] = (),
+    *,
+    expect: CelType | None = None,
 ) -> tuple[Expression | None, list[Issue]]:
-    """Parse and check ``source``; an expression with issues is not returned."""
+    """Parse and check ``source``; an expression with issues is not returned.
+
+    ``params`` and ``variables`` may be names only, or map names to their values
+    (params) and types (variables) for type checking; ``expect`` is the type the
+    expression must have (bool for conditions, string for messages).
+    """
     try:
         tree = parse(source)
     except CompileError as error:
@@ -274,6 +319,17 @@ def compile_expression(
         analysis = analyse(tree, frozenset(params), frozenset(variables))
         if analysis.issues:
             return None, analysis.issues
+        roots = {
+            **ROOT_TYPES,
+            "params": _params_type(params),
+            "variables": typecheck.object_of(
+                {name: variables[name] if isinstance(variables, Mapping) else typecheck.DYN
+                 for name in variables}
+            ),
+        }  # fmt: skip
+        result, problems = typecheck.infer(tree, roots, expect)
+        if problems:
+            return None, [Issue(p.message, p.hint, p.line, p.column) for p in problems]
         program = _ENVIRONMENT.program(tree, functions=LIBRARY)
     except RecursionError:  # the parser is not recursive, the checks and celpy are
         return None, [Issue("the expression is nested too deeply", "split it into variables")]
@@ -284,9 +340,16 @@ def compile_expression(
             frozenset(analysis.paths),
             frozenset(analysis.roots),
             frozenset(analysis.variables),
+            result,
         ),
         [],
     )
+
+
+def _params_type(params: Iterable[str] | Mapping[str, Any]) -> CelType:
+    if isinstance(params, Mapping):
+        return typecheck.of_value(dict(params))
+    return typecheck.object_of(dict.fromkeys(params, typecheck.DYN))
 
 
 # ---------------------------------------------------------------------------

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import importlib.resources
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -42,6 +43,7 @@ from guardproxy.policy.model import (
     Rule,
 )
 from guardproxy.policy.template import Template, compile_template
+from guardproxy.policy.typecheck import BOOL, STRING, CelType
 from guardproxy.policy.yamlsource import Document, Path_, Position, Problem, read_documents
 
 MESSAGE_LIMIT = 300
@@ -76,6 +78,44 @@ def policy_files(root: Path) -> list[Path]:
     """Policy files of a bundle directory, in a stable order."""
     found = [*root.rglob("*.yaml"), *root.rglob("*.yml")]
     return sorted(p for p in found if p.is_file() and not is_test_file(p))
+
+
+def shipped_bundle() -> Path:
+    """The bundle that comes with guardproxy (package data: ``guardproxy/policies``).
+
+    In a source checkout it is the repository's ``policies/`` (the package holds a
+    symlink to it); in an installed wheel, a copy inside the package.
+    """
+    return Path(str(importlib.resources.files("guardproxy").joinpath("policies")))
+
+
+def is_shipped_bundle(path: Path) -> bool:
+    """Whether ``path`` is the shipped bundle (through any symlink or relative path)."""
+    try:
+        return path.resolve() == shipped_bundle().resolve()
+    except OSError:
+        return False
+
+
+def looks_like_bundle(path: Path) -> bool:
+    """Whether ``path`` is a directory holding guardproxy policy documents.
+
+    A directory named ``policies`` may belong to something else (IAM, OPA...); one
+    whose YAML names ``guardproxy.dev/`` is meant for guardproxy, even if it is
+    broken (it is then loaded and its errors reported, never silently replaced).
+    """
+    if not path.is_dir():
+        return False
+    for file in policy_files(path):
+        try:
+            if _API_GROUP in file.read_text(encoding="utf-8", errors="replace"):
+                return True
+        except OSError:
+            return True  # unreadable: load it and say so
+    return False
+
+
+_API_GROUP = API_VERSION.split("/")[0] + "/"
 
 
 def load_bundle(paths: Iterable[Path], *, now: datetime | None = None) -> LoadResult:
@@ -125,6 +165,13 @@ class _Loader:
         self.digest.update(relative.encode() + b"\0" + raw + b"\0")
         documents, problems = read_documents(path, display)
         self.problems.extend(problems)
+        if not documents and not problems:
+            self.error(
+                Position(display, 1, 1),
+                "the file holds no policy document (it is empty or only comments)",
+                "a policy file that lost its content would silently drop its rules: restore "
+                "it, or delete the file to remove its rules on purpose",
+            )
         for document in documents:
             self.document(document)
 
@@ -153,7 +200,7 @@ class _Loader:
             parsed = model.model_validate(data)
         except pydantic.ValidationError as error:
             for item in error.errors():
-                self.problems.append(_validation_problem(model, doc, item))
+                self.problems.append(validation_problem(model, doc, item))
             if model is PolicySet:
                 self.salvage_rules(doc)
             return
@@ -174,7 +221,7 @@ class _Loader:
         )
         if not isinstance(spec, dict) or not isinstance(spec.get("rules"), list):
             return
-        params = list(spec["params"]) if isinstance(spec.get("params"), dict) else []
+        params: dict[str, Any] = spec["params"] if isinstance(spec.get("params"), dict) else {}
         variables = [
             v["name"]
             for v in (spec["variables"] if isinstance(spec.get("variables"), list) else [])
@@ -188,15 +235,15 @@ class _Loader:
             rule_id = f"{name}/{rule.id}"
             base: Path_ = ("spec", "rules", i)
             sources = [
-                ((*base, "matchConditions", j, "expression"), c.expression)
+                ((*base, "matchConditions", j, "expression"), c.expression, BOOL)
                 for j, c in enumerate(rule.match_conditions)
             ]
             if rule.condition is not None:
-                sources.append(((*base, "condition"), rule.condition))
+                sources.append(((*base, "condition"), rule.condition, BOOL))
             if rule.message_expression is not None:
-                sources.append(((*base, "messageExpression"), rule.message_expression))
-            for path, source in sources:
-                self.expression(doc, path, source, rule_id, params, variables)
+                sources.append(((*base, "messageExpression"), rule.message_expression, STRING))
+            for path, source, expect in sources:
+                self.expression(doc, path, source, rule_id, params, variables, expect)
 
     # -- problems
 
@@ -212,10 +259,11 @@ class _Loader:
         path: Path_,
         source: str,
         rule: str,
-        params: Iterable[str] = (),
-        variables: Iterable[str] = (),
+        params: Iterable[str] | Mapping[str, Any] = (),
+        variables: Iterable[str] | Mapping[str, CelType] = (),
+        expect: CelType | None = None,
     ) -> cel.Expression | None:
-        compiled, issues = cel.compile_expression(source, params, variables)
+        compiled, issues = cel.compile_expression(source, params, variables, expect=expect)
         for issue in issues:
             self.error(
                 doc.expression_position(path, issue.line, issue.column),
@@ -287,7 +335,7 @@ class _Loader:
     def policy_set(self, policy_set: PolicySet, doc: Document) -> list[CompiledRule]:
         spec = policy_set.spec
         set_name = policy_set.metadata.name
-        params = list(spec.params)
+        params = spec.params
         variables: list[Variable] = []
         for i, var in enumerate(spec.variables):
             where = ("spec", "variables", i, "expression")
@@ -302,12 +350,12 @@ class _Loader:
                 var.expression,
                 f"{set_name}/variables.{var.name}",
                 params,
-                [v.name for v in variables],
+                {v.name: v.expression.type for v in variables},
             )
             if compiled is not None:
                 variables.append(Variable(var.name, compiled))
         scope = PolicySetScope(set_name, spec.params, cel.to_cel(spec.params), tuple(variables))
-        declared = [v.name for v in variables]
+        declared = {v.name: v.expression.type for v in variables}
         seen: dict[str, int] = {}
         compiled_rules: list[CompiledRule] = []
         for i, rule in enumerate(spec.rules):
@@ -333,6 +381,7 @@ class _Loader:
                     rule_id,
                     params,
                     declared,
+                    BOOL,
                 )
                 if compiled is not None:
                     self.check_constant(
@@ -342,7 +391,7 @@ class _Loader:
             condition = None
             if rule.condition is not None:
                 condition = self.expression(
-                    doc, (*base, "condition"), rule.condition, rule_id, params, declared
+                    doc, (*base, "condition"), rule.condition, rule_id, params, declared, BOOL
                 )
                 if condition is not None:
                     self.check_constant(condition, doc, (*base, "condition"), rule_id)
@@ -355,6 +404,7 @@ class _Loader:
                     rule_id,
                     params,
                     declared,
+                    STRING,
                 )
             compiled_rules.append(
                 CompiledRule(
@@ -504,7 +554,7 @@ class _Loader:
         condition = None
         if spec.condition is not None:
             condition = self.expression(
-                doc, ("spec", "condition"), spec.condition, f"exception/{name}"
+                doc, ("spec", "condition"), spec.condition, f"exception/{name}", expect=BOOL
             )
             ok = ok and condition is not None
         where = doc.position(("spec", "expires"))
@@ -537,7 +587,9 @@ class _Loader:
 # Turning pydantic's errors into problems an author can act on.
 
 
-def _validation_problem(model: type[BaseModel], doc: Document, item: Any) -> Problem:
+def validation_problem(model: type[BaseModel], doc: Document, item: Any) -> Problem:
+    """One pydantic error as a problem at its file:line, with a did-you-mean for an
+    unknown key (policy documents and test files alike)."""
     loc: tuple[str | int, ...] = tuple(item["loc"])
     where = doc.position(loc)
     rule = _rule_at(doc, loc)

@@ -25,6 +25,7 @@ a decision depends on every rule and on the bundle's default::
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import re
 import xml.etree.ElementTree as ET
@@ -42,9 +43,9 @@ from guardproxy.context import Context
 from guardproxy.policy.bundle import Bundle
 from guardproxy.policy.decision import Decision
 from guardproxy.policy.engine import RuleTrace, explain
-from guardproxy.policy.loader import is_test_file, load_bundle
+from guardproxy.policy.loader import is_test_file, load_bundle, validation_problem
 from guardproxy.policy.model import API_VERSION, Outcome
-from guardproxy.policy.yamlsource import Position, Problem, read_documents
+from guardproxy.policy.yamlsource import Document, Position, Problem, read_documents
 
 
 class _Doc(BaseModel):
@@ -131,6 +132,16 @@ class TestReport:
         failed = self.count("fail") + self.count("error")
         return not self.problems and failed == 0 and self.ran > 0
 
+    def broken_files(self) -> list[str]:
+        """Files (tests, or the bundle's policies) with a problem: each did not load,
+        wholly or in part, and counts as one error of the run."""
+        return sorted({p.position.file for p in self.problems if p.severity == "error"})
+
+    @property
+    def errors(self) -> int:
+        """Cases that errored plus files that did not load."""
+        return self.count("error") + len(self.broken_files())
+
     def uncovered(self) -> list[str]:
         """Rules that no case saw fire (as determining rule, audit finding or exception)."""
         fired: set[str] = set()
@@ -177,14 +188,21 @@ def run_tests(paths: Iterable[Path], *, run: str | None = None, trace: bool = Fa
     return report
 
 
-def _run_file(
-    bundle: Bundle, path: Path, selector: re.Pattern[str] | None, trace: bool, report: TestReport
-) -> None:
+def read_suites(path: Path) -> tuple[list[tuple[PolicyTest, Document]], list[Problem]]:
+    """The PolicyTest documents of a test file, and what is wrong with the others."""
     documents, problems = read_documents(path)
-    report.problems.extend(problems)
+    if not documents and not problems:
+        problems.append(
+            Problem(
+                Position(str(path), 1, 1),
+                "the test file holds no PolicyTest (it is empty or only comments)",
+                "add cases, or delete the file",
+            )
+        )
+    suites: list[tuple[PolicyTest, Document]] = []
     for doc in documents:
         if not isinstance(doc.data, dict) or doc.data.get("kind") != "PolicyTest":
-            report.problems.append(
+            problems.append(
                 Problem(
                     doc.start,
                     "a test file holds `kind: PolicyTest` documents",
@@ -193,17 +211,96 @@ def _run_file(
             )
             continue
         try:
-            suite = PolicyTest.model_validate(doc.data)
+            suites.append((PolicyTest.model_validate(doc.data), doc))
         except pydantic.ValidationError as error:
-            for item in error.errors():
-                loc = tuple(item["loc"])
-                report.problems.append(
+            problems.extend(validation_problem(PolicyTest, doc, item) for item in error.errors())
+    return suites, problems
+
+
+def lint_tests(paths: Iterable[Path], bundle: Bundle | None) -> tuple[list[Problem], int]:
+    """Problems in the test files under ``paths`` (and the number of files read),
+    without running them: unknown keys, inputs that are no Action or Context, and
+    expected rule ids the bundle does not have (when ``bundle`` is given)."""
+    problems: list[Problem] = []
+    count = 0
+    rule_ids = [r.id for r in bundle.rules] if bundle is not None else None
+    for _, files in discover(paths):
+        for path in files:
+            count += 1
+            suites, found = read_suites(path)
+            problems.extend(found)
+            for suite, doc in suites:
+                problems.extend(_lint_suite(suite, doc, rule_ids))
+    return problems, count
+
+
+def _lint_suite(suite: PolicyTest, doc: Document, rule_ids: list[str] | None) -> list[Problem]:
+    problems: list[Problem] = []
+    for index, case in enumerate(suite.cases):
+        base = ("cases", index)
+        for _, values in _expand(case):
+            inputs = _inputs(suite, case, values)
+            if isinstance(inputs, list):
+                problems.extend(
+                    Problem(_input_position(doc, base, root, loc), f"case `{case.name}`: {text}")
+                    for root, loc, text in inputs
+                )
+                break
+        if case.expect is None or rule_ids is None:
+            continue
+        for key in ("rules", "audit", "errors", "excepted"):
+            for j, rule in enumerate(getattr(case.expect, key) or []):
+                if rule in rule_ids or "${" in rule:
+                    continue
+                close = difflib.get_close_matches(rule, rule_ids, n=1)
+                problems.append(
                     Problem(
-                        doc.position(loc),
-                        f"`{'.'.join(map(str, loc))}`: {item['msg']}".replace("Value error, ", ""),
+                        doc.position((*base, "expect", key, j)),
+                        f"case `{case.name}` expects rule `{rule}`, which the bundle does not have",
+                        f"did you mean `{close[0]}`?" if close else "rule ids are `set/rule`",
                     )
                 )
-            continue
+    return problems
+
+
+_InputError = tuple[str, tuple[str | int, ...], str]  # root, location, text
+
+
+def _inputs(
+    suite: PolicyTest, case: TestCase, values: dict[str, str]
+) -> tuple[Action, Context] | list[_InputError]:
+    """The case's action and context, or what is wrong with them."""
+    models: list[BaseModel] = []
+    for root, model in (("action", Action), ("context", Context)):
+        merged = deep_merge(getattr(suite.fixtures, root), getattr(case, root))
+        try:
+            models.append(model.model_validate(_substitute(merged, values)))
+        except pydantic.ValidationError as error:
+            return [
+                (root, tuple(e["loc"]), f"{root} `{'.'.join(map(str, e['loc']))}`: {e['msg']}")
+                for e in error.errors()
+            ]
+    action, context = models
+    assert isinstance(action, Action) and isinstance(context, Context)
+    return action, context
+
+
+def _input_position(
+    doc: Document, case: tuple[str | int, ...], root: str, loc: tuple[str | int, ...]
+) -> Position:
+    """Where a bad input value was written: in the case, else in the fixtures."""
+    for path in ((*case, root, *loc), ("fixtures", root, *loc)):
+        if path in doc.positions:
+            return doc.positions[path]
+    return doc.position(case)
+
+
+def _run_file(
+    bundle: Bundle, path: Path, selector: re.Pattern[str] | None, trace: bool, report: TestReport
+) -> None:
+    suites, problems = read_suites(path)
+    report.problems.extend(problems)
+    for suite, doc in suites:
         for index, case in enumerate(suite.cases):
             position = doc.position(("cases", index))
             for name, values in _expand(case):
@@ -268,19 +365,12 @@ def _run_case(
         result.status = "error"
         result.failures.append("the case has no `expect` (mark unfinished cases `todo: true`)")
         return result
-    try:
-        action = Action.model_validate(
-            _substitute(deep_merge(suite.fixtures.action, case.action), values)
-        )
-        context = Context.model_validate(
-            _substitute(deep_merge(suite.fixtures.context, case.context), values)
-        )
-    except pydantic.ValidationError as error:
+    inputs = _inputs(suite, case, values)
+    if isinstance(inputs, list):
         result.status = "error"
-        result.failures.extend(
-            f"input `{'.'.join(map(str, e['loc']))}`: {e['msg']}" for e in error.errors()
-        )
+        result.failures.extend(f"input {text}" for _, _, text in inputs)
         return result
+    action, context = inputs
     expectation = Expectation.model_validate(
         _substitute(case.expect.model_dump(by_alias=True, exclude_none=True), values)
     )
@@ -346,11 +436,14 @@ def _check_approval(decision: Decision, expected: ExpectedApproval) -> list[str]
 
 
 def junit_xml(report: TestReport) -> str:
+    """JUnit XML; each file that did not load is a `load` test case in error, counted
+    in the top-level `tests` and `errors` (CI must not read a broken file as a pass)."""
+    broken = report.broken_files()
     suites = ET.Element(
         "testsuites",
-        tests=str(len(report.results)),
+        tests=str(len(report.results) + len(broken)),
         failures=str(report.count("fail")),
-        errors=str(report.count("error")),
+        errors=str(report.errors),
     )
     by_suite: dict[str, list[CaseResult]] = {}
     for result in report.results:
@@ -381,8 +474,14 @@ def junit_xml(report: TestReport) -> str:
                 ).text = "\n".join(result.failures)
             elif result.status == "skip":
                 ET.SubElement(case, "skipped", message="todo")
-    for problem in report.problems:
-        suite = ET.SubElement(suites, "testsuite", name="load", tests="1", errors="1")
-        case = ET.SubElement(suite, "testcase", name=str(problem.position))
-        ET.SubElement(case, "error", message=problem.message).text = str(problem)
+    if broken:
+        suite = ET.SubElement(
+            suites, "testsuite", name="load", tests=str(len(broken)), errors=str(len(broken))
+        )
+        for file in broken:
+            problems = [p for p in report.problems if p.position.file == file]
+            case = ET.SubElement(suite, "testcase", name=file, classname="load", file=file)
+            ET.SubElement(
+                case, "error", message=f"{problems[0].position}: {problems[0].message}"
+            ).text = "\n".join(str(p) for p in problems)
     return ET.tostring(suites, encoding="unicode", xml_declaration=True)

@@ -46,6 +46,15 @@ def new_session_id() -> str:
     return "s-" + secrets.token_hex(5)
 
 
+SESSION_TOKEN_PREFIX = "gps_"
+"""Session credentials start with it: never with `-`, and recognisable to secret
+scanners. Credentials issued before it keep working (only their hash is compared)."""
+
+
+def new_session_token() -> str:
+    return SESSION_TOKEN_PREFIX + secrets.token_urlsafe(24)
+
+
 def session_info(session: Session) -> SessionInfo:
     return SessionInfo(
         id=session.id,
@@ -81,7 +90,7 @@ class SessionRegistry:
         now: datetime,
         agent: str = "",
     ) -> tuple[Session, SessionCredential]:
-        token = secrets.token_urlsafe(24)
+        token = new_session_token()
         session = Session(
             id=new_session_id(),
             name=name,

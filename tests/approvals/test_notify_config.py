@@ -111,6 +111,6 @@ def test_serve_with_an_unset_secret_exits_with_the_reason_and_never_the_secret(
         env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
         check=False,
     )  # fmt: skip
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 2, proc.stderr  # a start-up failure: one line, exit code 2
     assert "HOOK_SECRET_UNSET is empty or unset" in proc.stderr
     assert "webhook http://127.0.0.1:9" in proc.stderr and "/hook" not in proc.stderr

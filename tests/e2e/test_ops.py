@@ -242,6 +242,9 @@ def test_a_broken_bundle_is_refused_and_a_good_one_is_recorded_on_the_next_decis
     report = guard.control.call("POST", "/v1/policies/reload")
     assert report["ok"] is True and report["result"] == "loaded"
     assert report["previous"] == first
+    assert report["added"] == ["test-reloaded/deny-reloaded-configmap"]
+    assert report["removed"] == []
+    assert report["rules"] == report["previous_rules"] + 1
     second = report["bundle"]
     assert second != first and service.bundle.digest == second
     assert json.loads((guard.config.data_dir / "runtime.json").read_text())["bundle"] == second
@@ -354,6 +357,87 @@ def test_sighup_reloads_a_real_serve_process(tmp_path: Path) -> None:
     output = log_file.read_text()
     assert "broken.yaml:" in output  # the loader's file:line problems are logged
     assert "guardproxy.stopped" in output
+
+
+COMMON_RULES = [
+    "common/allow-reads",
+    "common/hold-prod-bulk-delete",
+    "common/hold-prod-destroy",
+    "common/hold-prod-irreversible-parameters",
+    "common/hold-prod-permission-change",
+    "common/hold-prod-protection-removal",
+]
+
+
+@pytest.mark.slow
+def test_an_emptied_policy_file_is_refused_and_every_reload_names_the_rules_it_changes(
+    tmp_path: Path,
+) -> None:
+    """The reported failure: truncating common.yaml and sending SIGHUP dropped its
+    rules (prod deletes passed). Now the reload is refused; a removal on purpose (the
+    file deleted) loads and says which rules went, in the log and in `policy reload`."""
+    data_dir = tmp_path / "data"
+    policies = make_bundle(tmp_path)
+    common = (policies / "common.yaml").read_text()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GUARDPROXY_")}
+    command = [*guardproxy_cli(), "serve", "--data-dir", str(data_dir), "--policies",
+               str(policies), "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0"]  # fmt: skip
+    runtime = data_dir / "runtime.json"
+    log_file = tmp_path / "serve.log"
+
+    def events(name: str) -> list[dict[str, Any]]:
+        lines = log_file.read_text().splitlines()
+        return [e for e in map(_json_or_none, lines) if e and e.get("event") == name]
+
+    with (
+        log_file.open("w") as log,
+        subprocess.Popen(
+            command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+        ) as serve,
+    ):
+        try:
+            first = _wait_for(lambda: _runtime_bundle(runtime), None, serve, log_file)
+            (policies / "common.yaml").write_text("# emptied by a bad merge\n")
+            serve.send_signal(signal.SIGHUP)
+            [refused] = _wait_for(lambda: events("policy.reload_refused") or None, None, serve,
+                                  log_file)  # fmt: skip
+            assert refused["source"] == "sighup" and refused["kept"] == first
+            assert any("common.yaml:1:1:" in e and "holds no policy document" in e
+                       for e in refused["errors"]), refused  # fmt: skip
+            assert _runtime_bundle(runtime) == first
+
+            (policies / "common.yaml").unlink()  # removing the rules on purpose
+            serve.send_signal(signal.SIGHUP)
+            second = _wait_for(lambda: _runtime_bundle(runtime), first, serve, log_file)
+            [loaded] = events("policy.reloaded")
+            assert (loaded["added"], loaded["removed"]) == ([], COMMON_RULES)
+            assert loaded["previous_rules"] - loaded["rules"] == len(COMMON_RULES)
+            [warned] = events("policy.rules_removed")
+            assert warned["level"] == "warning" and warned["rules"] == COMMON_RULES
+
+            (policies / "common.yaml").write_text(common)
+            cli = subprocess.run(
+                [*guardproxy_cli(), "policy", "reload", "--data-dir", str(data_dir)],
+                env=env, capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            assert cli.returncode == 0, cli.stderr
+            assert f"added {len(COMMON_RULES)} rule(s): {', '.join(COMMON_RULES)}" in cli.stdout
+            assert "removed 0 rule(s)" in cli.stdout
+            assert _wait_for(lambda: _runtime_bundle(runtime), second, serve, log_file) == first
+            assert events("policy.reloaded")[-1]["source"] == "api"
+            serve.send_signal(signal.SIGTERM)
+            assert serve.wait(timeout=30) == 0
+        finally:
+            if serve.poll() is None:
+                serve.kill()
+
+
+def _json_or_none(line: str) -> dict[str, Any] | None:
+    try:
+        found = json.loads(line)
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) else None
 
 
 def _runtime_bundle(runtime: Path) -> str | None:
