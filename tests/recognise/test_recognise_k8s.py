@@ -543,11 +543,11 @@ def test_namespace_config_beats_cluster_config() -> None:
 
 def test_request_info_port_details() -> None:
     """Corner cases of NewRequestInfo kept as the API server has them."""
-    info = request_info("GET", "/api/v1/namespaces/prod/pods/web/exec/extra", [])
+    info = request_info("GET", "/api/v1/namespaces/prod/pods/web/exec/extra")
     assert (info.resource, info.name, info.subresource) == ("pods", "web", "exec")
-    proxied = request_info("GET", "/api/v1/proxy/namespaces/prod/pods/web/some/path", [])
+    proxied = request_info("GET", "/api/v1/proxy/namespaces/prod/pods/web/some/path")
     assert (proxied.verb, proxied.name, proxied.subresource) == ("proxy", "web", "")
-    invalid = request_info("GET", "/api/v1/pods", [("fieldSelector", "metadata.name=a/b")])
+    invalid = request_info("GET", "/api/v1/pods", {"fieldSelector": ["metadata.name=a/b"]})
     assert (invalid.verb, invalid.name) == ("list", "")
-    short = request_info("GET", "/apis/apps", [])
+    short = request_info("GET", "/apis/apps")
     assert not short.is_resource_request
