@@ -67,7 +67,14 @@ from guardproxy.recognise.k8s_url import (
 )
 from guardproxy.recognise.request import HttpRequest
 
-__all__ = ["RequestInfo", "looks_like_kubernetes", "recognise_k8s", "request_info"]
+__all__ = [
+    "Reading",
+    "RequestInfo",
+    "looks_like_kubernetes",
+    "recognise_k8s",
+    "request_info",
+    "request_readings",
+]
 
 _API_PREFIXES = frozenset({"api", "apis"})
 _GROUPLESS_PREFIXES = frozenset({"api"})
@@ -448,25 +455,49 @@ def _non_resource(shared: _Request, info: RequestInfo, method: str) -> Action:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One way the request can be read: the inputs an action was decided from.
+
+    ``path`` is decoded; ``query`` the values a reader takes (a scalar option's first
+    value is the one it uses); ``facts`` what the body says for ``purpose`` (None: no
+    body is read), ``unreadable`` when it could not be read.
+    """
+
+    method: str
+    path: str
+    query: Mapping[str, Sequence[str]]
+    content_type: str = ""
+    purpose: Purpose | None = None
+    body: bool = False
+    facts: BodyFacts = field(default_factory=BodyFacts)
+    unreadable: bool = False
+
+
 def _resource_actions(
-    shared: _Request, info: RequestInfo, query: Mapping[str, Sequence[str]]
-) -> list[Action]:
+    shared: _Request, info: RequestInfo, method: str, path: str, query: Mapping[str, Sequence[str]]
+) -> list[tuple[Reading, Action]]:
     group = info.api_group or "core"
     verb = _verb_class(info, group)
     operation = info.subresource if info.subresource in _EXEC_SUBRESOURCES else info.verb
     base_type = f"k8s:{group}:{info.resource}"
     rtype = f"{base_type}/{info.subresource}" if info.subresource else base_type
     purpose = _purpose(info)
-    readings: list[tuple[BodyFacts, bool]] = []
+    has_body = bool(shared.body) and purpose is not None
+    readings: list[Reading] = []
     if purpose is None or not shared.body:
-        readings.append((BodyFacts(), False))
+        readings.append(Reading(method, path, query, purpose=purpose))
     else:
         kind = _SUBRESOURCE_KINDS.get(info.subresource) or _ENDPOINT_KINDS.get(info.resource, "")
         for content_type in shared.content_types:
             body = shared.body_reading(purpose, content_type, kind)
-            readings.extend((facts, body.unreadable) for facts in body.facts)
+            readings.extend(
+                Reading(method, path, query, content_type, purpose, True, facts, body.unreadable)
+                for facts in body.facts
+            )
     actions = []
-    for facts, unreadable in readings:
+    for reading in readings:
+        facts = reading.facts
         name = info.name or (facts.name if info.verb == "create" else "")
         namespace = info.namespace
         if info.resource == "namespaces" and name and not namespace:
@@ -475,31 +506,30 @@ def _resource_actions(
         key_scope = [shared.cluster]
         if namespace and info.resource != "namespaces":
             key_scope.append(namespace)
-        effect = _effect(info, facts, query, bool(shared.body) and purpose is not None)
+        effect = _effect(info, facts, query, has_body)
         tags = [
             "bulk" if info.verb == "deletecollection" else "",
             "force" if effect.force else "",
             "scale-to-zero" if effect.scale_to_zero else "",
         ]
-        known = verb is not Verb.UNKNOWN and not unreadable
-        actions.append(
-            Action(
-                provider=Provider.K8S,
-                service=group,
-                operation=operation,
-                verb=verb if not unreadable else Verb.UNKNOWN,
-                resource=Resource(
-                    type=rtype, name=name, key=resource_key("k8s", key_scope, base_type, name)
-                ),
-                scope=Scope(cluster=shared.cluster, namespace=namespace),
-                risk_tags=shared.tags(*tags),
-                actor=shared.actor,
-                request=shared.summary,
-                confidence=Confidence.EXACT if known else Confidence.UNKNOWN,
-                dry_run=effect.dry_run,
-                truncated=truncated,
-            )
+        known = verb is not Verb.UNKNOWN and not reading.unreadable
+        action = Action(
+            provider=Provider.K8S,
+            service=group,
+            operation=operation,
+            verb=verb if not reading.unreadable else Verb.UNKNOWN,
+            resource=Resource(
+                type=rtype, name=name, key=resource_key("k8s", key_scope, base_type, name)
+            ),
+            scope=Scope(cluster=shared.cluster, namespace=namespace),
+            risk_tags=shared.tags(*tags),
+            actor=shared.actor,
+            request=shared.summary,
+            confidence=Confidence.EXACT if known else Confidence.UNKNOWN,
+            dry_run=effect.dry_run,
+            truncated=truncated,
         )
+        actions.append((reading, action))
     return actions
 
 
@@ -525,14 +555,15 @@ def _methods(request: HttpRequest) -> list[str]:
     return methods
 
 
-def _unknown(shared: _Request) -> Action:
-    """A target the API server refuses to parse (400): nothing to classify."""
+def _unknown(cluster: str, request: HttpRequest, kubectl: str) -> Action:
+    """A target the API server refuses to parse (400), or more readings than are
+    decided: nothing to classify."""
     return Action(
         provider=Provider.K8S,
-        scope=Scope(cluster=shared.cluster),
-        risk_tags=shared.tags(),
-        actor=shared.actor,
-        request=shared.summary,
+        scope=Scope(cluster=cluster),
+        risk_tags=[kubectl] if kubectl else [],
+        actor=actor_of(request),
+        request=summary_of(request),
         confidence=Confidence.UNKNOWN,
     )
 
@@ -541,8 +572,10 @@ def _danger(action: Action) -> tuple[int, bool, int]:
     return (-_SEVERITY[action.verb], action.dry_run, -len(action.risk_tags))
 
 
-def recognise_k8s(request: HttpRequest) -> Action:
-    """The Action for a request to a Kubernetes API server (with its other readings)."""
+def request_readings(request: HttpRequest) -> tuple[list[tuple[Reading, Action]], set[str]]:
+    """Every reading of ``request`` with the action it makes (the API server's first),
+    and why there are several. No readings: the API server cannot parse the target.
+    An action repeated by several readings is listed once."""
     content_types = list(dict.fromkeys(request.header_values("content-type"))) or [""]
     shared = _Request(
         cluster=f"{request.host.lower()}:{request.port}",
@@ -555,7 +588,7 @@ def recognise_k8s(request: HttpRequest) -> Action:
     try:
         target: RequestTarget = parse_target(request.path)
     except GoUrlError:
-        return _unknown(shared)
+        return [], set()
     if len(content_types) > 1:
         shared.ambiguities.add("content-type")
     methods = _methods(request)
@@ -568,19 +601,28 @@ def recognise_k8s(request: HttpRequest) -> Action:
     if len(views) > 1:
         shared.ambiguities.add("repeated-parameter")
 
-    candidates: list[Action] = []
+    found: list[tuple[Reading, Action]] = []
     for method in methods:
         for path in paths:
             for query in views:
                 info = request_info(method, path, query)
                 if info.is_resource_request:
-                    found = _resource_actions(shared, info, query)
+                    pairs = _resource_actions(shared, info, method, path, query)
                 else:
-                    found = [_non_resource(shared, info, method)]
-                candidates.extend(a for a in found if a not in candidates)
-                if len(candidates) > MAX_READINGS:
-                    return _unknown(shared)
-    return _combine(candidates, shared.ambiguities)
+                    pairs = [(Reading(method, path, query), _non_resource(shared, info, method))]
+                found.extend(p for p in pairs if all(p[1] != a for _, a in found))
+                if len(found) > MAX_READINGS:
+                    shared.ambiguities.add("too-many-readings")
+                    return found, shared.ambiguities
+    return found, shared.ambiguities
+
+
+def recognise_k8s(request: HttpRequest) -> Action:
+    """The Action for a request to a Kubernetes API server (with its other readings)."""
+    found, ambiguities = request_readings(request)
+    if not found or "too-many-readings" in ambiguities:
+        return _unknown(f"{request.host.lower()}:{request.port}", request, _kubectl_tag(request))
+    return _combine([action for _, action in found], ambiguities)
 
 
 def _combine(candidates: list[Action], ambiguities: set[str]) -> Action:
