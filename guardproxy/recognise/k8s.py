@@ -536,7 +536,9 @@ def _resource_actions(
 def _query_views(query: dict[str, list[str]]) -> list[dict[str, list[str]]]:
     """The query as the API server reads it (first value of a scalar option), then, if
     a scalar option repeats with different values, as a last-value reader would."""
-    if not any(len(set(query.get(key, ()))) > 1 for key in _SCALAR_OPTIONS):
+    if all(len(values) == 1 for values in query.values()) or not any(
+        len(set(query.get(key, ()))) > 1 for key in _SCALAR_OPTIONS
+    ):
         return [query]
     last = {
         key: (values[::-1] if key in _SCALAR_OPTIONS else values) for key, values in query.items()

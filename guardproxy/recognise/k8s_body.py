@@ -17,11 +17,13 @@ The body bytes are the ones on the wire: the API server does not undo a
 ``Content-Encoding`` on requests, so neither is it undone here.
 
 Duplicate keys are read every way a decoder reads them and each distinct reading is
-returned. Non-strict decoding (the default, and always for ``DeleteOptions``) is Go's
-``encoding/json`` as forked by sigs.k8s.io/json: the last value of a repeated key
-wins, but into a typed object a repeated object *merges* into the first (a struct or
-map is decoded into in place); strict field validation refuses duplicates outright.
-Other JSON parsers keep the first value. YAML is read by :mod:`.k8s_yaml`; protobuf
+returned. The API server decodes JSON with sigs.k8s.io/json, a case-sensitive fork of
+Go's ``encoding/json`` (k8s.io/apimachinery ``pkg/runtime/serializer/json/json.go:
+Serializer.unmarshal``: ``UnmarshalCaseSensitivePreserveInts``, always for
+``DeleteOptions``; ``UnmarshalStrict`` under ``fieldValidation=Strict``/``Warn``, which
+reports duplicates, refused under Strict): the last value of a repeated key wins, but
+into a typed object a repeated object *merges* into the first (a struct or map is
+decoded into in place). Other JSON parsers keep the first value. YAML is read by :mod:`.k8s_yaml`; protobuf
 by the small walker below (a repeated scalar field: the last wins, a repeated message
 field merges, as gogo-protobuf's generated ``Unmarshal`` does; the first-wins
 reading is returned too).
@@ -351,14 +353,13 @@ def _json_documents(body: bytes) -> tuple[list[Any], bool]:
 def _yaml_documents(body: bytes) -> tuple[list[Any], list[str]]:
     try:
         documents = load_documents(body)
-        first_wins = load_documents(body, first_wins=True)[0]
+        readings = [documents[0].value]
+        ambiguities = []
+        if documents[0].duplicates:
+            ambiguities.append("duplicate-key")
+            readings.append(load_documents(body, first_wins=True)[0].value)
     except YamlError as error:
         raise BodyError(f"not YAML: {error}") from error
-    readings = [documents[0].value]
-    ambiguities = []
-    if documents[0].duplicates:
-        ambiguities.append("duplicate-key")
-        readings.append(first_wins.value)
     if len(documents) > 1:
         ambiguities.append("multiple-documents")
         readings.extend(d.value for d in documents[1:])

@@ -40,6 +40,7 @@ __all__ = [
 ]
 
 _HEX = b"0123456789abcdefABCDEF"
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 
 
 class GoUrlError(ValueError):
@@ -104,7 +105,7 @@ def parse_target(target: str) -> RequestTarget:
     authority, when there is no scheme) and is unescaped in ``encodePath`` mode.
     """
     raw = _wire(target)
-    if any(b < 0x20 or b == 0x7F for b in raw):
+    if _CONTROL.search(raw):
         raise GoUrlError("net/url: invalid control character in URL")
     if raw == b"*":
         return RequestTarget(b"*", "*", b"")
@@ -187,7 +188,7 @@ _DOT_SEGMENT = re.compile(r"(^|/)\.\.?(/|$)")
 
 
 def _unclean(path: str) -> bool:
-    return "//" in path or bool(_DOT_SEGMENT.search(path))
+    return "//" in path or ("." in path and bool(_DOT_SEGMENT.search(path)))
 
 
 def path_readings(target: RequestTarget) -> list[str]:

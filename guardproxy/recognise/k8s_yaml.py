@@ -64,7 +64,12 @@ class _Resolver(yaml.resolver.BaseResolver):
         return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
 
 
-_CParser: Any = getattr(yaml, "CParser", None)
+try:
+    import yaml.cyaml
+
+    _CParser: Any = getattr(yaml.cyaml, "CParser", None)
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    _CParser = None
 
 if _CParser is not None:  # libyaml, the grammar go-yaml v2 was ported from
 

@@ -18,6 +18,7 @@ from guardproxy.recognise.k8s_yaml import YamlError, go_resolve, load_documents
 CLUSTER = "127.0.0.1:6443"
 SETTINGS = RecogniseSettings(kubernetes_hosts=(CLUSTER,))
 PROTOBUF = "application/vnd.kubernetes.protobuf"
+MERGE = "application/merge-patch+json"
 
 
 def k8s(
@@ -889,3 +890,44 @@ def test_json_patches_that_cannot_be_evaluated(patch: object) -> None:
 )
 def test_merge_patch_finalizer_removal(patch: dict[str, Any], removed: bool) -> None:
     assert merge_patch_effect(patch)[1] is removed
+
+
+def test_empty_segments_are_literal_to_the_api_server_and_merged_by_a_cleaning_proxy() -> None:
+    """``strings.Split`` keeps the empty segment: namespace "" and resource pods, which
+    the API server deletes in every namespace; merged, it deletes namespace "pods"."""
+    action = k8s("DELETE", "/api/v1/namespaces//pods")
+    readings = {(r.operation, r.resource.type, r.resource.name) for r in action.all_readings()}
+    assert readings == {
+        ("deletecollection", "k8s:core:pods", ""),
+        ("delete", "k8s:core:namespaces", "pods"),
+    }
+    assert "ambiguous:path-normalisation" in action.risk_tags
+
+
+def test_a_trailing_slash_changes_nothing() -> None:
+    slashed = k8s("DELETE", "/api/v1/namespaces/prod/").model_dump(exclude={"request"})
+    assert slashed == k8s("DELETE", "/api/v1/namespaces/prod").model_dump(exclude={"request"})
+
+
+def test_status_is_not_scaled() -> None:
+    """Replicas written through the status subresource are ignored by the API server."""
+    body = {"spec": {"replicas": 0}}
+    path = "/apis/apps/v1/namespaces/p/deployments/web"
+    assert "scale-to-zero" not in k8s("PATCH", path + "/status", body, MERGE).risk_tags
+    assert "scale-to-zero" in k8s("PATCH", path, body, MERGE).risk_tags
+
+
+def test_an_update_names_the_object_of_its_path() -> None:
+    """update.go: checkName refuses a body whose name differs from the URL's."""
+    body = {"metadata": {"name": "dev-web"}, "spec": {"replicas": 1}}
+    action = k8s("PUT", "/apis/apps/v1/namespaces/prod/deployments/web", body)
+    assert action.resource.name == "web"
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH"])
+def test_update_and_patch_dry_runs_come_from_the_query(method: str) -> None:
+    path = "/apis/apps/v1/namespaces/prod/deployments/web"
+    body = {"spec": {"replicas": 0}, "dryRun": ["All"]}
+    content_type = MERGE if method == "PATCH" else "application/json"
+    assert not k8s(method, path, body, content_type).dry_run
+    assert k8s(method, path + "?dryRun=All", body, content_type).dry_run
