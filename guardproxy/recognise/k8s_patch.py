@@ -43,6 +43,7 @@ __all__ = [
 REPLICAS: Final = ("spec", "replicas")
 FINALIZERS: Final = ("metadata", "finalizers")
 MAX_OPERATIONS = 10_000  # the API server's own limit (patch.go: maxJSONPatchOperations)
+MAX_COPIED_NODES = 200_000  # values duplicated by ``copy`` operations, in JSON nodes
 
 
 class PatchError(ValueError):
@@ -174,14 +175,38 @@ def json_patch_effect(operations: Any) -> tuple[int | None, bool]:
         else:
             _ensure(base, path, leaf=False)
         applied.append(op)
-    before_finalizers = _lookup(base, FINALIZERS)
+    before = _lookup(base, FINALIZERS)
+    before_finalizers = list(before) if isinstance(before, list) else before
+    budget = [MAX_COPIED_NODES]
+    doc: Any = base
     try:
-        after = jsonpatch.JsonPatch(applied).apply(base)
+        for op in applied:
+            if op.get("op") == "copy":
+                # each copy duplicates its value: bounded, or copies of copies (of the
+                # whole document) grow exponentially
+                _spend(_lookup(doc, _pointer(op, "from")), budget)
+            doc = jsonpatch.JsonPatch([op]).apply(doc, in_place=True)
+    except PatchError:
+        raise
     except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as error:
         raise PatchError(str(error)) from error
     except (TypeError, KeyError, IndexError, ValueError, AttributeError) as error:
         raise PatchError(f"patch does not apply: {error}") from error
-    return _replicas_after(after), _finalizers_removed(before_finalizers, after)
+    return _replicas_after(doc), _finalizers_removed(before_finalizers, doc)
+
+
+def _spend(value: Any, budget: list[int]) -> None:
+    """Count the JSON nodes of ``value`` against ``budget``; PatchError when spent."""
+    pending = [value]
+    while pending:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise PatchError("the patch copies too much")
+        node = pending.pop()
+        if isinstance(node, dict):
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
 
 
 def _replicas_after(doc: Any) -> int | None:

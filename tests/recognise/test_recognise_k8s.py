@@ -931,3 +931,11 @@ def test_update_and_patch_dry_runs_come_from_the_query(method: str) -> None:
     content_type = MERGE if method == "PATCH" else "application/json"
     assert not k8s(method, path, body, content_type).dry_run
     assert k8s(method, path + "?dryRun=All", body, content_type).dry_run
+
+
+def test_a_patch_copying_without_bound_is_refused_quickly() -> None:
+    """Copies of the whole document double it each time: bounded, then unknown."""
+    grow = [{"op": "add", "path": "/a", "value": list(range(100))}]
+    grow += [{"op": "copy", "from": "", "path": f"/b{i}"} for i in range(40)]
+    with pytest.raises(PatchError, match="copies too much"):
+        json_patch_effect(grow)
