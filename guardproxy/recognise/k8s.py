@@ -377,7 +377,9 @@ def _effect(
     info: RequestInfo, facts: BodyFacts, query: Mapping[str, Sequence[str]], body: bool
 ) -> _Effect:
     verb = info.verb
-    dry_run = _option_dry_run(query)
+    # only the handlers that decode options dry-run; a connect (exec, proxy) or read
+    # does not, whatever its query says
+    dry_run = _purpose(info) is not None and _option_dry_run(query)
     force = False
     if verb in ("delete", "deletecollection"):
         if body:  # the body's DeleteOptions, and nothing from the query

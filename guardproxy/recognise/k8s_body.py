@@ -23,10 +23,10 @@ Serializer.unmarshal``: ``UnmarshalCaseSensitivePreserveInts``, always for
 ``DeleteOptions``; ``UnmarshalStrict`` under ``fieldValidation=Strict``/``Warn``, which
 reports duplicates, refused under Strict): the last value of a repeated key wins, but
 into a typed object a repeated object *merges* into the first (a struct or map is
-decoded into in place). Other JSON parsers keep the first value. YAML is read by :mod:`.k8s_yaml`; protobuf
-by the small walker below (a repeated scalar field: the last wins, a repeated message
-field merges, as gogo-protobuf's generated ``Unmarshal`` does; the first-wins
-reading is returned too).
+decoded into in place). Other JSON parsers keep the first value. YAML is read by
+:mod:`.k8s_yaml`; protobuf by the small walker below (a repeated scalar field: the
+last wins, a repeated message field merges, as gogo-protobuf's generated ``Unmarshal``
+does; the first-wins reading is returned too).
 
 kubectl sends JSON for apply/patch but **protobuf** for ``kubectl create`` (and any
 client-go client may be configured for it). The protobuf envelope is ``k8s\\x00``

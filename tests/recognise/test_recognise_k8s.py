@@ -939,3 +939,16 @@ def test_a_patch_copying_without_bound_is_refused_quickly() -> None:
     grow += [{"op": "copy", "from": "", "path": f"/b{i}"} for i in range(40)]
     with pytest.raises(PatchError, match="copies too much"):
         json_patch_effect(grow)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/api/v1/namespaces/prod/pods/x/exec?command=sh&dryRun=All"),
+        ("GET", "/api/v1/namespaces/prod/services/web/proxy/admin?dryRun=All"),
+        ("DELETE", "/api/v1/namespaces/prod/services/web/proxy/data?dryRun=All"),
+    ],
+)
+def test_connect_requests_are_never_dry_runs(method: str, path: str) -> None:
+    action = k8s(method, path)
+    assert (action.verb, action.dry_run) == (Verb.EXECUTE, False)
