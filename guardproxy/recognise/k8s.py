@@ -130,7 +130,7 @@ _SCALAR_OPTIONS = (
     "ignoreStoreReadErrorWithClusterBreakingPotential",
 )
 
-_METHOD_OVERRIDES = ("x-http-method-override", "x-http-method", "x-method-override")
+_METHOD_OVERRIDES = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
 
 _SEVERITY = {
     Verb.DESTROY: 7,
@@ -551,8 +551,8 @@ def _query_views(query: dict[str, list[str]]) -> list[dict[str, list[str]]]:
 def _methods(request: HttpRequest) -> list[str]:
     """The request's method, then any other method an override header names."""
     methods = [request.method.upper()]
-    for header in _METHOD_OVERRIDES:
-        for value in request.header_values(header):
+    for name, value in request.headers:
+        if name in _METHOD_OVERRIDES:
             method = value.strip().upper()
             if method and method not in methods:
                 methods.append(method)

@@ -187,9 +187,10 @@ def fields(data: bytes) -> Iterator[tuple[int, int, int | bytes]]:
 class _Message:
     """The fields of one message as gogo-protobuf reads them, or the first-wins view."""
 
-    def __init__(self, data: bytes, *, last: bool) -> None:
+    def __init__(self, data: bytes, *, last: bool, repeats: list[bool] | None = None) -> None:
         self._fields: dict[int, list[tuple[int, int | bytes]]] = {}
         self._last = last
+        self.repeats = repeats if repeats is not None else [False]  # a read scalar repeated
         for number, wire, value in fields(data):
             self._fields.setdefault(number, []).append((wire, value))
 
@@ -204,6 +205,8 @@ class _Message:
         values = self._typed(number, wire)
         if not values:
             return None
+        if len(values) > 1:
+            self.repeats[0] = True
         return values[-1] if self._last else values[0]
 
     def repeated(self, number: int, wire: int) -> list[int | bytes]:
@@ -214,7 +217,8 @@ class _Message:
         if not parts:
             return None
         # a repeated message field merges, which is what parsing the concatenation does
-        return _Message(b"".join(p for p in parts if isinstance(p, bytes)), last=self._last)
+        merged = b"".join(p for p in parts if isinstance(p, bytes))
+        return _Message(merged, last=self._last, repeats=self.repeats)
 
     def text(self, number: int) -> str:
         value = self.scalar(number, 2)
@@ -240,14 +244,16 @@ def _delete_options_pb(message: _Message) -> BodyFacts:
     )
 
 
-def _protobuf_facts(body: bytes, purpose: Purpose, kind_default: str, *, last: bool) -> BodyFacts:
+def _protobuf_facts(
+    body: bytes, purpose: Purpose, kind_default: str, *, last: bool, repeats: list[bool]
+) -> BodyFacts:
     if not body.startswith(PROTOBUF_MAGIC) or len(body) == len(PROTOBUF_MAGIC):
         raise ProtobufError("not a k8s protobuf envelope")
-    envelope = _Message(body[len(PROTOBUF_MAGIC) :], last=last)
+    envelope = _Message(body[len(PROTOBUF_MAGIC) :], last=last, repeats=repeats)
     type_meta = envelope.message(1)
     kind = (type_meta.text(2) if type_meta else "") or kind_default
     raw = envelope.scalar(2, 2)
-    obj = _Message(raw if isinstance(raw, bytes) else b"", last=last)
+    obj = _Message(raw if isinstance(raw, bytes) else b"", last=last, repeats=repeats)
     if purpose is Purpose.DELETE_OPTIONS:
         return _delete_options_pb(obj)
     facts = BodyFacts()
@@ -500,8 +506,11 @@ def _read_patch(body: bytes, kind: str) -> BodyReading:
 
 
 def _read_protobuf(body: bytes, purpose: Purpose, kind: str) -> BodyReading:
-    server = _protobuf_facts(body, purpose, kind, last=True)
-    first = _protobuf_facts(body, purpose, kind, last=False)
+    repeats = [False]
+    server = _protobuf_facts(body, purpose, kind, last=True, repeats=repeats)
+    if not repeats[0]:  # no field it read was repeated: every reader agrees
+        return BodyReading((server,))
+    first = _protobuf_facts(body, purpose, kind, last=False, repeats=[False])
     if first == server:
         return BodyReading((server,))
     return BodyReading((server, first), ("duplicate-field",))
