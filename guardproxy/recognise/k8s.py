@@ -50,8 +50,9 @@ from guardproxy.action import (
     Scope,
     Verb,
 )
-from guardproxy.recognise.common import actor_of, cap, resource_key, summary_of
+from guardproxy.recognise.common import actor_of, cap, decoded_body, resource_key, summary_of
 from guardproxy.recognise.k8s_body import (
+    UNREADABLE,
     BodyFacts,
     BodyReading,
     Purpose,
@@ -425,22 +426,60 @@ class _Request:
     actor: Actor
     summary: RequestSummary
     kubectl: str
-    body: bytes
+    request: HttpRequest
     content_types: list[str]
     ambiguities: set[str] = field(default_factory=set)
     _bodies: dict[tuple[Purpose, str, str], BodyReading] = field(default_factory=dict)
+
+    @property
+    def body(self) -> bytes:
+        return self.request.body
 
     def body_reading(self, purpose: Purpose, content_type: str, kind: str) -> BodyReading:
         key = (purpose, content_type, kind)
         reading = self._bodies.get(key)
         if reading is None:
-            reading = read_body(self.body, content_type, purpose, kind=kind)
+            reading = self._read(purpose, content_type, kind)
             self._bodies[key] = reading
             self.ambiguities.update(reading.ambiguities)
         return reading
 
+    def _read(self, purpose: Purpose, content_type: str, kind: str) -> BodyReading:
+        """The body as the API server reads it: the bytes as sent, since it undoes no
+        content coding (kubernetes/apiserver compresses responses only) and Go's
+        net/http refuses any transfer coding but chunked. A coded body is then also
+        read decoded, as a proxy in front that decodes it would forward it; a reading
+        that cannot be made is dropped while another one stands (the API server refuses
+        a coded body it cannot decode: it changes nothing)."""
+        raw = read_body(self.body, content_type, purpose, kind=kind)
+        if not self.body or not _coded(self.request):
+            return raw
+        decoded = decoded_body(self.request)
+        plain = UNREADABLE
+        if decoded is not None:
+            plain = read_body(decoded, content_type, purpose, kind=kind)
+        usable = [r for r in (raw, plain) if not r.unreadable]
+        if not usable:
+            return UNREADABLE
+        facts = tuple(dict.fromkeys(f for r in usable for f in r.facts))
+        why = {w for r in usable for w in r.ambiguities}
+        if len(usable) > 1:
+            why.add("content-encoding")
+        return BodyReading(facts, tuple(sorted(why)))
+
     def tags(self, *more: str) -> list[str]:
         return [tag for tag in (*more, self.kubectl) if tag]
+
+
+def _coded(request: HttpRequest) -> bool:
+    """Whether the body carries a content coding, or a transfer coding beyond chunked."""
+    codings = [
+        coding.strip().lower()
+        for name in ("content-encoding", "transfer-encoding")
+        for value in request.header_values(name)
+        for coding in value.split(",")
+    ]
+    return any(c not in ("", "identity", "chunked") for c in codings)
 
 
 def _non_resource(shared: _Request, info: RequestInfo, method: str) -> Action:
@@ -586,7 +625,7 @@ def request_readings(request: HttpRequest) -> tuple[list[tuple[Reading, Action]]
         actor=actor_of(request),
         summary=summary_of(request),
         kubectl=_kubectl_tag(request),
-        body=request.body,
+        request=request,
         content_types=content_types,
     )
     try:

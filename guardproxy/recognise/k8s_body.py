@@ -58,6 +58,7 @@ from guardproxy.recognise.k8s_yaml import YamlError, load_documents
 
 __all__ = [
     "PROTOBUF_MAGIC",
+    "UNREADABLE",
     "BodyFacts",
     "BodyReading",
     "ProtobufError",

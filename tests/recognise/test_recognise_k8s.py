@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from typing import Any
 
@@ -952,3 +953,18 @@ def test_a_patch_copying_without_bound_is_refused_quickly() -> None:
 def test_connect_requests_are_never_dry_runs(method: str, path: str) -> None:
     action = k8s(method, path)
     assert (action.verb, action.dry_run) == (Verb.EXECUTE, False)
+
+
+def test_a_coded_body_is_read_as_sent_and_as_a_decoding_proxy_would_forward_it() -> None:
+    """The API server undoes no content coding: a gzip body it cannot decode changes
+    nothing, a proxy in front that decodes it forwards the decoded one."""
+    scale = "/apis/apps/v1/namespaces/prod/deployments/web/scale"
+    zipped = gzip.compress(b'{"spec":{"replicas":0}}')
+    action = k8s("PATCH", scale, zipped, MERGE, Content_Encoding="gzip")
+    assert (action.verb, action.risk_tags) == (Verb.UPDATE, ["scale-to-zero"])
+    # an options body sent as is, labelled gzip: the API server reads it raw and deletes
+    plain = k8s("DELETE", "/api/v1/namespaces/prod?dryRun=All", b"{}", Content_Encoding="gzip")
+    assert (plain.verb, plain.dry_run) == (Verb.DESTROY, False)
+    # neither readable: unknown
+    compress = k8s("PATCH", scale, b"\x1f\x9d\x90" + zipped, MERGE, Content_Encoding="compress")
+    assert compress.verb is Verb.UNKNOWN
