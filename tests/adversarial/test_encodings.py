@@ -273,11 +273,6 @@ def test_a_gzip_transfer_coding_is_decoded(
     assert "scale-to-zero" in decided(guard, seen).risk_tags
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="k8s.py reads a body decoded_body could not read as an empty one (body or b''); "
-    "the Kubernetes recogniser's owner fixes it, then this passes",
-)
 def test_an_undecodable_kubernetes_patch_is_denied(guard: Guard, echo_server: EchoServer) -> None:
     headers = {
         "Content-Type": "application/merge-patch+json",

@@ -424,6 +424,18 @@ def decode_k8s_protobuf(body: bytes) -> JSON:
     return {"apiVersion": type_meta.get(1, "v1"), "kind": type_meta.get(2, ""), "metadata": meta}
 
 
+def _dry_run(entry: RecordedRequest) -> bool:
+    """``dryRun=All`` as kube-apiserver reads it: a DELETE with a body takes its options
+    from the body only, any other request from the query (handlers/delete.go)."""
+    if entry.method == "DELETE" and entry.body:
+        try:
+            options = json.loads(entry.body)
+        except ValueError:
+            return True  # the API server refuses the request (400): nothing is deleted
+        return isinstance(options, dict) and "All" in (options.get("dryRun") or [])
+    return "All" in entry.query.get("dryRun", [])
+
+
 class _KubeHandler(BaseHandler):
     """Route Kubernetes REST calls onto the :class:`KubeStore` of the owning server."""
 
@@ -517,7 +529,7 @@ class _KubeHandler(BaseHandler):
             self.send_json(404, kube_status(404, "NotFound", f"{res.plural} is not namespaced"))
             return
         query = entry.query
-        dry_run = "All" in query.get("dryRun", [])
+        dry_run = _dry_run(entry)
         method = entry.method
         if method == "GET" and name is None:
             if query.get("watch", ["false"])[0] in ("1", "true"):

@@ -301,7 +301,9 @@ def test_protobuf_facts_and_garbage() -> None:
         "application/vnd.kubernetes.protobuf",
     )
     assert (facts.name, facts.namespace, facts.replicas) == ("web", "prod", 0)
-    negative = body_facts(k8s_protobuf("apps/v1", "Scale", "web", replicas=-1), "")
+    negative = body_facts(
+        k8s_protobuf("apps/v1", "Scale", "web", replicas=-1), "application/vnd.kubernetes.protobuf"
+    )
     assert negative.replicas == -1
     assert body_facts(b"k8s\x00\xff\xff", "application/vnd.kubernetes.protobuf").name == ""
     with pytest.raises(ProtobufError):
