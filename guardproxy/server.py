@@ -16,6 +16,7 @@ import structlog
 
 from guardproxy.approvals.events import HoldEvents
 from guardproxy.approvals.notify import HoldFacts, Notifications, NotifyConfigError, hold_facts
+from guardproxy.approvals.service import ApprovalService
 from guardproxy.audit.redact import redact_url
 from guardproxy.config import ProxyConfig, is_loopback, split_host_port
 from guardproxy.control.api import ControlContext, ControlServer
@@ -165,6 +166,8 @@ class Guardproxy:
         self.proxy: GuardProxy | None = None
         self.control: ControlServer | None = None
         self.gate: Gate | None = None
+        self.approvals: ApprovalService | None = None
+        """Verdicts on holds, expiry and escalation (the control API and the sweeper)."""
         self.registry: SessionRegistry | None = None
         self.history: SessionHistory | None = None
         self.events = HoldEvents()
@@ -248,6 +251,11 @@ class Guardproxy:
             shadow=lambda: self._shadow_bundle,
             writer=writer,
         )
+        # a hold is released only if the bundle in force then still agrees
+        self.approvals = ApprovalService(
+            store, lambda: self.bundle, clock=self._clock, events=self.events, metrics=self.metrics
+        )
+        self.gate.watch_approvals(self.approvals)
         self.registry = SessionRegistry(store)
         self.history = SessionHistory(
             store, HistorySettings(destructive_budget=config.destructive_budget)
@@ -261,7 +269,7 @@ class Guardproxy:
         self.control = ControlServer(
             ControlContext(
                 store=store,
-                gate=self.gate,
+                approvals=self.approvals,
                 registry=self.registry,
                 token=self._control_token(),
                 clock=self._clock,
@@ -288,7 +296,7 @@ class Guardproxy:
             self.ops_server = OpsServer(self, *split_host_port(config.metrics_listen))
         await self._listen()
         self.notifications.start(self.events)
-        self._sweeper = asyncio.create_task(self.gate.run_sweeper(), name="hold-sweeper")
+        self._sweeper = asyncio.create_task(self.approvals.run_sweeper(), name="hold-sweeper")
         if config.watch_policies_seconds > 0:
             self._watch_task = asyncio.create_task(
                 self._watch_policies(config.watch_policies_seconds)

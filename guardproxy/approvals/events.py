@@ -1,7 +1,8 @@
 """In-process fan-out of hold lifecycle events.
 
-The gate publishes one event per step of a hold's life; the console's live view and
-the notifiers subscribe.  Publishing never fails and never waits: a subscriber that
+The gate (held, released) and the approvals service (approval, approved, denied,
+expired, escalated) publish one event per step of a hold's life; the console's live
+view and the notifiers subscribe.  Publishing never fails and never waits: a subscriber that
 raises is logged and skipped, and subscribers queue their own work.
 """
 
@@ -14,6 +15,8 @@ from datetime import datetime
 from typing import Literal
 
 import structlog
+
+from guardproxy.store.base import Hold
 
 log = structlog.get_logger(__name__)
 
@@ -33,6 +36,21 @@ class HoldEvent:
     actor: str = ""
     """The approver id for approval / approved / denied, empty otherwise."""
     reason: str = ""
+
+
+def hold_event(
+    kind: HoldEventKind, hold: Hold, at: datetime, actor: str = "", reason: str = ""
+) -> HoldEvent:
+    """The event of ``hold`` reaching step ``kind`` at ``at``."""
+    return HoldEvent(
+        kind=kind,
+        hold_id=hold.id,
+        at=at,
+        summary=hold.summary,
+        session_id=hold.session_id,
+        actor=actor,
+        reason=reason,
+    )
 
 
 class HoldEvents:

@@ -1,7 +1,7 @@
 """Who may approve a hold, and whether the approvals so far release it.
 
 Pure functions over the policy's requirement, the approvals recorded and the person
-asking: the gate does the storing, these say yes or no and why.
+asking: the approvals service does the storing, these say yes or no and why.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from guardproxy.action import Action
 from guardproxy.approvals.carry import release_note
 from guardproxy.approvals.events import HoldEvents
 from guardproxy.approvals.rules import ApprovalRefused, progress, requirement_of
+from guardproxy.approvals.service import ApprovalService, HoldDecision
 from guardproxy.control.listener import AppServer
 from guardproxy.control.schema import (
     ApprovalOut,
@@ -46,7 +47,6 @@ from guardproxy.control.schema import (
     WhoamiOut,
     openapi_document,
 )
-from guardproxy.gate.gate import Gate, HoldDecision
 from guardproxy.ops.http import Operations, ops_routes
 from guardproxy.session.registry import SessionCredential, SessionRefused, SessionRegistry
 from guardproxy.store.base import (
@@ -180,7 +180,7 @@ def session_json(session: Session) -> dict[str, Any]:
 @dataclass(frozen=True)
 class ControlContext:
     store: Store
-    gate: Gate
+    approvals: ApprovalService
     registry: SessionRegistry
     token: str
     """The admin token: sessions and runtime, never a verdict on a hold."""
@@ -308,7 +308,7 @@ class HoldsHandler(_Handler):
             return
         store = self.ctx.store
         try:
-            await self.ctx.gate.sweep()
+            await self.ctx.approvals.sweep()
             holds = await self.in_thread(lambda: _holds_with_sessions(store, state, session))
         except StoreError as error:
             self.fail(503, f"the store failed: {error}", "check guardproxy's log")
@@ -365,7 +365,7 @@ class ResolveHandler(_Handler):
             return
         assert self.approver is not None  # prepare() let only approvers through
         try:
-            outcome = await self.ctx.gate.decide_hold(
+            outcome = await self.ctx.approvals.decide_hold(
                 hold_id, self.approver, approve=verb == "approve", reason=body.reason
             )
             found = await self.in_thread(lambda: _hold_with_context(self.ctx.store, hold_id))

@@ -1,4 +1,4 @@
-"""The gate's sweeper on a real store with a clock the test moves: escalation once,
+"""The approvals service's sweeper on a real store with a clock the test moves: escalation once,
 half-way; expiry denies; a late sweep still escalates before it expires."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any, Literal
 import pytest
 
 from guardproxy.approvals.events import HoldEvent
-from guardproxy.gate.gate import Gate
+from guardproxy.approvals.service import ApprovalService
 from guardproxy.policy.decision import ApprovalRequirement, RuleApproval
 from guardproxy.server import load_policies
 from guardproxy.store import Hold, HoldState, SqliteStore
@@ -51,25 +51,27 @@ def hold_for(store: SqliteStore, on_timeout: Literal["deny", "escalate"]) -> str
     ).id  # fmt: skip
 
 
-def gate_with_events(store: SqliteStore, clock: Clock) -> tuple[Gate, list[HoldEvent]]:
+def service_with_events(
+    store: SqliteStore, clock: Clock
+) -> tuple[ApprovalService, list[HoldEvent]]:
     bundle = load_policies(POLICIES)
-    gate = Gate(store, bundle, hold_window=0.01, clock=clock)
+    service = ApprovalService(store, lambda: bundle, clock=clock)
     heard: list[HoldEvent] = []
-    gate.events.subscribe(heard.append)
-    return gate, heard
+    service.events.subscribe(heard.append)
+    return service, heard
 
 
 def test_escalation_is_sent_once_half_way_and_expiry_denies(store: SqliteStore) -> None:
     clock = Clock()
-    gate, heard = gate_with_events(store, clock)
+    service, heard = service_with_events(store, clock)
     escalating, quiet = hold_for(store, "escalate"), hold_for(store, "deny")
     for minutes in (4, 5, 6, 9):
         clock.now = T0 + timedelta(minutes=minutes)
-        asyncio.run(gate.sweep())
+        asyncio.run(service.sweep())
     assert [(e.kind, e.hold_id) for e in heard] == [("escalated", escalating)]
     assert "0 of 1 approvals" in heard[0].reason
     clock.now = T0 + timedelta(minutes=10)
-    asyncio.run(gate.sweep())
+    asyncio.run(service.sweep())
     assert sorted((e.kind, e.hold_id) for e in heard[1:]) == sorted(
         [("expired", escalating), ("expired", quiet)]
     )
@@ -78,10 +80,10 @@ def test_escalation_is_sent_once_half_way_and_expiry_denies(store: SqliteStore) 
 
 def test_a_late_sweep_escalates_before_it_expires(store: SqliteStore) -> None:
     clock = Clock()
-    gate, heard = gate_with_events(store, clock)
+    service, heard = service_with_events(store, clock)
     hold_id = hold_for(store, "escalate")
     clock.now = T0 + timedelta(minutes=11)
-    asyncio.run(gate.sweep())
+    asyncio.run(service.sweep())
     assert [(e.kind, e.hold_id) for e in heard] == [("escalated", hold_id), ("expired", hold_id)]
 
 
@@ -90,7 +92,7 @@ def test_the_sweeper_outlives_an_unexpected_failure(
 ) -> None:
     clock = Clock()
     clock.now = T0 + timedelta(minutes=11)
-    gate, heard = gate_with_events(store, clock)
+    service, heard = service_with_events(store, clock)
     hold_id = hold_for(store, "deny")
     real = store.list_holds
     calls: list[int] = []
@@ -104,7 +106,7 @@ def test_the_sweeper_outlives_an_unexpected_failure(
     monkeypatch.setattr(store, "list_holds", fails_once)
 
     async def sweep_until_expired() -> None:
-        sweeper = asyncio.create_task(gate.run_sweeper(interval=0.01))
+        sweeper = asyncio.create_task(service.run_sweeper(interval=0.01))
         try:
             for _ in range(500):
                 await asyncio.sleep(0.01)

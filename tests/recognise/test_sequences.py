@@ -18,6 +18,7 @@ import pytest
 from recognise_support import capture, http
 
 from guardproxy.action import Action, Verb
+from guardproxy.approvals.service import ApprovalService
 from guardproxy.context import Context, SessionInfo
 from guardproxy.gate.gate import Answer, Gate
 from guardproxy.policy import Decision, evaluate
@@ -50,6 +51,7 @@ class Pipeline:
         self.bundle = load_policies(POLICIES)
         self.now = T0
         self.gate = Gate(self.store, self.bundle, hold_window=0.001, clock=self.clock)
+        self.approvals = ApprovalService(self.store, lambda: self.bundle, clock=self.clock)
         self.settings = HistorySettings(destructive_budget=budget)
         self.history = SessionHistory(self.store, self.settings)
         self.session = SessionInfo(id="s-1", name="test", agent="claude-code", anonymous=False)
@@ -79,7 +81,7 @@ class Pipeline:
         pending = [h for h in holds if h.summary == step.action.summary()]
         for name in ("alice", "bob"):  # two seniors: enough for every shipped hold rule
             outcome = asyncio.run(
-                self.gate.decide_hold(
+                self.approvals.decide_hold(
                     pending[0].id, self.approvers[name], approve=True, reason="ok"
                 )
             )
