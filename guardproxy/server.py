@@ -16,7 +16,6 @@ import structlog
 
 from guardproxy.approvals.events import HoldEvents
 from guardproxy.approvals.notify import HoldFacts, Notifications, NotifyConfigError, hold_facts
-from guardproxy.audit.redact import redact_url
 from guardproxy.config import ProxyConfig, is_loopback, split_host_port
 from guardproxy.control.api import ControlContext, ControlServer
 from guardproxy.control.runtime import RuntimeFile
@@ -32,6 +31,7 @@ from guardproxy.policy import Bundle, load_bundle
 from guardproxy.policy.loader import is_shipped_bundle
 from guardproxy.recognise import warm_up
 from guardproxy.recognise.request import RecogniseSettings
+from guardproxy.redact import redact_url
 from guardproxy.session.history import HistorySettings, SessionHistory
 from guardproxy.session.registry import SessionRegistry
 from guardproxy.store import open_store

@@ -39,7 +39,6 @@ from guardproxy.approvals.rules import (
     requirement_of,
 )
 from guardproxy.approvals.snapshot import hold_detail
-from guardproxy.audit.redact import redact_json_text, redact_text
 from guardproxy.context import Context, SessionInfo
 from guardproxy.gate.digest import request_digest
 from guardproxy.gate.recorder import DecisionDraft, DecisionRecorder, Writer
@@ -49,6 +48,7 @@ from guardproxy.ops.metrics import Metrics
 from guardproxy.policy import Bundle, Decision, evaluate
 from guardproxy.policy.model import Outcome, duration_seconds
 from guardproxy.recognise.request import HttpRequest
+from guardproxy.redact import redact_json_text, redact_text
 from guardproxy.store.base import (
     Approval,
     Approver,
