@@ -44,7 +44,7 @@ from guardproxy.gate.digest import request_digest
 from guardproxy.gate.recorder import DecisionDraft, DecisionRecorder, Writer
 from guardproxy.gate.responses import NativeAnswer, native_answer
 from guardproxy.gate.writer import StoreWriter
-from guardproxy.ops.metrics import Metrics
+from guardproxy.metrics import Metrics
 from guardproxy.policy import Bundle, Decision, evaluate
 from guardproxy.policy.model import Outcome, duration_seconds
 from guardproxy.recognise.request import HttpRequest

@@ -1,1 +1,2 @@
-"""Operating a running guardproxy: metrics, health and readiness, policy reload."""
+"""Operating a running guardproxy: health, readiness and metrics pages, policy reload,
+listener checks."""
