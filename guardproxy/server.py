@@ -14,8 +14,9 @@ from typing import Any
 
 import structlog
 
+from guardproxy.approvals.channels import HoldFacts
 from guardproxy.approvals.events import HoldEvents
-from guardproxy.approvals.notify import HoldFacts, Notifications, NotifyConfigError, hold_facts
+from guardproxy.approvals.notify import Notifications, NotifyConfigError, hold_facts
 from guardproxy.config import ProxyConfig, is_loopback, split_host_port
 from guardproxy.control.api import ControlServer
 from guardproxy.control.handler import ControlContext
