@@ -17,7 +17,7 @@ import gc
 import time
 
 from guardproxy.action import Action, Provider, RequestSummary, Verb
-from guardproxy.ops.metrics import Metrics
+from guardproxy.metrics import Metrics
 
 
 def time_per_request(metrics: Metrics, action: Action, requests: int) -> float:

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from guardproxy.audit.redact import REDACTED, is_secret_field, redact_text, redact_value
+from guardproxy.redact import REDACTED, is_secret_field, redact_text, redact_value
 
 
 class _CurrentStderr:

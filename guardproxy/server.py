@@ -14,25 +14,27 @@ from typing import Any
 
 import structlog
 
+from guardproxy.approvals.channels import HoldFacts
 from guardproxy.approvals.events import HoldEvents
-from guardproxy.approvals.notify import HoldFacts, Notifications, NotifyConfigError, hold_facts
+from guardproxy.approvals.notify import Notifications, NotifyConfigError, hold_facts
 from guardproxy.approvals.service import ApprovalService
-from guardproxy.audit.redact import redact_url
 from guardproxy.config import ProxyConfig, is_loopback, split_host_port
-from guardproxy.control.api import ControlContext, ControlServer
+from guardproxy.control.api import ControlServer
+from guardproxy.control.handler import ControlContext
 from guardproxy.control.runtime import RuntimeFile
 from guardproxy.gate.gate import Clock, Gate, utc_now
 from guardproxy.gate.recorder import Writer
 from guardproxy.gate.writer import ProcessWriter
 from guardproxy.intercept.proxy import GuardProxy, ProxyStartError, ensure_ca
+from guardproxy.metrics import Metrics
 from guardproxy.ops.http import OpsServer
 from guardproxy.ops.listen import Listener, bind_problem, clashes, describe
-from guardproxy.ops.metrics import Metrics
 from guardproxy.ops.reload import ReloadReport, bundle_fingerprint, reload_bundle
 from guardproxy.policy import Bundle, load_bundle
 from guardproxy.policy.loader import is_shipped_bundle
 from guardproxy.recognise import warm_up
 from guardproxy.recognise.request import RecogniseSettings
+from guardproxy.redact import redact_url
 from guardproxy.session.history import HistorySettings, SessionHistory
 from guardproxy.session.registry import SessionRegistry
 from guardproxy.store import open_store

@@ -33,7 +33,7 @@ from guardproxy.intercept.failsafe import (
     tls_hook,
 )
 from guardproxy.intercept.flows import ACTION, DECISION
-from guardproxy.ops.metrics import Metrics
+from guardproxy.metrics import Metrics
 from guardproxy.recognise import recognise
 from guardproxy.recognise.request import RecogniseSettings
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from guardproxy.audit.redact import redact_text
 from guardproxy.cli.main import SECRET_OPTIONS, build_parser, join_secret_values, parse
+from guardproxy.redact import redact_text
 from guardproxy.server import new_control_token
 from guardproxy.session.registry import SessionRegistry, new_session_token
 from guardproxy.store import open_store

@@ -17,11 +17,11 @@ from datetime import datetime, timedelta
 
 from guardproxy.action import Action
 from guardproxy.approvals.snapshot import hold_detail
-from guardproxy.audit.redact import redact_json_text, redact_text
 from guardproxy.context import Context
 from guardproxy.policy import Decision
 from guardproxy.policy.model import duration_seconds
 from guardproxy.recognise.request import HttpRequest
+from guardproxy.redact import redact_json_text, redact_text
 from guardproxy.store.base import Hold, Store
 
 DEFAULT_TIMEOUT_SECONDS = 1800

@@ -1,4 +1,4 @@
-"""Tell people about holds: a signed generic webhook and Slack incoming webhooks.
+"""Tell people about holds: deliver hold events to every notification target.
 
 Each notification target has its own bounded queue and its own asyncio task. The gate
 publishes an event and moves on; a slow or failing receiver delays only its own
@@ -6,84 +6,58 @@ messages. A message that cannot be delivered after its retries is logged and dro
 the hold itself lives in the store, stays pending and approvable from the console or
 CLI, and expires to a deny, so no notification failure can release or lose it.
 
-Webhook signing (documented for receivers in README.md)::
-
-    X-Guardproxy-Timestamp: <unix seconds>
-    X-Guardproxy-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<raw body>")>
-
-A receiver recomputes the HMAC over the timestamp header, a dot and the raw body,
-compares in constant time, and rejects timestamps more than five minutes from its clock
-(a captured message cannot be replayed later). Every retry is signed afresh; the
-``X-Guardproxy-Delivery`` id stays the same across retries so receivers can drop duplicates.
+What a message says and how it is signed is the target's channel's business
+(approvals/channels.py, one class per kind); how it travels is an :class:`HttpTransport`
+(tornado's HTTP client by default, :class:`TornadoTransport`), so tests drive a channel
+and the retry loop through a transport of their own, without a receiver server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import json
 import os
 import random
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
 import structlog
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
 
+from guardproxy.approvals.channels import Channel, HoldFacts, channel
 from guardproxy.approvals.events import HoldEvent, HoldEvents
-from guardproxy.config import NotificationTarget
+from guardproxy.approvals.targets import NotificationTarget
 from guardproxy.store.base import Store, StoreError
+
+__all__ = [
+    "QUEUE_LIMIT",
+    "HttpPost",
+    "HttpTransport",
+    "Notifications",
+    "Notifier",
+    "NotifyConfigError",
+    "Outcome",
+    "TornadoTransport",
+    "TransportError",
+    "backoff_delay",
+    "hold_facts",
+    "read_secret",
+]
 
 log = structlog.get_logger(__name__)
 
-SIGNATURE_HEADER = "X-Guardproxy-Signature"
-TIMESTAMP_HEADER = "X-Guardproxy-Timestamp"
-DELIVERY_HEADER = "X-Guardproxy-Delivery"
-EVENT_HEADER = "X-Guardproxy-Event"
-REPLAY_WINDOW_SECONDS = 300
 QUEUE_LIMIT = 1000
 """Events waiting per target; beyond it new ones are dropped (and logged), never waited for."""
-RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
-SLACK_TEXT_LIMIT = 2900
-"""Slack refuses section texts over 3000 characters."""
+RESPONSE_LIMIT = 1024 * 1024
+"""Bytes of a receiver's answer read at most (its body is never used)."""
 
 
 class NotifyConfigError(Exception):
     """A notification target cannot be used; the message says which and what to do."""
-
-
-# ------------------------------------------------------------------------ signing
-
-
-def sign(secret: bytes, timestamp: str, body: bytes) -> str:
-    """The ``X-Guardproxy-Signature`` value for ``body`` sent at ``timestamp``."""
-    digest = hmac.new(secret, timestamp.encode("ascii") + b"." + body, hashlib.sha256)
-    return "sha256=" + digest.hexdigest()
-
-
-def verify(
-    secret: bytes,
-    timestamp: str,
-    body: bytes,
-    signature: str,
-    *,
-    now: float | None = None,
-    window: float = REPLAY_WINDOW_SECONDS,
-) -> bool:
-    """What a receiver does: a fresh timestamp and a matching signature (constant time)."""
-    try:
-        sent = int(timestamp)
-    except ValueError:
-        return False
-    current = time.time() if now is None else now
-    if abs(current - sent) > window:
-        return False
-    return hmac.compare_digest(sign(secret, timestamp, body), signature)
 
 
 def read_secret(target: NotificationTarget) -> bytes:
@@ -108,17 +82,6 @@ def read_secret(target: NotificationTarget) -> bytes:
     return value.encode("utf-8")
 
 
-# ----------------------------------------------------------------------- messages
-
-
-@dataclass(frozen=True, slots=True)
-class HoldFacts:
-    """What a notification says about a hold beyond the event: why it is held."""
-
-    message: str
-    rules: tuple[str, ...]
-
-
 def hold_facts(store: Store, hold_id: str) -> HoldFacts | None:
     """The hold's message and determining rules from the store (None if unavailable:
     the notification is still sent, with the summary only)."""
@@ -137,81 +100,62 @@ def hold_facts(store: Store, hold_id: str) -> HoldFacts | None:
     return HoldFacts(str(decision.get("message", "")), tuple(str(r) for r in rules))
 
 
-def console_link(console_url: str, hold_id: str) -> str:
-    return f"{console_url.rstrip('/')}/#/holds/{hold_id}"
+# ---------------------------------------------------------------------- transport
 
 
-def webhook_payload(event: HoldEvent, facts: HoldFacts | None, console_url: str) -> dict[str, Any]:
-    return {
-        "event": event.kind,
-        "at": event.at.isoformat(),
-        "actor": event.actor,
-        "reason": event.reason,
-        "hold": {
-            "id": event.hold_id,
-            "summary": event.summary,
-            "session": event.session_id,
-            "message": facts.message if facts else "",
-            "rules": list(facts.rules) if facts else [],
-            "console_url": console_link(console_url, event.hold_id),
-        },
-    }
+@dataclass(frozen=True, slots=True)
+class HttpPost:
+    """One attempt to deliver: a POST of ``body`` to ``url``, redirects not followed."""
+
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+    timeout: float
+    """Seconds to connect, and again to get the answer."""
 
 
-SLACK_HEADLINES = {
-    "held": ":raised_hand: Held for approval",
-    "approval": ":ballot_box_with_check: Approval recorded (more needed)",
-    "approved": ":white_check_mark: Approved",
-    "denied": ":no_entry: Denied",
-    "expired": ":hourglass: Expired without approval, denied",
-    "escalated": ":rotating_light: Escalated, still waiting for approval",
-    "released": ":arrow_forward: Released to upstream",
-}
+class TransportError(Exception):
+    """No answer at all (refused, reset, timed out, TLS failure): always worth a retry.
+    The message is one line for the log and never holds the URL's path."""
 
 
-def slack_escape(text: str) -> str:
-    """Agent-written text as Slack shows it: no links, mentions or `<!channel>` pings."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+class HttpTransport(Protocol):
+    """Sends one :class:`HttpPost` and returns the answer's status code, whatever it is
+    (a 503 is an answer, not an error); raises :class:`TransportError` when there is none.
+    """
+
+    async def post(self, request: HttpPost) -> int: ...
+
+    def close(self) -> None: ...
 
 
-def _clip(text: str, limit: int = SLACK_TEXT_LIMIT) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+class TornadoTransport:
+    """The real transport: tornado's HTTP client, one instance per target (its own
+    connections and limits), created on the loop that runs the notifier."""
 
+    def __init__(self) -> None:
+        self._client = AsyncHTTPClient(force_instance=True, max_body_size=RESPONSE_LIMIT)
 
-def slack_payload(event: HoldEvent, facts: HoldFacts | None, console_url: str) -> dict[str, Any]:
-    headline = SLACK_HEADLINES.get(event.kind, event.kind)
-    by = f" by {slack_escape(event.actor)}" if event.actor else ""
-    summary = slack_escape(event.summary)
-    lines = [f"*{headline}{by}*: `{summary}`"]
-    if facts and facts.message:
-        lines.append(slack_escape(facts.message))
-    if event.reason:
-        lines.append(f"Reason: {slack_escape(event.reason)}")
-    details = [f"hold {event.hold_id}", f"session {slack_escape(event.session_id)}"]
-    if facts and facts.rules:
-        details.append("rules " + ", ".join(slack_escape(r) for r in facts.rules))
-    link = console_link(console_url, event.hold_id)
-    return {
-        "text": _clip(f"{headline}{by}: {summary}", 3000),
-        "blocks": [
-            {"type": "section", "text": {"type": "mrkdwn", "text": _clip("\n".join(lines))}},
-            {
-                "type": "context",
-                "elements": [{"type": "mrkdwn", "text": _clip(" · ".join(details))}],
-            },
-            {
-                "type": "actions",
-                "elements": [
-                    {
-                        "type": "button",
-                        "text": {"type": "plain_text", "text": "Open in console"},
-                        "url": link,
-                        **({"style": "primary"} if event.kind in ("held", "escalated") else {}),
-                    }
-                ],
-            },
-        ],
-    }
+    async def post(self, request: HttpPost) -> int:
+        outgoing = HTTPRequest(
+            request.url,
+            method="POST",
+            headers=dict(request.headers),
+            body=request.body,
+            request_timeout=request.timeout,
+            connect_timeout=request.timeout,
+            follow_redirects=False,
+        )
+        try:
+            response: HTTPResponse = await self._client.fetch(outgoing, raise_error=False)
+        except HTTPClientError as failure:  # 599: no answer (time-out, closed connection)
+            raise TransportError(f"HTTP {failure.code}") from None
+        except OSError as failure:
+            raise TransportError(f"{type(failure).__name__}: {failure}") from None
+        return response.code
+
+    def close(self) -> None:
+        self._client.close()
 
 
 # ----------------------------------------------------------------------- delivery
@@ -231,7 +175,12 @@ def backoff_delay(attempt: int, base: float, cap: float) -> float:
 
 
 class Notifier:
-    """One target: a bounded queue and a task that delivers, retrying with backoff."""
+    """One target: a bounded queue and a task that delivers, retrying with backoff.
+
+    ``transport`` is how messages travel; without one, :meth:`start` makes a
+    :class:`TornadoTransport` (and :meth:`stop` closes it). A transport given is the
+    caller's to close.
+    """
 
     def __init__(
         self,
@@ -240,21 +189,27 @@ class Notifier:
         *,
         console_url: Callable[[], str],
         facts: Callable[[str], HoldFacts | None],
+        transport: HttpTransport | None = None,
+        queue_limit: int = QUEUE_LIMIT,
     ) -> None:
         self.target = target
+        self.channel: Channel = channel(target.kind)
         self._secret = secret
         self._console_url = console_url
         self._facts = facts
+        self._transport = transport
+        self._owns_transport = transport is None
+        self._queue_limit = queue_limit
         self._queue: asyncio.Queue[HoldEvent] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
-        self._client: AsyncHTTPClient | None = None
         self.dropped = 0
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._queue = asyncio.Queue(maxsize=QUEUE_LIMIT)
-        self._client = AsyncHTTPClient(force_instance=True, max_body_size=1024 * 1024)
+        self._queue = asyncio.Queue(maxsize=self._queue_limit)
+        if self._transport is None:
+            self._transport = TornadoTransport()
         self._task = asyncio.create_task(self._run(), name=f"notify {self.target.label()}")
 
     async def stop(self) -> None:
@@ -263,9 +218,9 @@ class Notifier:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        if self._owns_transport and self._transport is not None:
+            self._transport.close()
+            self._transport = None
 
     def offer(self, event: HoldEvent) -> None:
         """HoldEvents subscriber: called on any thread, returns at once."""
@@ -310,8 +265,8 @@ class Notifier:
     async def deliver(self, event: HoldEvent) -> Outcome:
         """Send one event, retrying transient failures up to ``max_attempts`` times."""
         facts = await asyncio.to_thread(self._facts, event.hold_id)
-        build = slack_payload if self.target.kind == "slack" else webhook_payload
-        body = json.dumps(build(event, facts, self._console_url())).encode("utf-8")
+        payload = self.channel.payload(event, facts, self._console_url())
+        body = json.dumps(payload).encode("utf-8")
         delivery = secrets.token_hex(8)
         error = ""
         for attempt in range(1, self.target.max_attempts + 1):
@@ -334,35 +289,18 @@ class Notifier:
 
     async def _post(self, event: HoldEvent, body: bytes, delivery: str) -> tuple[bool, str]:
         """One attempt: ("", …) on success, else (retry?, what went wrong)."""
-        assert self._client is not None
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": "guardproxy-notify",
-            EVENT_HEADER: event.kind,
-            DELIVERY_HEADER: delivery,
-        }
-        if self._secret:
-            timestamp = str(int(time.time()))
-            headers[TIMESTAMP_HEADER] = timestamp
-            headers[SIGNATURE_HEADER] = sign(self._secret, timestamp, body)
-        request = HTTPRequest(
-            self.target.url,
-            method="POST",
-            headers=headers,
-            body=body,
-            request_timeout=self.target.timeout_seconds,
-            connect_timeout=self.target.timeout_seconds,
-            follow_redirects=False,
+        assert self._transport is not None, "start() the notifier first"
+        headers = self.channel.headers(
+            event, body, delivery=delivery, secret=self._secret, now=time.time()
         )
+        request = HttpPost(self.target.url, headers, body, self.target.timeout_seconds)
         try:
-            response: HTTPResponse = await self._client.fetch(request, raise_error=False)
-        except HTTPClientError as failure:
-            return True, f"HTTP {failure.code}"
-        except OSError as failure:
-            return True, f"{type(failure).__name__}: {failure}"
-        if 200 <= response.code < 300:
+            status = await self._transport.post(request)
+        except TransportError as failure:
+            return True, str(failure)
+        if 200 <= status < 300:
             return False, ""
-        return response.code in RETRYABLE_STATUSES, f"HTTP {response.code}"
+        return self.channel.retryable(status), f"HTTP {status}"
 
 
 class Notifications:
@@ -379,12 +317,19 @@ class Notifications:
         *,
         console_url: Callable[[], str],
         facts: Callable[[str], HoldFacts | None],
+        transport: Callable[[NotificationTarget], HttpTransport | None] = lambda _: None,
     ) -> Notifications:
         """Read every secret now, so a missing one stops startup instead of a hold's
-        notification."""
+        notification. ``transport`` gives a target's transport (None: the real one)."""
         return cls(
-            [Notifier(t, read_secret(t), console_url=console_url, facts=facts) for t in targets]
-        )
+            [
+                Notifier(
+                    t, read_secret(t), console_url=console_url, facts=facts,
+                    transport=transport(t),
+                )
+                for t in targets
+            ]
+        )  # fmt: skip
 
     def start(self, events: HoldEvents) -> None:
         for notifier in self.notifiers:

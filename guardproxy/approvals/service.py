@@ -52,7 +52,7 @@ def utc_now() -> datetime:
 
 
 class ApprovalMetrics(Protocol):
-    """What the service counts (``guardproxy.ops.metrics.Metrics`` is one)."""
+    """What the service counts (``guardproxy.metrics.Metrics`` is one)."""
 
     def hold_resolved(self, state: str, waited_seconds: float) -> None: ...
 

@@ -1,7 +1,7 @@
 """What an approver sees of a held request: exactly what would be sent, redacted.
 
 Kept with the hold (never the raw credentials: values go through
-:mod:`guardproxy.audit.redact`), with the context the decision was made in, so the
+:mod:`guardproxy.redact`), with the context the decision was made in, so the
 approver judges the request itself and the release can re-evaluate it against the
 current policy.
 """
@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from guardproxy.audit.redact import redact_body, redact_headers, redact_url
 from guardproxy.context import Context
 from guardproxy.recognise.request import HttpRequest
+from guardproxy.redact import redact_body, redact_headers, redact_url
 
 BODY_PREVIEW = 4096
 """Characters of the (redacted) body an approver sees."""

@@ -1,29 +1,62 @@
-"""The audit trail: redaction, hash-chained decision records, export, verify, replay."""
+"""The audit trail: hash-chained decision records, export, verify, replay."""
 
-from guardproxy.audit.redact import (
-    REDACTED,
-    is_secret_field,
-    is_sensitive_name,
-    redact_body,
-    redact_context_json,
-    redact_headers,
-    redact_json_text,
-    redact_model_json,
-    redact_text,
-    redact_url,
-    redact_value,
-)
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from guardproxy.facade import lazy_exports
+
+if TYPE_CHECKING:
+    from guardproxy.audit.replay import (
+        ChainCheck,
+        Replayed,
+        checked_chain,
+        checked_record,
+        replay_records,
+        shadow_differences,
+    )
+    from guardproxy.audit.trail import (
+        DecisionView,
+        export_lines,
+        iter_chain,
+        parse_time,
+        record_dict,
+        verify_store,
+    )
+else:
+    __getattr__ = lazy_exports(
+        __name__,
+        {
+            "replay": [
+                "ChainCheck",
+                "Replayed",
+                "checked_chain",
+                "checked_record",
+                "replay_records",
+                "shadow_differences",
+            ],
+            "trail": [
+                "DecisionView",
+                "export_lines",
+                "iter_chain",
+                "parse_time",
+                "record_dict",
+                "verify_store",
+            ],
+        },
+    )
 
 __all__ = [
-    "REDACTED",
-    "is_secret_field",
-    "is_sensitive_name",
-    "redact_body",
-    "redact_context_json",
-    "redact_headers",
-    "redact_json_text",
-    "redact_model_json",
-    "redact_text",
-    "redact_url",
-    "redact_value",
+    "ChainCheck",
+    "DecisionView",
+    "Replayed",
+    "checked_chain",
+    "checked_record",
+    "export_lines",
+    "iter_chain",
+    "parse_time",
+    "record_dict",
+    "replay_records",
+    "shadow_differences",
+    "verify_store",
 ]

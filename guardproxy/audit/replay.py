@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from guardproxy.action import Action
-from guardproxy.audit.redact import redact_json_text
 from guardproxy.audit.trail import DecisionView, iter_chain
 from guardproxy.context import Context, SessionInfo
 from guardproxy.policy import Bundle, evaluate
 from guardproxy.policy.engine import input_hash
 from guardproxy.recognise import RecogniseSettings, recognise
+from guardproxy.redact import redact_json_text
 from guardproxy.store.base import AuditRecord, Store
 from guardproxy.store.chain import GENESIS, ChainProblem, verify
 

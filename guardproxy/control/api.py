@@ -10,14 +10,10 @@ The admin token is not an approver.
 
 from __future__ import annotations
 
-import asyncio
-import hmac
 import json
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 import structlog
 import tornado.netutil
@@ -28,16 +24,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from guardproxy import __version__
 from guardproxy.action import Action
 from guardproxy.approvals.carry import release_note
-from guardproxy.approvals.events import HoldEvents
 from guardproxy.approvals.rules import ApprovalRefused, progress, requirement_of
-from guardproxy.approvals.service import ApprovalService, HoldDecision
-from guardproxy.control.listener import AppServer
+from guardproxy.approvals.service import HoldDecision
+from guardproxy.control.console import console_routes
+from guardproxy.control.handler import ControlContext, ControlHandler
 from guardproxy.control.schema import (
     ApprovalOut,
     DecisionOut,
     DecisionsOut,
     Endpoint,
-    ErrorOut,
     HoldDetailOut,
     HoldOut,
     HoldsOut,
@@ -47,11 +42,11 @@ from guardproxy.control.schema import (
     WhoamiOut,
     openapi_document,
 )
-from guardproxy.ops.http import Operations, ops_routes
-from guardproxy.session.registry import SessionCredential, SessionRefused, SessionRegistry
+from guardproxy.httpserver import AppServer
+from guardproxy.ops.http import ops_routes
+from guardproxy.session.registry import SessionCredential, SessionRefused
 from guardproxy.store.base import (
     Approval,
-    Approver,
     DecisionRecord,
     Hold,
     HoldState,
@@ -60,7 +55,6 @@ from guardproxy.store.base import (
     SessionEvent,
     Store,
     StoreError,
-    hash_token,
 )
 
 log = structlog.get_logger(__name__)
@@ -177,113 +171,14 @@ def session_json(session: Session) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True)
-class ControlContext:
-    store: Store
-    approvals: ApprovalService
-    registry: SessionRegistry
-    token: str
-    """The admin token: sessions and runtime, never a verdict on a hold."""
-    clock: Callable[[], datetime]
-    proxy_port: Callable[[], int]
-    reload_tls: Callable[[], None]
-    runtime: Callable[[], dict[str, Any]]
-    events: HoldEvents
-    """Hold lifecycle events, for live views (the console's event stream)."""
-    ops: Operations
-
-
-Audience = Literal["none", "admin", "approver", "any"]
-
-
-class _Handler(tornado.web.RequestHandler):
-    """JSON in and out, errors as ``{"error", "hint"}``, and who is calling.
-
-    ``audience`` says which token a handler accepts; ``self.approver`` is the
-    approver the token belongs to (None for the admin token).
-    """
-
-    audience: ClassVar[Audience] = "approver"
-
-    def initialize(self, context: ControlContext) -> None:
-        self.ctx = context
-        self.approver: Approver | None = None
-        self.is_admin = False
-
-    async def prepare(self) -> None:
-        if self.audience == "none":
-            return
-        given = self.request.headers.get("Authorization", "")
-        scheme, _, token = given.partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            self.fail(401, "missing bearer token", "send Authorization: Bearer <token>")
-            return
-        if hmac.compare_digest(token.encode(), self.ctx.token.encode()):
-            self.is_admin = True
-        else:
-            try:
-                self.approver = await self.in_thread(
-                    lambda: self.ctx.store.find_approver_by_token(hash_token(token))
-                )
-            except StoreError as error:
-                self.fail(503, f"the store failed: {error}", "check guardproxy's log")
-                return
-            if self.approver is None:
-                self.fail(
-                    401,
-                    "unknown token",
-                    "use your approver token (guardproxy approvers add prints it once)",
-                )
-                return
-        if self.audience == "approver" and self.is_admin:
-            self.fail(
-                403,
-                "the admin token cannot list or decide holds: verdicts need a person",
-                "use an approver token (guardproxy approvers add NAME --group G)",
-            )
-        elif self.audience == "admin" and not self.is_admin:
-            self.fail(403, "this needs the admin token", "run it on the guardproxy host")
-
-    def fail(self, status: int, error: str, hint: str = "") -> None:
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.set_header("Cache-Control", "no-store")
-        self.finish(ErrorOut(error=error, hint=hint).model_dump_json())
-
-    def write_json(self, value: Any, status: int = 200) -> None:
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.set_header("Cache-Control", "no-store")
-        if isinstance(value, BaseModel):
-            self.finish(value.model_dump_json())
-        else:
-            self.finish(json.dumps(value))
-
-    def body_as[T: BaseModel](self, model: type[T]) -> T | None:
-        try:
-            return model.model_validate_json(self.request.body or b"{}")
-        except ValidationError as error:
-            first = error.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "body"
-            self.fail(422, f"{where}: {first['msg']}", "see GET /openapi.json for the body")
-            return None
-
-    async def in_thread[R](self, call: Callable[[], R]) -> R:
-        return await asyncio.to_thread(call)
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        self.fail(status_code, self._reason)
-
-
-class OpenApiHandler(_Handler):
+class OpenApiHandler(ControlHandler):
     audience = "none"
 
     def get(self) -> None:
         self.write_json(openapi_document(ENDPOINTS, __version__))
 
 
-class WhoamiHandler(_Handler):
+class WhoamiHandler(ControlHandler):
     audience = "any"
 
     def get(self) -> None:
@@ -297,7 +192,7 @@ class WhoamiHandler(_Handler):
             )
 
 
-class HoldsHandler(_Handler):
+class HoldsHandler(ControlHandler):
     async def get(self) -> None:
         state_name = self.get_query_argument("state", "pending")
         session = self.get_query_argument("session", None)
@@ -329,7 +224,7 @@ def _holds_with_sessions(
     return out
 
 
-class HoldHandler(_Handler):
+class HoldHandler(ControlHandler):
     async def get(self, hold_id: str) -> None:
         store = self.ctx.store
         try:
@@ -358,7 +253,7 @@ def _hold_with_context(
     return hold, store.list_approvals(hold_id), store.get_session(hold.session_id), recent
 
 
-class ResolveHandler(_Handler):
+class ResolveHandler(ControlHandler):
     async def post(self, hold_id: str, verb: str) -> None:
         body = self.body_as(ResolveBody)
         if body is None:
@@ -399,7 +294,7 @@ def _resolution_text(outcome: HoldDecision, session: Session | None) -> str:
     return f"{said}; {release_note(hold, session)}"
 
 
-class DecisionsHandler(_Handler):
+class DecisionsHandler(ControlHandler):
     async def get(self) -> None:
         since_text = self.get_query_argument("since", None)
         try:
@@ -428,7 +323,7 @@ class DecisionsHandler(_Handler):
         self.write_json(DecisionsOut(decisions=[decision_out(r) for r in records]))
 
 
-class SessionsHandler(_Handler):
+class SessionsHandler(ControlHandler):
     audience = "admin"
 
     async def get(self) -> None:
@@ -467,7 +362,7 @@ class SessionsHandler(_Handler):
         )  # fmt: skip
 
 
-class SessionEndHandler(_Handler):
+class SessionEndHandler(ControlHandler):
     audience = "admin"
 
     async def post(self, session_id: str) -> None:
@@ -482,7 +377,7 @@ class SessionEndHandler(_Handler):
         self.write_json(session_json(session))
 
 
-class RuntimeHandler(_Handler):
+class RuntimeHandler(ControlHandler):
     """Where the proxy listens and which CA it uses, for `run --proxy` and `env`."""
 
     audience = "admin"
@@ -491,7 +386,7 @@ class RuntimeHandler(_Handler):
         self.write_json(self.ctx.runtime())
 
 
-class TlsReloadHandler(_Handler):
+class TlsReloadHandler(ControlHandler):
     """A session attached with new cluster CAs or client certificates: pick them up."""
 
     audience = "admin"
@@ -501,7 +396,7 @@ class TlsReloadHandler(_Handler):
         self.write_json({"ok": True})
 
 
-class PolicyReloadHandler(_Handler):
+class PolicyReloadHandler(ControlHandler):
     """Load and lint the policy bundle again; an invalid one is refused (409) and the
     last good one stays in force."""
 
@@ -593,8 +488,6 @@ def make_app(context: ControlContext) -> tornado.web.Application:
         (r"/v1/runtime", RuntimeHandler, with_context),
         (r"/v1/policies/reload", PolicyReloadHandler, with_context),
     ]
-    from guardproxy.control.console import console_routes  # noqa: PLC0415 - it imports this module
-
     routes += console_routes(context)
     return tornado.web.Application(routes, autoreload=False, debug=False)
 

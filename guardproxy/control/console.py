@@ -23,7 +23,7 @@ import tornado.web
 from tornado.iostream import StreamClosedError
 
 from guardproxy.approvals.events import HoldEvent
-from guardproxy.control.api import ControlContext, _Handler
+from guardproxy.control.handler import ControlContext, ControlHandler
 from guardproxy.store.base import StoreError
 
 log = structlog.get_logger(__name__)
@@ -135,7 +135,7 @@ class EventStream:
             return False
 
 
-class EventsHandler(_Handler):
+class EventsHandler(ControlHandler):
     """``GET /v1/events``: hold events as they happen, for as long as the client listens."""
 
     streams: ClassVar[_StreamCount] = _StreamCount()

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 
 from guardproxy.action import Action
-from guardproxy.audit.redact import redact_text
 from guardproxy.context import Context
 from guardproxy.gate.recorder import DecisionDraft
 from guardproxy.policy import Bundle, Decision, evaluate
+from guardproxy.redact import redact_text
 
 
 def decision_draft(

@@ -40,7 +40,7 @@ from guardproxy.gate.drafts import decision_draft
 from guardproxy.gate.recorder import DecisionDraft, DecisionRecorder, Writer
 from guardproxy.gate.waiters import Waiters
 from guardproxy.gate.writer import StoreWriter
-from guardproxy.ops.metrics import Metrics
+from guardproxy.metrics import Metrics
 from guardproxy.policy import Bundle, Decision, evaluate
 from guardproxy.policy.model import Outcome
 from guardproxy.recognise.request import HttpRequest

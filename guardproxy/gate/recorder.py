@@ -31,8 +31,8 @@ from typing import NamedTuple, Protocol
 
 import structlog
 
-from guardproxy.audit.redact import redact_context_json, redact_model_json
 from guardproxy.context import ContextParts
+from guardproxy.redact import redact_context_json, redact_model_json
 from guardproxy.store.base import DecisionRecord
 
 log = structlog.get_logger(__name__)

@@ -32,7 +32,7 @@ from mitmproxy.proxy import server_hooks
 from guardproxy.action import Action
 from guardproxy.gate.responses import native_answer
 from guardproxy.intercept.flows import ACTION, DECISION, LEARNER, http_request, respond
-from guardproxy.ops.metrics import Metrics
+from guardproxy.metrics import Metrics
 from guardproxy.recognise import recognise
 from guardproxy.recognise.request import RecogniseSettings
 

@@ -16,8 +16,8 @@ import structlog
 import tornado.netutil
 import tornado.web
 
-from guardproxy.control.listener import AppServer
-from guardproxy.ops.metrics import CONTENT_TYPE
+from guardproxy.httpserver import AppServer
+from guardproxy.metrics import CONTENT_TYPE
 from guardproxy.ops.reload import ReloadReport
 
 log = structlog.get_logger(__name__)

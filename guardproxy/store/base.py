@@ -36,7 +36,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
-from guardproxy.audit.redact import REDACTED, redact_text
+from guardproxy.redact import REDACTED, redact_text
 
 # -- errors -------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
 
-from guardproxy.audit.redact import REDACTED
+from guardproxy.redact import REDACTED
 from guardproxy.store import chain
 from guardproxy.store.base import (
     Approval,

@@ -12,21 +12,23 @@ from typing import Any
 
 import pytest
 
-from guardproxy.approvals.events import HoldEvent, HoldEvents
-from guardproxy.approvals.notify import (
+from guardproxy.approvals.channels import (
     DELIVERY_HEADER,
-    QUEUE_LIMIT,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     HoldFacts,
+    sign,
+    verify,
+)
+from guardproxy.approvals.events import HoldEvent, HoldEvents
+from guardproxy.approvals.notify import (
+    QUEUE_LIMIT,
     Notifications,
     NotifyConfigError,
     backoff_delay,
     read_secret,
-    sign,
-    verify,
 )
-from guardproxy.config import NotificationTarget
+from guardproxy.approvals.targets import NotificationTarget
 
 from .receiver import Receiver
 

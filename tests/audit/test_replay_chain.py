@@ -15,10 +15,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from guardproxy.action import Action, Environment, Provider, Resource, Verb
-from guardproxy.audit.redact import redact_json_text
 from guardproxy.audit.replay import ChainCheck, checked_record
 from guardproxy.context import Context, SessionInfo
 from guardproxy.policy import evaluate
+from guardproxy.redact import redact_json_text
 from guardproxy.server import load_policies
 from guardproxy.store import DecisionRecord, SqliteStore
 from guardproxy.store.chain import record_hash

@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from guardproxy.action import Action, Provider, Resource, Verb
-from guardproxy.audit.redact import redact_json_text
 from guardproxy.audit.replay import replay_records
 from guardproxy.context import Context, SessionInfo
 from guardproxy.policy import evaluate
+from guardproxy.redact import redact_json_text
 from guardproxy.server import load_policies
 from guardproxy.store import DecisionRecord, SqliteStore
 

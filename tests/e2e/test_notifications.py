@@ -17,7 +17,7 @@ import httpx
 import pytest
 from approvals.receiver import Received, Receiver
 
-from guardproxy.approvals.notify import (
+from guardproxy.approvals.channels import (
     EVENT_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,

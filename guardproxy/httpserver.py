@@ -1,4 +1,9 @@
-"""One tornado application served on one address, the way guardproxy's ports are."""
+"""One tornado application served on one address, the way guardproxy's ports are.
+
+Shared by the control API (control/api.py) and the metrics port (ops/http.py); it lives
+outside both packages so that neither imports the other for it (imports nothing of
+guardproxy).
+"""
 
 from __future__ import annotations
 

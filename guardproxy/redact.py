@@ -9,6 +9,9 @@ hold snapshots) passes it through here first.  Two complementary means:
   (bearer tokens, AWS key ids and secret keys, GitHub tokens, JWTs, URLs with a
   password, connection strings, private key blocks).
 
+Redaction is a leaf: it imports nothing of guardproxy, so every layer (the store, the
+log, the gate, the audit trail) can use it without an import cycle.
+
 Redaction errs on the side of removing too much: an over-redacted log line costs a
 little context, a leaked token costs an incident.  The functions are pure and total
 (they never raise on odd input), so a logging or recording path cannot fail on them.
@@ -20,11 +23,8 @@ import functools
 import json
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote_plus, urlencode
-
-if TYPE_CHECKING:
-    from guardproxy.context import ContextParts
 
 REDACTED = "[REDACTED]"
 
@@ -378,7 +378,15 @@ def _redacted_part(text: str) -> str:
     return redact_json_text(text)
 
 
-def redact_context_json(parts: ContextParts) -> str:
+class JoinsParts(Protocol):
+    """A JSON document cut into parts that :meth:`join` reassembles, each part passed
+    through a function (:class:`guardproxy.context.ContextParts`). A protocol, so that
+    redaction stays a leaf module that imports nothing of guardproxy."""
+
+    def join(self, part: Callable[[str], str]) -> str: ...
+
+
+def redact_context_json(parts: JoinsParts) -> str:
     """A decision context's JSON with credential shapes removed, part by part.
 
     Each part (session, history, resource history, signals) is a JSON value of its

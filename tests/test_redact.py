@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 import pytest
 
 from guardproxy.action import Action, Actor, Provider, RequestSummary, Resource, Verb
-from guardproxy.audit.redact import (
+from guardproxy.context import Context, SessionInfo
+from guardproxy.redact import (
     REDACTED,
     _redact_bare_keys,
     is_secret_field,
@@ -23,7 +24,6 @@ from guardproxy.audit.redact import (
     redact_url,
     redact_value,
 )
-from guardproxy.context import Context, SessionInfo
 
 # Real-looking, but not real: the shapes the providers issue.
 AWS_KEY_ID = "AKIAQX3EXAMPLE7KEYID"

@@ -4,6 +4,9 @@ Each instance has its own ``CollectorRegistry`` (never the process-global one), 
 two instances in one process (tests, `guardproxy run`) do not mix their counts.
 The request path only increments counters and observes histograms: the library's
 per-value lock, no I/O. The store's count of pending holds is read at scrape time.
+
+A module of its own below the gate and the proxy, which count into it on the request
+path; ops/http.py serves its exposition on the control and metrics ports.
 """
 
 from __future__ import annotations
