@@ -333,13 +333,15 @@ class Guard:
             self._protected_ports = frozenset(p for _, p in self._protected())
         if port not in self._protected_ports:
             return
-        try:
-            resolved = await asyncio.get_running_loop().getaddrinfo(host, port)
-        except OSError:
-            return  # the connection attempt fails by itself
-        if any(_is_local_address(str(info[4][0])) for info in resolved):
-            data.server.error = "guardproxy: guarded sessions cannot reach guardproxy itself"
-            log.warning("control.refused", host=host, port=port)
+        if not _names_this_host(host):
+            try:
+                resolved = await asyncio.get_running_loop().getaddrinfo(host, port)
+            except OSError:
+                return  # the connection attempt fails by itself
+            if not any(_is_local_address(str(info[4][0])) for info in resolved):
+                return
+        data.server.error = "guardproxy: guarded sessions cannot reach guardproxy itself"
+        log.warning("control.refused", host=host, port=port)
 
     async def _is_protected(self, request: HttpRequest) -> bool:
         host = request.host.strip("[]").lower()
@@ -353,6 +355,8 @@ class Guard:
             return True
         if all(port != request.port for _, port in targets):
             return False
+        if _names_this_host(host):
+            return True
         # another name or address of this machine on a protected port: an /etc/hosts
         # alias (vm), 127.0.0.2, 0.0.0.0, ::ffff:127.0.0.1 all reach the control API
         try:
@@ -371,6 +375,34 @@ class Guard:
             "Approvals come from a human, not from the agent."
         )
         return native_answer(request, action, message, decision="deny", reference="control")
+
+
+def _names_this_host(host: str) -> bool:
+    """Whether ``host`` names this machine by its spelling alone, without DNS: a loopback
+    or unspecified address in any form glibc's resolver reads (``127.1``, ``0x7f000001``,
+    ``::ffff:127.0.0.1``), or ``localhost`` and its subdomains, with or without the
+    root's trailing dot (RFC 6761 section 6.3: a resolver answers them with loopback or
+    not at all). A lookup would leave ``localhost.`` to whichever resolver is asked, at
+    the check and again at the connection.
+
+    To be replaced by ``is_loopback`` of guardproxy/recognise/hosts.py (canonical_host)
+    once that is on main: it reads the same spellings.
+    """
+    name = host.strip("[]").lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(
+            name.partition("%")[0]
+        )
+    except ValueError:
+        try:
+            ip = ipaddress.IPv4Address(socket.inet_aton(name))
+        except (OSError, ValueError):  # not an IPv4 literal (ValueError: a NUL in it)
+            return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback or ip.is_unspecified
 
 
 def _is_local_address(address: str) -> bool:
