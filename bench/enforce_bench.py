@@ -59,7 +59,7 @@ print("TIMES " + json.dumps(times))
 class _Upstream(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         body = b'{"Name": "x"}'
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -67,7 +67,7 @@ class _Upstream(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         return
 
 

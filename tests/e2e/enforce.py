@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from guardproxy.sandbox import EnforceUnavailable, preflight
+
 from .guard_fixtures import CLIENT_TIMEOUT, POLICIES, REPO_ROOT, guardproxy_cli
 
 UNPRIVILEGED_UID = 64_123
@@ -27,8 +29,6 @@ UNPRIVILEGED_UID = 64_123
 
 def require_enforce() -> None:
     """Skip unless bubblewrap can run here (CI installs it: a skip there is a failure)."""
-    from guardproxy.sandbox import EnforceUnavailable, preflight
-
     try:
         preflight()
     except EnforceUnavailable as error:

@@ -22,7 +22,7 @@ from .servers import EchoServer
 
 pytestmark = pytest.mark.slow
 
-PROBE = r'''
+PROBE = r"""
 import json, os, subprocess, sys, urllib.request, urllib.error
 data_dir, policies, control_port, upstream = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 out = {}
@@ -32,7 +32,8 @@ def attempt(fn):
     except Exception as error:
         return {"ok": False, "value": f"{type(error).__name__}: {error}"}
 for name in ("control-token", "ca/mitmproxy-ca.pem", "guardproxy.db", "runtime.json"):
-    out[f"read {name}"] = attempt(lambda: open(os.path.join(data_dir, name), "rb").read()[:40].hex())
+    path = os.path.join(data_dir, name)
+    out[f"read {name}"] = attempt(lambda: open(path, "rb").read()[:40].hex())
 out["list data dir"] = attempt(lambda: os.listdir(data_dir))
 out["write policies"] = attempt(lambda: open(os.path.join(policies, "agent.yaml"), "w").write("x"))
 out["processes"] = [open(f"/proc/{p}/cmdline", "rb").read().replace(b"\0", b" ").decode()
@@ -73,7 +74,7 @@ for args in (["approve", hold, "--reason", "self", "--data-dir", data_dir],
     done = subprocess.run([*cli, *args], capture_output=True, text=True, timeout=60)
     out["cli " + args[0]] = {"code": done.returncode, "out": (done.stdout + done.stderr)[-300:]}
 print("RESULT " + json.dumps(out))
-'''
+"""
 
 
 @pytest.fixture(autouse=True)
