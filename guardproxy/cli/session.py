@@ -6,6 +6,7 @@ import argparse
 import getpass
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,17 @@ from guardproxy.cli.serve import ConfigError, add_proxy_options, build_config
 from guardproxy.control.client import DEFAULT_DATA_DIR, ControlClient, ControlError
 from guardproxy.gate.gate import utc_now
 from guardproxy.intercept.proxy import ensure_ca
+from guardproxy.sandbox import (
+    EnforceUnavailable,
+    SandboxSpec,
+    Tools,
+    create_run_dir,
+    guardproxy_code,
+    inner_proxy_url,
+    preflight,
+    running_sandbox,
+    sandbox_environment,
+)
 from guardproxy.server import BackgroundGuardproxy, StartError
 from guardproxy.session.environment import (
     export_lines,
@@ -41,6 +53,12 @@ def add_commands(subparsers: Any) -> None:
     )
     add_proxy_options(run)
     _session_options(run)
+    run.add_argument(
+        "--enforce",
+        action="store_true",
+        help="run the command in a sandbox whose only way out is the guard (bubblewrap, "
+        "user namespaces): proxy variables cannot be bypassed, guardproxy's data is hidden",
+    )
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
     run.set_defaults(handler=cmd_run)
 
@@ -92,6 +110,7 @@ class _Prepared:
     session_id: str
     proxy_address: str
     control_url: str
+    token: str = ""
 
 
 def _prepare(
@@ -102,8 +121,14 @@ def _prepare(
     proxy_port: int,
     ca_cert: Path,
     command: list[str],
+    *,
+    sandbox_dir: Path | None = None,
 ) -> tuple[_Prepared, list[Path]]:
-    """Create the session and its files; return its environment and new upstream CAs."""
+    """Create the session and its files; return its environment and new upstream CAs.
+
+    ``sandbox_dir``: an enforced session's run directory: its files go there (the data
+    directory is hidden inside the sandbox) and its proxy is the in-sandbox listener.
+    """
     created = register(
         {"name": args.name, "user": getpass.getuser(), "command": command,
          "cwd": os.getcwd(), "labels": args.label, "resume": args.resume}
@@ -113,6 +138,11 @@ def _prepare(
     session_dir = data_dir / "sessions" / session_id
     session_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(session_dir, 0o700)
+    if sandbox_dir is not None:
+        url = inner_proxy_url(session_id, token)
+        session_dir = sandbox_dir
+        shutil.copyfile(ca_cert, sandbox_dir / "ca-cert.pem")  # the certificate, not the key
+        ca_cert = sandbox_dir / "ca-cert.pem"
     base = dict(os.environ)
     bundle = write_ca_bundle(ca_cert, session_dir / "ca-bundle.pem", base)
     kube = rewrite_kubeconfig(
@@ -131,7 +161,9 @@ def _prepare(
         session_id=session_id,
     )
     new_cas = kube.upstream_cas + kube.client_certs if kube else []
-    return _Prepared(environment, session_id, f"{proxy_host}:{proxy_port}", ""), new_cas
+    prepared = _Prepared(environment, session_id, f"{proxy_host}:{proxy_port}", "")
+    prepared.token = token
+    return prepared, new_cas
 
 
 # ---------------------------------------------------------------------------
@@ -144,16 +176,76 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("guardproxy: run needs a command: guardproxy run -- COMMAND [ARGS...]",
               file=sys.stderr)  # fmt: skip
         return 2
+    sandbox: _Sandbox | None = None
     try:
+        if getattr(args, "enforce", False):
+            sandbox = _Sandbox(preflight(), create_run_dir())
         if args.proxy:
-            return _run_attached(args, command)
-        return _run_embedded(args, command)
-    except (ConfigError, ControlError, SessionError, StartError) as error:
+            return _run_attached(args, command, sandbox)
+        return _run_embedded(args, command, sandbox)
+    except (ConfigError, ControlError, SessionError, StartError, EnforceUnavailable) as error:
         print(f"guardproxy: {error}", file=sys.stderr)
         return 2
+    finally:
+        if sandbox is not None:
+            shutil.rmtree(sandbox.run_dir, ignore_errors=True)
 
 
-def _run_embedded(args: argparse.Namespace, command: list[str]) -> int:
+@dataclass
+class _Sandbox:
+    """An enforced session's tools and run directory (outside the data directory)."""
+
+    tools: Tools
+    run_dir: Path
+
+
+def _store_files(store_url: str) -> list[Path]:
+    """A SQLite store's files (hidden in the sandbox when outside the data directory)."""
+    prefix = "sqlite:///"
+    if not store_url.startswith(prefix):
+        return []
+    database = Path(store_url[len(prefix) - 1 :])
+    return [database, Path(f"{database}-wal"), Path(f"{database}-shm"), Path(f"{database}-journal")]
+
+
+def _guard_paths(data_dir: Path) -> list[Path]:
+    """Every place guardproxy keeps secrets on this machine: the sandbox hides them."""
+    found = [data_dir, DEFAULT_DATA_DIR]
+    if os.environ.get("GUARDPROXY_DATA_DIR"):
+        found.append(Path(os.environ["GUARDPROXY_DATA_DIR"]))
+    return found
+
+
+def _launch(
+    prepared: _Prepared,
+    command: list[str],
+    sandbox: _Sandbox | None,
+    *,
+    hidden: list[Path],
+    read_only: list[Path],
+    proxy: tuple[str, int],
+) -> int:
+    """Run the command: as it is (cooperative), or in the sandbox (enforced)."""
+    if sandbox is None:
+        return _supervise(command, prepared.environment)
+    spec = SandboxSpec(
+        tools=sandbox.tools,
+        run_dir=sandbox.run_dir,
+        command=command,
+        session_id=prepared.session_id,
+        token=prepared.token,
+        proxy_host=proxy[0],
+        proxy_port=proxy[1],
+        hidden=hidden,
+        read_only=[*read_only, *guardproxy_code()],
+    )
+    session_env = {**prepared.environment, "GUARDPROXY_ENFORCED": "1"}
+    environment = sandbox_environment(dict(os.environ), session_env, hidden)
+    with running_sandbox(spec) as argv:
+        return _supervise(argv, environment, inherit=False)
+
+
+def _run_embedded(args: argparse.Namespace, command: list[str], sandbox: _Sandbox | None) -> int:
     config = build_config(args, listen="127.0.0.1:0", control="127.0.0.1:0")
     config.data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(config.data_dir, 0o700)
@@ -184,8 +276,9 @@ def _run_embedded(args: argparse.Namespace, command: list[str]) -> int:
         service = embedded.service
         assert service.proxy is not None and service.control is not None
         prepared, new_cas = _prepare(
-            args, config.data_dir, register, "127.0.0.1", service.proxy.port, ca_cert, command
-        )
+            args, config.data_dir, register, "127.0.0.1", service.proxy.port, ca_cert, command,
+            sandbox_dir=sandbox.run_dir if sandbox else None,
+        )  # fmt: skip
         if new_cas:
             embedded.call(service.reload_tls())
         control_url = f"http://127.0.0.1:{service.control.port}"
@@ -193,15 +286,21 @@ def _run_embedded(args: argparse.Namespace, command: list[str]) -> int:
             finding = f" --data-dir {shlex.quote(str(config.data_dir))}"
         else:
             finding = f" --control {control_url}"
-        _banner(prepared, control_url, finding, resumed=bool(args.resume))
-        return _supervise(command, prepared.environment)
+        _banner(prepared, control_url, finding, resumed=bool(args.resume),
+                enforced=sandbox is not None)  # fmt: skip
+        read_only = [config.policies, *([args.config] if args.config else [])]
+        return _launch(
+            prepared, command, sandbox,
+            hidden=[*_guard_paths(config.data_dir), *_store_files(config.store_url)],
+            read_only=read_only, proxy=("127.0.0.1", service.proxy.port),
+        )  # fmt: skip
     finally:
         if "id" in sessions and embedded.service.registry is not None:
             embedded.service.registry.end(sessions["id"], utc_now())
         embedded.stop()
 
 
-def _run_attached(args: argparse.Namespace, command: list[str]) -> int:
+def _run_attached(args: argparse.Namespace, command: list[str], sandbox: _Sandbox | None) -> int:
     ignored = _ignored_when_attached(args)
     if ignored:
         print(
@@ -209,16 +308,20 @@ def _run_attached(args: argparse.Namespace, command: list[str]) -> int:
             f"ignored when attaching to one with --proxy; give them to `guardproxy serve`",
             file=sys.stderr,
         )
-    prepared = _attach(args, command)
+    prepared, attached = _attach(args, command, sandbox)
     finding = "".join(
         f" {flag} {shlex.quote(str(value))}"
         for flag, value in (("--control", args.control), ("--data-dir", args.data_dir))
         if value
     )
-    _banner(prepared, prepared.control_url, finding, resumed=bool(args.resume))
+    _banner(prepared, prepared.control_url, finding, resumed=bool(args.resume),
+            enforced=sandbox is not None)  # fmt: skip
     client = ControlClient.locate(url=args.control, token=args.token, data_dir=args.data_dir)
     try:
-        return _supervise(command, prepared.environment)
+        return _launch(
+            prepared, command, sandbox, hidden=_guard_paths(attached.data_dir),
+            read_only=attached.policies, proxy=attached.proxy,
+        )  # fmt: skip
     finally:
         try:
             client.call("POST", f"/v1/sessions/{prepared.session_id}/end", {})
@@ -226,7 +329,18 @@ def _run_attached(args: argparse.Namespace, command: list[str]) -> int:
             print(f"guardproxy: could not end the session: {error}", file=sys.stderr)
 
 
-def _attach(args: argparse.Namespace, command: list[str]) -> _Prepared:
+@dataclass
+class _Attached:
+    """Where the guard a session attached to keeps its data, policies and proxy."""
+
+    data_dir: Path
+    policies: list[Path]
+    proxy: tuple[str, int]
+
+
+def _attach(
+    args: argparse.Namespace, command: list[str], sandbox: _Sandbox | None = None
+) -> tuple[_Prepared, _Attached]:
     client = ControlClient.locate(url=args.control, token=args.token, data_dir=args.data_dir)
     data_dir = Path(args.data_dir or os.environ.get("GUARDPROXY_DATA_DIR") or DEFAULT_DATA_DIR)
     runtime = client.call("GET", "/v1/runtime")
@@ -242,16 +356,24 @@ def _attach(args: argparse.Namespace, command: list[str]) -> _Prepared:
         result: dict[str, Any] = client.call("POST", "/v1/sessions", body)
         return result
 
-    prepared, new_cas = _prepare(args, data_dir, register, host, port, ca_cert, command)
+    prepared, new_cas = _prepare(
+        args, data_dir, register, host, port, ca_cert, command,
+        sandbox_dir=sandbox.run_dir if sandbox else None,
+    )  # fmt: skip
     if new_cas:
         client.call("POST", "/v1/tls/reload", {})
     prepared.control_url = client.url
-    return prepared
+    policies = [Path(runtime["policies"])] if runtime.get("policies") else []
+    return prepared, _Attached(data_dir, policies, (host, port))
 
 
-def _banner(prepared: _Prepared, control_url: str, finding: str, *, resumed: bool) -> None:
+def _banner(
+    prepared: _Prepared, control_url: str, finding: str, *, resumed: bool, enforced: bool = False
+) -> None:
     """``finding``: the options `holds` and `approve` need to reach this guard."""
     how = "resumed and " if resumed else ""
+    if enforced:
+        how += "sandboxed (--enforce: no way out but the guard) and "
     print(
         f"guardproxy: session {prepared.session_id} is {how}guarded by {prepared.proxy_address} "
         f"(control {control_url}). Held actions: `guardproxy holds{finding}`; approve one with "
@@ -261,9 +383,10 @@ def _banner(prepared: _Prepared, control_url: str, finding: str, *, resumed: boo
     )
 
 
-def _supervise(command: list[str], session_env: dict[str, str]) -> int:
-    """Run the command with the session environment; pass signals; return its exit code."""
-    environment = {**os.environ, **session_env}
+def _supervise(command: list[str], session_env: dict[str, str], *, inherit: bool = True) -> int:
+    """Run the command with the session environment (added to this process's unless
+    ``inherit`` is False); pass signals; return its exit code."""
+    environment = {**os.environ, **session_env} if inherit else dict(session_env)
     try:
         child = subprocess.Popen(command, env=environment)
     except OSError as error:
@@ -292,7 +415,7 @@ def _supervise(command: list[str], session_env: dict[str, str]) -> int:
 
 def cmd_env(args: argparse.Namespace) -> int:
     try:
-        prepared = _attach(args, [os.environ.get("SHELL", "sh")])
+        prepared, _ = _attach(args, [os.environ.get("SHELL", "sh")])
     except (ControlError, SessionError) as error:
         print(f"guardproxy: {error}", file=sys.stderr)
         return 2
