@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 from guardproxy.facade import lazy_exports
 
 if TYPE_CHECKING:
-    from guardproxy.gate.digest import request_digest
     from guardproxy.gate.answers import Answer, Forward, Verdict
+    from guardproxy.gate.digest import request_digest
     from guardproxy.gate.gate import Gate
     from guardproxy.gate.recorder import DecisionDraft, DecisionRecorder, Writer
     from guardproxy.gate.responses import NativeAnswer, native_answer
