@@ -14,15 +14,29 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from guardproxy.action import Environment, Provider
 from guardproxy.context import Context
 from guardproxy.policy.bundle import Bundle
 from guardproxy.policy.engine import evaluate
 from guardproxy.policy.model import Outcome
-from guardproxy.recognise.catalogue import Destructive
+from guardproxy.recognise.catalogue import Destructive, catalogue
 
-__all__ = ["ALLOWLIST_PARAM", "Coverage", "ProviderCoverage", "allowlist_of", "measure"]
+__all__ = [
+    "ALLOWLIST_PARAM",
+    "ENVIRONMENTS",
+    "Coverage",
+    "ProviderCoverage",
+    "allowlist_of",
+    "as_json",
+    "measure",
+    "measure_everywhere",
+    "table",
+]
+
+ENVIRONMENTS = (Environment.PROD, Environment.UNKNOWN)
+"""Where the promise holds: production, and wherever the environment is not known."""
 
 ALLOWLIST_PARAM = "lowRiskDeletes"
 """The policy-set parameter that lists low-risk deletes: operation key -> reason."""
@@ -115,3 +129,58 @@ def measure(
         decision = evaluate(bundle, entry.action, context)
         part.add(entry, decision.outcome, entry.key in allowlist)
     return Coverage(environment, list(by_provider.values()))
+
+
+def measure_everywhere(bundle: Bundle, now: datetime) -> list[Coverage]:
+    """``measure`` over the whole catalogue in every environment of ``ENVIRONMENTS``
+    (builds the catalogue: a few seconds, most of it loading the model indexes)."""
+    return [measure(bundle, catalogue(env), env, now) for env in ENVIRONMENTS]
+
+
+_COLUMNS = ("provider", "total", "held", "denied", "allowlisted", "allowed", "held or denied")
+
+
+def _row(cells: tuple[object, ...]) -> str:
+    first, *rest = cells
+    widths = [max(len(c), 8) for c in _COLUMNS[1:]]
+    return f"    {first!s:<10}" + "".join(
+        f"  {c!s:>{w}}" for w, c in zip(widths, rest, strict=True)
+    )
+
+
+def table(coverages: list[Coverage], *, offenders: int = 20) -> list[str]:
+    """The figures as text lines: one table per environment, then what was let through
+    (``offenders`` of them at most)."""
+    lines: list[str] = []
+    for coverage in coverages:
+        lines.append(f"  environment {coverage.environment}:")
+        lines.append(_row(_COLUMNS))
+        for part in [*coverage.providers, coverage.overall]:
+            name = str(part.provider) if part.provider is not None else "all"
+            share = f"{part.held_or_denied_share:.1%}"
+            counts = (part.total, part.held, part.denied, part.allowlisted, len(part.allowed))
+            lines.append(_row((name, *counts, share)))
+        allowed = coverage.overall.allowed
+        for entry in allowed[:offenders]:
+            lines.append(f"    let through: {entry.label} ({entry.action.verb})")
+        if len(allowed) > offenders:
+            lines.append(f"    ... and {len(allowed) - offenders} more")
+    return lines
+
+
+def as_json(coverages: list[Coverage]) -> dict[str, Any]:
+    """The figures as JSON: environment -> provider -> counts and what was let through."""
+    return {
+        str(coverage.environment): {
+            (str(part.provider) if part.provider is not None else "all"): {
+                "total": part.total,
+                "held": part.held,
+                "denied": part.denied,
+                "allowlisted": part.allowlisted,
+                "allowed": [entry.label for entry in part.allowed],
+                "held_or_denied": round(part.held_or_denied_share, 4),
+            }
+            for part in [*coverage.providers, coverage.overall]
+        }
+        for coverage in coverages
+    }
