@@ -283,7 +283,11 @@ def _k8s_collection(group: str, version: str, resource: str, namespaced: bool) -
 
 
 def _k8s(method: str, path: str, body: object = None) -> HttpRequest:
-    headers = (("user-agent", "kubectl/v1.34.0 (linux/amd64) kubernetes/0000000"),)
+    headers: tuple[tuple[str, str], ...] = (
+        ("user-agent", "kubectl/v1.34.0 (linux/amd64) kubernetes/0000000"),
+    )
+    if method == "PATCH":  # kubectl patch's default; plain JSON is no patch type (415)
+        headers += (("content-type", "application/strategic-merge-patch+json"),)
     return _request(method, _K8S_HOST, path, body or b"", headers, port=_K8S_PORT)
 
 
