@@ -141,6 +141,8 @@ def _route(method: str, parts: list[str]) -> tuple[str, str, str]:
     if len(rest) == 1:
         if rest[0] in ("create", "prune", "json", "load", "search", "get", "init", "join"):
             return head, "list" if rest[0] == "json" else rest[0], ""
+        if (head, rest[0]) == ("plugins", "pull"):
+            return head, "pull", ""  # POST /plugins/pull installs a plugin (no name in the path)
         if head == "swarm":
             return head, rest[0], ""
         return head, _method_action(method), rest[0]

@@ -59,6 +59,8 @@ _OVERRIDES: dict[str, tuple[Verb, tuple[str, ...]]] = {
     "team-projects.delete": (Verb.PERMISSION, ()),
     "team-members.create": (Verb.PERMISSION, ()),
     "team-members.delete": (Verb.PERMISSION, ()),
+    "organization-memberships.create": (Verb.PERMISSION, ()),  # invites a user
+    "organization-memberships.delete": (Verb.PERMISSION, ()),
     "authentication-token.create": (Verb.PERMISSION, ()),
 }
 _EXACT = frozenset({*_OVERRIDES, "runs.create", "workspaces.create", "workspaces.update"})
@@ -91,6 +93,12 @@ def _route(method: str, parts: list[str]) -> tuple[str, dict[str, str]]:
         parts = parts[2:]
         if len(parts) >= 2 and parts[0] == "workspaces":
             ids["workspace"] = parts[1]
+    if len(parts) == 4 and parts[0] == "teams" and parts[2] == "relationships":
+        # Team membership: POST/DELETE /teams/:id/relationships/users (or
+        # .../organization-memberships) adds or removes members.
+        ids["team"] = parts[1]
+        if parts[3] in ("users", "organization-memberships"):
+            return f"team-members.{_action(method, False)}", ids
     if "actions" in parts:
         at = parts.index("actions")
         collection = parts[at - 2] if at >= 2 else parts[0]
