@@ -20,8 +20,8 @@ import yaml
 from policy_helpers import rules_bundle
 
 from guardproxy.action import Action, Environment, Provider, Resource, Verb
+from guardproxy.audit.coverage import Coverage, ProviderCoverage, allowlist_of, measure
 from guardproxy.policy import Bundle, load_bundle
-from guardproxy.policy.coverage import Coverage, ProviderCoverage, allowlist_of, measure
 from guardproxy.recognise.catalogue import (
     DESTRUCTIVE_VERBS,
     PROVIDERS,

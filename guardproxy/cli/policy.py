@@ -14,12 +14,12 @@ import pydantic
 import structlog
 
 from guardproxy.action import Action
+from guardproxy.audit import coverage as destructive
 from guardproxy.cli.bundles import default_policies
 from guardproxy.cli.errors import UsageError
 from guardproxy.cli.style import Style
 from guardproxy.context import Context
 from guardproxy.control.client import ControlClient, ControlError
-from guardproxy.policy import coverage as destructive
 from guardproxy.policy import load_bundle
 from guardproxy.policy.bundle import Bundle
 from guardproxy.policy.decision import Decision

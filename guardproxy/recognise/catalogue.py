@@ -2,7 +2,7 @@
 
 The shipped bundle promises to hold every delete, destroy and permission change in a
 production or unknown environment (unless an allowlist entry says why not). This
-catalogue is what that promise is measured against (``guardproxy.policy.coverage``,
+catalogue is what that promise is measured against (``guardproxy.audit.coverage``,
 ``guardproxy policy test --coverage``, ``tests/test_bundle_coverage.py``):
 
 * **AWS**: every operation of every botocore model that ``aws_verbs.classify`` calls a
