@@ -4,7 +4,16 @@ Service and operation come from botocore's models (``aws_index``/``aws_match``);
 verb class from the operation name (``aws_verbs``); the resource from the member the
 model marks as identifying (``OpSpec.ident``); risk tags from the parameters
 (``aws_risk``). Parameters are read from wherever the protocol puts them: URI labels,
-query string, headers, form, JSON, XML or CBOR body.
+query string, headers, form, JSON, XML or CBOR body (``aws_params``).
+
+A request an SDK could not have sent is read every way a server may read it: each
+SigV4 scope it carries (header and presigned query, two headers), each operation the
+wire names (target header, CBOR path, ``Action`` in the query and in the body, the
+REST route, a method override), each value a member is given (a key repeated or
+spelled another way, a URI member also in the body). Each combination is an action;
+the most dangerous comes first, the others are its ``readings``, all decided by the
+policy engine (the strictest outcome applies). Past :data:`MAX_READINGS` an unknown
+reading is added, which the bundle never allows by default.
 """
 
 from __future__ import annotations
@@ -13,22 +22,22 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from guardproxy.action import Action, Confidence, Provider, Resource, Scope, Verb
+from guardproxy.action import Action, Confidence, Environment, Provider, Resource, Scope, Verb
 from guardproxy.recognise.aws_index import AwsIndex
-from guardproxy.recognise.aws_match import Match, Unmatched, resolve
+from guardproxy.recognise.aws_match import Match, Unmatched, form_fields, resolve_all
 from guardproxy.recognise.aws_names import arn_parts, arn_resource_name
+from guardproxy.recognise.aws_params import (
+    UNPARSED,
+    ParamReadings,
+    form_params,
+    rest_params,
+    rpc_params,
+    significant,
+)
 from guardproxy.recognise.aws_risk import dry_run, risk_tags
 from guardproxy.recognise.aws_spec import ModelSpec, OpSpec
 from guardproxy.recognise.aws_verbs import classify
-from guardproxy.recognise.aws_wire import (
-    HostInfo,
-    credential_scope,
-    parse_cbor,
-    parse_host,
-    parse_json,
-    parse_xml,
-    rename,
-)
+from guardproxy.recognise.aws_wire import Credential, HostInfo, credential_scopes, parse_host
 from guardproxy.recognise.common import (
     actor_of,
     cap,
@@ -36,70 +45,82 @@ from guardproxy.recognise.common import (
     resource_key,
     summary_of,
 )
+from guardproxy.recognise.environment import environment_from_names
 from guardproxy.recognise.request import HttpRequest
 
 _ACCOUNT = re.compile(r"^\d{12}$")
 
+MAX_READINGS = 16
+"""Most actions one request is read as; beyond it, an unknown reading is added."""
+
+CREDENTIAL = "ambiguous:credential"
+TOO_MANY = "ambiguous:too-many-readings"
+
+_DANGER = {
+    Verb.DESTROY: 8,
+    Verb.PERMISSION: 7,
+    Verb.DELETE: 6,
+    Verb.EXECUTE: 5,
+    Verb.UNKNOWN: 4,
+    Verb.UPDATE: 3,
+    Verb.CREATE: 2,
+    Verb.READ: 0,
+}
+_ENVIRONMENT_DANGER = {
+    Environment.PROD: 3,
+    Environment.UNKNOWN: 2,
+    Environment.STAGING: 1,
+    Environment.DEV: 0,
+}
+
 
 def _form_pairs(request: HttpRequest) -> list[tuple[str, str]] | None:
-    """Decoded form fields when the body is ``application/x-www-form-urlencoded``.
+    """Decoded form fields of the body, when it is one.
 
-    Only then is the body decoded up front: awsQuery carries the operation in it.
-    Other bodies wait until the matched operation says they hold parameters.
+    A form body is ``application/x-www-form-urlencoded``; a body of another type is
+    read as a form too when it is one with an ``Action`` field, since moto reads a
+    body without a form type as a query string when the URL has none
+    (``moto/core/responses.py``, ``BaseResponse.setup_class``). Other bodies wait
+    until the matched operation says they hold parameters.
     """
     content_type = request.header("content-type").lower()
-    if "x-www-form-urlencoded" not in content_type and not request.body.startswith(b"Action="):
-        return None
+    form = "x-www-form-urlencoded" in content_type
+    if not form:
+        head = request.body.lstrip()[:1]
+        if not head or head in (b"{", b"<", b"[") or b"ction" not in request.body:
+            return None
     body = decoded_body(request)
     if not body:
         return None
-    return parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+    pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+    if form or any(significant(key) == "action" for key, _ in pairs):
+        return pairs
+    return None
 
 
-def _wants_body(match: Match) -> bool:
-    return match.protocol in ("json", "cbor") or match.op.parse_body
-
-
-def _rest_params(match: Match, request: HttpRequest, body: bytes | None) -> dict[str, Any]:
-    op = match.op
-    params: dict[str, Any] = dict(match.labels)
-    query: dict[str, list[str]] = {}
-    for key, value in request.query:
-        query.setdefault(key, []).append(value)
-    for wire, member in op.query_members:
-        if wire in query:
-            values = query[wire]
-            params[member] = values[0] if len(values) == 1 else values
-    for wire, member in op.header_members:
-        value = request.header(wire, "\0")
-        if value != "\0":
-            params[member] = value
-    if not op.parse_body or not body:
-        return params
-    decoded: Any
-    if "rest-xml" in match.model.protocols:
-        parsed = parse_xml(body)
-        decoded = parsed[1] if parsed is not None else None
-    else:
-        decoded = parse_json(body)
-    if op.payload:
-        if decoded is not None:
-            params[op.payload] = decoded
-    elif isinstance(decoded, dict):
-        params.update(rename(decoded, op.body_names))
-    return params
-
-
-def parameters(match: Match, request: HttpRequest, body: bytes | None) -> dict[str, Any]:
-    """The operation's input parameters by member name, as far as the wire carries them."""
+def _reads_body(match: Match) -> bool:
+    """Whether the body may hold parameters: always for awsJson and CBOR, for REST
+    when the input has body members (a streamed payload, such as S3 object data, is
+    not decoded)."""
     if match.protocol == "query":
-        return rename(match.form or {}, match.op.form_names)
+        return False
+    return match.protocol in ("json", "cbor") or match.op.parse_body or not match.op.payload
+
+
+def parameters(
+    match: Match,
+    request: HttpRequest,
+    form_pairs: list[tuple[str, str]] | None,
+    body: bytes | None,
+) -> ParamReadings:
+    """The operation's input parameters by member name, with every other value the
+    request gives a member (see ``aws_params``)."""
+    if match.protocol == "query":
+        return form_params(form_fields(request, form_pairs), match.op.form_shape)
     if match.protocol in ("json", "cbor"):
-        decoded = None
-        if body:
-            decoded = parse_cbor(body) if match.protocol == "cbor" else parse_json(body)
-        return rename(decoded, match.op.body_names) if isinstance(decoded, dict) else {}
-    return _rest_params(match, request, body)
+        return rpc_params(match.op, body, match.protocol == "cbor")
+    xml = "rest-xml" in match.model.protocols
+    return rest_params(match.op, match.labels, request, body, xml)
 
 
 def _first_string(value: Any) -> str:
@@ -173,24 +194,14 @@ def _unmatched(request: HttpRequest, found: Unmatched, region: str, account: str
     )
 
 
-def recognise_aws(request: HttpRequest, index: AwsIndex) -> Action:
-    """The Action for an AWS API request (environment is resolved by the caller).
-
-    The resource key leaves the account segment empty (``aws::<region>:<type>/<name>``):
-    a create names no account (``CreateQueue`` has ``QueueName``, ``CreateStack`` a
-    name) while the delete often does (a queue URL, a stack ARN), and a delete and
-    the re-create must key alike. The account stays in ``scope.account``; two accounts
-    with a same-named resource in one region share a key, which errs toward holding.
-    """
-    credential = credential_scope(request)
-    host = parse_host(request.host, index.prefixes)
-    found = resolve(index, request, credential, host, _form_pairs(request))
-    region = (credential.region if credential is not None else "") or host.region
-    if isinstance(found, Unmatched):
-        return _unmatched(request, found, region, host.account)
-
-    model, op = found.model, found.op
-    params = parameters(found, request, decoded_body(request) if _wants_body(found) else None)
+def _action(
+    request: HttpRequest,
+    match: Match,
+    params: dict[str, Any],
+    host: HostInfo,
+    region: str,
+) -> Action:
+    model, op = match.model, match.op
     verb = classify(model.name, op.name, model.resource_nouns)
     rtype, name, rid, account, count = _resource(model, op, params, host)
     name, cut_name = cap(name)
@@ -211,7 +222,124 @@ def recognise_aws(request: HttpRequest, index: AwsIndex) -> Action:
         risk_tags=tags,
         actor=actor_of(request),
         request=summary_of(request),
-        confidence=found.confidence,
+        confidence=match.confidence,
         dry_run=dry_run(params),
         truncated=cut_name or cut_id,
     )
+
+
+def _contexts(
+    index: AwsIndex, request: HttpRequest, host: HostInfo
+) -> tuple[list[Credential | None], bool]:
+    """The SigV4 scopes to read the request under, and whether there is more than one.
+
+    A scope whose signing name names no model behind the host's endpoint prefix (a
+    ``cloudformation`` signature sent to ``s3.amazonaws.com``) is read under the
+    host's models as well: AWS routes by endpoint, emulators by the signing name.
+    """
+    scopes: list[Credential | None] = list(credential_scopes(request))
+    ambiguous = len(scopes) > 1
+    if not scopes:
+        return [None], False
+    by_host = {n for prefix in host.prefixes for n in index.tables.by_prefix.get(prefix, ())}
+    for scope in list(scopes):
+        assert scope is not None
+        by_signing = set(index.tables.by_signing.get(scope.service, ()))
+        if by_host and by_signing and not by_host & by_signing:
+            scopes.append(None)
+            ambiguous = True
+            break
+    return scopes, ambiguous
+
+
+def _danger(action: Action) -> tuple[int, int, int, int]:
+    """Sort key, most dangerous first: verb class, environment the names suggest,
+    risk tags, and a real change before a dry run."""
+    names = [n for n in (action.resource.name, action.resource.id) if n]
+    environment = environment_from_names(names) if names else Environment.UNKNOWN
+    return (
+        -_DANGER[action.verb],
+        -_ENVIRONMENT_DANGER[environment],
+        -len(action.risk_tags),
+        1 if action.dry_run else 0,
+    )
+
+
+def recognise_aws(request: HttpRequest, index: AwsIndex) -> Action:
+    """The Action for an AWS API request (environment is resolved by the caller).
+
+    The resource key leaves the account segment empty (``aws::<region>:<type>/<name>``):
+    a create names no account (``CreateQueue`` has ``QueueName``, ``CreateStack`` a
+    name) while the delete often does (a queue URL, a stack ARN), and a delete and
+    the re-create must key alike. The account stays in ``scope.account``; two accounts
+    with a same-named resource in one region share a key, which errs toward holding.
+
+    A request with several readings (see the module docstring) returns the most
+    dangerous with the others as ``readings``, ``confidence`` ambiguous and the
+    ``ambiguous:*`` tags naming why on each.
+    """
+    host = parse_host(request.host, index.prefixes)
+    form_pairs = _form_pairs(request)
+    body: bytes | None = None
+    body_read = False
+    scopes, several_scopes = _contexts(index, request, host)
+    tags: set[str] = {CREDENTIAL} if several_scopes else set()
+    actions: list[Action] = []
+    complete = True
+    for credential in scopes:
+        region = (credential.region if credential is not None else "") or host.region
+        resolution = resolve_all(index, request, credential, host, form_pairs)
+        tags |= resolution.tags
+        for found in resolution.found:
+            if isinstance(found, Unmatched):
+                actions.append(_unmatched(request, found, region, host.account))
+                continue
+            if not body_read and _reads_body(found):
+                body, body_read = decoded_body(request), True
+            readings = parameters(found, request, form_pairs, body)
+            tags |= readings.tags
+            params_list, fits = readings.expand(MAX_READINGS)
+            complete = complete and fits
+            actions.extend(_action(request, found, p, host, region) for p in params_list)
+    return _combine(request, actions, tags, complete)
+
+
+def _combine(request: HttpRequest, actions: list[Action], tags: set[str], complete: bool) -> Action:
+    """One action from every reading: distinct ones, most dangerous first."""
+    distinct: list[Action] = actions[:1]
+    if len(actions) > 1:
+        seen: set[str] = set()
+        distinct = []
+        for action in actions:
+            key = action.model_dump_json()
+            if key not in seen:
+                seen.add(key)
+                distinct.append(action)
+    if UNPARSED in tags or not complete or len(distinct) > MAX_READINGS:
+        if not complete or len(distinct) > MAX_READINGS:
+            tags.add(TOO_MANY)
+        distinct = distinct[: MAX_READINGS - 1]
+        first = distinct[0]
+        distinct.append(
+            Action(
+                provider=Provider.AWS,
+                service=first.service,
+                scope=first.scope,
+                actor=first.actor,
+                request=first.request,
+            )
+        )
+    if len(distinct) == 1 and not tags:
+        return distinct[0]
+    distinct.sort(key=_danger)
+    marks = sorted(tags)
+    marked = [
+        a.model_copy(
+            update={
+                "risk_tags": [*a.risk_tags, *(t for t in marks if t not in a.risk_tags)],
+                "confidence": Confidence.AMBIGUOUS if a.classified else a.confidence,
+            }
+        )
+        for a in distinct
+    ]
+    return marked[0].model_copy(update={"readings": marked[1:]})

@@ -10,6 +10,31 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
+class FormShape:
+    """How botocore's query (awsQuery) or EC2 serialiser lays one input shape out as
+    form keys (``botocore/serialize.py``: ``QuerySerializer``, ``EC2Serializer``).
+
+    ``kind`` is ``scalar``, ``structure``, ``list``, ``map`` or ``opaque`` (a shape that
+    contains itself: its keys are read leniently). Structures list their members as
+    (wire name, member name, shape); the wire name already has the flattened-list
+    renaming applied. Lists number their items after ``item_path`` (``member`` by
+    default, empty when flattened or EC2); maps number entries after ``item_path``
+    (``entry``, or empty when flattened) with ``key_name``/``value_name`` children.
+    """
+
+    kind: str
+    fields: tuple[tuple[str, str, FormShape], ...] = ()
+    item: FormShape | None = None  # list item or map value
+    item_path: str = ""
+    key_name: str = "key"
+    value_name: str = "value"
+
+
+OPAQUE = FormShape("opaque")
+SCALAR = FormShape("scalar")
+
+
+@dataclass(frozen=True, slots=True)
 class Ident:
     """The parameter that names an operation's target resource."""
 
@@ -42,6 +67,10 @@ class OpSpec:
     ident: Ident | None
     resource: str  # resource noun for ``aws:<service>:<resource>``
     express: bool = False  # S3 Express control-plane operation (s3express signing)
+    body_fields: tuple[tuple[str, str], ...] = ()  # (wire name, member) of every body member
+    query_lists: frozenset[str] = frozenset()  # querystring wire names botocore may repeat
+    query_map: bool = False  # a querystring member is a map: any query key may be its entry
+    form_shape: FormShape | None = None  # the input as awsQuery/EC2 form keys, if spoken
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,3 +101,4 @@ class Tables:
     by_signing: dict[str, tuple[str, ...]]
     by_prefix: dict[str, tuple[str, ...]]
     by_target: dict[str, tuple[str, ...]]
+    by_action: dict[str, tuple[str, ...]]  # awsQuery/EC2 operation name -> models speaking it
