@@ -326,16 +326,16 @@ def document_params(
     for key, value in document:
         if not isinstance(key, str):
             continue
-        member = exact.get(key)
-        is_exact = member is not None
-        if member is None:
-            member = folded.get(key.lower())
-            if member is None:
-                member = key
+        named = exact.get(key)
+        is_exact = named is not None
+        if named is None:
+            named = folded.get(key.lower())
+            if named is None:
+                named = key
                 is_exact = True
             else:
                 readings.tags.add(ALIAS)
-        occurrences.setdefault(member, []).append((value, is_exact))
+        occurrences.setdefault(named, []).append((value, is_exact))
     for member, found in occurrences.items():
         exact_values = [value for value, is_exact in found if is_exact]
         # json.loads keeps the last occurrence: that is the canonical reading
@@ -459,12 +459,12 @@ def rest_params(
         for key, found in query.items():
             if key in own_query or key in literal or key in AUTH_PARAMS:
                 continue
-            member = located.get(key.lower()) or body_members.get(key.lower())
-            if member is None:
+            aliased = located.get(key.lower()) or body_members.get(key.lower())
+            if aliased is None:
                 continue
             readings.tags.add(ALIAS)
             for value in found:
-                readings.offer(member, value)
+                readings.offer(aliased, value)
     top: Iterable[tuple[Any, Any]] = ()
     if isinstance(document, Pairs):
         top = [(k, resolve(v, last=True)) for k, v in document]
@@ -473,8 +473,8 @@ def rest_params(
     for key, value in top:
         if not isinstance(key, str) or op.payload:
             continue
-        member = located.get(key.lower())
-        if member is not None:
+        aliased = located.get(key.lower())
+        if aliased is not None:
             readings.tags.add(ALIAS)
-            readings.offer(member, value)
+            readings.offer(aliased, value)
     return readings
