@@ -19,6 +19,7 @@ reading is added, which the bundle never allows by default.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -265,6 +266,60 @@ def _danger(action: Action) -> tuple[int, int, int, int]:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One way a server may read the request: the operation and its parameters by
+    member name (``params`` is None when no model knows the operation)."""
+
+    found: Match | Unmatched
+    params: dict[str, Any] | None
+    region: str
+
+
+@dataclass
+class Readings:
+    """Every reading of a request, the ambiguities found, and whether all fitted."""
+
+    readings: list[Reading] = field(default_factory=list)
+    tags: set[str] = field(default_factory=set)
+    complete: bool = True
+
+
+def read_request(request: HttpRequest, index: AwsIndex) -> Readings:
+    """Every (operation, parameters) a server may read ``request`` as, canonical first.
+
+    A request an SDK sent has exactly one; see the module docstring for the others.
+    """
+    host = parse_host(request.host, index.prefixes)
+    form_pairs = _form_pairs(request)
+    body: bytes | None = None
+    body_read = False
+    scopes, several_scopes = _contexts(index, request, host)
+    out = Readings(tags={CREDENTIAL} if several_scopes else set())
+    for credential in scopes:
+        region = (credential.region if credential is not None else "") or host.region
+        resolution = resolve_all(index, request, credential, host, form_pairs)
+        out.tags |= resolution.tags
+        for found in resolution.found:
+            if isinstance(found, Unmatched):
+                out.readings.append(Reading(found, None, region))
+                continue
+            if not body_read and _reads_body(found):
+                body, body_read = decoded_body(request), True
+            candidates = parameters(found, request, form_pairs, body)
+            out.tags |= candidates.tags
+            params_list, fits = candidates.expand(MAX_READINGS)
+            out.complete = out.complete and fits
+            out.readings.extend(Reading(found, p, region) for p in params_list)
+    return out
+
+
+def _reading_action(request: HttpRequest, reading: Reading, host: HostInfo) -> Action:
+    if isinstance(reading.found, Unmatched):
+        return _unmatched(request, reading.found, reading.region, host.account)
+    return _action(request, reading.found, reading.params or {}, host, reading.region)
+
+
 def recognise_aws(request: HttpRequest, index: AwsIndex) -> Action:
     """The Action for an AWS API request (environment is resolved by the caller).
 
@@ -279,29 +334,9 @@ def recognise_aws(request: HttpRequest, index: AwsIndex) -> Action:
     ``ambiguous:*`` tags naming why on each.
     """
     host = parse_host(request.host, index.prefixes)
-    form_pairs = _form_pairs(request)
-    body: bytes | None = None
-    body_read = False
-    scopes, several_scopes = _contexts(index, request, host)
-    tags: set[str] = {CREDENTIAL} if several_scopes else set()
-    actions: list[Action] = []
-    complete = True
-    for credential in scopes:
-        region = (credential.region if credential is not None else "") or host.region
-        resolution = resolve_all(index, request, credential, host, form_pairs)
-        tags |= resolution.tags
-        for found in resolution.found:
-            if isinstance(found, Unmatched):
-                actions.append(_unmatched(request, found, region, host.account))
-                continue
-            if not body_read and _reads_body(found):
-                body, body_read = decoded_body(request), True
-            readings = parameters(found, request, form_pairs, body)
-            tags |= readings.tags
-            params_list, fits = readings.expand(MAX_READINGS)
-            complete = complete and fits
-            actions.extend(_action(request, found, p, host, region) for p in params_list)
-    return _combine(request, actions, tags, complete)
+    found = read_request(request, index)
+    actions = [_reading_action(request, r, host) for r in found.readings]
+    return _combine(request, actions, found.tags, found.complete)
 
 
 def _combine(request: HttpRequest, actions: list[Action], tags: set[str], complete: bool) -> Action:

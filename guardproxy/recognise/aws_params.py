@@ -293,11 +293,17 @@ def form_params(pairs: list[tuple[str, str]], shape: FormShape | None) -> ParamR
         for value in (first, last):
             if value is not _MISSING:
                 readings.offer(member, value)
-        if extra:
-            for policy in (False, True):
-                value = _lenient(keys + extra, values, wire, policy)
-                if value is not _MISSING:
-                    readings.offer(member, value)
+        if not extra:
+            continue
+        for policy in (False, True):
+            value = _lenient(keys + extra, values, wire, policy)
+            if value is not _MISSING:
+                readings.offer(member, value)
+        if sub.kind == "list" and (sub.item or SCALAR).kind == "scalar":
+            # every value given under any spelling, and each spelling's alone
+            readings.offer(member, [v for key in keys + extra for v in values[key]])
+            for key in extra:
+                readings.offer(member, list(values[key]))
     return readings
 
 
