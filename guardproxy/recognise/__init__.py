@@ -66,6 +66,11 @@ __all__ = [
 PROTOCOL = "ambiguous:protocol"
 """Risk tag of an action (and its readings) that more than one recogniser parses."""
 
+_LAYERS = frozenset({(Provider.SQL, Provider.GCP)})
+"""(primary, other) claimants that read two layers of one request rather than two
+protocols: BigQuery's query endpoints are SQL statements *and* Google Cloud API calls.
+The other's readings are further operations of the request, not an ambiguity."""
+
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _CBOR_CALL = re.compile(r"^/service/[^/]+/operation/[^/]+$")
 _DOCKER_ROOTS = frozenset(
@@ -329,9 +334,18 @@ def _recognise_claimed(
         return _with_readings(first, [*structural[1:], generic])
     action = _recognise(request, claims[0].provider, index)
     extra: list[Action] = []
+    layered: list[Action] = []
     for claim in claims[1:]:
-        extra.extend(_secondary(request, claim.provider, index))
-    return _with_readings(action, extra) if extra else action
+        found = _secondary(request, claim.provider, index)
+        if (claims[0].provider, claim.provider) in _LAYERS:
+            layered.extend(found)
+        else:
+            extra.extend(found)
+    if extra:
+        action = _with_readings(action, extra)
+    if layered:
+        action = action.model_copy(update={"readings": [*action.readings, *layered]})
+    return action
 
 
 def warm_up() -> None:

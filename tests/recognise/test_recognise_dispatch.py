@@ -525,3 +525,27 @@ def test_an_ordinary_local_app_stays_generic(method: str, path: str) -> None:
     request = http(method, path, host="127.0.0.1", port=3000)
     action = recognise(request, RecogniseSettings())
     assert (action.provider, action.readings) == (Provider.UNKNOWN, [])
+
+
+def test_sql_carried_by_a_google_api_is_both_not_ambiguous() -> None:
+    """BigQuery's jobs endpoint runs a statement *and* is a Google Cloud API call: the
+    API method is a further operation of the request, decided too, not an ambiguity."""
+    body = b'{"configuration": {"query": {"query": "SELECT 1", "useLegacySql": false}}}'
+    request = http(
+        "POST",
+        "/bigquery/v2/projects/acme-prod/jobs",
+        host="bigquery.googleapis.com",
+        port=443,
+        headers={"Authorization": "Bearer x", "Content-Type": "application/json"},
+        body=body,
+    )
+    action = recognise(request, RecogniseSettings())
+    assert (action.provider, action.verb, action.confidence) == (
+        Provider.SQL,
+        Verb.READ,
+        Confidence.EXACT,
+    )
+    assert [(r.provider, r.operation) for r in action.readings] == [
+        (Provider.GCP, "bigquery.jobs.insert")
+    ]
+    assert "ambiguous:protocol" not in action.risk_tags
