@@ -127,18 +127,24 @@ def form_fields(
     return [*request.query, *(body_pairs or ())]
 
 
-def _named(pairs: list[tuple[str, str]], name: str) -> list[tuple[str, bool]]:
-    """Distinct values of the field ``name``, each with whether it came only from a key
-    a lenient server might take for it (other case, list markers: ``action``,
-    ``Action.1``)."""
-    wanted = name.lower()
-    values: dict[str, bool] = {}
+def _named(pairs: list[tuple[str, str]]) -> tuple[list[tuple[str, bool]], list[tuple[str, bool]]]:
+    """Distinct values of the ``Action`` and ``Version`` fields, each with whether it
+    came only from a key a lenient server might take for it (other case, list
+    markers: ``action``, ``Action.1``)."""
+    actions: dict[str, bool] = {}
+    versions: dict[str, bool] = {}
     for key, value in pairs:
-        exact = key == name
-        if not exact and (wanted not in key.lower() or significant(key) != wanted):
-            continue
-        values[value] = values.get(value, True) and not exact
-    return list(values.items())
+        if key == "Action":
+            actions[value] = False
+        elif key == "Version":
+            versions[value] = False
+        else:
+            lowered = key.lower()
+            if "action" in lowered and significant(key) == "action":
+                actions.setdefault(value, True)
+            elif "version" in lowered and significant(key) == "version":
+                versions.setdefault(value, True)
+    return list(actions.items()), list(versions.items())
 
 
 def _by_form(
@@ -316,9 +322,8 @@ def resolve_all(
         found.append(by_path)
 
     pairs = form_fields(request, form_pairs)
-    actions = _named(pairs, "Action") if pairs else []
+    actions, versions = _named(pairs) if pairs else ([], [])
     if actions:
-        versions = _named(pairs, "Version")
         version_names = [v for v, _alias in versions]
         rest_spoken = any(_REST_PROTOCOLS.intersection(m.protocols) for m in candidates)
         spoken = False

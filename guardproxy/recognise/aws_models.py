@@ -273,7 +273,10 @@ class _FormShapes:
                 wire = self.name(self.traits(traits.get("member", {})), "")
             fields.append((wire, member, sub))
         self.building.discard(name)
-        shape = FormShape("structure", fields=tuple(fields))
+        by_wire: dict[str, int] = {}
+        for position, (wire, _member, _sub) in enumerate(fields):
+            by_wire.setdefault(wire, position)
+        shape = FormShape("structure", fields=tuple(fields), by_wire=by_wire)
         self.structures[name] = shape
         return shape
 
@@ -397,8 +400,14 @@ def _build_model(name: str, model: dict[str, Any]) -> ModelSpec:
             ident=ident,
             resource=resource,
             express=_static_flag(op, "UseS3ExpressControlEndpoint") and "Bucket" not in members,
-            body_fields=tuple(
+            body_wire={str(spec.get("locationName", m)): m for m, spec in body_members.items()},
+            body_folded=_folded(
                 (str(spec.get("locationName", m)), m) for m, spec in body_members.items()
+            ),
+            located=_folded(
+                (str(spec.get("locationName", m)), m)
+                for m, spec in members.items()
+                if spec.get("location") in ("uri", "querystring", "header")
             ),
             query_lists=query_lists,
             query_map=query_map,
@@ -417,6 +426,18 @@ def _build_model(name: str, model: dict[str, Any]) -> ModelSpec:
         resource_nouns=nouns,
         ops=ops,
     )
+
+
+def _folded(names: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Lower-cased wire and member names -> member: the spellings a lenient server
+    might take for a member (the first member to claim a spelling keeps it)."""
+    pairs = list(names)
+    out: dict[str, str] = {}
+    for wire, member in pairs:
+        out.setdefault(wire.lower(), member)
+    for _wire, member in pairs:
+        out.setdefault(member.lower(), member)
+    return out
 
 
 def _static_flag(op: dict[str, Any], name: str) -> bool:

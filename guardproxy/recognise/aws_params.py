@@ -149,16 +149,21 @@ class _FormReader:
 
     def __init__(self, values: dict[str, list[str]]) -> None:
         self.values = values
-        self.prefixes: set[str] = set()
-        for key in values:
-            parts = key.split(".")
-            for end in range(1, len(parts)):
-                self.prefixes.add(".".join(parts[:end]))
+        self._prefixes: set[str] | None = None
         self.consumed: list[str] = []
         self.repeated = False
 
     def present(self, prefix: str) -> bool:
-        return prefix in self.values or prefix in self.prefixes
+        """Whether a key is ``prefix`` or starts with ``prefix.``."""
+        if prefix in self.values:
+            return True
+        if self._prefixes is None:
+            self._prefixes = set()
+            for key in self.values:
+                parts = key.split(".")
+                for end in range(1, len(parts)):
+                    self._prefixes.add(".".join(parts[:end]))
+        return prefix in self._prefixes
 
     def take(self, key: str, last: bool) -> str:
         self.consumed.append(key)
@@ -250,9 +255,9 @@ def form_params(pairs: list[tuple[str, str]], shape: FormShape | None) -> ParamR
 
     reader = _FormReader(values)
     strict: dict[str, tuple[str, FormShape, Any, Any, list[str]]] = {}
-    for wire, member, sub in shape.fields:
-        if not reader.present(wire):
-            continue
+    positions = {p for k in values if (p := shape.by_wire.get(k.partition(".")[0])) is not None}
+    for position in sorted(positions):
+        wire, member, sub = shape.fields[position]
         start = len(reader.consumed)
         first = reader.read(sub, wire, last=False)
         keys = reader.consumed[start:]
@@ -311,28 +316,27 @@ def form_params(pairs: list[tuple[str, str]], shape: FormShape | None) -> ParamR
 
 
 def document_params(
-    document: Any, fields: Iterable[tuple[str, str]], readings: ParamReadings | None = None
+    document: Any,
+    wire: dict[str, str],
+    folded: dict[str, str],
+    readings: ParamReadings | None = None,
 ) -> ParamReadings:
     """Members of a JSON or CBOR object (a ``Pairs`` tree): every occurrence of a member,
-    under its wire name or a case variant of it, read with its repeated inner keys kept
-    first and last. Keys that name no member are kept as they are (risk tags read them).
-    """
+    under its wire name (``wire``: wire -> member) or a case variant of it (``folded``:
+    lower-cased wire and member names -> member), read with its repeated inner keys
+    kept first and last. Keys that name no member are kept as they are (risk tags
+    read them)."""
     readings = readings if readings is not None else ParamReadings()
     if not isinstance(document, Pairs):
         return readings
-    if has_repeats(document):
+    repeats = has_repeats(document)
+    if repeats:
         readings.tags.add(DUPLICATE)
-    exact: dict[str, str] = {}
-    folded: dict[str, str] = {}
-    for wire, member in fields:
-        exact[wire] = member
-        folded.setdefault(wire.lower(), member)
-        folded.setdefault(member.lower(), member)
     occurrences: dict[str, list[tuple[Any, bool]]] = {}
     for key, value in document:
         if not isinstance(key, str):
             continue
-        named = exact.get(key)
+        named = wire.get(key)
         is_exact = named is not None
         if named is None:
             named = folded.get(key.lower())
@@ -343,6 +347,9 @@ def document_params(
                 readings.tags.add(ALIAS)
         occurrences.setdefault(named, []).append((value, is_exact))
     for member, found in occurrences.items():
+        if len(found) == 1 and not repeats:
+            readings.offer(member, resolve(found[0][0], last=True))
+            continue
         exact_values = [value for value, is_exact in found if is_exact]
         # json.loads keeps the last occurrence: that is the canonical reading
         canonical = exact_values[-1] if exact_values else found[-1][0]
@@ -367,29 +374,10 @@ def rpc_params(op: OpSpec, body: bytes | None, cbor: bool) -> ParamReadings:
     if document is None or not isinstance(document, Pairs):
         readings.tags.add(UNPARSED)
         return readings
-    return document_params(document, op.body_fields, readings)
+    return document_params(document, op.body_wire, op.body_folded, readings)
 
 
 # --------------------------------------------------------------------------- REST
-
-
-def _located_names(op: OpSpec, labels: dict[str, str]) -> dict[str, str]:
-    """Lower-cased names (member and wire) of the members bound outside the body."""
-    names: dict[str, str] = {}
-    for member in labels:
-        names.setdefault(member.lower(), member)
-    for wire, member in (*op.query_members, *op.header_members):
-        names.setdefault(wire.lower(), member)
-        names.setdefault(member.lower(), member)
-    return names
-
-
-def _body_names(op: OpSpec) -> dict[str, str]:
-    names: dict[str, str] = {}
-    for wire, member in op.body_fields:
-        names.setdefault(wire.lower(), member)
-        names.setdefault(member.lower(), member)
-    return names
 
 
 def rest_params(
@@ -455,11 +443,11 @@ def rest_params(
             for member, value in rename(xml_root, op.body_names).items():
                 readings.offer(member, value)
         elif isinstance(document, Pairs):
-            document_params(document, op.body_fields, readings)
+            document_params(document, op.body_wire, op.body_folded, readings)
 
     # Members also given where botocore never puts them.
-    located = _located_names(op, labels)
-    body_members = _body_names(op)
+    located = op.located
+    body_members = op.body_folded
     if not op.query_map:
         literal = {key for key, _value in op.query_literals}
         for key, found in query.items():

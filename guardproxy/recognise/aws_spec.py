@@ -6,7 +6,7 @@ botocore's JSON (``aws_models``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +28,7 @@ class FormShape:
     item_path: str = ""
     key_name: str = "key"
     value_name: str = "value"
+    by_wire: dict[str, int] = field(default_factory=dict, compare=False)  # wire -> fields index
 
 
 OPAQUE = FormShape("opaque")
@@ -67,7 +68,10 @@ class OpSpec:
     ident: Ident | None
     resource: str  # resource noun for ``aws:<service>:<resource>``
     express: bool = False  # S3 Express control-plane operation (s3express signing)
-    body_fields: tuple[tuple[str, str], ...] = ()  # (wire name, member) of every body member
+    body_wire: dict[str, str] = field(default_factory=dict, compare=False)  # body wire -> member
+    body_folded: dict[str, str] = field(default_factory=dict, compare=False)  # lower wire/member
+    located: dict[str, str] = field(default_factory=dict, compare=False)  # lower names of
+    # the members bound to the URI, query string or a header -> member
     query_lists: frozenset[str] = frozenset()  # querystring wire names botocore may repeat
     query_map: bool = False  # a querystring member is a map: any query key may be its entry
     form_shape: FormShape | None = None  # the input as awsQuery/EC2 form keys, if spoken

@@ -290,7 +290,7 @@ def mutations(
         new = f"{extra}&{body}" if how % 2 else f"{body}&{extra}"
         return replace(request, body=new.encode())
     if found.protocol == "json":
-        wire = next((w for w, m in op.body_fields if m == member), member)
+        wire = next((w for w, m in op.body_wire.items() if m == member), member)
         value = json.dumps([other] if isinstance(params[member], list) else other)
         key = json.dumps(wire if how % 3 else wire.upper())
         text = request.body.decode().strip()
