@@ -28,6 +28,7 @@ from guardproxy.recognise.aws_index import AwsIndex
 from guardproxy.recognise.aws_match import Match, Unmatched, form_fields, resolve_all
 from guardproxy.recognise.aws_names import arn_parts, arn_resource_name
 from guardproxy.recognise.aws_params import (
+    ALIAS,
     UNPARSED,
     ParamReadings,
     form_params,
@@ -116,12 +117,41 @@ def parameters(
 ) -> ParamReadings:
     """The operation's input parameters by member name, with every other value the
     request gives a member (see ``aws_params``)."""
+    if match.protocol == "rest":
+        xml = "rest-xml" in match.model.protocols
+        return rest_params(match.op, match.labels, request, body, xml)
     if match.protocol == "query":
-        return form_params(form_fields(request, form_pairs), match.op.form_shape)
-    if match.protocol in ("json", "cbor"):
-        return rpc_params(match.op, body, match.protocol == "cbor")
-    xml = "rest-xml" in match.model.protocols
-    return rest_params(match.op, match.labels, request, body, xml)
+        found = form_params(form_fields(request, form_pairs), match.op.form_shape)
+    else:
+        found = rpc_params(match.op, body, match.protocol == "cbor")
+    _url_from_path(match.op, request, found)
+    return found
+
+
+def _url_from_path(op: OpSpec, request: HttpRequest, found: ParamReadings) -> None:
+    """An RPC call sent to a resource's URL names the resource by its path too.
+
+    SQS accepted requests posted to the queue URL itself (``POST /<account>/<queue>``)
+    before ``QueueUrl`` existed, and servers still read the path when the parameter is
+    missing (moto: ``moto/sqs/responses.py``, ``SQSResponse._get_queue_name``, the
+    parameter first, then the path's last segment). A path that names another resource
+    than the parameter is read both ways.
+    """
+    ident = op.ident
+    path = request.path_only
+    if ident is None or ident.kind != "url" or path.rstrip("/") in ("", "/service"):
+        return
+    if path.startswith("/service/"):  # the RPC v2 CBOR route, not a resource
+        return
+    url = f"{request.scheme}://{request.host}{path}"
+    given = found.canonical.get(ident.member)
+    if isinstance(given, str) and _last_segment(given) != _last_segment(url):
+        found.tags.add(ALIAS)
+    found.offer(ident.member, url)
+
+
+def _last_segment(url: str) -> str:
+    return urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]
 
 
 def _first_string(value: Any) -> str:

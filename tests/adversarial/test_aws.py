@@ -91,6 +91,14 @@ CASES = [
         (sigv4("cloudformation"), FORM),
         b"Action=DescribeStacks&Version=2010-05-15",
     ),
+    # posted to a queue's URL, another queue in the parameter
+    Case(
+        "queue-url-path",
+        "POST",
+        "/111122223333/prod-q",
+        (sigv4("sqs"), FORM),
+        b"Action=DeleteQueue&QueueUrl=https%3A%2F%2Fsqs.us-east-1.amazonaws.com%2F111122223333%2Fdev-q",
+    ),
     # awsJson: a key given twice (a first-wins parser reads prod-t) or in another case
     Case(
         "json-repeated-key",

@@ -168,6 +168,25 @@ def test_an_ec2_list_with_a_gap_is_read_whole(aws_index: AwsIndex) -> None:
     assert_ambiguous(action, "ambiguous:parameter-alias")
 
 
+def test_a_queue_url_path_naming_another_queue(aws_index: AwsIndex) -> None:
+    """Posted to a queue's URL with another queue in QueueUrl: which one a server
+    deletes is undocumented (moto takes the parameter, the legacy API the path)."""
+    queue = "https://sqs.us-east-1.amazonaws.com/111122223333/dev-q"
+    request = signed(
+        "POST",
+        "/111122223333/prod-q",
+        "sqs",
+        body=f"Action=DeleteQueue&QueueUrl={queue}".encode(),
+        headers=[FORM],
+    )
+    action = read(request, aws_index)
+    assert {target for _s, _o, target, _v in readings(action)} == {"prod-q", "dev-q"}
+    assert action.resource.name == "prod-q"
+    assert_ambiguous(action, "ambiguous:parameter-alias")
+    same = signed("POST", "/111122223333/prod-q", "sqs", body=b"Action=DeleteQueue", headers=[FORM])
+    assert readings(read(same, aws_index)) == [("sqs", "DeleteQueue", "prod-q", Verb.DESTROY)]
+
+
 def test_a_flag_given_both_ways_keeps_its_risk(aws_index: AwsIndex) -> None:
     body = (
         b"Action=DeleteDBInstance&Version=2014-10-31&DBInstanceIdentifier=orders"
