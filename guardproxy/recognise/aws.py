@@ -48,6 +48,7 @@ from guardproxy.recognise.common import (
     summary_of,
 )
 from guardproxy.recognise.environment import environment_from_names
+from guardproxy.recognise.hosts import canonical_host
 from guardproxy.recognise.request import HttpRequest
 
 _ACCOUNT = re.compile(r"^\d{12}$")
@@ -56,6 +57,7 @@ MAX_READINGS = 16
 """Most actions one request is read as; beyond it, an unknown reading is added."""
 
 CREDENTIAL = "ambiguous:credential"
+HOST = "ambiguous:host"
 TOO_MANY = "ambiguous:too-many-readings"
 
 _DANGER = {
@@ -259,28 +261,53 @@ def _action(
     )
 
 
-def _contexts(
-    index: AwsIndex, request: HttpRequest, host: HostInfo
-) -> tuple[list[Credential | None], bool]:
-    """The SigV4 scopes to read the request under, and whether there is more than one.
+def _header_host(request: HttpRequest) -> str:
+    """The host the ``Host`` header names (port and brackets removed)."""
+    value = request.host_header.strip()
+    if value.startswith("["):
+        return value[1:].partition("]")[0]
+    return value.rpartition(":")[0] if value.count(":") == 1 else value
 
-    A scope whose signing name names no model behind the host's endpoint prefix (a
-    ``cloudformation`` signature sent to ``s3.amazonaws.com``) is read under the
-    host's models as well: AWS routes by endpoint, emulators by the signing name.
+
+def _contexts(
+    index: AwsIndex, request: HttpRequest
+) -> tuple[list[tuple[Credential | None, HostInfo]], set[str]]:
+    """The (SigV4 scope, endpoint host) pairs to read the request under, and the
+    ambiguities that made there be more than one.
+
+    * Several scopes (two ``Authorization`` headers, header and presigned query) are
+      each a reading.
+    * A scope whose signing name names no model behind the host's endpoint prefix (a
+      ``cloudformation`` signature sent to ``s3.amazonaws.com``) is read under the
+      host's models as well: AWS routes by endpoint, emulators by the signing name.
+    * A ``Host`` header naming another AWS endpoint than the connection's destination
+      is read as well: AWS's front ends (S3's virtual hosting) and LocalStack route by
+      the Host header, not by the address the client connected to.
     """
-    scopes: list[Credential | None] = list(credential_scopes(request))
-    ambiguous = len(scopes) > 1
-    if not scopes:
-        return [None], False
-    by_host = {n for prefix in host.prefixes for n in index.tables.by_prefix.get(prefix, ())}
-    for scope in list(scopes):
-        assert scope is not None
-        by_signing = set(index.tables.by_signing.get(scope.service, ()))
-        if by_host and by_signing and not by_host & by_signing:
-            scopes.append(None)
-            ambiguous = True
-            break
-    return scopes, ambiguous
+    hosts = [parse_host(request.host, index.prefixes)]
+    tags: set[str] = set()
+    claimed = _header_host(request)
+    if claimed and canonical_host(claimed) != canonical_host(request.host):
+        other = parse_host(claimed, index.prefixes)
+        if other != hosts[0] and (other.prefixes or other.bucket):
+            hosts.append(other)
+            tags.add(HOST)
+    scopes: list[Credential | None] = list(credential_scopes(request)) or [None]
+    if len(scopes) > 1:
+        tags.add(CREDENTIAL)
+    contexts: list[tuple[Credential | None, HostInfo]] = []
+    for host in hosts:
+        by_host = {n for prefix in host.prefixes for n in index.tables.by_prefix.get(prefix, ())}
+        mismatch = False
+        for scope in scopes:
+            contexts.append((scope, host))
+            if scope is not None and by_host:
+                by_signing = set(index.tables.by_signing.get(scope.service, ()))
+                mismatch = mismatch or bool(by_signing and not by_host & by_signing)
+        if mismatch:
+            contexts.append((None, host))
+            tags.add(CREDENTIAL)
+    return contexts, tags
 
 
 def _danger(action: Action) -> tuple[int, int, int, int]:
@@ -304,6 +331,7 @@ class Reading:
     found: Match | Unmatched
     params: dict[str, Any] | None
     region: str
+    host: HostInfo
 
 
 @dataclass
@@ -320,19 +348,18 @@ def read_request(request: HttpRequest, index: AwsIndex) -> Readings:
 
     A request an SDK sent has exactly one; see the module docstring for the others.
     """
-    host = parse_host(request.host, index.prefixes)
     form_pairs = _form_pairs(request)
     body: bytes | None = None
     body_read = False
-    scopes, several_scopes = _contexts(index, request, host)
-    out = Readings(tags={CREDENTIAL} if several_scopes else set())
-    for credential in scopes:
+    contexts, tags = _contexts(index, request)
+    out = Readings(tags=tags)
+    for credential, host in contexts:
         region = (credential.region if credential is not None else "") or host.region
         resolution = resolve_all(index, request, credential, host, form_pairs)
         out.tags |= resolution.tags
         for found in resolution.found:
             if isinstance(found, Unmatched):
-                out.readings.append(Reading(found, None, region))
+                out.readings.append(Reading(found, None, region, host))
                 continue
             if not body_read and _reads_body(found):
                 body, body_read = decoded_body(request), True
@@ -340,14 +367,14 @@ def read_request(request: HttpRequest, index: AwsIndex) -> Readings:
             out.tags |= candidates.tags
             params_list, fits = candidates.expand(MAX_READINGS)
             out.complete = out.complete and fits
-            out.readings.extend(Reading(found, p, region) for p in params_list)
+            out.readings.extend(Reading(found, p, region, host) for p in params_list)
     return out
 
 
-def _reading_action(request: HttpRequest, reading: Reading, host: HostInfo) -> Action:
+def _reading_action(request: HttpRequest, reading: Reading) -> Action:
     if isinstance(reading.found, Unmatched):
-        return _unmatched(request, reading.found, reading.region, host.account)
-    return _action(request, reading.found, reading.params or {}, host, reading.region)
+        return _unmatched(request, reading.found, reading.region, reading.host.account)
+    return _action(request, reading.found, reading.params or {}, reading.host, reading.region)
 
 
 def recognise_aws(request: HttpRequest, index: AwsIndex) -> Action:
@@ -363,9 +390,8 @@ def recognise_aws(request: HttpRequest, index: AwsIndex) -> Action:
     dangerous with the others as ``readings``, ``confidence`` ambiguous and the
     ``ambiguous:*`` tags naming why on each.
     """
-    host = parse_host(request.host, index.prefixes)
     found = read_request(request, index)
-    actions = [_reading_action(request, r, host) for r in found.readings]
+    actions = [_reading_action(request, r) for r in found.readings]
     return _combine(request, actions, found.tags, found.complete)
 
 

@@ -38,12 +38,13 @@ def through(
     *,
     case: str,
 ) -> Answer:
-    """``method url`` in absolute form to the proxy, with exactly these headers."""
+    """``method url`` in absolute form to the proxy, with exactly these headers (and a
+    ``Host`` header naming the URL's host unless ``headers`` has one)."""
     connection = http.client.HTTPConnection("127.0.0.1", guard.proxy_port, timeout=TIMEOUT)
     try:
         connection.putrequest(method, url, skip_host=True, skip_accept_encoding=True)
-        netloc = url.split("://", 1)[1].split("/", 1)[0]
-        connection.putheader("Host", netloc)
+        if not any(name.lower() == "host" for name, _value in headers):
+            connection.putheader("Host", url.split("://", 1)[1].split("/", 1)[0])
         connection.putheader(CASE_HEADER, case)
         for name, value in headers:
             connection.putheader(name, value)

@@ -158,6 +158,17 @@ CASES = [
         "/prod-bucket",
         (sigv4("s3"), ("X-HTTP-Method-Override", "DELETE")),
     ),
+    # S3 routes by the Host header: /dev-x is an object of prod-bucket, force-deleted
+    Case(
+        "host-header-bucket",
+        "DELETE",
+        "/dev-x",
+        (
+            sigv4("s3"),
+            ("Host", "prod-bucket.s3.amazonaws.com"),
+            ("x-amz-bypass-governance-retention", "true"),
+        ),
+    ),
     # two credentials: header auth and a presigned query, two Authorization headers
     Case(
         "header-and-query-credential",

@@ -429,6 +429,31 @@ def test_a_signing_name_the_host_does_not_serve(aws_index: AwsIndex) -> None:
     assert_ambiguous(action, "ambiguous:credential")
 
 
+def test_a_host_header_naming_another_bucket(aws_index: AwsIndex) -> None:
+    """S3 routes by the Host header: connected to s3.amazonaws.com, ``Host:
+    prod-bucket.s3.amazonaws.com`` makes ``/dev-x`` an object of prod-bucket."""
+    request = HttpRequest(
+        "DELETE",
+        "https",
+        "s3.amazonaws.com",
+        443,
+        "/dev-x",
+        (authorization("s3"),),
+        b"",
+        "prod-bucket.s3.amazonaws.com",
+    )
+    action = read(request, aws_index)
+    found = readings(action)
+    assert ("s3", "DeleteObject", "prod-bucket/dev-x", Verb.DELETE) in found
+    assert ("s3", "DeleteBucket", "dev-x", Verb.DESTROY) in found
+    assert_ambiguous(action, "ambiguous:host")
+    same = HttpRequest(
+        "DELETE", "https", "s3.amazonaws.com", 443, "/dev-x", (authorization("s3"),), b"",
+        "S3.amazonaws.com.:443",
+    )  # fmt: skip
+    assert readings(read(same, aws_index)) == [("s3", "DeleteBucket", "dev-x", Verb.DESTROY)]
+
+
 def test_unsigned_rpc_calls_name_their_service(aws_index: AwsIndex) -> None:
     form = signed("POST", "/", None, body=b"Action=DeleteStack&StackName=prod-calc", headers=[FORM])
     target = signed(
