@@ -56,6 +56,11 @@ _ACCOUNT = re.compile(r"^\d{12}$")
 MAX_READINGS = 16
 """Most actions one request is read as; beyond it, an unknown reading is added."""
 
+BODY_LIMIT = 64 * 1024 * 1024
+"""Largest decoded body read for parameters. Above the proxy's body limit (10 MiB by
+default, refused before recognition) so that a large upload (a Lambda zip inlined in
+JSON) is still read; a body past it has unknown parameters, an unknown reading."""
+
 CREDENTIAL = "ambiguous:credential"
 HOST = "ambiguous:host"
 TOO_MANY = "ambiguous:too-many-readings"
@@ -100,6 +105,12 @@ def _form_pairs(request: HttpRequest) -> list[tuple[str, str]] | None:
     if form or any(significant(key) == "action" for key, _ in pairs):
         return pairs
     return None
+
+
+def _body_holds_parameters(match: Match) -> bool:
+    return match.protocol in ("json", "cbor") or (
+        match.protocol == "rest" and match.op.parse_body
+    )
 
 
 def _reads_body(match: Match) -> bool:
@@ -362,9 +373,13 @@ def read_request(request: HttpRequest, index: AwsIndex) -> Readings:
                 out.readings.append(Reading(found, None, region, host))
                 continue
             if not body_read and _reads_body(found):
-                body, body_read = decoded_body(request), True
+                body, body_read = decoded_body(request, BODY_LIMIT), True
             candidates = parameters(found, request, form_pairs, body)
             out.tags |= candidates.tags
+            if body is None and request.body and _body_holds_parameters(found):
+                # an encoding we cannot undo, or a body past the limit: its
+                # parameters (a force flag, the target) are unknown
+                out.tags.add(UNPARSED)
             params_list, fits = candidates.expand(MAX_READINGS)
             out.complete = out.complete and fits
             out.readings.extend(Reading(found, p, region, host) for p in params_list)

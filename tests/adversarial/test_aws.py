@@ -126,6 +126,19 @@ CASES = [
         ),
         b'{"TableName": "prod-t"}',
     ),
+    # a body in an encoding the guard cannot undo, read raw by a lenient server
+    Case(
+        "unknown-content-encoding",
+        "POST",
+        "/",
+        (
+            sigv4("secretsmanager"),
+            ("Content-Type", "application/x-amz-json-1.1"),
+            ("Content-Encoding", "identity, identity"),
+            ("X-Amz-Target", "secretsmanager.DeleteSecret"),
+        ),
+        b'{"SecretId": "prod-db", "ForceDeleteWithoutRecovery": true}',
+    ),
     # REST: a target header, a member bound to the URI also in the body, a query member
     # and a header member given twice, a method override
     Case(

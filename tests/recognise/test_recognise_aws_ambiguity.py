@@ -274,6 +274,20 @@ def test_a_body_that_is_not_json_is_an_unknown_reading(aws_index: AwsIndex) -> N
     assert "ambiguous:unparsed-body" in action.risk_tags
 
 
+@pytest.mark.parametrize("encoding", ["identity, identity", "br", "x-custom"])
+def test_a_body_in_an_encoding_the_guard_cannot_undo(encoding: str, aws_index: AwsIndex) -> None:
+    """A server that ignores the header reads the force flag the guard could not."""
+    body = b'{"SecretId": "db", "ForceDeleteWithoutRecovery": true}'
+    headers = [
+        JSON11,
+        ("x-amz-target", "secretsmanager.DeleteSecret"),
+        ("content-encoding", encoding),
+    ]
+    action = read(signed("POST", "/", "secretsmanager", body=body, headers=headers), aws_index)
+    assert any(r.verb is Verb.UNKNOWN for r in action.all_readings())
+    assert "ambiguous:unparsed-body" in action.risk_tags
+
+
 def cbor_text(text: str) -> bytes:
     data = text.encode()
     assert len(data) < 24
