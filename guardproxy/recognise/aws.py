@@ -56,10 +56,11 @@ _ACCOUNT = re.compile(r"^\d{12}$")
 MAX_READINGS = 16
 """Most actions one request is read as; beyond it, an unknown reading is added."""
 
-BODY_LIMIT = 64 * 1024 * 1024
-"""Largest decoded body read for parameters. Above the proxy's body limit (10 MiB by
-default, refused before recognition) so that a large upload (a Lambda zip inlined in
-JSON) is still read; a body past it has unknown parameters, an unknown reading."""
+BODY_LIMIT = 16 * 1024 * 1024
+"""Largest decoded body read for parameters: above the proxy's body limit (10 MiB by
+default, refused before recognition), so a large upload (a Lambda zip inlined in JSON)
+is still read. A body past it (a raised body limit, or a compressed body inflating
+past it) has unknown parameters: an unknown reading."""
 
 CREDENTIAL = "ambiguous:credential"
 HOST = "ambiguous:host"
@@ -108,9 +109,7 @@ def _form_pairs(request: HttpRequest) -> list[tuple[str, str]] | None:
 
 
 def _body_holds_parameters(match: Match) -> bool:
-    return match.protocol in ("json", "cbor") or (
-        match.protocol == "rest" and match.op.parse_body
-    )
+    return match.protocol in ("json", "cbor") or (match.protocol == "rest" and match.op.parse_body)
 
 
 def _reads_body(match: Match) -> bool:
