@@ -41,6 +41,7 @@ from guardproxy.recognise.aws_spec import ModelSpec, OpSpec
 from guardproxy.recognise.aws_verbs import classify
 from guardproxy.recognise.aws_wire import Credential, HostInfo, credential_scopes, parse_host
 from guardproxy.recognise.common import (
+    NAME_LIMIT,
     actor_of,
     cap,
     decoded_body,
@@ -52,6 +53,7 @@ from guardproxy.recognise.hosts import canonical_host
 from guardproxy.recognise.request import HttpRequest
 
 _ACCOUNT = re.compile(r"^\d{12}$")
+_OPERATION_NAME = re.compile(r"^[A-Z][A-Za-z0-9]{1,127}$")
 
 MAX_READINGS = 16
 """Most actions one request is read as; beyond it, an unknown reading is added."""
@@ -222,13 +224,16 @@ def _unmatched(request: HttpRequest, found: Unmatched, region: str, account: str
     """An AWS request no model explains: fail closed unless the wire names the operation.
 
     When it does (an operation newer than the installed botocore), the name still gives
-    a verb class, marked heuristic.
+    a verb class, marked heuristic; but only a name shaped like an AWS operation name
+    (``DeleteStack``): ``DescribeStacks;Action=DeleteStack`` starts with a read verb,
+    and a server that also splits fields on ``;`` runs the delete.
     """
-    verb = classify(found.service, found.operation) if found.operation else Verb.UNKNOWN
+    named = bool(_OPERATION_NAME.match(found.operation))
+    verb = classify(found.service, found.operation) if named else Verb.UNKNOWN
     return Action(
         provider=Provider.AWS,
         service=found.service,
-        operation=found.operation,
+        operation=found.operation[:NAME_LIMIT],
         verb=verb,
         scope=Scope(region=region, account=account),
         actor=actor_of(request),

@@ -99,6 +99,14 @@ CASES = [
         (sigv4("sqs"), FORM),
         b"Action=DeleteQueue&QueueUrl=https%3A%2F%2Fsqs.us-east-1.amazonaws.com%2F111122223333%2Fdev-q",
     ),
+    # an Action no operation is called, read as a Describe by its first word
+    Case(
+        "semicolon-action",
+        "POST",
+        "/",
+        (sigv4("cloudformation"), FORM),
+        b"Action=DescribeStacks;Action=DeleteStack&StackName=prod-calc",
+    ),
     # awsJson: a key given twice (a first-wins parser reads prod-t) or in another case
     Case(
         "json-repeated-key",

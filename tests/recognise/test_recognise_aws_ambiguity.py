@@ -128,6 +128,17 @@ def test_an_action_spelled_otherwise_is_an_operation_too(aws_index: AwsIndex) ->
     assert_ambiguous(action, "ambiguous:parameter-alias")
 
 
+@pytest.mark.parametrize(
+    "action", ["DescribeStacks;Action=DeleteStack", "DescribeStacks%3BAction%3DDeleteStack"]
+)
+def test_an_action_that_is_no_operation_name_is_unknown(action: str, aws_index: AwsIndex) -> None:
+    """Read by its first word it is a Describe; a server that also splits fields on
+    ``;`` runs DeleteStack."""
+    body = f"Action={action}&StackName=prod-calc".encode()
+    action_read = read(signed("POST", "/", "cloudformation", body=body, headers=[FORM]), aws_index)
+    assert (action_read.verb, action_read.confidence) == (Verb.UNKNOWN, Confidence.UNKNOWN)
+
+
 def test_a_form_body_without_a_form_type_is_still_read(aws_index: AwsIndex) -> None:
     body = b"StackName=prod-calc&Action=DeleteStack"
     request = signed("POST", "/", "cloudformation", body=body, headers=[("content-type", "x/y")])
