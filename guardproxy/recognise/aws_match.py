@@ -279,10 +279,24 @@ def _methods(request: HttpRequest) -> list[str]:
     methods = [request.method.upper()]
     for name, value in request.headers:
         if name in _METHOD_OVERRIDES:
-            method = value.strip().upper()
-            if method and method.isalpha() and method not in methods:
-                methods.append(method)
+            for item in value.split(","):
+                method = item.strip().upper()
+                if method and method.isalpha() and method not in methods:
+                    methods.append(method)
     return methods
+
+
+def _header_items(request: HttpRequest, name: str) -> list[str]:
+    """Every value of header ``name``, and each comma-separated item of one: HTTP lets
+    a proxy or server fold repeated headers into one list (RFC 9110, 5.3), and a
+    server may take either form."""
+    items: list[str] = []
+    for value in request.header_values(name):
+        for raw in (value, *value.split(",")) if "," in value else (value,):
+            item = raw.strip()
+            if item and item not in items:
+                items.append(item)
+    return items
 
 
 def resolve_all(
@@ -307,8 +321,7 @@ def resolve_all(
     found: list[Match | Unmatched] = []
     tags: set[str] = set()
 
-    for header in request.header_values("x-amz-target"):
-        target = header.strip()
+    for target in _header_items(request, "x-amz-target"):
         if "." in target:
             prefix, _, operation = target.rpartition(".")
             found.append(_by_target(index, candidates, prefix, operation, fallback))

@@ -147,6 +147,17 @@ CASES = [
         ),
         b'{"SecretId": "prod-db", "ForceDeleteWithoutRecovery": true}',
     ),
+    Case(
+        "folded-target-header",
+        "POST",
+        "/",
+        (
+            sigv4("dynamodb"),
+            JSON10,
+            ("X-Amz-Target", "DynamoDB_20120810.DeleteTable, DynamoDB_20120810.DescribeTable"),
+        ),
+        b'{"TableName": "prod-t"}',
+    ),
     # REST: a target header, a member bound to the URI also in the body, a query member
     # and a header member given twice, a method override
     Case(

@@ -270,6 +270,24 @@ def test_two_target_headers_are_two_operations(aws_index: AwsIndex) -> None:
     assert_ambiguous(action, "ambiguous:operation")
 
 
+@pytest.mark.parametrize(
+    "targets",
+    [
+        "DynamoDB_20120810.DeleteTable, DynamoDB_20120810.DescribeTable",
+        "DynamoDB_20120810.DescribeTable,DynamoDB_20120810.DeleteTable",
+    ],
+)
+def test_a_folded_target_header_names_each_operation(targets: str, aws_index: AwsIndex) -> None:
+    headers = [JSON10, ("x-amz-target", targets)]
+    request = signed("POST", "/", "dynamodb", body=b'{"TableName": "prod-t"}', headers=headers)
+    assert readings(read(request, aws_index))[0] == (
+        "dynamodb",
+        "DeleteTable",
+        "prod-t",
+        Verb.DESTROY,
+    )
+
+
 def test_a_target_header_and_a_form_action(aws_index: AwsIndex) -> None:
     queue = "https://sqs.us-east-1.amazonaws.com/111122223333/prod-q"
     body = f"Action=DeleteQueue&QueueUrl={queue}".encode()
@@ -385,9 +403,17 @@ def test_a_target_header_on_a_rest_service(aws_index: AwsIndex) -> None:
     assert_ambiguous(action, "ambiguous:operation")
 
 
-@pytest.mark.parametrize("header", ["X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"])
-def test_a_method_override_is_a_reading(header: str, aws_index: AwsIndex) -> None:
-    action = read(signed("GET", "/prod-bucket", "s3", headers=[(header, "DELETE")]), aws_index)
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        ("X-HTTP-Method-Override", "DELETE"),
+        ("X-HTTP-Method", "DELETE"),
+        ("X-Method-Override", "DELETE"),
+        ("X-HTTP-Method-Override", "GET, DELETE"),
+    ],
+)
+def test_a_method_override_is_a_reading(header: str, value: str, aws_index: AwsIndex) -> None:
+    action = read(signed("GET", "/prod-bucket", "s3", headers=[(header, value)]), aws_index)
     found = readings(action)
     assert found[0] == ("s3", "DeleteBucket", "prod-bucket", Verb.DESTROY)
     assert ("s3", "ListObjects", "prod-bucket", Verb.READ) in found
