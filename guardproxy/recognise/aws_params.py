@@ -417,6 +417,12 @@ def rest_params(
             # a server may also see the header folded into one comma-joined value
             readings.tags.add(DUPLICATE)
             readings.offer(member, ", ".join(found))
+        for value in found:
+            # and a folded one as its items (RFC 9110, 5.3): only a different action
+            # from an item makes the request ambiguous
+            if "," in value:
+                for item in value.split(","):
+                    readings.offer(member, item.strip())
 
     document: Any = None
     xml_root: Any = None

@@ -395,6 +395,16 @@ def test_a_header_member_given_twice(aws_index: AwsIndex) -> None:
     assert_ambiguous(action, "ambiguous:duplicate-parameter")
 
 
+def test_a_folded_header_member(aws_index: AwsIndex) -> None:
+    headers = [("x-amz-bypass-governance-retention", "false, true")]
+    action = read(signed("DELETE", "/prod-bucket/report.csv", "s3", headers=headers), aws_index)
+    assert "force" in action.risk_tags
+    assert action.confidence is Confidence.AMBIGUOUS
+    plain = [("if-match", "a, b"), ("x-amz-bypass-governance-retention", "true")]
+    action = read(signed("DELETE", "/prod-bucket/report.csv", "s3", headers=plain), aws_index)
+    assert action.confidence is Confidence.EXACT  # items that change nothing
+
+
 def test_a_target_header_on_a_rest_service(aws_index: AwsIndex) -> None:
     headers = [("x-amz-target", "DynamoDB_20120810.DescribeTable")]
     action = read(signed("DELETE", "/prod-bucket", "s3", headers=headers), aws_index)
