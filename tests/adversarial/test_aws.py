@@ -142,7 +142,7 @@ CASES = [
         (
             sigv4("secretsmanager"),
             ("Content-Type", "application/x-amz-json-1.1"),
-            ("Content-Encoding", "identity, identity"),
+            ("Content-Encoding", "compress"),
             ("X-Amz-Target", "secretsmanager.DeleteSecret"),
         ),
         b'{"SecretId": "prod-db", "ForceDeleteWithoutRecovery": true}',

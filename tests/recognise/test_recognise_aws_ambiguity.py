@@ -303,7 +303,7 @@ def test_a_body_that_is_not_json_is_an_unknown_reading(aws_index: AwsIndex) -> N
     assert "ambiguous:unparsed-body" in action.risk_tags
 
 
-@pytest.mark.parametrize("encoding", ["identity, identity", "br", "x-custom"])
+@pytest.mark.parametrize("encoding", ["compress", "br", "x-custom", "gzip, x-custom"])
 def test_a_body_in_an_encoding_the_guard_cannot_undo(encoding: str, aws_index: AwsIndex) -> None:
     """A server that ignores the header reads the force flag the guard could not."""
     body = b'{"SecretId": "db", "ForceDeleteWithoutRecovery": true}'
