@@ -356,7 +356,7 @@ def resolve_all(
         if spoken and any(alias for _v, alias in versions):
             tags.add(ALIAS)
 
-    methods = _methods(request)
+    methods = _methods(request) if any(m.speaks_rest for m in candidates) else []
     for method in methods:
         rest = _rest(index, candidates, request, host, credential, method)
         if rest is not None:
@@ -364,6 +364,8 @@ def resolve_all(
                 tags.add(METHOD_OVERRIDE)
             found.append(rest)
 
+    if len(found) == 1:
+        return Resolution((found[0],), frozenset(tags))
     distinct: list[Match | Unmatched] = []
     seen: set[tuple[str, str, str]] = set()
     for item in found:

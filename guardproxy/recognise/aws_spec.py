@@ -92,6 +92,11 @@ class ModelSpec:
     ops: dict[str, OpSpec]
 
     @property
+    def speaks_rest(self) -> bool:
+        """Whether requests arrive as REST calls (method and URI template)."""
+        return "rest-json" in self.protocols or "rest-xml" in self.protocols
+
+    @property
     def speaks_query(self) -> bool:
         """Whether requests may arrive as ``Action=`` forms (old SDKs for awsQueryCompatible)."""
         return self.query_compatible or any(p in ("query", "ec2") for p in self.protocols)
