@@ -302,7 +302,11 @@ def _contexts(
     hosts = [parse_host(request.host, index.prefixes)]
     tags: set[str] = set()
     claimed = _header_host(request)
-    if claimed and canonical_host(claimed) != canonical_host(request.host):
+    if (
+        claimed
+        and claimed != request.host
+        and canonical_host(claimed) != canonical_host(request.host)
+    ):
         other = parse_host(claimed, index.prefixes)
         if other != hosts[0] and (other.prefixes or other.bucket):
             hosts.append(other)
@@ -312,13 +316,15 @@ def _contexts(
         tags.add(CREDENTIAL)
     contexts: list[tuple[Credential | None, HostInfo]] = []
     for host in hosts:
-        by_host = {n for prefix in host.prefixes for n in index.tables.by_prefix.get(prefix, ())}
+        by_host = [n for prefix in host.prefixes for n in index.tables.by_prefix.get(prefix, ())]
         mismatch = False
         for scope in scopes:
             contexts.append((scope, host))
             if scope is not None and by_host:
-                by_signing = set(index.tables.by_signing.get(scope.service, ()))
-                mismatch = mismatch or bool(by_signing and not by_host & by_signing)
+                by_signing = index.tables.by_signing.get(scope.service, ())
+                mismatch = mismatch or bool(
+                    by_signing and not any(n in by_signing for n in by_host)
+                )
         if mismatch:
             contexts.append((None, host))
             tags.add(CREDENTIAL)

@@ -239,6 +239,15 @@ def _lenient(keys: list[str], values: dict[str, list[str]], wire: str, last: boo
     return form_tree(pairs, last=last).get(wire, _MISSING)
 
 
+def _plain(values: dict[str, list[str]], shape: FormShape) -> bool:
+    """Whether every key names a scalar member of ``shape`` exactly, with one value."""
+    for key, found in values.items():
+        position = shape.by_wire.get(key)
+        if position is None or len(found) != 1 or shape.fields[position][2].kind != "scalar":
+            return False
+    return True
+
+
 def form_params(pairs: list[tuple[str, str]], shape: FormShape | None) -> ParamReadings:
     """awsQuery/EC2 parameters (``Action`` and ``Version`` left out) with every value
     a server may read for each member."""
@@ -251,6 +260,12 @@ def form_params(pairs: list[tuple[str, str]], shape: FormShape | None) -> ParamR
         tree = form_tree((k, v) for k, vs in values.items() for v in vs)
         for member, value in tree.items():
             readings.offer(member, value)
+        return readings
+
+    if _plain(values, shape):  # every key a scalar member, once: what botocore writes most
+        for key, given in values.items():
+            _wire, member, _sub = shape.fields[shape.by_wire[key]]
+            readings.offer(member, given[0])
         return readings
 
     reader = _FormReader(values)
