@@ -4,16 +4,20 @@ The bypasses these suites hold shut are requests no SDK sends (a header twice, a
 spelled ``0x7f.1``, a form key repeated), so the client is ``http.client`` with every
 header put by hand: nothing normalises the request before the proxy sees it. Each
 request carries an ``X-Adversarial-Case`` header so a test can ask the recording
-upstream whether *that* request arrived.
+upstream whether *that* request arrived, and goes in a session of its own: the
+shipped sequence rules hold a session's requests after several destructive ones, and
+a case must be decided on what it is, not on what the cases before it did.
 """
 
 from __future__ import annotations
 
+import base64
 import http.client
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from e2e.guard_fixtures import Guard, guard_config
 from e2e.servers import EchoServer
@@ -40,9 +44,15 @@ def through(
 ) -> Answer:
     """``method url`` in absolute form to the proxy, with exactly these headers (and a
     ``Host`` header naming the URL's host unless ``headers`` has one)."""
+    session = guard.session(f"adversarial-{case}")
+    credentials = urlsplit(session.proxy_url)
+    login = f"{unquote(credentials.username or '')}:{unquote(credentials.password or '')}"
     connection = http.client.HTTPConnection("127.0.0.1", guard.proxy_port, timeout=TIMEOUT)
     try:
         connection.putrequest(method, url, skip_host=True, skip_accept_encoding=True)
+        connection.putheader(
+            "Proxy-Authorization", "Basic " + base64.b64encode(login.encode()).decode()
+        )
         if not any(name.lower() == "host" for name, _value in headers):
             connection.putheader("Host", url.split("://", 1)[1].split("/", 1)[0])
         connection.putheader(CASE_HEADER, case)
