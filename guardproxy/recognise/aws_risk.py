@@ -74,7 +74,18 @@ def _walk(value: Any, depth: int = 0) -> Iterator[tuple[str, Any]]:
 
 
 def _values(params: Mapping[str, Any], names: frozenset[str]) -> list[Any]:
-    return [v for k, v in _walk(params) if k in names]
+    """Values of the keys called ``names`` at any depth. A key that holds a list of
+    plain values counts each: an XML element repeated where the shape has one
+    (``<Status>Enabled</Status><Status>Suspended</Status>``) reads as a list, and a
+    server may take any of its items."""
+    out: list[Any] = []
+    for key, value in _walk(params):
+        if key not in names:
+            continue
+        if isinstance(value, list):
+            out.extend(v for v in value if not isinstance(v, (list, Mapping)))
+        out.append(value)
+    return out
 
 
 def truthy(value: Any) -> bool:
