@@ -169,7 +169,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _flows(args: argparse.Namespace) -> int:
-    from guardproxy.audit.replay import replay_flows  # noqa: PLC0415
+    from guardproxy.intercept.replay import replay_flows  # noqa: PLC0415 - loads mitmproxy
     from guardproxy.recognise import RecogniseSettings  # noqa: PLC0415
 
     if not args.flows.is_file():
@@ -203,6 +203,10 @@ def _flows(args: argparse.Namespace) -> int:
             if d.outcome != "allow":
                 rules = ", ".join(d.rules)
                 print(f"  #{d.index:<4} {style.outcome(d.outcome):<6} {d.summary}  [{rules}]")
+        compared = report.compared
+        if compared:
+            exact = sum(bool(d.exact) for d in compared)
+            print(f"{exact} of {len(compared)} decisions guardproxy recorded reproduced exactly")
         differences = report.differences
         if differences:
             print(f"{len(differences)} differ from what guardproxy recorded:")
