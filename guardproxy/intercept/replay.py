@@ -34,10 +34,12 @@ from guardproxy.store.base import Store
 
 def storable_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
     """The metadata guardproxy keeps on a live flow, as plain values a flow file holds
-    and :func:`flow_session` reads back: the session's fields and the decision id."""
+    and :func:`flow_session` reads back: a session's fields and the decision id. An
+    anonymous session is left out: it is the client's own, which replay derives from
+    the client's address as the proxy did (so does a capture without our metadata)."""
     stored: dict[str, Any] = {}
     session = metadata.get(SESSION)
-    if isinstance(session, SessionInfo):
+    if isinstance(session, SessionInfo) and not session.anonymous:
         stored[SESSION] = session.model_dump(mode="json")
     decision = metadata.get(DECISION)
     if isinstance(decision, str):
