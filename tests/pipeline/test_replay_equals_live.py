@@ -56,8 +56,14 @@ from .day import KUBE, REGION, Call, DayUpstream, recorded_day, times
 pytestmark = pytest.mark.slow
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
-SETTINGS = RecogniseSettings(kubernetes_hosts=(KUBE,))
-HISTORY = HistorySettings(destructive_budget=10)  # the proxy's, from its configuration
+PROXY_SETTINGS: dict[str, Any] = {
+    "kubernetes_hosts": [KUBE],
+    "environments": {"github:acme": "prod"},
+    "destructive_budget": 8,
+}
+"""The settings of the proxy's config file that decisions depend on; replay gets them too."""
+SETTINGS = RecogniseSettings(environments={"github:acme": "prod"}, kubernetes_hosts=(KUBE,))
+HISTORY = HistorySettings(destructive_budget=8)
 SETTLE_SECONDS = 10.0
 
 
@@ -179,8 +185,7 @@ def live_day(tmp_path: Path, upstream: DayUpstream) -> LiveDay:
             "listen": "127.0.0.1:0",
             "control": "127.0.0.1:0",
             "hold_window_seconds": 0.2,
-            "kubernetes_hosts": [KUBE],
-            "destructive_budget": HISTORY.destructive_budget,
+            **PROXY_SETTINGS,
         }
     )
     flows = tmp_path / "day.flows"
@@ -331,15 +336,23 @@ def test_replaying_the_flows_reproduces_every_decision_input_and_record(day: Liv
 
 
 def test_the_replay_command_reports_the_flows_identical(
-    day: LiveDay, capsys: pytest.CaptureFixture[str]
+    day: LiveDay, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(
-        ["replay", "--flows", str(day.flows), "--policies", str(POLICIES),
-         "--data-dir", str(day.data_dir), "--kubernetes-host", KUBE, "--json",
-         "--fail-on-change"]
-    )  # fmt: skip
+    config = tmp_path / "guardproxy.yaml"
+    config.write_text(json.dumps(PROXY_SETTINGS))  # JSON is YAML
+    replay = ["replay", "--flows", str(day.flows), "--policies", str(POLICIES),
+              "--data-dir", str(day.data_dir), "--json", "--fail-on-change"]  # fmt: skip
+    code = main([*replay, "--config", str(config)])
     report = json.loads(capsys.readouterr().out)
     assert code == 0
     assert report["requests"] == len(day.calls)
     assert report["exact"] == report["same_input"] == report["with_recorded_decision"] > 0
     assert report["differences"] == []
+    # the same settings as flags; without the proxy's budget, its burst is held later
+    flags = ["--kubernetes-host", KUBE, "--env", "github:acme=prod"]
+    assert main([*replay, *flags, "--destructive-budget", "8"]) == 0
+    assert json.loads(capsys.readouterr().out)["exact"] == report["exact"]
+    main([*replay, *flags])
+    otherwise = json.loads(capsys.readouterr().out)
+    assert otherwise["distribution"] != report["distribution"]
+    assert otherwise["exact"] < report["exact"]
