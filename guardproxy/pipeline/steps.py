@@ -73,8 +73,8 @@ class Verdict:
 
 
 def with_actor(action: Action, session: SessionInfo, request: HttpRequest) -> Action:
-    """``action`` done by ``session``, on every reading alike; anything but a read sent to
-    one host while its Host header names another gets the ``host-mismatch`` risk tag."""
+    """``action`` (one reading) done by ``session``; anything but a read, sent to one host
+    while its Host header names another, gets the ``host-mismatch`` risk tag."""
     updates: dict[str, object] = {
         "actor": action.actor.model_copy(update={"session_id": session.id})
     }

@@ -62,7 +62,7 @@ class _EmptyBody:
         return iter([b""])
 
 
-class _Sdk:
+class Sdk:
     """boto3 clients whose requests are captured, signed, instead of sent."""
 
     def __init__(self) -> None:
@@ -152,7 +152,7 @@ def push(*refs: str) -> bytes:
 
 def recorded_day() -> list[Call]:
     """The day's calls, in order; the same list every time (AWS signatures aside)."""
-    aws = _Sdk()
+    aws = Sdk()
     ec2 = "ec2"
     gcp = "http://compute.googleapis.com/compute/v1/projects/acme-staging/zones/us-central1-a"
     arm = "http://management.azure.com/subscriptions/00000000-0000-0000-0000-00000000da7a"
@@ -310,7 +310,7 @@ def times(calls: list[Call]) -> list[datetime]:
 # ------------------------------------------------------------------------ upstream
 
 
-def _instances(*named: tuple[str, str, str]) -> bytes:
+def instances_xml(*named: tuple[str, str, str]) -> bytes:
     """A DescribeInstancesResponse listing (instance id, Name tag, environment tag)."""
     items = "".join(
         f"<item><instanceId>{instance}</instanceId><tagSet>"
@@ -335,9 +335,9 @@ class _DayHandler(BaseHandler):
         self.record(body)
         if b"Action=DescribeInstances" in body:
             if b"generation-2" in body:
-                xml = _instances((INSTANCE, "prod-web", "prod"))
+                xml = instances_xml((INSTANCE, "prod-web", "prod"))
             else:
-                xml = _instances(
+                xml = instances_xml(
                     (INSTANCE, "staging-web", "staging"), (WORKER, "staging-worker", "staging")
                 )
             self.send_bytes(200, xml, "text/xml;charset=UTF-8")

@@ -30,7 +30,7 @@ from guardproxy.session.history import SessionHistory
 from guardproxy.session.registry import anonymous_session
 from guardproxy.store import SqliteStore
 
-from .day import INSTANCE, WORKER, Call, _instances, _Sdk
+from .day import INSTANCE, WORKER, Call, Sdk, instances_xml
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 SETTINGS = RecogniseSettings()
@@ -90,7 +90,7 @@ def test_history_is_read_only_when_a_rule_can_read_it(pipeline: Pipeline) -> Non
 
 
 def test_a_name_learned_from_a_forwarded_response_resolves_the_id(pipeline: Pipeline) -> None:
-    sdk = _Sdk()
+    sdk = Sdk()
     describe = request_of(sdk.call("alice", "ec2", "describe_instances"))
     terminate = request_of(sdk.call("alice", "ec2", "terminate_instances", InstanceIds=[WORKER]))
     before = pipeline.decide(terminate, ALICE, T0)
@@ -98,7 +98,7 @@ def test_a_name_learned_from_a_forwarded_response_resolves_the_id(pipeline: Pipe
     assert pipeline.after(held, "hold", T0) is None  # nothing came back to learn from
     learner = pipeline.after(pipeline.decide(describe, ALICE, T0), "allow", T0)
     assert learner is not None
-    body = _instances((WORKER, "staging-worker", "staging"))
+    body = instances_xml((WORKER, "staging-worker", "staging"))
     assert learner(body) == body and learner(b"") == b""  # passed on untouched
     after = pipeline.decide(terminate, ALICE, T0)
     assert (before.action.resource.name, before.action.environment.value) == ("", "unknown")
@@ -110,10 +110,10 @@ def test_a_name_learned_from_a_forwarded_response_resolves_the_id(pipeline: Pipe
 
 
 def test_replay_learns_only_from_a_successful_response_to_a_forwarded_request() -> None:
-    sdk = _Sdk()
+    sdk = Sdk()
     describe = request_of(sdk.call("alice", "ec2", "describe_instances"))
     terminate = request_of(sdk.call("alice", "ec2", "terminate_instances", InstanceIds=[INSTANCE]))
-    body = _instances((INSTANCE, "prod-web", "prod"))
+    body = instances_xml((INSTANCE, "prod-web", "prod"))
 
     def replayed(status: int) -> str:
         exchanges = [

@@ -36,11 +36,11 @@ import pytest
 from mitmproxy import http, io
 from mitmproxy.proxy import server_hooks
 
-from guardproxy.audit.redact import redact_context_json, redact_model_json
 from guardproxy.audit.replay import ChainCheck, as_recorded, checked_chain, replay_records
 from guardproxy.cli.main import main
 from guardproxy.config import ProxyConfig
 from guardproxy.gate.gate import utc_now
+from guardproxy.gate.recorder import DecisionDraft
 from guardproxy.intercept.addons import Guard
 from guardproxy.intercept.replay import replay_flows, storable_metadata
 from guardproxy.pipeline.replay import FlowDecision, FlowReport
@@ -264,15 +264,23 @@ def replayed_flows(day: LiveDay) -> FlowReport:
 
 
 def as_record(replayed: FlowDecision) -> tuple[str, str, str, str]:
-    """A replayed decision as the proxy's decision record keeps it (redacted)."""
+    """A replayed decision as the gate records it (its draft, redacted)."""
     verdict = replayed.verdict
     assert verdict is not None
-    return (
-        redact_model_json(verdict.action.canonical_json()),
-        redact_context_json(verdict.context.json_parts()),
-        redact_model_json(verdict.decision.model_dump_json()),
-        replayed.outcome,
-    )
+    record = DecisionDraft(
+        id="replayed",
+        at=replayed.at,
+        session_id=verdict.session.id,
+        action_json=verdict.action.canonical_json(),
+        context=verdict.context.json_parts(),
+        decision_json=verdict.decision.model_dump_json(),
+        outcome=replayed.outcome,
+        hold_id=None,
+        upstream_status=None,
+        provider=verdict.action.provider.value,
+        shadow_json=None,
+    ).redacted()
+    return record.action_json, record.context_json, record.decision_json, record.outcome
 
 
 def test_the_day_covers_what_replay_must_reproduce(day: LiveDay) -> None:
