@@ -183,7 +183,7 @@ def add_commands(subparsers: Any) -> None:
 def build_config(args: argparse.Namespace, **overrides: Any) -> ProxyConfig:
     values: dict[str, Any] = {}
     if args.config is not None:
-        values.update(_read_config_file(args.config))
+        values.update(read_config_file(args.config))
     flags: dict[str, Any] = {
         "policies": args.policies,
         "shadow_policies": args.shadow_policies,
@@ -229,7 +229,7 @@ def build_config(args: argparse.Namespace, **overrides: Any) -> ProxyConfig:
     try:
         config = ProxyConfig.model_validate(values)
     except pydantic.ValidationError as error:
-        raise ConfigError(_setting_problem(error, args.config)) from None
+        raise ConfigError(setting_problem(error, args.config)) from None
     for ca_file in config.upstream_ca_files:
         if not ca_file.is_file():
             raise ConfigError(
@@ -239,7 +239,7 @@ def build_config(args: argparse.Namespace, **overrides: Any) -> ProxyConfig:
     return config
 
 
-def _read_config_file(path: Path) -> dict[str, Any]:
+def read_config_file(path: Path) -> dict[str, Any]:
     """The settings of a --config file; ConfigError (one line, with where) if unusable."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -265,7 +265,7 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     return loaded
 
 
-def _setting_problem(error: pydantic.ValidationError, config_file: Path | None) -> str:
+def setting_problem(error: pydantic.ValidationError, config_file: Path | None) -> str:
     """One line for the first invalid setting, with a did-you-mean for an unknown one."""
     first = error.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "settings"
