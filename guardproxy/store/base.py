@@ -251,14 +251,17 @@ class ApproverLink:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Page:
-    """One page sent (or to be sent) for a hold: level 1 when it is held, the next level
-    when it escalates. Claimed in the store before it is sent, so a page goes out once
-    whichever replica sends it, and resolved once when the hold is decided."""
+    """One page sent (or to be sent) for a hold: level 1 of an ``oncall:`` group its
+    policy pages when it is held, the next level when it escalates. Claimed in the store
+    before it is sent, so a page goes out once whichever replica sends it, and resolved
+    once when the hold is decided."""
 
     hold_id: str
+    oncall_group: str
+    """The policy's ``page``: ``oncall:<schedule>`` (level 1 is that schedule)."""
     level: int
     schedule: str
-    """The on-call schedule paged (its pager says how)."""
+    """The on-call schedule paged at this level (its pager says how)."""
     pager: str
     """``pagerduty``, ``opsgenie``, or ``none`` when the schedule has no pager."""
     dedup_key: str
@@ -583,6 +586,7 @@ class Store(Protocol):
     def claim_page(
         self,
         hold_id: str,
+        oncall_group: str,
         level: int,
         *,
         schedule: str,
@@ -590,23 +594,29 @@ class Store(Protocol):
         dedup_key: str,
         at: datetime,
     ) -> Page | None:
-        """Record that level ``level`` of the hold is being paged; None if it was already
-        (by this or another process): only the claimer sends it."""
+        """Record that level ``level`` of the hold's ``oncall_group`` is being paged; None
+        if it was already (by this or another process): only the claimer sends it."""
         ...
 
     def update_page(
-        self, hold_id: str, level: int, *, triggered_at: datetime | None, error: str
+        self,
+        hold_id: str,
+        oncall_group: str,
+        level: int,
+        *,
+        triggered_at: datetime | None,
+        error: str,
     ) -> None:
         """Record the trigger's outcome: when the pager accepted it, or why not."""
         ...
 
     def claim_page_resolutions(self, hold_id: str, at: datetime) -> list[Page]:
-        """Mark the hold's unresolved pages resolved at ``at`` and return them, by level:
+        """Mark the hold's unresolved pages resolved at ``at`` and return them:
         only the claimer sends the resolutions, so each goes out once."""
         ...
 
     def list_pages(self, hold_ids: Sequence[str]) -> list[Page]:
-        """The pages of these holds, by hold and level."""
+        """The pages of these holds, by hold, group and level."""
         ...
 
     def save_chat_message(self, message: ChatMessage) -> bool:

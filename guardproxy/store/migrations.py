@@ -191,6 +191,7 @@ _V6: Migration = (
     """
     CREATE TABLE pages (
         hold_id      TEXT NOT NULL,
+        oncall_group TEXT NOT NULL,
         level        INTEGER NOT NULL CHECK (level >= 1),
         schedule     TEXT NOT NULL,
         pager        TEXT NOT NULL,
@@ -199,7 +200,7 @@ _V6: Migration = (
         triggered_at TEXT,
         resolved_at  TEXT,
         error        TEXT NOT NULL DEFAULT '',
-        PRIMARY KEY (hold_id, level)
+        PRIMARY KEY (hold_id, oncall_group, level)
     )
     """,
     """

@@ -570,6 +570,7 @@ class SqlStore:
     def claim_page(
         self,
         hold_id: str,
+        oncall_group: str,
         level: int,
         *,
         schedule: str,
@@ -579,19 +580,27 @@ class SqlStore:
     ) -> Page | None:
         with self._write() as db:
             row = db.execute(
-                "INSERT INTO pages (hold_id, level, schedule, pager, dedup_key, claimed_at)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING *",
-                (hold_id, level, schedule, pager, dedup_key, _ts(at)),
+                "INSERT INTO pages"
+                " (hold_id, oncall_group, level, schedule, pager, dedup_key, claimed_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING *",
+                (hold_id, oncall_group, level, schedule, pager, dedup_key, _ts(at)),
             ).fetchone()
         return None if row is None else _page(row)
 
     def update_page(
-        self, hold_id: str, level: int, *, triggered_at: datetime | None, error: str
+        self,
+        hold_id: str,
+        oncall_group: str,
+        level: int,
+        *,
+        triggered_at: datetime | None,
+        error: str,
     ) -> None:
         with self._write() as db:
             db.execute(
-                "UPDATE pages SET triggered_at = ?, error = ? WHERE hold_id = ? AND level = ?",
-                (_ts_or_none(triggered_at), error, hold_id, level),
+                "UPDATE pages SET triggered_at = ?, error = ?"
+                " WHERE hold_id = ? AND oncall_group = ? AND level = ?",
+                (_ts_or_none(triggered_at), error, hold_id, oncall_group, level),
             )
 
     def claim_page_resolutions(self, hold_id: str, at: datetime) -> list[Page]:
@@ -601,7 +610,9 @@ class SqlStore:
                 " RETURNING *",
                 (_ts(at), hold_id),
             ).fetchall()
-        return sorted((_page(row) for row in rows), key=lambda page: page.level)
+        return sorted(
+            (_page(row) for row in rows), key=lambda page: (page.oncall_group, page.level)
+        )
 
     def list_pages(self, hold_ids: Sequence[str]) -> list[Page]:
         if not hold_ids:
@@ -609,7 +620,8 @@ class SqlStore:
         marks = ", ".join("?" for _ in hold_ids)
         with self._read() as db:
             rows = db.execute(
-                f"SELECT * FROM pages WHERE hold_id IN ({marks}) ORDER BY hold_id, level",
+                f"SELECT * FROM pages WHERE hold_id IN ({marks})"
+                " ORDER BY hold_id, oncall_group, level",
                 list(hold_ids),
             ).fetchall()
         return [_page(row) for row in rows]

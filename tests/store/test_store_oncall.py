@@ -79,22 +79,28 @@ def test_a_page_level_is_claimed_once_and_resolved_once(
     store: Store, make_hold: HoldFactory
 ) -> None:
     hold = make_hold()
+    group = "oncall:platform-primary"
     claim = {"schedule": "platform-primary", "pager": "pagerduty", "dedup_key": hold.id}
-    first = store.claim_page(hold.id, 1, at=T0, **claim)
+    first = store.claim_page(hold.id, group, 1, at=T0, **claim)
     assert first is not None and first.triggered_at is None and first.resolved_at is None
-    assert store.claim_page(hold.id, 1, at=T0, **claim) is None
-    store.update_page(hold.id, 1, triggered_at=T0 + timedelta(seconds=1), error="")
-    second = store.claim_page(hold.id, 2, at=T0, **{**claim, "schedule": "platform-secondary"})
+    assert store.claim_page(hold.id, group, 1, at=T0, **claim) is None
+    store.update_page(hold.id, group, 1, triggered_at=T0 + timedelta(seconds=1), error="")
+    second = store.claim_page(
+        hold.id, group, 2, at=T0, **{**claim, "schedule": "platform-secondary"}
+    )
     assert second is not None
-    store.update_page(hold.id, 2, triggered_at=None, error="HTTP 400")
+    store.update_page(hold.id, group, 2, triggered_at=None, error="HTTP 400")
+    other = store.claim_page(hold.id, "oncall:dba", 1, at=T0, **{**claim, "schedule": "dba"})
+    assert other is not None
     later = T0 + timedelta(minutes=1)
     resolved = store.claim_page_resolutions(hold.id, later)
     assert [(p.level, p.schedule, p.error) for p in resolved] == [
+        (1, "dba", ""),
         (1, "platform-primary", ""),
         (2, "platform-secondary", "HTTP 400"),
     ]
     assert store.claim_page_resolutions(hold.id, later) == []
-    (one, two) = store.list_pages([hold.id, "h-other"])
+    (_, one, two) = store.list_pages([hold.id, "h-other"])
     assert one.triggered_at == T0 + timedelta(seconds=1) and one.resolved_at == later
     assert two.triggered_at is None and two.resolved_at == later
     assert store.list_pages([]) == []
@@ -106,7 +112,7 @@ def test_two_processes_resolving_a_hold_send_each_resolution_once(
     hold = make_hold()
     for level in (1, 2):
         store.claim_page(
-            hold.id, level, schedule="s", pager="pagerduty", dedup_key=hold.id, at=T0
+            hold.id, "oncall:s", level, schedule="s", pager="pagerduty", dedup_key=hold.id, at=T0
         )
     others = [open_store_again() for _ in range(4)]
     claimed: list[int] = []
