@@ -79,9 +79,7 @@ def rig(tmp_path: Path, store: SqliteStore) -> Rig:
             Approver(name=name, groups=groups, token_hash=f"t-{name}", created_at=T0)
         )
     rig = Rig(store, write_bundle(tmp_path / "policies", RULES))
-    schedules = build_schedules(
-        OnCallSettings(rotations=rotations), transport=LazyTransport
-    )
+    schedules = build_schedules(OnCallSettings(rotations=rotations), transport=LazyTransport)
     rig.service = ApprovalService(
         store, lambda: rig.bundle, clock=rig.clock, oncall=OnCallRouting(schedules, store)
     )
