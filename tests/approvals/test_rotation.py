@@ -32,8 +32,8 @@ def weekly(**overrides: object) -> Rotation:
     return Rotation.model_validate(values)
 
 
-def berlin(*parts: int) -> datetime:
-    return datetime(*parts, tzinfo=BERLIN)  # type: ignore[misc]
+def berlin(year: int, month: int, day: int, hour: int, minute: int, second: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=BERLIN)
 
 
 def who(rotation: Rotation, at: datetime) -> tuple[str, ...]:
