@@ -4,8 +4,9 @@ Each configured schedule has a source (:class:`ScheduleSource`). :class:`Schedul
 it at a given moment (the caller's clock) and keeps the answer for ``cache_seconds``, or
 until the end of a shift in it, whichever comes first. When a service cannot be reached,
 the last answer is used for ``stale_seconds`` more, marked stale (the console, the CLI
-and Slack say so); after that, or with no answer ever, nobody is on call there, so an
-``oncall:`` group fails closed: nobody gains approval rights from a failure.
+and Slack say so), but never past the end of a shift in it; after that, or with no
+answer ever, nobody is on call there, so an ``oncall:`` group fails closed: nobody gains
+approval rights from a failure.
 
 Sources, written to the services' public documentation:
 
@@ -483,11 +484,16 @@ class Schedules:
         return roster
 
     def _failed(self, name: str, source: ScheduleSource, at: datetime, error: str) -> Roster:
-        """The last good answer, stale, while it is young enough; else nobody."""
+        """The last good answer, stale, while it is young enough and no shift in it has
+        ended (a known hand-off makes it wrong); else nobody."""
         log.warning("oncall.source_failed", schedule=name, source=source.description, error=error)
         previous = self._cache.get(name)
         good = previous.good if previous is not None else None
-        if good is not None and good.as_of <= at <= good.as_of + self._stale_for:
+        if (
+            good is not None
+            and good.as_of <= at <= good.as_of + self._stale_for
+            and (good.until is None or at < good.until)
+        ):
             roster = replace(good, stale=True, error=error)
         else:
             roster = Roster(name, source.kind, source.description, (), at, error=error)
