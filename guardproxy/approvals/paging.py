@@ -387,8 +387,10 @@ class Paging:
 
     async def idle(self) -> None:
         """Wait until every event offered so far is handled (tests)."""
+        await asyncio.sleep(0)  # events offered from this loop's thread are scheduled next
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            await asyncio.sleep(0)
 
     def offer(self, event: HoldEvent) -> None:
         """HoldEvents subscriber: any thread, returns at once."""
