@@ -39,7 +39,7 @@ from urllib.parse import quote
 import structlog
 
 from guardproxy.approvals.channels import console_link
-from guardproxy.approvals.events import HoldEvent, HoldEvents
+from guardproxy.approvals.events import HoldEvent
 from guardproxy.approvals.notify import backoff_delay
 from guardproxy.approvals.rules import requirement_of
 from guardproxy.approvals.schedules import Schedules
@@ -57,6 +57,7 @@ from guardproxy.approvals.webapi import (
     api_url,
     read_secret,
 )
+from guardproxy.approvals.worker import HoldEventWorker
 from guardproxy.policy.model import ONCALL_PREFIX
 from guardproxy.store.base import Hold, HoldState, Page, Store, StoreError
 
@@ -77,7 +78,6 @@ log = structlog.get_logger(__name__)
 
 NO_PAGER = "none"
 RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
-DECIDED = frozenset({"approved", "denied", "expired"})
 
 
 class PageFailed(Exception):  # noqa: N818 - what happened to the page
@@ -336,10 +336,14 @@ def build_pagers(settings: OnCallSettings, transport: ApiTransport) -> dict[str,
 # ------------------------------------------------------------------- paging
 
 
-class Paging:
+class Paging(HoldEventWorker):
     """Pages on hold events: ``held`` pages level 1, ``escalated`` the next level, a
     decision or expiry resolves them. Events of one hold are handled in order; holds
     are handled side by side."""
+
+    kinds = frozenset({"held", "escalated", "approved", "denied", "expired"})
+    final_kinds = frozenset({"approved", "denied", "expired"})
+    name = "page"
 
     def __init__(
         self,
@@ -353,6 +357,7 @@ class Paging:
         backoff_seconds: float = 1.0,
         max_backoff_seconds: float = 30.0,
     ) -> None:
+        super().__init__()
         self._store = store
         self._schedules = schedules
         self._pagers = dict(pagers)
@@ -360,68 +365,20 @@ class Paging:
         self._console_url = console_url
         self._max_attempts = max_attempts
         self._backoff = (backoff_seconds, max_backoff_seconds)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._unsubscribe: Callable[[], None] | None = None
 
     def pages_schedule(self, name: str) -> bool:
         return name in self._pagers
 
-    # -- lifecycle
-
-    def start(self, events: HoldEvents) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._unsubscribe = events.subscribe(self.offer)
-
-    async def stop(self) -> None:
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._loop = None
-
-    async def idle(self) -> None:
-        """Wait until every event offered so far is handled (tests)."""
-        await asyncio.sleep(0)  # events offered from this loop's thread are scheduled next
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
-            await asyncio.sleep(0)
-
-    def offer(self, event: HoldEvent) -> None:
-        """HoldEvents subscriber: any thread, returns at once."""
-        if self._loop is None or event.kind not in ("held", "escalated", *DECIDED):
-            return
-        with contextlib.suppress(RuntimeError):  # the loop is closing: guardproxy stops
-            self._loop.call_soon_threadsafe(self._spawn, event)
-
-    def _spawn(self, event: HoldEvent) -> None:
-        task = asyncio.create_task(self.handle(event), name=f"page {event.hold_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def handle(self, event: HoldEvent) -> None:
-        """One event, after the earlier ones of the same hold; never raises."""
-        lock = self._locks.setdefault(event.hold_id, asyncio.Lock())
+    async def work(self, event: HoldEvent) -> None:
         try:
-            async with lock:
-                if event.kind == "held":
-                    await self._page(event.hold_id, escalate=False)
-                elif event.kind == "escalated":
-                    await self._page(event.hold_id, escalate=True)
-                else:
-                    await self._resolve(event.hold_id, f"hold {event.kind}: {event.reason}")
+            if event.kind == "held":
+                await self._page(event.hold_id, escalate=False)
+            elif event.kind == "escalated":
+                await self._page(event.hold_id, escalate=True)
+            else:
+                await self._resolve(event.hold_id, f"hold {event.kind}: {event.reason}")
         except StoreError as error:
             log.error("page.store_failed", hold=event.hold_id, error=str(error))
-        except Exception:
-            log.exception("page.failed", hold=event.hold_id, kind=event.kind)
-        finally:
-            if event.kind in DECIDED and not lock.locked():
-                self._locks.pop(event.hold_id, None)
 
     # -- trigger
 

@@ -135,6 +135,10 @@ class ApprovalService:
         self._escalated: set[str] = set()
         self._listeners: list[ResolutionListener] = []
 
+    def now(self) -> datetime:
+        """The service's clock (what verdicts, expiry and on-call resolution read)."""
+        return self._clock()
+
     def on_resolved(self, listener: ResolutionListener) -> Callable[[], None]:
         """Call ``listener`` for every hold this service resolves from now on; returns the
         unsubscribe function."""
