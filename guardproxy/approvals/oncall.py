@@ -15,17 +15,18 @@ escalated also counts whoever is on call at the levels paged since (the schedule
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from guardproxy.approvals.rules import OnCallGroup, OnCallNow, oncall_groups, requirement_of
 from guardproxy.approvals.schedules import Roster, Schedules
-from guardproxy.policy.model import ONCALL_PREFIX
+from guardproxy.policy import Bundle
+from guardproxy.policy.model import ONCALL_PREFIX, Approval
 from guardproxy.store.base import ApproverLink, Hold, Page, Store
 
-__all__ = ["OnCallRouting", "OnCallStatus", "approvers_on_call"]
+__all__ = ["OnCallRouting", "OnCallStatus", "approvers_on_call", "schedule_problems", "status_map"]
 
 
 def approvers_on_call(
@@ -203,3 +204,36 @@ class OnCallRouting:
 def status_map(statuses: Mapping[str, list[OnCallStatus]]) -> dict[str, list[dict[str, Any]]]:
     """Each hold's statuses as JSON."""
     return {hold_id: [s.as_json() for s in found] for hold_id, found in statuses.items()}
+
+
+def schedule_problems(
+    bundle: Bundle, schedules: Schedules | None, pages: Callable[[str], bool]
+) -> list[str]:
+    """What in ``bundle`` names a schedule nobody configured, or pages one with no pager:
+    one line each, with the rule (start-up refuses such a bundle; a reload warns)."""
+    named: list[tuple[str, Approval]] = [
+        (f"rule {rule.id} ({rule.source})", rule.approval)
+        for rule in bundle.rules
+        if rule.approval is not None
+    ]
+    if bundle.config.default_approval is not None:
+        named.append(("the bundle's defaultApproval", bundle.config.default_approval))
+    problems: list[str] = []
+    for where, approval in named:
+        groups = [*approval.groups, *approval.required_groups]
+        for group in dict.fromkeys(g for g in groups if g.startswith(ONCALL_PREFIX)):
+            schedule = group.removeprefix(ONCALL_PREFIX)
+            if schedules is None or not schedules.known(schedule):
+                problems.append(
+                    f"{where} names {group}, but no schedule {schedule} is configured; add "
+                    f"oncall.schedules.{schedule} or a rotation {schedule} to the rotation file "
+                    "(oncall.rotations)"
+                )
+        if approval.page is not None:
+            schedule = approval.page.removeprefix(ONCALL_PREFIX)
+            if schedules is not None and schedules.known(schedule) and not pages(schedule):
+                problems.append(
+                    f"{where} pages {approval.page}, but schedule {schedule} has no pager; add "
+                    f"oncall.schedules.{schedule}.pager (pagerduty or opsgenie)"
+                )
+    return problems
