@@ -226,7 +226,6 @@ _OUTCOME = {
     HoldState.APPROVED: "approved",
     HoldState.DENIED: "denied",
     HoldState.EXPIRED: "expired",
-    HoldState.RELEASED: "released",
 }
 
 
@@ -237,8 +236,12 @@ def hold_message(view: HoldView) -> tuple[str, list[dict[str, Any]]]:
     counted = progress(requirement_of(hold), view.approvals)
     summary = slack_escape(hold.summary)
     pending = hold.state is HoldState.PENDING
-    headline = SLACK_HEADLINES["held" if pending else _OUTCOME[hold.state]]
+    released = hold.state is HoldState.RELEASED
+    headline = SLACK_HEADLINES[
+        "held" if pending else "approved" if released else _OUTCOME[hold.state]
+    ]
     by = f" by {slack_escape(hold.resolved_by)}" if hold.resolved_by and not pending else ""
+    by += ", released to the upstream" if released else ""
     lines = [f"*{headline}{by}*: `{summary}`", f"*Impact:* {slack_escape(hold_impact(hold))}"]
     lines.append(f"*Approvals:* {slack_escape(counted.text())}")
     for status in view.on_call:

@@ -225,6 +225,12 @@ def test_a_held_request_is_paged_shown_and_approved_in_slack_by_the_on_call(
                 view_submission(user, slack.views[-1], {"reason": "checked the change ticket"}),
             )  # fmt: skip
 
+        # the agent's session cannot reach the chat listener through the proxy
+        with httpx.Client(proxy=session_proxy, timeout=10) as client:
+            blocked = client.post(chat_url, content=b"payload=%7B%7D")
+        assert blocked.status_code == 403
+        assert "cannot reach guardproxy's own control API" in blocked.json()["message"]
+
         own = verdict("U0CAROL01").json()
         assert own["response_action"] == "errors"
         assert "carol started the session" in own["errors"]["reason"]
