@@ -34,13 +34,18 @@ if TYPE_CHECKING:
         TransportError,
         hold_facts,
     )
+    from guardproxy.approvals.oncall import OnCallRouting, OnCallStatus, schedule_problems
+    from guardproxy.approvals.paging import Pager, Paging, build_pagers
     from guardproxy.approvals.rules import (
         ApprovalRefused,
+        OnCallGroup,
         Progress,
         check_may_decide,
+        effective_groups,
         progress,
         requirement_of,
     )
+    from guardproxy.approvals.schedules import Roster, Schedules, build_schedules
     from guardproxy.approvals.service import (
         ApprovalMetrics,
         ApprovalService,
@@ -48,6 +53,8 @@ if TYPE_CHECKING:
         ResolutionListener,
         policy_change,
     )
+    from guardproxy.approvals.settings import OnCallSettings, SlackSettings
+    from guardproxy.approvals.slack import SlackApi, SlackChat, SlackInteractions
     from guardproxy.approvals.snapshot import hold_detail
     from guardproxy.approvals.targets import NotificationTarget
 else:
@@ -75,10 +82,17 @@ else:
                 "hold_facts",
             ],
             "holds": ["HeldRequest", "create_hold", "held_request", "store_grant"],
+            "oncall": ["OnCallRouting", "OnCallStatus", "schedule_problems"],
+            "paging": ["Pager", "Paging", "build_pagers"],
+            "schedules": ["Roster", "Schedules", "build_schedules"],
+            "settings": ["OnCallSettings", "SlackSettings"],
+            "slack": ["SlackApi", "SlackChat", "SlackInteractions"],
             "rules": [
                 "ApprovalRefused",
+                "OnCallGroup",
                 "Progress",
                 "check_may_decide",
+                "effective_groups",
                 "progress",
                 "requirement_of",
             ],
@@ -111,14 +125,29 @@ __all__ = [
     "Notifications",
     "Notifier",
     "NotifyConfigError",
+    "OnCallGroup",
+    "OnCallRouting",
+    "OnCallSettings",
+    "OnCallStatus",
+    "Pager",
+    "Paging",
     "Progress",
     "ResolutionListener",
+    "Roster",
+    "Schedules",
+    "SlackApi",
+    "SlackChat",
+    "SlackInteractions",
+    "SlackSettings",
     "TransportError",
     "agent_note",
+    "build_pagers",
+    "build_schedules",
     "channel",
     "channel_kinds",
     "check_may_decide",
     "create_hold",
+    "effective_groups",
     "held_request",
     "hold_detail",
     "hold_facts",
@@ -127,6 +156,7 @@ __all__ = [
     "register_channel",
     "release_note",
     "requirement_of",
+    "schedule_problems",
     "sign",
     "store_grant",
     "verify",

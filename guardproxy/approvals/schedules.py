@@ -449,6 +449,8 @@ class Schedules:
                 error=f"no schedule {name} is configured (oncall.schedules or the rotation "
                 "file)",
             )  # fmt: skip
+        if not source.cached:  # computed, no I/O: exactly at ``at``, never shared
+            return await self._read(name, source, at)
         cached = self._cache.get(name)
         if cached is not None and self._usable(cached, at):
             return cached.roster
