@@ -4,6 +4,12 @@ the notifications that tell them.
 :mod:`~guardproxy.approvals.service` decides holds (verdicts, quorum, the re-check
 against the current policy, expiry, escalation); :mod:`~guardproxy.approvals.holds` is
 a hold's stored record; :mod:`~guardproxy.approvals.rules` the pure approval rules.
+
+On-call routing: :mod:`~guardproxy.approvals.schedules` says who is on call in a named
+schedule (the rotation file of :mod:`~guardproxy.approvals.rotation`, PagerDuty,
+Opsgenie), :mod:`~guardproxy.approvals.oncall` who of them is an approver in a hold's
+``oncall:`` groups, :mod:`~guardproxy.approvals.paging` pages them and
+:mod:`~guardproxy.approvals.slack` lets them decide from Slack.
 """
 
 from __future__ import annotations
