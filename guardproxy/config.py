@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from guardproxy.approvals.settings import OnCallSettings, SlackSettings
 from guardproxy.approvals.targets import NotificationTarget
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
@@ -112,11 +113,38 @@ class ProxyConfig(BaseModel):
         description="The console's address as approvers reach it, for links in notifications; "
         "default: http://127.0.0.1:<control port>/console.",
     )
+    oncall: OnCallSettings = Field(
+        default_factory=OnCallSettings,
+        description="On-call schedules policies name as `oncall:<schedule>`: the local rotation "
+        "file, PagerDuty or Opsgenie, how each is paged and its next level (README, On-call "
+        "routing).",
+    )
+    slack: SlackSettings | None = Field(
+        None,
+        description="A Slack app posting holds with Approve and Deny buttons to a channel; its "
+        "interactivity requests arrive on chat_listen.",
+    )
+    chat_listen: HostPort | None = Field(
+        None,
+        description="Serve Slack's interactivity callback (POST /slack/interactions, nothing "
+        "else) here, for the team's ingress to forward to; off by default.",
+    )
+
+    @model_validator(mode="after")
+    def _chat_needs_both(self) -> ProxyConfig:
+        if self.slack is not None and self.chat_listen is None:
+            raise ValueError(
+                "slack needs chat_listen (--chat-listen HOST:PORT): the address its Approve and "
+                "Deny buttons call back"
+            )
+        if self.chat_listen is not None and self.slack is None:
+            raise ValueError("chat_listen serves Slack's callback: configure slack too")
+        return self
 
     @model_validator(mode="after")
     def _loopback_unless_allowed(self) -> ProxyConfig:
         if not self.allow_remote_listen:
-            for name in ("listen", "control", "metrics_listen"):
+            for name in ("listen", "control", "metrics_listen", "chat_listen"):
                 address = getattr(self, name)
                 if address is not None and not is_loopback(address):
                     raise ValueError(

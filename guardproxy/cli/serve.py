@@ -164,6 +164,12 @@ def add_commands(subparsers: Any) -> None:
         help="also serve /metrics, /healthz and /readyz (no token) on this address",
     )
     serve.add_argument(
+        "--chat-listen",
+        metavar="HOST:PORT",
+        help="serve Slack's interactivity callback (POST /slack/interactions only) on this "
+        "address, for your ingress to forward to; needs slack: in --config",
+    )
+    serve.add_argument(
         "--watch-policies",
         type=float,
         metavar="SECONDS",
@@ -195,6 +201,7 @@ def build_config(args: argparse.Namespace, **overrides: Any) -> ProxyConfig:
         "destructive_budget": getattr(args, "destructive_budget", None),
         "store": (args.store or os.environ.get("GUARDPROXY_STORE")) if "store" in args else None,
         "metrics_listen": getattr(args, "metrics_listen", None),
+        "chat_listen": getattr(args, "chat_listen", None),
         "watch_policies_seconds": getattr(args, "watch_policies", None),
         "allow_remote_listen": getattr(args, "allow_remote_listen", None),
     }

@@ -536,6 +536,7 @@ def combine_approvals(approvals: list[tuple[str, Approval]]) -> ApprovalRequirem
         timeout_seconds=min(duration_seconds(a.timeout) for a in specs),
         on_timeout="escalate" if any(a.on_timeout == "escalate" for a in specs) else "deny",
         grant=grant,
+        page=sorted({a.page for a in specs if a.page}),
     )
 
 
@@ -567,6 +568,7 @@ def merge_requirements(requirements: list[ApprovalRequirement]) -> ApprovalRequi
         timeout_seconds=min(r.timeout_seconds for r in requirements),
         on_timeout="escalate" if any(r.on_timeout == "escalate" for r in requirements) else "deny",
         grant=grant,
+        page=sorted({p for r in requirements for p in r.page}),
     )
 
 

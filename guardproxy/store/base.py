@@ -232,6 +232,59 @@ class Approver:
     created_at: datetime
 
 
+LINK_KINDS = ("slack", "pagerduty", "opsgenie")
+"""The outside identities an approver can be linked to: who clicks in Slack, who is on
+call in PagerDuty or Opsgenie."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApproverLink:
+    """An approver's identity elsewhere: their Slack user id, PagerDuty user id or email,
+    Opsgenie username. One per kind and approver; an identity names one approver."""
+
+    approver: str
+    kind: str
+    """One of :data:`LINK_KINDS`."""
+    external_id: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Page:
+    """One page sent (or to be sent) for a hold: level 1 of an ``oncall:`` group its
+    policy pages when it is held, the next level when it escalates. Claimed in the store
+    before it is sent, so a page goes out once whichever replica sends it, and resolved
+    once when the hold is decided."""
+
+    hold_id: str
+    oncall_group: str
+    """The policy's ``page``: ``oncall:<schedule>`` (level 1 is that schedule)."""
+    level: int
+    schedule: str
+    """The on-call schedule paged at this level (its pager says how)."""
+    pager: str
+    """``pagerduty``, ``opsgenie``, or ``none`` when the schedule has no pager."""
+    dedup_key: str
+    """PagerDuty's dedup key, Opsgenie's alias: the same on trigger and resolve."""
+    claimed_at: datetime
+    triggered_at: datetime | None
+    """When the pager accepted it (None: not yet, or it failed: see ``error``)."""
+    resolved_at: datetime | None
+    """When its resolution was claimed (the hold was decided or expired)."""
+    error: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChatMessage:
+    """The chat message that shows a hold (Slack: its channel and ``ts``), to update it."""
+
+    hold_id: str
+    kind: str
+    channel: str
+    message_ts: str
+    posted_at: datetime
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DecisionRecord:
     """One line of the decision log: everything needed to replay and audit a decision.
@@ -506,6 +559,76 @@ class Store(Protocol):
 
     def remove_approver(self, name: str) -> None:
         """Delete an approver (their past verdicts stay); :class:`NotFoundError` if unknown."""
+        ...
+
+    # identities elsewhere (Slack, PagerDuty, Opsgenie)
+
+    def link_approver(self, link: ApproverLink) -> None:
+        """Set the approver's identity of ``link.kind`` (replacing theirs of that kind);
+        :class:`NotFoundError` if there is no such approver, :class:`AlreadyExistsError`
+        if the identity is another approver's."""
+        ...
+
+    def unlink_approver(self, name: str, kind: str) -> None:
+        """Forget the approver's identity of ``kind``; :class:`NotFoundError` if none."""
+        ...
+
+    def list_approver_links(self, kind: str | None = None) -> list[ApproverLink]:
+        """Every link (of ``kind``), by approver."""
+        ...
+
+    def find_approver_by_link(self, kind: str, external_id: str) -> Approver | None:
+        """The approver whose identity of ``kind`` is ``external_id`` (exactly)."""
+        ...
+
+    # pages and chat messages
+
+    def claim_page(
+        self,
+        hold_id: str,
+        oncall_group: str,
+        level: int,
+        *,
+        schedule: str,
+        pager: str,
+        dedup_key: str,
+        at: datetime,
+    ) -> Page | None:
+        """Record that level ``level`` of the hold's ``oncall_group`` is being paged; None
+        if it was already (by this or another process): only the claimer sends it."""
+        ...
+
+    def update_page(
+        self,
+        hold_id: str,
+        oncall_group: str,
+        level: int,
+        *,
+        triggered_at: datetime | None,
+        error: str,
+    ) -> None:
+        """Record the trigger's outcome: when the pager accepted it, or why not."""
+        ...
+
+    def claim_page_resolutions(self, hold_id: str, at: datetime) -> list[Page]:
+        """Mark the hold's unresolved pages resolved at ``at`` and return them:
+        only the claimer sends the resolutions, so each goes out once."""
+        ...
+
+    def list_pages(self, hold_ids: Sequence[str]) -> list[Page]:
+        """The pages of these holds, by hold, group and level."""
+        ...
+
+    def save_chat_message(self, message: ChatMessage) -> bool:
+        """Remember the message showing a hold; False if one of that kind was saved."""
+        ...
+
+    def get_chat_message(self, hold_id: str, kind: str) -> ChatMessage | None: ...
+
+    def claim_chat_request(self, key: str, at: datetime, *, forget_before: datetime) -> bool:
+        """Record a chat callback by ``key`` (a digest of the signed request); False if
+        it was seen before: a replay. Keys seen before ``forget_before`` are dropped
+        (requests that old are refused on their timestamp)."""
         ...
 
     # decision log

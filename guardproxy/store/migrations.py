@@ -173,5 +173,54 @@ _V5: Migration = (
     "CREATE INDEX holds_digest ON holds (request_digest, state)",
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5)
+_V6: Migration = (
+    # On-call routing and chat approvals (issue 19).  An approver's identities in Slack,
+    # PagerDuty and Opsgenie; the pages sent for a hold (claimed before sending, so each
+    # level is paged and resolved once whichever replica does it); the chat message that
+    # shows a hold (to update it); and the chat callbacks already handled (replays).
+    """
+    CREATE TABLE approver_links (
+        approver    TEXT NOT NULL,
+        kind        TEXT NOT NULL CHECK (kind IN ('slack', 'pagerduty', 'opsgenie')),
+        external_id TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        PRIMARY KEY (approver, kind)
+    )
+    """,
+    "CREATE UNIQUE INDEX approver_links_external ON approver_links (kind, external_id)",
+    """
+    CREATE TABLE pages (
+        hold_id      TEXT NOT NULL,
+        oncall_group TEXT NOT NULL,
+        level        INTEGER NOT NULL CHECK (level >= 1),
+        schedule     TEXT NOT NULL,
+        pager        TEXT NOT NULL,
+        dedup_key    TEXT NOT NULL,
+        claimed_at   TEXT NOT NULL,
+        triggered_at TEXT,
+        resolved_at  TEXT,
+        error        TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (hold_id, oncall_group, level)
+    )
+    """,
+    """
+    CREATE TABLE chat_messages (
+        hold_id    TEXT NOT NULL,
+        kind       TEXT NOT NULL,
+        channel    TEXT NOT NULL,
+        message_ts TEXT NOT NULL,
+        posted_at  TEXT NOT NULL,
+        PRIMARY KEY (hold_id, kind)
+    )
+    """,
+    """
+    CREATE TABLE chat_requests (
+        request_key TEXT PRIMARY KEY,
+        at          TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX chat_requests_at ON chat_requests (at)",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 """Applied in order; the database's version is how many of these it has run."""
