@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from guardproxy.approvals.targets import NotificationTarget
+from guardproxy.broker.settings import BrokersConfig
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
@@ -111,6 +112,12 @@ class ProxyConfig(BaseModel):
         pattern=r"^(https?://\S+)?$",
         description="The console's address as approvers reach it, for links in notifications; "
         "default: http://127.0.0.1:<control port>/console.",
+    )
+
+    brokers: BrokersConfig = Field(
+        default_factory=BrokersConfig,
+        description="Providers whose real credentials the guard holds for sessions "
+        "(README, Credential brokering); Kubernetes client certificates always are.",
     )
 
     @model_validator(mode="after")
