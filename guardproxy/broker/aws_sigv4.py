@@ -112,6 +112,12 @@ def parse(request: HttpRequest) -> SigV4:
     if len(headers) > 1:
         raise AuthError("InvalidRequest", "the request has more than one Authorization header")
     if headers:
+        if headers[0].startswith("AWS "):
+            raise AuthError(
+                "InvalidRequest",
+                "SigV2 Authorization headers are not brokered: sign with SigV4 (every current "
+                "SDK does)",
+            )
         return _parse_header(request, headers[0])
     if query_keys:
         return _parse_query(request)

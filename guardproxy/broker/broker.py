@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
-from guardproxy.broker import aws_sigv4
+from guardproxy.broker import aws_sigv2, aws_sigv4
 from guardproxy.broker.hosts import HostSet, is_metadata_host
 from guardproxy.broker.kube import KubeCredential, user_credentials
 from guardproxy.broker.rewrite import AuthError, CredentialError, Rewrite
@@ -367,9 +367,27 @@ class Broker:
                 "the request is signed with a guardproxy session key, but this guard does not "
                 "broker AWS credentials",
             )
-        auth = aws_sigv4.parse(request)
         table = self._table(session_id) if session_id is not None else _SessionTable()
-        key = table.aws.get(auth.access_key_id)
+        sigv2 = aws_sigv2.is_sigv2_query(request) and not request.header_values("authorization")
+        if sigv2:
+            old = aws_sigv2.parse(request)
+            key = self._aws_key(table, old.access_key_id, request)
+            aws_sigv2.verify(request, old, key.secret_access_key, now.timestamp())
+        else:
+            auth = aws_sigv4.parse(request)
+            key = self._aws_key(table, auth.access_key_id, request)
+            aws_sigv4.verify(request, auth, key.secret_access_key, now)
+        source = self._aws[self.config.aws.profiles[key.profile]]
+
+        def reauthenticate(approved: HttpRequest) -> Rewrite:
+            if sigv2:
+                return aws_sigv2.resign(approved, old, source.get())
+            return aws_sigv4.resign(approved, auth, source.get())
+
+        return Grant("aws", reauthenticate, source.needs_io)
+
+    def _aws_key(self, table: _SessionTable, key_id: str, request: HttpRequest) -> AwsSessionKey:
+        key = table.aws.get(key_id)
         if key is None:
             raise AuthError(
                 "InvalidClientTokenId",
@@ -382,13 +400,7 @@ class Broker:
                 f"this session's AWS key is valid for AWS endpoints only, not {request.host} "
                 "(add it to brokers.aws.hosts if it is one)",
             )
-        aws_sigv4.verify(request, auth, key.secret_access_key, now)
-        source = self._aws[self.config.aws.profiles[key.profile]]
-
-        def reauthenticate(approved: HttpRequest) -> Rewrite:
-            return aws_sigv4.resign(approved, auth, source.get())
-
-        return Grant("aws", reauthenticate, source.needs_io)
+        return key
 
     def _kube_grant(self, session_id: str, user: str, request: HttpRequest) -> Grant:
         credential = self._kube.get(session_id, {}).get(user)
