@@ -267,13 +267,35 @@ class GoogleToken(TokenSource):
             if self._spec == "adc":
                 credentials, project = google.auth.default(scopes=self._scopes)
             else:
-                credentials, project = google.auth.load_credentials_from_file(  # type: ignore[no-untyped-call]
-                    self._spec[5:], scopes=self._scopes
-                )
+                credentials, project = self._from_file(Path(self._spec[5:]))
         except exceptions.GoogleAuthError as error:
             raise CredentialError(f"{self.what}: {_first_line(str(error))}") from None
         self.project = project or ""
         return credentials
+
+    def _from_file(self, path: Path) -> tuple[Any, str]:
+        """A service-account or authorized-user file, each by its own loader (the
+        generic loader would accept any credential type the file names)."""
+        from google.oauth2 import credentials, service_account  # noqa: PLC0415
+
+        try:
+            info = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise CredentialError(f"{self.what}: cannot read {path}: {error}") from None
+        kind = info.get("type") if isinstance(info, dict) else None
+        if kind == "service_account":
+            found: Any = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
+                info, scopes=self._scopes
+            )
+            return found, str(info.get("project_id", ""))
+        if kind == "authorized_user":
+            found = credentials.Credentials.from_authorized_user_info(  # type: ignore[no-untyped-call]
+                info, scopes=self._scopes
+            )
+            return found, str(info.get("quota_project_id", ""))
+        raise CredentialError(
+            f"{self.what}: type {kind!r} is not supported (service_account or authorized_user)"
+        )
 
     def _fetch(self) -> tuple[str, float]:
         import google.auth.transport.requests  # noqa: PLC0415
