@@ -217,6 +217,10 @@ def session_environment(
         "NO_PROXY": "",
         "no_proxy": "",
         "NODE_USE_ENV_PROXY": "1",
+        # git (libcurl) otherwise sends its first requests without the proxy credential,
+        # waiting for a 407 challenge that a guard serving anonymous clients never sends:
+        # its traffic would not be the session's
+        "GIT_HTTP_PROXY_AUTHMETHOD": "basic",
         "CLOUDSDK_PROXY_TYPE": "http",
         "CLOUDSDK_PROXY_ADDRESS": split.hostname or "127.0.0.1",
         "CLOUDSDK_PROXY_PORT": str(split.port or 80),
