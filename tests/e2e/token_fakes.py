@@ -99,7 +99,7 @@ class _BearerHandler(BaseHandler):
         path = entry.path
         if path == "/token" and self.command == "POST":
             form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
-            if form.get("refresh_token") != self.api.refresh_token:
+            if not self.api.grants(form):
                 self.send_json(400, {"error": "invalid_grant"})
                 return
             self.send_json(200, {"access_token": self.api.mint(), "expires_in": 3600,
@@ -111,6 +111,11 @@ class _BearerHandler(BaseHandler):
                                            "authentication credentials.",
                                            "status": "UNAUTHENTICATED"}})  # fmt: skip
             return
+        if path.rstrip("/").endswith("/projects"):  # Cloud Resource Manager, as gcloud reads it
+            project = {"projectId": "prod-project", "name": "prod", "projectNumber": "1",
+                       "lifecycleState": "ACTIVE"}  # fmt: skip
+            self.send_json(200, {"projects": [project]})
+            return
         self.send_json(200, {"path": path, "ok": True, "items": [{"name": "prod"}]})
 
     do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _dispatch  # noqa: N815
@@ -121,13 +126,33 @@ class BearerApi(UpstreamServer):
     endpoint mints (for ``refresh_token``), valid ``lifetime`` seconds each."""
 
     def __init__(self, tokens: tuple[str, ...] = (), *, refresh_token: str = "",
-                 lifetime: float = 3600.0) -> None:  # fmt: skip
+                 service_account_pem: bytes = b"", lifetime: float = 3600.0) -> None:  # fmt: skip
+        """``service_account_pem``: the public key of a service account whose signed JWT
+        (the JWT-bearer grant google-auth sends) the token endpoint accepts."""
         super().__init__(_BearerHandler)
         self.tokens = set(tokens)
         self.refresh_token = refresh_token
+        self.service_account_pem = service_account_pem
         self.lifetime = lifetime
         self._minted: dict[str, float] = {}
         self._lock = threading.Lock()
+
+    def grants(self, form: dict[str, str]) -> bool:
+        """Whether the token endpoint grants ``form``: the refresh token it knows, or a JWT
+        signed by its service account, for this endpoint (verified by google-auth)."""
+        if self.refresh_token and form.get("refresh_token") == self.refresh_token:
+            return True
+        if self.service_account_pem and form.get("grant_type", "").endswith(":jwt-bearer"):
+            from google.auth import jwt  # noqa: PLC0415
+
+            try:
+                # google-auth addresses its assertion to Google's endpoint, wherever sent
+                jwt.decode(form.get("assertion", ""), certs=self.service_account_pem,  # type: ignore[no-untyped-call]
+                           audience="https://oauth2.googleapis.com/token")  # fmt: skip
+            except ValueError:
+                return False
+            return True
+        return False
 
     def mint(self) -> str:
         token = "ya29.REALminted" + secrets.token_urlsafe(16)
