@@ -247,6 +247,8 @@ def _terraform(offer: Mapping[str, Any], environ: Mapping[str, str], out: Sessio
                home: Path) -> None:  # fmt: skip
     hosts: list[str] = offer.get("hosts") or ["app.terraform.io"]
     for host in hosts:
+        if ":" in host:  # terraform names a host's token variable without a port
+            continue
         name = "TF_TOKEN_" + host.replace("-", "__").replace(".", "_")
         out.environment[name] = offer["token"]
     out.removed += ["TFE_TOKEN", "ATLAS_TOKEN"]
