@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .broker_fixtures import User, brokered_run, leaked, make_user, write_config
+from .broker_fixtures import brokered_run, leaked, make_user, write_config
 from .guard_fixtures import describe
 from .token_fakes import BearerApi
 
