@@ -67,7 +67,11 @@ def test_azure_tokens_from_az_are_swapped_in(azure: BearerApi, tmp_path: Path) -
 
 
 @pytest.mark.parametrize("source", ["environment", "credentials file"])
-def test_terraform_cloud_tokens_are_swapped_in(tfc: BearerApi, tmp_path: Path, source: str) -> None:
+def test_terraform_cloud_tokens_are_swapped_in(
+    tfc: BearerApi,
+    tmp_path: Path,
+    source: str,
+) -> None:
     user = make_user(tmp_path / "home")
     if source == "environment":
         user.environ["TF_TOKEN_app_terraform_io"] = REAL_TFC
