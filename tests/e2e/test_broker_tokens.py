@@ -76,8 +76,8 @@ def test_terraform_cloud_tokens_are_swapped_in(
     if source == "environment":
         user.environ["TF_TOKEN_app_terraform_io"] = REAL_TFC
     else:
-        user.write(".terraform.d/credentials.tfrc.json",
-                   json.dumps({"credentials": {"app.terraform.io": {"token": REAL_TFC}}}))  # fmt: skip
+        login = {"credentials": {"app.terraform.io": {"token": REAL_TFC}}}
+        user.write(".terraform.d/credentials.tfrc.json", json.dumps(login))
     user.secrets.append(REAL_TFC)
     config = write_config(tmp_path / "guardproxy.yaml", {
         "terraform": {"hosts": ["app.terraform.io", f"127.0.0.1:{tfc.port}"]}})  # fmt: skip
