@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from guardproxy.control.client import ControlClient
+
 from .aws_verify import KeyRing, SigV4Gate
 from .broker_fixtures import (
     REAL_DEFAULT,
@@ -23,8 +25,6 @@ from .broker_fixtures import (
     make_user,
     write_config,
 )
-from guardproxy.control.client import ControlClient
-
 from .guard_fixtures import Guard, describe, guard_config, guardproxy_cli, run_client
 from .servers import EchoServer, MotoServer
 from .token_fakes import GithubServer
@@ -77,12 +77,12 @@ def test_no_real_credential_in_store_logs_holds_webhooks_or_exports(
     aws, github, hooks = upstreams
     user = make_user(tmp_path / "home", {"GH_TOKEN": REAL_GITHUB, "HOOK_SECRET": "s3cret"})
     user.secrets.append(REAL_GITHUB)
-    config = write_config(
-        tmp_path / "guardproxy.yaml",
-        {"aws": {"hosts": [f"127.0.0.1:{aws.port}"]},
-         "github": {"hosts": [f"127.0.0.1:{github.port}"]}},
-        notifications=[{"kind": "webhook", "url": f"{hooks.url}/hook", "secret_env": "HOOK_SECRET"}],
-    )  # fmt: skip
+    brokers = {
+        "aws": {"hosts": [f"127.0.0.1:{aws.port}"]},
+        "github": {"hosts": [f"127.0.0.1:{github.port}"]},
+    }
+    hook = {"kind": "webhook", "url": f"{hooks.url}/hook", "secret_env": "HOOK_SECRET"}
+    config = write_config(tmp_path / "guardproxy.yaml", brokers, notifications=[hook])
     data_dir = tmp_path / "guard"
     proc = brokered_run(user, data_dir, config, [sys.executable, "-c", SCRIPT],
                         env={"URL": aws.url, "GITHUB": github.url})  # fmt: skip
