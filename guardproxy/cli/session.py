@@ -99,6 +99,7 @@ SERVE_ONLY = {
     "env": "--env",
     "kube_host": "--kube-host",
     "upstream_ca": "--upstream-ca",
+    "broker": "--broker",
 }
 """Options of the guard itself: an attached `run` (``--proxy``) cannot apply them."""
 
