@@ -227,8 +227,14 @@ class Broker:
                 exec_timeout=settings.exec_timeout_seconds if settings else 30.0,
                 token_cache=settings.token_cache_seconds if settings else 300.0,
             )  # fmt: skip
-            for credential in brokered.values():
-                credential.check()
+            for name, credential in list(brokered.items()):
+                try:
+                    credential.check()
+                except CredentialError as error:
+                    # a stale context (a plugin since uninstalled) must not stop the session:
+                    # its user stays as it is, and `run` lists it
+                    del brokered[name]
+                    left[name] = f"not brokered: {error}"
         with self._lock:
             self._kube[session_id] = brokered
             self._kube_left[session_id] = left

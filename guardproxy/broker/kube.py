@@ -217,10 +217,14 @@ def user_credentials(
                 name, user, servers.get(name, set()), first_cluster.get(name),
                 everything=everything, exec_timeout=exec_timeout, token_cache=token_cache,
             )  # fmt: skip
-        except OSError as error:
-            raise CredentialError(
-                f"kubeconfig user {name!r}: cannot read {error.filename}: {error.strerror}"
-            ) from None
+        except (OSError, ValueError) as error:
+            why = f"cannot read {error.filename}: {error.strerror}" if isinstance(
+                error, OSError) else "its certificate data is not base64"  # fmt: skip
+            left[name] = f"not brokered: {why}"
+            continue
+        except CredentialError as error:
+            left[name] = f"not brokered: {error}"
+            continue
         if isinstance(credential, KubeCredential):
             brokered[name] = credential
         elif credential:

@@ -329,3 +329,21 @@ def test_a_failing_exec_plugin_is_one_line_without_the_credential(tmp_path: Path
         plugin.get()
     assert "REALsecretToken123" not in str(failed.value) and "\n" not in str(failed.value)
     assert "kubeconfig user 'u': exec plugin" in str(failed.value)
+
+
+def test_a_user_whose_credential_cannot_be_brokered_is_left_and_listed(tmp_path: Path) -> None:
+    """A stale context (a plugin since uninstalled, a certificate file gone) must not stop
+    the session: that user stays as it is and `run` names it."""
+    users: list[dict[str, object]] = [
+        {"name": "gone-plugin", "user": {"exec": {
+            "command": "no-such-plugin", "apiVersion": "client.authentication.k8s.io/v1"}}},
+        {"name": "gone-file", "user": {"client-certificate": "missing.pem",
+                                       "client-key": "missing.key"}},
+        {"name": "fine", "user": {"token": "REALkubeToken"}},
+    ]  # fmt: skip
+    offer = make_broker({"kubernetes": {}}).register_session("s-1", [kubeconfig(tmp_path, users)])[
+        "kubernetes"
+    ]
+    assert set(offer["users"]) == {"fine"}
+    assert "no-such-plugin is not on the guard's PATH" in offer["not_brokered"]["gone-plugin"]
+    assert "cannot read" in offer["not_brokered"]["gone-file"]
