@@ -461,4 +461,7 @@ def cmd_env(args: argparse.Namespace) -> int:
         return 2
     print(f"# guardproxy session {prepared.session_id} via {prepared.proxy_address}")
     print(export_lines(prepared.environment), end="")
+    # real credentials the guard brokers leave this shell (its tools get the stand-ins)
+    for name in sorted(set(prepared.removed) & set(os.environ) - set(prepared.environment)):
+        print(f"unset {name}")
     return 0

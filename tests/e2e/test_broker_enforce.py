@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -156,3 +157,25 @@ def test_a_session_attached_to_a_running_guard_gets_its_stand_ins_from_it(
     assert "namespace/prod" in proc.stdout and "GH_TOKEN=gpb_github_" in proc.stdout
     assert leaked(proc.stdout, user) == []
     assert {r.header("Authorization") for r in kube.requests} == {f"Bearer {REAL_KUBE_TOKEN}"}
+
+
+def test_guardproxy_env_exports_the_stand_ins_and_unsets_the_real_credentials(
+    start_guard: StartGuard, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`eval "$(guardproxy env)"` puts a shell behind a running guard: brokered
+    credentials are exported as stand-ins, the real ones it had are unset."""
+    for name in [n for n in os.environ if n.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", REAL_DEFAULT.access_key)  # the guard's own
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", REAL_DEFAULT.secret)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    guard = start_guard(brokers={"aws": {}})
+    user = make_user(tmp_path / "home", {"AWS_SESSION_TOKEN": "REALshellToken",
+                                         "AWS_PROFILE": "prod-admin"})  # fmt: skip
+    user.secrets.append("REALshellToken")
+    proc = run_client([*guardproxy_cli(), "env", "--data-dir", str(guard.data_dir),
+                       "--control", guard.control_url], user.environ)  # fmt: skip
+    assert proc.returncode == 0, describe(proc)
+    assert "export AWS_ACCESS_KEY_ID=GPAK" in proc.stdout
+    assert "unset AWS_SESSION_TOKEN" in proc.stdout and "unset AWS_PROFILE" in proc.stdout
+    assert leaked(proc.stdout, user) == []
