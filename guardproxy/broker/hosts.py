@@ -28,8 +28,19 @@ class HostSet:
         self.configured = configured
         self._defaults = [_compile(p) for p in defaults]
         self._configured = [_compile(p) for p in configured]
+        self._seen: dict[tuple[str, str, int], bool] = {}
 
     def allows(self, scheme: str, host: str, port: int) -> bool:
+        key = (scheme, host, port)
+        found = self._seen.get(key)
+        if found is None:
+            found = self._allows(scheme, host, port)
+            if len(self._seen) > 4096:
+                self._seen.clear()
+            self._seen[key] = found
+        return found
+
+    def _allows(self, scheme: str, host: str, port: int) -> bool:
         name = _host(host)
         candidates = (name, f"{name}:{port}")
         if any(p.fullmatch(c) for p in self._configured for c in candidates):
