@@ -82,22 +82,24 @@ class SigV4:
 
 
 def session_access_key(request: HttpRequest) -> str | None:
-    """The session access key id a request claims (header or query), else None.
+    """The session access key id a request's AWS authentication names (a SigV4 or SigV2
+    ``Authorization`` header, ``X-Amz-Credential`` or ``AWSAccessKeyId``), else None.
 
-    Cheap and permissive: any place an AWS signature could name a ``GPAK`` key makes
-    the request the broker's, to be parsed strictly (and refused if malformed)."""
+    A session key anywhere else (a search for "GPAK") is no authentication: not the
+    broker's, and worthless upstream."""
     for value in request.header_values("authorization"):
         _, found, rest = value.partition("Credential=")
         if found and rest.startswith(AWS_KEY_PREFIX):
             return rest.partition("/")[0]
-        if AWS_KEY_PREFIX in value:
-            return AWS_KEY_PREFIX
-    query = request.path.partition("?")[2]
-    if AWS_KEY_PREFIX in query or AWS_KEY_PREFIX in unquote(query):
-        for key, value in request.query:
-            if key.lower() == "x-amz-credential" and value.startswith(AWS_KEY_PREFIX):
-                return value.partition("/")[0]
-        return AWS_KEY_PREFIX
+        if value.startswith(f"AWS {AWS_KEY_PREFIX}"):
+            return value[4:].partition(":")[0]
+    if AWS_KEY_PREFIX not in request.path:
+        return None
+    for key, value in request.query:
+        if key.lower() in ("x-amz-credential", "awsaccesskeyid") and value.startswith(
+            AWS_KEY_PREFIX
+        ):
+            return value.partition("/")[0]
     return None
 
 

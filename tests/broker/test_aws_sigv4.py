@@ -304,6 +304,12 @@ def test_the_session_key_is_found_wherever_a_signature_names_it() -> None:
     real = AWSRequest("GET", "https://ec2.eu-west-1.amazonaws.com/?Action=X")
     SigV4Auth(REAL, "ec2", "eu-west-1").add_auth(real)
     assert aws_sigv4.session_access_key(to_request(real)) is None
+    search = _replace(to_request(real), path=f"/search?q={SESSION.access_key}")
+    assert aws_sigv4.session_access_key(search) is None  # a mention is no authentication
+    sigv2 = _replace(to_request(real), headers=(("authorization", f"AWS {SESSION.access_key}:x"),))
+    assert aws_sigv4.session_access_key(sigv2) == SESSION.access_key
+    with pytest.raises(AuthError, match="SigV2 Authorization headers are not brokered"):
+        aws_sigv4.parse(sigv2)
 
 
 def test_http2_requests_sign_the_authority() -> None:
