@@ -8,7 +8,7 @@ What it measures
     botocore, real key and session token, fresh date), on requests built and signed by
     boto3 itself with a session's key, captured before sending: CloudFormation and EC2
     (query protocol), DynamoDB (JSON), Lambda (REST-JSON), S3 GetObject and PutObject
-    (1 KiB), and an STS presigned URL. Also: a GitHub placeholder swap and a Kubernetes
+    (1 KiB), and an S3 presigned URL. Also: a GitHub placeholder swap and a Kubernetes
     session token (certificate user). Real credentials are static (no refresh during the
     run: a refresh is botocore's, off the event loop, once per expiry).
 
@@ -111,7 +111,7 @@ def aws_workloads() -> dict[str, HttpRequest]:
         "s3 PutObject 1 KiB": _captured(
             "s3", lambda c: c.put_object(Bucket="b", Key="k", Body=b"x" * 1024)
         ),
-        "sts presigned URL (s3)": _http("GET", presigned, {}, b""),
+        "s3 presigned GET URL": _http("GET", presigned, {}, b""),
     }
 
 
