@@ -9,6 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from guardproxy.approvals.settings import OnCallSettings, SlackSettings
 from guardproxy.approvals.targets import NotificationTarget
+from guardproxy.broker.settings import BrokersConfig
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
@@ -140,6 +141,12 @@ class ProxyConfig(BaseModel):
         if self.chat_listen is not None and self.slack is None:
             raise ValueError("chat_listen serves Slack's callback: configure slack too")
         return self
+
+    brokers: BrokersConfig = Field(
+        default_factory=BrokersConfig,
+        description="Providers whose real credentials the guard holds for sessions "
+        "(README, Credential brokering); Kubernetes client certificates always are.",
+    )
 
     @model_validator(mode="after")
     def _loopback_unless_allowed(self) -> ProxyConfig:

@@ -24,6 +24,7 @@ from guardproxy.approvals.schedules import OnCallConfigError, Schedules, build_s
 from guardproxy.approvals.service import ApprovalService
 from guardproxy.approvals.slack import SlackApi, SlackChat, SlackInteractions
 from guardproxy.approvals.webapi import LazyTransport, SecretError, read_secret
+from guardproxy.broker import Broker, CredentialError, load_or_create_key
 from guardproxy.config import ProxyConfig, is_loopback, split_host_port
 from guardproxy.control.api import ControlServer
 from guardproxy.control.chat import ChatServer
@@ -196,6 +197,8 @@ class Guardproxy:
         self._sweeper: asyncio.Task[None] | None = None
         self.metrics = Metrics()
         self.ops_server: OpsServer | None = None
+        self.broker: Broker | None = None
+        """Session credentials in, real credentials out (README, Credential brokering)."""
         self._reload_lock = asyncio.Lock()
         self._watch_task: asyncio.Task[None] | None = None
 
@@ -247,6 +250,7 @@ class Guardproxy:
             raise StartError(str(error)) from error
         self._oncall_setup(config)
         prepare_data_dir(config.data_dir)
+        self.broker = await asyncio.to_thread(self._open_broker)
         # the writer process imports while this one loads policies and opens the store
         starting = asyncio.create_task(asyncio.to_thread(self._decision_writer, config.store_url))
         try:
@@ -300,6 +304,7 @@ class Guardproxy:
                 runtime=self.runtime_info,
                 events=self.events,
                 ops=self,
+                broker=self.broker,
             ),
             control_host,
             control_port,
@@ -313,6 +318,7 @@ class Guardproxy:
             record_status=self._record_status,
             protected=self._protected,
             clock=self._clock,
+            broker=self.broker,
         )
         if config.metrics_listen is not None:
             self.ops_server = OpsServer(self, *split_host_port(config.metrics_listen))
@@ -415,6 +421,26 @@ class Guardproxy:
             clock=self._clock,
         )  # fmt: skip
         self.chat = ChatServer(interactions, *split_host_port(config.chat_listen))
+
+    def _open_broker(self) -> Broker:
+        """The broker, every real credential source resolved: StartError (one line naming
+        the source) if one cannot be."""
+        try:
+            key = load_or_create_key(self.config.data_dir)
+        except (OSError, ValueError) as error:
+            raise StartError(
+                f"cannot read or create the broker key in {self.config.data_dir}: {error}; "
+                "check the data directory (--data-dir)"
+            ) from error
+        broker = Broker(self.config.brokers, key, dict(os.environ))
+        try:
+            broker.check()
+        except CredentialError as error:
+            raise StartError(
+                f"a brokered credential cannot be resolved: {error}; fix it or remove the "
+                "provider from brokers: in the configuration"
+            ) from None
+        return broker
 
     def _control_token(self) -> str:
         try:

@@ -15,6 +15,7 @@ from typing import Any
 import pydantic
 import yaml
 
+from guardproxy.broker.settings import PROVIDERS, BrokersConfig
 from guardproxy.cli.bundles import default_policies, describe_policies
 from guardproxy.config import ProxyConfig, ReverseListener, split_host_port
 from guardproxy.control.client import DEFAULT_DATA_DIR
@@ -93,6 +94,15 @@ def add_proxy_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--upstream-ca", action="append", default=[], type=Path, metavar="FILE",
                         help="extra CA to trust for upstream TLS (repeatable)")  # fmt: skip
+    parser.add_argument(
+        "--broker",
+        action="append",
+        default=[],
+        choices=PROVIDERS,
+        metavar="PROVIDER",
+        help="hold this provider's real credentials in the guard; the session gets stand-ins "
+        f"valid only there (repeatable: {', '.join(PROVIDERS)}; settings: brokers: in --config)",
+    )
 
 
 class _Renamed(argparse.Action):
@@ -231,6 +241,12 @@ def build_config(args: argparse.Namespace, **overrides: Any) -> ProxyConfig:
                 raise ConfigError(f"--reverse {item!r}: write PORT=URL")
             reverse.append(ReverseListener(port=int(port), upstream=url))
         values["reverse"] = reverse
+    if getattr(args, "broker", None):
+        try:
+            brokers = BrokersConfig.model_validate(values.get("brokers") or {})
+        except pydantic.ValidationError as error:
+            raise ConfigError(setting_problem(error, args.config)) from None
+        values["brokers"] = brokers.with_defaults(args.broker)
     values["notifications"] = [*values.get("notifications", []), *_notify_flags(args)]
     values.update(overrides)
     try:

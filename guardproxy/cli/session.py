@@ -10,11 +10,13 @@ import shutil
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from guardproxy.broker import CredentialError
+from guardproxy.broker.session_files import session_credentials
 from guardproxy.cli.serve import ConfigError, add_proxy_options, build_config
 from guardproxy.control.client import DEFAULT_DATA_DIR, ControlClient, ControlError
 from guardproxy.gate.gate import utc_now
@@ -33,6 +35,7 @@ from guardproxy.sandbox import (
 from guardproxy.server import BackgroundGuardproxy, StartError
 from guardproxy.session.environment import (
     export_lines,
+    kubeconfig_sources,
     proxy_url,
     rewrite_kubeconfig,
     session_environment,
@@ -96,6 +99,7 @@ SERVE_ONLY = {
     "env": "--env",
     "kube_host": "--kube-host",
     "upstream_ca": "--upstream-ca",
+    "broker": "--broker",
 }
 """Options of the guard itself: an attached `run` (``--proxy``) cannot apply them."""
 
@@ -111,6 +115,12 @@ class _Prepared:
     proxy_address: str
     control_url: str
     token: str = ""
+    removed: list[str] = field(default_factory=list)
+    """Variables of yours the session does not get (real credentials the guard brokers)."""
+    hidden: list[Path] = field(default_factory=list)
+    """Real credential files an enforced session must not see."""
+    brokered: list[str] = field(default_factory=list)
+    visible: list[str] = field(default_factory=list)
 
 
 def _prepare(
@@ -129,11 +139,14 @@ def _prepare(
     ``sandbox_dir``: an enforced session's run directory: its files go there (the data
     directory is hidden inside the sandbox) and its proxy is the in-sandbox listener.
     """
+    base = dict(os.environ)
     created = register(
         {"name": args.name, "user": getpass.getuser(), "command": command,
-         "cwd": os.getcwd(), "labels": args.label, "resume": args.resume}
+         "cwd": os.getcwd(), "labels": args.label, "resume": args.resume,
+         "kubeconfig": [str(p) for p in kubeconfig_sources(base)]}
     )  # fmt: skip
     session_id, token = created["id"], created["token"]
+    offer: dict[str, Any] = created.get("broker") or {}
     url = proxy_url(proxy_host, proxy_port, session_id, token)
     session_dir = data_dir / "sessions" / session_id
     session_dir.mkdir(parents=True, exist_ok=True)
@@ -143,16 +156,16 @@ def _prepare(
         session_dir = sandbox_dir
         shutil.copyfile(ca_cert, sandbox_dir / "ca-cert.pem")  # the certificate, not the key
         ca_cert = sandbox_dir / "ca-cert.pem"
-    base = dict(os.environ)
     bundle = write_ca_bundle(ca_cert, session_dir / "ca-bundle.pem", base)
     kube = rewrite_kubeconfig(
         base,
         session_dir,
         proxy=url,
         ca_cert=ca_cert,
-        client_cert_dir=data_dir / "client-certs",
         upstream_ca_dir=data_dir / "upstream-trust",
+        session_tokens=(offer.get("kubernetes") or {}).get("users") or {},
     )
+    credentials = session_credentials(offer, base, session_dir, enforced=sandbox_dir is not None)
     environment = session_environment(
         proxy=url,
         ca_bundle=bundle,
@@ -160,9 +173,11 @@ def _prepare(
         kubeconfig=kube.path if kube else None,
         session_id=session_id,
     )
-    new_cas = kube.upstream_cas + kube.client_certs if kube else []
-    prepared = _Prepared(environment, session_id, f"{proxy_host}:{proxy_port}", "")
-    prepared.token = token
+    environment.update(credentials.environment)
+    new_cas = kube.upstream_cas if kube else []
+    prepared = _Prepared(environment, session_id, f"{proxy_host}:{proxy_port}", "", token,
+                         credentials.removed, credentials.hidden, credentials.brokered,
+                         credentials.visible)  # fmt: skip
     return prepared, new_cas
 
 
@@ -227,7 +242,8 @@ def _launch(
 ) -> int:
     """Run the command: as it is (cooperative), or in the sandbox (enforced)."""
     if sandbox is None:
-        return _supervise(command, prepared.environment)
+        return _supervise(command, prepared.environment, removed=prepared.removed)
+    hidden = [*hidden, *prepared.hidden]
     spec = SandboxSpec(
         tools=sandbox.tools,
         run_dir=sandbox.run_dir,
@@ -240,7 +256,8 @@ def _launch(
         read_only=[*read_only, *guardproxy_code()],
     )
     session_env = {**prepared.environment, "GUARDPROXY_ENFORCED": "1"}
-    environment = sandbox_environment(dict(os.environ), session_env, hidden)
+    yours = {k: v for k, v in os.environ.items() if k not in prepared.removed}
+    environment = sandbox_environment(yours, session_env, hidden)
     with running_sandbox(spec) as argv:
         return _supervise(argv, environment, inherit=False)
 
@@ -269,7 +286,16 @@ def _run_embedded(args: argparse.Namespace, command: list[str], sandbox: _Sandbo
                 cwd=body["cwd"], labels=body["labels"], now=utc_now(),
             )  # fmt: skip
         sessions["id"] = session.id
-        return {"id": session.id, "token": credential.token}
+        broker = embedded.service.broker
+        offer: dict[str, Any] = {}
+        if broker is not None:
+            try:
+                sources = [Path(p) for p in body["kubeconfig"]]
+                offer = broker.register_session(session.id, sources)
+            except (CredentialError, OSError, ValueError) as error:
+                why = f"the session's credentials cannot be brokered: {error}"
+                raise SessionError(why) from None
+        return {"id": session.id, "token": credential.token, "broker": offer}
 
     embedded.start()
     try:
@@ -381,12 +407,26 @@ def _banner(
         f"retried here, in a new run from this directory, or with --resume {prepared.session_id}.",
         file=sys.stderr,
     )
+    brokered = "; ".join(prepared.brokered) or "none"
+    visible = "; ".join(prepared.visible) or "none"
+    print(
+        f"guardproxy: credentials brokered by the guard (the session holds stand-ins valid only "
+        f"there): {brokered}. Real credentials left visible to the agent: {visible}.",
+        file=sys.stderr,
+    )
 
 
-def _supervise(command: list[str], session_env: dict[str, str], *, inherit: bool = True) -> int:
-    """Run the command with the session environment (added to this process's unless
-    ``inherit`` is False); pass signals; return its exit code."""
-    environment = {**os.environ, **session_env} if inherit else dict(session_env)
+def _supervise(
+    command: list[str],
+    session_env: dict[str, str],
+    *,
+    inherit: bool = True,
+    removed: list[str] | None = None,
+) -> int:
+    """Run the command with the session environment (added to this process's, less
+    ``removed``, unless ``inherit`` is False); pass signals; return its exit code."""
+    mine = {k: v for k, v in os.environ.items() if k not in (removed or [])}
+    environment = {**mine, **session_env} if inherit else dict(session_env)
     try:
         child = subprocess.Popen(command, env=environment)
     except OSError as error:
@@ -421,4 +461,7 @@ def cmd_env(args: argparse.Namespace) -> int:
         return 2
     print(f"# guardproxy session {prepared.session_id} via {prepared.proxy_address}")
     print(export_lines(prepared.environment), end="")
+    # real credentials the guard brokers leave this shell (its tools get the stand-ins)
+    for name in sorted(set(prepared.removed) & set(os.environ) - set(prepared.environment)):
+        print(f"unset {name}")
     return 0

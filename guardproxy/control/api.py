@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -27,6 +28,7 @@ from guardproxy.approvals.carry import release_note
 from guardproxy.approvals.oncall import OnCallStatus
 from guardproxy.approvals.rules import ApprovalRefused, progress, requirement_of
 from guardproxy.approvals.service import HoldDecision
+from guardproxy.broker import CredentialError
 from guardproxy.control.console import console_routes
 from guardproxy.control.handler import ControlContext, ControlHandler
 from guardproxy.control.schema import (
@@ -73,6 +75,11 @@ class SessionBody(BaseModel):
     labels: list[str] = Field(default_factory=list)
     resume: str = Field(
         "", max_length=100, description="An ended session of the same user to re-open."
+    )
+    kubeconfig: list[str] = Field(
+        default_factory=list,
+        description="The session's kubeconfig files: the guard keeps their users' credentials "
+        "and the session gets a token for each (`broker.kubernetes.users`).",
     )
 
 
@@ -376,6 +383,17 @@ class SessionsHandler(ControlHandler):
         except StoreError as error:
             self.fail(503, f"the store failed: {error}", "check guardproxy's log")
             return
+        offer: dict[str, Any] = {}
+        broker = self.ctx.broker
+        if broker is not None:
+            sources = [Path(p) for p in body.kubeconfig]
+            try:
+                offer = await self.in_thread(lambda: broker.register_session(session.id, sources))
+            except (CredentialError, OSError, ValueError) as error:
+                await self.in_thread(lambda: self.ctx.registry.end(session.id, self.ctx.clock()))
+                self.fail(422, f"the session's credentials cannot be brokered: {error}",
+                          "fix the kubeconfig or the brokers: configuration")  # fmt: skip
+                return
         started = "session.resumed" if body.resume else "session.started"
         log.info(started, session=session.id, agent=session.agent, name=session.name)
         self.write_json(
@@ -383,6 +401,7 @@ class SessionsHandler(ControlHandler):
                 **session_json(session),
                 "token": credential.token,
                 "proxy_port": self.ctx.proxy_port(),
+                "broker": offer,
             },
             201,
         )
@@ -407,6 +426,8 @@ class SessionEndHandler(ControlHandler):
         except NotFoundError:
             self.fail(404, f"no session {session_id}", "list sessions: GET /v1/sessions")
             return
+        if self.ctx.broker is not None:
+            self.ctx.broker.end_session(session_id)
         log.info("session.ended", session=session_id)
         self.write_json(session_json(session))
 

@@ -29,6 +29,7 @@ from mitmproxy.addons import (
 from mitmproxy.certs import CertStore
 from mitmproxy.master import Master
 
+from guardproxy.broker import Broker
 from guardproxy.config import ProxyConfig, split_host_port
 from guardproxy.gate.gate import Gate
 from guardproxy.intercept.addons import (
@@ -39,6 +40,7 @@ from guardproxy.intercept.addons import (
     ResponseStreaming,
     SessionAuth,
 )
+from guardproxy.intercept.broker import BrokerAuth, BrokerSign
 from guardproxy.intercept.failsafe import Failsafe
 from guardproxy.recognise.request import RecogniseSettings
 from guardproxy.session.history import SessionHistory
@@ -96,8 +98,10 @@ class GuardProxy:
         record_status: Callable[[str, int], None],
         protected: Callable[[], set[tuple[str, int]]],
         clock: Callable[[], datetime],
+        broker: Broker | None = None,
     ) -> None:
         self._config = config
+        self._broker = broker
         self._gate = gate
         self._registry = registry
         self._settings = settings
@@ -133,6 +137,7 @@ class GuardProxy:
             SessionAuth(self._registry, allow_anonymous=config.allow_anonymous, failsafe=failsafe),
             Passthrough(config.passthrough_hosts, failsafe=failsafe),
             BodyGuard(config.max_body_bytes, self._settings, failsafe=failsafe),
+            *self._broker_auth(failsafe),
             Guard(
                 self._gate,
                 self._settings,
@@ -141,6 +146,7 @@ class GuardProxy:
                 clock=self._clock,
                 failsafe=failsafe,
             ),
+            *self._broker_sign(failsafe),
             ResponseStreaming(self._record_status, failsafe=failsafe),
             ready,
         )
@@ -167,6 +173,16 @@ class GuardProxy:
             await self.stop()
             raise ProxyStartError(f"guardproxy could not listen on {', '.join(self._modes())}")
         log.info("proxy.listening", addresses=[f"{h}:{p}" for h, p in self.listen_addresses()])
+
+    def _broker_auth(self, failsafe: Failsafe) -> list[BrokerAuth]:
+        """Session credentials authenticated before the decision (none without a broker)."""
+        if self._broker is None:
+            return []
+        return [BrokerAuth(self._broker, self._settings, clock=self._clock, failsafe=failsafe)]
+
+    def _broker_sign(self, failsafe: Failsafe) -> list[BrokerSign]:
+        """Approved requests authenticated upstream with the real credentials."""
+        return [] if self._broker is None else [BrokerSign(self._settings, failsafe=failsafe)]
 
     def reload_upstream_trust(self) -> None:
         """Pick up CAs and client certificates a newly attached session brought."""
