@@ -51,6 +51,9 @@ Google Cloud
     delete for a server that takes the first;
   * ``X-HTTP-Method-Override: DELETE`` on a ``POST`` (documented by the GCS JSON API);
   * ``setDeletionProtection?deletionProtection=false``, ``versioning.enabled: false``.
+git smart HTTP (``policies/github.yaml``)
+  * a force push of ``develop``, ``trunk`` or ``stable*`` (which the git recogniser ranks
+    with ``main``) or of a tag: only main, master, release/* and prod* were held.
 Kubernetes
   * ``PATCH pods/{p}/ephemeralcontainers`` (``kubectl debug``) runs any command inside a
     running pod with its volumes: read as an update, now an ``execute`` (held in prod).
@@ -77,8 +80,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
-from e2e.guard_fixtures import Guard
-from e2e.servers import EchoServer
+from e2e.guard_fixtures import Guard, StartGuard
+from e2e.servers import EchoServer, GitHttpServer
 
 from guardproxy.action import Action
 from guardproxy.context import SessionInfo
@@ -90,6 +93,7 @@ from guardproxy.session.history import SessionHistory
 from guardproxy.store import SqliteStore
 
 from ._through import CASE_HEADER, arrived, module_guard, through
+from .test_git import EMPTY_PACK, pkt, send_push
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 BUNDLE = load_policies(POLICIES)
@@ -384,6 +388,29 @@ def test_the_harmless_twin_is_forwarded(
     sent = E2E_FORWARDED[case]
     decision, reached = _send(guard, plain, case, sent)
     assert (decision, reached) == ("", True), case
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ref", ["refs/heads/develop", "refs/tags/v1.0.0"])
+def test_a_push_rewinding_develop_or_moving_a_tag_is_held(
+    ref: str, start_guard: StartGuard, git_server: GitHttpServer
+) -> None:
+    """A force push (``git push --force``: no pack proves a fast-forward, the wire does
+    not say) of a long-lived branch the git recogniser itself ranks with main, or of a
+    tag: receive-pack rewinds it. Only main, master, release/* and prod* were held."""
+    if ref.startswith("refs/tags/"):
+        git_server.git("tag", ref.removeprefix("refs/tags/"), "main")
+    else:
+        git_server.git("branch", ref.removeprefix("refs/heads/"), "main")
+    tip = git_server.git("rev-parse", ref).strip()
+    older = git_server.git("rev-parse", "main~1").strip()
+    guard = start_guard()
+    body = pkt(f"{tip} {older} {ref}\x00report-status\n".encode()) + b"0000" + EMPTY_PACK
+    response = send_push(guard, git_server, body)
+
+    assert b"held for approval" in response.content, response.content
+    assert git_server.log.matching(None, "/repo.git/git-receive-pack") == []
+    assert git_server.git("rev-parse", ref).strip() == tip
 
 
 # ----------------------------------------------------------------- the decision pipeline
