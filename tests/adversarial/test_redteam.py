@@ -706,6 +706,27 @@ def test_a_tunnel_is_judged_by_its_connect_target_not_by_what_is_said_inside(
 
 
 @pytest.mark.slow
+def test_a_credential_sent_inside_a_tunnel_is_not_forwarded(
+    guard: Guard, plain: EchoServer
+) -> None:
+    """The tunnel's CONNECT credential decides the session; a ``Proxy-Authorization``
+    header sent inside it (another session's token) was forwarded to the upstream."""
+    app = f"localhost:{plain.port}"
+    case = "credential-in-tunnel"
+    _raw(
+        guard,
+        (
+            f"CONNECT {app} HTTP/1.1\r\nHost: {app}\r\n{_credential(guard, 'tunnel')}\r\n\r\n"
+            f"GET /items HTTP/1.1\r\nHost: {app}\r\n{_credential(guard, 'inside')}\r\n"
+            f"{CASE_HEADER}: {case}\r\nConnection: close\r\n\r\n"
+        ).encode(),
+    )
+    _settle(plain)
+    [seen] = [r for r in plain.requests if r.header(CASE_HEADER) == case]
+    assert seen.header("Proxy-Authorization") is None
+
+
+@pytest.mark.slow
 def test_an_h2c_upgrade_header_does_not_carry_a_delete_past_the_guard(
     guard: Guard, kube: EchoServer
 ) -> None:
