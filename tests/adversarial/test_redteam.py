@@ -80,7 +80,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
-from e2e.guard_fixtures import Guard, StartGuard
+from e2e.guard_fixtures import Guard
 from e2e.servers import EchoServer, GitHttpServer
 
 from guardproxy.action import Action
@@ -393,7 +393,7 @@ def test_the_harmless_twin_is_forwarded(
 @pytest.mark.slow
 @pytest.mark.parametrize("ref", ["refs/heads/develop", "refs/tags/v1.0.0"])
 def test_a_push_rewinding_develop_or_moving_a_tag_is_held(
-    ref: str, start_guard: StartGuard, git_server: GitHttpServer
+    ref: str, guard: Guard, git_server: GitHttpServer
 ) -> None:
     """A force push (``git push --force``: no pack proves a fast-forward, the wire does
     not say) of a long-lived branch the git recogniser itself ranks with main, or of a
@@ -404,7 +404,6 @@ def test_a_push_rewinding_develop_or_moving_a_tag_is_held(
         git_server.git("branch", ref.removeprefix("refs/heads/"), "main")
     tip = git_server.git("rev-parse", ref).strip()
     older = git_server.git("rev-parse", "main~1").strip()
-    guard = start_guard()
     body = pkt(f"{tip} {older} {ref}\x00report-status\n".encode()) + b"0000" + EMPTY_PACK
     response = send_push(guard, git_server, body)
 
