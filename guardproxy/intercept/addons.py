@@ -82,6 +82,8 @@ class SessionAuth:
         tunnel = self._tunnels.get(flow.client_conn)
         if tunnel is not None:
             flow.metadata[SESSION] = tunnel
+            # the tunnel's credential decides; one sent inside it is never the upstream's
+            flow.request.headers.pop("Proxy-Authorization", None)
             return
         if not isinstance(flow.client_conn.proxy_mode, mode_specs.RegularMode):
             # reverse listeners carry no proxy credentials
