@@ -329,6 +329,8 @@ def _risk_tags(request: HttpRequest, arm: ArmPath, operation: str, verb: Verb) -
         tags.append("protection-removal")
     if arm.trailing.lower() in _SECRET_ACTIONS and operation.endswith("/action"):
         tags.append("secret-read")
+    if verb is not Verb.READ and _scales_to_zero(request, arm):
+        tags.append("scale-to-zero")
     return tags
 
 
@@ -368,6 +370,47 @@ def _members(node: Any, name: str) -> list[Any]:
     return [v for k, v in node if k.lower() == name.lower()]
 
 
+def _body_document(request: HttpRequest) -> Any:
+    """The JSON body as pairs; False when there is none, None when it cannot be read."""
+    body = decoded_body(request)
+    if body is None:
+        return None
+    if not body.strip():
+        return False
+    try:
+        return json.loads(body, object_pairs_hook=_Pairs)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+
+
+_CAPACITY_MEMBERS = frozenset({"capacity", "count", "maxcount", "maxreplicas"})
+"""Members that size a fleet: a VM scale set's or App Service plan's ``sku.capacity``,
+an AKS agent pool's ``count``/``maxCount``, a container app's ``scale.maxReplicas``."""
+
+
+def _sets_capacity_to_zero(node: Any, depth: int = 0) -> bool:
+    """Whether any capacity member anywhere in ``node`` (a few levels deep) is zero."""
+    if depth > 6:
+        return False
+    if isinstance(node, _Pairs):
+        for key, value in node:
+            if key.lower() in _CAPACITY_MEMBERS and value == 0 and value is not False:
+                return True
+            if _sets_capacity_to_zero(value, depth + 1):
+                return True
+    elif isinstance(node, list):
+        return any(_sets_capacity_to_zero(item, depth + 1) for item in node)
+    return False
+
+
+def _scales_to_zero(request: HttpRequest, arm: ArmPath) -> bool:
+    """Whether a PUT/PATCH of a resource sizes it (or one of its pools) to zero."""
+    if request.method.upper() not in ("PUT", "PATCH") or arm.trailing:
+        return False
+    document = _body_document(request)
+    return bool(document) and _sets_capacity_to_zero(document)
+
+
 def _deletes_unmanaged(request: HttpRequest, arm: ArmPath) -> bool | None:
     """Whether a deployment (stack) write deletes what its template does not name:
     ``properties.mode`` ``Complete``, or ``properties.actionOnUnmanage`` deleting
@@ -384,15 +427,9 @@ def _deletes_unmanaged(request: HttpRequest, arm: ArmPath) -> bool | None:
         )
     ):
         return False
-    body = decoded_body(request)
-    if body is None:
-        return None
-    if not body.strip():
-        return False
-    try:
-        document = json.loads(body, object_pairs_hook=_Pairs)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None
+    document = _body_document(request)
+    if document is None or document is False:
+        return None if document is None else False
     properties = _members(document, "properties")
     modes = [m for p in properties for m in _members(p, "mode")]
     if any(isinstance(m, str) and m.lower() == "complete" for m in modes):

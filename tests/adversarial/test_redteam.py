@@ -64,7 +64,10 @@ the ones whose recogniser is chosen by a public host name (``api.github.com``,
 DNS, so they are decided by the decision pipeline the proxy uses (``PIPELINE``).
 ``HELD_CLASSES`` are attempts that did not get through, in classes no other adversarial
 suite covers (transport framing, tunnels, Expect), kept as regressions. ``OPEN`` are
-bypasses left open, each ``xfail(strict=True)`` with the reason.
+bypasses left open, each ``xfail(strict=True)`` with the reason. Closed after the probe
+(now in ``PIPELINE``): a shell through SSM (``remote-shell``, held in prod), ``ALTER
+COLUMN ... TYPE ... USING`` (``alter-column-type``, an irreversible rewrite of every row)
+and a scale set sized to zero through ARM (``scale-to-zero`` read from the body).
 """
 
 from __future__ import annotations
@@ -491,6 +494,31 @@ PIPELINE: dict[str, Sent] = {
     "k8s-secret-on-a-dev-domain": Sent(
         "DELETE", f"https://{KUBE}/api/v1/namespaces/default/secrets/tls.shop.dev"
     ),
+    "ssm-send-command-shell": Sent(
+        "POST",
+        "https://ssm.us-east-1.amazonaws.com/",
+        amz_json("ssm", "AmazonSSM.SendCommand", "1.1"),
+        json.dumps(
+            {
+                "DocumentName": "AWS-RunShellScript",
+                "InstanceIds": ["i-0prod000000000001"],
+                "Parameters": {"commands": ["rm -rf /var/lib/postgresql"]},
+            }
+        ).encode(),
+    ),
+    "postgres-alter-column-type-using": Sent(
+        "POST",
+        "https://ep-shop.us-east-2.aws.neon.tech/sql",
+        (("Content-Type", JSON),),
+        b'{"query": "ALTER TABLE customers ALTER COLUMN email TYPE text USING \'\'"}',
+    ),
+    "azure-vmss-scale-to-zero": Sent(
+        "PATCH",
+        "https://management.azure.com/subscriptions/1111/resourceGroups/shop/providers/"
+        "Microsoft.Compute/virtualMachineScaleSets/web?api-version=2024-07-01",
+        (("Content-Type", JSON),),
+        b'{"sku": {"capacity": 0}}',
+    ),
 }
 
 PIPELINE_ALLOWED: dict[str, Sent] = {
@@ -749,42 +777,6 @@ def test_an_h2c_upgrade_header_does_not_carry_a_delete_past_the_guard(
 # ----------------------------------------------------------------- left open
 
 OPEN: dict[str, tuple[Sent, str]] = {
-    "ssm-send-command-shell": (
-        Sent(
-            "POST",
-            "https://ssm.us-east-1.amazonaws.com/",
-            amz_json("ssm", "AmazonSSM.SendCommand", "1.1"),
-            json.dumps(
-                {
-                    "DocumentName": "AWS-RunShellScript",
-                    "InstanceIds": ["i-0prod000000000001"],
-                    "Parameters": {"commands": ["rm -rf /var/lib/postgresql"]},
-                }
-            ).encode(),
-        ),
-        "a shell on EC2 instances through SSM is an execute the shipped bundle allows "
-        "(k8s/hold-prod-exec covers Kubernetes only); a policy decision for the lead",
-    ),
-    "postgres-alter-column-type-using": (
-        Sent(
-            "POST",
-            "https://ep-shop.us-east-2.aws.neon.tech/sql",
-            (("Content-Type", JSON),),
-            b'{"query": "ALTER TABLE customers ALTER COLUMN email TYPE text USING \'\'"}',
-        ),
-        "ALTER COLUMN ... TYPE ... USING rewrites every row like an UPDATE without WHERE; "
-        "sql_postgres tags it alter-column-type, which no shipped rule holds",
-    ),
-    "azure-vmss-scale-to-zero": (
-        Sent(
-            "PATCH",
-            "https://management.azure.com/subscriptions/1111/resourceGroups/shop/providers/"
-            "Microsoft.Compute/virtualMachineScaleSets/web?api-version=2024-07-01",
-            (("Content-Type", JSON),),
-            b'{"sku": {"capacity": 0}}',
-        ),
-        "the Azure recogniser reads no body fields, so sku.capacity 0 is no scale-to-zero",
-    ),
     "cloudformation-update-drops-every-resource": (
         Sent(
             "POST",
