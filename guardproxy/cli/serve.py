@@ -93,6 +93,13 @@ def add_proxy_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--upstream-ca", action="append", default=[], type=Path, metavar="FILE",
                         help="extra CA to trust for upstream TLS (repeatable)")  # fmt: skip
+    parser.add_argument(
+        "--upstream-allow",
+        choices=["any", "loopback"],
+        help="loopback: connect to this machine only (loopback addresses, localhost, names "
+        "/etc/hosts maps to loopback) and refuse anything else before looking it up "
+        "(default any)",
+    )
 
 
 class _Renamed(argparse.Action):
@@ -197,6 +204,7 @@ def build_config(args: argparse.Namespace, **overrides: Any) -> ProxyConfig:
         "metrics_listen": getattr(args, "metrics_listen", None),
         "watch_policies_seconds": getattr(args, "watch_policies", None),
         "allow_remote_listen": getattr(args, "allow_remote_listen", None),
+        "upstream_allow": getattr(args, "upstream_allow", None),
     }
     values.update({k: v for k, v in flags.items() if v is not None})
     if values.get("policies") is None:
