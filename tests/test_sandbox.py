@@ -13,8 +13,9 @@ import pytest
 from mitmproxy import dns
 from mitmproxy.net.dns import types
 
+from guardproxy.namemap import NameAddresses
 from guardproxy.sandbox import EnforceUnavailable
-from guardproxy.sandbox.helper import FAKE_NETWORK, DnsStub, Names, nft_rules
+from guardproxy.sandbox.helper import FAKE_NETWORK, DnsStub, nft_rules
 from guardproxy.sandbox.launch import SandboxSpec, sandbox_command, sandbox_environment
 from guardproxy.sandbox.preflight import Tools, find_tools
 from guardproxy.sandbox.seccomp import build_filter
@@ -30,7 +31,7 @@ def _query(name: str, kind: int) -> bytes:
 
 
 def test_the_dns_stub_gives_each_name_its_own_loopback_address() -> None:
-    names = Names()
+    names = NameAddresses(FAKE_NETWORK)
     stub = DnsStub(names)
     first = dns.DNSMessage.unpack(stub.answer(_query("api.example.test", types.A)) or b"")
     again = dns.DNSMessage.unpack(stub.answer(_query("API.example.test", types.A)) or b"")

@@ -38,12 +38,17 @@ def require_enforce() -> None:
 
 
 def enforced_command(
-    data_dir: Path, command: Sequence[str], *options: str, hold_window: float = 1.0
+    data_dir: Path,
+    command: Sequence[str],
+    *options: str,
+    hold_window: float = 1.0,
+    mode: str = "rootless",
 ) -> list[str]:
+    """``mode``: rootless is forced (as root, run --enforce picks root mode)."""
     return [
-        *guardproxy_cli(), "run", "--enforce", "--data-dir", str(data_dir),
-        "--policies", str(POLICIES), "--hold-window", str(hold_window), *options,
-        "--", *command,
+        *guardproxy_cli(), "run", "--enforce", "--enforce-mode", mode, "--data-dir",
+        str(data_dir), "--policies", str(POLICIES), "--hold-window", str(hold_window),
+        *options, "--", *command,
     ]  # fmt: skip
 
 
