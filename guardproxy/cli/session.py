@@ -91,6 +91,13 @@ def add_commands(subparsers: Any) -> None:
         "only; auto (default): root when run as root without --proxy",
     )
     run.add_argument(
+        "--allow-unix-sockets",
+        action="store_true",
+        help="let the sandboxed command use unix sockets (terraform talks to its providers "
+        "over them); every unix socket this machine listens on when it starts stays out of "
+        "its reach, one created later does not",
+    )
+    run.add_argument(
         "--guard-user",
         default=DEFAULT_GUARD_USER,
         metavar="USER",
@@ -247,7 +254,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if getattr(args, "enforce", False):
             if enforce_mode(args.enforce_mode, attached=bool(args.proxy)) == "root":
                 return _run_root(args, command)
-            sandbox = _Sandbox(preflight(), create_run_dir())
+            sandbox = _Sandbox(preflight(), create_run_dir(), args.allow_unix_sockets)
         if args.proxy:
             return _run_attached(args, command, sandbox)
         return _run_embedded(args, command, sandbox)
@@ -267,6 +274,7 @@ class _Sandbox:
 
     tools: Tools
     run_dir: Path
+    allow_unix_sockets: bool = False
 
 
 def _store_files(store_url: str) -> list[Path]:
@@ -308,6 +316,7 @@ def _launch(
         proxy_port=proxy[1],
         hidden=hidden,
         read_only=[*read_only, *guardproxy_code()],
+        allow_unix_sockets=sandbox.allow_unix_sockets,
     )
     session_env = {**prepared.environment, "GUARDPROXY_ENFORCED": "1"}
     environment = sandbox_environment(dict(os.environ), session_env, hidden)
@@ -566,6 +575,7 @@ def _launch_root(
         nameserver=network.slot.host_address,
         agent_uid=agent.uid,
         agent_gid=agent.gid,
+        allow_unix_sockets=args.allow_unix_sockets,
     )
     session_env = {**prepared.environment, "GUARDPROXY_ENFORCED": "1"}
     base = dict(os.environ)

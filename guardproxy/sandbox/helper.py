@@ -301,6 +301,7 @@ def agent_command(config: HelperConfig, seccomp_fd: int) -> list[str]:
     no capabilities, the seccomp filter; the same filesystem and network namespace.
     The agent runs under the relay, which passes on the signals ``run`` receives."""
     relay = [*config.relay, str(config.signal_fd), "--"] if config.signal_fd >= 0 else []
+    covers = [arg for path in config.covered for arg in ("--ro-bind", "/dev/null", path)]
     return [
         config.bwrap,
         "--unshare-user",
@@ -309,6 +310,7 @@ def agent_command(config: HelperConfig, seccomp_fd: int) -> list[str]:
         "--unshare-pid",
         "--dev-bind", "/", "/",
         "--proc", "/proc",
+        *covers,
         "--cap-drop", "ALL",
         "--seccomp", str(seccomp_fd),
         "--",

@@ -30,12 +30,14 @@ import contextlib
 import os
 import shutil
 import socket
+import stat
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from guardproxy.sandbox.account import Account, blocking_directory
 from guardproxy.sandbox.bridge import HostBridge
 from guardproxy.sandbox.preflight import Tools
 from guardproxy.sandbox.seccomp import build_filter
@@ -84,6 +86,8 @@ class SandboxSpec:
     """Root mode: who the agent is (the user who ran sudo, or root without capabilities
     in a user namespace); rootless: this process's user."""
     agent_gid: int | None = None
+    allow_unix_sockets: bool = False
+    """Let the agent use unix sockets, with this machine's own covered (host_sockets)."""
 
     @property
     def bridge_path(self) -> Path:
@@ -146,6 +150,41 @@ def _etc_target(name: str) -> Path | None:
     return path.resolve()
 
 
+UNIX_SOCKETS = Path("/proc/net/unix")
+
+
+def host_sockets(hidden: Iterable[Path] = (), agent: Account | None = None) -> list[str]:
+    """Every pathname unix socket this machine listens on now (``/proc/net/unix`` of
+    this network namespace) that ``agent`` (default: this process's user) can reach,
+    outside ``hidden``: a sandbox whose agent may use unix sockets covers each, so none
+    leads out of it (a D-Bus session bus starts programs outside, docker.sock runs
+    containers, tmux types into terminals). One created on this machine after the
+    sandbox starts is not covered: --allow-unix-sockets says so."""
+    if agent is None:
+        agent = Account("", os.getuid(), os.getgid(), os.getgroups())
+    try:
+        lines = UNIX_SOCKETS.read_text(encoding="utf-8", errors="replace").splitlines()[1:]
+    except OSError:
+        return []
+    covered = [p.resolve() for p in hidden]
+    found: dict[str, None] = {}
+    for line in lines:
+        fields = line.split(None, 7)
+        if len(fields) < 8 or not fields[7].startswith("/"):
+            continue  # unbound or abstract (abstract ones stay in their network namespace)
+        path = Path(fields[7])
+        try:
+            if not stat.S_ISSOCK(path.lstat().st_mode):
+                continue
+        except OSError:
+            continue
+        if any(path.is_relative_to(h) for h in covered):
+            continue
+        if blocking_directory(path.parent, agent) is None:  # else out of its reach anyway
+            found[str(path)] = None
+    return list(found)
+
+
 def _file_binds(spec: SandboxSpec) -> list[str]:
     """What both modes hide, keep read-only and put in place of /etc files."""
     argv: list[str] = []
@@ -199,6 +238,10 @@ def root_sandbox_command(spec: SandboxSpec, seccomp_fd: int, signal_fd: int) -> 
         "--proc", "/proc",
     ]  # fmt: skip
     argv += _file_binds(spec)
+    if spec.allow_unix_sockets:
+        agent = Account("agent", uid, gid, [gid])
+        for path in host_sockets(spec.hidden, agent):
+            argv += ["--ro-bind", "/dev/null", path]
     argv += ["--cap-drop", "ALL", "--seccomp", str(seccomp_fd), "--",
              *relay_command(), str(signal_fd), "--", *spec.command]  # fmt: skip
     return argv
@@ -222,7 +265,7 @@ def _write_session_files(spec: SandboxSpec) -> Path:
     run_dir = spec.run_dir
     (run_dir / "resolv.conf").write_text(resolv_conf(spec.nameserver), encoding="ascii")
     (run_dir / "hosts").write_text(hosts_file(), encoding="utf-8")
-    return build_filter(run_dir / "seccomp.bpf")
+    return build_filter(run_dir / "seccomp.bpf", allow_unix=spec.allow_unix_sockets)
 
 
 @contextlib.contextmanager
@@ -246,6 +289,10 @@ def running_sandbox(spec: SandboxSpec, signal_fd: int) -> Iterator[SandboxLaunch
         ip=spec.tools.ip,
         signal_fd=signal_fd,
         relay=relay_command(),
+        # the bridge too: the helper's way to the guard, not the agent's
+        covered=[*host_sockets(spec.hidden), str(spec.bridge_path)]
+        if spec.allow_unix_sockets
+        else [],
     )
     config_path = run_dir / "helper.json"
     config.dump(config_path)

@@ -27,6 +27,8 @@ class HelperConfig:
     """The read end of ``run``'s signal pipe (relay.py); -1: the agent runs without it."""
     relay: list[str] = field(default_factory=list)
     """The relay's command line up to its arguments (python -I -S relay.py)."""
+    covered: list[str] = field(default_factory=list)
+    """Unix sockets of this machine the agent's sandbox covers (--allow-unix-sockets)."""
 
     @classmethod
     def load(cls, path: Path) -> HelperConfig:
