@@ -96,7 +96,7 @@ def _staging(uid: int, needed: Sequence[Path]) -> list[str]:
     """Shell lines that make ``needed`` reachable by ``uid``: each directory above them
     that others cannot enter (``/root`` for a pyenv Python, pytest's 0700 base) is
     replaced, in the private mount namespace, by a tmpfs holding just those paths."""
-    script = ['stage="$(mktemp -d)"']
+    script = ['stage="$(mktemp -d -p /tmp)"']  # not in TMPDIR: it may be under a hidden one
     staged = 0
     for hidden in sorted({h for p in needed if (h := _hidden_ancestor(p, uid)) is not None}):
         inside = [p for p in needed if p.is_relative_to(hidden)]
