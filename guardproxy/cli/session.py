@@ -512,9 +512,12 @@ def _run_root(args: argparse.Namespace, command: list[str]) -> int:
     if agent.uid != 0:
         check_reachable(agent, python_paths(), "install guardproxy where that user can read it")
     hand_over(config.data_dir, guard)
-    run_dir = create_run_dir(for_another_user=agent.uid != 0)
     child = GuardChild(guard, config.data_dir)
-    with _interruptible() as signals, SessionNetwork(tools) as network:
+    run_dir = create_run_dir(for_another_user=agent.uid != 0)
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(shutil.rmtree, run_dir, ignore_errors=True)
+        signals = cleanup.enter_context(_interruptible())
+        network = cleanup.enter_context(SessionNetwork(tools))
         try:
             assert network.slot is not None
             slot = network.slot
@@ -547,7 +550,6 @@ def _run_root(args: argparse.Namespace, command: list[str]) -> int:
         finally:
             signals.hold()  # a signal now waits: the cleanup must finish
             child.stop()
-            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _launch_root(
