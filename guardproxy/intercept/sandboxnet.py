@@ -34,7 +34,6 @@ from mitmproxy.net.dns import classes, response_codes, types
 from mitmproxy.proxy import layer, mode_specs, server_hooks
 
 from guardproxy.context import SessionInfo
-from guardproxy.intercept.addons import _names_this_host
 from guardproxy.intercept.failsafe import (
     Failsafe,
     connection_hook,
@@ -244,16 +243,25 @@ class UpstreamAllow:
         listed = self._hosts.address(name)
         if listed is not None:
             return listed
-        if not _names_this_host(name):
-            return None
+        return _loopback_spelling(name)
+
+
+def _loopback_spelling(name: str) -> str | None:
+    """The loopback (or unspecified) address ``name`` spells, read as glibc reads an
+    address (``127.1``, ``0x7f000001``, ``::ffff:127.0.0.1``); 127.0.0.1 for
+    ``localhost`` and its subdomains (RFC 6761 6.3); None for anything else. No lookup."""
+    if name == "localhost" or name.endswith(".localhost"):
+        return "127.0.0.1"
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address
+    try:
+        ip = ipaddress.ip_address(name.partition("%")[0])
+    except ValueError:
         try:
-            return str(ipaddress.ip_address(name.partition("%")[0]))
-        except ValueError:
-            pass
-        try:  # 127.1, 0x7f000001: the address glibc reads them as, without a lookup
-            return str(ipaddress.IPv4Address(socket.inet_aton(name)))
-        except (OSError, ValueError):
-            return "127.0.0.1"  # localhost and its subdomains
+            ip = ipaddress.IPv4Address(socket.inet_aton(name))
+        except (OSError, ValueError):  # not an address (ValueError: a NUL in it)
+            return None
+    plain = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped else ip
+    return str(ip) if plain.is_loopback or plain.is_unspecified else None
 
 
 __all__ = [
