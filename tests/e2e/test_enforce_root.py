@@ -296,6 +296,8 @@ def test_a_killed_run_leaves_what_the_next_run_removes(
     tmp_path.chmod(0o755)
     hosts = write_hosts(tmp_path / "hosts")
     env = {k: v for k, v in os.environ.items() if not k.startswith("GUARDPROXY_")}
+    env.pop("XDG_RUNTIME_DIR", None)
+    env["TMPDIR"] = str(tmp_path)  # the killed run's run directory stays in here
 
     def command(data: str, agent: list[str]) -> list[str]:
         argv = enforced_command(tmp_path / data, agent, "--guard-user", guard_user.name,
