@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -41,6 +42,28 @@ class ReverseListener(BaseModel):
 
     port: int = Field(ge=0, le=65535)
     upstream: str = Field(pattern=r"^https?://[^/]+/?$", description="http(s)://host:port")
+
+
+def _sandbox_address(value: str) -> str:
+    address = ipaddress.ip_address(value)
+    if address.version != 4 or address.is_loopback or address.is_unspecified:
+        raise ValueError(f"{value!r}: a sandbox network address is a unicast IPv4 address")
+    return value
+
+
+SandboxAddress = Annotated[str, AfterValidator(_sandbox_address)]
+
+
+class SandboxNetwork(BaseModel):
+    """A root-mode enforced session's network, set by ``guardproxy run --enforce`` when
+    it runs as root: the guard listens on the host end of the session's veth pair
+    (its proxy, transparent and DNS listeners), and connections from the sandbox's one
+    address belong to the session."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    address: SandboxAddress = Field(description="the host end's address: listeners bind here")
+    client: SandboxAddress = Field(description="the sandbox's address")
 
 
 class ProxyConfig(BaseModel):
@@ -97,6 +120,15 @@ class ProxyConfig(BaseModel):
     )
     kubernetes_hosts: list[str] = Field(default_factory=list)
     tcp_timeout_seconds: int = Field(600, ge=1)
+    upstream_allow: Literal["any", "loopback"] = Field(
+        "any",
+        description="`loopback`: connect to this machine only (loopback addresses, "
+        "localhost, names /etc/hosts maps to loopback), refusing anything else before it "
+        "is looked up: for machines and tests where nothing may leave.",
+    )
+    sandbox_network: SandboxNetwork | None = Field(
+        None, description="Set by `run --enforce` as root; not a setting to write."
+    )
     allow_anonymous: bool = Field(True, description="Serve clients without a session credential.")
     destructive_budget: int = Field(
         10,
