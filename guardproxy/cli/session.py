@@ -26,7 +26,7 @@ from guardproxy.cli.enforce import (
     supervise_sandbox,
 )
 from guardproxy.cli.serve import ConfigError, add_proxy_options, build_config
-from guardproxy.config import SandboxNetwork
+from guardproxy.config import ProxyConfig, SandboxNetwork
 from guardproxy.control.client import DEFAULT_DATA_DIR, ControlClient, ControlError
 from guardproxy.gate.gate import utc_now
 from guardproxy.intercept.proxy import ensure_ca
@@ -269,7 +269,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         if getattr(args, "enforce", False):
             if enforce_mode(args.enforce_mode, attached=bool(args.proxy)) == "root":
-                return _run_root(args, command)
+                plan = _root_plan_or_none(args)
+                if plan is not None:
+                    return _run_root(args, command, plan)
             sandbox = _Sandbox(preflight(), create_run_dir(), args.allow_unix_sockets)
         if args.proxy:
             return _run_attached(args, command, sandbox)
@@ -282,6 +284,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         if sandbox is not None:
             shutil.rmtree(sandbox.run_dir, ignore_errors=True)
+
+
+def _root_plan_or_none(args: argparse.Namespace) -> _RootPlan | None:
+    """Root mode's plan; with ``--enforce-mode auto``, None (rootless mode, said on
+    stderr) when a precondition of root mode is missing, since nothing has changed yet.
+    An explicit ``--enforce-mode root`` fails instead."""
+    try:
+        return _root_plan(args)
+    except EnforceUnavailable as error:
+        if args.enforce_mode != "auto":
+            raise
+        print(f"guardproxy: {error}; using rootless mode instead", file=sys.stderr)
+        return None
 
 
 @dataclass
@@ -536,10 +551,20 @@ def _supervise(
 # run --enforce, root mode
 
 
-def _run_root(args: argparse.Namespace, command: list[str]) -> int:
-    """Root mode: the guard as its own user in a process of its own, the agent in a
-    network namespace whose only link is a veth pair into the guard's transparent
-    proxy (guardproxy/sandbox/network.py). Everything is removed at the end."""
+@dataclass(frozen=True)
+class _RootPlan:
+    """What root mode found it can use, before it changes anything."""
+
+    agent: Account
+    guard: Account
+    tools: Tools
+    config: ProxyConfig
+
+
+def _root_plan(args: argparse.Namespace) -> _RootPlan:
+    """Root mode's preconditions (EnforceUnavailable, one line, when one is missing):
+    capabilities and tools, a guard user that can read the Python, the data and the
+    policies, an agent user that can read the Python."""
     agent = agent_account()
     tools = root_preflight(agent_is_root=agent.uid == 0)
     config = build_config(args, listen="127.0.0.1:0", control="127.0.0.1:0")
@@ -552,6 +577,14 @@ def _run_root(args: argparse.Namespace, command: list[str]) -> int:
                             "the policies": config.policies}, fix)  # fmt: skip
     if agent.uid != 0:
         check_reachable(agent, python_paths(), "install guardproxy where that user can read it")
+    return _RootPlan(agent, guard, tools, config)
+
+
+def _run_root(args: argparse.Namespace, command: list[str], plan: _RootPlan) -> int:
+    """Root mode: the guard as its own user in a process of its own, the agent in a
+    network namespace whose only link is a veth pair into the guard's transparent
+    proxy (guardproxy/sandbox/network.py). Everything is removed at the end."""
+    agent, guard, tools, config = plan.agent, plan.guard, plan.tools, plan.config
     hand_over(config.data_dir, guard)
     child = GuardChild(guard, config.data_dir)
     run_dir = create_run_dir(for_another_user=agent.uid != 0)
