@@ -47,13 +47,20 @@ from guardproxy.store.base import (
 )
 from guardproxy.store.migrations import Migration
 from guardproxy.store.postgres_migrations import (
-    CHAIN_LOCK,
+    CHECKPOINT_LOCK,
     HOLDS_CHANNEL,
     MIGRATION_LOCK,
     MIGRATIONS,
     SCHEMA_VERSION_TABLE,
 )
-from guardproxy.store.sql import Cursor, Db, SqlStore, apply_migrations, schema_too_new
+from guardproxy.store.sql import (
+    Cursor,
+    Db,
+    SqlStore,
+    apply_migrations,
+    schema_too_new,
+    writer_name,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -263,8 +270,13 @@ class PostgresStore(SqlStore):
         pool_size: int = DEFAULT_POOL_SIZE,
         connect_timeout: int = DEFAULT_CONNECT_TIMEOUT,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        writer: str = "",
     ) -> None:
+        """``writer`` names who appends through this store in its audit chain's record
+        (with the host and process id)."""
         self.url = url
+        self._chain_lock = threading.Lock()
+        self._writer = writer_name(writer)
         self.display_url = redact(url)
         self._pool = _Pool(url, pool_size, connect_timeout, lock_timeout)
         self._watchers: list[HoldWatcher] = []
@@ -302,7 +314,7 @@ class PostgresStore(SqlStore):
             raise self._failure(exc) from exc
 
     @contextmanager
-    def _write(self) -> Iterator[_PgDb]:
+    def _transaction(self) -> Iterator[_PgDb]:
         try:
             with self._pool.connection() as connection, connection.transaction():
                 yield _PgDb(connection)
@@ -328,8 +340,8 @@ class PostgresStore(SqlStore):
             )
         return StoreError(f"store {self.display_url}: {str(exc).strip()}")
 
-    def _lock_chain(self, db: Db) -> None:
-        db.execute("SELECT pg_advisory_xact_lock(?)", (CHAIN_LOCK,))
+    def _lock_checkpoints(self, db: Db) -> None:
+        db.execute("SELECT pg_advisory_xact_lock(?)", (CHECKPOINT_LOCK,))
 
     def _json_field(self, column: str, key: str) -> str:
         return f"({column}::jsonb ->> '{key}')"

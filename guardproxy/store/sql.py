@@ -11,8 +11,11 @@ mapping is written once here.  A backend supplies transactions (:meth:`_read`,
 * ``_FOR_UPDATE`` locks a hold read before it is changed.  SQLite serialises
   writers with ``BEGIN IMMEDIATE`` and needs nothing; PostgreSQL's row lock makes a
   second approver wait and then see the first one's verdict;
-* ``_lock_chain`` serialises appends to the audit chain (SQLite: already, by
-  ``BEGIN IMMEDIATE``; PostgreSQL: an advisory lock held until commit);
+* ``_FOR_UPDATE`` also locks the row of the audit chain a transaction appends to, from
+  reading its head to the commit, so a chain never forks while different chains (other
+  replicas, the writer process) append at the same time;
+* ``_lock_checkpoints`` serialises checkpoints (SQLite: already, by ``BEGIN
+  IMMEDIATE``; PostgreSQL: an advisory lock held until commit);
 * ``_json_field`` reads a key of a JSON column (``json_extract`` / ``->>``);
 * which driver exceptions are integrity errors, and what they mean.
 """
@@ -20,8 +23,11 @@ mapping is written once here.  A backend supplies transactions (:meth:`_read`,
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -32,8 +38,11 @@ from guardproxy.store import chain
 from guardproxy.store.base import (
     Approval,
     Approver,
+    AuditChain,
     AuditEntry,
     AuditRecord,
+    ChainHead,
+    Checkpoint,
     DecisionRecord,
     EventTotal,
     Hold,
@@ -45,6 +54,7 @@ from guardproxy.store.base import (
     SchemaVersionError,
     Session,
     SessionEvent,
+    Signer,
     StoreError,
     Verdict,
     carried_until,
@@ -89,6 +99,11 @@ class SqlStore:
 
     _FOR_UPDATE: ClassVar[str] = ""
     _integrity_errors: ClassVar[tuple[type[Exception], ...]] = ()
+    _writer = ""
+    """Who appends through this store (the chain's ``writer``, informational)."""
+    _chain_id: int | None = None
+    """This store's audit chain, created at its first write that may append to it."""
+    _chain_lock: threading.Lock
 
     def close(self) -> None:
         raise NotImplementedError
@@ -107,9 +122,31 @@ class SqlStore:
     def _read(self) -> AbstractContextManager[Db]:
         raise NotImplementedError
 
-    def _write(self) -> AbstractContextManager[Db]:
-        """A transaction: committed on success, rolled back on any error."""
+    def _transaction(self) -> AbstractContextManager[Db]:
+        """A write transaction: committed on success, rolled back on any error."""
         raise NotImplementedError
+
+    @contextmanager
+    def _write(self, *, chained: bool = False) -> Iterator[Db]:
+        """A write transaction; ``chained``: one that may append to this store's chain
+        (which is created first, in a transaction of its own, if it does not exist yet)."""
+        if chained and self._chain_id is None:
+            self._open_chain()
+        with self._transaction() as db:
+            yield db
+
+    def _open_chain(self) -> None:
+        """Create this store's chain: from now on it appends there, and only it does."""
+        with self._chain_lock:
+            if self._chain_id is not None:
+                return
+            with self._transaction() as db:
+                row = db.execute(
+                    "INSERT INTO audit_chains (writer, head_seq, head_hash) VALUES (?, 0, '')"
+                    " RETURNING id",
+                    (self._writer,),
+                ).fetchone()
+            self._chain_id = int(row["id"])
 
     def _integrity(self, exc: Exception, what: str) -> StoreError:
         """What an integrity error from the driver means for ``what``."""
@@ -220,7 +257,7 @@ class SqlStore:
         grant_seconds(grant)  # refuse a malformed grant before it can be approved
         one_line = " ".join(summary.splitlines())
         created, expires = _ts(created_at), _ts(expires_at)
-        with self._write() as db:
+        with self._write(chained=True) as db:
             hold_id = _unused_hold_id(db)
             try:
                 db.execute(
@@ -293,7 +330,7 @@ class SqlStore:
             raise InvalidValueError("resolve_hold needs who resolved it")
         wanted = "approve" if state is HoldState.APPROVED else "deny"
         moment = _ts(now)
-        with self._write() as db:
+        with self._write(chained=True) as db:
             hold = self._decidable(db, hold_id, now)
             if hold.state is HoldState.PENDING:
                 seconds = grant_seconds(hold.grant) if state is HoldState.APPROVED else None
@@ -311,7 +348,7 @@ class SqlStore:
 
     def expire_holds(self, now: datetime) -> list[Hold]:
         moment = _ts(now)
-        with self._write() as db:
+        with self._write(chained=True) as db:
             ids = [
                 row["id"]
                 for row in db.execute(
@@ -330,7 +367,7 @@ class SqlStore:
             return expired
 
     def consume_approval(self, session_id: str, request_digest: str, now: datetime) -> Hold | None:
-        with self._write() as db:
+        with self._write(chained=True) as db:
             rows = db.execute(
                 "SELECT * FROM holds WHERE session_id = ? AND request_digest = ?"
                 " AND state = 'approved' ORDER BY created_at DESC, rowid DESC",
@@ -364,7 +401,7 @@ class SqlStore:
     def consume_carried_approval(
         self, session_id: str, request_digest: str, now: datetime
     ) -> Hold | None:
-        with self._write() as db:
+        with self._write(chained=True) as db:
             rows = db.execute(
                 f"SELECT h.* FROM {_CARRIED_HOLDS} AND h.state = 'approved'"
                 " ORDER BY h.created_at DESC, h.rowid DESC",
@@ -426,7 +463,7 @@ class SqlStore:
             raise InvalidValueError(f"verdict must be approve or deny, got {verdict!r}") from exc
         if not approver:
             raise InvalidValueError("an approval needs an approver")
-        with self._write() as db:
+        with self._write(chained=True) as db:
             hold = self._decidable(db, hold_id, at)
             if hold.state is HoldState.PENDING:
                 row = db.execute(
@@ -513,7 +550,7 @@ class SqlStore:
             for r in records
         ]  # fmt: skip
         what = f"decision {records[0].id}" if len(records) == 1 else "a decision in the batch"
-        with self._write() as db:
+        with self._write(chained=True) as db:
             try:
                 db.executemany(
                     f"INSERT INTO decisions ({_DECISION_COLUMNS})"
@@ -525,7 +562,7 @@ class SqlStore:
             self._chain(db, [chain.decision_entry(r) for r in records])
 
     def set_upstream_statuses(self, statuses: Sequence[tuple[str, int]]) -> None:
-        with self._write() as db:
+        with self._write(chained=True) as db:
             self._set_statuses(db, statuses)
 
     def _set_statuses(self, db: Db, statuses: Sequence[tuple[str, int]]) -> int:
@@ -561,7 +598,7 @@ class SqlStore:
         return None if row is None else _decision(row)
 
     def set_upstream_status(self, decision_id: str, status: int) -> None:
-        with self._write() as db:
+        with self._write(chained=True) as db:
             if self._set_statuses(db, [(decision_id, status)]) == 0:
                 raise NotFoundError(f"no decision {decision_id}")
 
@@ -591,52 +628,86 @@ class SqlStore:
 
     # -- audit chain ----------------------------------------------------------------
 
-    def _lock_chain(self, db: Db) -> None:
-        """Keep other writers from reading the chain's head until this transaction ends."""
+    def _lock_checkpoints(self, db: Db) -> None:
+        """Keep other checkpoints from being made until this transaction ends."""
         raise NotImplementedError
 
     def _chain(self, db: Db, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
-        """Link ``entries`` after the head and insert them (in the caller's transaction).
+        """Link ``entries`` after this store's chain head and insert them (in the caller's
+        transaction, which ``_write(chained=True)`` opened).
 
-        The chain lock is held from reading the head to the commit, so appends never
-        interleave, whichever process or replica makes them.
+        The chain's row is locked from reading the head to the commit, so appends to one
+        chain never interleave; other chains are not waited for.
         """
         if not entries:
             return []
-        self._lock_chain(db)
-        head = db.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
-        seq, prev = (head["seq"], head["hash"]) if head is not None else (0, chain.GENESIS)
+        chain_id = self._chain_id
+        if chain_id is None:  # a method appending without _write(chained=True)
+            raise StoreError("internal error: an audit append outside a chained transaction")
+        head = db.execute(
+            f"SELECT head_seq, head_hash FROM audit_chains WHERE id = ?{self._FOR_UPDATE}",
+            (chain_id,),
+        ).fetchone()
+        if head is None:
+            raise StoreError(
+                f"audit chain {chain_id} is missing from audit_chains (deleted?): nothing "
+                "more is appended to it; run `guardproxy audit verify` and restart guardproxy"
+            )
+        seq = int(head["head_seq"])
+        prev = head["head_hash"] if seq else chain.chain_genesis(chain_id)
         records: list[AuditRecord] = []
         for entry in entries:
             seq += 1
-            record = chain.link(entry, seq, prev)
+            record = chain.link(entry, seq, prev, chain_id)
             records.append(record)
             prev = record.hash
         db.executemany(
-            "INSERT INTO audit_log (seq, record_id, kind, at, session_id, subject, outcome,"
-            " provider, payload, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO audit_log (chain, seq, record_id, kind, at, session_id, subject,"
+            " outcome, provider, payload, prev_hash, hash)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                (r.seq, r.record_id, r.kind, _ts(r.at), r.session_id, r.subject, r.outcome,
-                 r.provider, r.payload_json, r.prev_hash, r.hash)
+                (chain_id, r.seq, r.record_id, r.kind, _ts(r.at), r.session_id, r.subject,
+                 r.outcome, r.provider, r.payload_json, r.prev_hash, r.hash)
                 for r in records
             ],
         )  # fmt: skip
+        db.execute(
+            "UPDATE audit_chains SET head_seq = ?, head_hash = ? WHERE id = ?",
+            (seq, prev, chain_id),
+        )
         return records
 
     def append_audit(self, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
-        with self._write() as db:
+        with self._write(chained=True) as db:
             try:
                 return self._chain(db, entries)
             except self._integrity_errors as exc:
                 raise self._integrity(exc, "an audit record") from exc
 
-    def audit_records(self, *, after_seq: int = 0, limit: int = 1000) -> list[AuditRecord]:
+    def audit_records(self, *, after: int = 0, limit: int = 1000) -> list[AuditRecord]:
         with self._read() as db:
             rows = db.execute(
-                "SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?",
-                (after_seq, _limit(limit)),
+                "SELECT * FROM audit_log WHERE position > ? ORDER BY position LIMIT ?",
+                (after, _limit(limit)),
             ).fetchall()
         return [_audit(row) for row in rows]
+
+    def chain_records(
+        self, chain: int, *, after_seq: int = 0, limit: int = 1000
+    ) -> list[AuditRecord]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT * FROM audit_log WHERE chain = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (chain, after_seq, _limit(limit)),
+            ).fetchall()
+        return [_audit(row) for row in rows]
+
+    def audit_chains(self) -> list[AuditChain]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT id, writer, head_seq, head_hash FROM audit_chains ORDER BY id"
+            ).fetchall()
+        return [_audit_chain(row) for row in rows]
 
     def get_audit_record(self, record_id: str) -> AuditRecord | None:
         with self._read() as db:
@@ -646,9 +717,90 @@ class SqlStore:
     def audit_for(self, subject: str) -> list[AuditRecord]:
         with self._read() as db:
             rows = db.execute(
-                "SELECT * FROM audit_log WHERE subject = ? ORDER BY seq", (subject,)
+                "SELECT * FROM audit_log WHERE subject = ? ORDER BY position", (subject,)
             ).fetchall()
         return [_audit(row) for row in rows]
+
+    # -- checkpoints ----------------------------------------------------------------
+
+    def checkpoint_audit(
+        self,
+        *,
+        at: datetime,
+        key_id: str,
+        sign: Signer,
+        min_interval: timedelta = timedelta(0),
+    ) -> Checkpoint | None:
+        moment = _ts(at)
+        with self._write() as db:
+            self._lock_checkpoints(db)
+            last = db.execute(
+                "SELECT seq, at, hash FROM audit_checkpoints ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            if (
+                last is not None
+                and min_interval > timedelta(0)
+                and _dt_required(last["at"]) > at - min_interval
+            ):
+                return None
+            moved = db.execute(
+                "SELECT c.id, c.head_seq, c.head_hash FROM audit_chains c WHERE c.head_seq >"
+                " COALESCE((SELECT MAX(h.seq) FROM audit_checkpoint_heads h"
+                " WHERE h.chain = c.id), 0) ORDER BY c.id"
+            ).fetchall()
+            if not moved:
+                return None
+            checkpoint = chain.build_checkpoint(
+                seq=1 if last is None else int(last["seq"]) + 1,
+                at=at,
+                heads=[ChainHead(int(r["id"]), int(r["head_seq"]), r["head_hash"]) for r in moved],
+                key_id=key_id,
+                prev_hash=chain.GENESIS if last is None else last["hash"],
+                sign=sign,
+            )
+            db.execute(
+                "INSERT INTO audit_checkpoints (seq, at, key_id, prev_hash, hash, signature)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (checkpoint.seq, moment, key_id, checkpoint.prev_hash, checkpoint.hash,
+                 checkpoint.signature),
+            )  # fmt: skip
+            db.executemany(
+                "INSERT INTO audit_checkpoint_heads (checkpoint, chain, seq, hash)"
+                " VALUES (?, ?, ?, ?)",
+                [(checkpoint.seq, h.chain, h.seq, h.hash) for h in checkpoint.heads],
+            )
+            return checkpoint
+
+    def audit_checkpoints(self, *, after_seq: int = 0, limit: int = 1000) -> list[Checkpoint]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT * FROM audit_checkpoints WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, _limit(limit)),
+            ).fetchall()
+            if not rows:
+                return []
+            heads: dict[int, list[ChainHead]] = {int(row["seq"]): [] for row in rows}
+            for head in db.execute(
+                "SELECT checkpoint, chain, seq, hash FROM audit_checkpoint_heads"
+                " WHERE checkpoint > ? AND checkpoint <= ? ORDER BY checkpoint, chain",
+                (after_seq, int(rows[-1]["seq"])),
+            ).fetchall():
+                if int(head["checkpoint"]) in heads:
+                    heads[int(head["checkpoint"])].append(
+                        ChainHead(int(head["chain"]), int(head["seq"]), head["hash"])
+                    )
+        return [
+            Checkpoint(
+                seq=int(row["seq"]),
+                at=_dt_required(row["at"]),
+                heads=tuple(heads[int(row["seq"])]),
+                key_id=row["key_id"],
+                prev_hash=row["prev_hash"],
+                hash=row["hash"],
+                signature=row["signature"],
+            )
+            for row in rows
+        ]
 
     def list_audit(
         self,
@@ -673,7 +825,7 @@ class SqlStore:
         )
         with self._read() as db:
             rows = db.execute(
-                f"SELECT * FROM audit_log {where} ORDER BY seq DESC LIMIT ?",
+                f"SELECT * FROM audit_log {where} ORDER BY position DESC LIMIT ?",
                 (*params, _limit(limit)),
             ).fetchall()
         return [_audit(row) for row in rows]
@@ -755,6 +907,12 @@ def apply_migrations(db: Db, current: int, migrations: Sequence[Migration]) -> N
         for statement in migrations[version - 1]:
             db.execute(statement)
         db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+
+
+def writer_name(role: str) -> str:
+    """Who appends through a store, as its chain's ``writer`` says: host, process, role."""
+    name = f"{socket.gethostname()} pid {os.getpid()}"
+    return f"{name} {role}" if role else name
 
 
 def schema_too_new(current: int, known: int) -> SchemaVersionError:
@@ -911,3 +1069,4 @@ _decision = _mapper(DecisionRecord, unstored=("provider", "shadow_json"))
 _event = _mapper(SessionEvent)
 _approver = _mapper(Approver)
 _audit = _mapper(AuditRecord)
+_audit_chain = _mapper(AuditChain)

@@ -108,7 +108,7 @@ def test_an_edited_outcome_is_refused_with_the_first_broken_record(tmp_path: Pat
     assert refused.stdout == ""
     [line] = refused.stderr.splitlines()
     assert line == (
-        "guardproxy: the audit trail is broken at record #2 (d-1): its content does not "
+        "guardproxy: the audit trail is broken at chain 1 record #2 (d-1): its content does not "
         "match its hash (edited); replay does not report a tampered trail as what was "
         "recorded (`guardproxy audit verify` lists every break; --allow-broken-chain "
         "replays anyway)"
@@ -117,7 +117,7 @@ def test_an_edited_outcome_is_refused_with_the_first_broken_record(tmp_path: Pat
 
     warned = _replay(path, "--allow-broken-chain", "--json")
     assert warned.returncode == 0, warned.stderr
-    assert "warning: the audit trail is broken at record #2 (d-1)" in warned.stderr
+    assert "warning: the audit trail is broken at chain 1 record #2 (d-1)" in warned.stderr
     report = json.loads(warned.stdout)
     assert report["chain"]["intact"] is False and report["chain"]["records"] == 3
     [change] = report["changes"]
@@ -133,12 +133,15 @@ def test_a_rewrite_with_a_recomputed_hash_is_caught_by_the_next_record(tmp_path:
     _edit_outcome(path, "d-1", "allow", rehash=True)
     refused = _replay(path)
     assert refused.returncode == 1
-    assert "broken at record #3 (d-2): does not follow the previous record" in refused.stderr
+    assert (
+        "broken at chain 1 record #3 (d-2): does not follow the previous record" in refused.stderr
+    )
     with SqliteStore(path) as store:  # the flow replay's single-record check sees it too
         check = ChainCheck()
         assert checked_record(store, "d-1", check) is not None
         assert [str(p) for p in check.problems] == [
-            "record #2 (d-1): the record after it does not follow it (rewritten with a new hash)"
+            "chain 1 record #2 (d-1): the record after it does not follow it (rewritten with a "
+            "new hash)"
         ]
         intact = ChainCheck()
         checked_record(store, "d-0", intact)
@@ -152,8 +155,8 @@ def test_a_deleted_record_is_refused(tmp_path: Path) -> None:
         db.execute("DELETE FROM audit_log WHERE record_id = 'd-1'")
     refused = _replay(path)
     assert refused.returncode == 1
-    assert "broken at record #3 (d-2): record #2 is missing (and 1 more)" in refused.stderr
+    assert "broken at chain 1 record #3 (d-2): record #2 is missing (and 1 more)" in refused.stderr
     with SqliteStore(path) as store:
         check = ChainCheck()
         checked_record(store, "d-2", check)
-        assert [str(p) for p in check.problems] == ["record #3 (d-2): record #2 is missing"]
+        assert [str(p) for p in check.problems] == ["chain 1 record #3 (d-2): record #2 is missing"]
