@@ -18,11 +18,12 @@ Rules every implementation follows:
 * The audit chains (:mod:`guardproxy.store.chain`): every decision, upstream status and
   hold event is appended in the same transaction as the change it records, to the
   chain of the store that appends it (one chain per opened store: per process, per
-  replica), linked with ``chain.link`` after reading that chain's head (``seq``,
-  ``hash``) under a lock on that chain alone (its ``audit_chains`` row: SQLite's
-  ``BEGIN IMMEDIATE`` serialises everything anyway; PostgreSQL ``FOR UPDATE``), so
-  concurrent writers of one chain never fork it and writers of different chains never
-  wait for each other.  Checkpoints bind every chain's head into one signed hash.
+  replica), linked with ``chain.link`` after that chain's head (``seq``, ``hash``).  A
+  store appends to its chain one transaction at a time and no other store does, so
+  writers of different chains never wait for each other; ``UNIQUE (chain, seq)``
+  refuses a second record of one sequence number, so a chain never forks even if two
+  writers were given the same.  Checkpoints bind every chain's head into one signed
+  hash.
   Payloads are stored as the exact text given (TEXT, not a re-serialised JSON type):
   the hashes cover that text.
 * Session events and sessions pass through :func:`redacted_event` and

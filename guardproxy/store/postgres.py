@@ -39,12 +39,14 @@ from psycopg.rows import DictRow, dict_row
 
 from guardproxy.store.base import (
     AlreadyExistsError,
+    AuditRecord,
     HoldState,
     HoldWatcher,
     InvalidValueError,
     NotFoundError,
     StoreError,
 )
+from guardproxy.store.chain import canonical_time
 from guardproxy.store.migrations import Migration
 from guardproxy.store.postgres_migrations import (
     CHECKPOINT_LOCK,
@@ -108,6 +110,23 @@ def _schema_version(connection: Connection) -> int:
     return 0 if row is None else int(row["v"])
 
 
+def _durability(connection: Connection) -> dict[str, str]:
+    """The server settings a commit's durability depends on; a warning if they let a
+    crash of the database server lose commits guardproxy acted on (the README says more)."""
+    settings = {}
+    for name in ("fsync", "synchronous_commit"):
+        row = connection.execute(f"SHOW {name}").fetchone()
+        settings[name] = "" if row is None else str(next(iter(row.values())))
+    if settings["fsync"] == "off" or settings["synchronous_commit"] == "off":
+        log.warning(
+            "store.not_durable",
+            **settings,
+            consequence="a crash of the database server can lose the latest records of "
+            "requests guardproxy already forwarded",
+        )
+    return settings
+
+
 def redact(url: str) -> str:
     """The URL without its password, for messages and logs."""
     parts = urlsplit(url)
@@ -131,6 +150,53 @@ class _PgDb:
         if seq_of_parameters:
             with self._connection.cursor() as cursor:
                 cursor.executemany(_placeholders(sql), seq_of_parameters)
+
+
+_APPEND_DECISION = """
+WITH decision AS (
+    INSERT INTO decisions (id, at, session_id, action, context, decision, outcome, hold_id,
+                           upstream_status)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+), record AS (
+    INSERT INTO audit_log (chain, seq, record_id, kind, at, session_id, subject, outcome,
+                           provider, payload, prev_hash, hash)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+)
+UPDATE audit_chains SET head_seq = %s, head_hash = %s WHERE id = %s
+"""
+"""One decision, its chain record and the chain's new head, in one statement."""
+
+_APPEND_DECISIONS = """
+WITH decision AS (
+    INSERT INTO decisions (id, at, session_id, action, context, decision, outcome, hold_id,
+                           upstream_status)
+    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
+                         %s::text[], %s::text[], %s::text[], %s::int[])
+), record AS (
+    INSERT INTO audit_log (chain, seq, record_id, kind, at, session_id, subject, outcome,
+                           provider, payload, prev_hash, hash)
+    SELECT %s, seq, record_id, kind, at, session_id, subject, outcome, provider, payload,
+           prev_hash, hash
+    FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
+                %s::text[], %s::text[], %s::text[], %s::text[], %s::text[])
+         WITH ORDINALITY AS r (seq, record_id, kind, at, session_id, subject, outcome,
+                               provider, payload, prev_hash, hash, n)
+    ORDER BY n
+)
+UPDATE audit_chains SET head_seq = %s, head_hash = %s WHERE id = %s
+"""
+"""Decisions, their chain records (in chain order: ``position`` follows ``seq``) and the
+chain's new head, in one statement: the appends of a mutation's record cost a single
+round trip and a single commit.  Parameters: the decision columns as arrays, the chain,
+the record columns as arrays, the new head (seq, hash) and the chain again."""
+
+
+def _duplicate(exc: Exception, decisions: str, chain: int) -> str:
+    """What an integrity error while appending decisions is about."""
+    constraint = getattr(getattr(exc, "diag", None), "constraint_name", None) or ""
+    if constraint.startswith("audit_log"):
+        return f"a record of audit chain {chain} (another writer appended to it)"
+    return decisions
 
 
 _converted: dict[str, str] = {}
@@ -275,7 +341,7 @@ class PostgresStore(SqlStore):
         """``writer`` names who appends through this store in its audit chain's record
         (with the host and process id)."""
         self.url = url
-        self._chain_lock = threading.Lock()
+        self._append_lock = threading.Lock()
         self._writer = writer_name(writer)
         self.display_url = redact(url)
         self._pool = _Pool(url, pool_size, connect_timeout, lock_timeout)
@@ -286,6 +352,7 @@ class PostgresStore(SqlStore):
         try:
             with self._pool.connection() as connection:
                 self.schema_version = migrate(connection)
+                self.durability = _durability(connection)
         except psycopg.Error as exc:
             self._pool.close()
             raise StoreError(f"cannot open store {self.display_url}: {exc}") from exc
@@ -318,6 +385,37 @@ class PostgresStore(SqlStore):
         try:
             with self._pool.connection() as connection, connection.transaction():
                 yield _PgDb(connection)
+        except psycopg.Error as exc:
+            raise self._failure(exc) from exc
+
+    def _store_decisions(
+        self, rows: Sequence[Sequence[Any]], records: Sequence[AuditRecord], what: str
+    ) -> None:
+        """One statement (:data:`_APPEND_DECISION`, :data:`_APPEND_DECISIONS`): atomic by
+        itself and one round trip, one prepared statement for one decision (a mutation's,
+        on the request path) and one for a batch of any size."""
+        last = records[-1]
+        audit = [
+            (r.seq, r.record_id, r.kind, canonical_time(r.at), r.session_id, r.subject,
+             r.outcome, r.provider, r.payload_json, r.prev_hash, r.hash)
+            for r in records
+        ]  # fmt: skip
+        if len(rows) == 1:
+            statement = _APPEND_DECISION
+            parameters: tuple[Any, ...] = (*rows[0], last.chain, *audit[0])
+        else:
+            statement = _APPEND_DECISIONS
+            parameters = (
+                *(list(column) for column in zip(*rows, strict=True)),
+                last.chain,
+                *(list(column) for column in zip(*audit, strict=True)),
+            )
+        try:
+            with self._pool.connection() as connection:
+                try:
+                    connection.execute(statement, (*parameters, last.seq, last.hash, last.chain))
+                except self._integrity_errors as exc:
+                    raise self._integrity(exc, _duplicate(exc, what, last.chain)) from exc
         except psycopg.Error as exc:
             raise self._failure(exc) from exc
 

@@ -3,7 +3,7 @@
 Both backends keep the same tables with the same column types (timestamps as
 fixed-width UTC text, JSON as verbatim text), so every query, transition and row
 mapping is written once here.  A backend supplies transactions (:meth:`_read`,
-:meth:`_write`) that yield a :class:`Db`, and the few things that differ:
+:meth:`_transaction`) that yield a :class:`Db`, and the few things that differ:
 
 * queries use ``?`` placeholders; the PostgreSQL connection adapter rewrites them;
 * ``rowid`` orders rows inserted at the same instant (SQLite's implicit column; an
@@ -11,9 +11,8 @@ mapping is written once here.  A backend supplies transactions (:meth:`_read`,
 * ``_FOR_UPDATE`` locks a hold read before it is changed.  SQLite serialises
   writers with ``BEGIN IMMEDIATE`` and needs nothing; PostgreSQL's row lock makes a
   second approver wait and then see the first one's verdict;
-* ``_FOR_UPDATE`` also locks the row of the audit chain a transaction appends to, from
-  reading its head to the commit, so a chain never forks while different chains (other
-  replicas, the writer process) append at the same time;
+* ``_store_decisions`` writes decisions with their chain records (PostgreSQL: one
+  statement, one round trip);
 * ``_lock_checkpoints`` serialises checkpoints (SQLite: already, by ``BEGIN
   IMMEDIATE``; PostgreSQL: an advisory lock held until commit);
 * ``_json_field`` reads a key of a JSON column (``json_extract`` / ``->>``);
@@ -103,7 +102,12 @@ class SqlStore:
     """Who appends through this store (the chain's ``writer``, informational)."""
     _chain_id: int | None = None
     """This store's audit chain, created at its first write that may append to it."""
-    _chain_lock: threading.Lock
+    _chain_head: tuple[int, str] | None = None
+    """The (seq, hash) of its chain's last record as of the last commit; None: read it."""
+    _appended_head: tuple[int, str] | None = None
+    """The head the transaction in progress leaves, once it commits."""
+    _append_lock: threading.Lock
+    """Held by this store's transactions that may append to its chain, one at a time."""
 
     def close(self) -> None:
         raise NotImplementedError
@@ -129,24 +133,47 @@ class SqlStore:
     @contextmanager
     def _write(self, *, chained: bool = False) -> Iterator[Db]:
         """A write transaction; ``chained``: one that may append to this store's chain
-        (which is created first, in a transaction of its own, if it does not exist yet)."""
-        if chained and self._chain_id is None:
-            self._open_chain()
-        with self._transaction() as db:
-            yield db
+        (:meth:`_appending`)."""
+        if chained:
+            with self._appending(), self._transaction() as db:
+                yield db
+        else:
+            with self._transaction() as db:
+                yield db
+
+    @contextmanager
+    def _appending(self) -> Iterator[None]:
+        """The span of a transaction that may append to this store's chain.
+
+        A store's appending transactions run one at a time (``_append_lock``), so the head
+        its last commit left is known without reading it: a store appends to its chain
+        alone.  Should another writer append to it anyway (two processes given one
+        chain), the ``UNIQUE (chain, seq)`` of ``audit_log`` refuses the second record of
+        a sequence number, so a chain never forks.  The chain is created first, in a
+        transaction of its own, if it does not exist yet.
+        """
+        with self._append_lock:
+            if self._chain_id is None:
+                self._open_chain()
+            self._appended_head = None
+            try:
+                yield
+            except BaseException:
+                self._chain_head = None  # committed or not: read it again next time
+                raise
+            if self._appended_head is not None:
+                self._chain_head = self._appended_head
 
     def _open_chain(self) -> None:
         """Create this store's chain: from now on it appends there, and only it does."""
-        with self._chain_lock:
-            if self._chain_id is not None:
-                return
-            with self._transaction() as db:
-                row = db.execute(
-                    "INSERT INTO audit_chains (writer, head_seq, head_hash) VALUES (?, 0, '')"
-                    " RETURNING id",
-                    (self._writer,),
-                ).fetchone()
-            self._chain_id = int(row["id"])
+        with self._transaction() as db:
+            row = db.execute(
+                "INSERT INTO audit_chains (writer, head_seq, head_hash) VALUES (?, 0, '')"
+                " RETURNING id",
+                (self._writer,),
+            ).fetchone()
+        self._chain_id = int(row["id"])
+        self._chain_head = (0, chain.chain_genesis(self._chain_id))
 
     def _integrity(self, exc: Exception, what: str) -> StoreError:
         """What an integrity error from the driver means for ``what``."""
@@ -544,22 +571,36 @@ class SqlStore:
         self.append_decisions([record])
 
     def append_decisions(self, records: Sequence[DecisionRecord]) -> None:
+        if not records:
+            return
         rows = [
             (r.id, _ts(r.at), r.session_id, r.action_json, r.context_json, r.decision_json,
              r.outcome, r.hold_id, r.upstream_status)
             for r in records
         ]  # fmt: skip
         what = f"decision {records[0].id}" if len(records) == 1 else "a decision in the batch"
-        with self._write(chained=True) as db:
+        entries = [chain.decision_entry(r) for r in records]
+        with self._appending():
+            self._store_decisions(rows, self._link(entries, self._head(None)), what)
+
+    def _store_decisions(
+        self, rows: Sequence[Sequence[Any]], records: Sequence[AuditRecord], what: str
+    ) -> None:
+        """Insert decision rows and their linked chain records, in one transaction."""
+        with self._transaction() as db:
             try:
-                db.executemany(
+                _insert(
+                    db,
                     f"INSERT INTO decisions ({_DECISION_COLUMNS})"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     rows,
                 )
             except self._integrity_errors as exc:
                 raise self._integrity(exc, what) from exc
-            self._chain(db, [chain.decision_entry(r) for r in records])
+            try:
+                self._insert_linked(db, records)
+            except self._integrity_errors as exc:  # another writer appended to this chain
+                raise self._integrity(exc, f"a record of audit chain {records[0].chain}") from exc
 
     def set_upstream_statuses(self, statuses: Sequence[tuple[str, int]]) -> None:
         with self._write(chained=True) as db:
@@ -634,48 +675,70 @@ class SqlStore:
 
     def _chain(self, db: Db, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
         """Link ``entries`` after this store's chain head and insert them (in the caller's
-        transaction, which ``_write(chained=True)`` opened).
-
-        The chain's row is locked from reading the head to the commit, so appends to one
-        chain never interleave; other chains are not waited for.
-        """
+        transaction, which ``_write(chained=True)`` opened), moving the chain's head."""
         if not entries:
             return []
+        records = self._link(entries, self._head(db))
+        self._insert_linked(db, records)
+        return records
+
+    def _head(self, db: Db | None) -> tuple[int, str]:
+        """The (seq, hash) this store's next record follows: as the transaction in
+        progress or the last commit left it, else as stored (read with ``db``, or on its
+        own), when a failure made it unknown."""
+        head = self._appended_head or self._chain_head
+        if head is not None:
+            return head
         chain_id = self._chain_id
-        if chain_id is None:  # a method appending without _write(chained=True)
-            raise StoreError("internal error: an audit append outside a chained transaction")
-        head = db.execute(
-            f"SELECT head_seq, head_hash FROM audit_chains WHERE id = ?{self._FOR_UPDATE}",
-            (chain_id,),
-        ).fetchone()
-        if head is None:
+        if chain_id is None:  # a method appending outside _appending()
+            raise StoreError("internal error: an audit append outside an appending transaction")
+        query = "SELECT head_seq, head_hash FROM audit_chains WHERE id = ?"
+        if db is None:
+            with self._read() as reader:
+                row = reader.execute(query, (chain_id,)).fetchone()
+        else:
+            row = db.execute(query, (chain_id,)).fetchone()
+        if row is None:
             raise StoreError(
                 f"audit chain {chain_id} is missing from audit_chains (deleted?): nothing "
                 "more is appended to it; run `guardproxy audit verify` and restart guardproxy"
             )
-        seq = int(head["head_seq"])
-        prev = head["head_hash"] if seq else chain.chain_genesis(chain_id)
+        seq = int(row["head_seq"])
+        return seq, row["head_hash"] if seq else chain.chain_genesis(chain_id)
+
+    def _link(self, entries: Sequence[AuditEntry], head: tuple[int, str]) -> list[AuditRecord]:
+        """``entries`` as this store's chain's records after ``head`` (whose new head the
+        transaction leaves, once it commits)."""
+        chain_id = self._chain_id
+        assert chain_id is not None  # _head() found the chain
+        seq, prev = head
         records: list[AuditRecord] = []
         for entry in entries:
             seq += 1
             record = chain.link(entry, seq, prev, chain_id)
             records.append(record)
             prev = record.hash
-        db.executemany(
+        self._appended_head = (seq, prev)
+        return records
+
+    def _insert_linked(self, db: Db, records: Sequence[AuditRecord]) -> None:
+        """Insert linked records of this store's chain and move its head to the last."""
+        _insert(
+            db,
             "INSERT INTO audit_log (chain, seq, record_id, kind, at, session_id, subject,"
             " outcome, provider, payload, prev_hash, hash)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                (chain_id, r.seq, r.record_id, r.kind, _ts(r.at), r.session_id, r.subject,
+                (r.chain, r.seq, r.record_id, r.kind, _ts(r.at), r.session_id, r.subject,
                  r.outcome, r.provider, r.payload_json, r.prev_hash, r.hash)
                 for r in records
             ],
         )  # fmt: skip
+        last = records[-1]
         db.execute(
             "UPDATE audit_chains SET head_seq = ?, head_hash = ? WHERE id = ?",
-            (seq, prev, chain_id),
+            (last.seq, last.hash, last.chain),
         )
-        return records
 
     def append_audit(self, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
         with self._write(chained=True) as db:
@@ -932,6 +995,14 @@ _EVENT_COLUMNS = (
     "session_id, at, summary, operation, verb, provider, environment, resource_key, "
     "outcome, protection_removed, recreate, destroyed_container"
 )
+
+
+def _insert(db: Db, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    """One row as one statement, several as ``executemany`` (which costs more for one)."""
+    if len(rows) == 1:
+        db.execute(sql, rows[0])
+    else:
+        db.executemany(sql, rows)
 
 
 def _where(conditions: Mapping[str, object | None]) -> tuple[str, list[object]]:

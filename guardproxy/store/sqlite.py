@@ -94,7 +94,7 @@ class SqliteStore(SqlStore):
         (with the host and process id)."""
         self.path = Path(path)
         self._lock = threading.RLock()
-        self._chain_lock = threading.Lock()
+        self._append_lock = threading.Lock()
         self._writer = writer_name(writer)
         try:
             _prepare_file(self.path)
