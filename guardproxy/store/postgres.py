@@ -194,7 +194,7 @@ the record columns as arrays, the new head (seq, hash) and the chain again."""
 def _duplicate(exc: Exception, decisions: str, chain: int) -> str:
     """What an integrity error while appending decisions is about."""
     constraint = getattr(getattr(exc, "diag", None), "constraint_name", None) or ""
-    if constraint.startswith("audit_log"):
+    if constraint.endswith("_chain_seq_key"):  # UNIQUE (chain, seq) of audit_log
         return f"a record of audit chain {chain} (another writer appended to it)"
     return decisions
 
@@ -342,6 +342,8 @@ class PostgresStore(SqlStore):
         (with the host and process id)."""
         self.url = url
         self._append_lock = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._queued = []
         self._writer = writer_name(writer)
         self.display_url = redact(url)
         self._pool = _Pool(url, pool_size, connect_timeout, lock_timeout)

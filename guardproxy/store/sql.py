@@ -27,7 +27,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
@@ -108,6 +108,9 @@ class SqlStore:
     """The head the transaction in progress leaves, once it commits."""
     _append_lock: threading.Lock
     """Held by this store's transactions that may append to its chain, one at a time."""
+    _queue_lock: threading.Lock
+    _queued: list[_Append]
+    """Decisions waiting for ``_append_lock``, written together by whoever gets it."""
 
     def close(self) -> None:
         raise NotImplementedError
@@ -571,6 +574,15 @@ class SqlStore:
         self.append_decisions([record])
 
     def append_decisions(self, records: Sequence[DecisionRecord]) -> None:
+        """Append ``records`` with their chain records; durable when this returns.
+
+        Appends made at the same time by several threads (the proxy's concurrent
+        requests) are written together: whichever thread gets the chain first writes
+        every append queued by then, in one transaction, and each caller returns once
+        the transaction holding its records has committed.  Should that transaction
+        fail, each append is written again on its own, so one that cannot be written
+        (an id already stored) fails only its caller.
+        """
         if not records:
             return
         rows = [
@@ -579,9 +591,58 @@ class SqlStore:
             for r in records
         ]  # fmt: skip
         what = f"decision {records[0].id}" if len(records) == 1 else "a decision in the batch"
-        entries = [chain.decision_entry(r) for r in records]
-        with self._appending():
-            self._store_decisions(rows, self._link(entries, self._head(None)), what)
+        append = _Append(rows, [chain.decision_entry(r) for r in records], what)
+        with self._queue_lock:
+            self._queued.append(append)
+        with self._append_lock:
+            if not append.done:  # else another thread wrote it meanwhile
+                with self._queue_lock:
+                    batch, self._queued = self._queued, []
+                self._write_appends(batch)
+        if append.error is not None:
+            raise append.error
+
+    def _write_appends(self, batch: Sequence[_Append]) -> None:
+        """Write queued appends (holding ``_append_lock``): all in one transaction, else
+        each on its own; every one ends ``done``, with its ``error`` if it failed."""
+        try:
+            if len(batch) > 1:
+                try:
+                    self._write_together(batch)
+                    return
+                except StoreError:
+                    pass  # one of them, or the database: each alone says which
+            for append in batch:
+                try:
+                    self._write_together([append])
+                except StoreError as error:
+                    append.error = error
+        finally:
+            for append in batch:
+                if not append.done:  # interrupted before it was written
+                    append.error = append.error or StoreError("the append was interrupted")
+                    append.done = True
+
+    def _write_together(self, batch: Sequence[_Append]) -> None:
+        """One transaction for every append of ``batch``; marks them done if it commits."""
+        self._appended_head = None
+        try:
+            if self._chain_id is None:
+                self._open_chain()
+            records = self._link(
+                [entry for append in batch for entry in append.entries], self._head(None)
+            )
+            self._store_decisions(
+                [row for append in batch for row in append.rows],
+                records,
+                batch[0].what if len(batch) == 1 else "a decision written with others",
+            )
+        except BaseException:
+            self._chain_head = None  # committed or not: read it again next time
+            raise
+        self._chain_head = self._appended_head
+        for append in batch:
+            append.done = True
 
     def _store_decisions(
         self, rows: Sequence[Sequence[Any]], records: Sequence[AuditRecord], what: str
@@ -599,8 +660,10 @@ class SqlStore:
                 raise self._integrity(exc, what) from exc
             try:
                 self._insert_linked(db, records)
-            except self._integrity_errors as exc:  # another writer appended to this chain
-                raise self._integrity(exc, f"a record of audit chain {records[0].chain}") from exc
+            except self._integrity_errors as exc:
+                chain_id = records[0].chain
+                what = f"a record of audit chain {chain_id} (another writer appended to it)"
+                raise self._integrity(exc, what) from exc
 
     def set_upstream_statuses(self, statuses: Sequence[tuple[str, int]]) -> None:
         with self._write(chained=True) as db:
@@ -995,6 +1058,17 @@ _EVENT_COLUMNS = (
     "session_id, at, summary, operation, verb, provider, environment, resource_key, "
     "outcome, protection_removed, recreate, destroyed_container"
 )
+
+
+@dataclass(eq=False)
+class _Append:
+    """Decisions a caller of ``append_decisions`` waits to see committed."""
+
+    rows: list[tuple[Any, ...]]
+    entries: list[AuditEntry]
+    what: str
+    done: bool = False
+    error: StoreError | None = None
 
 
 def _insert(db: Db, sql: str, rows: Sequence[Sequence[Any]]) -> None:

@@ -95,6 +95,8 @@ class SqliteStore(SqlStore):
         self.path = Path(path)
         self._lock = threading.RLock()
         self._append_lock = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._queued = []
         self._writer = writer_name(writer)
         try:
             _prepare_file(self.path)

@@ -233,8 +233,8 @@ def test_two_writers_on_one_chain_cannot_fork_it(open_store_again: OpenStore) ->
     intruder.append_decision(_decision("d-other"))  # opens its own chain...
     assert isinstance(owner, SqlStore) and isinstance(intruder, SqlStore)
     intruder._chain_id, intruder._chain_head = owner._chain_id, (0, GENESIS)  # ...swapped
-    with pytest.raises(StoreError):  # seq 1 of the owner's chain is taken
-        intruder.append_decision(_decision("d-fork"))
+    with pytest.raises(StoreError, match=r"audit chain \d+ \(another writer appended"):
+        intruder.append_decision(_decision("d-fork"))  # seq 1 of the owner's chain is taken
     intruder.append_decision(_decision("d-2"))  # the head read again: #2
     with pytest.raises(StoreError):  # the owner's remembered head is #1: refused...
         owner.append_decision(_decision("d-3"))
@@ -375,3 +375,34 @@ def test_the_single_chain_of_an_older_database_becomes_chain_0_unchanged(
         assert json.loads(records[0].payload_json)["outcome"] == "allow"
     finally:
         store.close()
+
+
+def test_concurrent_appends_of_one_store_are_written_together_each_failing_alone(
+    store: Store,
+) -> None:
+    """The proxy's threads append mutations' records at once: whoever gets the chain
+    writes all that wait, in one transaction; an append that cannot be written (its id
+    is taken) fails its caller only, and every other one is written."""
+    store.append_decision(_decision("d-taken"))
+    threads, per_thread = 8, 12
+    barrier = threading.Barrier(threads)
+    failures: list[str] = []
+
+    def append(worker: int) -> None:
+        barrier.wait()
+        for i in range(per_thread):
+            name = "d-taken" if (worker, i) == (3, 5) else f"d-{worker}-{i}"
+            try:
+                store.append_decision(_decision(name))
+            except AlreadyExistsError as error:
+                failures.append(str(error))
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(append, range(threads)))
+    assert failures == ["decision d-taken already exists"]
+    records = _all(store)
+    assert len(records) == 1 + threads * per_thread - 1
+    assert len({r.record_id for r in records}) == len(records)
+    assert [r.seq for r in records] == list(range(1, len(records) + 1))
+    assert verify(records) == []
+    assert store.audit_chains()[-1].head_seq == len(records)
