@@ -12,7 +12,7 @@ What it measures
     * ``hold cycle``: ``create_hold`` + ``find_hold`` + ``resolve_hold`` +
       ``consume_approval`` (a held request approved and released);
     * ``decision x8``: ``append_decision`` from 8 threads sharing one store (the
-      proxy's worker threads).
+      proxy's worker threads; appends waiting at once are written in one transaction).
 
     Then end to end: ``guardproxy serve`` with each store in its own process, in front
     of the benchmark upstream of proxy_bench.py (posing as a Kubernetes API), and 4

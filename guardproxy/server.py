@@ -241,6 +241,8 @@ class Guardproxy:
                 await asyncio.to_thread(writer.close, 5.0)
             raise
         self._bundle, self._store = bundle, store
+        if warning := getattr(store, "durability_warning", None):  # PostgreSQL's settings
+            log.warning("store.not_durable", problem=warning)
         try:  # the key that signs audit checkpoints, outside the database
             key = await asyncio.to_thread(load_or_create_signing_key, config.audit_key_file)
         except AuditKeyError as error:

@@ -111,19 +111,11 @@ def _schema_version(connection: Connection) -> int:
 
 
 def _durability(connection: Connection) -> dict[str, str]:
-    """The server settings a commit's durability depends on; a warning if they let a
-    crash of the database server lose commits guardproxy acted on (the README says more)."""
+    """The server settings a commit's durability depends on (the README says more)."""
     settings = {}
     for name in ("fsync", "synchronous_commit"):
         row = connection.execute(f"SHOW {name}").fetchone()
         settings[name] = "" if row is None else str(next(iter(row.values())))
-    if settings["fsync"] == "off" or settings["synchronous_commit"] == "off":
-        log.warning(
-            "store.not_durable",
-            **settings,
-            consequence="a crash of the database server can lose the latest records of "
-            "requests guardproxy already forwarded",
-        )
     return settings
 
 
@@ -364,6 +356,18 @@ class PostgresStore(SqlStore):
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.display_url!r})"
+
+    @property
+    def durability_warning(self) -> str | None:
+        """Why a crash of the database server could lose commits guardproxy acted on, or
+        None (``fsync`` and ``synchronous_commit`` on, PostgreSQL's defaults)."""
+        off = [name for name, value in self.durability.items() if value == "off"]
+        if not off:
+            return None
+        return (
+            f"the database server runs with {' and '.join(f'{n} = off' for n in off)}: a crash "
+            "of it can lose the latest records of requests guardproxy already forwarded"
+        )
 
     def close(self) -> None:
         """Close every connection and stop listening; later calls raise StoreError."""

@@ -316,6 +316,7 @@ def test_the_replicas_chains_and_checkpoints_verify_as_one_trail(
             replica.stop()
     result = _verify(postgres_url, *keys)
     assert result["intact"], result["problems"]
+    assert "store.not_durable" in replicas[0].log.read_text()  # the tests' cluster: fsync off
     roles = sorted(chain["writer"].split(" ", 3)[3] for chain in result["chains"])
     assert roles == ["decision writer", "decision writer", "proxy", "proxy"]
     assert result["not_yet_checkpointed"] == 0 and result["signatures_checked"]
