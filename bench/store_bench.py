@@ -355,13 +355,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise BenchError("PostgreSQL server binaries not found: apt-get install postgresql")
     with tempfile.TemporaryDirectory(prefix="store-bench-") as tmp:
         workdir = Path(tmp)
-        cluster = PostgresCluster(bindir, fsync=not args.no_fsync)
+        settings = dict(setting.split("=", 1) for setting in args.pg_setting)
+        cluster = PostgresCluster(bindir, fsync=not args.no_fsync, settings=settings)
         children = Children(workdir)
         try:
             writers = writer_rates(children, cluster, args)
             if args.writers_only:
-                return {"fsync": not args.no_fsync, "writer_ops": args.writer_ops,
-                        "writers": writers}  # fmt: skip
+                return {"fsync": not args.no_fsync, "pg_settings": args.pg_setting,
+                        "writer_ops": args.writer_ops, "writers": writers}  # fmt: skip
             urls = {
                 "sqlite": lambda: f"sqlite:///{workdir / f'bench-{time.monotonic_ns()}.db'}",
                 "postgresql": cluster.create_database,
@@ -383,6 +384,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             cluster.destroy()
     return {
         "fsync": not args.no_fsync,
+        "pg_settings": args.pg_setting,
         "writer_ops": args.writer_ops,
         "writers": writers,
         "ops": args.ops,
@@ -397,7 +399,9 @@ def render_writers(result: dict[str, Any]) -> list[str]:
     before, after = writers["load_average"]
     lines = [
         f"append_decision from {one} and {many} writer processes on one PostgreSQL "
-        f"(fsync={'on' if result['fsync'] else 'off'}), {result['writer_ops']} each, "
+        f"(fsync={'on' if result['fsync'] else 'off'}"
+        + "".join(f", {setting}" for setting in result["pg_settings"])
+        + f"), {result['writer_ops']} each, "
         f"records per second, medians of the rounds (load average {before} -> {after})",
         f"  {'code':<10} {one + ' writer':>10} {many + ' writers':>10} {many + '/' + one:>6}"
         "   every record verified",
@@ -449,6 +453,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--baseline", type=Path, metavar="DIR", help="also measure the writers on this checkout"
     )
     parser.add_argument("--writers-only", action="store_true", help="only the writers")
+    parser.add_argument(
+        "--pg-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a PostgreSQL server setting for the cluster (e.g. commit_delay=500)",
+    )
     parser.add_argument("--append-worker", nargs=3, metavar=("URL", "TAG", "OPS"),
                         help=argparse.SUPPRESS)  # fmt: skip
     parser.add_argument("--json", action="store_true", help="machine-readable output")
