@@ -162,15 +162,15 @@ _APPEND_DECISIONS = """
 WITH decision AS (
     INSERT INTO decisions (id, at, session_id, action, context, decision, outcome, hold_id,
                            upstream_status)
-    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
-                         %s::text[], %s::text[], %s::text[], %s::int[])
+    SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
+                         %b::text[], %b::text[], %b::text[], %b::int[])
 ), record AS (
     INSERT INTO audit_log (chain, seq, record_id, kind, at, session_id, subject, outcome,
                            provider, payload, prev_hash, hash)
     SELECT %s, seq, record_id, kind, at, session_id, subject, outcome, provider, payload,
            prev_hash, hash
-    FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
-                %s::text[], %s::text[], %s::text[], %s::text[], %s::text[])
+    FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
+                %b::text[], %b::text[], %b::text[], %b::text[], %b::text[])
          WITH ORDINALITY AS r (seq, record_id, kind, at, session_id, subject, outcome,
                                provider, payload, prev_hash, hash, n)
     ORDER BY n
