@@ -94,6 +94,17 @@ class ProxyConfig(BaseModel):
         description="Database URL: sqlite:///path.db, or postgresql://... for replicas "
         "sharing one database; default: SQLite in the data directory.",
     )
+    audit_key: Path | None = Field(
+        None,
+        description="The Ed25519 key that signs audit checkpoints, kept outside the database "
+        "(created 0600 if missing); default: audit-key in the data directory.",
+    )
+    audit_checkpoint_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="How often a checkpoint binds every audit chain's head, signed (across "
+        "replicas: one per interval).",
+    )
     reads_on_store_failure: Literal["allow", "deny"] = Field(
         "allow",
         description="Reads the policy allows while the store is unreachable: `allow` forwards "
@@ -196,6 +207,10 @@ class ProxyConfig(BaseModel):
     @property
     def store_url(self) -> str:
         return self.store or f"sqlite:///{(self.data_dir / 'guardproxy.db').resolve()}"
+
+    @property
+    def audit_key_file(self) -> Path:
+        return self.audit_key or self.data_dir / "audit-key"
 
     @property
     def ca_dir(self) -> Path:
