@@ -390,6 +390,11 @@ class ResolveHandler(ControlHandler):
                     hold, outcome.approvals, session, recent, oncall, extras.get(hold_id)
                 ),
                 outcome=said,
+                step_failed=(
+                    f"{outcome.step_failed.step}: {outcome.step_failed.error}"
+                    if outcome.step_failed is not None
+                    else ""
+                ),
             )
         )
 

@@ -197,6 +197,11 @@ class HoldsOut(BaseModel):
 class ResolveOut(BaseModel):
     hold: HoldDetailOut
     outcome: str = Field(description="What happened and what is still needed, for people.")
+    step_failed: str = Field(
+        "",
+        description="The safety step that failed, with its error (the approval was not "
+        "recorded and nothing was released); empty otherwise.",
+    )
 
 
 class DecisionOut(BaseModel):

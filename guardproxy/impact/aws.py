@@ -22,6 +22,7 @@ saved to the data directory.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -145,6 +146,8 @@ class _Calls:
                 if "timeout" in text.lower():
                     text = "the endpoint did not answer in time"
                 raise ImpactError(f"{name}: {text}") from None
+            except Exception as error:  # botocore's parsers raise their own kinds
+                raise ImpactError(f"{name} failed ({type(error).__name__})") from None
 
         return call
 
@@ -187,19 +190,8 @@ def preview_stack(target: AwsTarget, budget: Budget) -> Facts:
         kind = str(resource.get("ResourceType", "?"))
         counts[kind] = counts.get(kind, 0) + 1
     exports, _ = _pages(cfn.list_exports, "Exports", "NextToken")
-    own = [e for e in exports if e.get("ExportingStackId") == stack_id]
-    imported: dict[str, list[str]] = {}
-    for export in own[:5]:
-        export_name = str(export.get("Name", ""))
-        try:
-            importers, _ = _pages(cfn.list_imports, "Imports", "NextToken", ExportName=export_name)
-        except ImpactError as error:
-            if "not imported" in str(error).lower():  # CloudFormation's answer for none
-                importers = []
-            else:
-                raise
-        if importers:
-            imported[export_name] = [str(i) for i in importers]
+    own = [str(e.get("Name", "")) for e in exports if e.get("ExportingStackId") == stack_id]
+    imported, source = _importers(cfn, own, name)
     protected = bool(stack.get("EnableTerminationProtection"))
     parts = [
         plural(len(resources), "resource", at_least=more)
@@ -211,8 +203,10 @@ def preview_stack(target: AwsTarget, budget: Budget) -> Facts:
             "exports imported by other stacks: "
             + "; ".join(f"{e} by {', '.join(s)}" for e, s in imported.items())
         )
-    elif own:
+    elif own and source:
         parts.append(f"{plural(len(own), 'export')}, imported by no other stack")
+    elif own:
+        parts.append(f"{plural(len(own), 'export')}; who imports them is unknown")
     return Facts(
         "; ".join(parts),
         {
@@ -223,10 +217,69 @@ def preview_stack(target: AwsTarget, budget: Budget) -> Facts:
             "resources_at_least": more,
             "resource_types": counts,
             "termination_protection": protected,
-            "exports": [str(e.get("Name", "")) for e in own],
+            "exports": own,
             "imported_by": imported,
+            "imports_read_from": source,
         },
     )
+
+
+IMPORT_SCAN_STACKS = 10
+"""Other stacks whose templates are read for imports when ListImports cannot answer."""
+
+
+def _importers(cfn: Any, exports: list[str], stack: str) -> tuple[dict[str, list[str]], str]:
+    """Which stacks import each export, and from where that was read (``ListImports``,
+    ``templates``, or "" when it could not be). ListImports first; where an endpoint
+    cannot answer it (moto, LocalStack), the other stacks' templates are read for
+    ``Fn::ImportValue`` of the name, as CloudFormation itself resolves it."""
+    if not exports:
+        return {}, "ListImports"
+    imported: dict[str, list[str]] = {}
+    try:
+        for export in exports[:5]:
+            try:
+                importers, _ = _pages(cfn.list_imports, "Imports", "NextToken", ExportName=export)
+            except ImpactError as error:
+                if "not imported" not in str(error).lower():  # CloudFormation's "none"
+                    raise
+                importers = []
+            if importers:
+                imported[export] = [str(i) for i in importers]
+        return imported, "ListImports"
+    except ImpactError:
+        pass
+    try:
+        stacks, more = _pages(
+            cfn.list_stacks, "StackSummaries", "NextToken",
+            StackStatusFilter=["CREATE_COMPLETE", "UPDATE_COMPLETE", "UPDATE_ROLLBACK_COMPLETE",
+                               "IMPORT_COMPLETE", "ROLLBACK_COMPLETE"],
+        )  # fmt: skip
+        others = [str(s.get("StackName")) for s in stacks if s.get("StackName") != stack]
+        if more or len(others) > IMPORT_SCAN_STACKS:
+            return {}, ""
+        for other in others:
+            body = cfn.get_template(StackName=other).get("TemplateBody")
+            for export in exports:
+                if _imports(body, export):
+                    imported.setdefault(export, []).append(other)
+    except ImpactError:
+        return {}, ""
+    return imported, "templates"
+
+
+def _imports(template: Any, export: str) -> bool:
+    """Whether a template imports ``export`` by name (``Fn::ImportValue``/``!ImportValue``)."""
+    if isinstance(template, str):
+        pattern = rf"(Fn::ImportValue|!ImportValue)[\s:\"']*{re.escape(export)}\b"
+        return re.search(pattern, template) is not None
+    if isinstance(template, dict):
+        if template.get("Fn::ImportValue") == export:
+            return True
+        return any(_imports(value, export) for value in template.values())
+    if isinstance(template, list):
+        return any(_imports(value, export) for value in template)
+    return False
 
 
 def preview_bucket(target: AwsTarget, budget: Budget) -> Facts:

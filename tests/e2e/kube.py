@@ -145,15 +145,14 @@ _RESOURCES: dict[str, _Resource] = {
     ),
 }
 
+
 def _name_row(obj: JSON) -> list[Any]:
     meta = obj["metadata"]
     return [meta["name"], _age(meta["creationTimestamp"])]
 
 
 def _plain(plural: str, kind: str, namespaced: bool) -> _Resource:
-    return _Resource(
-        plural, plural[:-1], kind, namespaced, (), ("Name", "Age"), _name_row
-    )
+    return _Resource(plural, plural[:-1], kind, namespaced, (), ("Name", "Age"), _name_row)
 
 
 _WORKLOADS: dict[str, dict[str, _Resource]] = {
