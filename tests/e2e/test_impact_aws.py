@@ -58,18 +58,20 @@ def session(guard: Guard) -> GuardSession:
 
 def direct(moto: MotoServer, service: str) -> Any:
     """A client straight to moto: the upstream's truth."""
-    return boto3.session.Session(
+    session: Any = boto3.session.Session(
         aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
-    ).client(service, endpoint_url=moto.url, config=Config(proxies={}))
+    )
+    return session.client(service, endpoint_url=moto.url, config=Config(proxies={}))
 
 
 def guarded(moto: MotoServer, session: GuardSession, service: str) -> Any:
     """The agent's client: through the guard, no retries (a hold answer is final)."""
     proxies = {"http": session.proxy_url, "https": session.proxy_url}
     config = Config(proxies=proxies, retries={"total_max_attempts": 1}, read_timeout=120)
-    return boto3.session.Session(
+    client_session: Any = boto3.session.Session(
         aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
-    ).client(service, endpoint_url=moto.url, config=config)
+    )
+    return client_session.client(service, endpoint_url=moto.url, config=config)
 
 
 def operation(request: RecordedRequest) -> str:
