@@ -27,12 +27,20 @@ spec:
         groups: [sre-oncall, senior]
         timeout: 10m
         safetySteps: [{name: snapshot, includeSecrets: %(secrets)s}]
+    - id: hold-pushes
+      decision: hold
+      match: {providers: [git], operations: [push]}
+      message: "A push to {action.resource.name} needs approval (it may rewrite history)."
+      approval:
+        groups: [sre-oncall, senior]
+        timeout: 10m
+        safetySteps: [{name: snapshot}]
 """
 
 
 def hold_deletes_bundle(directory: Path, *, secrets: bool = False) -> Path:
-    """The shipped bundle settings and one rule: every delete waits for one approver,
-    who may choose a snapshot."""
+    """The shipped bundle settings and two rules: every delete, and every git push,
+    waits for one approver, who may choose a snapshot."""
     directory.mkdir(parents=True)
     shutil.copy(POLICIES / "bundle.yaml", directory / "bundle.yaml")
     text = HOLD_DELETES % {"secrets": "true" if secrets else "false"}
