@@ -38,7 +38,10 @@ from guardproxy.broker.sources import AwsCredentials
 from guardproxy.impact.model import Budget, ImpactError
 from guardproxy.recognise.request import HttpRequest
 
-__all__ = ["Access", "HttpClient", "Origin", "resolve_access"]
+__all__ = ["USER_AGENT", "Access", "HttpClient", "Origin", "resolve_access"]
+
+USER_AGENT = "guardproxy-impact"
+"""How the guard's own calls name themselves upstream (previews and safety steps)."""
 
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 """A preview reads pages of lists, never more than this per answer."""
@@ -213,7 +216,7 @@ class HttpClient:
             host_header=target.host,
         )
         auth, certificate = self.access.auth_for(probe)
-        sent = {"Accept": "application/json", "User-Agent": "guardproxy-impact", **auth}
+        sent = {"Accept": "application/json", "User-Agent": USER_AGENT, **auth}
         sent.update(headers or {})
         connection: http.client.HTTPConnection
         if target.scheme == "https":

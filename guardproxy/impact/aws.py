@@ -29,7 +29,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from guardproxy.impact.access import Access
+from guardproxy.impact.access import USER_AGENT, Access
 from guardproxy.impact.model import (
     Budget,
     Facts,
@@ -98,6 +98,7 @@ class AwsTarget:
             connect_timeout=max(0.1, min(left, 10.0)),
             read_timeout=max(0.1, min(left, 60.0)),
             retries={"total_max_attempts": 1, "mode": "standard"},
+            user_agent_extra=USER_AGENT,
             proxies={},
             s3={"addressing_style": "path"} if endpoint else {},
         )

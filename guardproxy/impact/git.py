@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import quote
 
 from guardproxy.action import Action
-from guardproxy.impact.access import Access, HttpClient, NotFound
+from guardproxy.impact.access import USER_AGENT, Access, HttpClient, NotFound
 from guardproxy.impact.model import Budget, Facts, ImpactError, StepContext, plural, stamp
 from guardproxy.impact.requests import git_push
 from guardproxy.recognise.git_receive import RefUpdate, read_push_options
@@ -56,6 +56,7 @@ class GitRepo:
         )
         config = [("http.extraHeader", f"{k}: {v}") for k, v in headers.items()]
         config.append(("protocol.version", "2"))
+        config.append(("http.userAgent", f"git/{USER_AGENT}"))
         trust = access.trust()
         if trust is not None:
             env["GIT_SSL_CAINFO"] = str(trust)

@@ -426,6 +426,11 @@ class MotoServer:
 
     @property
     def requests(self) -> list[RecordedRequest]:
+        """The agent's requests (the guard's own calls left out: :attr:`all_requests`)."""
+        return [r for r in self.log.snapshot() if not r.by_guard]
+
+    @property
+    def all_requests(self) -> list[RecordedRequest]:
         return self.log.snapshot()
 
     def start(self) -> Self:

@@ -86,7 +86,8 @@ def operation(request: RecordedRequest) -> str:
 
 
 def operations(moto: MotoServer) -> list[str]:
-    return [operation(r) for r in moto.requests]
+    """Every operation moto received, the guard's own included, in order."""
+    return [operation(r) for r in moto.all_requests]
 
 
 def pending_hold(guard: Guard) -> dict[str, Any]:

@@ -46,7 +46,7 @@ def agent_git(
 
 
 def receive_packs(server: GitHttpServer) -> list[bytes]:
-    return [r.body for r in server.requests if r.path.endswith("/git-receive-pack")]
+    return [r.body for r in server.all_requests if r.path.endswith("/git-receive-pack")]
 
 
 def test_branch_delete_names_the_commits_it_orphans_and_is_backed_up_first(

@@ -29,8 +29,8 @@ def github() -> Iterator[ApiFake]:
         fake.get(f"{REPO}/compare/main...feature", {"ahead_by": 2, "commits": [
             {"sha": "a1b2c3d4e5", "commit": {"message": "Add exporter\n\nbody"}},
             {"sha": "f6e7d8c9b0", "commit": {"message": "Fix exporter"}}]})  # fmt: skip
-        fake.get(f"{REPO}/git/ref/heads/feature", {"ref": "refs/heads/feature",
-                                                   "object": {"sha": "f6e7d8c9b0" * 4}})  # fmt: skip
+        tip = {"ref": "refs/heads/feature", "object": {"sha": "f6e7d8c9b0" * 4}}
+        fake.get(f"{REPO}/git/ref/heads/feature", tip)
         fake.created.add(f"{REPO}/git/refs")
         fake.delete(REPO)
         fake.delete(f"{REPO}/git/refs/heads/feature")
@@ -81,7 +81,7 @@ def test_branch_delete_shows_its_commits_and_is_backed_up_before_release(
     assert live.join() == 204
     [(ref, sha)] = github.refs.items()
     assert ref.startswith("refs/guardproxy/backup/feature/") and sha == "f6e7d8c9b0" * 4
-    log = [(r.method, r.path) for r in github.requests]
+    log = [(r.method, r.path) for r in github.all_requests]
     assert log.index(("POST", f"{REPO}/git/refs")) < log.index(
         ("DELETE", f"{REPO}/git/refs/heads/feature")
     )

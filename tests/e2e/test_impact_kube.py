@@ -115,7 +115,7 @@ def test_namespace_delete_counts_its_workloads_and_is_exported_before_release(
     assert exported["v1_configmaps.yaml"][0]["data"] == {"mode": "prod"}
     assert step["result"]["secrets_included"] is False and "Secrets left out" in step["text"]
     # ground truth: every read of the export came before the one delete, no secret was read
-    log = [(r.method, r.path) for r in cluster.requests]
+    log = [(r.method, r.path) for r in cluster.all_requests]
     delete = log.index(("DELETE", "/api/v1/namespaces/prod"))
     reads = [n for n, (m, p) in enumerate(log) if m == "GET" and "/namespaces/prod/" in p]
     assert reads and max(reads) < delete
