@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -44,6 +45,28 @@ class ReverseListener(BaseModel):
     upstream: str = Field(pattern=r"^https?://[^/]+/?$", description="http(s)://host:port")
 
 
+def _sandbox_address(value: str) -> str:
+    address = ipaddress.ip_address(value)
+    if address.version != 4 or address.is_loopback or address.is_unspecified:
+        raise ValueError(f"{value!r}: a sandbox network address is a unicast IPv4 address")
+    return value
+
+
+SandboxAddress = Annotated[str, AfterValidator(_sandbox_address)]
+
+
+class SandboxNetwork(BaseModel):
+    """A root-mode enforced session's network, set by ``guardproxy run --enforce`` when
+    it runs as root: the guard listens on the host end of the session's veth pair
+    (its proxy, transparent and DNS listeners), and connections from the sandbox's one
+    address belong to the session."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    address: SandboxAddress = Field(description="the host end's address: listeners bind here")
+    client: SandboxAddress = Field(description="the sandbox's address")
+
+
 class ProxyConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -72,6 +95,17 @@ class ProxyConfig(BaseModel):
         description="Database URL: sqlite:///path.db, or postgresql://... for replicas "
         "sharing one database; default: SQLite in the data directory.",
     )
+    audit_key: Path | None = Field(
+        None,
+        description="The Ed25519 key that signs audit checkpoints, kept outside the database "
+        "(created 0600 if missing); default: audit-key in the data directory.",
+    )
+    audit_checkpoint_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="How often a checkpoint binds every audit chain's head, signed (across "
+        "replicas: one per interval).",
+    )
     reads_on_store_failure: Literal["allow", "deny"] = Field(
         "allow",
         description="Reads the policy allows while the store is unreachable: `allow` forwards "
@@ -98,6 +132,15 @@ class ProxyConfig(BaseModel):
     )
     kubernetes_hosts: list[str] = Field(default_factory=list)
     tcp_timeout_seconds: int = Field(600, ge=1)
+    upstream_allow: Literal["any", "loopback"] = Field(
+        "any",
+        description="`loopback`: connect to this machine only (loopback addresses, "
+        "localhost, names /etc/hosts maps to loopback), refusing anything else before it "
+        "is looked up: for machines and tests where nothing may leave.",
+    )
+    sandbox_network: SandboxNetwork | None = Field(
+        None, description="Set by `run --enforce` as root; not a setting to write."
+    )
     allow_anonymous: bool = Field(True, description="Serve clients without a session credential.")
     destructive_budget: int = Field(
         10,
@@ -170,6 +213,10 @@ class ProxyConfig(BaseModel):
     @property
     def store_url(self) -> str:
         return self.store or f"sqlite:///{(self.data_dir / 'guardproxy.db').resolve()}"
+
+    @property
+    def audit_key_file(self) -> Path:
+        return self.audit_key or self.data_dir / "audit-key"
 
     @property
     def ca_dir(self) -> Path:

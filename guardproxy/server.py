@@ -24,6 +24,7 @@ from guardproxy.approvals.schedules import OnCallConfigError, Schedules, build_s
 from guardproxy.approvals.service import ApprovalService
 from guardproxy.approvals.slack import SlackApi, SlackChat, SlackInteractions
 from guardproxy.approvals.webapi import LazyTransport, SecretError, read_secret
+from guardproxy.audit.checkpoint import AuditKeyError, Checkpointer, load_or_create_signing_key
 from guardproxy.broker import Broker, CredentialError, load_or_create_key
 from guardproxy.config import ProxyConfig, is_loopback, split_host_port
 from guardproxy.control.api import ControlServer
@@ -201,6 +202,8 @@ class Guardproxy:
         self._slack_secrets: tuple[str, str] | None = None
         self._api_transport = LazyTransport()
         self._sweeper: asyncio.Task[None] | None = None
+        self._checkpointer: Checkpointer | None = None
+        self._checkpoints: asyncio.Task[None] | None = None
         self.metrics = Metrics()
         self.ops_server: OpsServer | None = None
         self.broker: Broker | None = None
@@ -269,6 +272,15 @@ class Guardproxy:
                 await asyncio.to_thread(writer.close, 5.0)
             raise
         self._bundle, self._store = bundle, store
+        if warning := getattr(store, "durability_warning", None):  # PostgreSQL's settings
+            log.warning("store.not_durable", problem=warning)
+        try:  # the key that signs audit checkpoints, outside the database
+            key = await asyncio.to_thread(load_or_create_signing_key, config.audit_key_file)
+        except AuditKeyError as error:
+            raise StartError(f"{error}; set audit_key in the configuration file") from error
+        self._checkpointer = Checkpointer(
+            store, key, clock=self._clock, interval=config.audit_checkpoint_seconds
+        )
         self.impact = ImpactService(
             store, settings=config.impact, data_dir=config.data_dir, broker=self.broker,
             trust=lambda: upstream_trust_bundle(config), events=self.events, clock=self._clock,
@@ -344,6 +356,7 @@ class Guardproxy:
         if self.slack is not None:
             self.slack.start(self.events)
         self._sweeper = asyncio.create_task(self.approvals.run_sweeper(), name="hold-sweeper")
+        self._checkpoints = asyncio.create_task(self._checkpointer.run(), name="audit-checkpoints")
         if config.watch_policies_seconds > 0:
             self._watch_task = asyncio.create_task(
                 self._watch_policies(config.watch_policies_seconds)
@@ -625,7 +638,7 @@ class Guardproxy:
         # the AWS model index: milliseconds from its cache, seconds to build it once
         await asyncio.to_thread(warm_up)
         try:
-            return bundle, await asyncio.to_thread(open_store, config.store_url)
+            return bundle, await asyncio.to_thread(open_store, config.store_url, writer="proxy")
         except StoreError as error:
             where = redact_url(config.store_url)  # a PostgreSQL URL may carry a password
             raise StartError(
@@ -656,11 +669,12 @@ class Guardproxy:
             await self.chat.stop()
             self.chat = None
         self._api_transport.close()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-            self._sweeper = None
+        for task in (self._sweeper, self._checkpoints):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._sweeper = self._checkpoints = None
         if self.proxy is not None:
             await self.proxy.stop(drain=SHUTDOWN_DRAIN_SECONDS)
         if self.control is not None:
@@ -676,6 +690,9 @@ class Guardproxy:
         if self.impact is not None:
             await asyncio.to_thread(self.impact.close)  # previews are bounded in time
             self.impact = None
+        if self._checkpointer is not None:  # after the last records were written
+            await asyncio.to_thread(self._checkpointer.final)
+            self._checkpointer = None
         if self._store is not None:
             await asyncio.to_thread(self._store.close)
             self._store = None

@@ -103,6 +103,13 @@ def add_proxy_options(parser: argparse.ArgumentParser) -> None:
         help="hold this provider's real credentials in the guard; the session gets stand-ins "
         f"valid only there (repeatable: {', '.join(PROVIDERS)}; settings: brokers: in --config)",
     )
+    parser.add_argument(
+        "--upstream-allow",
+        choices=["any", "loopback"],
+        help="loopback: connect to this machine only (loopback addresses, localhost, names "
+        "/etc/hosts maps to loopback) and refuse anything else before looking it up "
+        "(default any)",
+    )
 
 
 class _Renamed(argparse.Action):
@@ -214,6 +221,7 @@ def build_config(args: argparse.Namespace, **overrides: Any) -> ProxyConfig:
         "chat_listen": getattr(args, "chat_listen", None),
         "watch_policies_seconds": getattr(args, "watch_policies", None),
         "allow_remote_listen": getattr(args, "allow_remote_listen", None),
+        "upstream_allow": getattr(args, "upstream_allow", None),
     }
     values.update({k: v for k, v in flags.items() if v is not None})
     if values.get("policies") is None:

@@ -15,9 +15,12 @@ from guardproxy.store.base import (
     Approval,
     Approver,
     ApproverLink,
+    AuditChain,
     AuditEntry,
     AuditRecord,
+    ChainHead,
     ChatMessage,
+    Checkpoint,
     DecisionRecord,
     EventTotal,
     Hold,
@@ -46,9 +49,12 @@ __all__ = [
     "Approval",
     "Approver",
     "ApproverLink",
+    "AuditChain",
     "AuditEntry",
     "AuditRecord",
+    "ChainHead",
     "ChatMessage",
+    "Checkpoint",
     "DecisionRecord",
     "EventTotal",
     "Hold",
@@ -75,8 +81,11 @@ __all__ = [
 _POSTGRES_SCHEMES = ("postgresql", "postgres")
 
 
-def open_store(url_or_path: str) -> Store:
+def open_store(url_or_path: str, *, writer: str = "") -> Store:
     """Open the store named by a URL or a path.
+
+    ``writer`` says who appends through it (``proxy``, ``decision writer``...), kept with
+    its audit chain beside the host and process id.
 
     * ``sqlite:///abs/path.db`` (three slashes, absolute path) or a plain path
       (``~`` is expanded): :class:`SqliteStore`.
@@ -90,14 +99,14 @@ def open_store(url_or_path: str) -> Store:
     if not text:
         raise StoreError("no store given: expected sqlite:///path.db or a file path")
     if "://" not in text:
-        return SqliteStore(Path(text).expanduser())
+        return SqliteStore(Path(text).expanduser(), writer=writer)
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
     if scheme in _POSTGRES_SCHEMES or scheme.startswith("postgresql+"):
         # imported here: loading the driver costs a quarter second nobody else should pay
         from guardproxy.store.postgres import PostgresStore  # noqa: PLC0415
 
-        return PostgresStore(urlunsplit(parts._replace(scheme="postgresql")))
+        return PostgresStore(urlunsplit(parts._replace(scheme="postgresql")), writer=writer)
     if scheme != "sqlite":
         raise StoreError(
             f"unknown store scheme {parts.scheme!r}: expected sqlite://, postgresql:// or a path"
@@ -108,4 +117,4 @@ def open_store(url_or_path: str) -> Store:
             f"bad SQLite URL {url_or_path!r}: expected sqlite:///absolute/path.db "
             "(three slashes, no host or query)"
         )
-    return SqliteStore(Path(path))
+    return SqliteStore(Path(path), writer=writer)

@@ -15,12 +15,17 @@ Rules every implementation follows:
   the pydantic models, so their evolution needs no store migration.
 * Every failure raises :class:`StoreError` (or a subclass), never a driver exception,
   so callers can fail closed with a single ``except StoreError``.
-* The audit chain (:mod:`guardproxy.store.chain`): every decision, upstream status and
-  hold event is appended in the same transaction as the change it records, linked
-  with ``chain.link`` after reading the head (``seq``, ``hash``) under a lock that
-  serialises writers (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: e.g. a transaction
-  advisory lock), so concurrent writers never fork it.  Payloads are stored as the
-  exact text given (TEXT, not a re-serialised JSON type): the hashes cover that text.
+* The audit chains (:mod:`guardproxy.store.chain`): every decision, upstream status and
+  hold event is appended in the same transaction as the change it records, to the
+  chain of the store that appends it (one chain per opened store: per process, per
+  replica), linked with ``chain.link`` after that chain's head (``seq``, ``hash``).  A
+  store appends to its chain one transaction at a time and no other store does, so
+  writers of different chains never wait for each other; ``UNIQUE (chain, seq)``
+  refuses a second record of one sequence number, so a chain never forks even if two
+  writers were given the same.  Checkpoints bind every chain's head into one signed
+  hash.
+  Payloads are stored as the exact text given (TEXT, not a re-serialised JSON type):
+  the hashes cover that text.
 * Session events and sessions pass through :func:`redacted_event` and
   :func:`redacted_session` before they are persisted.
 """
@@ -354,8 +359,8 @@ class AuditEntry:
     ``kind`` is ``decision``, ``upstream`` (the upstream's status for a forwarded
     decision, ``subject`` = decision id) or a hold event (``hold.created``,
     ``hold.approval``, ``hold.approved``, ``hold.denied``, ``hold.expired``,
-    ``hold.released``; ``subject`` = hold id).  ``payload_json`` is kept verbatim and
-    must already be redacted.
+    ``hold.released``, ``hold.impact``, ``hold.step``; ``subject`` = hold id).
+    ``payload_json`` is kept verbatim and must already be redacted.
     """
 
     record_id: str
@@ -370,11 +375,64 @@ class AuditEntry:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AuditRecord(AuditEntry):
-    """A stored chain record: ``hash`` covers every field and ``prev_hash``."""
+    """A stored chain record: ``hash`` covers every field and ``prev_hash``.
+
+    ``seq`` numbers the records of one chain from 1; the first one's ``prev_hash`` is
+    the chain's genesis (:func:`guardproxy.store.chain.chain_genesis`), which is how the
+    hashes of a chain's records depend on which chain they are in.  ``position`` is the
+    order records were appended in across all chains (not hashed; 0 in a record not read
+    back from the store).
+    """
 
     seq: int
     prev_hash: str
     hash: str
+    chain: int = 0
+    position: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditChain:
+    """One writer's chain: who opened it (informational, not hashed) and its head."""
+
+    id: int
+    writer: str
+    head_seq: int
+    """0 while it has no record."""
+    head_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChainHead:
+    """A chain's record ``seq`` with hash ``hash``, as a checkpoint binds it."""
+
+    chain: int
+    seq: int
+    hash: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Checkpoint:
+    """A signed statement of the audit chains' heads at ``at``.
+
+    ``heads`` are the chains whose head moved since the previous checkpoint, which
+    ``prev_hash`` names: each checkpoint binds its own heads and, through the previous
+    ones, every chain's latest head.  ``hash`` covers every field but the signature
+    (:func:`guardproxy.store.chain.checkpoint_hash`); ``signature`` is made with a key
+    kept outside the database, identified by ``key_id``.
+    """
+
+    seq: int
+    at: datetime
+    heads: tuple[ChainHead, ...]
+    key_id: str
+    prev_hash: str
+    hash: str
+    signature: str
+
+
+Signer = Callable[[str], str]
+"""Signs a checkpoint's hash (hex) and returns the signature (text)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -741,11 +799,42 @@ class Store(Protocol):
     # audit chain (hold methods above append their own hold.* events, in their transaction)
 
     def append_audit(self, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
-        """Link and append entries after the current head, atomically; return them."""
+        """Link and append entries after this store's chain head, atomically; return them."""
         ...
 
-    def audit_records(self, *, after_seq: int = 0, limit: int = 1000) -> list[AuditRecord]:
-        """Chain records with ``seq > after_seq``, oldest first (verify and export page)."""
+    def audit_records(self, *, after: int = 0, limit: int = 1000) -> list[AuditRecord]:
+        """Records of every chain with ``position > after``, in the order they were
+        appended (verify and export page on ``position``).
+
+        Of two records of one chain the earlier is always first, but a record can become
+        visible after later positions of *other* chains (transactions commit in another
+        order than they append): a reader paging while writers append can find a chain
+        continuing past a record it has not seen, and reads that record with
+        :meth:`chain_records`.
+        """
+        ...
+
+    def chain_records(
+        self, chain: int, *, after_seq: int = 0, limit: int = 1000
+    ) -> list[AuditRecord]:
+        """Records of one chain with ``seq > after_seq``, in chain order."""
+        ...
+
+    def audit_chains(self) -> list[AuditChain]:
+        """Every chain, by id, with its head as stored (verify checks it)."""
+        ...
+
+    def checkpoint_audit(
+        self, *, at: datetime, key_id: str, sign: Signer, min_interval: timedelta = timedelta(0)
+    ) -> Checkpoint | None:
+        """Bind the head of every chain that moved since the last checkpoint into the next
+        checkpoint, signed with ``sign`` (made in the same transaction, so checkpoints from
+        several replicas form one sequence).  None, and nothing stored, if no chain moved or
+        the last checkpoint is less than ``min_interval`` older than ``at``."""
+        ...
+
+    def audit_checkpoints(self, *, after_seq: int = 0, limit: int = 1000) -> list[Checkpoint]:
+        """Checkpoints with ``seq > after_seq``, oldest first, with their heads."""
         ...
 
     def get_audit_record(self, record_id: str) -> AuditRecord | None: ...

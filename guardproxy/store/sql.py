@@ -3,7 +3,7 @@
 Both backends keep the same tables with the same column types (timestamps as
 fixed-width UTC text, JSON as verbatim text), so every query, transition and row
 mapping is written once here.  A backend supplies transactions (:meth:`_read`,
-:meth:`_write`) that yield a :class:`Db`, and the few things that differ:
+:meth:`_transaction`) that yield a :class:`Db`, and the few things that differ:
 
 * queries use ``?`` placeholders; the PostgreSQL connection adapter rewrites them;
 * ``rowid`` orders rows inserted at the same instant (SQLite's implicit column; an
@@ -11,8 +11,10 @@ mapping is written once here.  A backend supplies transactions (:meth:`_read`,
 * ``_FOR_UPDATE`` locks a hold read before it is changed.  SQLite serialises
   writers with ``BEGIN IMMEDIATE`` and needs nothing; PostgreSQL's row lock makes a
   second approver wait and then see the first one's verdict;
-* ``_lock_chain`` serialises appends to the audit chain (SQLite: already, by
-  ``BEGIN IMMEDIATE``; PostgreSQL: an advisory lock held until commit);
+* ``_store_decisions`` writes decisions with their chain records (PostgreSQL: one
+  statement, one round trip);
+* ``_lock_checkpoints`` serialises checkpoints (SQLite: already, by ``BEGIN
+  IMMEDIATE``; PostgreSQL: an advisory lock held until commit);
 * ``_json_field`` reads a key of a JSON column (``json_extract`` / ``->>``);
 * which driver exceptions are integrity errors, and what they mean.
 """
@@ -20,9 +22,12 @@ mapping is written once here.  A backend supplies transactions (:meth:`_read`,
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
-from dataclasses import fields
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
@@ -35,9 +40,12 @@ from guardproxy.store.base import (
     Approval,
     Approver,
     ApproverLink,
+    AuditChain,
     AuditEntry,
     AuditRecord,
+    ChainHead,
     ChatMessage,
+    Checkpoint,
     DecisionRecord,
     EventTotal,
     Hold,
@@ -52,6 +60,7 @@ from guardproxy.store.base import (
     SchemaVersionError,
     Session,
     SessionEvent,
+    Signer,
     StoreError,
     Verdict,
     carried_until,
@@ -96,6 +105,19 @@ class SqlStore:
 
     _FOR_UPDATE: ClassVar[str] = ""
     _integrity_errors: ClassVar[tuple[type[Exception], ...]] = ()
+    _writer = ""
+    """Who appends through this store (the chain's ``writer``, informational)."""
+    _chain_id: int | None = None
+    """This store's audit chain, created at its first write that may append to it."""
+    _chain_head: tuple[int, str] | None = None
+    """The (seq, hash) of its chain's last record as of the last commit; None: read it."""
+    _appended_head: tuple[int, str] | None = None
+    """The head the transaction in progress leaves, once it commits."""
+    _append_lock: threading.Lock
+    """Held by this store's transactions that may append to its chain, one at a time."""
+    _queue_lock: threading.Lock
+    _queued: list[_Append]
+    """Decisions waiting for ``_append_lock``, written together by whoever gets it."""
 
     def close(self) -> None:
         raise NotImplementedError
@@ -114,9 +136,54 @@ class SqlStore:
     def _read(self) -> AbstractContextManager[Db]:
         raise NotImplementedError
 
-    def _write(self) -> AbstractContextManager[Db]:
-        """A transaction: committed on success, rolled back on any error."""
+    def _transaction(self) -> AbstractContextManager[Db]:
+        """A write transaction: committed on success, rolled back on any error."""
         raise NotImplementedError
+
+    @contextmanager
+    def _write(self, *, chained: bool = False) -> Iterator[Db]:
+        """A write transaction; ``chained``: one that may append to this store's chain
+        (:meth:`_appending`)."""
+        if chained:
+            with self._appending(), self._transaction() as db:
+                yield db
+        else:
+            with self._transaction() as db:
+                yield db
+
+    @contextmanager
+    def _appending(self) -> Iterator[None]:
+        """The span of a transaction that may append to this store's chain.
+
+        A store's appending transactions run one at a time (``_append_lock``), so the head
+        its last commit left is known without reading it: a store appends to its chain
+        alone.  Should another writer append to it anyway (two processes given one
+        chain), the ``UNIQUE (chain, seq)`` of ``audit_log`` refuses the second record of
+        a sequence number, so a chain never forks.  The chain is created first, in a
+        transaction of its own, if it does not exist yet.
+        """
+        with self._append_lock:
+            if self._chain_id is None:
+                self._open_chain()
+            self._appended_head = None
+            try:
+                yield
+            except BaseException:
+                self._chain_head = None  # committed or not: read it again next time
+                raise
+            if self._appended_head is not None:
+                self._chain_head = self._appended_head
+
+    def _open_chain(self) -> None:
+        """Create this store's chain: from now on it appends there, and only it does."""
+        with self._transaction() as db:
+            row = db.execute(
+                "INSERT INTO audit_chains (writer, head_seq, head_hash) VALUES (?, 0, '')"
+                " RETURNING id",
+                (self._writer,),
+            ).fetchone()
+        self._chain_id = int(row["id"])
+        self._chain_head = (0, chain.chain_genesis(self._chain_id))
 
     def _integrity(self, exc: Exception, what: str) -> StoreError:
         """What an integrity error from the driver means for ``what``."""
@@ -227,7 +294,7 @@ class SqlStore:
         grant_seconds(grant)  # refuse a malformed grant before it can be approved
         one_line = " ".join(summary.splitlines())
         created, expires = _ts(created_at), _ts(expires_at)
-        with self._write() as db:
+        with self._write(chained=True) as db:
             hold_id = _unused_hold_id(db)
             try:
                 db.execute(
@@ -300,7 +367,7 @@ class SqlStore:
             raise InvalidValueError("resolve_hold needs who resolved it")
         wanted = "approve" if state is HoldState.APPROVED else "deny"
         moment = _ts(now)
-        with self._write() as db:
+        with self._write(chained=True) as db:
             hold = self._decidable(db, hold_id, now)
             if hold.state is HoldState.PENDING:
                 seconds = grant_seconds(hold.grant) if state is HoldState.APPROVED else None
@@ -318,7 +385,7 @@ class SqlStore:
 
     def expire_holds(self, now: datetime) -> list[Hold]:
         moment = _ts(now)
-        with self._write() as db:
+        with self._write(chained=True) as db:
             ids = [
                 row["id"]
                 for row in db.execute(
@@ -337,7 +404,7 @@ class SqlStore:
             return expired
 
     def consume_approval(self, session_id: str, request_digest: str, now: datetime) -> Hold | None:
-        with self._write() as db:
+        with self._write(chained=True) as db:
             rows = db.execute(
                 "SELECT * FROM holds WHERE session_id = ? AND request_digest = ?"
                 " AND state = 'approved' ORDER BY created_at DESC, rowid DESC",
@@ -371,7 +438,7 @@ class SqlStore:
     def consume_carried_approval(
         self, session_id: str, request_digest: str, now: datetime
     ) -> Hold | None:
-        with self._write() as db:
+        with self._write(chained=True) as db:
             rows = db.execute(
                 f"SELECT h.* FROM {_CARRIED_HOLDS} AND h.state = 'approved'"
                 " ORDER BY h.created_at DESC, h.rowid DESC",
@@ -433,7 +500,7 @@ class SqlStore:
             raise InvalidValueError(f"verdict must be approve or deny, got {verdict!r}") from exc
         if not approver:
             raise InvalidValueError("an approval needs an approver")
-        with self._write() as db:
+        with self._write(chained=True) as db:
             hold = self._decidable(db, hold_id, at)
             if hold.state is HoldState.PENDING:
                 row = db.execute(
@@ -661,7 +728,7 @@ class SqlStore:
     def set_hold_impact(self, impact: HoldImpact) -> bool:
         if impact.status not in ("known", "unknown"):
             raise InvalidValueError(f"an impact is known or unknown, not {impact.status!r}")
-        with self._write() as db:
+        with self._write(chained=True) as db:
             hold = db.execute("SELECT * FROM holds WHERE id = ?", (impact.hold_id,)).fetchone()
             if hold is None:
                 raise NotFoundError(f"no hold {impact.hold_id}")
@@ -709,7 +776,7 @@ class SqlStore:
     ) -> SafetyStepRecord:
         if state not in STEP_STATES:
             raise InvalidValueError(f"a safety step's state is one of {STEP_STATES}, not {state!r}")
-        with self._write() as db:
+        with self._write(chained=True) as db:
             hold = db.execute("SELECT * FROM holds WHERE id = ?", (hold_id,)).fetchone()
             if hold is None:
                 raise NotFoundError(f"no hold {hold_id}")
@@ -751,25 +818,99 @@ class SqlStore:
         self.append_decisions([record])
 
     def append_decisions(self, records: Sequence[DecisionRecord]) -> None:
+        """Append ``records`` with their chain records; durable when this returns.
+
+        Appends made at the same time by several threads (the proxy's concurrent
+        requests) are written together: whichever thread gets the chain first writes
+        every append queued by then, in one transaction, and each caller returns once
+        the transaction holding its records has committed.  Should that transaction
+        fail, each append is written again on its own, so one that cannot be written
+        (an id already stored) fails only its caller.
+        """
+        if not records:
+            return
         rows = [
             (r.id, _ts(r.at), r.session_id, r.action_json, r.context_json, r.decision_json,
              r.outcome, r.hold_id, r.upstream_status)
             for r in records
         ]  # fmt: skip
         what = f"decision {records[0].id}" if len(records) == 1 else "a decision in the batch"
-        with self._write() as db:
+        append = _Append(rows, [chain.decision_entry(r) for r in records], what)
+        with self._queue_lock:
+            self._queued.append(append)
+        with self._append_lock:
+            if not append.done:  # else another thread wrote it meanwhile
+                with self._queue_lock:
+                    batch, self._queued = self._queued, []
+                self._write_appends(batch)
+        if append.error is not None:
+            raise append.error
+
+    def _write_appends(self, batch: Sequence[_Append]) -> None:
+        """Write queued appends (holding ``_append_lock``): all in one transaction, else
+        each on its own; every one ends ``done``, with its ``error`` if it failed."""
+        try:
+            if len(batch) > 1:
+                try:
+                    self._write_together(batch)
+                    return
+                except StoreError:
+                    pass  # one of them, or the database: each alone says which
+            for append in batch:
+                try:
+                    self._write_together([append])
+                except StoreError as error:
+                    append.error = error
+        finally:
+            for append in batch:
+                if not append.done:  # interrupted before it was written
+                    append.error = append.error or StoreError("the append was interrupted")
+                    append.done = True
+
+    def _write_together(self, batch: Sequence[_Append]) -> None:
+        """One transaction for every append of ``batch``; marks them done if it commits."""
+        self._appended_head = None
+        try:
+            if self._chain_id is None:
+                self._open_chain()
+            records = self._link(
+                [entry for append in batch for entry in append.entries], self._head(None)
+            )
+            self._store_decisions(
+                [row for append in batch for row in append.rows],
+                records,
+                batch[0].what if len(batch) == 1 else "a decision written with others",
+            )
+        except BaseException:
+            self._chain_head = None  # committed or not: read it again next time
+            raise
+        self._chain_head = self._appended_head
+        for append in batch:
+            append.done = True
+
+    def _store_decisions(
+        self, rows: Sequence[Sequence[Any]], records: Sequence[AuditRecord], what: str
+    ) -> None:
+        """Insert decision rows and their linked chain records, in one transaction."""
+        with self._transaction() as db:
             try:
-                db.executemany(
+                _insert(
+                    db,
                     f"INSERT INTO decisions ({_DECISION_COLUMNS})"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     rows,
                 )
             except self._integrity_errors as exc:
                 raise self._integrity(exc, what) from exc
-            self._chain(db, [chain.decision_entry(r) for r in records])
+            try:
+                self._insert_linked(db, records)
+            except self._integrity_errors as exc:
+                chain_id = records[0].chain
+                what = f"a record of audit chain {chain_id} (another writer appended to it)"
+                raise self._integrity(exc, what) from exc
 
     def set_upstream_statuses(self, statuses: Sequence[tuple[str, int]]) -> None:
-        with self._write() as db:
+        with self._write(chained=True) as db:
             self._set_statuses(db, statuses)
 
     def _set_statuses(self, db: Db, statuses: Sequence[tuple[str, int]]) -> int:
@@ -805,7 +946,7 @@ class SqlStore:
         return None if row is None else _decision(row)
 
     def set_upstream_status(self, decision_id: str, status: int) -> None:
-        with self._write() as db:
+        with self._write(chained=True) as db:
             if self._set_statuses(db, [(decision_id, status)]) == 0:
                 raise NotFoundError(f"no decision {decision_id}")
 
@@ -835,52 +976,108 @@ class SqlStore:
 
     # -- audit chain ----------------------------------------------------------------
 
-    def _lock_chain(self, db: Db) -> None:
-        """Keep other writers from reading the chain's head until this transaction ends."""
+    def _lock_checkpoints(self, db: Db) -> None:
+        """Keep other checkpoints from being made until this transaction ends."""
         raise NotImplementedError
 
     def _chain(self, db: Db, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
-        """Link ``entries`` after the head and insert them (in the caller's transaction).
-
-        The chain lock is held from reading the head to the commit, so appends never
-        interleave, whichever process or replica makes them.
-        """
+        """Link ``entries`` after this store's chain head and insert them (in the caller's
+        transaction, which ``_write(chained=True)`` opened), moving the chain's head."""
         if not entries:
             return []
-        self._lock_chain(db)
-        head = db.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
-        seq, prev = (head["seq"], head["hash"]) if head is not None else (0, chain.GENESIS)
+        records = self._link(entries, self._head(db))
+        self._insert_linked(db, records)
+        return records
+
+    def _head(self, db: Db | None) -> tuple[int, str]:
+        """The (seq, hash) this store's next record follows: as the transaction in
+        progress or the last commit left it, else as stored (read with ``db``, or on its
+        own), when a failure made it unknown."""
+        head = self._appended_head or self._chain_head
+        if head is not None:
+            return head
+        chain_id = self._chain_id
+        if chain_id is None:  # a method appending outside _appending()
+            raise StoreError("internal error: an audit append outside an appending transaction")
+        query = "SELECT head_seq, head_hash FROM audit_chains WHERE id = ?"
+        if db is None:
+            with self._read() as reader:
+                row = reader.execute(query, (chain_id,)).fetchone()
+        else:
+            row = db.execute(query, (chain_id,)).fetchone()
+        if row is None:
+            raise StoreError(
+                f"audit chain {chain_id} is missing from audit_chains (deleted?): nothing "
+                "more is appended to it; run `guardproxy audit verify` and restart guardproxy"
+            )
+        seq = int(row["head_seq"])
+        return seq, row["head_hash"] if seq else chain.chain_genesis(chain_id)
+
+    def _link(self, entries: Sequence[AuditEntry], head: tuple[int, str]) -> list[AuditRecord]:
+        """``entries`` as this store's chain's records after ``head`` (whose new head the
+        transaction leaves, once it commits)."""
+        chain_id = self._chain_id
+        assert chain_id is not None  # _head() found the chain
+        seq, prev = head
         records: list[AuditRecord] = []
         for entry in entries:
             seq += 1
-            record = chain.link(entry, seq, prev)
+            record = chain.link(entry, seq, prev, chain_id)
             records.append(record)
             prev = record.hash
-        db.executemany(
-            "INSERT INTO audit_log (seq, record_id, kind, at, session_id, subject, outcome,"
-            " provider, payload, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        self._appended_head = (seq, prev)
+        return records
+
+    def _insert_linked(self, db: Db, records: Sequence[AuditRecord]) -> None:
+        """Insert linked records of this store's chain and move its head to the last."""
+        _insert(
+            db,
+            "INSERT INTO audit_log (chain, seq, record_id, kind, at, session_id, subject,"
+            " outcome, provider, payload, prev_hash, hash)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                (r.seq, r.record_id, r.kind, _ts(r.at), r.session_id, r.subject, r.outcome,
-                 r.provider, r.payload_json, r.prev_hash, r.hash)
+                (r.chain, r.seq, r.record_id, r.kind, _ts(r.at), r.session_id, r.subject,
+                 r.outcome, r.provider, r.payload_json, r.prev_hash, r.hash)
                 for r in records
             ],
         )  # fmt: skip
-        return records
+        last = records[-1]
+        db.execute(
+            "UPDATE audit_chains SET head_seq = ?, head_hash = ? WHERE id = ?",
+            (last.seq, last.hash, last.chain),
+        )
 
     def append_audit(self, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
-        with self._write() as db:
+        with self._write(chained=True) as db:
             try:
                 return self._chain(db, entries)
             except self._integrity_errors as exc:
                 raise self._integrity(exc, "an audit record") from exc
 
-    def audit_records(self, *, after_seq: int = 0, limit: int = 1000) -> list[AuditRecord]:
+    def audit_records(self, *, after: int = 0, limit: int = 1000) -> list[AuditRecord]:
         with self._read() as db:
             rows = db.execute(
-                "SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?",
-                (after_seq, _limit(limit)),
+                "SELECT * FROM audit_log WHERE position > ? ORDER BY position LIMIT ?",
+                (after, _limit(limit)),
             ).fetchall()
         return [_audit(row) for row in rows]
+
+    def chain_records(
+        self, chain: int, *, after_seq: int = 0, limit: int = 1000
+    ) -> list[AuditRecord]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT * FROM audit_log WHERE chain = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (chain, after_seq, _limit(limit)),
+            ).fetchall()
+        return [_audit(row) for row in rows]
+
+    def audit_chains(self) -> list[AuditChain]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT id, writer, head_seq, head_hash FROM audit_chains ORDER BY id"
+            ).fetchall()
+        return [_audit_chain(row) for row in rows]
 
     def get_audit_record(self, record_id: str) -> AuditRecord | None:
         with self._read() as db:
@@ -890,9 +1087,90 @@ class SqlStore:
     def audit_for(self, subject: str) -> list[AuditRecord]:
         with self._read() as db:
             rows = db.execute(
-                "SELECT * FROM audit_log WHERE subject = ? ORDER BY seq", (subject,)
+                "SELECT * FROM audit_log WHERE subject = ? ORDER BY position", (subject,)
             ).fetchall()
         return [_audit(row) for row in rows]
+
+    # -- checkpoints ----------------------------------------------------------------
+
+    def checkpoint_audit(
+        self,
+        *,
+        at: datetime,
+        key_id: str,
+        sign: Signer,
+        min_interval: timedelta = timedelta(0),
+    ) -> Checkpoint | None:
+        moment = _ts(at)
+        with self._write() as db:
+            self._lock_checkpoints(db)
+            last = db.execute(
+                "SELECT seq, at, hash FROM audit_checkpoints ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            if (
+                last is not None
+                and min_interval > timedelta(0)
+                and _dt_required(last["at"]) > at - min_interval
+            ):
+                return None
+            moved = db.execute(
+                "SELECT c.id, c.head_seq, c.head_hash FROM audit_chains c WHERE c.head_seq >"
+                " COALESCE((SELECT MAX(h.seq) FROM audit_checkpoint_heads h"
+                " WHERE h.chain = c.id), 0) ORDER BY c.id"
+            ).fetchall()
+            if not moved:
+                return None
+            checkpoint = chain.build_checkpoint(
+                seq=1 if last is None else int(last["seq"]) + 1,
+                at=at,
+                heads=[ChainHead(int(r["id"]), int(r["head_seq"]), r["head_hash"]) for r in moved],
+                key_id=key_id,
+                prev_hash=chain.GENESIS if last is None else last["hash"],
+                sign=sign,
+            )
+            db.execute(
+                "INSERT INTO audit_checkpoints (seq, at, key_id, prev_hash, hash, signature)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (checkpoint.seq, moment, key_id, checkpoint.prev_hash, checkpoint.hash,
+                 checkpoint.signature),
+            )  # fmt: skip
+            db.executemany(
+                "INSERT INTO audit_checkpoint_heads (checkpoint, chain, seq, hash)"
+                " VALUES (?, ?, ?, ?)",
+                [(checkpoint.seq, h.chain, h.seq, h.hash) for h in checkpoint.heads],
+            )
+            return checkpoint
+
+    def audit_checkpoints(self, *, after_seq: int = 0, limit: int = 1000) -> list[Checkpoint]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT * FROM audit_checkpoints WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, _limit(limit)),
+            ).fetchall()
+            if not rows:
+                return []
+            heads: dict[int, list[ChainHead]] = {int(row["seq"]): [] for row in rows}
+            for head in db.execute(
+                "SELECT checkpoint, chain, seq, hash FROM audit_checkpoint_heads"
+                " WHERE checkpoint > ? AND checkpoint <= ? ORDER BY checkpoint, chain",
+                (after_seq, int(rows[-1]["seq"])),
+            ).fetchall():
+                if int(head["checkpoint"]) in heads:
+                    heads[int(head["checkpoint"])].append(
+                        ChainHead(int(head["chain"]), int(head["seq"]), head["hash"])
+                    )
+        return [
+            Checkpoint(
+                seq=int(row["seq"]),
+                at=_dt_required(row["at"]),
+                heads=tuple(heads[int(row["seq"])]),
+                key_id=row["key_id"],
+                prev_hash=row["prev_hash"],
+                hash=row["hash"],
+                signature=row["signature"],
+            )
+            for row in rows
+        ]
 
     def list_audit(
         self,
@@ -917,7 +1195,7 @@ class SqlStore:
         )
         with self._read() as db:
             rows = db.execute(
-                f"SELECT * FROM audit_log {where} ORDER BY seq DESC LIMIT ?",
+                f"SELECT * FROM audit_log {where} ORDER BY position DESC LIMIT ?",
                 (*params, _limit(limit)),
             ).fetchall()
         return [_audit(row) for row in rows]
@@ -1001,6 +1279,12 @@ def apply_migrations(db: Db, current: int, migrations: Sequence[Migration]) -> N
         db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
 
 
+def writer_name(role: str) -> str:
+    """Who appends through a store, as its chain's ``writer`` says: host, process, role."""
+    name = f"{socket.gethostname()} pid {os.getpid()}"
+    return f"{name} {role}" if role else name
+
+
 def schema_too_new(current: int, known: int) -> SchemaVersionError:
     return SchemaVersionError(
         f"database schema version {current} is newer than this guardproxy knows "
@@ -1018,6 +1302,25 @@ _EVENT_COLUMNS = (
     "session_id, at, summary, operation, verb, provider, environment, resource_key, "
     "outcome, protection_removed, recreate, destroyed_container"
 )
+
+
+@dataclass(eq=False)
+class _Append:
+    """Decisions a caller of ``append_decisions`` waits to see committed."""
+
+    rows: list[tuple[Any, ...]]
+    entries: list[AuditEntry]
+    what: str
+    done: bool = False
+    error: StoreError | None = None
+
+
+def _insert(db: Db, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    """One row as one statement, several as ``executemany`` (which costs more for one)."""
+    if len(rows) == 1:
+        db.execute(sql, rows[0])
+    else:
+        db.executemany(sql, rows)
 
 
 def _where(conditions: Mapping[str, object | None]) -> tuple[str, list[object]]:
@@ -1162,3 +1465,4 @@ _page = _mapper(Page)
 _chat_message = _mapper(ChatMessage)
 _impact = _mapper(HoldImpact)
 _step = _mapper(SafetyStepRecord)
+_audit_chain = _mapper(AuditChain)

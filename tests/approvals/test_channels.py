@@ -131,14 +131,15 @@ def test_a_webhook_posts_the_hold_as_json_signed_over_timestamp_and_body() -> No
 
 
 def test_the_impact_preview_goes_with_the_hold_once_it_is_in() -> None:
+    line = "namespace prod: 2 deployments"
     impact = {
         "status": "known",
-        "summary": "namespace prod: 2 deployments",
-        "line": "namespace prod: 2 deployments",
+        "summary": line,
+        "line": line,
         "facts": {"counts": {"deployments": 2}},
     }
     facts = HoldFacts(FACTS.message, FACTS.rules, impact)
-    body = WebhookChannel().payload(event("impact", reason=impact["line"]), facts, CONSOLE)
+    body = WebhookChannel().payload(event("impact", reason=line), facts, CONSOLE)
     assert body["event"] == "impact" and body["hold"]["impact"] == impact
     held = slack_payload(event("held"), facts, CONSOLE)
     assert "Impact preview: namespace prod: 2 deployments" in held["blocks"][0]["text"]["text"]

@@ -1,4 +1,4 @@
-"""What impact previews and safety steps keep (migration 7), on each backend: one impact
+"""What impact previews and safety steps keep (migration 8), on each backend: one impact
 per hold, every step record in order, and each chained into the audit trail."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from guardproxy.store import HoldImpact, InvalidValueError, NotFoundError, Store
 from guardproxy.store.chain import verify
 
-from .conftest import T0, HoldFactory
+from .conftest import T0, HoldFactory, OpenStore
 
 
 def impact(hold_id: str, status: str = "known", summary: str = "3 resources") -> HoldImpact:
@@ -91,3 +91,31 @@ def test_a_step_needs_a_hold_and_a_known_state(store: Store, make_hold: HoldFact
             hold_id=make_hold().id, step="snapshot", state="skipped", actor="a",
             started_at=T0, finished_at=T0,
         )  # fmt: skip
+
+
+def test_impact_and_step_records_join_the_chain_of_the_store_writing_them(
+    store: Store, make_hold: HoldFactory, open_store_again: OpenStore
+) -> None:
+    """The hold is the proxy's (its chain); another writer (a replica, the CLI's store)
+    records the step into its own chain; every chain stays linked from its genesis."""
+    hold = make_hold()
+    store.set_hold_impact(impact(hold.id))
+    other = open_store_again()
+    other.record_safety_step(
+        hold_id=hold.id, step="snapshot", state="succeeded", actor="bob",
+        started_at=T0, finished_at=T0 + timedelta(seconds=1),
+    )  # fmt: skip
+    records = store.audit_records()
+    kinds = {r.kind: r for r in records}
+    assert kinds["hold.impact"].chain == kinds["hold.created"].chain
+    assert kinds["hold.impact"].seq == kinds["hold.created"].seq + 1
+    assert kinds["hold.impact"].prev_hash == kinds["hold.created"].hash
+    assert kinds["hold.step"].chain != kinds["hold.created"].chain
+    assert kinds["hold.step"].seq == 1
+    heads = {c.id: (c.head_seq, c.head_hash) for c in store.audit_chains()}
+    assert heads[kinds["hold.impact"].chain] == (
+        kinds["hold.impact"].seq,
+        kinds["hold.impact"].hash,
+    )
+    assert heads[kinds["hold.step"].chain] == (1, kinds["hold.step"].hash)
+    assert verify(records) == []
