@@ -267,6 +267,57 @@ def test_ec2_terminate_shows_tags_and_group_and_snapshots_each_volume_first(
     assert sorted(s["VolumeId"] for s in snapshots) == sorted(volumes)
 
 
+# -- EKS and ECS (previews)
+
+
+def test_cluster_deletes_show_node_groups_and_services(
+    guard: Guard, session: GuardSession, moto_server: MotoServer
+) -> None:
+    eks = direct(moto_server, "eks")
+    role = "arn:aws:iam::123456789012:role/eks"
+    eks.create_cluster(
+        name="prod-eks", roleArn=role, resourcesVpcConfig={"subnetIds": ["subnet-1"]}
+    )
+    for group in ("system", "workers"):
+        eks.create_nodegroup(
+            clusterName="prod-eks", nodegroupName=group, nodeRole=role, subnets=["subnet-1"]
+        )
+    ecs = direct(moto_server, "ecs")
+    ecs.create_cluster(clusterName="prod-ecs")
+    ecs.register_task_definition(
+        family="web", containerDefinitions=[{"name": "web", "image": "nginx", "memory": 64}]
+    )
+    for service in ("web", "worker"):
+        ecs.create_service(
+            cluster="prod-ecs", serviceName=service, taskDefinition="web", desiredCount=0
+        )
+    alice = guard.approver("alice")
+
+    live = in_thread(lambda: guarded(moto_server, session, "eks").delete_cluster(name="prod-eks"))
+    hold = pending_hold(guard)
+    impact = hold["impact"]
+    assert impact["status"] == "known", impact
+    assert impact["impact"]["cluster"] == "prod-eks"
+    assert sorted(impact["impact"]["nodegroups"]) == ["system", "workers"]
+    assert impact["summary"].startswith("2 node groups")
+    alice.resolve(hold["id"], approve=False, reason="keep it")
+    live.thread.join(30)
+
+    live = in_thread(
+        lambda: guarded(moto_server, session, "ecs").delete_cluster(cluster="prod-ecs")
+    )
+    hold = pending_hold(guard)
+    impact = hold["impact"]
+    assert impact["status"] == "known", impact
+    assert impact["impact"]["cluster"] == "prod-ecs"
+    assert sorted(impact["impact"]["services"]) == ["web", "worker"]
+    assert impact["summary"].startswith("2 services")
+    alice.resolve(hold["id"], approve=False, reason="keep it")
+    live.thread.join(30)
+    seen = operations(moto_server)
+    assert "DELETE /clusters/prod-eks" not in seen and "DeleteCluster" not in seen
+
+
 # -- S3 and CloudFormation (previews), CloudFormation (template saved)
 
 
