@@ -158,6 +158,40 @@ def test_rds_delete_shows_the_database_and_is_released_after_its_snapshot(
     assert steps[0]["result"]["snapshot"] == ours[0]["DBSnapshotIdentifier"]
 
 
+def test_rds_cluster_delete_is_released_after_its_cluster_snapshot(
+    guard: Guard, session: GuardSession, moto_server: MotoServer
+) -> None:
+    rds = direct(moto_server, "rds")
+    rds.create_db_cluster(
+        DBClusterIdentifier="prod-aurora", Engine="aurora-postgresql", DeletionProtection=False,
+        MasterUsername="admin", MasterUserPassword="password123",
+    )  # fmt: skip
+    agent = guarded(moto_server, session, "rds")
+    live = in_thread(
+        lambda: agent.delete_db_cluster(DBClusterIdentifier="prod-aurora", SkipFinalSnapshot=True)
+    )
+    hold = pending_hold(guard)
+    impact = hold["impact"]
+    assert impact["status"] == "known", impact
+    assert impact["impact"]["kind"] == "aws:rds:db-cluster"
+    assert impact["impact"]["skip_final_snapshot"] is True
+    existing = rds.describe_db_cluster_snapshots(DBClusterIdentifier="prod-aurora")
+    assert impact["impact"]["snapshots"] == len(existing["DBClusterSnapshots"])
+    assert "the request skips the final snapshot" in impact["summary"]
+
+    said = approve_with_snapshot(guard, hold["id"])
+    assert f"rds cluster snapshot guardproxy-{hold['id']}-" in said
+    live.join()
+    seen = operations(moto_server)
+    assert seen.index("CreateDBClusterSnapshot") < seen.index("DeleteDBCluster")
+    snapshots = rds.describe_db_cluster_snapshots(DBClusterIdentifier="prod-aurora")
+    ours = [
+        s for s in snapshots["DBClusterSnapshots"]
+        if s["DBClusterSnapshotIdentifier"].startswith(f"guardproxy-{hold['id']}-")
+    ]  # fmt: skip
+    assert [s["Status"] for s in ours] == ["available"]
+
+
 def test_a_failed_snapshot_leaves_the_hold_pending_and_forwards_nothing(
     guard: Guard, session: GuardSession, moto_server: MotoServer
 ) -> None:
