@@ -11,6 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from guardproxy.approvals.settings import OnCallSettings, SlackSettings
 from guardproxy.approvals.targets import NotificationTarget
 from guardproxy.broker.settings import BrokersConfig
+from guardproxy.impact.settings import ImpactSettings
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
@@ -189,6 +190,11 @@ class ProxyConfig(BaseModel):
         default_factory=BrokersConfig,
         description="Providers whose real credentials the guard holds for sessions "
         "(README, Credential brokering); Kubernetes client certificates always are.",
+    )
+    impact: ImpactSettings = Field(
+        default_factory=ImpactSettings,
+        description="Impact previews of held actions and safety steps before release "
+        "(README, On-call): their time and call bounds.",
     )
 
     @model_validator(mode="after")

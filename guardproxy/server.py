@@ -34,7 +34,13 @@ from guardproxy.control.runtime import RuntimeFile
 from guardproxy.gate.gate import Clock, Gate, utc_now
 from guardproxy.gate.recorder import Writer
 from guardproxy.gate.writer import ProcessWriter
-from guardproxy.intercept.proxy import GuardProxy, ProxyStartError, ensure_ca
+from guardproxy.impact import ImpactService
+from guardproxy.intercept.proxy import (
+    GuardProxy,
+    ProxyStartError,
+    ensure_ca,
+    upstream_trust_bundle,
+)
 from guardproxy.metrics import Metrics
 from guardproxy.ops.http import OpsServer
 from guardproxy.ops.listen import Listener, bind_problem, clashes, describe
@@ -202,6 +208,8 @@ class Guardproxy:
         self.ops_server: OpsServer | None = None
         self.broker: Broker | None = None
         """Session credentials in, real credentials out (README, Credential brokering)."""
+        self.impact: ImpactService | None = None
+        """Impact previews of new holds and safety steps before releases."""
         self._reload_lock = asyncio.Lock()
         self._watch_task: asyncio.Task[None] | None = None
 
@@ -273,6 +281,10 @@ class Guardproxy:
         self._checkpointer = Checkpointer(
             store, key, clock=self._clock, interval=config.audit_checkpoint_seconds
         )
+        self.impact = ImpactService(
+            store, settings=config.impact, data_dir=config.data_dir, broker=self.broker,
+            trust=lambda: upstream_trust_bundle(config), events=self.events, clock=self._clock,
+        )  # fmt: skip
         try:
             writer = await starting
         except (StoreError, OSError, RuntimeError) as error:  # OSError, RuntimeError: spawning
@@ -287,11 +299,13 @@ class Guardproxy:
             metrics=self.metrics,
             shadow=lambda: self._shadow_bundle,
             writer=writer,
+            impact=self.impact,
         )
         # a hold is released only if the bundle in force then still agrees
         self.approvals = ApprovalService(
             store, lambda: self.bundle, clock=self._clock, events=self.events, metrics=self.metrics,
             oncall=OnCallRouting(self.schedules, store) if self.schedules is not None else None,
+            steps=self.impact,
         )  # fmt: skip
         self.gate.watch_approvals(self.approvals)
         self.registry = SessionRegistry(store)
@@ -673,6 +687,9 @@ class Guardproxy:
         if self.history is not None:
             await asyncio.to_thread(self.history.flush)
             self.history = None
+        if self.impact is not None:
+            await asyncio.to_thread(self.impact.close)  # previews are bounded in time
+            self.impact = None
         if self._checkpointer is not None:  # after the last records were written
             await asyncio.to_thread(self._checkpointer.final)
             self._checkpointer = None

@@ -105,6 +105,8 @@ class HoldFacts:
 
     message: str
     rules: tuple[str, ...]
+    impact: dict[str, Any] | None = None
+    """The hold's impact preview (``status``, ``summary``, ``line``, ``facts``) once in."""
 
 
 def console_link(console_url: str, hold_id: str) -> str:
@@ -203,6 +205,7 @@ def webhook_payload(event: HoldEvent, facts: HoldFacts | None, console_url: str)
             "session": event.session_id,
             "message": facts.message if facts else "",
             "rules": list(facts.rules) if facts else [],
+            "impact": facts.impact if facts and facts.impact else None,
             "console_url": console_link(console_url, event.hold_id),
         },
     }
@@ -232,6 +235,8 @@ SLACK_HEADLINES = {
     "expired": ":hourglass: Expired without approval, denied",
     "escalated": ":rotating_light: Escalated, still waiting for approval",
     "released": ":arrow_forward: Released to upstream",
+    "impact": ":mag: Impact preview",
+    "step": ":floppy_disk: Safety step before release",
 }
 
 
@@ -251,6 +256,8 @@ def slack_payload(event: HoldEvent, facts: HoldFacts | None, console_url: str) -
     lines = [f"*{headline}{by}*: `{summary}`"]
     if facts and facts.message:
         lines.append(slack_escape(facts.message))
+    if facts and facts.impact and event.kind != "impact":
+        lines.append(f"Impact preview: {slack_escape(str(facts.impact.get('line', '')))}")
     if event.reason:
         lines.append(f"Reason: {slack_escape(event.reason)}")
     details = [f"hold {event.hold_id}", f"session {slack_escape(event.session_id)}"]

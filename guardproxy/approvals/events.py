@@ -1,9 +1,10 @@
 """In-process fan-out of hold lifecycle events.
 
-The gate (held, released) and the approvals service (approval, approved, denied,
-expired, escalated) publish one event per step of a hold's life; the console's live
-view and the notifiers subscribe.  Publishing never fails and never waits: a subscriber that
-raises is logged and skipped, and subscribers queue their own work.
+The gate (held, released), the approvals service (approval, approved, denied,
+expired, escalated, step) and the impact previews (impact) publish one event per step of
+a hold's life; the console's live view and the notifiers subscribe.  Publishing never
+fails and never waits: a subscriber that raises is logged and skipped, and subscribers
+queue their own work.
 """
 
 from __future__ import annotations
@@ -21,8 +22,18 @@ from guardproxy.store.base import Hold
 log = structlog.get_logger(__name__)
 
 HoldEventKind = Literal[
-    "held", "approval", "approved", "denied", "expired", "escalated", "released"
+    "held",
+    "approval",
+    "approved",
+    "denied",
+    "expired",
+    "escalated",
+    "released",
+    "impact",
+    "step",
 ]
+"""``impact``: the hold's impact preview is in (``reason``: its summary line); ``step``: a
+safety step ran before a release (``reason``: its result or its error)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -23,7 +23,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
@@ -97,7 +97,30 @@ def hold_facts(store: Store, hold_id: str) -> HoldFacts | None:
     except ValueError:
         return None
     rules = decision.get("determining_rules") or []
-    return HoldFacts(str(decision.get("message", "")), tuple(str(r) for r in rules))
+    return HoldFacts(
+        str(decision.get("message", "")), tuple(str(r) for r in rules), _impact(store, hold_id)
+    )
+
+
+def _impact(store: Store, hold_id: str) -> dict[str, Any] | None:
+    """The hold's impact preview for a notification, None while it is being gathered."""
+    try:
+        found = store.hold_impacts([hold_id]).get(hold_id)
+    except StoreError:
+        return None
+    if found is None:
+        return None
+    try:
+        facts = json.loads(found.impact_json)
+    except ValueError:
+        facts = {}
+    known = found.status == "known"
+    return {
+        "status": found.status,
+        "summary": found.summary,
+        "line": found.summary if known else f"impact unknown: {found.summary}",
+        "facts": facts,
+    }
 
 
 # ---------------------------------------------------------------------- transport

@@ -16,8 +16,9 @@ it; the store refuses a verdict on a hold that is no longer pending (HoldConflic
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
@@ -36,8 +37,11 @@ from guardproxy.approvals.rules import (
     progress,
     requirement_of,
 )
+from guardproxy.approvals.safety import SafetySteps, StepOutcome, step_text
 from guardproxy.policy import Bundle, evaluate
+from guardproxy.policy.decision import StepOffer
 from guardproxy.policy.model import Outcome
+from guardproxy.redact import redact_json_text, redact_text
 from guardproxy.store.base import Approval, Approver, Hold, HoldConflict, HoldState, Store, Verdict
 
 log = structlog.get_logger(__name__)
@@ -85,6 +89,13 @@ class HoldDecision:
     progress: Progress
     woken: int = 0
     """Requests of this instance waiting live on the hold that its resolution woke."""
+    steps: tuple[StepOutcome, ...] = ()
+    """The safety steps this verdict performed before the release (the last one failed
+    if the hold stayed pending because of it)."""
+
+    @property
+    def step_failed(self) -> StepOutcome | None:
+        return next((step for step in self.steps if not step.ok), None)
 
 
 def policy_change(bundle: Bundle, hold: Hold) -> str:
@@ -121,12 +132,17 @@ class ApprovalService:
         events: HoldEvents | None = None,
         metrics: ApprovalMetrics | None = None,
         oncall: OnCallRouting | None = None,
+        steps: SafetySteps | None = None,
     ) -> None:
         """``bundle`` returns the bundle in force now: a hold whose requirement is met is
         released only if that bundle still agrees (:func:`policy_change`). ``oncall``
-        says who is in ``oncall:`` groups; without it nobody is."""
+        says who is in ``oncall:`` groups; without it nobody is. ``steps`` performs the
+        safety steps a release needs; without it a hold whose steps are due is not
+        released (the approval is refused)."""
         self.events = events or HoldEvents()
         self.oncall = oncall
+        self.steps = steps
+        self._stepping: set[str] = set()
         self._store = store
         self._bundle = bundle
         self._clock = clock
@@ -165,7 +181,13 @@ class ApprovalService:
     # -- verdicts
 
     async def decide_hold(
-        self, hold_id: str, approver: Approver, *, approve: bool, reason: str
+        self,
+        hold_id: str,
+        approver: Approver,
+        *,
+        approve: bool,
+        reason: str,
+        steps: Sequence[str] = (),
     ) -> HoldDecision:
         """One approver's verdict on a pending hold, checked against its requirement.
 
@@ -175,13 +197,36 @@ class ApprovalService:
         :class:`ApprovalRefused` (with the HTTP status to answer) when the verdict is
         not allowed, and :class:`StoreError` when the store fails.
 
+        ``steps``: the safety steps this approver chooses among those the policy offers
+        (``approval.safetySteps``). When this approval would release the hold, every
+        step due (required, or chosen by any approver) is performed first and waited
+        for; if one fails, the approval is not recorded and the hold stays pending with
+        the failure recorded and shown: nothing is released. The approver may approve
+        again (after fixing the cause, or without an optional step).
+
         Who is on call in the hold's ``oncall:`` groups is resolved first, at the
         service's clock; the verdict is recorded with the groups the approver is in then.
         """
         on_call = await self._on_call_for(hold_id)
+        chosen = tuple(dict.fromkeys(step.strip() for step in steps if step.strip()))
+        reason = reason.strip()
+        performed: tuple[StepOutcome, ...] = ()
+        if not approve and chosen:
+            raise ApprovalRefused(
+                422, "safety steps go with an approval, not a denial", "deny without --with"
+            )
+        if approve:
+            hold, due = await asyncio.to_thread(
+                self._steps_due, hold_id, approver, reason, on_call, chosen
+            )
+            if due:
+                performed = await self._perform(hold, due, approver.name)
+                if not all(step.ok for step in performed):
+                    return await asyncio.to_thread(self._still_pending, hold_id, performed)
         outcome, events = await asyncio.to_thread(
-            self._decide_hold, hold_id, approver, approve, reason.strip(), on_call
+            self._decide_hold, hold_id, approver, approve, reason, on_call, chosen, performed
         )
+        outcome = replace(outcome, steps=performed)
         for event in events:
             self.events.publish(event)
         hold = outcome.hold
@@ -192,6 +237,148 @@ class ApprovalService:
             log.info("hold.resolved", hold=hold_id, state=hold.state.value, woken=woken)
             outcome = replace(outcome, woken=woken)
         return outcome
+
+    # -- safety steps
+
+    def _decidable(self, hold_id: str, now: datetime) -> Hold:
+        """The hold, pending and not past its time-out, or the refusal to answer."""
+        hold = self._store.get_hold(hold_id)
+        if hold is None:
+            raise ApprovalRefused(404, f"no hold {hold_id}", "list holds: guardproxy holds")
+        if hold.state is HoldState.PENDING and hold.expires_at <= now:
+            raise ApprovalRefused(
+                409,
+                f"hold {hold_id} expired at {hold.expires_at.isoformat()}; the request was denied",
+                "the agent must make the request again to get a new hold",
+            )  # the sweeper marks it expired and tells the subscribers
+        if hold.state is not HoldState.PENDING:
+            raise _conflict(hold)
+        return hold
+
+    def _wanted_steps(self, hold: Hold, chosen: tuple[str, ...]) -> list[StepOffer]:
+        """The steps a release of ``hold`` needs now: required ones, those chosen by an
+        earlier approver, and ``chosen``; refuses a step the policy does not offer."""
+        offered = {offer.name: offer for offer in requirement_of(hold).safety_steps}
+        unknown = [name for name in chosen if name not in offered]
+        if unknown:
+            offers = ", ".join(offered) or "none"
+            raise ApprovalRefused(
+                422,
+                f"hold {hold.id} offers no safety step {unknown[0]!r} (its policy offers: "
+                f"{offers})",
+                "choose one it offers with --with, or approve without --with",
+            )
+        earlier = {
+            record.step
+            for record in self._store.list_safety_steps([hold.id])
+            if record.state == "chosen"
+        }
+        wanted = {o.name for o in offered.values() if o.required} | earlier | set(chosen)
+        return [offered[name] for name in sorted(wanted) if name in offered]
+
+    def _steps_due(
+        self,
+        hold_id: str,
+        approver: Approver,
+        reason: str,
+        on_call: OnCallNow,
+        chosen: tuple[str, ...],
+    ) -> tuple[Hold, list[StepOffer]]:
+        """The steps to perform before this approval is recorded: none unless it would
+        release the hold (the requirement met, the current policy agreeing). Refuses,
+        as the verdict itself would, an approver who may not decide: nobody else can
+        make the guard take a snapshot."""
+        with self._deciding:
+            now = self._clock()
+            hold = self._decidable(hold_id, now)
+            requirement = requirement_of(hold)
+            session = self._store.get_session(hold.session_id)
+            approvals = self._store.list_approvals(hold_id)
+            groups = check_may_decide(
+                requirement, approver, session_user=session.user if session else "",
+                approvals=approvals, approve=True, reason=reason, on_call=on_call,
+            )  # fmt: skip
+            wanted = self._wanted_steps(hold, chosen)
+            this = Approval(
+                id=0, hold_id=hold_id, approver=approver.name, groups=groups,
+                verdict=Verdict.APPROVE, reason=reason, at=now,
+            )  # fmt: skip
+            if not wanted or not progress(requirement, [*approvals, this]).met:
+                return hold, []
+            if policy_change(self._bundle(), hold):
+                return hold, []  # the verdict denies it: nothing to keep a copy for
+            if self.steps is None:
+                raise ApprovalRefused(
+                    409,
+                    f"hold {hold_id} needs safety steps ({', '.join(o.name for o in wanted)}) "
+                    "and this guard cannot perform them",
+                    "deny it, or approve it through a guard that runs safety steps",
+                )
+            for offer in wanted:
+                why = self.steps.unavailable(hold, offer)
+                if why:
+                    hint = (
+                        "the policy requires it: deny the hold"
+                        if offer.required
+                        else f"approve without --with {offer.name}, or deny the hold"
+                    )
+                    raise ApprovalRefused(
+                        409, f"safety step {offer.name} cannot run for hold {hold_id}: {why}", hint
+                    )
+            return hold, wanted
+
+    async def _perform(
+        self, hold: Hold, due: list[StepOffer], approver: str
+    ) -> tuple[StepOutcome, ...]:
+        """Each step in turn, recorded and announced; stops at the first failure."""
+        if hold.id in self._stepping:
+            raise ApprovalRefused(
+                409,
+                f"a safety step is already running for hold {hold.id}",
+                "wait for it to finish: guardproxy holds",
+            )
+        assert self.steps is not None
+        self._stepping.add(hold.id)
+        outcomes: list[StepOutcome] = []
+        try:
+            for offer in due:
+                log.info("hold.step_started", hold=hold.id, step=offer.name, approver=approver)
+                outcome = await self.steps.perform(hold, offer)
+                outcomes.append(outcome)
+                await asyncio.to_thread(self._record_step, hold, outcome, approver)
+                text = (
+                    step_text(outcome.step, outcome.result, outcome.seconds)
+                    if outcome.ok
+                    else f"{outcome.step} failed: {outcome.error}"
+                )
+                log.info("hold.step", hold=hold.id, step=offer.name, ok=outcome.ok, text=text)
+                self.events.publish(hold_event("step", hold, outcome.finished_at, approver, text))
+                if not outcome.ok:
+                    break
+        finally:
+            self._stepping.discard(hold.id)
+        return tuple(outcomes)
+
+    def _record_step(self, hold: Hold, outcome: StepOutcome, approver: str) -> None:
+        self._store.record_safety_step(
+            hold_id=hold.id,
+            step=outcome.step,
+            state="succeeded" if outcome.ok else "failed",
+            actor=approver,
+            result_json=redact_json_text(json.dumps(outcome.result, default=str)),
+            error=redact_text(outcome.error),
+            started_at=outcome.started_at,
+            finished_at=outcome.finished_at,
+        )
+
+    def _still_pending(self, hold_id: str, performed: tuple[StepOutcome, ...]) -> HoldDecision:
+        """The hold as it is after a failed step: pending, its approvals unchanged."""
+        hold = self._store.get_hold(hold_id)
+        if hold is None:
+            raise ApprovalRefused(404, f"no hold {hold_id}", "list holds: guardproxy holds")
+        approvals = self._store.list_approvals(hold_id)
+        return HoldDecision(hold, approvals, progress(requirement_of(hold), approvals),
+                            steps=performed)  # fmt: skip
 
     async def _on_call_for(self, hold_id: str) -> OnCallNow:
         """Who is in the hold's ``oncall:`` groups now (nobody without routing)."""
@@ -209,24 +396,21 @@ class ApprovalService:
         return await self.oncall.statuses(holds, self._clock())
 
     def _decide_hold(
-        self, hold_id: str, approver: Approver, approve: bool, reason: str, on_call: OnCallNow
+        self,
+        hold_id: str,
+        approver: Approver,
+        approve: bool,
+        reason: str,
+        on_call: OnCallNow,
+        chosen: tuple[str, ...] = (),
+        performed: tuple[StepOutcome, ...] = (),
     ) -> tuple[HoldDecision, list[HoldEvent]]:
         with self._deciding:
             now = self._clock()
-            hold = self._store.get_hold(hold_id)
-            if hold is None:
-                raise ApprovalRefused(404, f"no hold {hold_id}", "list holds: guardproxy holds")
-            if hold.state is HoldState.PENDING and hold.expires_at <= now:
-                raise ApprovalRefused(
-                    409,
-                    f"hold {hold_id} expired at {hold.expires_at.isoformat()}; "
-                    "the request was denied",
-                    "the agent must make the request again to get a new hold",
-                )  # the sweeper marks it expired and tells the subscribers
-            if hold.state is not HoldState.PENDING:
-                raise _conflict(hold)
+            hold = self._decidable(hold_id, now)
             events: list[HoldEvent] = []
             requirement = requirement_of(hold)
+            wanted = self._wanted_steps(hold, chosen) if approve else []
             session = self._store.get_session(hold.session_id)
             approvals = self._store.list_approvals(hold_id)
             groups = check_may_decide(
@@ -249,6 +433,14 @@ class ApprovalService:
             # read back, not appended: an approver on another replica may have just voted
             approvals = self._store.list_approvals(hold_id)
             counted = progress(requirement, approvals)
+            done = {step.step for step in performed if step.ok}
+            missing = [o.name for o in wanted if o.name not in done]
+            if chosen and approve and not counted.met:
+                for name in chosen:
+                    self._store.record_safety_step(
+                        hold_id=hold_id, step=name, state="chosen", actor=approver.name,
+                        started_at=now, finished_at=now,
+                    )  # fmt: skip
             if not approve:
                 hold = self._store.resolve_hold(
                     hold_id, state=HoldState.DENIED, by=approver.name, reason=reason, now=now
@@ -263,6 +455,11 @@ class ApprovalService:
                             hold_id, state=HoldState.DENIED, by="policy", reason=changed, now=now
                         )
                         events.append(hold_event("denied", hold, now, reason=changed))
+                    elif missing:
+                        # steps became due after they were counted (chosen meanwhile through
+                        # another replica): nothing is released; the next verdict runs them
+                        log.warning("hold.steps_changed", hold=hold_id, missing=missing)
+                        counted = replace(counted, met=False)
                     else:
                         hold = self._store.resolve_hold(
                             hold_id, state=HoldState.APPROVED, by=", ".join(counted.approvers),

@@ -220,6 +220,10 @@ class HoldView:
     approvals: list[Approval]
     on_call: list[OnCallStatus]
     console_url: str
+    preview: str = ""
+    """The impact preview's line (empty while it is being gathered)."""
+    steps: tuple[str, ...] = ()
+    """Safety steps offered, and each one run (its result or its error)."""
 
 
 _OUTCOME = {
@@ -243,6 +247,8 @@ def hold_message(view: HoldView) -> tuple[str, list[dict[str, Any]]]:
     by = f" by {slack_escape(hold.resolved_by)}" if hold.resolved_by and not pending else ""
     by += ", released to the upstream" if released else ""
     lines = [f"*{headline}{by}*: `{summary}`", f"*Impact:* {slack_escape(hold_impact(hold))}"]
+    lines.append(f"*Preview:* {slack_escape(view.preview or 'being gathered')}")
+    lines += [f"*Safety step:* {slack_escape(step)}" for step in view.steps]
     lines.append(f"*Approvals:* {slack_escape(counted.text())}")
     for status in view.on_call:
         lines.append(
@@ -292,7 +298,7 @@ class SlackChat(HoldEventWorker):
     """Posts each hold to the channel and keeps its message up to date."""
 
     kinds = frozenset({"held", "approval", "approved", "denied", "expired", "escalated",
-                       "released"})  # fmt: skip
+                       "released", "impact", "step"})  # fmt: skip
     name = "slack"
 
     def __init__(
@@ -355,15 +361,34 @@ class SlackChat(HoldEventWorker):
         found = await asyncio.to_thread(self._read, hold_id)
         if found is None:
             return None
-        hold, approvals = found
+        hold, approvals, preview, steps = found
         statuses = await self._approvals.on_call_statuses([hold])
-        return HoldView(hold, approvals, statuses.get(hold.id, []), self._console_url())
+        return HoldView(
+            hold, approvals, statuses.get(hold.id, []), self._console_url(), preview, steps
+        )
 
-    def _read(self, hold_id: str) -> tuple[Hold, list[Approval]] | None:
+    def _read(self, hold_id: str) -> tuple[Hold, list[Approval], str, tuple[str, ...]] | None:
         hold = self._store.get_hold(hold_id)
         if hold is None:
             return None
-        return hold, self._store.list_approvals(hold_id)
+        impact = self._store.hold_impacts([hold_id]).get(hold_id)
+        preview = ""
+        if impact is not None:
+            known = impact.status == "known"
+            preview = impact.summary if known else f"impact unknown: {impact.summary}"
+        steps = [
+            f"{o.name} (required)" if o.required else f"{o.name} offered (console or CLI)"
+            for o in requirement_of(hold).safety_steps
+            if hold.state is HoldState.PENDING
+        ]
+        steps += [
+            f"{r.step} failed: {r.error}"
+            if r.state == "failed"
+            else f"{r.step} done: " + str(json.loads(r.result_json or "{}").get("text", ""))
+            for r in self._store.list_safety_steps([hold_id])
+            if r.state != "chosen"
+        ]
+        return hold, self._store.list_approvals(hold_id), preview, tuple(steps)
 
 
 # -------------------------------------------------------------- interactions

@@ -362,6 +362,18 @@ class Broker:
 
         return Grant(provider, reauthenticate, bearer.source.needs_io)
 
+    def aws_source(self, session_id: str | None, request: HttpRequest) -> AwsCredentials | None:
+        """The real credentials of the session profile ``request`` is signed for (the
+        guard's own read-only calls about a held request use them: impact previews and
+        safety steps); None when the request carries no session key of this session."""
+        key_id = aws_sigv4.session_access_key(request)
+        if self.config.aws is None or key_id is None or session_id is None:
+            return None
+        key = self._table(session_id).aws.get(key_id)
+        if key is None:
+            return None
+        return self._aws.get(self.config.aws.profiles[key.profile])
+
     def _cloud_brokered(self) -> bool:
         config = self.config
         return config.aws is not None or config.gcp is not None or config.azure is not None

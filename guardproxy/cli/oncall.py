@@ -44,6 +44,16 @@ def add_commands(subparsers: Any) -> None:
         command = subparsers.add_parser(name, help=text)
         command.add_argument("hold_id", metavar="HOLD_ID")
         command.add_argument("--reason", required=True, help="why (kept in the audit trail)")
+        if name == "approve":
+            command.add_argument(
+                "--with",
+                dest="steps",
+                action="append",
+                default=[],
+                metavar="STEP",
+                help="a safety step the policy offers (snapshot), performed and waited for "
+                "before the request is released; repeatable",
+            )
         _control_options(command)
         command.set_defaults(handler=cmd_resolve, approve=name == "approve")
 
@@ -65,8 +75,38 @@ def _line(hold: dict[str, Any], style: Style) -> str:
     release = hold.get("release") or ""
     on_call = "".join(_on_call_line(group, style) for group in hold.get("oncall") or [])
     return (f"{style(hold['id'], 'bold')}  {state}  {hold['summary']}  session {hold['session']}"
-            f"{ended}\n    {hold['message']}\n    rules: {rules}; {progress} (from {groups}); "
-            f"{after}" + (f"\n    {release}" if release else "") + on_call)  # fmt: skip
+            f"{ended}\n    {hold['message']}\n    {_impact_line(hold, style)}"
+            f"\n    rules: {rules}; {progress} (from {groups}); "
+            f"{after}" + (f"\n    {release}" if release else "") + on_call
+            + _steps_lines(hold, style))  # fmt: skip
+
+
+def _impact_line(hold: dict[str, Any], style: Style) -> str:
+    """``impact: 3 resources (...)`` or ``impact unknown: timed out after 5 s``."""
+    impact = hold.get("impact") or {}
+    status = impact.get("status", "pending")
+    if status == "known":
+        return f"impact: {impact.get('summary', '')}"
+    line = str(impact.get("line") or "impact: being gathered")
+    return style(line, "yellow") if status == "unknown" else line
+
+
+def _steps_lines(hold: dict[str, Any], style: Style) -> str:
+    """The safety steps offered (with how to choose them) and those that ran."""
+    lines = []
+    offered = hold.get("safety_steps_offered") or []
+    if offered and hold["state"] == "pending":
+        said = ", ".join(
+            f"{o['name']} (required)" if o.get("required") else f"{o['name']} (--with {o['name']})"
+            for o in offered
+        )
+        lines.append(f"safety steps: {said}")
+    for step in hold.get("safety_steps") or []:
+        if step.get("state") == "chosen":
+            continue
+        text = str(step.get("text", ""))
+        lines.append(style(text, "red") if step.get("state") == "failed" else text)
+    return "".join(f"\n    {line}" for line in lines)
 
 
 def _on_call_line(group: dict[str, Any], style: Style) -> str:
@@ -110,12 +150,18 @@ def cmd_holds(args: argparse.Namespace) -> int:
 
 def _mark(hold: dict[str, Any]) -> str:
     on_call = [(g.get("summary"), g.get("paged_text")) for g in hold.get("oncall") or []]
-    return f"{hold['state']}:{hold['progress']['text']}:{hold.get('session_ended')}:{on_call}"
+    impact = (hold.get("impact") or {}).get("status")
+    steps = len(hold.get("safety_steps") or [])
+    return (f"{hold['state']}:{hold['progress']['text']}:{hold.get('session_ended')}:{on_call}"
+            f":{impact}:{steps}")  # fmt: skip
 
 
 def cmd_resolve(args: argparse.Namespace) -> int:
     try:
-        result = _client(args).resolve(args.hold_id, approve=args.approve, reason=args.reason)
+        steps = [s.strip() for arg in getattr(args, "steps", []) for s in arg.split(",")]
+        result = _client(args).resolve(
+            args.hold_id, approve=args.approve, reason=args.reason, steps=[s for s in steps if s]
+        )
     except ControlError as error:
         if args.json and isinstance(error.body, dict):
             print(json.dumps(error.body, indent=2))
@@ -126,4 +172,4 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     else:
         hold = result["hold"]
         print(f"{hold['id']} ({hold['summary']}): {result['outcome']}")
-    return 0
+    return 1 if result.get("step_failed") else 0

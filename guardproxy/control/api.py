@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from guardproxy.action import Action
 from guardproxy.approvals.carry import release_note
 from guardproxy.approvals.oncall import OnCallStatus
 from guardproxy.approvals.rules import ApprovalRefused, progress, requirement_of
+from guardproxy.approvals.safety import step_text
 from guardproxy.approvals.service import HoldDecision
 from guardproxy.broker import CredentialError
 from guardproxy.control.console import console_routes
@@ -39,10 +41,12 @@ from guardproxy.control.schema import (
     HoldDetailOut,
     HoldOut,
     HoldsOut,
+    ImpactOut,
     OnCallOut,
     ProgressOut,
     ResolveBody,
     ResolveOut,
+    SafetyStepOut,
     WhoamiOut,
     openapi_document,
 )
@@ -53,8 +57,10 @@ from guardproxy.store.base import (
     Approval,
     DecisionRecord,
     Hold,
+    HoldImpact,
     HoldState,
     NotFoundError,
+    SafetyStepRecord,
     Session,
     SessionEvent,
     Store,
@@ -87,16 +93,77 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
 
 
+@dataclass(frozen=True)
+class HoldExtras:
+    """What the store keeps beside a hold: its impact preview and its safety steps."""
+
+    impact: HoldImpact | None = None
+    steps: tuple[SafetyStepRecord, ...] = ()
+
+
+def hold_extras(store: Store, hold_ids: list[str]) -> dict[str, HoldExtras]:
+    impacts = store.hold_impacts(hold_ids)
+    steps: dict[str, list[SafetyStepRecord]] = {}
+    for record in store.list_safety_steps(hold_ids):
+        steps.setdefault(record.hold_id, []).append(record)
+    return {h: HoldExtras(impacts.get(h), tuple(steps.get(h, []))) for h in hold_ids}
+
+
+def impact_out(impact: HoldImpact | None) -> ImpactOut:
+    if impact is None:
+        return ImpactOut(
+            status="pending", summary="being gathered", line="impact: being gathered",
+            impact={}, gathered_at=None,
+        )  # fmt: skip
+    line = impact.summary if impact.status == "known" else f"impact unknown: {impact.summary}"
+    return ImpactOut(
+        status="known" if impact.status == "known" else "unknown",
+        summary=impact.summary,
+        line=line,
+        impact=_json_object(impact.impact_json),
+        gathered_at=impact.gathered_at.isoformat(),
+    )
+
+
+def step_out(record: SafetyStepRecord) -> SafetyStepOut:
+    result = _json_object(record.result_json)
+    seconds = (record.finished_at - record.started_at).total_seconds()
+    if record.state == "succeeded":
+        text = step_text(record.step, result, seconds)
+    elif record.state == "failed":
+        text = f"{record.step} failed: {record.error}"
+    else:
+        text = f"{record.step} chosen by {record.actor}"
+    return SafetyStepOut(
+        step=record.step, state=record.state,
+        actor=record.actor, result=result, error=record.error,
+        started_at=record.started_at.isoformat(), finished_at=record.finished_at.isoformat(),
+        seconds=round(seconds, 3), text=text,
+    )  # fmt: skip
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def hold_out(
     hold: Hold,
     approvals: list[Approval],
     session: Session | None,
     oncall: list[OnCallStatus] | None = None,
+    extras: HoldExtras | None = None,
 ) -> HoldOut:
     """``session``: the hold's session as stored (None if unknown or anonymous);
-    ``oncall``: who is on call in its ``oncall:`` groups now (pending holds)."""
+    ``oncall``: who is on call in its ``oncall:`` groups now (pending holds);
+    ``extras``: its impact preview and safety steps."""
     decision = json.loads(hold.decision_json)
-    counted = progress(requirement_of(hold), approvals)
+    requirement = requirement_of(hold)
+    counted = progress(requirement, approvals)
+    extras = extras or HoldExtras()
     ended = session.ended_at if session is not None else None
     return HoldOut(
         id=hold.id,
@@ -118,6 +185,9 @@ def hold_out(
         session_ended_at=_iso(ended),
         release=release_note(hold, session),
         oncall=[OnCallOut.model_validate(status.as_json()) for status in oncall or []],
+        impact=impact_out(extras.impact),
+        safety_steps_offered=[offer.model_dump() for offer in requirement.safety_steps],
+        safety_steps=[step_out(record) for record in extras.steps],
     )
 
 
@@ -127,11 +197,12 @@ def hold_detail_out(
     session: Session | None,
     recent: list[SessionEvent],
     oncall: list[OnCallStatus] | None = None,
+    extras: HoldExtras | None = None,
 ) -> HoldDetailOut:
     detail = json.loads(hold.detail_json)
     context = detail.get("context") or {}
     return HoldDetailOut(
-        **hold_out(hold, approvals, session, oncall).model_dump(),
+        **hold_out(hold, approvals, session, oncall, extras).model_dump(),
         request=detail.get("request") or {},
         session_info=session_json(session) if session else context.get("session", {}),
         history=context.get("history", {}),
@@ -225,6 +296,8 @@ class HoldsHandler(ControlHandler):
         try:
             await self.ctx.approvals.sweep()
             holds = await self.in_thread(lambda: _holds_with_sessions(store, state, session))
+            ids = [hold.id for hold, _, _ in holds]
+            extras = await self.in_thread(lambda: hold_extras(store, ids))
             oncall = await self.ctx.approvals.on_call_statuses(
                 [hold for hold, _, _ in holds if hold.state is HoldState.PENDING]
             )
@@ -234,7 +307,7 @@ class HoldsHandler(ControlHandler):
         self.write_json(
             HoldsOut(
                 holds=[
-                    hold_out(hold, approvals, owner, oncall.get(hold.id))
+                    hold_out(hold, approvals, owner, oncall.get(hold.id), extras.get(hold.id))
                     for hold, approvals, owner in holds
                 ]
             )
@@ -266,7 +339,8 @@ class HoldHandler(ControlHandler):
         if found is None:
             self.fail(404, f"no hold {hold_id}", "list holds: GET /v1/holds?state=all")
             return
-        self.write_json(hold_detail_out(*found, oncall))
+        extras = await self.in_thread(lambda: hold_extras(store, [hold_id]))
+        self.write_json(hold_detail_out(*found, oncall, extras.get(hold_id)))
 
 
 _RECENT = 20
@@ -292,9 +366,11 @@ class ResolveHandler(ControlHandler):
         assert self.approver is not None  # prepare() let only approvers through
         try:
             outcome = await self.ctx.approvals.decide_hold(
-                hold_id, self.approver, approve=verb == "approve", reason=body.reason
-            )
+                hold_id, self.approver, approve=verb == "approve", reason=body.reason,
+                steps=body.steps,
+            )  # fmt: skip
             found = await self.in_thread(lambda: _hold_with_context(self.ctx.store, hold_id))
+            extras = await self.in_thread(lambda: hold_extras(self.ctx.store, [hold_id]))
             oncall = await _pending_on_call(self.ctx, outcome.hold)
         except ApprovalRefused as refused:
             self.fail(refused.status, refused.error, refused.hint)
@@ -310,8 +386,15 @@ class ResolveHandler(ControlHandler):
         said = _resolution_text(outcome, session)
         self.write_json(
             ResolveOut(
-                hold=hold_detail_out(hold, outcome.approvals, session, recent, oncall),
+                hold=hold_detail_out(
+                    hold, outcome.approvals, session, recent, oncall, extras.get(hold_id)
+                ),
                 outcome=said,
+                step_failed=(
+                    f"{outcome.step_failed.step}: {outcome.step_failed.error}"
+                    if outcome.step_failed is not None
+                    else ""
+                ),
             )
         )
 
@@ -325,11 +408,18 @@ async def _pending_on_call(context: ControlContext, hold: Hold | None) -> list[O
 def _resolution_text(outcome: HoldDecision, session: Session | None) -> str:
     """What a verdict did and what happens next, for the approver."""
     hold = outcome.hold
+    failed = outcome.step_failed
+    if failed is not None:
+        return (
+            f"safety step {failed.step} failed: {failed.error}; no approval was recorded, "
+            "the hold stays pending and nothing was released"
+        )
+    ran = "".join(step_text(step.step, step.result, step.seconds) + "; " for step in outcome.steps)
     if hold.state is HoldState.PENDING:
-        return f"approval recorded; {outcome.progress.text()}; the hold stays pending"
+        return f"{ran}approval recorded; {outcome.progress.text()}; the hold stays pending"
     if hold.state is HoldState.DENIED:
         return f"denied{' by ' + hold.resolved_by if hold.resolved_by else ''}: {hold.reason}"
-    said = f"approved by {hold.resolved_by}"
+    said = f"{ran}approved by {hold.resolved_by}"
     if outcome.woken and hold.grant_seconds is None:
         return f"{said}; the request waiting for it was released"
     return f"{said}; {release_note(hold, session)}"

@@ -32,6 +32,11 @@ class ControlError(Exception):
         self.body = body
 
 
+STEP_WAIT_SECONDS = 960.0
+"""How long an approval's answer may take when safety steps run before the release (the
+guard bounds a step at 15 minutes by default)."""
+
+
 @dataclass(frozen=True)
 class ControlClient:
     url: str
@@ -77,7 +82,14 @@ class ControlClient:
                 )
         return cls(url.rstrip("/"), token)
 
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> Any:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(
             self.url + path,
@@ -88,7 +100,7 @@ class ControlClient:
         # the control API is local: never send it through a proxy from the environment
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         try:
-            with opener.open(request, timeout=self.timeout) as response:
+            with opener.open(request, timeout=timeout or self.timeout) as response:
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as error:
             payload = _json_or_none(error.read())
@@ -108,12 +120,28 @@ class ControlClient:
         result: dict[str, Any] = self.call("GET", f"/v1/holds/{quote(hold_id)}")
         return result
 
-    def resolve(self, hold_id: str, *, approve: bool, reason: str) -> dict[str, Any]:
-        """``{"hold": detail, "outcome": "what happened, what is still needed"}``."""
+    def resolve(
+        self,
+        hold_id: str,
+        *,
+        approve: bool,
+        reason: str,
+        steps: list[str] | None = None,
+        step_timeout: float = STEP_WAIT_SECONDS,
+    ) -> dict[str, Any]:
+        """``{"hold": detail, "outcome": "what happened, what is still needed"}``.
+
+        ``steps``: safety steps the approver chooses (``--with snapshot``); the answer
+        comes once they have run (a snapshot may take minutes: ``step_timeout``), and so
+        does the answer to an approval whose required steps run."""
         verb = "approve" if approve else "deny"
+        body: dict[str, Any] = {"reason": reason}
+        if steps:
+            body["steps"] = steps
         result: dict[str, Any] = self.call(
-            "POST", f"/v1/holds/{quote(hold_id)}/{verb}", {"reason": reason}
-        )
+            "POST", f"/v1/holds/{quote(hold_id)}/{verb}", body,
+            timeout=max(self.timeout, step_timeout) if approve else None,
+        )  # fmt: skip
         return result
 
     def whoami(self) -> dict[str, Any]:

@@ -20,6 +20,12 @@ class ResolveBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: str = Field(max_length=1000, description="Why; required, kept in the audit trail.")
+    steps: list[str] = Field(
+        default_factory=list,
+        max_length=10,
+        description="Safety steps the approver chooses among those the policy offers "
+        "(`snapshot`): performed, and waited for, before the request is released.",
+    )
 
 
 class ErrorOut(BaseModel):
@@ -100,6 +106,29 @@ class OnCallOut(BaseModel):
     pages: list[OnCallPageOut]
 
 
+class ImpactOut(BaseModel):
+    status: Literal["known", "unknown", "pending"] = Field(
+        description="known: facts gathered; unknown: the preview failed or timed out "
+        "(never read as 'nothing'); pending: being gathered."
+    )
+    summary: str = Field(description="One line of facts, or why they are unknown.")
+    line: str = Field(description="For people: the summary, or `impact unknown: <why>`.")
+    impact: dict[str, Any] = Field(description="The structured facts.")
+    gathered_at: str | None
+
+
+class SafetyStepOut(BaseModel):
+    step: str
+    state: Literal["chosen", "succeeded", "failed"]
+    actor: str = Field(description="Who chose it, or whose approval it ran for.")
+    result: dict[str, Any] = Field(description="What it produced: a snapshot id, a file, a ref.")
+    error: str
+    started_at: str
+    finished_at: str
+    seconds: float
+    text: str = Field(description="One line for people.")
+
+
 class HoldOut(BaseModel):
     id: str
     state: Literal["pending", "approved", "denied", "expired", "released"]
@@ -130,6 +159,18 @@ class HoldOut(BaseModel):
         description="A pending hold's on-call groups: who is on call in each now, and "
         "whether they were paged.",
     )
+    impact: ImpactOut = Field(
+        description="What the held action would destroy, read from its upstream when it was "
+        "held (informational: no decision reads it)."
+    )
+    safety_steps_offered: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="The safety steps the policy offers (`name`, `required`): approve with "
+        "`steps` to choose them.",
+    )
+    safety_steps: list[SafetyStepOut] = Field(
+        default_factory=list, description="Safety steps chosen, performed or failed, in order."
+    )
 
 
 class HoldDetailOut(HoldOut):
@@ -156,6 +197,11 @@ class HoldsOut(BaseModel):
 class ResolveOut(BaseModel):
     hold: HoldDetailOut
     outcome: str = Field(description="What happened and what is still needed, for people.")
+    step_failed: str = Field(
+        "",
+        description="The safety step that failed, with its error (the approval was not "
+        "recorded and nothing was released); empty otherwise.",
+    )
 
 
 class DecisionOut(BaseModel):

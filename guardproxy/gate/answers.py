@@ -23,6 +23,9 @@ class Forward:
 
     decision_id: str
     hold_id: str | None = None
+    note: str = ""
+    """For the agent, beside the upstream's answer: the safety steps run before a held
+    request was released (``X-Guardproxy-Safety-Steps``)."""
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from guardproxy.action import Action, Verb
 from guardproxy.approvals.carry import agent_note
 from guardproxy.approvals.events import HoldEvents, hold_event
 from guardproxy.approvals.holds import create_hold
+from guardproxy.approvals.safety import ImpactPreviews, release_text
 from guardproxy.approvals.service import ApprovalService, Clock, utc_now
 from guardproxy.context import Context, SessionInfo
 from guardproxy.gate import answers
@@ -69,9 +70,12 @@ class Gate:
         metrics: Metrics | None = None,
         shadow: Callable[[], Bundle | None] | None = None,
         writer: Writer | None = None,
+        impact: ImpactPreviews | None = None,
     ) -> None:
         """``writer`` takes the batched read records (default: written in this
-        process, to ``store``)."""
+        process, to ``store``); ``impact`` is told of each new hold (its preview is
+        gathered in the background: the hold never waits for it)."""
+        self.impact = impact
         self.events = events or HoldEvents()
         self.metrics = metrics or Metrics()
         self._store = store
@@ -225,7 +229,7 @@ class Gate:
             granted = await asyncio.to_thread(self._grant, session, digest, now)
             if granted is not None:
                 self._released(granted)
-                return Forward(decision_id, granted.id)
+                return Forward(decision_id, granted.id, await self._steps_note(granted))
             hold = await asyncio.to_thread(self._joinable, session, digest, now)
             if hold is None or hold.state is not HoldState.PENDING:
                 if hold is not None and hold.state is HoldState.DENIED:
@@ -236,6 +240,8 @@ class Gate:
                 log.info("hold.created", hold=hold.id, session=session.id, action=hold.summary)
                 self.metrics.hold_created()
                 self.events.publish(hold_event("held", hold, now, reason=decision.message))
+                if self.impact is not None:
+                    self.impact.held(hold, request, action)
         except StoreError as error:
             log.error("hold.store_failed", error=str(error))
             self.metrics.store_error("hold")
@@ -293,7 +299,7 @@ class Gate:
                 return self.fail_closed(request, action, decision_id)
             if granted is not None:
                 self._released(granted)
-                return Forward(decision_id, hold.id)
+                return Forward(decision_id, hold.id, await self._steps_note(granted))
         if state is HoldState.DENIED:
             try:
                 current = await asyncio.to_thread(self._store.get_hold, hold.id)
@@ -331,6 +337,15 @@ class Gate:
             return None
         finally:
             self._waiters.remove(hold.id, future)
+
+    async def _steps_note(self, hold: Hold) -> str:
+        """What the agent is told of the safety steps run before this release ("" if
+        none, or if the store cannot say: the release stands either way)."""
+        try:
+            steps = await asyncio.to_thread(self._store.list_safety_steps, [hold.id])
+        except StoreError:
+            return ""
+        return release_text(steps)
 
     def _released(self, hold: Hold) -> None:
         log.info("hold.released", hold=hold.id, grant=hold.grant)

@@ -40,7 +40,15 @@ from guardproxy.intercept.failsafe import (
     response_hook,
     tls_hook,
 )
-from guardproxy.intercept.flows import ACTION, DECISION, LEARNER, SESSION, http_request
+from guardproxy.intercept.flows import (
+    ACTION,
+    DECISION,
+    LEARNER,
+    SESSION,
+    STEPS_HEADER,
+    STEPS_NOTE,
+    http_request,
+)
 from guardproxy.intercept.flows import respond as _respond
 from guardproxy.pipeline import LivePipeline, Pipeline, learns_from
 from guardproxy.recognise import recognise
@@ -264,6 +272,10 @@ class ResponseStreaming:
         decision = flow.metadata.get(DECISION)
         if isinstance(decision, str):
             self._record_status(decision, flow.response.status_code)
+        note = flow.metadata.get(STEPS_NOTE)
+        if isinstance(note, str) and note:
+            one_line = " ".join(note.split())  # a header value: one line of ASCII
+            flow.response.headers[STEPS_HEADER] = one_line.encode("ascii", "replace").decode()
 
 
 class Guard:
@@ -309,6 +321,8 @@ class Guard:
         effect = await self._gate.handle(request, action, verdict.context, verdict.decision)
         if not isinstance(effect, Answer):  # only the upstream's own answer is its status
             flow.metadata[DECISION] = effect.decision_id
+            if effect.note:
+                flow.metadata[STEPS_NOTE] = effect.note
         # before the request goes out: the next decision of the session must see it
         learner = await self.pipeline.after(
             verdict, effect.kind if isinstance(effect, Answer) else FORWARDED

@@ -12,6 +12,11 @@ DECISION = "guardproxy.decision"
 LEARNER = "guardproxy.learner"
 ACTION = "guardproxy.action"
 """The recognised action, once known: a refusal after a failure is shaped for its API."""
+STEPS_NOTE = "guardproxy.safety-steps"
+"""The safety steps run before a held request was released, for the agent."""
+STEPS_HEADER = "X-Guardproxy-Safety-Steps"
+"""On the upstream's answer to a released request: what the guard did before releasing it
+(``snapshot: rds snapshot ... (available) (12.3 s)``)."""
 
 
 def respond(flow: http.HTTPFlow, answer: NativeAnswer) -> None:

@@ -48,6 +48,14 @@ class RuleApproval(_Frozen):
         )
 
 
+class StepOffer(_Frozen):
+    """A safety step the requirement offers (or requires) before release."""
+
+    name: str
+    required: bool = False
+    include_secrets: bool = False
+
+
 class ApprovalRequirement(_Frozen):
     """What releases a hold: every determining hold rule's requirement, all at once.
 
@@ -65,6 +73,10 @@ class ApprovalRequirement(_Frozen):
     grant: str = "once"
     page: list[str] = Field(
         default_factory=list, description="`oncall:<schedule>` groups paged when it is held."
+    )
+    safety_steps: list[StepOffer] = Field(
+        default_factory=list,
+        description="Safety steps approvers may choose (or must have) before release.",
     )
 
     def is_met(self, approvers: Mapping[str, Collection[str]]) -> bool:

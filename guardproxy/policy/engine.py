@@ -36,6 +36,7 @@ from guardproxy.policy.decision import (
     Decision,
     RuleApproval,
     RuleError,
+    StepOffer,
 )
 from guardproxy.policy.model import (
     Approval,
@@ -537,6 +538,10 @@ def _requirement(rule: str, approval: Approval) -> ApprovalRequirement:
         on_timeout=approval.on_timeout,
         grant=approval.grant,
         page=[approval.page] if approval.page else [],
+        safety_steps=[
+            StepOffer(name=s.name, required=s.required, include_secrets=s.include_secrets)
+            for s in approval.safety_steps
+        ],
     )
 
 
@@ -570,7 +575,26 @@ def merge_requirements(requirements: list[ApprovalRequirement]) -> ApprovalRequi
         on_timeout="escalate" if any(r.on_timeout == "escalate" for r in requirements) else "deny",
         grant=grant,
         page=sorted({p for r in requirements for p in r.page}),
+        safety_steps=merge_steps([s for r in requirements for s in r.safety_steps]),
     )
+
+
+def merge_steps(offers: list[StepOffer]) -> list[StepOffer]:
+    """One offer per step: required if any rule requires it, Secrets exported if any
+    rule opts in."""
+    merged: dict[str, StepOffer] = {}
+    for offer in offers:
+        seen = merged.get(offer.name)
+        merged[offer.name] = (
+            offer
+            if seen is None
+            else StepOffer(
+                name=offer.name,
+                required=seen.required or offer.required,
+                include_secrets=seen.include_secrets or offer.include_secrets,
+            )
+        )
+    return [merged[name] for name in sorted(merged)]
 
 
 def _cap(value: Any, limits: Limits) -> tuple[Any, bool]:

@@ -155,6 +155,28 @@ def _check_page(page: str) -> str:
 Groups = Annotated[list[str], AfterValidator(_check_groups)]
 
 
+SafetyStepName = Literal["snapshot"]
+"""What a safety step does before a held action is released: ``snapshot`` keeps a copy of
+what the action destroys, the provider's own way (an RDS or EBS snapshot, a DynamoDB
+backup, a CloudFormation stack's template and resources or a Kubernetes namespace's
+objects saved in the data directory, a git branch's old commit under
+``refs/guardproxy/backup/``)."""
+
+
+class SafetyStep(_Doc):
+    """A step the guard performs, and waits for, before it releases an approved action."""
+
+    name: SafetyStepName = Field(description="`snapshot`: keep a copy of what is destroyed.")
+    required: bool = Field(
+        False,
+        description="Performed on every approval; otherwise only when an approver chooses it "
+        "(`guardproxy approve ID --with snapshot`, a checkbox in the console).",
+    )
+    include_secrets: bool = Field(
+        False, description="Kubernetes exports include Secrets (left out by default)."
+    )
+
+
 class Approval(_Doc):
     """Who must approve a held action, and what an approval grants."""
 
@@ -185,6 +207,11 @@ class Approval(_Doc):
         description="`once`: the approved request passes once; `session:<duration>`: "
         "identical requests of the session pass for that long.",
     )
+    safety_steps: list[SafetyStep] = Field(
+        default_factory=list,
+        description="Steps offered to approvers (or required) before release: the guard "
+        "performs them and releases the request only once they succeeded.",
+    )
 
     @model_validator(mode="after")
     def _page_among_groups(self) -> Approval:
@@ -193,6 +220,9 @@ class Approval(_Doc):
                 f"page {self.page} is not among the approval groups, so the people it pages "
                 f"could not approve; add {self.page} to groups"
             )
+        names = [step.name for step in self.safety_steps]
+        if len(names) != len(set(names)):
+            raise ValueError("a safety step is named twice in safetySteps; name each once")
         return self
 
 

@@ -58,6 +58,9 @@ class ExpectedApproval(_Doc):
     required_groups: list[str] | None = None
     timeout_seconds: int | None = None
     grant: str | None = None
+    safety_steps: list[str] | None = Field(
+        None, description="Exact set of the safety steps offered (a required one as `name!`)."
+    )
 
 
 class Expectation(_Doc):
@@ -432,6 +435,13 @@ def _check_approval(decision: Decision, expected: ExpectedApproval) -> list[str]
         got = getattr(approval, name)
         if want is not None and set(want) != set(got):
             failures.append(f"approval {to_camel(name)} are {sorted(got)}, expected {sorted(want)}")
+    if expected.safety_steps is not None:
+        offered = {step.name + ("!" if step.required else "") for step in approval.safety_steps}
+        if offered != set(expected.safety_steps):
+            failures.append(
+                f"approval safetySteps are {sorted(offered)}, "
+                f"expected {sorted(set(expected.safety_steps))}"
+            )
     return failures
 
 

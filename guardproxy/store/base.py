@@ -291,6 +291,44 @@ class ChatMessage:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class HoldImpact:
+    """What the guard found out about a held action's target before anyone decided:
+    read-only facts (``known``), or why it could not (``unknown``: a failure or a
+    time-out, never shown as "nothing"). Informational: no decision reads it."""
+
+    hold_id: str
+    status: str
+    """``known`` or ``unknown``."""
+    summary: str
+    """One line for people: ``3 resources (1 AWS::RDS::DBInstance, ...); exports ...``."""
+    impact_json: str
+    """The structured facts (redacted JSON)."""
+    gathered_at: datetime
+
+
+STEP_STATES = ("chosen", "succeeded", "failed")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SafetyStepRecord:
+    """One safety step of a hold: chosen by an approver, then performed before release
+    (succeeded, with its result) or not (failed, with the error; nothing was released)."""
+
+    id: int
+    hold_id: str
+    step: str
+    state: str
+    """One of :data:`STEP_STATES`."""
+    actor: str
+    """Who chose it (``chosen``), or who approved the release it ran for."""
+    result_json: str
+    """What it produced (redacted JSON): a snapshot id, a file, a ref; ``{}`` if nothing."""
+    error: str
+    started_at: datetime
+    finished_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DecisionRecord:
     """One line of the decision log: everything needed to replay and audit a decision.
 
@@ -321,8 +359,8 @@ class AuditEntry:
     ``kind`` is ``decision``, ``upstream`` (the upstream's status for a forwarded
     decision, ``subject`` = decision id) or a hold event (``hold.created``,
     ``hold.approval``, ``hold.approved``, ``hold.denied``, ``hold.expired``,
-    ``hold.released``; ``subject`` = hold id).  ``payload_json`` is kept verbatim and
-    must already be redacted.
+    ``hold.released``, ``hold.impact``, ``hold.step``; ``subject`` = hold id).
+    ``payload_json`` is kept verbatim and must already be redacted.
     """
 
     record_id: str
@@ -687,6 +725,38 @@ class Store(Protocol):
         """Record a chat callback by ``key`` (a digest of the signed request); False if
         it was seen before: a replay. Keys seen before ``forget_before`` are dropped
         (requests that old are refused on their timestamp)."""
+        ...
+
+    # impact previews and safety steps (informational; the audit chain records them)
+
+    def set_hold_impact(self, impact: HoldImpact) -> bool:
+        """Keep a hold's impact (once: False if it already has one) and chain a
+        ``hold.impact`` record; the caller redacts ``impact_json`` and ``summary``."""
+        ...
+
+    def hold_impacts(self, hold_ids: Sequence[str]) -> dict[str, HoldImpact]:
+        """The impacts kept for these holds, by hold id."""
+        ...
+
+    def record_safety_step(
+        self,
+        *,
+        hold_id: str,
+        step: str,
+        state: str,
+        actor: str,
+        result_json: str = "{}",
+        error: str = "",
+        started_at: datetime,
+        finished_at: datetime,
+    ) -> SafetyStepRecord:
+        """Append a safety step record and chain a ``hold.step`` record (NotFoundError if
+        there is no such hold, InvalidValueError for an unknown state); the caller
+        redacts ``result_json`` and ``error``."""
+        ...
+
+    def list_safety_steps(self, hold_ids: Sequence[str]) -> list[SafetyStepRecord]:
+        """The safety step records of these holds, oldest first."""
         ...
 
     # decision log

@@ -296,5 +296,35 @@ _V7: Migration = (
     "CREATE INDEX audit_checkpoint_heads_chain ON audit_checkpoint_heads (chain, seq)",
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
+_V8: Migration = (
+    # Impact previews and safety steps (issue 18).  What the guard found out about a held
+    # action's target (read-only facts, or why it could not: `unknown`), once per hold;
+    # and the safety steps of a hold: chosen by an approver, then succeeded or failed
+    # (with their result: a snapshot id, a file, a ref) before the request is released.
+    """
+    CREATE TABLE hold_impacts (
+        hold_id     TEXT PRIMARY KEY,
+        status      TEXT NOT NULL CHECK (status IN ('known', 'unknown')),
+        summary     TEXT NOT NULL,
+        impact      TEXT NOT NULL CHECK (json_valid(impact)),
+        gathered_at TEXT NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE hold_steps (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        hold_id     TEXT NOT NULL,
+        step        TEXT NOT NULL,
+        state       TEXT NOT NULL CHECK (state IN ('chosen', 'succeeded', 'failed')),
+        actor       TEXT NOT NULL,
+        result      TEXT NOT NULL CHECK (json_valid(result)),
+        error       TEXT NOT NULL DEFAULT '',
+        started_at  TEXT NOT NULL,
+        finished_at TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX hold_steps_hold ON hold_steps (hold_id, id)",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
 """Applied in order; the database's version is how many of these it has run."""

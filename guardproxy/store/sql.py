@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
 from guardproxy.redact import REDACTED
 from guardproxy.store import chain
 from guardproxy.store.base import (
+    STEP_STATES,
     AlreadyExistsError,
     Approval,
     Approver,
@@ -49,11 +50,13 @@ from guardproxy.store.base import (
     EventTotal,
     Hold,
     HoldConflict,
+    HoldImpact,
     HoldState,
     HoldWatcher,
     InvalidValueError,
     NotFoundError,
     Page,
+    SafetyStepRecord,
     SchemaVersionError,
     Session,
     SessionEvent,
@@ -720,6 +723,95 @@ class SqlStore:
             ).fetchone()
         return row is not None
 
+    # -- impact previews and safety steps -------------------------------------------
+
+    def set_hold_impact(self, impact: HoldImpact) -> bool:
+        if impact.status not in ("known", "unknown"):
+            raise InvalidValueError(f"an impact is known or unknown, not {impact.status!r}")
+        with self._write(chained=True) as db:
+            hold = db.execute("SELECT * FROM holds WHERE id = ?", (impact.hold_id,)).fetchone()
+            if hold is None:
+                raise NotFoundError(f"no hold {impact.hold_id}")
+            row = db.execute(
+                "INSERT INTO hold_impacts (hold_id, status, summary, impact, gathered_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING hold_id",
+                (impact.hold_id, impact.status, " ".join(impact.summary.splitlines()),
+                 impact.impact_json, _ts(impact.gathered_at)),
+            ).fetchone()  # fmt: skip
+            if row is None:
+                return False
+            event = chain.event_entry(
+                "hold.impact",
+                at=impact.gathered_at,
+                session_id=hold["session_id"],
+                subject=impact.hold_id,
+                outcome=impact.status,
+                summary=impact.summary,
+                impact=json.loads(impact.impact_json),
+            )
+            self._chain(db, [event])
+            return True
+
+    def hold_impacts(self, hold_ids: Sequence[str]) -> dict[str, HoldImpact]:
+        if not hold_ids:
+            return {}
+        marks = ", ".join("?" for _ in hold_ids)
+        with self._read() as db:
+            rows = db.execute(
+                f"SELECT * FROM hold_impacts WHERE hold_id IN ({marks})", list(hold_ids)
+            ).fetchall()
+        return {row["hold_id"]: _impact(row) for row in rows}
+
+    def record_safety_step(
+        self,
+        *,
+        hold_id: str,
+        step: str,
+        state: str,
+        actor: str,
+        result_json: str = "{}",
+        error: str = "",
+        started_at: datetime,
+        finished_at: datetime,
+    ) -> SafetyStepRecord:
+        if state not in STEP_STATES:
+            raise InvalidValueError(f"a safety step's state is one of {STEP_STATES}, not {state!r}")
+        with self._write(chained=True) as db:
+            hold = db.execute("SELECT * FROM holds WHERE id = ?", (hold_id,)).fetchone()
+            if hold is None:
+                raise NotFoundError(f"no hold {hold_id}")
+            row = db.execute(
+                "INSERT INTO hold_steps (hold_id, step, state, actor, result, error, started_at,"
+                " finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+                (hold_id, step, state, actor, result_json, error, _ts(started_at),
+                 _ts(finished_at)),
+            ).fetchone()  # fmt: skip
+            event = chain.event_entry(
+                "hold.step",
+                at=finished_at,
+                session_id=hold["session_id"],
+                subject=hold_id,
+                outcome=state,
+                step=step,
+                actor=actor,
+                result=json.loads(result_json),
+                error=error,
+                started_at=_ts(started_at),
+                seconds=round((finished_at - started_at).total_seconds(), 3),
+            )
+            self._chain(db, [event])
+            return _step(row)
+
+    def list_safety_steps(self, hold_ids: Sequence[str]) -> list[SafetyStepRecord]:
+        if not hold_ids:
+            return []
+        marks = ", ".join("?" for _ in hold_ids)
+        with self._read() as db:
+            rows = db.execute(
+                f"SELECT * FROM hold_steps WHERE hold_id IN ({marks}) ORDER BY id", list(hold_ids)
+            ).fetchall()
+        return [_step(row) for row in rows]
+
     # -- decision log ---------------------------------------------------------------
 
     def append_decision(self, record: DecisionRecord) -> None:
@@ -1319,6 +1411,8 @@ _COLUMNS = {
     "grant": "grant_spec",
     "groups": "approver_groups",
     "payload_json": "payload",
+    "impact_json": "impact",
+    "result_json": "result",
 }
 """Record fields whose column has another name (SQL keywords, or the JSON's content)."""
 
@@ -1369,4 +1463,6 @@ _audit = _mapper(AuditRecord)
 _link = _mapper(ApproverLink)
 _page = _mapper(Page)
 _chat_message = _mapper(ChatMessage)
+_impact = _mapper(HoldImpact)
+_step = _mapper(SafetyStepRecord)
 _audit_chain = _mapper(AuditChain)

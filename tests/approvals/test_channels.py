@@ -27,6 +27,7 @@ from guardproxy.approvals.channels import (
     channel,
     channel_kinds,
     register_channel,
+    slack_payload,
     verify,
 )
 from guardproxy.approvals.events import HoldEvent, HoldEvents
@@ -115,6 +116,7 @@ def test_a_webhook_posts_the_hold_as_json_signed_over_timestamp_and_body() -> No
             "session": "s-1",
             "message": FACTS.message,
             "rules": ["k8s/hold-prod"],
+            "impact": None,
             "console_url": "https://guard.example/console/#/holds/h-abc",
         },
     }
@@ -126,6 +128,28 @@ def test_a_webhook_posts_the_hold_as_json_signed_over_timestamp_and_body() -> No
     assert verify(SECRET, timestamp, post.body, signature)
     assert not verify(b"another secret", timestamp, post.body, signature)
     assert not verify(SECRET, timestamp, post.body.replace(b"prod", b"dev"), signature)
+
+
+def test_the_impact_preview_goes_with_the_hold_once_it_is_in() -> None:
+    line = "namespace prod: 2 deployments"
+    impact = {
+        "status": "known",
+        "summary": line,
+        "line": line,
+        "facts": {"counts": {"deployments": 2}},
+    }
+    facts = HoldFacts(FACTS.message, FACTS.rules, impact)
+    body = WebhookChannel().payload(event("impact", reason=line), facts, CONSOLE)
+    assert body["event"] == "impact" and body["hold"]["impact"] == impact
+    held = slack_payload(event("held"), facts, CONSOLE)
+    assert "Impact preview: namespace prod: 2 deployments" in held["blocks"][0]["text"]["text"]
+    unknown = HoldFacts(
+        FACTS.message,
+        FACTS.rules,
+        {**impact, "status": "unknown", "line": "impact unknown: timed out"},
+    )
+    said = slack_payload(event("held"), unknown, CONSOLE)["blocks"][0]["text"]["text"]
+    assert "Impact preview: impact unknown: timed out" in said
 
 
 def test_the_webhook_payload_without_facts_still_names_the_hold() -> None:

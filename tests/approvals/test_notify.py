@@ -128,6 +128,7 @@ def test_a_failing_webhook_is_retried_and_every_attempt_is_signed(
         "session": "s-1",
         "message": FACTS.message,
         "rules": ["k8s/hold-prod"],
+        "impact": None,
         "console_url": "https://guard.example/console/#/holds/h-abc",
     }
     assert datetime.fromisoformat(payload["at"]).tzinfo is not None

@@ -28,6 +28,9 @@ MAX_BODY = 64 * 1024 * 1024
 
 LOOPBACK = "127.0.0.1"
 
+GUARD_AGENT = "guardproxy-impact"
+"""What the guard's own calls to an upstream carry in their User-Agent."""
+
 
 # --------------------------------------------------------------------------- recording
 
@@ -57,6 +60,12 @@ class RecordedRequest:
         """First value of header ``name`` (case-insensitive), or None."""
         lowered = name.lower()
         return next((v for k, v in self.headers if k.lower() == lowered), None)
+
+    @property
+    def by_guard(self) -> bool:
+        """Made by the guard itself (an impact preview's read, a safety step), which
+        names itself ``guardproxy-impact`` in its User-Agent: not the agent's traffic."""
+        return GUARD_AGENT in (self.header("User-Agent") or "")
 
 
 class RequestLog:
@@ -300,7 +309,13 @@ class UpstreamServer:
 
     @property
     def requests(self) -> list[RecordedRequest]:
-        """Snapshot of every request received so far, oldest first."""
+        """The agent's requests received so far, oldest first (the guard's own impact
+        reads and safety steps left out: see :attr:`all_requests`)."""
+        return [r for r in self.log.snapshot() if not r.by_guard]
+
+    @property
+    def all_requests(self) -> list[RecordedRequest]:
+        """Every request received so far, the guard's own included, oldest first."""
         return self.log.snapshot()
 
     @property

@@ -145,6 +145,38 @@ _RESOURCES: dict[str, _Resource] = {
     ),
 }
 
+
+def _name_row(obj: JSON) -> list[Any]:
+    meta = obj["metadata"]
+    return [meta["name"], _age(meta["creationTimestamp"])]
+
+
+def _plain(plural: str, kind: str, namespaced: bool) -> _Resource:
+    return _Resource(plural, plural[:-1], kind, namespaced, (), ("Name", "Age"), _name_row)
+
+
+_WORKLOADS: dict[str, dict[str, _Resource]] = {
+    "v1": {
+        "persistentvolumeclaims": _plain("persistentvolumeclaims", "PersistentVolumeClaim", True),
+        "services": _plain("services", "Service", True),
+        "configmaps": _plain("configmaps", "ConfigMap", True),
+        "secrets": _plain("secrets", "Secret", True),
+        "persistentvolumes": _plain("persistentvolumes", "PersistentVolume", False),
+    },
+    "apps/v1": {
+        "deployments": _plain("deployments", "Deployment", True),
+        "statefulsets": _plain("statefulsets", "StatefulSet", True),
+    },
+    "apiextensions.k8s.io/v1": {
+        "customresourcedefinitions": _plain(
+            "customresourcedefinitions", "CustomResourceDefinition", False
+        ),
+    },
+    "example.com/v1": {"widgets": _plain("widgets", "Widget", True)},
+}
+"""Served with ``KubeApiServer(workloads=True)``: what impact previews and namespace
+exports read (core storage and services, apps, CRDs and one custom resource)."""
+
 _COLUMN_TYPES = {"Restarts": "integer"}
 
 
@@ -238,10 +270,10 @@ class KubeStore:
             if dry_run:
                 return final
             if resource == "namespaces":
-                for key in [k for k in self._objects if k[0] == "pods" and k[1] == name]:
-                    pod = self._objects.pop(key)
-                    pod["metadata"]["resourceVersion"] = str(self._next_rv())
-                    self._emit("DELETED", "pods", name, pod)
+                for key in [k for k in self._objects if k[1] == name]:
+                    inside = self._objects.pop(key)
+                    inside["metadata"]["resourceVersion"] = str(self._next_rv())
+                    self._emit("DELETED", key[0], name, inside)
             del self._objects[(resource, namespace, name)]
             final["metadata"]["resourceVersion"] = str(self._next_rv())
             self._emit("DELETED", resource, namespace, final)
@@ -486,22 +518,52 @@ class _KubeHandler(BaseHandler):
         elif method == "GET" and parts == ["api"]:
             self._discovery(self.api.api_versions())
         elif method == "GET" and parts == ["apis"]:
-            self._discovery({"kind": "APIGroupList", "apiVersion": "v1", "groups": []})
+            self._discovery({"kind": "APIGroupList", "apiVersion": "v1", "groups": self._groups()})
         elif method == "GET" and parts == ["api", "v1"]:
             self._discovery(
                 {
                     "kind": "APIResourceList",
                     "groupVersion": "v1",
-                    "resources": [r.discovery() for r in _RESOURCES.values()],
+                    "resources": [r.discovery() for r in self._served("v1").values()],
                 }
             )
         elif parts[:2] == ["api", "v1"] and len(parts) > 2:
-            self._resource_call(entry, parts[2:])
+            self._resource_call(entry, parts[2:], self._served("v1"))
+        elif parts[:1] == ["apis"] and len(parts) >= 3 and self._served("/".join(parts[1:3])):
+            group_version = "/".join(parts[1:3])
+            served = self._served(group_version)
+            if len(parts) == 3 and method == "GET":
+                self._discovery(
+                    {
+                        "kind": "APIResourceList",
+                        "groupVersion": group_version,
+                        "resources": [r.discovery() for r in served.values()],
+                    }
+                )
+            else:
+                self._resource_call(entry, parts[3:], served)
         else:
             self.send_json(
                 404,
                 kube_status(404, "NotFound", "the server could not find the requested resource"),
             )
+
+    def _served(self, group_version: str) -> dict[str, _Resource]:
+        extra = _WORKLOADS.get(group_version, {}) if self.api.workloads else {}
+        return {**(_RESOURCES if group_version == "v1" else {}), **extra}
+
+    def _groups(self) -> list[JSON]:
+        if not self.api.workloads:
+            return []
+        return [
+            {
+                "name": gv.split("/")[0],
+                "versions": [{"groupVersion": gv, "version": gv.split("/")[1]}],
+                "preferredVersion": {"groupVersion": gv, "version": gv.split("/")[1]},
+            }
+            for gv in _WORKLOADS
+            if gv != "v1"
+        ]
 
     def _discovery(self, payload: JSON) -> None:
         """Legacy discovery only: aggregated (apidiscovery.k8s.io/v2) answers 406 if demanded."""
@@ -519,18 +581,20 @@ class _KubeHandler(BaseHandler):
             return
         self.send_json(200, payload)
 
-    def _resource_call(self, entry: RecordedRequest, rest: list[str]) -> None:
+    def _resource_call(
+        self, entry: RecordedRequest, rest: list[str], served: dict[str, _Resource]
+    ) -> None:
         # rest: [plural] or [plural, name], optionally behind ["namespaces", ns]
         namespace: str | None = None
         if len(rest) >= 3 and rest[0] == "namespaces":
             namespace, rest = rest[1], rest[2:]
-        if not rest or rest[0] not in _RESOURCES or len(rest) > 2:
+        if not rest or rest[0] not in served or len(rest) > 2:
             self.send_json(
                 404,
                 kube_status(404, "NotFound", "the server could not find the requested resource"),
             )
             return
-        res = _RESOURCES[rest[0]]
+        res = served[rest[0]]
         name = rest[1] if len(rest) == 2 else None
         if namespace is not None and not res.namespaced:
             self.send_json(404, kube_status(404, "NotFound", f"{res.plural} is not namespaced"))
@@ -791,10 +855,13 @@ class KubeApiServer(UpstreamServer):
         watch_seconds: float = 4.0,
         watch_tick_after: float = 1.0,
         token_user: Callable[[str], str | None] | None = None,
+        workloads: bool = False,
     ) -> None:
         """``token_user``: bearer tokens are accepted too, as the user it names (None: an
         unknown or expired token, answered 401); a request with no token needs a client
-        certificate as before."""
+        certificate as before. ``workloads``: also serve PVCs, services, config maps,
+        secrets, PVs, deployments, stateful sets, CRDs and ``example.com/v1`` widgets."""
+        self.workloads = workloads
         ctx = server_tls_context(pki, pki.client_ca.cert_pem, require_client_cert)
         super().__init__(_KubeHandler, ctx)
         self.pki = pki

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from io import BytesIO
 from pathlib import Path
 from typing import Any, Self, cast
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from moto.moto_server.werkzeug_app import (
@@ -338,6 +338,8 @@ class _RecordingWsgi:
     def __init__(self, app: WSGIApplication, log: RequestLog) -> None:
         self.app = app
         self.log = log
+        self.delays: dict[str, float] = {}
+        """AWS operation -> seconds its answers are held back (a slow upstream)."""
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Any:
         stream = environ["wsgi.input"]
@@ -361,6 +363,12 @@ class _RecordingWsgi:
         if environ.get("CONTENT_TYPE"):
             headers.append(("Content-Type", environ["CONTENT_TYPE"]))
         self.log.append(RecordedRequest(environ["REQUEST_METHOD"], target, tuple(headers), body))
+        if self.delays:
+            operation = str(environ.get("HTTP_X_AMZ_TARGET", "")).rpartition(".")[2]
+            operation = operation or dict(parse_qsl(body.decode(errors="replace"))).get(
+                "Action", ""
+            )
+            time.sleep(min(self.delays.get(operation, 0.0), 10.0))
         return self.app(environ, start_response)
 
 
@@ -393,7 +401,7 @@ class MotoServer:
         backend: WSGIApplication = DomainDispatcherApplication(create_backend_app)
         if wrap is not None:
             backend = wrap(backend)
-        app = _RecordingWsgi(backend, self.log)
+        app = self._app = _RecordingWsgi(backend, self.log)
         self._scheme = "https" if ssl_context is not None else "http"
         self._server: BaseWSGIServer = make_server(
             LOOPBACK, 0, app, threaded=True, request_handler=_QuietMotoHandler,
@@ -418,6 +426,11 @@ class MotoServer:
 
     @property
     def requests(self) -> list[RecordedRequest]:
+        """The agent's requests (the guard's own calls left out: :attr:`all_requests`)."""
+        return [r for r in self.log.snapshot() if not r.by_guard]
+
+    @property
+    def all_requests(self) -> list[RecordedRequest]:
         return self.log.snapshot()
 
     def start(self) -> Self:
@@ -437,6 +450,12 @@ class MotoServer:
         with urllib.request.urlopen(req, timeout=10, context=context) as resp:
             resp.read()
         self.log.clear()
+        self._app.delays.clear()
+
+    def delay(self, operation: str, seconds: float) -> None:
+        """Hold back moto's answers to ``operation`` for ``seconds`` (at most 10) until
+        the next reset."""
+        self._app.delays[operation] = seconds
 
     def stop(self) -> None:
         if self._thread is not None:

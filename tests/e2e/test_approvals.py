@@ -125,8 +125,14 @@ class Guard:
             self.events.append(event)
 
     def kinds(self, hold_id: str) -> list[str]:
+        """The hold's lifecycle events (its impact preview's event, which comes whenever
+        the preview is in, is left out: see :meth:`impacts`)."""
         with self._events_lock:
-            return [e.kind for e in self.events if e.hold_id == hold_id]
+            return [e.kind for e in self.events if e.hold_id == hold_id and e.kind != "impact"]
+
+    def impacts(self, hold_id: str) -> list[str]:
+        with self._events_lock:
+            return [e.reason for e in self.events if e.hold_id == hold_id and e.kind == "impact"]
 
     def start_session(self, user: str) -> str:
         assert self.service.registry is not None and self.service.proxy is not None
@@ -191,6 +197,8 @@ def test_quorum_of_two_is_not_met_by_one_person_approving_twice(guard: Guard) ->
     assert guard.delete("quorum-cm").status_code == 200
     assert guard.deletes() == 1
     assert guard.kinds(hold_id) == ["held", "approval", "approval", "approved", "released"]
+    assert len(guard.impacts(hold_id)) == 1  # the echo server is no API: "impact unknown: ..."
+    assert guard.impacts(hold_id)[0].startswith("impact unknown: ")
 
 
 def test_a_required_group_is_enforced(guard: Guard) -> None:

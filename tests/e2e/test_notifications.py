@@ -34,7 +34,14 @@ CONSOLE = "https://guard.example/console"
 
 
 def kinds(received: list[Received]) -> list[str]:
-    return [r.headers[EVENT_HEADER] for r in received if r.status == 200]
+    """The events delivered, in order, but the impact preview's (it comes whenever the
+    preview is in; :func:`impacts`)."""
+    return [r.headers[EVENT_HEADER] for r in received if r.status == 200
+            and r.headers[EVENT_HEADER] != "impact"]  # fmt: skip
+
+
+def impacts(received: list[Received]) -> list[dict[str, Any]]:
+    return [r.json() for r in received if r.status == 200 and r.headers[EVENT_HEADER] == "impact"]
 
 
 def wait_until(check: Any, timeout: float = 15.0) -> None:
@@ -164,6 +171,9 @@ def test_silence_is_notified_as_an_escalation_then_an_expiry_and_the_request_is_
         finally:
             guard.background.stop()
     assert kinds(receiver.received) == ["held", "escalated", "expired"]
-    escalated = receiver.received[1].json()
+    [impact] = impacts(receiver.received)
+    assert impact["hold"]["impact"]["status"] == "unknown"
+    assert impact["reason"] == impact["hold"]["impact"]["line"]
+    escalated = next(r.json() for r in receiver.received if r.headers[EVENT_HEADER] == "escalated")
     assert "settings" in escalated["hold"]["summary"]
     assert escalated["hold"]["rules"] == ["short-fuse/hold-with-a-short-fuse"]

@@ -280,6 +280,8 @@
     expired: "expired (denied)",
     escalated: "escalated",
     released: "released",
+    impact: "impact preview in",
+    step: "safety step ran",
   };
 
   function onHoldEvent(event) {
@@ -360,6 +362,7 @@
       el("a", { href: "#/holds/" + hold.id, class: "card-link" },
         el("span", { class: "summary" }, hold.summary || hold.id)),
       hold.message ? el("p", { class: "message" }, hold.message) : null,
+      impactLine(hold),
       el(
         "p",
         { class: "meta" },
@@ -371,6 +374,41 @@
       ),
       onCallList(hold),
     );
+  }
+
+  // "Impact: 3 resources (…)" or "impact unknown: timed out after 5 s" (never "nothing")
+  function impactLine(hold) {
+    const impact = hold.impact || {};
+    const status = impact.status || "pending";
+    const text = status === "known" ? "Impact: " + impact.summary : impact.line || "impact: being gathered";
+    return el("p", { class: "impact impact-" + status }, text);
+  }
+
+  const STEP_WORDS = {
+    snapshot: "Take a snapshot first (an RDS/EBS snapshot, a DynamoDB backup, the stack's template, the namespace's objects, a git backup ref)",
+  };
+
+  function renderStepChoices(hold) {
+    const offered = Array.isArray(hold.safety_steps_offered) ? hold.safety_steps_offered : [];
+    const box = byId("safety-step-choices");
+    clear(box);
+    for (const offer of offered) {
+      const input = el("input", { type: "checkbox", name: "step", value: offer.name, id: "step-" + offer.name });
+      if (offer.required) {
+        input.checked = true;
+        input.disabled = true;
+      }
+      box.appendChild(el("label", { for: "step-" + offer.name, class: "step-choice" }, input, " ",
+        (STEP_WORDS[offer.name] || offer.name) + (offer.required ? " (required by the policy)" : "")));
+    }
+    show("safety-steps", offered.length > 0 && hold.state === "pending");
+  }
+
+  function renderSteps(steps) {
+    const ran = (steps || []).filter((s) => s.state !== "chosen");
+    if (!ran.length) return null;
+    return el("ul", { class: "steps" }, ran.map((s) =>
+      el("li", { class: "step-" + s.state }, s.text + " — " + s.actor + ", " + when(s.finished_at))));
   }
 
   // "On call (platform-primary): alice (rotation …); level 1 (…) paged via pagerduty at …",
@@ -495,6 +533,11 @@
     clear(body);
     const progress = progressText(hold);
     const parts = [];
+    parts.push(section("What it would destroy", impactLine(hold),
+      hold.impact && hold.impact.status === "known" && !isEmpty(hold.impact.impact)
+        ? folding("Facts", false, renderValue(hold.impact.impact)) : null));
+    const steps = renderSteps(hold.safety_steps);
+    if (steps) parts.push(section("Safety steps", steps));
     if (progress) parts.push(el("p", { class: "progress-line" }, "Approvals: " + progress));
     if (hold.release) parts.push(el("p", { class: "release-line" }, "What approval lets through: " + hold.release));
     const onCall = onCallList(hold);
@@ -520,6 +563,7 @@
       body.appendChild(part);
     }
     show("resolve-form", hold.state === "pending");
+    renderStepChoices(hold);
   }
 
   function label(key) {
@@ -542,10 +586,15 @@
     const id = currentHoldId;
     for (const button of document.querySelectorAll("#resolve-form button")) button.disabled = true;
     try {
-      const answer = await api("/v1/holds/" + encodeURIComponent(id) + "/" + verb, { method: "POST", body: { reason } });
+      const steps = verb === "approve"
+        ? [...document.querySelectorAll("#safety-step-choices input:checked:not(:disabled)")].map((i) => i.value)
+        : [];
+      const body = steps.length ? { reason, steps } : { reason };
+      const answer = await api("/v1/holds/" + encodeURIComponent(id) + "/" + verb, { method: "POST", body });
       const hold = answer && answer.hold ? answer.hold : answer;
       reasonField.value = "";
-      flash((hold.summary || id) + ": " + ((answer && answer.outcome) || hold.state), "good");
+      flash((hold.summary || id) + ": " + ((answer && answer.outcome) || hold.state),
+        answer && answer.step_failed ? "bad" : "good");
       if (currentHoldId === id) renderDetail(hold);
     } catch (failure) {
       error.textContent = failure.message;
