@@ -53,9 +53,10 @@ from guardproxy.intercept.addons import (
 from guardproxy.intercept.failsafe import Failsafe, SafeStream
 from guardproxy.intercept.flows import DECISION, LEARNER, SESSION, http_request
 from guardproxy.recognise import recognise
+from guardproxy.recognise.providers.aws.responses import instance_key
 from guardproxy.recognise.request import RecogniseSettings
 from guardproxy.session.history import SessionHistory
-from guardproxy.session.names import NameCache, instance_key, learner_for
+from guardproxy.session.names import NameCache, learner_for
 from guardproxy.session.registry import SessionCredential, SessionRegistry
 from guardproxy.store import SqliteStore
 from guardproxy.store.base import Session

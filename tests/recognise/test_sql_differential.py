@@ -23,9 +23,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from recognise_support import http
 
+from guardproxy.recognise.providers.sql.postgres import _VOLATILE_READS, side_effect_free
+from guardproxy.recognise.providers.sql.recogniser import recognise_sql
 from guardproxy.recognise.request import HttpRequest
-from guardproxy.recognise.sql import recognise_sql
-from guardproxy.recognise.sql_postgres import _VOLATILE_READS, side_effect_free
 
 EXAMPLES = int(os.environ.get("GUARDPROXY_HYPOTHESIS_EXAMPLES", "60"))
 
