@@ -219,7 +219,8 @@ class HostPattern:
 
     A pattern without wildcards names one host: it matches every spelling of that host
     (``10.0.0.5`` matches ``0x0a.0.0.5``; ``localhost`` matches ``[::1]``). A glob is
-    matched against each of :func:`host_spellings`. Without a port it matches every port.
+    matched against each of :func:`host_spellings`, and (when it gives no port of its
+    own) against each with the port. Without a port it matches every port.
     """
 
     text: str
@@ -228,21 +229,31 @@ class HostPattern:
     """Its host part: the canonical host of a literal, the normalised glob otherwise."""
     port: int | None
     glob: re.Pattern[str] | None
+    specificity: int
+    with_port: bool = False
+    """A glob without a port that may match ``host:port`` (it ends in a wildcard or a
+    digit): tried on each spelling with the port too."""
+    """The number of literal characters: ``db.prod.corp`` is more specific than ``*.corp``
+    (environment selectors take the most specific that matches)."""
 
     @classmethod
     def of(cls, pattern: str) -> HostPattern:
         text = pattern.strip().lower()
         host, port = split_host_port(text)
+        literal = len(text) - sum(text.count(c) for c in "*?[]")
         if _WILDCARDS.isdisjoint(host):
-            return cls(text, canonical_host(host), port, None)
+            return cls(text, canonical_host(host), port, None, literal)
         glob = _name(_stripped(host))
-        return cls(text, glob, port, re.compile(fnmatch.translate(glob)))
+        with_port = port is None and (glob[-1:] in "*?]" or glob[-1:].isdigit())
+        return cls(text, glob, port, re.compile(fnmatch.translate(glob)), literal, with_port)
 
     @property
-    def specificity(self) -> int:
-        """The number of literal characters: ``db.prod.corp`` is more specific than
-        ``*.corp`` (environment selectors take the most specific that matches)."""
-        return len(self.text) - sum(self.text.count(c) for c in "*?[]")
+    def canonical(self) -> bool:
+        """Whether the pattern is written as it is matched (a canonical host or a
+        normalised glob, the port as a number): then a canonical host matches it exactly
+        when the glob matches the host as written."""
+        written, port = split_host_port(self.text)
+        return written == self.host and (port is None or self.text.endswith(f":{port}"))
 
     def matches(self, host: str, port: int | None = None) -> bool:
         """Whether ``host`` (any spelling) on ``port`` is what this pattern names."""
@@ -250,7 +261,15 @@ class HostPattern:
             return False
         if self.glob is None:
             return canonical_host(host) == self.host
-        return any(self.glob.fullmatch(form) for form in host_spellings(host))
+        forms = host_spellings(host)
+        if any(self.glob.fullmatch(form) for form in forms):
+            return True
+        # a glob without a port of its own may name one (`db.corp:54*`, `*5432`)
+        return (
+            self.with_port
+            and port is not None
+            and any(self.glob.fullmatch(f"{form}:{port}") for form in forms)
+        )
 
 
 @dataclass(frozen=True)

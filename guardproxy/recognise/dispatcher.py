@@ -55,9 +55,11 @@ def _claims(request: HttpRequest, settings: RecogniseSettings) -> list[_Claimant
     """Every provider that claims ``request``, most certain first, each at its most
     certain claim."""
     found: list[_Claimant] = []
+    claimed: list[Provider] = []
     for claim, module in PROVIDERS.claims:
-        if all(m is not module for _, m in found) and claim.test(request, settings):
+        if module.provider not in claimed and claim.test(request, settings):
             found.append((claim, module))
+            claimed.append(module.provider)
     return found
 
 

@@ -25,9 +25,10 @@ without names (or no provider) is ``unknown``.
 
 from __future__ import annotations
 
+import fnmatch
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from functools import lru_cache
 
 from guardproxy.action import Action, Environment
@@ -61,45 +62,54 @@ def canonical_selector(key: str, host_keys: tuple[HostKey, ...]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Table:
-    """The configured selectors in canonical form."""
+    """The configured selectors, parsed once per configuration."""
 
+    written: tuple[tuple[re.Pattern[str], int, Environment], ...]
+    """The ``host:`` globs as written (lower-cased, compiled), with their literal length."""
     keys: dict[str, Environment]
-    """Every key, host-naming ones canonical; keys that meet keep the stricter value."""
+    """Every other key, host-naming ones canonical; keys that meet keep the stricter value."""
     patterns: tuple[tuple[HostPattern, Environment], ...]
     """The ``host:`` selectors, matched by every spelling."""
+    plain: bool
+    """Every key and pattern is written in canonical form (none changed, none met): a host
+    written canonically then finds what the canonical lookup would."""
 
 
 @lru_cache(maxsize=32)
-def _table(items: tuple[tuple[str, str], ...], host_keys: tuple[HostKey, ...]) -> _Table:
+def _table(items: tuple[tuple[str, str], ...], registry: int) -> _Table:
+    written: list[tuple[re.Pattern[str], int, Environment]] = []
     keys: dict[str, Environment] = {}
     patterns: list[tuple[HostPattern, Environment]] = []
+    host_keys = PROVIDERS.host_keys
+    plain = True
     for key, value in items:
         environment = parse_environment(value)
         if key.startswith(_HOST):
-            patterns.append((HostPattern.of(key[len(_HOST) :]), environment))
+            pattern = HostPattern.of(key[len(_HOST) :])
+            glob = re.compile(fnmatch.translate(pattern.text))
+            written.append((glob, pattern.specificity, environment))
+            patterns.append((pattern, environment))
+            plain = plain and pattern.canonical
             continue
         canonical = canonical_selector(key, host_keys)
         known = keys.get(canonical)
+        plain = plain and canonical == key and known is None
         keys[canonical] = environment if known is None else strictest((known, environment))
-    return _Table(keys, tuple(patterns))
+    return _Table(tuple(written), keys, tuple(patterns), plain)
 
 
-def _by_written_host(host: str, port: int, environments: Mapping[str, str]) -> Environment | None:
+def _by_written_host(host: str, port: int, table: _Table) -> Environment | None:
     """The ``host:<glob>`` selector matching ``host`` (or ``host:port``) as written, most
     specifically (the number of literal characters in the glob, so ``host:db.prod.corp``
     beats ``host:*.corp`` whatever order the configuration lists them in); of equally
     specific ones, the strictest."""
-    if not host:
+    if not host or not table.written:
         return None
     targets = (host, f"{host}:{port}")
     best: tuple[int, Environment] | None = None
-    for selector, value in environments.items():
-        if not selector.startswith(_HOST):
-            continue
-        pattern = selector[len(_HOST) :].lower()
-        if any(fnmatchcase(target, pattern) for target in targets):
-            literal = len(pattern) - sum(pattern.count(c) for c in "*?[]")
-            best = _better(best, literal, parse_environment(value))
+    for glob, literal, environment in table.written:
+        if glob.match(targets[0]) or glob.match(targets[1]):
+            best = _better(best, literal, environment)
     return best[1] if best is not None else None
 
 
@@ -124,29 +134,44 @@ def _better(
     return best
 
 
-def _first(
-    candidates: list[str], lookup: Mapping[str, str] | Mapping[str, Environment]
+def _first(candidates: list[str], lookup: Mapping[str, str]) -> Environment | None:
+    for selector in candidates:
+        found = lookup.get(selector)
+        if found is not None:
+            return parse_environment(found)
+    return None
+
+
+def _first_canonical(
+    candidates: list[str], lookup: Mapping[str, Environment]
 ) -> Environment | None:
     for selector in candidates:
         found = lookup.get(selector)
         if found is not None:
-            return found if isinstance(found, Environment) else parse_environment(found)
+            return found
     return None
 
 
 def _configured(
     action: Action, selectors: Selectors | None, environments: Mapping[str, str]
 ) -> Environment | None:
-    port = action.request.port
-    as_written = _first(selectors.candidates(action, str.lower) if selectors else [], environments)
+    table = _table(tuple(environments.items()), PROVIDERS.version)
+    host, port = action.request.host, action.request.port
+    written = selectors.candidates(action, str.lower) if selectors else []
+    canonical = selectors.candidates(action, canonical_host) if selectors else []
+    as_written = _first(written, environments)
     if as_written is None:
-        as_written = _by_written_host(action.request.host.lower(), port, environments)
-    table = _table(tuple(environments.items()), PROVIDERS.host_keys)
-    in_canonical = _first(
-        selectors.candidates(action, canonical_host) if selectors else [], table.keys
-    )
+        as_written = _by_written_host(host.lower(), port, table)
+    if (
+        table.plain
+        and canonical == written
+        and ":" not in host
+        and canonical_host(host) == host.lower()
+    ):
+        return as_written  # written canonically: the canonical lookup finds the same
+    in_canonical = _first_canonical(canonical, table.keys)
     if in_canonical is None:
-        in_canonical = _by_any_spelling(action.request.host, port, table)
+        in_canonical = _by_any_spelling(host, port, table)
     found = [e for e in (as_written, in_canonical) if e is not None]
     return strictest(found) if found else None
 

@@ -273,6 +273,7 @@ class Registry:
     def __init__(self, modules: Iterable[ProviderModule]) -> None:
         self._state = _snapshot(tuple(modules))
         self._lock = threading.Lock()
+        self._version = 0
 
     def __iter__(self) -> Iterator[ProviderModule]:
         return iter(self._state.modules)
@@ -293,6 +294,11 @@ class Registry:
         return self._state.fallbacks
 
     @property
+    def version(self) -> int:
+        """Changes whenever the registered modules do (for caches of what they declare)."""
+        return self._version
+
+    @property
     def host_keys(self) -> tuple[HostKey, ...]:
         """Every selector form that names a host, of every provider."""
         return self._state.host_keys
@@ -306,8 +312,10 @@ class Registry:
             replaced = {module.provider for module in modules}
             kept = tuple(m for m in before.modules if m.provider not in replaced)
             self._state = _snapshot(kept + modules)
+            self._version += 1
         try:
             yield
         finally:
             with self._lock:
                 self._state = before
+                self._version += 1

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import fnmatch
+import os
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from recognise_support import http
 
 from guardproxy.action import (
@@ -14,9 +19,12 @@ from guardproxy.action import (
     Scope,
     Verb,
 )
+from guardproxy.hosts import HostPattern
 from guardproxy.recognise import RecogniseSettings, recognise
 from guardproxy.recognise.environment import resolve_environment
 from guardproxy.recognise.naming import environment_from_names
+
+EXAMPLES = int(os.environ.get("GUARDPROXY_HYPOTHESIS_EXAMPLES", "200"))
 
 
 @pytest.mark.parametrize(
@@ -375,3 +383,56 @@ def test_other_hosts_stay_other_hosts() -> None:
     assert resolve_environment(docker("docker:volume", "x", "10.0.0.6"), config) is (
         Environment.DEV
     )
+
+
+_PATTERNS = ["*", "db.corp", "*.corp", "db.corp:5432", "*:5432", "db.corp?*", "*5432", "db*",
+             "db.corp:54*", "127.0.0.1", "localhost", "10.0.0.5", "10.0.0.*", "DB.Corp.",
+             "*.localhost", "[::1]:5432"]  # fmt: skip
+_HOSTS = ["db.corp", "DB.CORP.", "api.corp", "db.corp.evil", "127.0.0.1", "127.1", "localhost",
+          "api.localhost", "10.0.0.5", "0x0a.0.0.5", "::1", "::ffff:10.0.0.5",
+          "2001:db8::5432"]  # fmt: skip
+_STRICT = {Environment.PROD: 4, Environment.UNKNOWN: 3, Environment.STAGING: 2, Environment.DEV: 1}
+
+
+def _as_written(host: str, port: int, config: dict[str, str]) -> Environment | None:
+    """main's reading: globs on the host as written (and host:port), most specific first."""
+    best: tuple[int, Environment] | None = None
+    for selector, value in config.items():
+        pattern = selector.removeprefix("host:").lower()
+        if any(fnmatch.fnmatchcase(t, pattern) for t in (host, f"{host}:{port}")):
+            literal = len(pattern) - sum(pattern.count(c) for c in "*?[]")
+            if best is None or literal > best[0]:
+                best = (literal, Environment(value))
+    return best[1] if best else None
+
+
+def _canonically(host: str, port: int, config: dict[str, str]) -> Environment | None:
+    best: tuple[int, Environment] | None = None
+    for selector, value in config.items():
+        pattern = HostPattern.of(selector.removeprefix("host:"))
+        if pattern.matches(host, port) and (best is None or pattern.specificity > best[0]):
+            best = (pattern.specificity, Environment(value))
+    return best[1] if best else None
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(_PATTERNS).map(lambda p: f"host:{p}"),
+        st.sampled_from(["prod", "staging", "dev"]),
+        max_size=5,
+    ),
+    st.sampled_from(_HOSTS),
+    st.sampled_from([5432, 443]),
+)
+def test_host_selectors_are_never_weaker_than_either_reading(
+    config: dict[str, str], host: str, port: int
+) -> None:
+    """Whatever the configuration, the answer is at least as guarded as main's (the host
+    as written) and as the canonical reading alone, and is one of the configured values."""
+    found = resolve_environment(action(Provider.UNKNOWN, host=host.lower(), port=port), config)
+    for reading in (_as_written(host.lower(), port, config), _canonically(host, port, config)):
+        if reading is not None:
+            assert _STRICT[found] >= _STRICT[reading], (reading, found)
+    if config and found is not Environment.UNKNOWN:
+        assert found.value in config.values()

@@ -79,11 +79,14 @@ def _error(request: HttpRequest, action: Action, message: str, reference: str) -
     return json_error("application/json", status)
 
 
+_cluster_parts = lru_cache(maxsize=256)(split_host_port)
+
+
 def _selectors(action: Action, spell: Spelling) -> list[str]:
     scope = action.scope
     if not scope.cluster:
         return [f"k8s:namespace:{scope.namespace}"] if scope.namespace else []
-    named, port = split_host_port(scope.cluster)
+    named, port = _cluster_parts(scope.cluster)
     host = spell(named)
     cluster = host_port(host, port) if port is not None else host
     found = []
