@@ -1,8 +1,8 @@
-"""Reading botocore's service models into the recogniser's reduced form (``aws_spec``).
+"""Reading botocore's service models into the recogniser's reduced form (``spec``).
 
 Everything the recogniser knows about AWS operations is derived here from the models
 botocore ships: wire encoding, parameter locations, the identifying parameter and the
-resource type. Runs once per botocore version; ``aws_index`` caches the result.
+resource type. Runs once per botocore version; ``index`` caches the result.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """The AWS recogniser: a signed AWS API request -> an Action.
 
-Service and operation come from botocore's models (``aws_index``/``aws_match``); the
-verb class from the operation name (``aws_verbs``); the resource from the member the
+Service and operation come from botocore's models (``index``/``match``); the
+verb class from the operation name (``verbs``); the resource from the member the
 model marks as identifying (``OpSpec.ident``); risk tags from the parameters
-(``aws_risk``). Parameters are read from wherever the protocol puts them: URI labels,
-query string, headers, form, JSON, XML or CBOR body (``aws_params``).
+(``risk``). Parameters are read from wherever the protocol puts them: URI labels,
+query string, headers, form, JSON, XML or CBOR body (``params``).
 
 A request an SDK could not have sent is read every way a server may read it: each
 SigV4 scope it carries (header and presigned query, two headers), each operation the
@@ -135,7 +135,7 @@ def parameters(
     body: bytes | None,
 ) -> ParamReadings:
     """The operation's input parameters by member name, with every other value the
-    request gives a member (see ``aws_params``)."""
+    request gives a member (see ``params``)."""
     if match.protocol == "rest":
         xml = "rest-xml" in match.model.protocols
         return rest_params(match.op, match.labels, request, body, xml)

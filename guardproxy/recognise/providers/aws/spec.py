@@ -1,7 +1,7 @@
 """The distilled AWS model: what the recogniser keeps of each botocore service model.
 
-Plain frozen dataclasses, pickled into the index cache (``aws_index``) and built from
-botocore's JSON (``aws_models``).
+Plain frozen dataclasses, pickled into the index cache (``index``) and built from
+botocore's JSON (``models``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Reading an AWS request off the wire: SigV4 scope, endpoint host, and bodies.
 
 Everything here is protocol knowledge shared by all services; which operation a
-request is comes from the model index (``aws_match``).
+request is comes from the model index (``match``).
 """
 
 from __future__ import annotations
@@ -202,7 +202,7 @@ def form_tree(pairs: Iterable[tuple[str, str]], *, last: bool = False) -> dict[s
     ``Tags.member.1.Key=k`` -> {"Tags": [{"Key": "k"}]}; ``member``/``entry`` list and map
     markers are dropped and numbered levels become lists. A key given twice keeps its
     first value, or its last with ``last``. The strict reading, key by key as
-    botocore writes them, is ``aws_params``'s; this one reads what a lenient server
+    botocore writes them, is ``params``'s; this one reads what a lenient server
     might make of keys botocore never writes.
     """
     root: dict[str, Any] = {}

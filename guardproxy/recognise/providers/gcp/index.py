@@ -6,7 +6,7 @@ ship inside ``google-api-python-client`` (~600 of them, ~110 MB of JSON), so not
 about Google's APIs is listed by hand here: a client upgrade brings its new methods
 into the next index build. Decoding the JSON takes a couple of seconds, so the
 distilled routes are pickled into the user's cache directory, keyed by the client
-library version and this file's hash (like ``aws_index``).
+library version and this file's hash (like AWS's ``index``).
 
 Matching uses ``flatPath`` where the document has one: it splits ``{+name}`` into one
 parameter per segment (``projects/{projectsId}/locations/{locationsId}/...``), which is

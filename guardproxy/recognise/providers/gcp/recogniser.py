@@ -1,7 +1,7 @@
 """The Google Cloud recogniser: a ``*.googleapis.com`` REST request -> an Action.
 
 The operation is the discovery method id (``compute.instances.delete``), found by
-``gcp_index`` from the host, HTTP method and path; it usually equals the IAM
+``index`` from the host, HTTP method and path; it usually equals the IAM
 permission, which keeps the policy vocabulary natural. The verb class is read off the
 method's last segment (Google's API design guide fixes a small vocabulary: get,
 list, create, update, delete, plus custom verbs), the scope from the path

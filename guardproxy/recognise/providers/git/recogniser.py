@@ -1,7 +1,7 @@
 """The git smart-HTTP recogniser: pushes, fetches and ref discovery -> Actions.
 
 A push (``POST …/git-receive-pack``) is read the way ``git receive-pack`` reads it
-(:mod:`git_receive`, transcribed from git's source): pkt-lines, ``<old> <new> <ref>``
+(:mod:`.receive`, transcribed from git's source): pkt-lines, ``<old> <new> <ref>``
 commands with ids in either case, capabilities after a NUL on any line, ``shallow``
 lines, push certificates (their commands count), push options. A zero new id deletes
 the ref, a zero old id creates it. Receive-pack has no protocol v2: it ignores a
@@ -24,7 +24,7 @@ looks long-lived — main, master, release*, prod* — first), the others are it
 ``readings``, each with its own risk tags, so the engine decides every update. Force
 pushes are not marked on the wire (``--force`` is a client-side decision), so an update
 is tagged ``possible-force-push`` unless the pushed pack itself proves it a fast-forward
-(``git_pack``), and so is a create of a ref the same push deletes (together they
+(``pack``), and so is a create of a ref the same push deletes (together they
 rewrite it). More than one deleted ref adds ``bulk`` to each delete; a ref named by
 more than one command makes the push ambiguous (receive-pack's order of execution
 differs between versions).

@@ -119,7 +119,7 @@ def _target_names(table: exp.Expression | None) -> frozenset[str]:
 
 
 def _references(node: exp.Expression, names: frozenset[str]) -> bool:
-    """Whether ``node`` reads the target's row (see sql_postgres._references: an
+    """Whether ``node`` reads the target's row (see postgres._references: an
     unqualified column outside a subquery counts, inside one only a qualified one)."""
     for column in node.find_all(exp.Column):
         inside = False
@@ -139,7 +139,7 @@ def _references(node: exp.Expression, names: frozenset[str]) -> bool:
 
 
 def _tautology(node: exp.Expression, names: frozenset[str]) -> bool:
-    """As sql_postgres._tautology, on sqlglot's tree."""
+    """As postgres._tautology, on sqlglot's tree."""
     if isinstance(node, exp.Paren):
         return _tautology(node.this, names)
     if not _references(node, names):

@@ -7,8 +7,9 @@ function "cannot modify the database", per the CREATE FUNCTION documentation). V
 built-ins are classified one by one in ``postgres.py``; a function that is in neither
 (an extension's, a user's, one newer than the catalog read here) is an ``execute``.
 
-Run against any PostgreSQL server (``python -m guardproxy.recognise.providers.sql.postgres_catalog
-postgresql://...``); it writes nothing but the JSON on stdout.
+Run against any PostgreSQL server (``python -m
+guardproxy.recognise.providers.sql.postgres_catalog postgresql://...``); it writes
+nothing but the JSON on stdout.
 """
 
 from __future__ import annotations
