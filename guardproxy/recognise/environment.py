@@ -85,11 +85,12 @@ def _table(items: tuple[tuple[str, str], ...], registry: int) -> _Table:
     for key, value in items:
         environment = parse_environment(value)
         if key.startswith(_HOST):
-            pattern = HostPattern.of(key[len(_HOST) :])
-            glob = re.compile(fnmatch.translate(pattern.text))
-            written.append((glob, pattern.specificity, environment))
+            text = key[len(_HOST) :].lower()
+            literal = len(text) - sum(text.count(c) for c in "*?[]")
+            written.append((re.compile(fnmatch.translate(text)), literal, environment))
+            pattern = HostPattern.of(text)
             patterns.append((pattern, environment))
-            plain = plain and pattern.canonical
+            plain = plain and pattern.canonical and pattern.text == text
             continue
         canonical = canonical_selector(key, host_keys)
         known = keys.get(canonical)
