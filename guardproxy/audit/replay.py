@@ -24,13 +24,13 @@ from datetime import datetime
 from typing import Any
 
 from guardproxy.action import Action
-from guardproxy.audit.trail import DecisionView, iter_chain
+from guardproxy.audit.trail import DecisionView, checked_records
 from guardproxy.context import Context
 from guardproxy.policy import Bundle, Decision, evaluate
 from guardproxy.policy.engine import input_hash
 from guardproxy.redact import redact_json_text
 from guardproxy.store.base import AuditRecord, Store
-from guardproxy.store.chain import GENESIS, ChainProblem, verify
+from guardproxy.store.chain import ChainProblem, ChainVerifier, chain_genesis
 
 
 @dataclass(frozen=True)
@@ -197,32 +197,35 @@ class ChainCheck:
 
 
 def checked_chain(store: Store, check: ChainCheck) -> Iterator[AuditRecord]:
-    """The whole chain, oldest first, each record verified against its predecessor as it
-    is read (sequence, previous hash, own hash); breaks are collected in ``check``."""
-    expected, prev = 1, GENESIS
-    for record in iter_chain(store):
-        check.problems.extend(verify([record], start_seq=expected, prev=prev))
+    """Every record of every chain, in the order they were appended, each verified against
+    its predecessor in its chain as it is read (sequence, previous hash, own hash); breaks
+    are collected in ``check``."""
+    for record in checked_records(store, ChainVerifier(), check.problems):
         check.records += 1
-        expected, prev = record.seq + 1, record.hash
         yield record
 
 
 def checked_record(store: Store, record_id: str, check: ChainCheck) -> AuditRecord | None:
-    """One record by id, verified with its neighbours: its own hash, its link to the
-    record before it, and the next record's link to it (which catches a rewrite that
+    """One record by id, verified with its neighbours in its chain: its own hash, its link
+    to the record before it, and the next record's link to it (which catches a rewrite that
     recomputed its hash); breaks at it are collected in ``check``."""
     record = store.get_audit_record(record_id)
     if record is None:
         return None
     start = max(record.seq - 1, 1)
-    window = store.audit_records(after_seq=start - 1, limit=3)
+    window = store.chain_records(record.chain, after_seq=start - 1, limit=3)
     upto = [r for r in window if r.seq <= record.seq] or [record]
-    prev = GENESIS if upto[0].seq == 1 else upto[0].prev_hash
-    problems = [p for p in verify(upto, start_seq=start, prev=prev) if p.seq == record.seq]
+    first = upto[0]
+    prev = chain_genesis(record.chain) if first.seq == 1 else first.prev_hash
+    verifier = ChainVerifier({record.chain: (start - 1, prev)})
+    problems = [
+        problem for each in upto for problem in verifier.check(each) if problem.seq == record.seq
+    ]
     after = next((r for r in window if r.seq == record.seq + 1), None)
     if after is not None and after.prev_hash != record.hash:
         problems.append(
             ChainProblem(
+                record.chain,
                 record.seq,
                 record.record_id,
                 "the record after it does not follow it (rewritten with a new hash)",

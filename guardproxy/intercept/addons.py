@@ -17,6 +17,7 @@ import socket
 import time
 from collections.abc import Callable
 from datetime import datetime
+from typing import Protocol
 
 import structlog
 from mitmproxy import connection, http, tls
@@ -51,24 +52,39 @@ from guardproxy.store.base import StoreError
 log = structlog.get_logger(__name__)
 
 
+class SandboxSessions(Protocol):
+    """Which session a sandbox's source address belongs to (sandboxnet.SandboxClients)."""
+
+    def session_for(self, address: str) -> SessionInfo | None: ...
+
+
 class SessionAuth:
     """Attribute every flow to a session from its proxy credential.
 
     A valid credential on CONNECT covers the whole tunnel; a wrong one gets 407;
     none at all makes the flow part of the client's anonymous session (if allowed).
+    Root-mode enforced sessions (``sandbox``): a flow from a sandbox's address is that
+    session's, whatever credential it carries; a transparent flow from anywhere else
+    is refused.
     """
 
     def __init__(
-        self, registry: SessionRegistry, *, allow_anonymous: bool, failsafe: Failsafe
+        self,
+        registry: SessionRegistry,
+        *,
+        allow_anonymous: bool,
+        failsafe: Failsafe,
+        sandbox: SandboxSessions | None = None,
     ) -> None:
         self._registry = registry
         self._allow_anonymous = allow_anonymous
         self._tunnels: dict[connection.Client, SessionInfo] = {}
+        self._sandbox = sandbox
         self.failsafe = failsafe
 
     @request_hook
     def http_connect(self, flow: http.HTTPFlow) -> None:
-        session = self._authenticate(flow)
+        session = self._sandboxed(flow) or self._authenticate(flow)
         if session is not None:
             self._tunnels[flow.client_conn] = session
 
@@ -79,6 +95,17 @@ class SessionAuth:
         tunnel = self._tunnels.get(flow.client_conn)
         if tunnel is not None:
             flow.metadata[SESSION] = tunnel
+            # the tunnel's credential decides; one sent inside it is never the upstream's
+            flow.request.headers.pop("Proxy-Authorization", None)
+            return
+        if self._sandboxed(flow) is not None:
+            return
+        if isinstance(flow.client_conn.proxy_mode, mode_specs.TransparentMode):
+            flow.response = http.Response.make(
+                403,
+                "guardproxy: this connection comes from no sandbox this guard serves.\n",
+                {"Content-Type": "text/plain"},
+            )
             return
         if not isinstance(flow.client_conn.proxy_mode, mode_specs.RegularMode):
             # reverse listeners carry no proxy credentials
@@ -89,6 +116,16 @@ class SessionAuth:
     @contained_hook
     def client_disconnected(self, client: connection.Client) -> None:
         self._tunnels.pop(client, None)
+
+    def _sandboxed(self, flow: http.HTTPFlow) -> SessionInfo | None:
+        """The session of the sandbox this flow comes from (root mode), if any."""
+        if self._sandbox is None:
+            return None
+        session = self._sandbox.session_for(flow.client_conn.peername[0])
+        if session is not None:
+            flow.request.headers.pop("Proxy-Authorization", None)
+            flow.metadata[SESSION] = session
+        return session
 
     def _authenticate(self, flow: http.HTTPFlow) -> SessionInfo | None:
         header = flow.request.headers.get("Proxy-Authorization", "")

@@ -30,6 +30,10 @@ _NAME_TOKENS: dict[str, Environment] = {
     "sandbox": Environment.DEV,
 }
 
+# Tokens that are also top-level domains (.dev is a gTLD, .test reserved by RFC 2606):
+# as the last label of a dotted name they are a domain, not an environment.
+_TLD_TOKENS = frozenset({"dev", "test"})
+
 # When several names point different ways, the most dangerous reading wins.
 _SEVERITY = {Environment.PROD: 3, Environment.STAGING: 2, Environment.DEV: 1}
 
@@ -60,8 +64,16 @@ def environment_from_names(names: Iterable[str]) -> Environment:
     """The environment a set of names suggests, by whole tokens (``prod-calc`` -> prod)."""
     best = Environment.UNKNOWN
     for name in names:
-        for token in _TOKEN_SPLIT.split(name.lower()):
+        for token in _TOKEN_SPLIT.split(_without_tld(name.lower())):
             found = _NAME_TOKENS.get(token)
             if found is not None and _SEVERITY[found] > _SEVERITY.get(best, 0):
                 best = found
     return best
+
+
+def _without_tld(name: str) -> str:
+    """``name`` without a last dotted label that is a top-level domain (see above)."""
+    head, dot, last = name.rstrip(".").rpartition(".")
+    if dot and head and last in _TLD_TOKENS:
+        return head
+    return name

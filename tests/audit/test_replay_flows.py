@@ -177,7 +177,7 @@ def test_a_tampered_recorded_decision_is_not_compared_against(
                  str(data_dir), "--kubernetes-host", f"127.0.0.1:{CLUSTER_PORT}"]  # fmt: skip
     assert main(["replay", *arguments]) == 1
     err = capsys.readouterr().err
-    assert "the audit trail is broken at record #1 (d-recorded-prod)" in err
+    assert "the audit trail is broken at chain 1 record #1 (d-recorded-prod)" in err
     assert main(["replay", *arguments, "--allow-broken-chain", "--json"]) == 0
     captured = capsys.readouterr()
     assert "warning: the audit trail is broken" in captured.err

@@ -4,9 +4,13 @@ Claims: a SigV4 ``Authorization`` header, whatever the host (an emulator on loop
 too); a presigned URL's ``X-Amz-Credential``; an AWS endpoint host. Unclaimed, an
 ``X-Amz-Target``, Smithy RPC-v2 CBOR path or ``Action=`` call is still read as AWS (an
 emulator reached without a signature). The recogniser (``recogniser.py``) reads every
-way a server may read the request, from botocore's models (``index.py``).
+way a server may read the request, from botocore's models (``index.py``); the
+operations a data-plane call carries in its payload (SQL through the RDS Data, Redshift
+Data and Athena APIs, DynamoDB batch deletes and PartiQL) are further readings
+(``payload.py``, with the SQL provider's readers).
 
-Selectors: ``aws:account:<id>``; names: the resource. Containers: CloudFormation
+Selectors: ``aws:account:<id>``; names: the resource (an S3 object's bucket, never its
+key). Containers: CloudFormation
 stacks. Responses name EC2 instances (``responses.py``).
 """
 
@@ -127,7 +131,10 @@ def _selectors(action: Action, spell: Spelling) -> list[str]:
 
 
 def _names(action: Action) -> list[str]:
-    return [action.resource.name or action.resource.id, action.scope.namespace]
+    name = action.resource.name or action.resource.id
+    if action.resource.type == "aws:s3:object":
+        name = name.split("/", 1)[0]  # the bucket: a key names a path, not an environment
+    return [name, action.scope.namespace]
 
 
 def _destroyed(action: Action) -> str:

@@ -14,6 +14,10 @@ spelled another way, a URI member also in the body). Each combination is an acti
 the most dangerous comes first, the others are its ``readings``, all decided by the
 policy engine (the strictest outcome applies). Past :data:`MAX_READINGS` an unknown
 reading is added, which the bundle never allows by default.
+
+The operations a data-plane call carries in its payload (SQL sent through the RDS Data,
+Redshift Data and Athena APIs, DynamoDB deletes inside batches and transactions,
+DynamoDB PartiQL statements: ``payload``) are further readings of the request.
 """
 
 from __future__ import annotations
@@ -45,6 +49,11 @@ from guardproxy.recognise.providers.aws.params import (
     rest_params,
     rpc_params,
     significant,
+)
+from guardproxy.recognise.providers.aws.payload import (
+    carries_payload,
+    payload_actions,
+    unmodelled_params,
 )
 from guardproxy.recognise.providers.aws.risk import dry_run, risk_tags
 from guardproxy.recognise.providers.aws.spec import ModelSpec, OpSpec
@@ -422,7 +431,23 @@ def recognise_aws(request: HttpRequest, index: AwsIndex) -> Action:
     """
     found = read_request(request, index)
     actions = [_reading_action(request, r) for r in found.readings]
-    return _combine(request, actions, found.tags, found.complete)
+    carried: list[Action] = []
+    for reading, action in zip(found.readings, actions, strict=True):
+        params = reading.params
+        if params is None and carries_payload(action.service, action.operation):
+            params = unmodelled_params(decoded_body(request, BODY_LIMIT))
+        carried += payload_actions(action, params)
+    combined = _combine(request, actions, found.tags, found.complete)
+    return _with_payload(combined, carried) if carried else combined
+
+
+def _with_payload(action: Action, carried: list[Action]) -> Action:
+    """``action`` with the operations its payload carries as further readings, the most
+    dangerous of all first."""
+    every = [action.model_copy(update={"readings": []}), *action.readings, *carried]
+    distinct = list({a.model_dump_json(): a for a in every}.values())
+    distinct.sort(key=_danger)
+    return distinct[0].model_copy(update={"readings": distinct[1:]})
 
 
 def _combine(request: HttpRequest, actions: list[Action], tags: set[str], complete: bool) -> Action:

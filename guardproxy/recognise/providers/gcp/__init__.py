@@ -50,7 +50,12 @@ def _selectors(action: Action, spell: Spelling) -> list[str]:
 
 
 def _names(action: Action) -> list[str]:
-    return [action.resource.name or action.resource.id, action.scope.namespace]
+    # the project a resource lives in is read like a Kubernetes namespace
+    return [
+        action.resource.name or action.resource.id,
+        action.scope.namespace,
+        action.scope.project,
+    ]
 
 
 def _destroyed(action: Action) -> str:

@@ -31,7 +31,18 @@ _GQL_GUARD_FLAGS = (
     "requiresLinearHistory",
     "requiresCommitSignatures",
 )
+# UpdateBranchProtectionRuleInput fields that move the rule off the branches it guards
+# (``pattern``) or exempt actors from it: any value given guards less, or other refs.
+_GQL_RULE_SCOPE = (
+    "pattern",
+    "bypassForcePushActorIds",
+    "bypassPullRequestActorIds",
+    "pushActorIds",
+)
 _GQL_UNENFORCED = frozenset({"DISABLED", "EVALUATE"})  # RuleEnforcement values that guard nothing
+# UpdateRepositoryRulesetInput fields that change which refs a ruleset applies to or who
+# may bypass it.
+_GQL_RULESET_SCOPE = ("target", "conditions", "bypassActors")
 _GQL_EXECUTE = frozenset({"approveDeployments", "rerequestCheckSuite"})
 _GQL_PERMISSIONS = frozenset({"updateTeamsRepository", "accessUserNamespaceRepository"})
 _GQL_PERMISSION = re.compile(
@@ -79,11 +90,17 @@ def _has_true(value: Any, key: str) -> bool:
 def _branch_protection_weakened(arguments: dict[str, Any]) -> bool:
     if any(_has_true(arguments, k) for k in _GQL_ALLOW_FLAGS):
         return True
+    if any(True for k in _GQL_RULE_SCOPE for _ in _values(arguments, k)):
+        return True
+    if any(v == 0 for v in _values(arguments, "requiredApprovingReviewCount")):
+        return True
     return any(v is False or v is None for k in _GQL_GUARD_FLAGS for v in _values(arguments, k))
 
 
 def _ruleset_weakened(arguments: dict[str, Any]) -> bool:
     if any(v in _GQL_UNENFORCED for v in _values(arguments, "enforcement")):
+        return True
+    if any(True for k in _GQL_RULESET_SCOPE for _ in _values(arguments, k)):
         return True
     return any(v == [] or v is None for v in _values(arguments, "rules"))
 

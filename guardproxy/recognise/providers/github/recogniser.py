@@ -108,9 +108,27 @@ _GUARD_FIELDS = ("required_status_checks", "required_pull_request_reviews", "res
 _GUARD_FLAGS = ("enforce_admins", "required_linear_history", "required_signatures")
 _ALLOW_FLAGS = ("allow_force_pushes", "allow_deletions")
 
+# Ruleset updates (PUT, the whole ruleset: enforcement, target, conditions, bypass
+# actors, rules; GitHub REST "Update a repository/organization ruleset"). A ruleset that
+# stops being enforced, enforces no rule, or changes what it applies to or who may
+# bypass it guards less than before: as much a protection removal as deleting it.
+_RULESET_UPDATES = frozenset({"repos/update-repo-ruleset", "repos/update-org-ruleset"})
+_RULESET_SCOPE_FIELDS = ("target", "conditions", "bypass_actors")
+
 # Operations whose danger is in the body; only these bodies are parsed (others may be
 # release assets or other binary uploads).
-_BODY_OPERATIONS = frozenset({"git/update-ref", "repos/update-branch-protection", "repos/update"})
+_BODY_OPERATIONS = frozenset(
+    {
+        "git/update-ref",
+        "repos/update-branch-protection",
+        "repos/update",
+        "orgs/update",
+        *_RULESET_UPDATES,
+    }
+)
+# ``PATCH /orgs/{org}`` fields that set what every member may do in every repository
+# (GitHub REST "Update an organization"): a permission change under an update's name.
+_ORG_PERMISSION_FIELDS = ("default_repository_permission",)
 
 _PLURALS = {"repos": "repository", "branches": "branch", "statuses": "status", "aliases": "alias"}
 
@@ -312,6 +330,18 @@ def _protection_weakened(body: Any) -> bool:
     return any(body.get(k) is True for k in _ALLOW_FLAGS)
 
 
+def _ruleset_body_weakened(body: Any) -> bool:
+    """A ruleset update that is not enforced (``disabled``, ``evaluate``), has no rules,
+    or changes the refs it targets or who may bypass it."""
+    if not isinstance(body, dict):
+        return False
+    if "enforcement" in body and body["enforcement"] != "active":
+        return True
+    if "rules" in body and not body["rules"]:
+        return True
+    return any(k in body for k in _RULESET_SCOPE_FIELDS)
+
+
 def _rest_verb_and_tags(
     operation: str, method: str, params: dict[str, str], body: Any
 ) -> tuple[Verb, list[str]]:
@@ -334,6 +364,12 @@ def _rest_verb_and_tags(
         return Verb.UPDATE, tags
     if operation == "repos/update-branch-protection":
         return Verb.UPDATE, ["protection-removal"] if _protection_weakened(body) else []
+    if operation in _RULESET_UPDATES:
+        return Verb.UPDATE, ["protection-removal"] if _ruleset_body_weakened(body) else []
+    if operation == "orgs/update" and isinstance(body, dict):
+        if any(k in body for k in _ORG_PERMISSION_FIELDS):
+            return Verb.PERMISSION, tags
+        return Verb.UPDATE, tags
     if operation == "repos/update" and isinstance(body, dict):
         if body.get("archived") is True:
             tags.append("archive")
