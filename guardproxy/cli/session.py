@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import getpass
 import os
+import secrets
 import shlex
 import shutil
 import signal
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+import yaml
 
 from guardproxy.broker import CredentialError
 from guardproxy.broker.session_files import session_credentials
@@ -60,6 +63,7 @@ from guardproxy.session.environment import (
     kubeconfig_sources,
     proxy_url,
     rewrite_kubeconfig,
+    self_contained_kubeconfig,
     session_environment,
     write_ca_bundle,
 )
@@ -598,7 +602,13 @@ def _run_root(args: argparse.Namespace, command: list[str], plan: _RootPlan) -> 
             sandbox_config = config.model_copy(update={"sandbox_network": SandboxNetwork(
                 address=slot.host_address, client=slot.client_address)})  # fmt: skip
             body = session_body(args, command, user=agent.name if agent.uid else None)
-            report = child.start(sandbox_config.model_dump(mode="json"), body)
+            handed = _hand_kubeconfig(config.data_dir, guard)
+            body["kubeconfig"] = [str(handed)] if handed else []
+            try:
+                report = child.start(sandbox_config.model_dump(mode="json"), body)
+            finally:
+                if handed:  # the guard holds what it needs in memory
+                    handed.unlink(missing_ok=True)
             ports = report["ports"]
             network.capture(CapturePorts(
                 proxy=ports["regular"], transparent=ports["transparent"], dns_tcp=ports["dns"],
@@ -624,6 +634,26 @@ def _run_root(args: argparse.Namespace, command: list[str], plan: _RootPlan) -> 
         finally:
             signals.hold()  # a signal now waits: the cleanup must finish
             child.stop()
+
+
+def _hand_kubeconfig(data_dir: Path, guard: Account) -> Path | None:
+    """The user's kubeconfig, self-contained, in a file only the guard can read: the
+    guard runs as its own user and cannot read the user's files, yet must present the
+    users' real credentials (client certificates, tokens) upstream. None when the user
+    has no kubeconfig; SessionError when one of its files cannot be read."""
+    sources = kubeconfig_sources(dict(os.environ))
+    if not sources:
+        return None
+    try:
+        merged = self_contained_kubeconfig(sources)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise SessionError(f"cannot read your kubeconfig for the guard: {error}") from None
+    handed = data_dir / f"handed-kubeconfig-{secrets.token_hex(8)}.yaml"
+    descriptor = os.open(handed, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+        yaml.safe_dump(merged, out, sort_keys=False)
+    os.chown(handed, guard.uid, guard.gid)
+    return handed
 
 
 def _launch_root(

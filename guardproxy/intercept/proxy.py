@@ -49,6 +49,7 @@ from guardproxy.intercept.sandboxnet import (
     SandboxDns,
     UpstreamAllow,
 )
+from guardproxy.intercept.trailers import refuse_trailers
 from guardproxy.namemap import ROOT_NETWORK, NameAddresses
 from guardproxy.recognise.request import RecogniseSettings
 from guardproxy.session.history import SessionHistory
@@ -162,6 +163,7 @@ class GuardProxy:
         ensure_ca(config.ca_dir)
         config.client_certs_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(config.client_certs_dir, 0o700)
+        refuse_trailers()  # a protocol error at once; mitmproxy would leave the client waiting
         opts = options.Options(confdir=str(config.ca_dir))
         master = Master(opts)
         ready = Ready()

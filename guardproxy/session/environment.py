@@ -137,6 +137,25 @@ def merged_kubeconfig(sources: list[Path]) -> dict[str, Any]:
     return merged
 
 
+def self_contained_kubeconfig(sources: list[Path]) -> dict[str, Any]:
+    """:func:`merged_kubeconfig` with every file it names read in (``<key>-data``; a
+    ``tokenFile`` becomes the ``token`` it holds now), for a guard that runs as another
+    user and cannot read the user's files (root mode). OSError when one is unreadable."""
+    merged = merged_kubeconfig(sources)
+    for section, fields in _FILE_FIELDS.items():
+        for item in merged[section]:
+            body = item[section[:-1]]
+            for key in fields:
+                if not isinstance(body.get(key), str) or not body[key]:
+                    continue
+                content = Path(body.pop(key)).read_bytes()
+                if key == "tokenFile":
+                    body["token"] = content.decode("utf-8").strip()
+                else:
+                    body[f"{key}-data"] = base64.b64encode(content).decode()
+    return merged
+
+
 def file_or_data(entry: dict[str, Any], key: str) -> bytes | None:
     """``<key>-data`` (base64) or the file named by ``<key>`` (absolute by now)."""
     if entry.get(f"{key}-data"):

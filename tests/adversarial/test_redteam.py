@@ -801,3 +801,31 @@ def test_an_open_bypass(case: str, pipeline: Pipeline) -> None:
     sent, _reason = OPEN[case]
     outcome, action = decided(pipeline, case, sent)
     assert outcome in REFUSED, (case, outcome, action.operation, action.verb, action.risk_tags)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+def test_chunked_trailers_are_answered_at_once_and_forwarded_nowhere(
+    method: str, guard: Guard, plain: EchoServer
+) -> None:
+    """mitmproxy raises NotImplementedError on chunked trailer fields: nothing went out,
+    but the client waited for its own time-out. Now the body is a protocol error: the
+    connection closes at once (mitmproxy answers body errors by closing; the log names
+    the cause) and nothing is forwarded."""
+    app = f"localhost:{plain.port}"
+    case = f"trailers-{method.lower()}"
+    started = time.monotonic()
+    answer = _raw(
+        guard,
+        (
+            f"{method} http://{app}/items HTTP/1.1\r\nHost: {app}\r\n"
+            f"{_credential(guard, case)}\r\n{CASE_HEADER}: {case}\r\n"
+            "Transfer-Encoding: chunked\r\nTrailer: X-Then\r\nConnection: close\r\n\r\n"
+            "2\r\nhi\r\n0\r\nX-Then: delete\r\n\r\n"
+        ).encode(),
+        timeout=20,
+    )
+    assert time.monotonic() - started < 10, "the client was left waiting"
+    assert answer == b"", answer[:300]
+    _settle(plain)
+    assert not arrived(plain, case)

@@ -27,6 +27,8 @@ import yaml
 from guardproxy.store import open_store
 from guardproxy.store.base import HoldState
 
+from .aws_verify import KeyRing, SigV4Gate
+from .broker_fixtures import REAL_PROD, write_config
 from .enforce import (
     UPSTREAM_NAME,
     EnforcedSession,
@@ -237,6 +239,52 @@ def test_aws(
                 destroyed=lambda: bool(moto_actions(moto_server, "DeleteStack")))  # fmt: skip
     _cycle(tmp_path, mode, guard_user, tool)
     assert stack_status(moto_server) is None
+
+
+_STAND_IN_CHECK = """
+import os, sys
+key = os.environ.get("AWS_ACCESS_KEY_ID", "")
+sys.exit(0 if key.startswith("GPAK") and {real!r} not in repr(os.environ) else 1)
+"""
+
+
+@pytest.fixture
+def gated_moto() -> Iterator[MotoServer]:
+    """moto behind AWS's signature check, knowing only the user's real key."""
+    ring = KeyRing()
+    ring.add(REAL_PROD)
+    with MotoServer(wrap=lambda app: SigV4Gate(app, ring)) as server:
+        server.reset()
+        yield server
+        server.reset()
+
+
+def test_aws_brokered_in_root_mode(
+    guard_user: GuardUser, gated_moto: MotoServer, tmp_path: Path
+) -> None:
+    """Root mode brokers as rootless does: the agent holds stand-ins only, the guard
+    (its own user) signs with the user's real key, the only key the upstream accepts."""
+    endpoint = f"http://{UPSTREAM_NAME}:{gated_moto.port}"
+    template = tmp_path / "stack.json"
+    template.write_text(TEMPLATE)
+    script = tmp_path / "cfn.py"
+    script.write_text(_BOTO3.format(url=endpoint, stack=STACK))
+    check = tmp_path / "stand_in.py"
+    check.write_text(_STAND_IN_CHECK.format(real=REAL_PROD.secret))
+    tool = Tool(
+        read=[sys.executable, str(script), "read"],
+        destroy=[sys.executable, str(script), "x"],
+        setup=[[sys.executable, str(check)],
+               [sys.executable, str(script), "create", str(template)]],
+        destroyed=lambda: bool(moto_actions(gated_moto, "DeleteStack")),
+        env={"AWS_ACCESS_KEY_ID": REAL_PROD.access_key, "AWS_SECRET_ACCESS_KEY": REAL_PROD.secret},
+        options=["--config", str(write_config(tmp_path / "guardproxy.yaml", {
+            "aws": {"hosts": [f"{UPSTREAM_NAME}:{gated_moto.port}"]}}))],
+    )  # fmt: skip
+    session = _cycle(tmp_path, "root", guard_user, tool)
+    assert "credentials brokered by the guard" in session.stderr
+    assert [a for a in ("CreateStack", "DescribeStacks", "DeleteStack")
+            if not moto_actions(gated_moto, a)] == []  # fmt: skip
 
 
 # ------------------------------------------------------------------- Go: kubectl
