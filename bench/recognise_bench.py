@@ -43,12 +43,12 @@ from test_recognise_tfc import CASES as TFC_CASES  # noqa: E402
 from test_recognise_tfc import tfc  # noqa: E402
 
 from guardproxy.recognise import recognise  # noqa: E402
-from guardproxy.recognise.aws import _form_pairs  # noqa: E402
-from guardproxy.recognise.aws_index import shared_index  # noqa: E402
-from guardproxy.recognise.aws_match import resolve  # noqa: E402
-from guardproxy.recognise.aws_wire import credential_scope, parse_host  # noqa: E402
-from guardproxy.recognise.gcp_index import documents_dir  # noqa: E402
-from guardproxy.recognise.gcp_index import shared_index as gcp_shared_index  # noqa: E402
+from guardproxy.recognise.providers.aws.index import shared_index  # noqa: E402
+from guardproxy.recognise.providers.aws.match import resolve  # noqa: E402
+from guardproxy.recognise.providers.aws.recogniser import _form_pairs  # noqa: E402
+from guardproxy.recognise.providers.aws.wire import credential_scope, parse_host  # noqa: E402
+from guardproxy.recognise.providers.gcp.index import documents_dir  # noqa: E402
+from guardproxy.recognise.providers.gcp.index import shared_index as gcp_shared_index  # noqa: E402
 from guardproxy.recognise.request import HttpRequest, RecogniseSettings  # noqa: E402
 
 AWS_SERVICES = ("cloudformation", "ec2", "rds", "s3", "dynamodb", "sqs", "lambda", "iam",

@@ -24,12 +24,14 @@ from guardproxy.audit.coverage import Coverage, ProviderCoverage, allowlist_of, 
 from guardproxy.policy import Bundle, load_bundle
 from guardproxy.recognise.catalogue import (
     DESTRUCTIVE_VERBS,
-    PROVIDERS,
     Destructive,
     catalogue,
-    graphql_mutations,
+    catalogued_providers,
     operation_key,
 )
+from guardproxy.recognise.providers.github.catalogue import graphql_mutations
+
+PROVIDERS = catalogued_providers()
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "policies"

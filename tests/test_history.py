@@ -15,12 +15,8 @@ from structlog.testing import capture_logs
 from guardproxy.action import Action, Verb
 from guardproxy.context import Context, SessionInfo
 from guardproxy.policy import Outcome
-from guardproxy.session.history import (
-    HistorySettings,
-    SessionHistory,
-    count_values,
-    counts_model,
-)
+from guardproxy.session.history import HistorySettings, SessionHistory
+from guardproxy.session.windows import count_values, counts_model
 from guardproxy.store import SqliteStore, StoreError
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)

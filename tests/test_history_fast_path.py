@@ -24,13 +24,8 @@ from guardproxy.context import Context, Counts, SessionInfo
 from guardproxy.policy import evaluate
 from guardproxy.policy.bundle import Bundle
 from guardproxy.server import load_policies
-from guardproxy.session.history import (
-    _COUNT_KEYS,
-    HistorySettings,
-    SessionHistory,
-    count_values,
-    counts_model,
-)
+from guardproxy.session.history import HistorySettings, SessionHistory
+from guardproxy.session.windows import COUNT_KEYS, count_values, counts_model
 from guardproxy.store import SqliteStore
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -114,9 +109,9 @@ def test_history_contexts_equal_validated_ones_and_decide_the_same(
 def test_counts_from_counters_equal_validated_counts() -> None:
     rng = random.Random(2)
     for _ in range(50):
-        values = [rng.randrange(10_000) for _ in _COUNT_KEYS]
+        values = [rng.randrange(10_000) for _ in COUNT_KEYS]
         built = counts_model(values)
-        by_key = dict(zip(_COUNT_KEYS, values, strict=True))
+        by_key = dict(zip(COUNT_KEYS, values, strict=True))
         validated = Counts.model_validate(
             {
                 "total": by_key["total"],

@@ -12,9 +12,7 @@ so an exception on the request path is turned into a refusal there.
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import ipaddress
-import re
 import socket
 import time
 from collections.abc import Callable
@@ -30,6 +28,7 @@ from guardproxy.action import Action
 from guardproxy.context import SessionInfo
 from guardproxy.gate.gate import Answer, Gate
 from guardproxy.gate.responses import NativeAnswer, native_answer
+from guardproxy.hosts import HostPattern, canonical_host, is_loopback, same_host
 from guardproxy.intercept.failsafe import (
     Failsafe,
     SafeStream,
@@ -65,9 +64,6 @@ class SandboxSessions(Protocol):
     """Which session a sandbox's source address belongs to (sandboxnet.SandboxClients)."""
 
     def session_for(self, address: str) -> SessionInfo | None: ...
-
-
-_LOOPBACK = {"127.0.0.1", "::1", "localhost", "0.0.0.0", "::"}  # 0.0.0.0 reaches this host too
 
 
 class SessionAuth:
@@ -184,30 +180,27 @@ class SessionAuth:
         )
 
 
-def host_pattern(pattern: str) -> re.Pattern[str]:
-    """An anchored, case-insensitive host pattern: `api.example.com` or `*.example.com`."""
-    return re.compile(fnmatch.translate(pattern.lower()))
-
-
 class Passthrough:
     """Tunnel TLS without interception, only for configured hosts, never for a lie.
 
     Decided on the CONNECT target (anchored), and only if the SNI the client sent
     names that same host: mitmproxy's own ignore_hosts matches unanchored against
     SNI and Host too, so `CONNECT guarded-host` + `SNI=allowed-host` would slip by.
+    Hosts are compared by every spelling (guardproxy/hosts.py: `10.0.0.5` is
+    `0x0a.0.0.5`, `api.example.com` is `API.example.com.`), patterns too.
     """
 
     def __init__(self, patterns: list[str], *, failsafe: Failsafe) -> None:
-        self._patterns = [host_pattern(p) for p in patterns]
+        self._patterns = [HostPattern.of(p) for p in patterns]
         self.failsafe = failsafe
 
     @tls_hook
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
         if not self._patterns or data.context.server.address is None:
             return
-        target = data.context.server.address[0].lower()
-        sni = (data.client_hello.sni or "").lower()
-        if sni == target and any(p.fullmatch(target) for p in self._patterns):
+        target = data.context.server.address[0]
+        sni = data.client_hello.sni or ""
+        if same_host(sni, target) and any(p.matches(target) for p in self._patterns):
             data.ignore_connection = True
             log.debug("tls.passthrough", host=target)
 
@@ -344,7 +337,7 @@ class Guard:
             self._protected_ports = frozenset(p for _, p in self._protected())
         if port not in self._protected_ports:
             return
-        if not _names_this_host(host):
+        if not is_loopback(host):
             try:
                 resolved = await asyncio.get_running_loop().getaddrinfo(host, port)
             except OSError:
@@ -355,18 +348,15 @@ class Guard:
         log.warning("control.refused", host=host, port=port)
 
     async def _is_protected(self, request: HttpRequest) -> bool:
-        host = request.host.strip("[]").lower()
+        host = request.host
         if not self._protected_set:
-            self._protected_set = {
-                (h if h not in _LOOPBACK else "loopback", p) for h, p in self._protected()
-            }
+            self._protected_set = {(canonical_host(h), p) for h, p in self._protected()}
         targets = self._protected_set
-        key = ("loopback" if host in _LOOPBACK else host, request.port)
-        if key in targets:
+        if (canonical_host(host), request.port) in targets:
             return True
         if all(port != request.port for _, port in targets):
             return False
-        if _names_this_host(host):
+        if is_loopback(host):
             return True
         # another name or address of this machine on a protected port: an /etc/hosts
         # alias (vm), 127.0.0.2, 0.0.0.0, ::ffff:127.0.0.1 all reach the control API
@@ -377,7 +367,9 @@ class Guard:
         except OSError:
             return False  # unresolvable: the upstream connection cannot be made either
         addresses = {str(info[4][0]) for info in found}
-        return any(_is_local_address(a) or (a, request.port) in targets for a in addresses)
+        return any(
+            _is_local_address(a) or (canonical_host(a), request.port) in targets for a in addresses
+        )
 
     @staticmethod
     def _refuse_control(request: HttpRequest, action: Action) -> NativeAnswer:
@@ -386,34 +378,6 @@ class Guard:
             "Approvals come from a human, not from the agent."
         )
         return native_answer(request, action, message, decision="deny", reference="control")
-
-
-def _names_this_host(host: str) -> bool:
-    """Whether ``host`` names this machine by its spelling alone, without DNS: a loopback
-    or unspecified address in any form glibc's resolver reads (``127.1``, ``0x7f000001``,
-    ``::ffff:127.0.0.1``), or ``localhost`` and its subdomains, with or without the
-    root's trailing dot (RFC 6761 section 6.3: a resolver answers them with loopback or
-    not at all). A lookup would leave ``localhost.`` to whichever resolver is asked, at
-    the check and again at the connection.
-
-    To be replaced by ``is_loopback`` of guardproxy/recognise/hosts.py (canonical_host)
-    once that is on main: it reads the same spellings.
-    """
-    name = host.strip("[]").lower().rstrip(".")
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(
-            name.partition("%")[0]
-        )
-    except ValueError:
-        try:
-            ip = ipaddress.IPv4Address(socket.inet_aton(name))
-        except (OSError, ValueError):  # not an IPv4 literal (ValueError: a NUL in it)
-            return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback or ip.is_unspecified
 
 
 def _is_local_address(address: str) -> bool:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import socket
 import threading
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from mitmproxy.net.dns import classes, response_codes, types
 from mitmproxy.proxy import layer, mode_specs, server_hooks
 
 from guardproxy.context import SessionInfo
+from guardproxy.hosts import inet_aton, is_loopback
 from guardproxy.intercept.failsafe import (
     Failsafe,
     connection_hook,
@@ -247,21 +247,21 @@ class UpstreamAllow:
 
 
 def _loopback_spelling(name: str) -> str | None:
-    """The loopback (or unspecified) address ``name`` spells, read as glibc reads an
-    address (``127.1``, ``0x7f000001``, ``::ffff:127.0.0.1``); 127.0.0.1 for
-    ``localhost`` and its subdomains (RFC 6761 6.3); None for anything else. No lookup."""
-    if name == "localhost" or name.endswith(".localhost"):
-        return "127.0.0.1"
-    ip: ipaddress.IPv4Address | ipaddress.IPv6Address
+    """The loopback (or unspecified) address ``name`` spells, or 127.0.0.1 for
+    ``localhost`` and its subdomains; None for anything else. No lookup.
+
+    Whether it is this machine is guardproxy/hosts.py's reading (every address
+    spelling glibc reads: ``127.1``, ``0x7f000001``, ``::ffff:127.0.0.1``; RFC 6761
+    6.3 for ``localhost``), the one the guard's control-port protection uses too; an
+    IPv6 literal is connected to as written.
+    """
+    if not is_loopback(name):
+        return None
     try:
-        ip = ipaddress.ip_address(name.partition("%")[0])
+        return str(ipaddress.ip_address(name.partition("%")[0]))
     except ValueError:
-        try:
-            ip = ipaddress.IPv4Address(socket.inet_aton(name))
-        except (OSError, ValueError):  # not an address (ValueError: a NUL in it)
-            return None
-    plain = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped else ip
-    return str(ip) if plain.is_loopback or plain.is_unspecified else None
+        address = inet_aton(name)
+        return "127.0.0.1" if address is None else str(address)
 
 
 __all__ = [

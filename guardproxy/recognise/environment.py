@@ -5,192 +5,186 @@ safe direction costs a human a click, while wrongly saying ``dev`` lets a produc
 destroy through. Hence: configured selectors win; the name heuristic only runs when no
 selector applies and, when names disagree, picks the most production-like answer.
 
-Selectors (keys of ``RecogniseSettings.environments``), most specific first:
+Selectors (keys of ``RecogniseSettings.environments``) are declared by each provider
+module (``Selectors`` in the registry: ``k8s:namespace:``, ``aws:account:``,
+``github:``, ``git:``, ``docker:``...; the README lists them), most specific first; the
+first one configured decides. After them, for every action, ``host:<glob>`` on the
+destination host (or ``host:port``), the most specific glob winning.
 
-* ``k8s:namespace:<name>`` (or ``k8s:namespace:<host:port>/<name>`` for one cluster)
-* ``k8s:cluster:<host[:port]>``
-* ``aws:account:<id>``, ``gcp:project:<id>``, ``azure:subscription:<id>``
-* ``github:<owner>/<repo>``, then ``github:<owner>`` (an organisation or account)
-* ``git:<host>[:<port>]/<path>`` for a repository, or any leading part of its path
-  (``git:github.com/acme`` for all of acme's), then ``git:<host>[:<port>]``
-* ``git:repo:<owner/repo>`` (any host; GitHub API requests too)
-* ``docker:<host>[:<port>]`` for a Docker daemon
-* ``host:<glob>`` on the destination host (or ``host:port``)
+Hosts are matched by every spelling (``guardproxy/hosts.py``): a selector naming
+``127.0.0.1``, ``K8S.corp.`` or ``10.0.0.5`` names the same server as ``localhost``,
+``k8s.corp`` or ``0x0a.0.0.5``. It never makes an answer weaker: the selectors are
+looked up once with the host as written (lower-cased, as always) and once with its
+canonical form against the configuration's keys in canonical form, and the stricter
+answer applies (prod, then unknown, staging, dev). Two configured keys that name the
+same host in different spellings count as one, with the stricter value.
 
-Names read by the heuristic: the resource and namespace for AWS, Kubernetes, GCP and
-Azure, and the container a resource lives in (a GCP project, an Azure resource group;
-for an S3 object its bucket, never its key, which names a path inside it); the
-repository and its owner for GitHub and git (``acme/prod-web`` -> prod); the
-daemon's host name and the container, volume, network, service, secret or config for
-Docker (``prod-data`` -> prod), not images (a tag names a build) nor the name a create
-gives (the agent chose it). Git refs are never read: a branch called ``test-fix`` says
-nothing about where its repository deploys.
+The names the heuristic reads are the provider's (``Selectors.names``); a provider
+without names (or no provider) is ``unknown``.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import re
-from collections.abc import Iterable, Mapping
-from fnmatch import fnmatchcase
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
 
-from guardproxy.action import Action, Environment, Provider, Verb
+from guardproxy.action import Action, Environment
+from guardproxy.hosts import HostPattern, canonical_host, host_port, split_host_port
+from guardproxy.recognise.naming import environment_from_names, parse_environment, strictest
+from guardproxy.recognise.providers import PROVIDERS
+from guardproxy.recognise.registry import HostKey, Selectors
 
-_TOKEN_SPLIT = re.compile(r"[-_./:\s]+")
+__all__ = ["canonical_selector", "resolve_environment"]
 
-_NAME_TOKENS: dict[str, Environment] = {
-    "prod": Environment.PROD,
-    "production": Environment.PROD,
-    "prd": Environment.PROD,
-    "staging": Environment.STAGING,
-    "stage": Environment.STAGING,
-    "stg": Environment.STAGING,
-    "dev": Environment.DEV,
-    "development": Environment.DEV,
-    "test": Environment.DEV,
-    "sandbox": Environment.DEV,
-}
-
-# Tokens that are also top-level domains (.dev is a gTLD, .test reserved by RFC 2606):
-# as the last label of a dotted name they are a domain, not an environment.
-_TLD_TOKENS = frozenset({"dev", "test"})
-
-# When several names point different ways, the most dangerous reading wins.
-_SEVERITY = {Environment.PROD: 3, Environment.STAGING: 2, Environment.DEV: 1}
-
-# Providers whose resource names are infrastructure names. Git refs are not: a branch
-# called ``test-fix`` says nothing about the environment its repository deploys to, so
-# for GitHub and git only the repository and its owner are read.
-_NAMED_PROVIDERS = frozenset({Provider.AWS, Provider.K8S, Provider.GCP, Provider.AZURE})
-_REPOSITORY_PROVIDERS = frozenset({Provider.GITHUB, Provider.GIT})
-# Docker things a user names on the daemon; image and plugin names come from
-# registries and tags (``app:test`` is a build, not an environment).
-_DOCKER_NAMED_TYPES = frozenset(
-    {"docker:container", "docker:volume", "docker:network", "docker:service", "docker:secret",
-     "docker:config"}
-)  # fmt: skip
+_HOST = "host:"
 
 
-def _parse(value: str) -> Environment:
-    try:
-        return Environment(value.strip().lower())
-    except ValueError:
-        return Environment.UNKNOWN
+def canonical_selector(key: str, host_keys: tuple[HostKey, ...]) -> str:
+    """``key`` with the host of a host-naming selector form in canonical form
+    (``docker:LOCALHOST.:2375`` -> ``docker:localhost:2375``); other keys unchanged."""
+    for form in host_keys:
+        if not key.startswith(form.prefix) or (form.excluding and key.startswith(form.excluding)):
+            continue
+        hostport, slash, tail = key[len(form.prefix) :].partition("/")
+        if form.path_required and not slash:
+            continue
+        host, port = split_host_port(hostport)
+        if not host:
+            continue
+        canonical = canonical_host(host)
+        where = host_port(canonical, port) if port is not None else canonical
+        return f"{form.prefix}{where}{slash}{tail}"
+    return key
 
 
-def environment_from_names(names: Iterable[str]) -> Environment:
-    """The environment a set of names suggests, by whole tokens (``prod-calc`` -> prod)."""
-    best = Environment.UNKNOWN
-    for name in names:
-        for token in _TOKEN_SPLIT.split(_without_tld(name.lower())):
-            found = _NAME_TOKENS.get(token)
-            if found is not None and _SEVERITY[found] > _SEVERITY.get(best, 0):
-                best = found
+@dataclass(frozen=True, slots=True)
+class _Table:
+    """The configured selectors, parsed once per configuration."""
+
+    written: tuple[tuple[re.Pattern[str], int, Environment], ...]
+    """The ``host:`` globs as written (lower-cased, compiled), with their literal length."""
+    keys: dict[str, Environment]
+    """Every other key, host-naming ones canonical; keys that meet keep the stricter value."""
+    patterns: tuple[tuple[HostPattern, Environment], ...]
+    """The ``host:`` selectors, matched by every spelling."""
+    plain: bool
+    """Every key and pattern is written in canonical form (none changed, none met): a host
+    written canonically then finds what the canonical lookup would."""
+
+
+@lru_cache(maxsize=32)
+def _table(items: tuple[tuple[str, str], ...], registry: int) -> _Table:
+    written: list[tuple[re.Pattern[str], int, Environment]] = []
+    keys: dict[str, Environment] = {}
+    patterns: list[tuple[HostPattern, Environment]] = []
+    host_keys = PROVIDERS.host_keys
+    plain = True
+    for key, value in items:
+        environment = parse_environment(value)
+        if key.startswith(_HOST):
+            text = key[len(_HOST) :].lower()
+            literal = len(text) - sum(text.count(c) for c in "*?[]")
+            written.append((re.compile(fnmatch.translate(text)), literal, environment))
+            pattern = HostPattern.of(text)
+            patterns.append((pattern, environment))
+            plain = plain and pattern.canonical and pattern.text == text
+            continue
+        canonical = canonical_selector(key, host_keys)
+        known = keys.get(canonical)
+        plain = plain and canonical == key and known is None
+        keys[canonical] = environment if known is None else strictest((known, environment))
+    return _Table(tuple(written), keys, tuple(patterns), plain)
+
+
+def _by_written_host(host: str, port: int, table: _Table) -> Environment | None:
+    """The ``host:<glob>`` selector matching ``host`` (or ``host:port``) as written, most
+    specifically (the number of literal characters in the glob, so ``host:db.prod.corp``
+    beats ``host:*.corp`` whatever order the configuration lists them in); of equally
+    specific ones, the strictest."""
+    if not host or not table.written:
+        return None
+    targets = (host, f"{host}:{port}")
+    best: tuple[int, Environment] | None = None
+    for glob, literal, environment in table.written:
+        if glob.match(targets[0]) or glob.match(targets[1]):
+            best = _better(best, literal, environment)
+    return best[1] if best is not None else None
+
+
+def _by_any_spelling(host: str, port: int, table: _Table) -> Environment | None:
+    """The ``host:`` selector naming ``host`` by any spelling, most specifically."""
+    if not host:
+        return None
+    best: tuple[int, Environment] | None = None
+    for pattern, environment in table.patterns:
+        if pattern.matches(host, port):
+            best = _better(best, pattern.specificity, environment)
+    return best[1] if best is not None else None
+
+
+def _better(
+    best: tuple[int, Environment] | None, specificity: int, environment: Environment
+) -> tuple[int, Environment]:
+    if best is None or specificity > best[0]:
+        return specificity, environment
+    if specificity == best[0]:
+        return specificity, strictest((best[1], environment))
     return best
 
 
-def _without_tld(name: str) -> str:
-    """``name`` without a last dotted label that is a top-level domain (see above)."""
-    head, dot, last = name.rstrip(".").rpartition(".")
-    if dot and head and last in _TLD_TOKENS:
-        return head
-    return name
-
-
-def _path_prefixes(path: str) -> list[str]:
-    """``a/b/c``, ``a/b``, ``a``: a repository path and its parents, longest first."""
-    parts = [p for p in path.split("/") if p]
-    return ["/".join(parts[:n]) for n in range(len(parts), 0, -1)]
-
-
-def _repository_candidates(action: Action) -> list[str]:
-    """``github:`` and ``git:`` selectors of a GitHub or git action, most specific first."""
-    scope = action.scope
-    candidates: list[str] = []
-    if action.provider is Provider.GITHUB:
-        if scope.repository:
-            candidates.append(f"github:{scope.repository}")
-        owners = [scope.repository.partition("/")[0] if scope.repository else "", scope.project]
-        candidates += [f"github:{owner}" for owner in dict.fromkeys(o for o in owners if o)]
-    elif action.provider is Provider.GIT:
-        host = action.request.host.lower()
-        hosts = [f"{host}:{action.request.port}", host] if action.request.port else [host]
-        for prefix in _path_prefixes(scope.repository):
-            candidates += [f"git:{h}/{prefix}" for h in hosts]
-        candidates += [f"git:{h}" for h in hosts]
-    return candidates
-
-
-def _configured(action: Action, environments: Mapping[str, str]) -> Environment | None:
-    scope = action.scope
-    candidates: list[str] = []
-    if scope.namespace and action.provider is Provider.K8S:
-        if scope.cluster:
-            candidates.append(f"k8s:namespace:{scope.cluster}/{scope.namespace}")
-        candidates.append(f"k8s:namespace:{scope.namespace}")
-    if scope.cluster:
-        candidates.append(f"k8s:cluster:{scope.cluster}")
-        host = scope.cluster.rsplit(":", 1)[0] if ":" in scope.cluster else scope.cluster
-        candidates.append(f"k8s:cluster:{host}")
-    if scope.account:
-        candidates.append(f"aws:account:{scope.account}")
-    if scope.project and action.provider is not Provider.GITHUB:
-        candidates.append(f"gcp:project:{scope.project}")  # GitHub's project is its owner
-    if scope.subscription:
-        candidates.append(f"azure:subscription:{scope.subscription}")
-    candidates += _repository_candidates(action)
-    if scope.repository:
-        candidates.append(f"git:repo:{scope.repository}")
-    if action.provider is Provider.DOCKER:
-        host = action.request.host.lower()
-        candidates += [f"docker:{host}:{action.request.port}", f"docker:{host}"]
+def _first(candidates: list[str], lookup: Mapping[str, str]) -> Environment | None:
     for selector in candidates:
-        if selector in environments:
-            return _parse(environments[selector])
-    return _by_host(action.request.host.lower(), action.request.port, environments)
+        found = lookup.get(selector)
+        if found is not None:
+            return parse_environment(found)
+    return None
 
 
-def _by_host(host: str, port: int, environments: Mapping[str, str]) -> Environment | None:
-    """The ``host:<glob>`` selector matching ``host`` (or ``host:port``) most specifically.
+def _first_canonical(
+    candidates: list[str], lookup: Mapping[str, Environment]
+) -> Environment | None:
+    for selector in candidates:
+        found = lookup.get(selector)
+        if found is not None:
+            return found
+    return None
 
-    Specificity is the number of literal characters in the glob, so ``host:db.prod.corp``
-    beats ``host:*.corp`` whatever order the configuration lists them in.
-    """
-    if not host:
-        return None
-    targets = (host, f"{host}:{port}")
-    best: tuple[int, str] | None = None
-    for selector, value in environments.items():
-        if not selector.startswith("host:"):
-            continue
-        pattern = selector[len("host:") :].lower()
-        if any(fnmatchcase(target, pattern) for target in targets):
-            literal = len(pattern) - sum(pattern.count(c) for c in "*?[]")
-            if best is None or literal > best[0]:
-                best = (literal, value)
-    return _parse(best[1]) if best is not None else None
+
+def _configured(
+    action: Action, selectors: Selectors | None, environments: Mapping[str, str]
+) -> Environment | None:
+    table = _table(tuple(environments.items()), PROVIDERS.version)
+    host, port = action.request.host, action.request.port
+    written = selectors.candidates(action, str.lower) if selectors else []
+    canonical = selectors.candidates(action, canonical_host) if selectors else []
+    as_written = _first(written, environments)
+    if as_written is None:
+        as_written = _by_written_host(host.lower(), port, table)
+    if (
+        table.plain
+        and canonical == written
+        and ":" not in host
+        and canonical_host(host) == host.lower()
+    ):
+        return as_written  # written canonically: the canonical lookup finds the same
+    in_canonical = _first_canonical(canonical, table.keys)
+    if in_canonical is None:
+        in_canonical = _by_any_spelling(host, port, table)
+    found = [e for e in (as_written, in_canonical) if e is not None]
+    return strictest(found) if found else None
 
 
 def resolve_environment(action: Action, environments: Mapping[str, str]) -> Environment:
     """The environment of ``action``: configuration, else the name heuristic, else unknown."""
-    configured = _configured(action, environments)
-    if configured is not None:
-        return configured
-    if action.provider in _REPOSITORY_PROVIDERS:
-        return environment_from_names(
-            n for n in (action.scope.repository, action.scope.project) if n
-        )
-    if action.provider is Provider.DOCKER:
-        # A create names the thing it makes: the agent chose that name, and it says
-        # nothing about the daemon (a privileged container called test-x owns a prod host).
-        named = action.resource.type in _DOCKER_NAMED_TYPES and action.verb is not Verb.CREATE
-        daemon = action.request.host  # the daemon's own name: docker.prod.corp
-        return environment_from_names([daemon, *([action.resource.name] if named else [])])
-    if action.provider not in _NAMED_PROVIDERS:
+    module = PROVIDERS.get(action.provider)
+    selectors = module.selectors if module is not None else None
+    if environments:
+        configured = _configured(action, selectors, environments)
+        if configured is not None:
+            return configured
+    if selectors is None or selectors.names is None:
         return Environment.UNKNOWN
-    name = action.resource.name or action.resource.id
-    if action.resource.type == "aws:s3:object":
-        name = name.split("/", 1)[0]  # the bucket: a key names a path, not an environment
-    names = [name, action.scope.namespace, action.scope.resource_group]
-    if action.provider is Provider.GCP:
-        names.append(action.scope.project)
-    return environment_from_names(n for n in names if n)
+    return environment_from_names(selectors.names(action))

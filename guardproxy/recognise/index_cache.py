@@ -12,6 +12,20 @@ from pathlib import Path
 from typing import Any
 
 
+def default_cache_dir() -> Path:
+    """Where the index is cached.
+
+    ``$GUARDPROXY_CACHE_DIR``, else ``$XDG_CACHE_HOME/guardproxy``, else
+    ``~/.cache/guardproxy`` (the XDG convention platformdirs follows on Linux).
+    """
+    explicit = os.environ.get("GUARDPROXY_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return base / "guardproxy"
+
+
 def load_or_build[T](
     path: Path,
     read: Callable[[Path], T | None],

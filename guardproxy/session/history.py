@@ -49,7 +49,6 @@ from __future__ import annotations
 import functools
 import threading
 from collections import Counter, OrderedDict, deque
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -67,7 +66,18 @@ from guardproxy.context import (
     Signals,
     with_canonical_json,
 )
+from guardproxy.recognise.providers import PROVIDERS
 from guardproxy.session.names import NameCache
+from guardproxy.session.windows import (
+    COUNT_INDEX,
+    COUNT_KEYS,
+    DESTRUCTIVE,
+    FORWARDED,
+    Window,
+    count_values,
+    counts_model,
+    event_keys,
+)
 from guardproxy.store.base import (
     AlreadyExistsError,
     EventTotal,
@@ -77,13 +87,20 @@ from guardproxy.store.base import (
     StoreError,
 )
 
+__all__ = [
+    "DESTRUCTIVE",
+    "FORWARDED",
+    "PROTECTION_REMOVAL",
+    "HistorySettings",
+    "SessionHistory",
+    "destroyed_container",
+    "enclosing_containers",
+]
+
 log = structlog.get_logger(__name__)
 
-FORWARDED = "allow"
-DESTRUCTIVE = frozenset({Verb.DELETE, Verb.DESTROY})
 PROTECTION_REMOVAL = "protection-removal"
 WINDOWS = (("m1", 60), ("m10", 600), ("h1", 3600))
-BUCKETS = 60
 _WINDOW_REPLAY_LIMIT = 50_000
 _RESOURCE_LOAD_LIMIT = 64
 _PER_SESSION_KEYS = 256
@@ -106,54 +123,11 @@ class HistorySettings:
     flush_every: int = 100
 
 
-class _Window:
-    """A sliding window as BUCKETS time buckets plus their running total (O(1) reads).
-
-    The totals are plain counters, one per count field (``_COUNT_KEYS``), updated as
-    events come and buckets expire; ``counts`` turns them into the context's
-    :class:`Counts` only after they changed: decisions between two recorded actions
-    share the model.
-    """
-
-    __slots__ = ("_model", "buckets", "totals", "width")
-
-    def __init__(self, span_seconds: int) -> None:
-        self.width = span_seconds / BUCKETS
-        self.buckets: deque[tuple[int, dict[int, int]]] = deque()
-        """(time index, counter index -> count) for the counters its events touched."""
-        self.totals = [0] * len(_COUNT_KEYS)
-        self._model: Counts | None = None
-
-    def _expire(self, index: int) -> None:
-        while self.buckets and self.buckets[0][0] <= index - BUCKETS:
-            _, old = self.buckets.popleft()
-            for counter, count in old.items():
-                self.totals[counter] -= count
-            self._model = None
-
-    def add(self, moment: float, counters: Iterable[int]) -> None:
-        index = int(moment // self.width)
-        self._expire(index)
-        self._model = None
-        if not self.buckets or self.buckets[-1][0] < index:
-            self.buckets.append((index, {}))
-        bucket = self.buckets[-1][1]  # late events join the newest bucket
-        for counter in counters:
-            bucket[counter] = bucket.get(counter, 0) + 1
-            self.totals[counter] += 1
-
-    def counts(self, moment: float) -> Counts:
-        self._expire(int(moment // self.width))
-        if self._model is None:
-            self._model = counts_model(self.totals)
-        return self._model
-
-
 @dataclass
 class _SessionState:
-    windows: dict[str, _Window]
+    windows: dict[str, Window]
     totals: list[int]
-    """The session's counters, in ``_COUNT_KEYS`` order."""
+    """The session's counters, in ``COUNT_KEYS`` order."""
     recent: deque[RecentAction]
     recent_json: deque[str]
     """The JSON of each of ``recent``, written when it is recorded."""
@@ -197,104 +171,19 @@ class _ResourceState:
             self.protection_removed = True
 
 
-def event_keys(verb: Verb, provider: Provider, environment: Environment, outcome: str) -> list[str]:
-    """The counters one action increments."""
-    keys = ["total", f"verb:{verb.value}", f"provider:{provider.value}", f"env:{environment.value}"]
-    if outcome == FORWARDED and verb in DESTRUCTIVE:
-        keys.append("destructive")
-    return keys
-
-
-_VERB_KEYS = tuple((v.value, f"verb:{v.value}") for v in Verb)
-_PROVIDER_KEYS = tuple((p.value, f"provider:{p.value}") for p in Provider)
-_ENVIRONMENT_KEYS = tuple((e.value, f"env:{e.value}") for e in Environment)
-
-
-_COUNT_KEYS = (
-    "total",
-    "destructive",
-    *(k for _, k in _VERB_KEYS),
-    *(k for _, k in _PROVIDER_KEYS),
-    *(k for _, k in _ENVIRONMENT_KEYS),
-)
-
-_COUNT_INDEX = {key: index for index, key in enumerate(_COUNT_KEYS)}
-
-
-def _fields(pairs: tuple[tuple[str, str], ...]) -> str:
-    return "{" + ",".join(f'"{name}":%d' for name, _ in pairs) + "}"
-
-
-_COUNTS_JSON = (
-    '{"total":%d,"destructive":%d,'
-    f'"verb":{_fields(_VERB_KEYS)},'
-    f'"provider":{_fields(_PROVIDER_KEYS)},'
-    f'"environment":{_fields(_ENVIRONMENT_KEYS)}}}'
-)
-"""Counts as compact JSON in field order (tests/test_history.py holds it to model_dump_json)."""
-
-
-def count_values(counter: Counter[str]) -> list[int]:
-    """Counters by key (``event_keys``) as the list windows keep, in ``_COUNT_KEYS`` order."""
-    values = [0] * len(_COUNT_KEYS)
-    for key, count in counter.items():
-        index = _COUNT_INDEX.get(key)
-        if index is not None:
-            values[index] = count
-    return values
-
-
-def counts_model(values: list[int]) -> Counts:
-    """One window's counters (``_COUNT_KEYS`` order) as :class:`Counts`, its JSON known.
-
-    Written as JSON and parsed by pydantic's core: measured faster than building the
-    four count models in Python, even without validation (``model_construct`` or
-    setting ``__dict__`` directly: 17 us against 8 us).
-    """
-    text = _COUNTS_JSON % tuple(values)
-    return with_canonical_json(Counts.model_validate_json(text), text)
-
-
 def destroyed_container(action: Action) -> str:
-    """The environment-level container a delete removes (stack, namespace...), or ''."""
-    name = action.resource.name
-    if action.verb not in DESTRUCTIVE or not name:
+    """The environment-level container a delete removes (stack, namespace...), or ''
+    (the provider's ``Containers``, guardproxy/recognise/registry.py)."""
+    if action.verb not in DESTRUCTIVE or not action.resource.name:
         return ""
-    rtype = action.resource.type.lower()
-    if rtype in ("aws:cloudformation:stack", "tfc:workspace"):
-        return action.resource.key
-    if action.provider is Provider.K8S and rtype.endswith(":namespaces"):
-        return _namespace(action.scope.cluster, name)
-    if action.provider is Provider.AZURE and rtype.endswith("/resourcegroups"):
-        return _resource_group(action.scope.subscription, name)
-    if action.provider is Provider.GCP and rtype == "gcp:cloudresourcemanager:projects":
-        return f"gcp:project/{name}"
-    return ""
+    module = PROVIDERS.get(action.provider)
+    return module.containers.destroyed(action) if module is not None else ""
 
 
 def enclosing_containers(action: Action) -> list[str]:
     """The environment-level containers an action happens inside."""
-    scope, rtype = action.scope, action.resource.type.lower()
-    found = []
-    if action.provider is Provider.K8S and scope.namespace and not rtype.endswith(":namespaces"):
-        found.append(_namespace(scope.cluster, scope.namespace))
-    if (
-        action.provider is Provider.AZURE
-        and scope.resource_group
-        and not rtype.endswith("/resourcegroups")
-    ):
-        found.append(_resource_group(scope.subscription, scope.resource_group))
-    if action.provider is Provider.GCP and scope.project and "projects" not in rtype:
-        found.append(f"gcp:project/{scope.project}")
-    return found
-
-
-def _namespace(cluster: str, name: str) -> str:
-    return f"k8s:{cluster}:namespace/{name}"
-
-
-def _resource_group(subscription: str, name: str) -> str:
-    return f"azure:{subscription.lower()}:resourcegroup/{name.lower()}"
+    module = PROVIDERS.get(action.provider)
+    return module.containers.enclosing(action) if module is not None else []
 
 
 _NO_RESOURCE = ResourceHistory()
@@ -500,7 +389,7 @@ class SessionHistory:
         keys = event_keys(
             verb, Provider(event.provider), Environment(event.environment), event.outcome
         )
-        counters = [_COUNT_INDEX[key] for key in keys]
+        counters = [COUNT_INDEX[key] for key in keys]
         moment = event.at.timestamp()
         for window in state.windows.values():
             window.add(moment, counters)
@@ -546,8 +435,8 @@ class SessionHistory:
 
     def _new_session(self) -> _SessionState:
         return _SessionState(
-            windows={name: _Window(span) for name, span in WINDOWS},
-            totals=[0] * len(_COUNT_KEYS),
+            windows={name: Window(span) for name, span in WINDOWS},
+            totals=[0] * len(COUNT_KEYS),
             recent=deque(maxlen=self.settings.recent),
             recent_json=deque(maxlen=self.settings.recent),
         )

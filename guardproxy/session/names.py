@@ -33,16 +33,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import xml.etree.ElementTree as ET
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import structlog
 
-from guardproxy.action import Action, Environment, Provider, Resource
-from guardproxy.recognise.common import resource_key
-from guardproxy.recognise.environment import environment_from_names
+from guardproxy.action import Action, Environment, Resource
+from guardproxy.recognise.naming import environment_from_names
+from guardproxy.recognise.providers import PROVIDERS
 
 log = structlog.get_logger(__name__)
 
@@ -88,54 +88,10 @@ class NameCache:
             return found
 
 
-def instance_key(region: str, instance_id: str) -> str:
-    return f"aws:{region}:ec2:instance/{instance_id}"
-
-
-# -- parsers: response body -> [(id, tags)]
-
 Parser = Callable[[bytes], list[tuple[str, dict[str, str]]]]
-
-
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
-
-
-def ec2_instances(body: bytes) -> list[tuple[str, dict[str, str]]]:
-    """Instance ids and their tags in a RunInstances or DescribeInstances response (XML).
-
-    Both list instances as ``item`` elements with an ``instanceId`` child and an
-    optional ``tagSet`` of ``item``/``key``/``value``; nothing else is read.
-    """
-    if b"<!DOCTYPE" in body.upper() or b"<!ENTITY" in body.upper():
-        return []  # EC2 never sends one; refusing them rules out entity expansion
-    try:
-        root = ET.fromstring(body)
-    except ET.ParseError:
-        return []
-    found = []
-    for item in root.iter():
-        if _local(item.tag) != "item":
-            continue
-        children = {_local(child.tag): child for child in item}
-        instance = children.get("instanceId")
-        if instance is None or not (instance.text or "").startswith("i-"):
-            continue
-        tags: dict[str, str] = {}
-        tag_set = children.get("tagSet")
-        for tag in tag_set if tag_set is not None else ():
-            fields = {_local(child.tag): child.text or "" for child in tag}
-            if fields.get("key"):
-                tags[fields["key"]] = fields.get("value", "")
-        found.append(((instance.text or "").strip(), tags))
-    return found
-
-
-_PARSERS: dict[tuple[str, str], Parser] = {
-    ("ec2", "RunInstances"): ec2_instances,
-    ("ec2", "DescribeInstances"): ec2_instances,
-}
-_ID_TYPES = {"aws:ec2:instance": ("i-", instance_key)}
+"""A response body -> ``[(id, tags)]`` (``ResponseNames.parse``)."""
+KeyOf = Callable[[str], str]
+"""An id -> where its learned name is kept, in the scope of the action that named it."""
 
 
 def _learned(tags: dict[str, str], source: str) -> LearnedName:
@@ -153,13 +109,13 @@ def _learned(tags: dict[str, str], source: str) -> LearnedName:
     return LearnedName(name=name, environment=environment, source=source)
 
 
-def learn(cache: NameCache, parser: Parser, body: bytes, region: str, source: str) -> int:
+def learn(cache: NameCache, parser: Parser, body: bytes, key_of: KeyOf, source: str) -> int:
     """Parse ``body`` and remember what it names; returns how many ids were learned."""
     learned = 0
     for ident, tags in parser(body):
         found = _learned(tags, source)
         if found.name or found.environment is not Environment.UNKNOWN:
-            cache.learn(instance_key(region, ident), found)
+            cache.learn(key_of(ident), found)
             learned += 1
     return learned
 
@@ -168,10 +124,10 @@ class ResponseLearner:
     """A mitmproxy response stream callable: chunks pass untouched, a bounded copy is
     kept, and the complete body is learned from when the stream ends."""
 
-    def __init__(self, cache: NameCache, parser: Parser, region: str, source: str) -> None:
+    def __init__(self, cache: NameCache, parser: Parser, key_of: KeyOf, source: str) -> None:
         self._cache = cache
         self._parser = parser
-        self._region = region
+        self._key_of = key_of
         self._source = source
         self._body: bytearray | None = bytearray()
 
@@ -200,7 +156,7 @@ class ResponseLearner:
 
     def _learn(self, body: bytes) -> None:
         try:
-            count = learn(self._cache, self._parser, body, self._region, self._source)
+            count = learn(self._cache, self._parser, body, self._key_of, self._source)
         except Exception as error:  # learning is best effort; the response went through
             log.warning("names.not_learned", source=self._source, error=repr(error))
             return
@@ -209,26 +165,35 @@ class ResponseLearner:
 
 
 def learner_for(action: Action, cache: NameCache) -> ResponseLearner | None:
-    """A learner for the response to ``action``, if its operation names ids we track."""
-    if action.provider is not Provider.AWS:
-        return None
-    parser = _PARSERS.get((action.service, action.operation))
-    if parser is None:
-        return None
-    source = f"{action.service}:{action.operation}"
-    return ResponseLearner(cache, parser, action.scope.region, source)
+    """A learner for the response to ``action``, if its operation names ids we track
+    (the provider's ``ResponseNames``, guardproxy/recognise/registry.py)."""
+    module = PROVIDERS.get(action.provider)
+    operation = (action.service, action.operation)
+    for names in module.names if module is not None else ():
+        if operation in names.operations:
+            scope = action.scope
+            source = f"{action.service}:{action.operation}"
+            return ResponseLearner(cache, names.parse, partial(names.id_key, scope), source)
+    return None
 
 
 def resolve(action: Action, cache: NameCache) -> Action:
     """``action`` with a learned name and environment for the id it names, if any."""
     resource = action.resource
-    id_type = _ID_TYPES.get(resource.type)
-    if action.provider is not Provider.AWS or id_type is None or resource.name:
+    if resource.name:
         return action
-    prefix, key_of = id_type
-    if not resource.id.startswith(prefix):
+    module = PROVIDERS.get(action.provider)
+    names = next(
+        (
+            n
+            for n in (module.names if module is not None else ())
+            if n.resource_type == resource.type
+        ),
+        None,
+    )
+    if names is None or not resource.id.startswith(names.id_prefix):
         return action
-    learned = cache.get(key_of(action.scope.region, resource.id))
+    learned = cache.get(names.id_key(action.scope, resource.id))
     if learned is None:
         return action
     name = learned.name
@@ -240,11 +205,7 @@ def resolve(action: Action, cache: NameCache) -> Action:
             environment = learned.environment
     elif environment is Environment.UNKNOWN and name:
         environment = environment_from_names([name])
-    key = (
-        resource_key("aws", ("", action.scope.region), resource.type, name)
-        if name
-        else resource.key
-    )
+    key = names.name_key(action.scope, name) if name else resource.key
     return action.model_copy(
         update={
             "resource": Resource(type=resource.type, id=resource.id, name=name, key=key),

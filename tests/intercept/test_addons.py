@@ -53,9 +53,10 @@ from guardproxy.intercept.addons import (
 from guardproxy.intercept.failsafe import Failsafe, SafeStream
 from guardproxy.intercept.flows import DECISION, LEARNER, SESSION, http_request
 from guardproxy.recognise import recognise
+from guardproxy.recognise.providers.aws.responses import instance_key
 from guardproxy.recognise.request import RecogniseSettings
 from guardproxy.session.history import SessionHistory
-from guardproxy.session.names import NameCache, instance_key, learner_for
+from guardproxy.session.names import NameCache, learner_for
 from guardproxy.session.registry import SessionCredential, SessionRegistry
 from guardproxy.store import SqliteStore
 from guardproxy.store.base import Session
@@ -505,6 +506,34 @@ def test_hosts_and_patterns_are_compared_without_case(proxy: Callable[..., Proxy
     assert tls_start(wire, "PINNED.test", "pinned.TEST").ignore_connection
     assert tls_start(wire, "Api.Bank.Test", "api.bank.test").ignore_connection
     assert not tls_start(wire, "PINNED.test", "API.bank.test").ignore_connection
+
+
+@pytest.mark.parametrize(
+    ("pattern", "target", "sni"),
+    [
+        ("pinned.test", "PINNED.TEST.", "pinned.test"),  # a trailing dot, upper case
+        ("pinned.test.", "pinned.test", "Pinned.Test"),
+        ("bücher.test", "xn--bcher-kva.test", "xn--bcher-kva.test"),  # IDNA
+        ("xn--bcher-kva.test", "bücher.test", "xn--bcher-kva.test"),
+        ("*.bank.test", "API.bank.test.", "api.bank.test"),
+    ],
+)
+def test_a_pattern_and_the_sni_name_the_host_by_any_spelling(
+    proxy: Callable[..., Proxy], pattern: str, target: str, sni: str
+) -> None:
+    """guardproxy/hosts.py: the target, its SNI and the pattern compared as one host."""
+    wire = proxy(passthrough(pattern))
+    assert tls_start(wire, target, sni).ignore_connection
+
+
+def test_an_address_without_sni_is_intercepted_whatever_the_pattern(
+    proxy: Callable[..., Proxy],
+) -> None:
+    """A pattern naming an address matches every spelling of it, but a client connecting
+    by address sends no SNI, and without an SNI that agrees nothing is tunnelled."""
+    wire = proxy(passthrough("10.0.0.5", "127.0.0.1"))
+    for target in ("10.0.0.5", "0x0a.0.0.5", "127.1", "localhost"):
+        assert not tls_start(wire, target, None).ignore_connection
 
 
 def test_without_patterns_everything_is_intercepted(proxy: Callable[..., Proxy]) -> None:

@@ -45,10 +45,10 @@ from guardproxy.intercept.addons import Guard
 from guardproxy.intercept.replay import replay_flows, storable_metadata
 from guardproxy.pipeline.replay import FlowDecision, FlowReport
 from guardproxy.recognise import RecogniseSettings
+from guardproxy.recognise.providers.aws.responses import instance_key
 from guardproxy.server import BackgroundGuardproxy, load_policies
 from guardproxy.session.environment import proxy_url
 from guardproxy.session.history import HistorySettings
-from guardproxy.session.names import instance_key
 from guardproxy.store import DecisionRecord, open_store
 
 from .day import KUBE, REGION, Call, DayUpstream, recorded_day, times

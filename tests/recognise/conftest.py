@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from guardproxy.recognise import RecogniseSettings
-from guardproxy.recognise.aws_index import AwsIndex, load_index
+from guardproxy.recognise.providers.aws.index import AwsIndex, load_index
 
 
 @pytest.fixture(scope="session")

@@ -37,9 +37,9 @@ from test_recognise_aws_sweep import _wire_twin
 
 from guardproxy.action import Action, Confidence, Verb
 from guardproxy.recognise import RecogniseSettings, recognise
-from guardproxy.recognise.aws import read_request
-from guardproxy.recognise.aws_index import AwsIndex, load_index
-from guardproxy.recognise.aws_match import Match
+from guardproxy.recognise.providers.aws.index import AwsIndex, load_index
+from guardproxy.recognise.providers.aws.match import Match
+from guardproxy.recognise.providers.aws.recogniser import read_request
 from guardproxy.recognise.request import HttpRequest
 
 EXAMPLES = int(os.environ.get("GUARDPROXY_HYPOTHESIS_EXAMPLES", "40"))
@@ -228,7 +228,7 @@ def test_what_is_read_is_what_botocore_wrote(
 ) -> None:
     service, operation, params, request = drawn
     aws_index = index()
-    action = recognise(request, RecogniseSettings(), aws_index=aws_index)
+    action = recognise(request, RecogniseSettings())
     if action.operation != operation and _wire_twin(service, operation, action.operation):
         assume(False)  # S3's deprecated aliases: the same bytes on the wire
     assert (action.service, action.operation) == (service, operation)
@@ -247,7 +247,7 @@ def test_what_is_read_is_what_botocore_wrote(
         # the recogniser does not decode it, so it is handed back as it was
         again_params[payload] = params[payload]
     again = client.call(operation, again_params)
-    second = recognise(again, RecogniseSettings(), aws_index=aws_index)
+    second = recognise(again, RecogniseSettings())
     compared = same(action, second)
     assert compared["first"] == compared["second"]
 
@@ -319,13 +319,13 @@ def test_a_second_value_for_the_target_is_never_dropped(
 ) -> None:
     service, operation, _params, request = drawn
     aws_index = index()
-    action = recognise(request, RecogniseSettings(), aws_index=aws_index)
+    action = recognise(request, RecogniseSettings())
     assume((action.service, action.operation) == (service, operation) and not action.readings)
     other = f"zz-other-{suffix}"
     mutated = mutations(request, aws_index, other, how)
     assume(mutated is not None)
     assert mutated is not None
-    polluted = recognise(mutated, RecogniseSettings(), aws_index=aws_index)
+    polluted = recognise(mutated, RecogniseSettings())
     everything = polluted.all_readings()
     assert polluted.confidence is Confidence.AMBIGUOUS or polluted.verb is Verb.UNKNOWN
     assert any(t.startswith("ambiguous:") for t in polluted.risk_tags)

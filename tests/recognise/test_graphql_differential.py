@@ -36,8 +36,9 @@ from hypothesis import strategies as st
 from recognise_support import http
 
 from guardproxy.action import Verb
-from guardproxy.recognise.github import ZERO_OID, judge_mutation, recognise_github
-from guardproxy.recognise.graphql_http import read_graphql
+from guardproxy.recognise.providers.github.graphql_http import read_graphql
+from guardproxy.recognise.providers.github.mutations import ZERO_OID, judge_mutation
+from guardproxy.recognise.providers.github.recogniser import recognise_github
 
 EXAMPLES = int(os.environ.get("GUARDPROXY_HYPOTHESIS_EXAMPLES", "150"))
 

@@ -38,9 +38,9 @@ from hypothesis import strategies as st
 
 from guardproxy.action import Action, Confidence, Verb
 from guardproxy.recognise import HttpRequest, RecogniseSettings, recognise
-from guardproxy.recognise.k8s import Reading, request_readings
-from guardproxy.recognise.k8s_body import Purpose
-from guardproxy.recognise.k8s_url import GoUrlError, parse_query, parse_target, split_path
+from guardproxy.recognise.providers.k8s.body import Purpose
+from guardproxy.recognise.providers.k8s.recogniser import Reading, request_readings
+from guardproxy.recognise.providers.k8s.url import GoUrlError, parse_query, parse_target, split_path
 
 EXAMPLES = int(os.environ.get("GUARDPROXY_HYPOTHESIS_EXAMPLES", "150"))
 HOST, PORT = "k8s.internal", 6443

@@ -16,14 +16,13 @@ from guardproxy.action import Action, Environment
 from guardproxy.context import Context, SessionInfo
 from guardproxy.policy import Outcome, evaluate
 from guardproxy.recognise import RecogniseSettings, recognise
+from guardproxy.recognise.providers.aws.responses import ec2_instances, instance_key
 from guardproxy.server import load_policies
 from guardproxy.session.names import (
     LEARN_LIMIT,
     LearnedName,
     NameCache,
     ResponseLearner,
-    ec2_instances,
-    instance_key,
     learner_for,
     resolve,
 )

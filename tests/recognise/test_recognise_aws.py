@@ -12,7 +12,7 @@ from recognise_support import ACCOUNT, FAKE_KEY, FAKE_SECRET, capture, http
 
 from guardproxy.action import Action, Confidence, Environment, Provider, Verb
 from guardproxy.recognise import RecogniseSettings, recognise
-from guardproxy.recognise.aws_index import AwsIndex
+from guardproxy.recognise.providers.aws.index import AwsIndex
 
 UPSERT = {
     "Action": "UPSERT",
@@ -38,7 +38,7 @@ def run(
     **options: Any,
 ) -> Action:
     request = capture(service, **options).call(operation, params)
-    return recognise(request, settings or RecogniseSettings(), aws_index=aws_index)
+    return recognise(request, settings or RecogniseSettings())
 
 
 # --------------------------------------------------------------------------- resources
@@ -466,7 +466,7 @@ def test_legacy_query_sqs_request(aws_index: AwsIndex) -> None:
         },
         body=body,
     )
-    action = recognise(request, RecogniseSettings(), aws_index=aws_index)
+    action = recognise(request, RecogniseSettings())
     assert (action.service, action.operation, action.verb) == ("sqs", "DeleteQueue", Verb.DESTROY)
     assert action.resource.name == "q"
     assert action.actor.tool == "aws-cli"
@@ -486,7 +486,7 @@ def test_gzip_query_body(aws_index: AwsIndex) -> None:
         },
         body=body,
     )
-    action = recognise(request, RecogniseSettings(), aws_index=aws_index)
+    action = recognise(request, RecogniseSettings())
     assert (action.service, action.operation, action.verb) == (
         "cloudwatch",
         "DeleteAlarms",
@@ -528,7 +528,7 @@ def test_cloudwatch_as_json_query_and_cbor(aws_index: AwsIndex) -> None:
         body=bytes([0xA1, 0x6A]) + b"AlarmNames" + bytes([0x81, 0x61]) + b"a",
     )
     for request in (json_request, query_request, cbor_request):
-        action = recognise(request, RecogniseSettings(), aws_index=aws_index)
+        action = recognise(request, RecogniseSettings())
         assert (action.service, action.operation, action.resource.name) == (
             "cloudwatch",
             "DeleteAlarms",
@@ -545,7 +545,7 @@ def test_presigned_url(aws_index: AwsIndex) -> None:
     )
     host, _, path = url.removeprefix("https://").partition("/")
     request = http("DELETE", "/" + path, host=host, port=443, headers={"User-Agent": "curl/8.5.0"})
-    action = recognise(request, RecogniseSettings(), aws_index=aws_index)
+    action = recognise(request, RecogniseSettings())
     assert (action.operation, action.resource.name, action.scope.region) == (
         "DeleteObject",
         "prod-assets/k",
@@ -567,7 +567,7 @@ def test_unsigned_request_recognised_from_the_host(aws_index: AwsIndex) -> None:
         },
         body=b'{"TableName": "orders"}',
     )
-    action = recognise(request, RecogniseSettings(), aws_index=aws_index)
+    action = recognise(request, RecogniseSettings())
     assert (action.operation, action.resource.name, action.scope.region) == (
         "DeleteTable",
         "orders",
@@ -586,7 +586,7 @@ def test_operation_newer_than_the_models_is_heuristic(aws_index: AwsIndex) -> No
         },
         body=b"{}",
     )
-    action = recognise(request, RecogniseSettings(), aws_index=aws_index)
+    action = recognise(request, RecogniseSettings())
     assert (action.provider, action.service, action.operation) == (
         Provider.AWS,
         "dynamodb",
@@ -602,7 +602,7 @@ def test_unknown_rest_route_fails_closed(aws_index: AwsIndex) -> None:
         host="127.0.0.1",
         headers={"Authorization": SIGNED.format("lambda")},
     )
-    action = recognise(request, RecogniseSettings(), aws_index=aws_index)
+    action = recognise(request, RecogniseSettings())
     assert (action.provider, action.service, action.operation) == (Provider.AWS, "lambda", "")
     assert (action.verb, action.confidence) == (Verb.UNKNOWN, Confidence.UNKNOWN)
 
@@ -623,7 +623,7 @@ def test_terraform_user_agent(aws_index: AwsIndex) -> None:
         },
         body=b"{}",
     )
-    action = recognise(request, RecogniseSettings(), aws_index=aws_index)
+    action = recognise(request, RecogniseSettings())
     assert (action.operation, action.verb, action.actor.tool) == (
         "ListQueues",
         Verb.READ,

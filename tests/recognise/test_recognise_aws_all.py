@@ -36,7 +36,7 @@ from botocore.model import OperationModel, ServiceModel
 from recognise_support import Capture, minimal_params
 
 from guardproxy.recognise import RecogniseSettings, recognise
-from guardproxy.recognise.aws_index import AwsIndex
+from guardproxy.recognise.providers.aws.index import AwsIndex
 from guardproxy.recognise.request import HttpRequest
 
 THRESHOLD = 0.999
@@ -117,7 +117,7 @@ def _sweep(index: AwsIndex) -> tuple[Counter[str], list[str], Counter[str]]:
             if _discovery_prefetch(request, operation):
                 unbuilt["endpoint discovery"] += 1
                 continue
-            action = recognise(request, settings, aws_index=index)
+            action = recognise(request, settings)
             got_service, got_operation = action.service or "", action.operation or ""
             if got_service == service and got_operation == operation:
                 counts["exact"] += 1

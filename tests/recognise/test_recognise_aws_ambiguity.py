@@ -16,8 +16,8 @@ from recognise_support import capture
 
 from guardproxy.action import Action, Confidence, Provider, Verb
 from guardproxy.recognise import RecogniseSettings, recognise
-from guardproxy.recognise.aws import MAX_READINGS
-from guardproxy.recognise.aws_index import AwsIndex
+from guardproxy.recognise.providers.aws.index import AwsIndex
+from guardproxy.recognise.providers.aws.recogniser import MAX_READINGS
 from guardproxy.recognise.request import HttpRequest
 
 SCOPE = "AKIDEXAMPLE/20261125/{region}/{service}/aws4_request"
@@ -51,7 +51,7 @@ def signed(
 
 
 def read(request: HttpRequest, aws_index: AwsIndex) -> Action:
-    return recognise(request, RecogniseSettings(), aws_index=aws_index)
+    return recognise(request, RecogniseSettings())
 
 
 def readings(action: Action) -> list[tuple[str, str, str, Verb]]:

@@ -16,7 +16,7 @@ from recognise_support import capture, minimal_params
 
 from guardproxy.action import Confidence, Verb
 from guardproxy.recognise import RecogniseSettings, recognise
-from guardproxy.recognise.aws_index import AwsIndex
+from guardproxy.recognise.providers.aws.index import AwsIndex
 
 # (service, capture options): S3 both path-style against a local endpoint and
 # virtual-hosted against its real host name; everything else against 127.0.0.1,
@@ -68,7 +68,7 @@ def test_every_operation_maps_back(
     twins = unknown = 0
     for operation in model.operation_names:
         request = client.call(operation, minimal_params(model.operation_model(operation)))
-        action = recognise(request, settings, aws_index=aws_index)
+        action = recognise(request, settings)
         exact = (
             action.service == service
             and action.operation == operation

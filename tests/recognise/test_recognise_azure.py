@@ -10,7 +10,7 @@ import pytest
 from recognise_support import http
 
 from guardproxy.action import Action, Confidence, Provider, Verb
-from guardproxy.recognise.azure import looks_like_azure, parse_path, recognise_azure
+from guardproxy.recognise.providers.azure import looks_like_azure, parse_path, recognise_azure
 
 SUB = "00000000-0000-0000-0000-000000000001"
 RG = f"/subscriptions/{SUB}/resourceGroups/rg-prod-web"

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from recognise_support import http
 
-from guardproxy import recognise as recognise_module
-from guardproxy.action import Confidence, Provider, Verb
+from guardproxy.action import Action, Confidence, Provider, Verb
 from guardproxy.recognise import RecogniseSettings, dispatch, dispatch_reason, recognise
-from guardproxy.recognise import aws as aws_module
-from guardproxy.recognise.aws_index import AwsIndex
 from guardproxy.recognise.common import USER_AGENT_LIMIT, tool_from_user_agent
+from guardproxy.recognise.providers import PROVIDERS, aws, docker
+from guardproxy.recognise.providers.aws import recogniser as aws_module
+from guardproxy.recognise.providers.aws.index import AwsIndex
 
 SIGV4 = (
     "AWS4-HMAC-SHA256 Credential=AKID/20261125/eu-west-1/s3/aws4_request, "
@@ -309,13 +311,10 @@ def test_user_agent_is_truncated() -> None:
     assert actor.tool == "curl"
 
 
-def test_recogniser_exception_fails_closed(
-    monkeypatch: pytest.MonkeyPatch, aws_index: AwsIndex
-) -> None:
-    def explode(*_args: object) -> None:
+def test_recogniser_exception_fails_closed() -> None:
+    def explode(*_args: object) -> Action:
         raise RuntimeError("recogniser bug")
 
-    monkeypatch.setattr("guardproxy.recognise.recognise_aws", explode)
     request = http(
         "DELETE",
         "/prod-bucket?secret=x",
@@ -323,7 +322,8 @@ def test_recogniser_exception_fails_closed(
         port=4566,
         headers={"Authorization": SIGV4, "User-Agent": "aws-cli/2.15.0"},
     )
-    action = recognise(request, RecogniseSettings(), aws_index=aws_index)
+    with PROVIDERS.registered(replace(aws.PROVIDER, recognise=explode)):
+        action = recognise(request, RecogniseSettings())
     assert (action.provider, action.verb, action.confidence) == (
         Provider.AWS,
         Verb.UNKNOWN,
@@ -348,7 +348,7 @@ def test_deep_failure_inside_a_recogniser_fails_closed(
     request = http(
         "DELETE", "/prod-bucket", host="127.0.0.1", port=4566, headers={"Authorization": SIGV4}
     )
-    action = recognise(request, RecogniseSettings(), aws_index=aws_index)
+    action = recognise(request, RecogniseSettings())
     assert (action.provider, action.verb) == (Provider.AWS, Verb.UNKNOWN)
 
 
@@ -356,7 +356,7 @@ def test_environment_failure_fails_closed(monkeypatch: pytest.MonkeyPatch) -> No
     def explode(*_args: object) -> None:
         raise ValueError("bad config")
 
-    monkeypatch.setattr("guardproxy.recognise.resolve_environment", explode)
+    monkeypatch.setattr("guardproxy.recognise.dispatcher.resolve_environment", explode)
     action = recognise(http("GET", "/", host="example.com", port=443), RecogniseSettings())
     assert (action.verb, action.confidence) == (Verb.UNKNOWN, Confidence.UNKNOWN)
 
@@ -404,7 +404,7 @@ def test_a_presigned_credential_does_not_override_the_kubernetes_grammar(
     request = http(
         "DELETE", f"/api/v1/namespaces/prod?{PRESIGNED}", host="k8s.corp", headers=KUBECTL
     )
-    action = recognise(request, RecogniseSettings(), aws_index=aws_index)
+    action = recognise(request, RecogniseSettings())
     assert (action.provider, action.operation, action.verb) == (
         Provider.K8S,
         "delete",
@@ -413,7 +413,7 @@ def test_a_presigned_credential_does_not_override_the_kubernetes_grammar(
     assert [(r.provider, r.operation) for r in action.readings] == [(Provider.AWS, "DeleteObject")]
     assert action.confidence is Confidence.AMBIGUOUS
     assert "ambiguous:protocol" in action.risk_tags
-    provider, reason = dispatch_reason(request, RecogniseSettings(), aws_index=aws_index)
+    provider, reason = dispatch_reason(request, RecogniseSettings())
     assert provider is Provider.K8S
     assert "also parsed as aws" in reason and "DeleteObject (delete) decided as a reading" in reason
 
@@ -425,7 +425,7 @@ def test_a_signed_request_with_a_kubernetes_shape_has_both_readings(aws_index: A
         host="k8s.corp",
         headers={"Authorization": SIGV4, "User-Agent": "kubectl/v1.32.4"},
     )
-    action = recognise(request, RecogniseSettings(), aws_index=aws_index)
+    action = recognise(request, RecogniseSettings())
     assert action.provider is Provider.AWS  # the signature is the most certain claim
     assert [(r.provider, r.operation, r.verb) for r in action.readings] == [
         (Provider.K8S, "delete", Verb.DESTROY)
@@ -434,28 +434,28 @@ def test_a_signed_request_with_a_kubernetes_shape_has_both_readings(aws_index: A
 
 def test_a_claimant_reading_a_read_adds_nothing(aws_index: AwsIndex) -> None:
     request = http("GET", f"/api/v1/namespaces/prod?{PRESIGNED}", host="k8s.corp", headers=KUBECTL)
-    action = recognise(request, RecogniseSettings(), aws_index=aws_index)
+    action = recognise(request, RecogniseSettings())
     assert (action.provider, action.verb, action.readings) == (Provider.K8S, Verb.READ, [])
     assert action.confidence is Confidence.EXACT
-    _provider, reason = dispatch_reason(request, RecogniseSettings(), aws_index=aws_index)
+    _provider, reason = dispatch_reason(request, RecogniseSettings())
     assert "no reading added" in reason
 
 
 def test_a_docker_request_on_a_kubernetes_host(aws_index: AwsIndex) -> None:
     request = http("DELETE", "/v1.47/volumes/data", port=6443)
-    action = recognise(request, KUBE, aws_index=aws_index)
+    action = recognise(request, KUBE)
     assert action.provider is Provider.K8S
     assert [(r.provider, r.operation, r.verb) for r in action.readings] == [
         (Provider.DOCKER, "volumes.delete", Verb.DESTROY)
     ]
 
 
-def test_a_claimant_that_fails_adds_an_unknown_reading(monkeypatch: pytest.MonkeyPatch) -> None:
-    def explode(_request: object) -> None:
+def test_a_claimant_that_fails_adds_an_unknown_reading() -> None:
+    def explode(_request: object) -> Action:
         raise RuntimeError("recogniser bug")
 
-    monkeypatch.setitem(recognise_module._RECOGNISERS, Provider.DOCKER, explode)
-    action = recognise(http("DELETE", "/v1.47/volumes/data", port=6443), KUBE)
+    with PROVIDERS.registered(replace(docker.PROVIDER, recognise=explode)):
+        action = recognise(http("DELETE", "/v1.47/volumes/data", port=6443), KUBE)
     assert action.provider is Provider.K8S
     assert [(r.provider, r.verb) for r in action.readings] == [(Provider.DOCKER, Verb.UNKNOWN)]
 
@@ -500,13 +500,13 @@ def test_an_unclaimed_request_that_parses_as_a_destructive_call(
     aws_index: AwsIndex,
 ) -> None:
     request = http(method, path, host="localhost", port=8001, headers=headers, body=body)
-    action = recognise(request, RecogniseSettings(), aws_index=aws_index)
+    action = recognise(request, RecogniseSettings())
     assert (action.provider, action.operation, action.verb) == expected
     assert action.confidence is Confidence.AMBIGUOUS
     assert "ambiguous:protocol" in action.risk_tags
     # the generic reading stays: what the bundle decides for an unclassified request too
     assert [(r.provider, r.verb) for r in action.readings] == [(Provider.UNKNOWN, Verb.UNKNOWN)]
-    provider, reason = dispatch_reason(request, RecogniseSettings(), aws_index=aws_index)
+    provider, reason = dispatch_reason(request, RecogniseSettings())
     assert provider is expected[0]
     assert "generic reading is decided beside it" in reason
 

@@ -9,7 +9,7 @@ from recognise_support import http
 
 from guardproxy.action import Confidence, Environment, Provider, Verb
 from guardproxy.recognise import RecogniseSettings, recognise
-from guardproxy.recognise.docker import DockerError, looks_like_docker, recognise_docker
+from guardproxy.recognise.providers.docker import DockerError, looks_like_docker, recognise_docker
 from guardproxy.recognise.request import HttpRequest
 
 CLI = {"user-agent": "Docker-Client/28.2.2 (linux)"}

@@ -23,8 +23,8 @@ from googleapiclient.discovery import (  # type: ignore[import-untyped]
 from recognise_support import http
 
 from guardproxy.action import Action, Confidence, Provider, Verb
-from guardproxy.recognise.gcp import looks_like_gcp, recognise_gcp
-from guardproxy.recognise.gcp_index import GcpIndex, documents_dir, load_index
+from guardproxy.recognise.providers.gcp.index import GcpIndex, documents_dir, load_index
+from guardproxy.recognise.providers.gcp.recogniser import looks_like_gcp, recognise_gcp
 from guardproxy.recognise.request import HttpRequest
 
 SWEEP = [

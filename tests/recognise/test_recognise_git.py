@@ -14,9 +14,9 @@ from recognise_support import ZERO, http, pkt
 
 from guardproxy.action import Action, Confidence, Environment, Provider, Verb
 from guardproxy.recognise import RecogniseSettings, recognise
-from guardproxy.recognise.git import MAX_DECODED, MAX_UPDATES, parse_push
-from guardproxy.recognise.git_pack import commit_parents, is_fast_forward
-from guardproxy.recognise.git_receive import feature_value
+from guardproxy.recognise.providers.git.pack import commit_parents, is_fast_forward
+from guardproxy.recognise.providers.git.receive import feature_value
+from guardproxy.recognise.providers.git.recogniser import MAX_DECODED, MAX_UPDATES, parse_push
 
 CAPS = b"report-status-v2 side-band-64k quiet object-format=sha1 agent=git/2.39.5"
 PUSH_PATH = "/acme/api.git/git-receive-pack"

@@ -12,11 +12,11 @@ from recognise_support import http
 
 from guardproxy.action import Action, Confidence, Provider, Verb
 from guardproxy.recognise.common import summary_of
-from guardproxy.recognise.github import (
+from guardproxy.recognise.providers.github.mutations import judge_mutation
+from guardproxy.recognise.providers.github.recogniser import (
     SPANNING_PARAMETERS,
     GitHubError,
     Route,
-    judge_mutation,
     looks_like_github,
     match_route,
     recognise_github,

@@ -11,13 +11,19 @@ from recognise_support import http, k8s_protobuf, pb_bytes, pb_varint
 
 from guardproxy.action import Action, Confidence, Environment, Provider, Verb
 from guardproxy.recognise import RecogniseSettings, recognise
-from guardproxy.recognise.k8s import request_info
-from guardproxy.recognise.k8s_patch import PatchError, json_patch_effect, merge_patch_effect
-from guardproxy.recognise.k8s_url import GoUrlError, parse_query, parse_target
-from guardproxy.recognise.k8s_yaml import YamlError, go_resolve, load_documents
+from guardproxy.recognise.providers.k8s.patch import (
+    PatchError,
+    json_patch_effect,
+    merge_patch_effect,
+)
+from guardproxy.recognise.providers.k8s.request_info import request_info
+from guardproxy.recognise.providers.k8s.url import GoUrlError, parse_query, parse_target
+from guardproxy.recognise.providers.k8s.yaml_docs import YamlError, go_resolve, load_documents
 
-CLUSTER = "127.0.0.1:6443"
-SETTINGS = RecogniseSettings(kubernetes_hosts=(CLUSTER,))
+API_SERVER = "127.0.0.1:6443"
+CLUSTER = "localhost:6443"
+"""The cluster key: the API server's canonical host and port (every loopback spelling)."""
+SETTINGS = RecogniseSettings(kubernetes_hosts=(API_SERVER,))
 PROTOBUF = "application/vnd.kubernetes.protobuf"
 MERGE = "application/merge-patch+json"
 
@@ -347,10 +353,10 @@ def test_service_is_the_api_group() -> None:
 
 def test_namespace_key_and_environment() -> None:
     action = k8s("DELETE", "/api/v1/namespaces/prod", {"propagationPolicy": "Background"})
-    assert action.resource.key == "k8s:127.0.0.1:6443:k8s:core:namespaces/prod"
+    assert action.resource.key == "k8s:localhost:6443:k8s:core:namespaces/prod"
     assert action.environment is Environment.PROD
     pod = k8s("DELETE", "/api/v1/namespaces/team-a/pods/web-1")
-    assert pod.resource.key == "k8s:127.0.0.1:6443:team-a:k8s:core:pods/web-1"
+    assert pod.resource.key == "k8s:localhost:6443:team-a:k8s:core:pods/web-1"
     assert pod.environment is Environment.UNKNOWN
 
 

@@ -9,11 +9,11 @@ import pytest
 from recognise_support import http
 
 from guardproxy.action import Action, Confidence, Provider, Verb
+from guardproxy.recognise.providers.sql.dialects import read_dialect
+from guardproxy.recognise.providers.sql.postgres import PostgresReader, _escape_string_reading
+from guardproxy.recognise.providers.sql.recogniser import SqlError, looks_like_sql, recognise_sql
+from guardproxy.recognise.providers.sql.statement import Part, ordered
 from guardproxy.recognise.request import HttpRequest
-from guardproxy.recognise.sql import SqlError, looks_like_sql, recognise_sql
-from guardproxy.recognise.sql_dialects import read_dialect
-from guardproxy.recognise.sql_postgres import PostgresReader, _escape_string_reading
-from guardproxy.recognise.sql_statement import Part, ordered
 
 NO_WHERE = ["delete-without-where"]
 UPDATE_NO_WHERE = ["delete-without-where", "update-without-where"]

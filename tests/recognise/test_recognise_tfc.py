@@ -9,8 +9,8 @@ import pytest
 from recognise_support import http
 
 from guardproxy.action import Confidence, Provider, Verb
+from guardproxy.recognise.providers.tfc import TfcError, looks_like_tfc, recognise_tfc
 from guardproxy.recognise.request import HttpRequest
-from guardproxy.recognise.tfc import TfcError, looks_like_tfc, recognise_tfc
 
 JSON_API = "application/vnd.api+json"
 HEADERS = {

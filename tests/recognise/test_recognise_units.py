@@ -11,25 +11,30 @@ from recognise_support import http, k8s_protobuf, pb_bytes
 
 from guardproxy.action import Verb
 from guardproxy.recognise import cbor
-from guardproxy.recognise.aws_index import (
+from guardproxy.recognise.index_cache import default_cache_dir
+from guardproxy.recognise.providers.aws.index import (
     AwsIndex,
     build_index,
     cache_path,
-    default_cache_dir,
     path_regex,
     read_index,
     save_index,
 )
-from guardproxy.recognise.aws_names import arn_resource_name, member_stem, singular, split_operation
-from guardproxy.recognise.aws_verbs import classify
-from guardproxy.recognise.aws_wire import (
+from guardproxy.recognise.providers.aws.names import (
+    arn_resource_name,
+    member_stem,
+    singular,
+    split_operation,
+)
+from guardproxy.recognise.providers.aws.verbs import classify
+from guardproxy.recognise.providers.aws.wire import (
     Credential,
     credential_scope,
     form_tree,
     parse_host,
     parse_xml,
 )
-from guardproxy.recognise.k8s_body import ProtobufError, body_facts, fields
+from guardproxy.recognise.providers.k8s.body import ProtobufError, body_facts, fields
 from guardproxy.recognise.request import HttpRequest
 
 # --------------------------------------------------------------------------- names and verbs

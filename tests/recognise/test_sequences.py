@@ -189,7 +189,7 @@ def test_namespace_delete_then_create_then_reapply(guarded: Guarded) -> None:
     assert inside.outcome == "hold"
     assert inside.decision.determining_rules == ["sequences/hold-environment-rebuild"]
     assert inside.decision.approval is not None and inside.decision.approval.quorum == 2
-    assert "creates inside k8s:127.0.0.1:6443:namespace/staging-app" in inside.message
+    assert "creates inside k8s:localhost:6443:namespace/staging-app" in inside.message
 
 
 def test_kubectl_replace_force(guarded: Guarded) -> None:

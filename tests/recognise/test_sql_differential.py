@@ -23,9 +23,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from recognise_support import http
 
+from guardproxy.recognise.providers.sql.postgres_names import VOLATILE_READS, side_effect_free
+from guardproxy.recognise.providers.sql.recogniser import recognise_sql
 from guardproxy.recognise.request import HttpRequest
-from guardproxy.recognise.sql import recognise_sql
-from guardproxy.recognise.sql_postgres import _VOLATILE_READS, side_effect_free
 
 EXAMPLES = int(os.environ.get("GUARDPROXY_HYPOTHESIS_EXAMPLES", "60"))
 
@@ -137,7 +137,7 @@ def test_side_effect_free_functions_are_declared_so_by_postgresql(postgres_url: 
     volatile = {
         name
         for name in side_effect_free()
-        if declared.get(name) is False and name not in _VOLATILE_READS
+        if declared.get(name) is False and name not in VOLATILE_READS
     }
     assert volatile == set()
     assert {"lo_unlink", "pg_terminate_backend", "set_config", "dblink_exec"}.isdisjoint(
