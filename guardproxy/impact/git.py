@@ -26,7 +26,7 @@ from guardproxy.action import Action
 from guardproxy.impact.access import USER_AGENT, Access, HttpClient, NotFound
 from guardproxy.impact.model import Budget, Facts, ImpactError, StepContext, plural, stamp
 from guardproxy.impact.requests import git_push
-from guardproxy.recognise.git_receive import RefUpdate, read_push_options
+from guardproxy.recognise.providers.git.receive import RefUpdate, read_push_options
 from guardproxy.recognise.request import HttpRequest
 
 __all__ = ["GITHUB_PREVIEWS", "GITHUB_SNAPSHOTS", "backup_ref", "preview_push"]

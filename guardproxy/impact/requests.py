@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from guardproxy.recognise.aws import read_request
-from guardproxy.recognise.aws_index import shared_index
-from guardproxy.recognise.git_receive import PushCommands, ReceivePackError, read_push
+from guardproxy.recognise.providers.aws.index import shared_index
+from guardproxy.recognise.providers.aws.recogniser import read_request
+from guardproxy.recognise.providers.git.receive import PushCommands, ReceivePackError, read_push
 from guardproxy.recognise.request import HttpRequest
 
 __all__ = ["aws_readings", "git_push"]
