@@ -8,6 +8,7 @@ from typing import Any
 
 from guardproxy.action import Provider, Verb
 from guardproxy.policy.cel import Expression
+from guardproxy.policy.compiler import from_cel_deep
 from guardproxy.policy.matching import Matcher
 from guardproxy.policy.model import (
     Approval,
@@ -34,6 +35,11 @@ class PolicySetScope:
     params: dict[str, Any]
     params_cel: Any
     variables: tuple[Variable, ...]
+    params_value: Any = field(init=False, compare=False, repr=False)
+    """``params_cel`` as compiled expressions read it."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params_value", from_cel_deep(self.params_cel))
 
 
 @dataclass(frozen=True)
