@@ -63,7 +63,7 @@ from guardproxy.context import (
     Signals,
     VerbCounts,
 )
-from guardproxy.policy import Bundle, cel, engine, load_bundle
+from guardproxy.policy import Bundle, cel, compiler, engine, load_bundle
 from guardproxy.policy.bundle import PolicySetScope, Variable
 from guardproxy.policy.compiler import to_cel
 from guardproxy.policy.model import Limits
@@ -154,6 +154,15 @@ def expressions(source: str, runtime_params: bool) -> tuple[cel.Expression, cel.
     return compiled, reference
 
 
+@functools.lru_cache(maxsize=8192)
+def unfolded(source: str, runtime_params: bool) -> cel.Expression | None:
+    """``source`` compiled with its constant parts in closures too."""
+    params: Any = list(PARAMS) if runtime_params else PARAMS
+    with compiler.unfolded():
+        expression, _ = cel.compile_expression(source, params, DECLARED)
+    return expression
+
+
 def _bundle(limits: Limits) -> Bundle:
     """What ``_Evaluation`` reads of a bundle when it only evaluates expressions."""
     return cast(Bundle, SimpleNamespace(config=SimpleNamespace(limits=limits)))
@@ -224,14 +233,16 @@ def check(
     if pair is None:
         return
     compiled, reference = pair
-    if compiled.compiled is None:
-        return  # the interpreter runs it: nothing to compare
     want = reference_outcome(reference, action, context, limits)
-    got = compiled_outcome(compiled, action, context, limits)
-    assert got.failed == want.failed and (got.failed or same(want.value, got.value)), (
-        f"{source!r}: interpreter {want.describe()}, compiled {got.describe()}"
-    )
-    assert got.truncated == want.truncated, f"{source!r}: truncated differs"
+    for variant in (compiled, unfolded(source, runtime_params)):
+        if variant is None or variant.compiled is None:
+            continue  # the interpreter runs it: nothing to compare
+        got = compiled_outcome(variant, action, context, limits)
+        assert got.failed == want.failed and (got.failed or same(want.value, got.value)), (
+            f"{source!r}: interpreter {want.describe()}, compiled {got.describe()}"
+            f"{'' if variant is compiled else ' (constants in closures)'}"
+        )
+        assert got.truncated == want.truncated, f"{source!r}: truncated differs"
 
 
 # ---------------------------------------------------------------------------
@@ -240,7 +251,8 @@ def check(
 WORDS = ["", "prod", "prod-db-1", "delete", "DELETE", "GET", "ticket:OPS-1", "break-glass",
          "a", "ä", "İ", "Straße", "日本", "a\nb", '"', "\\", "*", "force", "bulk",
          "skip-final-snapshot", "kube-system", "111111111111", "prod-*", "claude-code",
-         "acme/api", "1", "-1", "1.5", "true", "2026-03-04T15:30:00Z", "1h",
+         "acme/api", "1", "-1", "1.5", "true", "2026-03-04T15:30:00Z", "1h", "proxy",
+         " prod-db-1", "prod-db-1 ", "a b",
          "x" * 40]  # fmt: skip
 texts = st.one_of(st.sampled_from(WORDS), st.text(max_size=12),
                   st.text(min_size=30, max_size=80))  # fmt: skip
@@ -358,6 +370,30 @@ EDGES = [
     "action.risk_tags.all(t, dyn(t).x == 1)", "action.risk_tags.exists(t, dyn(t).x == 1)",
     "[1, 2].all(x, x > 1)", "[0, 'a'].all(x, x > 0)", "['a', 0].exists(x, x > 0)",
     "[1].all(x, dyn(x))", "[0].exists(x, dyn(x))", "[].all(x, x)", "[].exists(x, dyn(x).y)",
+    "action.dry_run && dyn(action.risk_tags.map(t, t))", "!action.dry_run || dyn([1].map(x, x))",
+    "[0, 1].all(x, x == 0 ? false : dyn([x].map(y, y)))",
+    "[1, 0].exists(x, x == 1 ? true : dyn([x].map(y, y)))",
+    "(true ? dyn(1).exists(x, true) : false) || true",
+    "(action.dry_run ? dyn(1).exists(x, true) : dyn(2).all(x, true)) || true",
+    "[1, 2].all(x, x == 1 ? false : int(double(x) * 1e308 * 10.0) == 1)",
+    "[1, 2].exists(x, x == 1 ? true : int(double(x) * 1e308 * 10.0) == 1)",
+    "[1, 2].exists(y, y == 2 || [y].map(x, 1 / (x - 1)) == [])",
+    "[1, 2].all(y, y == 1 && [y].map(x, 1 / (x - 1)) == [])",
+    "[1.5 + 1.5, 0.0 + 0.0].filter(x, dyn(x))", "[1.5 + 1.5, 0.0 + 0.0].exists_one(x, dyn(x))",
+    "(dyn(action).nosuch == [1].map(x, dyn(x).y)) || true",
+    "(dyn(action).nosuch + [1].map(x, dyn(x).y)) == 1 || true",
+    "size(dyn(action).nosuch, [1].map(x, dyn(x).y)) == 1 || true",
+    "(dyn(1) ? [1].map(x, dyn(x).y) : 2) || true", "(dyn(0) ? 2 : [1].map(x, dyn(x).y)) || true",
+    "(dyn(action).nosuch ? [1].map(x, dyn(x).y) : 2) || true",
+    "(dyn(action.verb) ? 1 : [1].map(x, dyn(x).y)) || true",
+    "dyn(action.request.port) in ['GET', 'POST']", "dyn(action.dry_run) in ['a']",
+    "dyn(null) in ['a']", "dyn(action.resource)[dyn(['name'])] == 1 || true",
+    "[dyn(action).nosuch, [1].map(x, dyn(x).y)] == [] || true",
+    "(dyn([true]) + [false]).exists(x, x)", "(['a'] + ['b']).map(x, x + x)",
+    "(['a'] + [action.verb]).exists(x, x.contains('a'))",
+    "action.resource.name.exists(c, c.contains('p'))", "'abc'.exists(c, c.contains('b'))",
+    "-(0.0)", "-(params.f - 1.5)", "action.resource.name.startsWith('prod-db')",
+    "action.resource.name.matches('^prod-db-1$')", "action.resource.name.matches(' ')",
     # raised errors: map/filter/exists_one pass && and ||, stop at all/exists
     "false && [1].map(x, dyn(x).y) == [1]", "true || [1].filter(x, dyn(x).y) == [1]",
     "[1, 2].exists(y, [y].map(x, dyn(x).y) == [])", "[0, 1].exists_one(x, x / x == 1)",
@@ -465,6 +501,7 @@ def fixed_inputs() -> list[tuple[Action, Context, Limits]]:
         (odd, busy, Limits()),
         (odd, busy, Limits(max_list_items=2, max_string_bytes=16)),
         (Action(), Context(), Limits()),
+        (odd.model_copy(update={"resource": Resource(name="prod-db-1 ")}), Context(), Limits()),
     ]
 
 

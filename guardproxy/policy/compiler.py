@@ -62,8 +62,9 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import contextvars
 import operator
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,6 +110,7 @@ __all__ = [
     "from_cel",
     "from_cel_deep",
     "to_cel",
+    "unfolded",
 ]
 
 # ---------------------------------------------------------------------------
@@ -505,14 +507,6 @@ _ARITHMETIC: dict[str, tuple[Callable[[Any, Any], Any], int]] = {
 }
 
 
-def _not(value: Any) -> Any:
-    if value is True:
-        return False
-    if value is False:
-        return True
-    raise CelError("no matching overload for `!`")
-
-
 def _neg(value: Any) -> Any:
     kind = type(value)
     if kind is int:
@@ -708,6 +702,7 @@ class _Compiler:
         self.library = library
         self.shapes = shapes
         self.functions = collections.ChainMap(dict(library.cel), base_functions)
+        self.folding = _FOLDING.get()
         self.slots = 0
         self.free_cache: dict[int, frozenset[str]] = {}
 
@@ -771,7 +766,15 @@ class _Compiler:
         if not isinstance(node, lark.Tree):
             raise UnsupportedError(f"unexpected token {node!r}")
         if node.data in _CEL_VISITABLE and not (self.free(node) & self.runtime_names(scope)):
-            return self.fold(node)
+            if self.folding:
+                return self.fold(node)
+            try:  # compare the closures on constants too (the differential test)
+                return self.structure(node, scope)
+            except UnsupportedError:
+                return self.fold(node)
+        return self.structure(node, scope)
+
+    def structure(self, node: lark.Tree[Any], scope: Mapping[str, int]) -> Code:
         handler: Callable[[lark.Tree[Any], Mapping[str, int]], Code] | None = getattr(
             self, f"_{node.data}", None
         )
@@ -810,9 +813,6 @@ class _Compiler:
         inner = self.compile(target, scope)
         get = inner.fn
         shape = self.shapes.get(path, "") if path else ""
-        if inner.constant:
-            # a constant with a field of input below it cannot happen: folded whole
-            raise UnsupportedError("member of a constant")
 
         def member(env: list[Any]) -> Any:
             value = get(env)
@@ -1231,6 +1231,23 @@ class _Compiler:
             return [item for item, value in each(env) if truthy(value)]
 
         return Code(filter_, raises, shape="list")
+
+
+_FOLDING: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "guardproxy_cel_folding", default=True
+)
+
+
+@contextlib.contextmanager
+def unfolded() -> Iterator[None]:
+    """Inside this block constant parts are compiled into closures like the rest
+    (literals excepted) instead of being evaluated by celpy at compile time: the
+    differential test compares the closures on constants too."""
+    token = _FOLDING.set(False)
+    try:
+        yield
+    finally:
+        _FOLDING.reset(token)
 
 
 def compile_tree(
