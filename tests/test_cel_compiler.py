@@ -70,6 +70,8 @@ from guardproxy.policy.model import Limits
 from guardproxy.policy.typecheck import CelType
 
 EXAMPLES = int(os.environ.get("GUARDPROXY_HYPOTHESIS_EXAMPLES", "100"))
+# odd actions (ODD_FIELDS) make pydantic warn when it serialises them, as it should
+pytestmark = pytest.mark.filterwarnings("ignore:Pydantic serializer warnings:UserWarning")
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = settings(
     max_examples=EXAMPLES,
@@ -292,6 +294,23 @@ def actions(draw: st.DrawFn, readings: bool = True) -> Action:
     )
 
 
+ODD_FIELDS: list[dict[str, Any]] = [
+    {"service": Verb.DELETE}, {"verb": "delete"}, {"environment": "prod"},
+    {"risk_tags": ["force", Verb.READ]}, {"request": RequestSummary(port=True)},
+    {"dry_run": 1}, {"resource": Resource(name=Provider.AWS)},
+    {"scope": {"namespace": "kube-system"}}, {"readings": [Action(verb=Verb.DESTROY), "x"]},
+]  # fmt: skip
+"""Values a ``model_copy(update=...)`` can put where validation never would: compiled
+code reads the model in place and must read them as the model's JSON has them."""
+
+
+@st.composite
+def odd_actions(draw: st.DrawFn) -> Action:
+    action = draw(actions())
+    update = draw(st.sampled_from(ODD_FIELDS))
+    return action.model_copy(update=update)
+
+
 @st.composite
 def counts(draw: st.DrawFn) -> Counts:
     return Counts(
@@ -329,7 +348,10 @@ limits = st.one_of(
     st.just(Limits()),
     st.builds(Limits, max_list_items=st.integers(1, 4), max_string_bytes=st.integers(16, 40)),
 )
-inputs = st.lists(st.tuples(actions(), contexts(), limits), min_size=1, max_size=4)
+inputs = st.lists(
+    st.tuples(st.one_of(actions(), actions(), actions(), odd_actions()), contexts(), limits),
+    min_size=1, max_size=4,
+)  # fmt: skip
 
 # ---------------------------------------------------------------------------
 # Expressions: the shipped bundle's, the benchmark's and hand-picked edge cases.
@@ -394,6 +416,12 @@ EDGES = [
     "action.resource.name.exists(c, c.contains('p'))", "'abc'.exists(c, c.contains('b'))",
     "-(0.0)", "-(params.f - 1.5)", "action.resource.name.startsWith('prod-db')",
     "action.resource.name.matches('^prod-db-1$')", "action.resource.name.matches(' ')",
+    # read in place: what a model_copy put there is read as the model's JSON has it
+    "action.risk_tags.exists(t, t.contains('rea'))", "action.request.port + 1",
+    "action.dry_run == true", "action.resource.name.contains('a')", "action.scope.namespace",
+    "action.readings.size()", "action.service.contains('e')", "string(action.verb)",
+    "type(action.dry_run) == bool", "type(action.request.port) == int",
+    "action.readings.exists(r, r.verb == 'destroy')", "action.environment.contains('o')",
     # raised errors: map/filter/exists_one pass && and ||, stop at all/exists
     "false && [1].map(x, dyn(x).y) == [1]", "true || [1].filter(x, dyn(x).y) == [1]",
     "[1, 2].exists(y, [y].map(x, dyn(x).y) == [])", "[0, 1].exists_one(x, x / x == 1)",
@@ -502,6 +530,7 @@ def fixed_inputs() -> list[tuple[Action, Context, Limits]]:
         (odd, busy, Limits(max_list_items=2, max_string_bytes=16)),
         (Action(), Context(), Limits()),
         (odd.model_copy(update={"resource": Resource(name="prod-db-1 ")}), Context(), Limits()),
+        *((odd.model_copy(update=update), busy, Limits()) for update in ODD_FIELDS),
     ]
 
 

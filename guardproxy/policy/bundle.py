@@ -37,9 +37,25 @@ class PolicySetScope:
     variables: tuple[Variable, ...]
     params_value: Any = field(init=False, compare=False, repr=False)
     """``params_cel`` as compiled expressions read it."""
+    uses: dict[str, frozenset[str]] = field(init=False, compare=False, repr=False)
+    """Each variable and the variables it reads, directly or through others."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params_value", from_cel_deep(self.params_cel))
+        uses: dict[str, frozenset[str]] = {}
+        for variable in self.variables:  # a variable reads only those declared before it
+            read = variable.expression.variables
+            uses[variable.name] = frozenset({variable.name}).union(
+                *(uses.get(name, frozenset({name})) for name in read)
+            )
+        object.__setattr__(self, "uses", uses)
+
+    def needed(self, names: frozenset[str]) -> frozenset[str]:
+        """The variables to evaluate for an expression reading ``names``."""
+        if len(names) == 1:
+            (name,) = names
+            return self.uses.get(name, names)
+        return frozenset(names).union(*(self.uses.get(name, frozenset()) for name in names))
 
 
 @dataclass(frozen=True)

@@ -163,6 +163,17 @@ def _shapes(model: type[BaseModel], prefix: tuple[str, ...]) -> dict[tuple[str, 
     return found
 
 
+def _models(model: type[BaseModel], path: tuple[str, ...]) -> dict[tuple[str, ...], type]:
+    found: dict[tuple[str, ...], type] = {path: model}
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            found.update(_models(annotation, (*path, name)))
+    return found
+
+
+INPUT_MODELS = _models(Action, ("action",))
+"""The model at each path of the action, which compiled code reads in place."""
 INPUT_SHAPES: dict[tuple[str, ...], str] = {
     path: shape
     for root, model in (("action", Action), ("session", SessionInfo), ("history", History),
@@ -453,6 +464,7 @@ def _compile(
             params_cel=params_cel,
             runtime_params=params_cel is None,
             shapes=INPUT_SHAPES,
+            models=INPUT_MODELS,
             roots=roots,
         )
     except compiler.UnsupportedError as reason:

@@ -63,9 +63,12 @@ from __future__ import annotations
 import collections
 import contextlib
 import contextvars
+import datetime
 import operator
+import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import lark
@@ -217,11 +220,13 @@ def to_cel(value: Any) -> Any:
         return str.__str__(value)
     if kind is Raw:
         return value.value
-    if isinstance(value, BaseModel):  # never produced here; kept exact all the same
-        return celtypes.MapType(
-            {celtypes.StringType(k): _json_to_cel(v)
-             for k, v in value.model_dump(mode="json").items()}
-        )  # fmt: skip
+    if isinstance(value, BaseModel):  # a model read in place stands for its JSON
+        return _json_to_cel(value.model_dump(mode="json"))
+    if kind.__module__ == celtypes.__name__ or isinstance(value, CELEvalError):
+        return value
+    if isinstance(value, str | int | float | list | tuple | dict):
+        # a subclass in a JSON document (an enum member): json_to_cel's reading
+        return _json_to_cel(value)
     return value
 
 
@@ -372,6 +377,11 @@ def _member(value: Any, name: str) -> Any:
             return value[name]
         except KeyError:
             raise CelError(f"no such member in mapping: {name!r}") from None
+    if isinstance(value, BaseModel):
+        reader = _readers(type(value)).get(name)
+        if reader is None:
+            raise CelError(f"no such member in mapping: {name!r}")
+        return reader(value)
     converted = to_cel(value)
     if isinstance(converted, celtypes.MessageType):
         return from_cel(converted.get(name))  # celpy lets a KeyError escape here
@@ -381,6 +391,71 @@ def _member(value: Any, name: str) -> Any:
         except KeyError:
             raise CelError(f"no such member in mapping: {name!r}") from None
     raise CelError(f"{type(converted).__name__} does not support field selection")
+
+
+# ---------------------------------------------------------------------------
+# Models read in place: a pydantic model (the action) stands for its JSON dump,
+# ``model_dump(mode="json")``, without making it. Each field is read as the dump has it
+# when its value is of the annotated type (a ``str`` field holding a ``str``, an enum
+# field one of its members, a model field a model...), and through pydantic's
+# serializer, field by field, otherwise (a ``model_copy(update=...)`` can put anything
+# there; datetimes). Every operation but ``.field`` dumps the model first (``to_cel``).
+
+_READERS: dict[type[BaseModel], dict[str, Callable[[Any], Any]]] = {}
+
+
+def _readers(model: type[BaseModel]) -> dict[str, Callable[[Any], Any]]:
+    readers = _READERS.get(model)
+    if readers is None:
+        fields = model.model_fields.items()
+        readers = {name: _reader(name, info.annotation) for name, info in fields}
+        _READERS[model] = readers
+    return readers
+
+
+def _dumped(instance: BaseModel, name: str) -> Any:
+    """The field as ``model_dump(mode="json")`` has it."""
+    serializer = type(instance).__pydantic_serializer__
+    return serializer.to_python(instance, mode="json", include={name})[name]
+
+
+def _reader(name: str, annotation: Any) -> Callable[[Any], Any]:
+    exact: type | None = None
+    if annotation in (str, int, bool) or (
+        isinstance(annotation, type) and issubclass(annotation, BaseModel)
+    ):
+        exact = annotation
+    if exact is not None:
+        kind = exact
+
+        def read_exact(instance: Any) -> Any:
+            value = instance.__dict__[name]
+            return value if type(value) is kind else _dumped(instance, name)
+
+        return read_exact
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        enum = annotation
+        if not all(type(member.value) is str for member in enum):
+            return lambda instance: _dumped(instance, name)
+
+        def read_enum(instance: Any) -> Any:
+            value = instance.__dict__[name]
+            return value._value_ if type(value) is enum else _dumped(instance, name)
+
+        return read_enum
+    if typing.get_origin(annotation) is list:
+        (item,) = typing.get_args(annotation)
+        if item is str or (isinstance(item, type) and issubclass(item, BaseModel)):
+            item_kind = item
+
+            def read_list(instance: Any) -> Any:
+                value = instance.__dict__[name]
+                if type(value) is list and all(type(v) is item_kind for v in value):
+                    return value
+                return _dumped(instance, name)
+
+            return read_list
+    return lambda instance: _dumped(instance, name)
 
 
 def _iterate(value: Any) -> Iterable[Any]:
@@ -583,10 +658,34 @@ _TIME_METHODS: dict[str, Callable[..., Any]] = {
 }
 
 
-def _time_method(function: Callable[..., Any]) -> Callable[..., Any]:
+_UTC_FIELDS: dict[str, Callable[[datetime.datetime], int]] = {
+    "getDate": lambda t: t.day,
+    "getDayOfMonth": lambda t: t.day - 1,
+    "getDayOfWeek": lambda t: t.isoweekday() % 7,
+    "getDayOfYear": lambda t: t.toordinal() - datetime.date(t.year, 1, 1).toordinal(),
+    "getFullYear": lambda t: t.year,
+    "getMonth": lambda t: t.month - 1,
+    "getHours": lambda t: t.hour,
+    "getMilliseconds": lambda t: t.microsecond // 1000,
+    "getMinutes": lambda t: t.minute,
+    "getSeconds": lambda t: t.second,
+}
+"""celpy's ``TimestampType`` getters without a time zone: the field of the time in UTC
+(``astimezone(UTC)``; ``getMonth`` and ``getDayOfMonth`` count from 0)."""
+
+
+def _time_method(name: str) -> Callable[..., Any]:
+    function, field_of = _TIME_METHODS[name], _UTC_FIELDS[name]
+
     def call(value: Any, *args: Any) -> Any:
         if not args and type(value) is celtypes.TimestampType:
-            return int(function(value))
+            try:  # the wall time less its offset is the time in UTC, as plain datetimes
+                wall = datetime.datetime(value.year, value.month, value.day, value.hour,
+                                         value.minute, value.second, value.microsecond)  # fmt: skip
+                offset = value.utcoffset()
+                return field_of(wall if offset is None else wall - offset)
+            except Exception:  # out of range: celpy, below, says what happens
+                pass
         return _call_cel(function, (value, *args), _FUNCTION_CATCH)
 
     return call
@@ -695,12 +794,14 @@ class _Compiler:
         runtime_params: bool,
         library: _Library,
         shapes: Mapping[tuple[str, ...], str],
+        models: Mapping[tuple[str, ...], type[BaseModel]],
     ) -> None:
         self.activation = activation
         self.params_cel = params_cel
         self.runtime_params = runtime_params
         self.library = library
         self.shapes = shapes
+        self.models = models
         self.functions = collections.ChainMap(dict(library.cel), base_functions)
         self.folding = _FOLDING.get()
         self.slots = 0
@@ -813,6 +914,18 @@ class _Compiler:
         inner = self.compile(target, scope)
         get = inner.fn
         shape = self.shapes.get(path, "") if path else ""
+        model = self.models.get(path[:-1]) if path else None
+        reader = _readers(model).get(name) if model is not None else None
+        if model is not None and reader is not None:
+            read = reader  # the action read in place: the model this path holds
+
+            def field(env: list[Any]) -> Any:
+                value = get(env)
+                if type(value) is model:
+                    return read(value)
+                return _member(value, name)
+
+            return Code(field, inner.raises, shape=shape)
 
         def member(env: list[Any]) -> Any:
             value = get(env)
@@ -1147,7 +1260,7 @@ class _Compiler:
                 return self.compiled_pattern(pattern.value)
             return _matches
         if name in _TIME_METHODS:
-            return _time_method(_TIME_METHODS[name])
+            return _time_method(name)
         if _LIBRARY_ARITY.get(name) == count:
             return self.library.function(name)
         return None
@@ -1259,14 +1372,17 @@ def compile_tree(
     params_cel: Any = None,
     runtime_params: bool = True,
     shapes: Mapping[tuple[str, ...], str] | None = None,
+    models: Mapping[tuple[str, ...], type[BaseModel]] | None = None,
     roots: frozenset[str] = frozenset(),
 ) -> Compiled:
     """Compile a parsed (and checked) expression, or raise :class:`UnsupportedError`.
 
     ``activation`` is celpy's (with ``functions``) for constants; ``params_cel`` the
     params when they are known at load (``runtime_params`` false), else they are read
-    from the environment; ``shapes`` names the input paths that are surely lists or maps;
-    ``roots`` are the roots the static analysis found it reads (the caller fills those).
+    from the environment; ``shapes`` names the input paths that are surely lists or maps,
+    ``models`` the model an input path holds when the caller passes it in place (see
+    ``_readers``); ``roots`` are the roots the static analysis found it reads (the
+    caller fills those).
     """
     if _depth(tree) > MAX_DEPTH:
         raise UnsupportedError("the expression is nested too deeply")
@@ -1276,6 +1392,7 @@ def compile_tree(
         runtime_params=runtime_params,
         library=_Library(functions, plain_functions),
         shapes=shapes or {},
+        models=models or {},
     )
     try:
         code = compiler.compile(tree, {})

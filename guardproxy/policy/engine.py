@@ -53,6 +53,7 @@ CONTEXT_ROOTS = ("session", "history", "resource", "signals")
 """The context's parts CEL reads as roots of their own, besides `action` and `now`."""
 _NOW_SLOT = ROOT_SLOTS["now"]
 _NO_DOCUMENTS = (None,) * len(("action", *CONTEXT_ROOTS))
+_UNKNOWN = object()
 _OUTCOMES = tuple(Outcome)
 _BY_SEVERITY = tuple(sorted(_OUTCOMES, key=lambda o: o.severity, reverse=True))
 
@@ -158,11 +159,8 @@ class RuleTrace:
 # One evaluation.
 
 
-@dataclass
-class _RuleResult:
-    rule: CompiledRule
-    fired: bool
-    errors: list[RuleError]
+_NO_ERRORS: list[RuleError] = []
+"""The errors of a rule that had none (shared: never modified)."""
 
 
 class _Evaluation:
@@ -180,6 +178,7 @@ class _Evaluation:
         self._variables: dict[str, dict[str, Any]] = {}
         self._environments: dict[str, list[Any]] = {}
         self._now: celtypes.TimestampType | None = None
+        self._override: Any = _UNKNOWN
 
     # -- the input, prepared lazily: most reads never touch CEL
 
@@ -222,6 +221,14 @@ class _Evaluation:
             self.prepare_input()
         assert self._context_documents is not None
         return self._context_documents[root]
+
+    def compiled_document(self, root: str) -> Any:
+        """:meth:`capped_document` for compiled code: the action model itself when
+        nothing was cut (compiled code reads a model as its JSON; no dump is made)."""
+        if root == "action":
+            self.prepare_input()
+            return self.action if self._capped_action is None else self._capped_action
+        return self.capped_document(root)
 
     def capped(self) -> dict[str, Any]:
         """What CEL may read: the action and context with lists and strings cut to the limits."""
@@ -282,7 +289,7 @@ class _Evaluation:
             self._environments[scope.name] = environment
         for slot, root in compiled.documents:
             if environment[slot] is None:
-                environment[slot] = self.capped_document(root)
+                environment[slot] = self.compiled_document(root)
         if compiled.reads_now and environment[_NOW_SLOT] is None:
             environment[_NOW_SLOT] = self.now()
         if expression.variables:
@@ -315,10 +322,12 @@ class _Evaluation:
 
     def computed_variables(self, scope: PolicySetScope, names: frozenset[str]) -> dict[str, Any]:
         """Set variables, evaluated once per decision and only when read (values as
-        compiled code holds them, a failed one as a ``CELEvalError``)."""
+        compiled code holds them, a failed one as a ``CELEvalError``): ``names`` and the
+        variables they use, in the order they are declared."""
         values = self._variables.setdefault(scope.name, {})
+        needed = scope.needed(names)
         for variable in scope.variables:
-            if variable.name in values or not self._needed(scope, variable.name, names):
+            if variable.name in values or variable.name not in needed:
                 continue
             value, error = self.run(variable.expression, scope)
             values[variable.name] = (
@@ -326,23 +335,19 @@ class _Evaluation:
             )
         return values
 
-    def _needed(self, scope: PolicySetScope, name: str, wanted: frozenset[str]) -> bool:
-        if name in wanted:
-            return True
-        return any(
-            name in v.expression.variables and self._needed(scope, v.name, wanted)
-            for v in scope.variables
-        )
-
     # -- rules
 
     def candidates(self) -> list[CompiledRule]:
+        bucket = self.bundle.index[(self.action.provider, self.action.verb)]
+        action, context = self.action, self.context
+        if not self.tracing:  # the bucket's rules accept the provider and the verb
+            return [r for r in bucket if (m := r.matcher.indexed) is None or m(action, context)]
         selected = []
-        for rule in self.bundle.index[(self.action.provider, self.action.verb)]:
-            mismatch = rule.matcher.mismatch(self.action, self.context)
+        for rule in bucket:
+            mismatch = rule.matcher.mismatch(action, context)
             if mismatch is None:
                 selected.append(rule)
-            elif self.tracing and mismatch not in ("providers", "verbs"):
+            elif mismatch not in ("providers", "verbs"):
                 self.traces.append(
                     RuleTrace(rule.id, rule.decision, self.mode(rule), False, mismatch)
                 )
@@ -351,6 +356,12 @@ class _Evaluation:
     def mode(self, rule: CompiledRule) -> Mode:
         if rule.mode_locked:
             return rule.mode
+        if self._override is _UNKNOWN:
+            self._override = self._mode_override()
+        return rule.mode if self._override is None else self._override
+
+    def _mode_override(self) -> Mode | None:
+        """The mode the first override that applies to the action sets, if any."""
         for override in self.bundle.config.mode_overrides:
             if (
                 override.environments is not None
@@ -360,11 +371,14 @@ class _Evaluation:
             if override.providers is not None and self.action.provider not in override.providers:
                 continue
             return override.mode
-        return rule.mode
+        return None
 
-    def run_rule(self, rule: CompiledRule, mode: Mode) -> _RuleResult:
+    def run_rule(self, rule: CompiledRule, mode: Mode) -> tuple[bool, list[RuleError]]:
+        """Whether ``rule`` fires, and the errors its expressions made."""
+        if not rule.match_conditions and rule.condition is None and not self.tracing:
+            return True, _NO_ERRORS
         trace = RuleTrace(rule.id, rule.decision, mode, True) if self.tracing else None
-        errors: list[RuleError] = []
+        errors: list[RuleError] = _NO_ERRORS
         failed: list[tuple[str, str]] = []
         skipped_by_false = False
         for name, expression in rule.match_conditions:
@@ -393,7 +407,7 @@ class _Evaluation:
             trace.fired = fired
             trace.error = bool(errors)
             self.traces.append(trace)
-        return _RuleResult(rule, fired, errors)
+        return fired, errors
 
     def condition(
         self,
@@ -402,6 +416,16 @@ class _Evaluation:
         stage: str,
         trace: RuleTrace | None,
     ) -> tuple[bool | None, str | None]:
+        compiled = expression.compiled
+        if compiled is not None and trace is None:  # the common case, in one step
+            try:
+                value = compiled.run(self.environment(expression, compiled, scope))
+            except Exception:  # the interpreter, in run(), says what went wrong
+                pass
+            else:
+                if value is True or value is False:
+                    return value, None
+                return cel.bool_result(value, None)
         value, error = cel.bool_result(*self.run(expression, scope))
         if trace is not None:
             trace.steps.append(
@@ -444,6 +468,8 @@ class _Evaluation:
         return None
 
     def message(self, rule: CompiledRule) -> str:
+        if rule.message_expression is None and not rule.message.paths:
+            return rule.message.text
         if rule.message_expression is not None:
             text, _ = cel.string_result(*self.run(rule.message_expression, rule.scope))
             if text and text.strip() and "\n" not in text.strip() and len(text) <= MESSAGE_LIMIT:
@@ -496,13 +522,14 @@ class _Evaluation:
         decided = False  # a more restrictive outcome (visited first) already fired
         for outcome in _BY_SEVERITY:
             if decided:
-                for rule in enforce[outcome]:
-                    self._skip(rule, "a more restrictive rule already decided")
+                if self.tracing:
+                    for rule in enforce[outcome]:
+                        self._skip(rule, "a more restrictive rule already decided")
                 continue
             for rule in enforce[outcome]:
-                result = self.run_rule(rule, Mode.ENFORCE)
-                errors.extend(result.errors)
-                if not result.fired:
+                rule_fired, rule_errors = self.run_rule(rule, Mode.ENFORCE)
+                errors.extend(rule_errors)
+                if not rule_fired:
                     continue
                 exception = self.excepted_by(rule)
                 if exception is not None:
@@ -514,9 +541,9 @@ class _Evaluation:
 
         findings: list[AuditFinding] = []
         for rule in audit:
-            result = self.run_rule(rule, Mode.AUDIT)
-            errors.extend(result.errors)
-            if result.fired:
+            rule_fired, rule_errors = self.run_rule(rule, Mode.AUDIT)
+            errors.extend(rule_errors)
+            if rule_fired:
                 findings.append(
                     AuditFinding(rule=rule.id, would=rule.decision, message=self.message(rule))
                 )
@@ -648,13 +675,11 @@ def _action_fits(action: Action, limits: Limits) -> bool:
     (else the caller caps the document): no string can be longer than the whole text,
     and no list can have more items than the text has commas plus one."""
     text = action.canonical_json()
-    short = len(text) <= limits.max_string_bytes // 4 or len(text.encode()) <= (
-        limits.max_string_bytes
-    )
-    return short and text.count(",") < limits.max_list_items
+    size = len(text) if text.isascii() else len(text.encode())
+    return size <= limits.max_string_bytes and text.count(",") < limits.max_list_items
 
 
-_CONTEXT_CACHE: dict[tuple[int, ...], tuple[tuple[BaseModel, ...], dict[str, Any], bool]] = {}
+_CONTEXT_CACHE: dict[tuple[int, ...], tuple[tuple[Any, ...], dict[str, Any], bool]] = {}
 _CONTEXT_CACHE_SIZE = 256
 
 
@@ -663,14 +688,15 @@ def _capped_context(context: Context, limits: Limits) -> tuple[dict[str, Any], b
 
     The parts are frozen and the proxy reuses them from one request to the next (the
     session, the empty history of a request no rule reads history for), so the result
-    is kept per combination of part instances. An entry holds the parts themselves, so
-    their ``id`` cannot be reused while it lives; the documents are shared between
-    decisions and threads and never modified.
+    is kept per combination of part instances. An entry holds the parts themselves:
+    while it lives no other object can have their ``id``. The documents are shared
+    between decisions and threads and never modified.
     """
-    parts = tuple(getattr(context, root) for root in CONTEXT_ROOTS)
-    key = (*map(id, parts), limits.max_list_items, limits.max_string_bytes)
+    parts = (context.session, context.history, context.resource, context.signals)
+    key = (id(parts[0]), id(parts[1]), id(parts[2]), id(parts[3]),
+           limits.max_list_items, limits.max_string_bytes)  # fmt: skip
     hit = _CONTEXT_CACHE.get(key)
-    if hit is not None and all(a is b for a, b in zip(hit[0], parts, strict=True)):
+    if hit is not None:
         return hit[1], hit[2]
     documents: dict[str, Any] = {}
     cut = False
