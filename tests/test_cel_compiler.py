@@ -807,7 +807,7 @@ def test_truncation_is_noted_only_when_a_document_is_read() -> None:
 @pytest.mark.parametrize(
     ("source", "reason"),
     [
-        ("{'a': action.verb}.a == 'x'", "map_lit"),
+        ("{'a': action.verb}.a == 'x'", "map literal"),
         ("action.risk_tags.map(t, t == 'x', t)", "3 arguments"),
         ("(" * 20 + "true" + ")" * 20, "nested too deeply"),
     ],

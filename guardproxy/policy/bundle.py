@@ -101,6 +101,12 @@ class Bundle:
     files: tuple[str, ...]
     index: dict[tuple[Provider, Verb], tuple[CompiledRule, ...]] = field(repr=False)
     history_verbs: frozenset[Verb] = frozenset(Verb)
+    excepted_rules: frozenset[str] = field(init=False, repr=False, compare=False)
+    """The rules some exception names (the others need no look at the exceptions)."""
+
+    def __post_init__(self) -> None:
+        named = frozenset(rule for e in self.exceptions for rule in e.rules)
+        object.__setattr__(self, "excepted_rules", named)
 
     @classmethod
     def build(

@@ -45,6 +45,7 @@ __all__ = [
     "evaluate_bool",
     "evaluate_string",
     "interpreter_only",
+    "interpreting",
     "string_result",
     "to_cel",
     "to_plain",
@@ -438,6 +439,11 @@ def interpreter_only() -> Iterator[None]:
         yield
     finally:
         _INTERPRETER_ONLY.reset(token)
+
+
+def interpreting() -> bool:
+    """Whether expressions compiled now run on the interpreter only (see above)."""
+    return _INTERPRETER_ONLY.get()
 
 
 def _compile(

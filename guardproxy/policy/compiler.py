@@ -744,6 +744,12 @@ _CEL_VISITABLE = frozenset({"expr", "conditionalor", "conditionaland", "relation
                             "multiplication", "unary", "member", "member_dot",
                             "member_dot_arg", "member_index", "member_object", "primary",
                             "literal"})  # fmt: skip
+_UNCOMPILED = {
+    "map_lit": "a map literal that reads the input",
+    "dot_ident": "a name with a leading dot",
+    "dot_ident_arg": "a function named with a leading dot",
+    "member_object": "message construction",
+}
 _MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 _CELPY_MACROS = _MACROS | {"reduce", "min"}
 _LIBRARY_ARITY = {"glob": 2, "globAny": 2, "join": 2, "lowerAscii": 1, "upperAscii": 1}
@@ -880,7 +886,8 @@ class _Compiler:
             self, f"_{node.data}", None
         )
         if handler is None:
-            raise UnsupportedError(f"`{node.data}` is not compiled")
+            what = _UNCOMPILED.get(node.data, f"`{node.data}`")
+            raise UnsupportedError(f"the compiler leaves {what} to it")
         return handler(node, scope)
 
     def _primary(self, node: lark.Tree[Any], scope: Mapping[str, int]) -> Code:

@@ -453,7 +453,7 @@ class _Evaluation:
         return values
 
     def excepted_by(self, rule: CompiledRule) -> CompiledException | None:
-        if not rule.exceptions_allowed:
+        if not rule.exceptions_allowed or rule.id not in self.bundle.excepted_rules:
             return None
         for exception in self.bundle.exceptions:
             if rule.id not in exception.rules or exception.expires <= self.context.now:
@@ -501,7 +501,9 @@ class _Evaluation:
 
     def decide(self) -> Decision:
         classified = self.action.classified
-        enforce: dict[Outcome, list[CompiledRule]] = {o: [] for o in _OUTCOMES}
+        enforce: dict[Outcome, list[CompiledRule]] = {
+            Outcome.DENY: [], Outcome.HOLD: [], Outcome.ALLOW: []
+        }  # fmt: skip
         audit: list[CompiledRule] = []
         for rule in self.candidates():
             if (
@@ -518,7 +520,9 @@ class _Evaluation:
 
         errors: list[RuleError] = []
         excepted: list[str] = []
-        fired: dict[Outcome, list[CompiledRule]] = {o: [] for o in _OUTCOMES}
+        fired: dict[Outcome, list[CompiledRule]] = {
+            Outcome.DENY: [], Outcome.HOLD: [], Outcome.ALLOW: []
+        }  # fmt: skip
         decided = False  # a more restrictive outcome (visited first) already fired
         for outcome in _BY_SEVERITY:
             if decided:

@@ -102,6 +102,10 @@ class Matcher:
         if len(checks) == 2:
             first, second = checks
             return lambda a, c: first(a, c) and second(a, c)
+        if len(checks) == 3:
+            first, second, third = checks
+            return lambda a, c: first(a, c) and second(a, c) and third(a, c)
+
         return lambda a, c: all(check(a, c) for check in checks)
 
     @classmethod
