@@ -29,6 +29,7 @@ import os
 import re
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -512,7 +513,7 @@ def test_most_expressions_compile() -> None:
 def fixed_inputs() -> list[tuple[Action, Context, Limits]]:
     """A few inputs for every known expression: the benchmark's, and edge ones."""
     workload = BENCH.make_workload(40, BENCH.DEFAULT_SEED)
-    picked = [workload[i] for i in (0, 7, 13, 21, 33)]
+    picked = [workload[i] for i in (0, 13, 33)]
     odd = Action(
         verb=Verb.DELETE, environment=Environment.PROD, dry_run=True,
         resource=Resource(name="prod-db-1", key="Straße"), risk_tags=["force", "", "ä"] * 3,
@@ -530,7 +531,7 @@ def fixed_inputs() -> list[tuple[Action, Context, Limits]]:
         (odd, busy, Limits(max_list_items=2, max_string_bytes=16)),
         (Action(), Context(), Limits()),
         (odd.model_copy(update={"resource": Resource(name="prod-db-1 ")}), Context(), Limits()),
-        *((odd.model_copy(update=update), busy, Limits()) for update in ODD_FIELDS),
+        *((odd.model_copy(update=update), busy, Limits()) for update in ODD_FIELDS[::2]),
     ]
 
 
@@ -541,7 +542,8 @@ def test_known_expressions_agree_on_fixed_inputs() -> None:
     for source in ALL_EXPRESSIONS:
         for action, context, limit in FIXED_INPUTS:
             check(source, action, context, limit)
-            check(source, action, context, limit, runtime_params=True)
+            if "params" in source:
+                check(source, action, context, limit, runtime_params=True)
 
 
 @given(source=st.sampled_from(ALL_EXPRESSIONS), cases=inputs, runtime_params=st.booleans())
@@ -757,6 +759,68 @@ def test_bench_workload_decisions_are_identical() -> None:
     workload = BENCH.make_workload(max(300, EXAMPLES * 2), BENCH.DEFAULT_SEED)
     for action, context in workload:
         assert _decisions(compiled, action, context) == _decisions(interpreted, action, context)
+
+
+def test_compiled_code_shares_nothing_between_threads() -> None:
+    """The engine runs in worker threads: compiled code keeps no state between runs
+    (each has its own environment, macro variables included). Each thread's input makes
+    the expressions true and every other thread's false; threads switch as often as
+    Python lets them."""
+    sources = [
+        "session.labels.exists(l, l == action.resource.name)",
+        "action.risk_tags.all(t, t.startsWith(session.id)) && size(action.risk_tags) == 3",
+        "[1, 2, 3].map(x, session.id + string(x)) == action.risk_tags",
+        "action.risk_tags.filter(t, t.endsWith('2')).exists_one(t, t == session.id + '2')",
+    ]
+    pairs = [expressions(source, False) for source in sources]
+    compiled = [pair[0] for pair in pairs if pair is not None]
+    assert len(compiled) == len(sources)
+
+    def inputs_of(n: int) -> tuple[Action, Context]:
+        tags = [f"s{n}-{i}" for i in (1, 2, 3)]
+        action = Action(resource=Resource(name=f"name-{n}"), risk_tags=tags)
+        return action, Context(session=SessionInfo(id=f"s{n}-", labels=["x", f"name-{n}"]))
+
+    def run_many(n: int) -> list[bool]:
+        action, context = inputs_of(n)
+        seen = []
+        for _ in range(300):
+            evaluation = engine._Evaluation(_bundle(Limits()), action, context, tracing=False)
+            for expression in compiled:
+                assert expression.compiled is not None
+                environment = evaluation.environment(expression, expression.compiled, SCOPE)
+                seen.append(expression.compiled.run(environment) is True)
+        return seen
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(run_many, range(4)))
+    finally:
+        sys.setswitchinterval(interval)
+    assert all(all(seen) for seen in results)
+
+
+def test_compiled_decisions_are_the_same_from_many_threads() -> None:
+    compiled, _ = bench_bundles()
+    workload = BENCH.make_workload(240, BENCH.DEFAULT_SEED + 1)
+    expected = [engine.evaluate(compiled, a, c).model_dump_json() for a, c in workload]
+    starts = range(0, len(workload), len(workload) // 4)
+
+    def decide_all(start: int) -> list[str]:
+        rotated = workload[start:] + workload[:start]
+        return [engine.evaluate(compiled, a, c).model_dump_json() for a, c in rotated * 2]
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        with ThreadPoolExecutor(len(starts)) as pool:
+            results = list(pool.map(decide_all, starts))
+    finally:
+        sys.setswitchinterval(interval)
+    for start, got in zip(starts, results, strict=True):
+        assert got == (expected[start:] + expected[:start]) * 2
 
 
 @given(action=actions(), context=contexts())

@@ -59,6 +59,9 @@ from guardproxy.policy.typecheck import CelType
 
 CELPY_VERSION = version("cel-python")
 ENGINE = f"celpy-{CELPY_VERSION}/interpreted"
+"""The semantics decisions are made with: compiled expressions are held equal to the
+interpreter (tests/test_cel_compiler.py), so the name stays and decision records made
+before the compiler replay exactly, engine version included."""
 ERROR_TEXT_LIMIT = 200
 
 # ---------------------------------------------------------------------------
