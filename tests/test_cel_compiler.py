@@ -248,6 +248,22 @@ def check(
         assert got.truncated == want.truncated, f"{source!r}: truncated differs"
 
 
+def check_variables_for_the_interpreter(action: Action, context: Context, limits: Limits) -> None:
+    """An expression left to the interpreter reads variables that compiled code computed
+    (converted back to celpy values): they must be the values the interpreter computes."""
+    for name, _ in VARIABLES:
+        with cel.interpreter_only():
+            reader, _ = cel.compile_expression(f"variables.{name}", PARAMS, DECLARED)
+        assert reader is not None
+        outcomes = []
+        for scope in (SCOPE, REFERENCE_SCOPE):
+            evaluation = engine._Evaluation(_bundle(limits), action, context, tracing=False)
+            outcomes.append(cel.evaluate(reader, evaluation.activation(reader, scope)))
+        (got, got_error), (want, want_error) = outcomes
+        assert (got_error is None) == (want_error is None), name
+        assert got_error is not None or same(want, got), f"variables.{name}: {want!r} {got!r}"
+
+
 # ---------------------------------------------------------------------------
 # Inputs.
 
@@ -539,6 +555,8 @@ FIXED_INPUTS = fixed_inputs()
 
 
 def test_known_expressions_agree_on_fixed_inputs() -> None:
+    for action, context, limit in FIXED_INPUTS:
+        check_variables_for_the_interpreter(action, context, limit)
     for source in ALL_EXPRESSIONS:
         for action, context, limit in FIXED_INPUTS:
             check(source, action, context, limit)
@@ -821,6 +839,15 @@ def test_compiled_decisions_are_the_same_from_many_threads() -> None:
         sys.setswitchinterval(interval)
     for start, got in zip(starts, results, strict=True):
         assert got == (expected[start:] + expected[:start]) * 2
+
+
+@given(cases=inputs)
+@SETTINGS
+def test_interpreted_expressions_read_compiled_variables(
+    cases: list[tuple[Action, Context, Limits]],
+) -> None:
+    for action, context, limit in cases:
+        check_variables_for_the_interpreter(action, context, limit)
 
 
 @given(action=actions(), context=contexts())

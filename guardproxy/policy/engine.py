@@ -308,6 +308,12 @@ class _Evaluation:
                 return compiled.run(self.environment(expression, compiled, scope)), None
             except Exception:  # the interpreter, below, says what went wrong
                 pass
+        return self.interpret(expression, scope)
+
+    def interpret(
+        self, expression: cel.Expression, scope: PolicySetScope
+    ) -> tuple[Any, str | None]:
+        """``expression`` on cel-python's interpreter, its value as compiled code holds it."""
         value, error = cel.evaluate(expression, self.activation(expression, scope))
         if error is not None:
             return None, error
@@ -420,12 +426,11 @@ class _Evaluation:
         if compiled is not None and trace is None:  # the common case, in one step
             try:
                 value = compiled.run(self.environment(expression, compiled, scope))
-            except Exception:  # the interpreter, in run(), says what went wrong
-                pass
-            else:
-                if value is True or value is False:
-                    return value, None
-                return cel.bool_result(value, None)
+            except Exception:  # the interpreter says what went wrong
+                return cel.bool_result(*self.interpret(expression, scope))
+            if value is True or value is False:
+                return value, None
+            return cel.bool_result(value, None)
         value, error = cel.bool_result(*self.run(expression, scope))
         if trace is not None:
             trace.steps.append(
