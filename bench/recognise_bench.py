@@ -1,7 +1,9 @@
 """Recognition latency per provider: p50 / p99 of ``recognise()``, and of the AWS lookup.
 
 Requests are real: AWS ones are built and signed by boto3 itself for every operation
-of a dozen services (captured before sending, as the recogniser tests do); GCP ones are
+of a dozen services (captured before sending, as the recogniser tests do), plus a few
+no SDK sends ("aws ambiguous": a form key twice, Action in query and body, a JSON key
+twice, two credentials...; each is read several ways); GCP ones are
 built by googleapiclient from the discovery documents (every method of Compute,
 Storage, Cloud SQL Admin and GKE, as the GCP sweep test does); Azure, GitHub (REST and
 GraphQL), Terraform Cloud, Docker Engine and SQL-over-HTTP ones are the request tables
@@ -68,6 +70,46 @@ def aws_requests() -> list[HttpRequest]:
 
 
 GCP_APIS = (("compute", "v1"), ("storage", "v1"), ("sqladmin", "v1beta4"), ("container", "v1"))
+
+
+def _signed(
+    service: str,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: tuple[tuple[str, str], ...] = (),
+) -> HttpRequest:
+    auth = (
+        "authorization",
+        f"AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261125/us-east-1/"
+        f"{service}/aws4_request, SignedHeaders=host, Signature=00",
+    )
+    return HttpRequest(method, "https", "127.0.0.1", 4566, path, (auth, *headers), body)
+
+
+def aws_ambiguous_requests() -> list[HttpRequest]:
+    """AWS requests no SDK sends (the adversarial suite's shapes): each has readings."""
+    form = ("content-type", "application/x-www-form-urlencoded")
+    json10 = ("content-type", "application/x-amz-json-1.0")
+    stack = b"Action=DeleteStack&Version=2010-05-15&"
+    return [
+        _signed("cloudformation", "POST", "/", stack + b"StackName.member=dev-x&StackName=prod",
+                (form,)),
+        _signed("cloudformation", "POST", "/", stack + b"StackName=dev-x&StackName=prod", (form,)),
+        _signed("cloudformation", "POST", "/?Action=DeleteStack&StackName=prod",
+                b"Action=DescribeStacks&Version=2010-05-15", (form,)),
+        _signed("ec2", "POST", "/", b"Action=TerminateInstances&Version=2016-11-15"
+                b"&InstanceId.1=i-dev&InstanceId.member.1=i-prod", (form,)),
+        _signed("dynamodb", "POST", "/", b'{"TableName": "prod-t", "TableName": "dev-t"}',
+                (json10, ("x-amz-target", "DynamoDB_20120810.DeleteTable"))),
+        _signed("s3", "DELETE", "/prod-bucket",
+                headers=(("x-amz-target", "DynamoDB_20120810.DescribeTable"),)),
+        _signed("eks", "DELETE", "/clusters/dev-c?name=prod-c"),
+        _signed("iot", "DELETE", "/jobs/prod-job?force=false&force=true"),
+        _signed("s3", "GET", "/prod-bucket?Action=DeleteStack&StackName=prod-calc",
+                headers=(("authorization", "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261125/"
+                          "us-east-1/cloudformation/aws4_request, Signature=0"),)),
+    ]  # fmt: skip
 
 
 def gcp_requests() -> list[HttpRequest]:
@@ -202,7 +244,8 @@ def main() -> int:
     gcp_shared_index()
     gcp_load_ms = (time.perf_counter() - started) * 1000
     aws = aws_requests()
-    corpora = {"aws": aws, "gcp": gcp_requests(), "azure": azure_requests(),
+    corpora = {"aws": aws, "aws ambiguous": aws_ambiguous_requests(),
+               "gcp": gcp_requests(), "azure": azure_requests(),
                "github": github_requests(), "tfc": tfc_requests(),
                "docker": docker_requests(), "sql": sql_requests(), "k8s": k8s_requests(),
                "git": git_requests(), "generic": generic_requests()}  # fmt: skip

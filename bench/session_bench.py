@@ -3,17 +3,17 @@
 What it measures
     One session of ``--actions`` actions (default 100,000), ``--interval`` apart
     (default 50 ms), so the 1-minute, 10-minute and 1-hour windows all roll over many
-    times. Each action goes through what the proxy's ``Guard`` does per request
-    (guardproxy/intercept/addons.py), minus recognition, the gate and the network:
+    times. Each action goes through what the proxy's decision pipeline does per request
+    (guardproxy/pipeline/), minus recognition, the gate and the network:
 
     * the context: ``SessionHistory.context`` only when a rule of the bundle reads
       history for the action's verb (``Bundle.reads_history``, what
-      ``Gate.reads_history`` asks); otherwise ``Context(now=..., session=...)``, as
+      ``Pipeline.decide`` asks); otherwise ``Context(now=..., session=...)``, as
       the proxy does (with the shipped bundle, reads skip the history);
     * ``evaluate`` on the shipped bundle;
     * recording with the decision's outcome: a non-read is recorded at once (the
       proxy does it before forwarding), reads are queued and recorded as a batch
-      ``_READ_BATCH_SECONDS`` (50 ms) after the first of the batch was queued, each
+      ``READ_BATCH_SECONDS`` (50 ms) after the first of the batch was queued, each
       with the time it was queued. The proxy's batch timer runs on the event loop;
       here a batch whose time has come is recorded before the next decision (with
       the default interval, a read's batch is recorded just before the next action
@@ -56,7 +56,7 @@ from pathlib import Path
 
 from guardproxy.action import Action, Environment, Provider, Resource, Scope, Verb
 from guardproxy.context import Context, SessionInfo
-from guardproxy.intercept.addons import _READ_BATCH_SECONDS
+from guardproxy.pipeline import READ_BATCH_SECONDS
 from guardproxy.policy import evaluate
 from guardproxy.policy.model import Outcome
 from guardproxy.server import load_policies
@@ -174,7 +174,7 @@ def main() -> None:
     rng = random.Random(args.seed)
     session = SessionInfo(id="s-bench", name="bench", agent="claude-code", anonymous=False)
     now = datetime(2026, 11, 25, 12, tzinfo=UTC)
-    batch_delay = timedelta(seconds=_READ_BATCH_SECONDS)
+    batch_delay = timedelta(seconds=READ_BATCH_SECONDS)
     size = args.actions
     wall = {kind: _Samples(size) for kind in ("all", "history", "without")}
     cpu = {kind: _Samples(size) for kind in ("all", "history", "without")}

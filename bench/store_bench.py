@@ -12,13 +12,24 @@ What it measures
     * ``hold cycle``: ``create_hold`` + ``find_hold`` + ``resolve_hold`` +
       ``consume_approval`` (a held request approved and released);
     * ``decision x8``: ``append_decision`` from 8 threads sharing one store (the
-      proxy's worker threads).
+      proxy's worker threads; appends waiting at once are written in one transaction).
 
     Then end to end: ``guardproxy serve`` with each store in its own process, in front
     of the benchmark upstream of proxy_bench.py (posing as a Kubernetes API), and 4
     client threads with a keep-alive connection each sending ``--requests`` requests:
     Kubernetes reads (GET a pod) and writes (POST a configmap in namespace ``dev``,
     allowed by the shipped policies and recorded before being forwarded).
+
+    Writers (PostgreSQL): ``append_decision`` (a mutation's record, one transaction
+    each) from 1 and from 4 processes at once, each with its own store and connection
+    as replicas have, ``--writer-ops`` each, on a fresh database per measurement;
+    reported: records per second over the wall time from the start signal to the last
+    process's end (median of ``--rounds``), and 4 writers / 1.  Afterwards a checkpoint
+    is made with a throwaway key and ``verify_store`` checks every record and the
+    checkpoint's signature; the benchmark fails if anything does not verify.
+    ``--baseline DIR`` also runs the writers on the guardproxy of another checkout
+    (e.g. ``git worktree add /tmp/main main``), interleaved round by round with this
+    one; its records (one chain) are verified after this code migrated the database.
 
     PostgreSQL is a throwaway cluster started from this machine's server binaries
     (tests/postgres_cluster.py) with ``fsync=on``, so a commit is as durable as
@@ -28,6 +39,7 @@ What it measures
 How to run (from the repository root)
     .venv/bin/python bench/store_bench.py
     .venv/bin/python bench/store_bench.py --ops 2000 --requests 2000 --json
+    .venv/bin/python bench/store_bench.py --writers-only --baseline /tmp/main
 
 Everything listens on 127.0.0.1 only; the cluster and every child process are stopped
 when the benchmark ends, whatever happens.
@@ -38,6 +50,9 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
+import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -66,6 +81,7 @@ from postgres_cluster import PostgresCluster, find_bindir
 
 THREADS = 8
 CLIENTS = 4
+WRITERS = (1, 4)
 BATCH = 100
 ACTION = json.dumps({"provider": "k8s", "operation": "create", "padding": "a" * 520})
 CONTEXT = json.dumps({"session": {"id": "s-bench"}, "padding": "c" * 950})
@@ -154,6 +170,133 @@ def store_rates(store: Store, ops: int) -> dict[str, float]:
     }
 
 
+def append_worker(url: str, tag: str, ops: int) -> int:
+    """A writer process (``--append-worker``): one store, ``ops`` single appends on GO.
+
+    Says ``READY`` once its store is open and has appended once, waits for a line on
+    stdin, then appends and says ``DONE <start> <end>`` (``time.monotonic``, which every
+    process on the machine shares).  Uses only what every guardproxy version has, so a
+    baseline checkout runs it too.
+    """
+    store = open_store(url)
+    try:
+        store.append_decision(_record(-1, tag))
+        print("READY", flush=True)
+        if not sys.stdin.readline():
+            return 1
+        started = time.monotonic()
+        for i in range(ops):
+            store.append_decision(_record(i, tag))
+        print(f"DONE {started} {time.monotonic()}", flush=True)
+    finally:
+        store.close()
+    return 0
+
+
+def concurrent_appends(children: Children, url: str, writers: int, ops: int) -> float:
+    """Records per second from ``writers`` processes appending at once."""
+    workers = []
+    for n in range(writers):
+        command = [sys.executable, str(Path(__file__).resolve()), "--append-worker", url,
+                   f"w{n}", str(ops)]  # fmt: skip
+        child = children.start(f"writer-{time.monotonic_ns()}", command, stdout=subprocess.PIPE)
+        workers.append(child)
+    try:
+        for child in workers:
+            assert child.process.stdout is not None
+            if child.process.stdout.readline().strip() != b"READY":
+                raise BenchError(f"a writer did not start:\n{child.tail()}")
+        for child in workers:
+            assert child.process.stdin is not None
+            child.process.stdin.write(b"GO\n")
+            child.process.stdin.flush()
+        spans = []
+        for child in workers:
+            assert child.process.stdout is not None
+            line = child.process.stdout.readline().split()
+            if not line or line[0] != b"DONE":
+                raise BenchError(f"a writer failed:\n{child.tail()}")
+            spans.append((float(line[1]), float(line[2])))
+            child.process.wait(30)
+    finally:
+        for child in workers:
+            children.stop(child)
+    return writers * ops / (max(end for _, end in spans) - min(start for start, _ in spans))
+
+
+def verify_appends(url: str, expected: int, key_dir: Path) -> str:
+    """Checkpoint and verify everything written to ``url``; BenchError unless intact."""
+    from guardproxy.audit.checkpoint import load_or_create_signing_key  # noqa: PLC0415
+    from guardproxy.audit.trail import verify_store  # noqa: PLC0415
+
+    key = load_or_create_signing_key(key_dir / "audit-key")
+    store = open_store(url)  # migrates a baseline's database: its chain becomes chain 0
+    try:
+        store.checkpoint_audit(at=datetime.now(UTC), key_id=key.key_id, sign=key.sign)
+        result = verify_store(store, [key.verify_key])
+    finally:
+        store.close()
+    if not result.intact or result.records != expected or result.unchecked:
+        raise BenchError(
+            f"{url}: {result.records} of {expected} records, {result.unchecked} not "
+            f"checkpointed, problems: {result.problems[:3]}"
+        )
+    return f"{result.records} records in {len(result.chains)} chain(s), checkpoint signed"
+
+
+def writer_rates(
+    children: Children, cluster: PostgresCluster, args: argparse.Namespace
+) -> dict[str, Any]:
+    """1 and 4 writer processes, back to back in each round (this code, and the
+    baseline's), after a round not counted; medians of the rounds and of each round's
+    ratio (the disk's sync time on a shared machine changes from minute to minute: a
+    ratio of rates measured moments apart is the steadier figure)."""
+    codes = {"this": Path(__file__).resolve().parents[1]}
+    if args.baseline is not None:
+        codes = {"baseline": args.baseline.resolve(), **codes}
+    one, many = WRITERS
+    rates: dict[str, dict[int, list[float]]] = {name: {one: [], many: []} for name in codes}
+    verified: dict[str, str] = {}
+    load = os.getloadavg()[0]
+    for round_number in range(args.rounds + 1):
+        for name, code in codes.items():
+            for writers in WRITERS:
+                url = cluster.create_database()
+                rate = _in_code(code, concurrent_appends, children, url, writers, args.writer_ops)
+                verified[name] = verify_appends(
+                    url, writers * (args.writer_ops + 1), children.workdir
+                )
+                if round_number > 0:  # the first warms up the cluster and the page cache
+                    rates[name][writers].append(rate)
+    return {
+        "load_average": [round(load, 1), round(os.getloadavg()[0], 1)],
+        **{
+            name: {
+                "rates": {str(w): statistics.median(r) for w, r in by_writers.items()},
+                "ratio": statistics.median(
+                    m / o for o, m in zip(by_writers[one], by_writers[many], strict=True)
+                ),
+                "rounds": {str(w): [round(x) for x in r] for w, r in by_writers.items()},
+                "verified": verified[name],
+            }
+            for name, by_writers in rates.items()
+        },
+    }
+
+
+def _in_code(code: Path, work: Callable[..., float], *args: Any) -> float:
+    """``work`` with the writer processes importing guardproxy from ``code``."""
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code), before]))
+    try:
+        return work(*args)
+    finally:
+        if before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = before
+
+
 def proxy_rates(children: Children, upstream: int, store_url: str, requests: int) -> dict[str, Any]:
     """Reads and writes per second through ``guardproxy serve`` on ``store_url``."""
     name = "guardproxy-" + store_url.split(":", 1)[0]
@@ -212,9 +355,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise BenchError("PostgreSQL server binaries not found: apt-get install postgresql")
     with tempfile.TemporaryDirectory(prefix="store-bench-") as tmp:
         workdir = Path(tmp)
-        cluster = PostgresCluster(bindir, fsync=not args.no_fsync)
+        settings = dict(setting.split("=", 1) for setting in args.pg_setting)
+        cluster = PostgresCluster(bindir, fsync=not args.no_fsync, settings=settings)
         children = Children(workdir)
         try:
+            writers = writer_rates(children, cluster, args)
+            if args.writers_only:
+                return {"fsync": not args.no_fsync, "pg_settings": args.pg_setting,
+                        "writer_ops": args.writer_ops, "writers": writers}  # fmt: skip
             urls = {
                 "sqlite": lambda: f"sqlite:///{workdir / f'bench-{time.monotonic_ns()}.db'}",
                 "postgresql": cluster.create_database,
@@ -234,11 +382,48 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             children.stop_all()
             cluster.destroy()
-    return {"fsync": not args.no_fsync, "ops": args.ops, "store": stores, "proxy": proxies}
+    return {
+        "fsync": not args.no_fsync,
+        "pg_settings": args.pg_setting,
+        "writer_ops": args.writer_ops,
+        "writers": writers,
+        "ops": args.ops,
+        "store": stores,
+        "proxy": proxies,
+    }
+
+
+def render_writers(result: dict[str, Any]) -> list[str]:
+    one, many = (str(w) for w in WRITERS)
+    writers = result["writers"]
+    before, after = writers["load_average"]
+    lines = [
+        f"append_decision from {one} and {many} writer processes on one PostgreSQL "
+        f"(fsync={'on' if result['fsync'] else 'off'}"
+        + "".join(f", {setting}" for setting in result["pg_settings"])
+        + f"), {result['writer_ops']} each, "
+        f"records per second, medians of the rounds (load average {before} -> {after})",
+        f"  {'code':<10} {one + ' writer':>10} {many + ' writers':>10} {many + '/' + one:>6}"
+        "   every record verified",
+    ]
+    for name, measured in writers.items():
+        if name == "load_average":
+            continue
+        rates = measured["rates"]
+        lines.append(
+            f"  {name:<10} {rates[one]:>10.0f} {rates[many]:>10.0f} "
+            f"{measured['ratio']:>6.2f}   {measured['verified']}"
+        )
+        lines.append(f"  {'':<10} rounds: {one}: {measured['rounds'][one]}, "
+                     f"{many}: {measured['rounds'][many]}")  # fmt: skip
+    return lines
 
 
 def render(result: dict[str, Any]) -> str:
-    lines = [
+    lines = render_writers(result)
+    if "store" not in result:
+        return "\n".join(lines)
+    lines += [
         f"store operations per second ({result['ops']} of each; PostgreSQL fsync="
         f"{'on' if result['fsync'] else 'off'}, SQLite synchronous=FULL)",
         f"  {'operation':<28} {'SQLite':>10} {'PostgreSQL':>11} {'PG/SQLite':>10}",
@@ -262,12 +447,30 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--ops", type=int, default=1000, help="operations of each kind")
     parser.add_argument("--requests", type=int, default=1000, help="proxy requests per kind")
     parser.add_argument("--no-fsync", action="store_true", help="PostgreSQL without fsync")
+    parser.add_argument("--writer-ops", type=int, default=500, help="appends per writer process")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the writer measurements")
+    parser.add_argument(
+        "--baseline", type=Path, metavar="DIR", help="also measure the writers on this checkout"
+    )
+    parser.add_argument("--writers-only", action="store_true", help="only the writers")
+    parser.add_argument(
+        "--pg-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a PostgreSQL server setting for the cluster (e.g. commit_delay=500)",
+    )
+    parser.add_argument("--append-worker", nargs=3, metavar=("URL", "TAG", "OPS"),
+                        help=argparse.SUPPRESS)  # fmt: skip
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.append_worker:
+        url, tag, ops = args.append_worker
+        return append_worker(url, tag, int(ops))
     try:
         result = run(args)
     except BenchError as error:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from guardproxy.approvals.settings import OnCallSettings, SlackSettings
 from guardproxy.approvals.targets import NotificationTarget
+from guardproxy.broker.settings import BrokersConfig
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
@@ -41,6 +44,28 @@ class ReverseListener(BaseModel):
     upstream: str = Field(pattern=r"^https?://[^/]+/?$", description="http(s)://host:port")
 
 
+def _sandbox_address(value: str) -> str:
+    address = ipaddress.ip_address(value)
+    if address.version != 4 or address.is_loopback or address.is_unspecified:
+        raise ValueError(f"{value!r}: a sandbox network address is a unicast IPv4 address")
+    return value
+
+
+SandboxAddress = Annotated[str, AfterValidator(_sandbox_address)]
+
+
+class SandboxNetwork(BaseModel):
+    """A root-mode enforced session's network, set by ``guardproxy run --enforce`` when
+    it runs as root: the guard listens on the host end of the session's veth pair
+    (its proxy, transparent and DNS listeners), and connections from the sandbox's one
+    address belong to the session."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    address: SandboxAddress = Field(description="the host end's address: listeners bind here")
+    client: SandboxAddress = Field(description="the sandbox's address")
+
+
 class ProxyConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -69,6 +94,17 @@ class ProxyConfig(BaseModel):
         description="Database URL: sqlite:///path.db, or postgresql://... for replicas "
         "sharing one database; default: SQLite in the data directory.",
     )
+    audit_key: Path | None = Field(
+        None,
+        description="The Ed25519 key that signs audit checkpoints, kept outside the database "
+        "(created 0600 if missing); default: audit-key in the data directory.",
+    )
+    audit_checkpoint_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="How often a checkpoint binds every audit chain's head, signed (across "
+        "replicas: one per interval).",
+    )
     reads_on_store_failure: Literal["allow", "deny"] = Field(
         "allow",
         description="Reads the policy allows while the store is unreachable: `allow` forwards "
@@ -95,6 +131,15 @@ class ProxyConfig(BaseModel):
     )
     kubernetes_hosts: list[str] = Field(default_factory=list)
     tcp_timeout_seconds: int = Field(600, ge=1)
+    upstream_allow: Literal["any", "loopback"] = Field(
+        "any",
+        description="`loopback`: connect to this machine only (loopback addresses, "
+        "localhost, names /etc/hosts maps to loopback), refusing anything else before it "
+        "is looked up: for machines and tests where nothing may leave.",
+    )
+    sandbox_network: SandboxNetwork | None = Field(
+        None, description="Set by `run --enforce` as root; not a setting to write."
+    )
     allow_anonymous: bool = Field(True, description="Serve clients without a session credential.")
     destructive_budget: int = Field(
         10,
@@ -112,11 +157,44 @@ class ProxyConfig(BaseModel):
         description="The console's address as approvers reach it, for links in notifications; "
         "default: http://127.0.0.1:<control port>/console.",
     )
+    oncall: OnCallSettings = Field(
+        default_factory=OnCallSettings,
+        description="On-call schedules policies name as `oncall:<schedule>`: the local rotation "
+        "file, PagerDuty or Opsgenie, how each is paged and its next level (README, On-call "
+        "routing).",
+    )
+    slack: SlackSettings | None = Field(
+        None,
+        description="A Slack app posting holds with Approve and Deny buttons to a channel; its "
+        "interactivity requests arrive on chat_listen.",
+    )
+    chat_listen: HostPort | None = Field(
+        None,
+        description="Serve Slack's interactivity callback (POST /slack/interactions, nothing "
+        "else) here, for the team's ingress to forward to; off by default.",
+    )
+
+    @model_validator(mode="after")
+    def _chat_needs_both(self) -> ProxyConfig:
+        if self.slack is not None and self.chat_listen is None:
+            raise ValueError(
+                "slack needs chat_listen (--chat-listen HOST:PORT): the address its Approve and "
+                "Deny buttons call back"
+            )
+        if self.chat_listen is not None and self.slack is None:
+            raise ValueError("chat_listen serves Slack's callback: configure slack too")
+        return self
+
+    brokers: BrokersConfig = Field(
+        default_factory=BrokersConfig,
+        description="Providers whose real credentials the guard holds for sessions "
+        "(README, Credential brokering); Kubernetes client certificates always are.",
+    )
 
     @model_validator(mode="after")
     def _loopback_unless_allowed(self) -> ProxyConfig:
         if not self.allow_remote_listen:
-            for name in ("listen", "control", "metrics_listen"):
+            for name in ("listen", "control", "metrics_listen", "chat_listen"):
                 address = getattr(self, name)
                 if address is not None and not is_loopback(address):
                     raise ValueError(
@@ -129,6 +207,10 @@ class ProxyConfig(BaseModel):
     @property
     def store_url(self) -> str:
         return self.store or f"sqlite:///{(self.data_dir / 'guardproxy.db').resolve()}"
+
+    @property
+    def audit_key_file(self) -> Path:
+        return self.audit_key or self.data_dir / "audit-key"
 
     @property
     def ca_dir(self) -> Path:

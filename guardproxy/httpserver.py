@@ -18,15 +18,26 @@ log = structlog.get_logger(__name__)
 class AppServer:
     """Serves ``app`` on ``host:port``; port 0 picks a free one, known after :meth:`start`."""
 
-    def __init__(self, app: tornado.web.Application, host: str, port: int, *, name: str) -> None:
+    def __init__(
+        self,
+        app: tornado.web.Application,
+        host: str,
+        port: int,
+        *,
+        name: str,
+        max_body_size: int | None = None,
+    ) -> None:
+        """``max_body_size``: bodies larger are refused before they are read (tornado's
+        default, 100 MB, when None)."""
         self._app = app
         self._host = host
         self._port = port
         self._name = name
+        self._max_body_size = max_body_size
         self._server: HTTPServer | None = None
 
     async def start(self) -> int:
-        server = HTTPServer(self._app, xheaders=False)
+        server = HTTPServer(self._app, xheaders=False, max_body_size=self._max_body_size)
         sockets = tornado.netutil.bind_sockets(self._port, address=self._host)
         server.add_sockets(sockets)
         self._server = server

@@ -113,7 +113,10 @@ def _is_secret_key_shaped(text: str) -> bool:
     return has_upper and has_lower and has_digit
 
 
-_AWS_KEY_PREFIXES = ("akia", "asia", "agpa", "aida", "aroa", "anpa", "anva", "aipa", "abia", "acca")
+_AWS_KEY_PREFIXES = (
+    "akia", "asia", "agpa", "aida", "aroa", "anpa", "anva", "aipa", "abia", "acca",
+    "gpak",  # guardproxy's brokered session keys
+)  # fmt: skip
 
 _TEXT_RULES: tuple[_Rule, ...] = (
     # SigV4: Credential=AKIA.../20250101/us-east-1/s3/aws4_request, Signature=<hex>
@@ -141,8 +144,18 @@ _TEXT_RULES: tuple[_Rule, ...] = (
         re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{30,255}|github_pat_[A-Za-z0-9_]{20,255})"),
         REDACTED,
     ),
-    # guardproxy's own: approver (gpa_), session (gps_) and control (gpc_) tokens
-    (("gpa_", "gps_", "gpc_"), re.compile(r"\bgp[asc]_[A-Za-z0-9_-]{20,}"), REDACTED),
+    # guardproxy's own: approver (gpa_), session (gps_), control (gpc_) tokens and the
+    # brokered placeholders (gpb_) a session holds instead of a provider's token
+    (("gpa_", "gps_", "gpc_", "gpb_"), re.compile(r"\bgp[ascb]_[A-Za-z0-9_-]{20,}"), REDACTED),
+    # Google OAuth access tokens, Terraform Cloud API tokens
+    (("ya29.",), re.compile(r"\bya29\.[A-Za-z0-9_.-]{20,}"), REDACTED),
+    ((".atlasv1.",), re.compile(r"\b[A-Za-z0-9]{10,}\.atlasv1\.[A-Za-z0-9_-]{40,}"), REDACTED),
+    # AWS STS session tokens (their base64 starts the same way whatever the region)
+    (
+        ("iqojb3jpz2lu", "fwogzxivyxdz", "fqogzxivyxdz"),
+        re.compile(r"(?:IQoJb3JpZ2lu|FwoGZXIvYXdz|FQoGZXIvYXdz)[A-Za-z0-9+/=]{20,}"),
+        REDACTED,
+    ),
     # GitLab, Slack, Google API keys, OpenAI/Anthropic style keys
     (("glpat-",), re.compile(r"\bglpat-[A-Za-z0-9_-]{16,}"), REDACTED),
     (("xox",), re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}"), REDACTED),
@@ -157,7 +170,7 @@ _TEXT_RULES: tuple[_Rule, ...] = (
     # AWS access key ids
     (
         _AWS_KEY_PREFIXES,
-        re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA|ABIA|ACCA)[A-Z0-9]{16}\b"),
+        re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA|ABIA|ACCA|GPAK)[A-Z0-9]{16}\b"),
         REDACTED,
     ),
 )

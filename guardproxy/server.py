@@ -9,6 +9,7 @@ import secrets
 import socket
 import threading
 from collections.abc import Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,17 @@ import structlog
 from guardproxy.approvals.channels import HoldFacts
 from guardproxy.approvals.events import HoldEvents
 from guardproxy.approvals.notify import Notifications, NotifyConfigError, hold_facts
+from guardproxy.approvals.oncall import OnCallRouting, schedule_problems
+from guardproxy.approvals.paging import Pager, Paging, build_pagers
+from guardproxy.approvals.schedules import OnCallConfigError, Schedules, build_schedules
 from guardproxy.approvals.service import ApprovalService
+from guardproxy.approvals.slack import SlackApi, SlackChat, SlackInteractions
+from guardproxy.approvals.webapi import LazyTransport, SecretError, read_secret
+from guardproxy.audit.checkpoint import AuditKeyError, Checkpointer, load_or_create_signing_key
+from guardproxy.broker import Broker, CredentialError, load_or_create_key
 from guardproxy.config import ProxyConfig, is_loopback, split_host_port
 from guardproxy.control.api import ControlServer
+from guardproxy.control.chat import ChatServer
 from guardproxy.control.handler import ControlContext
 from guardproxy.control.runtime import RuntimeFile
 from guardproxy.gate.gate import Clock, Gate, utc_now
@@ -124,6 +133,9 @@ def listeners(config: ProxyConfig) -> list[Listener]:
     if config.metrics_listen is not None:
         found.append(Listener("the metrics port", *split_host_port(config.metrics_listen),
                               "--metrics-listen HOST:PORT"))  # fmt: skip
+    if config.chat_listen is not None:
+        found.append(Listener("the chat callback", *split_host_port(config.chat_listen),
+                              "--chat-listen HOST:PORT"))  # fmt: skip
     return found
 
 
@@ -175,9 +187,21 @@ class Guardproxy:
         self.events = HoldEvents()
         """Hold lifecycle events (held, approval, approved, denied, expired, ...)."""
         self.notifications: Notifications | None = None
+        self.schedules: Schedules | None = None
+        """On-call schedules (None: no on-call routing configured)."""
+        self.paging: Paging | None = None
+        self.slack: SlackChat | None = None
+        self.chat: ChatServer | None = None
+        self._pagers: dict[str, Pager] = {}
+        self._slack_secrets: tuple[str, str] | None = None
+        self._api_transport = LazyTransport()
         self._sweeper: asyncio.Task[None] | None = None
+        self._checkpointer: Checkpointer | None = None
+        self._checkpoints: asyncio.Task[None] | None = None
         self.metrics = Metrics()
         self.ops_server: OpsServer | None = None
+        self.broker: Broker | None = None
+        """Session credentials in, real credentials out (README, Credential brokering)."""
         self._reload_lock = asyncio.Lock()
         self._watch_task: asyncio.Task[None] | None = None
 
@@ -227,7 +251,9 @@ class Guardproxy:
             )
         except NotifyConfigError as error:
             raise StartError(str(error)) from error
+        self._oncall_setup(config)
         prepare_data_dir(config.data_dir)
+        self.broker = await asyncio.to_thread(self._open_broker)
         # the writer process imports while this one loads policies and opens the store
         starting = asyncio.create_task(asyncio.to_thread(self._decision_writer, config.store_url))
         try:
@@ -238,6 +264,15 @@ class Guardproxy:
                 await asyncio.to_thread(writer.close, 5.0)
             raise
         self._bundle, self._store = bundle, store
+        if warning := getattr(store, "durability_warning", None):  # PostgreSQL's settings
+            log.warning("store.not_durable", problem=warning)
+        try:  # the key that signs audit checkpoints, outside the database
+            key = await asyncio.to_thread(load_or_create_signing_key, config.audit_key_file)
+        except AuditKeyError as error:
+            raise StartError(f"{error}; set audit_key in the configuration file") from error
+        self._checkpointer = Checkpointer(
+            store, key, clock=self._clock, interval=config.audit_checkpoint_seconds
+        )
         try:
             writer = await starting
         except (StoreError, OSError, RuntimeError) as error:  # OSError, RuntimeError: spawning
@@ -255,8 +290,9 @@ class Guardproxy:
         )
         # a hold is released only if the bundle in force then still agrees
         self.approvals = ApprovalService(
-            store, lambda: self.bundle, clock=self._clock, events=self.events, metrics=self.metrics
-        )
+            store, lambda: self.bundle, clock=self._clock, events=self.events, metrics=self.metrics,
+            oncall=OnCallRouting(self.schedules, store) if self.schedules is not None else None,
+        )  # fmt: skip
         self.gate.watch_approvals(self.approvals)
         self.registry = SessionRegistry(store)
         self.history = SessionHistory(
@@ -280,6 +316,7 @@ class Guardproxy:
                 runtime=self.runtime_info,
                 events=self.events,
                 ops=self,
+                broker=self.broker,
             ),
             control_host,
             control_port,
@@ -293,12 +330,19 @@ class Guardproxy:
             record_status=self._record_status,
             protected=self._protected,
             clock=self._clock,
+            broker=self.broker,
         )
         if config.metrics_listen is not None:
             self.ops_server = OpsServer(self, *split_host_port(config.metrics_listen))
+        self._chat_setup(config, store, self.approvals)
         await self._listen()
         self.notifications.start(self.events)
+        if self.paging is not None:
+            self.paging.start(self.events)
+        if self.slack is not None:
+            self.slack.start(self.events)
         self._sweeper = asyncio.create_task(self.approvals.run_sweeper(), name="hold-sweeper")
+        self._checkpoints = asyncio.create_task(self._checkpointer.run(), name="audit-checkpoints")
         if config.watch_policies_seconds > 0:
             self._watch_task = asyncio.create_task(
                 self._watch_policies(config.watch_policies_seconds)
@@ -322,6 +366,8 @@ class Guardproxy:
         servers: list[tuple[str, Any]] = [("the control API", self.control)]
         if self.ops_server is not None:
             servers.append(("the metrics port", self.ops_server))
+        if self.chat is not None:
+            servers.append(("the chat callback", self.chat))
         for what, server in servers:
             try:
                 await server.start()
@@ -342,6 +388,72 @@ class Guardproxy:
             ) from error
         except OSError as error:
             raise StartError(f"cannot start the proxy: {_os_reason(error)}") from error
+
+    def _oncall_setup(self, config: ProxyConfig) -> None:
+        """Schedules, pagers and Slack's secrets, read before anything is opened: a
+        missing secret or a schedule that cannot work stops start-up in one line."""
+        try:
+            if config.oncall.configured():
+                self.schedules = build_schedules(
+                    config.oncall, transport=lambda: self._api_transport
+                )
+                self._pagers = build_pagers(config.oncall, self._api_transport)
+            if config.slack is not None:
+                slack = config.slack
+                self._slack_secrets = (
+                    read_secret(slack.bot_token_file, slack.bot_token_env, "slack bot token"),
+                    read_secret(
+                        slack.signing_secret_file, slack.signing_secret_env, "slack signing secret"
+                    ),
+                )
+        except (OnCallConfigError, SecretError) as error:
+            raise StartError(str(error)) from error
+
+    def _check_schedules(self, bundle: Bundle) -> list[str]:
+        """The bundle's on-call groups and pages that this configuration cannot serve."""
+        return schedule_problems(bundle, self.schedules, lambda name: name in self._pagers)
+
+    def _chat_setup(self, config: ProxyConfig, store: Store, approvals: ApprovalService) -> None:
+        if self.schedules is not None:
+            self.paging = Paging(
+                store, self.schedules, self._pagers, clock=self._clock,
+                console_url=self.console_url, max_attempts=config.oncall.max_attempts,
+            )  # fmt: skip
+        if config.slack is None or self._slack_secrets is None or config.chat_listen is None:
+            return
+        token, signing_secret = self._slack_secrets
+        api = SlackApi(
+            api=config.slack.api_url, token=token, transport=self._api_transport,
+            timeout=config.slack.timeout_seconds, max_attempts=config.slack.max_attempts,
+        )  # fmt: skip
+        self.slack = SlackChat(
+            api, config.slack.channel, store, approvals, console_url=self.console_url
+        )
+        interactions = SlackInteractions(
+            signing_secret=signing_secret, store=store, approvals=approvals, api=api,
+            clock=self._clock,
+        )  # fmt: skip
+        self.chat = ChatServer(interactions, *split_host_port(config.chat_listen))
+
+    def _open_broker(self) -> Broker:
+        """The broker, every real credential source resolved: StartError (one line naming
+        the source) if one cannot be."""
+        try:
+            key = load_or_create_key(self.config.data_dir)
+        except (OSError, ValueError) as error:
+            raise StartError(
+                f"cannot read or create the broker key in {self.config.data_dir}: {error}; "
+                "check the data directory (--data-dir)"
+            ) from error
+        broker = Broker(self.config.brokers, key, dict(os.environ))
+        try:
+            broker.check()
+        except CredentialError as error:
+            raise StartError(
+                f"a brokered credential cannot be resolved: {error}; fix it or remove the "
+                "provider from brokers: in the configuration"
+            ) from None
+        return broker
 
     def _control_token(self) -> str:
         try:
@@ -370,9 +482,14 @@ class Guardproxy:
             ports.add(self.control.port)
         if self.ops_server is not None:
             ports.add(self.ops_server.port)
+        if self.chat is not None:
+            ports.add(self.chat.port)
         if self.proxy is not None:
             ports.update(port for _, port in self.proxy.listen_addresses())
-        listening = [self.config.control, self.config.listen, self.config.metrics_listen]
+        listening = [
+            self.config.control, self.config.listen, self.config.metrics_listen,
+            self.config.chat_listen,
+        ]  # fmt: skip
         for address in filter(None, listening):
             if not is_loopback(address):  # in a container: its own names and addresses too
                 hosts.update(_own_addresses(split_host_port(address)[0]))
@@ -440,6 +557,13 @@ class Guardproxy:
             bundle, report = await asyncio.to_thread(
                 reload_bundle, self.config.policies, gate.bundle, source
             )
+            problems = self._check_schedules(bundle) if report.result == "loaded" else []
+            if problems:  # holds nobody could approve or page: keep the bundle in force
+                current = gate.bundle
+                bundle, report = current, replace(
+                    report, result="refused", digest=current.digest, previous=current.digest,
+                    rules=len(current.rules), errors=tuple(problems), added=(), removed=(),
+                )  # fmt: skip
             if report.result == "loaded":
                 gate.swap_bundle(bundle)
                 self._bundle = bundle
@@ -491,12 +615,16 @@ class Guardproxy:
                 "directory you can write, or choose another data directory with --data-dir DIR"
             ) from error
         bundle = load_policies(config.policies)
+        problems = self._check_schedules(bundle)
+        if problems:
+            more = f" ({len(problems)} problems; the first)" if len(problems) > 1 else ""
+            raise StartError(f"the policy bundle {config.policies}{more}: {problems[0]}")
         if config.shadow_policies is not None:
             self._shadow_bundle = load_policies(config.shadow_policies)
         # the AWS model index: milliseconds from its cache, seconds to build it once
         await asyncio.to_thread(warm_up)
         try:
-            return bundle, await asyncio.to_thread(open_store, config.store_url)
+            return bundle, await asyncio.to_thread(open_store, config.store_url, writer="proxy")
         except StoreError as error:
             where = redact_url(config.store_url)  # a PostgreSQL URL may carry a password
             raise StartError(
@@ -517,11 +645,22 @@ class Guardproxy:
         if self.notifications is not None:
             await self.notifications.stop()
             self.notifications = None
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-            self._sweeper = None
+        if self.paging is not None:
+            await self.paging.stop()
+            self.paging = None
+        if self.slack is not None:
+            await self.slack.stop()
+            self.slack = None
+        if self.chat is not None:
+            await self.chat.stop()
+            self.chat = None
+        self._api_transport.close()
+        for task in (self._sweeper, self._checkpoints):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._sweeper = self._checkpoints = None
         if self.proxy is not None:
             await self.proxy.stop(drain=SHUTDOWN_DRAIN_SECONDS)
         if self.control is not None:
@@ -534,6 +673,9 @@ class Guardproxy:
         if self.history is not None:
             await asyncio.to_thread(self.history.flush)
             self.history = None
+        if self._checkpointer is not None:  # after the last records were written
+            await asyncio.to_thread(self._checkpointer.final)
+            self._checkpointer = None
         if self._store is not None:
             await asyncio.to_thread(self._store.close)
             self._store = None

@@ -60,9 +60,13 @@ class PostgresCluster:
     """``start()`` creates and starts the cluster; ``stop()`` / ``start()`` again
     simulate losing the database; ``destroy()`` stops it and removes its files."""
 
-    def __init__(self, bindir: Path, *, fsync: bool = False) -> None:
+    def __init__(
+        self, bindir: Path, *, fsync: bool = False, settings: dict[str, str] | None = None
+    ) -> None:
+        """``settings``: more server settings (``-c name=value``), e.g. a benchmark's."""
         self.bindir = bindir
         self.fsync = fsync
+        self.settings = dict(settings or {})
         self.root = Path(tempfile.mkdtemp(prefix="guardproxy-pg-"))
         self.data = self.root / "data"
         self.port = _free_port()
@@ -97,7 +101,7 @@ class PostgresCluster:
             f"-c listen_addresses=127.0.0.1 -c port={self.port} "
             f"-c unix_socket_directories={self.root} -c fsync={'on' if self.fsync else 'off'} "
             "-c max_connections=200 -c shared_buffers=32MB"
-        )
+        ) + "".join(f" -c {name}={value}" for name, value in self.settings.items())
         self._run("pg_ctl", "start", "-w", "-D", str(self.data), "-l", str(self.root / "log"),
                   "-o", options)  # fmt: skip
 

@@ -139,6 +139,13 @@ def test_shipped_policy_tests_pass_and_cover_every_rule(capsys: pytest.CaptureFi
     assert code == 0, [c for c in report["cases"] if c["status"] != "pass"]
     assert report["passed"] > 50
     assert report["uncovered"] == []
+    # and what the bundle holds of every destructive operation the recognisers know
+    (figures,) = report["destructive"].values()
+    for environment in ("prod", "unknown"):
+        whole = figures[environment]["all"]
+        assert whole["total"] > 5000 and whole["allowed"] == [], environment
+        assert whole["held_or_denied"] >= 0.99
+        assert set(figures[environment]) >= {"aws", "k8s", "github", "gcp", "sql", "all"}
 
 
 def test_test_passes_and_writes_junit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -200,6 +207,13 @@ def test_coverage_lists_rules_no_case_fired(
     assert code == 0
     assert "coverage: 0/1 rules" in out
     assert "not exercised: base/hold-prod-destroy" in out
+    # the destructive figures: this bundle holds prod destroys only
+    assert "destructive coverage of bundle sha256:" in out
+    prod, unknown = out.split("environment prod:")[1].split("environment unknown:")
+    assert "let through: aws:" in prod and "let through: aws:" in unknown
+    held = {line.split()[0]: line.split() for line in prod.splitlines() if line.strip()}
+    assert held["aws"][2] != "0" and held["aws"][5] != "0"  # some held, some let through
+    assert all(line.split()[2] == "0" for line in unknown.splitlines() if "%" in line)
 
 
 def test_a_broken_test_file_is_reported_with_its_position(

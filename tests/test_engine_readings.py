@@ -110,3 +110,18 @@ def test_each_reading_applies_a_change_to_every_reading() -> None:
     renamed = both.each_reading(lambda a: a.model_copy(update={"service": a.service + "-seen"}))
     assert [r.service for r in renamed.all_readings()] == ["rds-seen", "rds-seen"]
     assert all(not r.readings for r in renamed.all_readings())
+
+
+def test_pages_of_several_readings_are_all_kept(tmp_path: Path) -> None:
+    rules = RULES.replace(
+        "approval: {groups: [sre], timeout: 2h",
+        "approval: {groups: [sre, 'oncall:primary'], page: 'oncall:primary', timeout: 2h",
+    ).replace(
+        "approval: {groups: [dba], quorum: 2",
+        "approval: {groups: [dba, 'oncall:dba'], page: 'oncall:dba', quorum: 2",
+    )
+    bundle = rules_bundle(tmp_path, rules)
+    both = action().model_copy(update={"readings": [action(environment="staging")]})
+    decision = evaluate(bundle, both, context())
+    assert decision.approval is not None
+    assert decision.approval.page == ["oncall:dba", "oncall:primary"]

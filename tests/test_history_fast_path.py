@@ -66,7 +66,7 @@ def _cel_bundle(root: Path) -> Bundle:
         """
         - id: busy
           decision: deny
-          condition: history.m10.verb.delete + history.h1.destructive > 6 && !resource.deleted
+          condition: history.m10.verb.delete + history.h1.destructive > 5 && !resource.deleted
           message: "busy: {history.m10.verb.delete} deletes, {history.session.total} in all"
         - id: recent
           decision: hold

@@ -51,7 +51,20 @@ SIGV4 = (
     f"SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature={SIGNATURE}"
 )
 
+# What credential brokering handles: the real tokens the guard swaps in, and the session's
+# own stand-ins (valid only at the guard, still credentials there)
+GCP_ACCESS_TOKEN = "ya29.a0AfB_byC8EXAMPLEgcpAccessTokenREALREAL-0123456789_abcdef"
+TFC_TOKEN = "Ab3dEf6hIj9kLm.atlasv1.EXAMPLEterraformCloudTokenREALREALREALREALREALREALREALREAL01234"
+STS_TOKEN = "FwoGZXIvYXdzEBAaDEXAMPLEREALstsTokenABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/abc="
+SESSION_KEY_ID = "GPAKQ2W3E4R5T6Y7U2I3"
+PLACEHOLDER = "gpb_github_abcdefghijklmnopqrstuvwxyz234567"
+
 SECRETS = (
+    GCP_ACCESS_TOKEN,
+    TFC_TOKEN,
+    STS_TOKEN,
+    SESSION_KEY_ID,
+    PLACEHOLDER,
     AWS_KEY_ID,
     AWS_TEMP_KEY_ID,
     AWS_SECRET,
@@ -216,6 +229,14 @@ def test_body_limits_and_binary() -> None:
         PRIVATE_KEY,
         f"sigv4: {SIGV4}",
         f'{{"SessionToken": "{SESSION_TOKEN}"}}',
+        f"curl -H 'Authorization: Bearer {GCP_ACCESS_TOKEN}' https://compute.googleapis.com",
+        f"the access token {GCP_ACCESS_TOKEN} expired",
+        f"credentials app.terraform.io {{ token = {TFC_TOKEN} }}",
+        f"aws_session_token = {STS_TOKEN}",
+        f"token {STS_TOKEN} in prose",
+        f"AWS4-HMAC-SHA256 Credential={SESSION_KEY_ID}/20250301/us-east-1/s3/aws4_request",
+        f"git credential fill: password={PLACEHOLDER}",
+        f"the session's token {PLACEHOLDER} was refused",
     ],
 )
 def test_free_text_patterns(text: str) -> None:

@@ -4,6 +4,12 @@ the notifications that tell them.
 :mod:`~guardproxy.approvals.service` decides holds (verdicts, quorum, the re-check
 against the current policy, expiry, escalation); :mod:`~guardproxy.approvals.holds` is
 a hold's stored record; :mod:`~guardproxy.approvals.rules` the pure approval rules.
+
+On-call routing: :mod:`~guardproxy.approvals.schedules` says who is on call in a named
+schedule (the rotation file of :mod:`~guardproxy.approvals.rotation`, PagerDuty,
+Opsgenie), :mod:`~guardproxy.approvals.oncall` who of them is an approver in a hold's
+``oncall:`` groups, :mod:`~guardproxy.approvals.paging` pages them and
+:mod:`~guardproxy.approvals.slack` lets them decide from Slack.
 """
 
 from __future__ import annotations
@@ -34,13 +40,18 @@ if TYPE_CHECKING:
         TransportError,
         hold_facts,
     )
+    from guardproxy.approvals.oncall import OnCallRouting, OnCallStatus, schedule_problems
+    from guardproxy.approvals.paging import Pager, Paging, build_pagers
     from guardproxy.approvals.rules import (
         ApprovalRefused,
+        OnCallGroup,
         Progress,
         check_may_decide,
+        effective_groups,
         progress,
         requirement_of,
     )
+    from guardproxy.approvals.schedules import Roster, Schedules, build_schedules
     from guardproxy.approvals.service import (
         ApprovalMetrics,
         ApprovalService,
@@ -48,6 +59,8 @@ if TYPE_CHECKING:
         ResolutionListener,
         policy_change,
     )
+    from guardproxy.approvals.settings import OnCallSettings, SlackSettings
+    from guardproxy.approvals.slack import SlackApi, SlackChat, SlackInteractions
     from guardproxy.approvals.snapshot import hold_detail
     from guardproxy.approvals.targets import NotificationTarget
 else:
@@ -75,10 +88,17 @@ else:
                 "hold_facts",
             ],
             "holds": ["HeldRequest", "create_hold", "held_request", "store_grant"],
+            "oncall": ["OnCallRouting", "OnCallStatus", "schedule_problems"],
+            "paging": ["Pager", "Paging", "build_pagers"],
+            "schedules": ["Roster", "Schedules", "build_schedules"],
+            "settings": ["OnCallSettings", "SlackSettings"],
+            "slack": ["SlackApi", "SlackChat", "SlackInteractions"],
             "rules": [
                 "ApprovalRefused",
+                "OnCallGroup",
                 "Progress",
                 "check_may_decide",
+                "effective_groups",
                 "progress",
                 "requirement_of",
             ],
@@ -111,14 +131,29 @@ __all__ = [
     "Notifications",
     "Notifier",
     "NotifyConfigError",
+    "OnCallGroup",
+    "OnCallRouting",
+    "OnCallSettings",
+    "OnCallStatus",
+    "Pager",
+    "Paging",
     "Progress",
     "ResolutionListener",
+    "Roster",
+    "Schedules",
+    "SlackApi",
+    "SlackChat",
+    "SlackInteractions",
+    "SlackSettings",
     "TransportError",
     "agent_note",
+    "build_pagers",
+    "build_schedules",
     "channel",
     "channel_kinds",
     "check_may_decide",
     "create_hold",
+    "effective_groups",
     "held_request",
     "hold_detail",
     "hold_facts",
@@ -127,6 +162,7 @@ __all__ = [
     "register_channel",
     "release_note",
     "requirement_of",
+    "schedule_problems",
     "sign",
     "store_grant",
     "verify",

@@ -2,19 +2,56 @@
 
 Pure functions over the policy's requirement, the approvals recorded and the person
 asking: the approvals service does the storing, these say yes or no and why.
+
+An ``oncall:<schedule>`` group has no members of its own: who is in it is resolved by
+the service just before a verdict (:class:`OnCallGroup`, from the schedule at that
+moment) and passed in, so these rules stay pure. A verdict is recorded with the groups
+the person was in at that moment, ``oncall:`` ones included, so the quorum and required
+groups count what was true when each person decided.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from guardproxy.policy.decision import ApprovalRequirement, RuleApproval
+from guardproxy.policy.model import ONCALL_PREFIX
 from guardproxy.store.base import Approval, Approver, Hold, Verdict
 
 ANY_GROUP = "*"
 """Groups of the requirement used when a hold's decision carried none: any approver."""
+
+
+@dataclass(frozen=True, slots=True)
+class OnCallGroup:
+    """Who is in an ``oncall:`` group at the moment of a verdict."""
+
+    approvers: frozenset[str]
+    """Approver names on call there now (at the levels the hold has reached)."""
+    summary: str = ""
+    """For people: ``bob (rotation platform-primary)``, ``nobody (...)``."""
+
+
+OnCallNow = Mapping[str, OnCallGroup]
+"""``oncall:<schedule>`` group -> who is in it now; a group missing here has nobody."""
+
+
+def oncall_groups(requirement: ApprovalRequirement) -> tuple[str, ...]:
+    """The requirement's ``oncall:`` groups (eligibility and paging), in order."""
+    named = [*requirement.groups, *requirement.required_groups, *requirement.page]
+    for rule in requirement.all_of:
+        named += [*rule.groups, *rule.required_groups]
+    return tuple(dict.fromkeys(g for g in named if g.startswith(ONCALL_PREFIX)))
+
+
+def effective_groups(approver: Approver, on_call: OnCallNow) -> tuple[str, ...]:
+    """The approver's groups now: their own (never an ``oncall:`` one: only a schedule
+    makes someone on call) and each ``oncall:`` group whose schedule has them on call."""
+    own = [g for g in approver.groups if not g.startswith(ONCALL_PREFIX)]
+    now = [g for g, group in on_call.items() if approver.name in group.approvers]
+    return tuple(dict.fromkeys([*own, *now]))
 
 
 class ApprovalRefused(Exception):  # noqa: N818 - a refusal, not a failure
@@ -56,22 +93,34 @@ def check_may_decide(
     approvals: Sequence[Approval],
     approve: bool,
     reason: str,
-) -> None:
-    """Raise :class:`ApprovalRefused` unless ``approver`` may give this verdict now."""
+    on_call: OnCallNow | None = None,
+) -> tuple[str, ...]:
+    """Raise :class:`ApprovalRefused` unless ``approver`` may give this verdict now;
+    return the groups to record it with (:func:`effective_groups`). ``on_call``: who is
+    in each ``oncall:`` group of the requirement at this moment."""
     if not reason.strip():
         raise ApprovalRefused(
             422,
             "a reason is required",
             'say why in {"reason": "..."} (the CLI: --reason); it is kept in the audit trail',
         )
-    if not _eligible_groups(requirement, approver.groups):
+    now = on_call or {}
+    groups = effective_groups(approver, now)
+    if not _eligible_groups(requirement, groups):
+        scheduled = [g for g in requirement.groups if g.startswith(ONCALL_PREFIX)]
+        on_call_text = "; ".join(
+            f"on call for {g.removeprefix(ONCALL_PREFIX)} now: "
+            f"{now[g].summary if g in now and now[g].summary else 'nobody'}"
+            for g in scheduled
+        )
         raise ApprovalRefused(
             403,
             f"{approver.name} is not in a group that may decide this hold "
             f"(needs one of {', '.join(requirement.groups)}; "
-            f"{approver.name} is in {', '.join(approver.groups) or 'no group'})",
-            "ask someone in one of those groups, or an admin to add you to one "
-            "(guardproxy approvers add)",
+            f"{approver.name} is in {', '.join(groups) or 'no group'}"
+            f"{'; ' + on_call_text if on_call_text else ''})",
+            "ask someone in one of those groups (or whoever is on call), or an admin to "
+            "add you to one (guardproxy approvers add)",
         )
     if approve and requirement.prevent_self_approval and session_user == approver.name:
         raise ApprovalRefused(
@@ -88,6 +137,7 @@ def check_may_decide(
             f"{approver.name} already approved this hold; each person counts once",
             f"it still needs {progress(requirement, approvals).needs()}",
         )
+    return groups
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,10 +26,13 @@ import structlog
 
 from guardproxy.approvals.events import HoldEvent, HoldEvents, hold_event
 from guardproxy.approvals.holds import held_request
+from guardproxy.approvals.oncall import OnCallRouting, OnCallStatus
 from guardproxy.approvals.rules import (
     ApprovalRefused,
+    OnCallNow,
     Progress,
     check_may_decide,
+    oncall_groups,
     progress,
     requirement_of,
 )
@@ -117,10 +120,13 @@ class ApprovalService:
         clock: Clock = utc_now,
         events: HoldEvents | None = None,
         metrics: ApprovalMetrics | None = None,
+        oncall: OnCallRouting | None = None,
     ) -> None:
         """``bundle`` returns the bundle in force now: a hold whose requirement is met is
-        released only if that bundle still agrees (:func:`policy_change`)."""
+        released only if that bundle still agrees (:func:`policy_change`). ``oncall``
+        says who is in ``oncall:`` groups; without it nobody is."""
         self.events = events or HoldEvents()
+        self.oncall = oncall
         self._store = store
         self._bundle = bundle
         self._clock = clock
@@ -128,6 +134,10 @@ class ApprovalService:
         self._deciding = threading.Lock()  # one verdict at a time: quorum counts stay exact
         self._escalated: set[str] = set()
         self._listeners: list[ResolutionListener] = []
+
+    def now(self) -> datetime:
+        """The service's clock (what verdicts, expiry and on-call resolution read)."""
+        return self._clock()
 
     def on_resolved(self, listener: ResolutionListener) -> Callable[[], None]:
         """Call ``listener`` for every hold this service resolves from now on; returns the
@@ -164,9 +174,13 @@ class ApprovalService:
         if that still allows it or holds it for the same approval. Raises
         :class:`ApprovalRefused` (with the HTTP status to answer) when the verdict is
         not allowed, and :class:`StoreError` when the store fails.
+
+        Who is on call in the hold's ``oncall:`` groups is resolved first, at the
+        service's clock; the verdict is recorded with the groups the approver is in then.
         """
+        on_call = await self._on_call_for(hold_id)
         outcome, events = await asyncio.to_thread(
-            self._decide_hold, hold_id, approver, approve, reason.strip()
+            self._decide_hold, hold_id, approver, approve, reason.strip(), on_call
         )
         for event in events:
             self.events.publish(event)
@@ -179,8 +193,23 @@ class ApprovalService:
             outcome = replace(outcome, woken=woken)
         return outcome
 
+    async def _on_call_for(self, hold_id: str) -> OnCallNow:
+        """Who is in the hold's ``oncall:`` groups now (nobody without routing)."""
+        if self.oncall is None:
+            return {}
+        hold = await asyncio.to_thread(self._store.get_hold, hold_id)
+        if hold is None or not oncall_groups(requirement_of(hold)):
+            return {}
+        return await self.oncall.on_call_now(hold, self._clock())
+
+    async def on_call_statuses(self, holds: list[Hold]) -> dict[str, list[OnCallStatus]]:
+        """For each hold, who is on call in its ``oncall:`` groups now and its pages."""
+        if self.oncall is None:
+            return {hold.id: [] for hold in holds}
+        return await self.oncall.statuses(holds, self._clock())
+
     def _decide_hold(
-        self, hold_id: str, approver: Approver, approve: bool, reason: str
+        self, hold_id: str, approver: Approver, approve: bool, reason: str, on_call: OnCallNow
     ) -> tuple[HoldDecision, list[HoldEvent]]:
         with self._deciding:
             now = self._clock()
@@ -200,18 +229,19 @@ class ApprovalService:
             requirement = requirement_of(hold)
             session = self._store.get_session(hold.session_id)
             approvals = self._store.list_approvals(hold_id)
-            check_may_decide(
+            groups = check_may_decide(
                 requirement,
                 approver,
                 session_user=session.user if session else "",
                 approvals=approvals,
                 approve=approve,
                 reason=reason,
+                on_call=on_call,
             )
             verdict = Verdict.APPROVE if approve else Verdict.DENY
             try:
                 self._store.record_approval(
-                    hold_id, approver=approver.name, groups=approver.groups, verdict=verdict,
+                    hold_id, approver=approver.name, groups=groups, verdict=verdict,
                     reason=reason, at=now,
                 )  # fmt: skip
             except HoldConflict as conflict:

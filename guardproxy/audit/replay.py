@@ -8,30 +8,29 @@ refuses to report a broken trail as what was recorded unless told to go on.
 A decision record keeps the engine's whole input (action + context, redacted) and the
 decision, so evaluating the same input under the same bundle must give the same
 decision (the engine is pure), and under a candidate bundle it shows what the
-candidate would have done to that traffic.  Nothing here does I/O except reading
-flow files in :func:`replay_flows`.
+candidate would have done to that traffic.  Nothing here does I/O but reading the store.
+
+Replay of captured traffic (mitmproxy flow files) runs the whole decision pipeline,
+recognition included: guardproxy/pipeline/replay.py, read by guardproxy/intercept/replay.py.
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
 from typing import Any
 
 from guardproxy.action import Action
-from guardproxy.audit.trail import DecisionView, iter_chain
-from guardproxy.context import Context, SessionInfo
-from guardproxy.policy import Bundle, evaluate
+from guardproxy.audit.trail import DecisionView, checked_records
+from guardproxy.context import Context
+from guardproxy.policy import Bundle, Decision, evaluate
 from guardproxy.policy.engine import input_hash
-from guardproxy.recognise import RecogniseSettings, recognise
 from guardproxy.redact import redact_json_text
 from guardproxy.store.base import AuditRecord, Store
-from guardproxy.store.chain import GENESIS, ChainProblem, verify
+from guardproxy.store.chain import ChainProblem, ChainVerifier, chain_genesis
 
 
 @dataclass(frozen=True)
@@ -77,6 +76,12 @@ class Replayed:
         }
 
 
+def as_recorded(decision: Decision) -> dict[str, Any]:
+    """``decision`` as a decision record keeps it (redacted), to compare with one."""
+    loaded: dict[str, Any] = json.loads(redact_json_text(decision.model_dump_json()))
+    return loaded
+
+
 def replay_record(record: AuditRecord, bundle: Bundle) -> Replayed:
     """Re-evaluate one ``decision`` record's input under ``bundle``."""
     payload = json.loads(record.payload_json)
@@ -84,7 +89,7 @@ def replay_record(record: AuditRecord, bundle: Bundle) -> Replayed:
     context = Context.model_validate(payload["context"])
     recorded: dict[str, Any] = payload["decision"]
     decision = evaluate(bundle, action, context)
-    replayed = json.loads(redact_json_text(decision.model_dump_json()))
+    replayed = as_recorded(decision)
     return Replayed(
         record_id=record.record_id,
         at=record.at,
@@ -192,32 +197,35 @@ class ChainCheck:
 
 
 def checked_chain(store: Store, check: ChainCheck) -> Iterator[AuditRecord]:
-    """The whole chain, oldest first, each record verified against its predecessor as it
-    is read (sequence, previous hash, own hash); breaks are collected in ``check``."""
-    expected, prev = 1, GENESIS
-    for record in iter_chain(store):
-        check.problems.extend(verify([record], start_seq=expected, prev=prev))
+    """Every record of every chain, in the order they were appended, each verified against
+    its predecessor in its chain as it is read (sequence, previous hash, own hash); breaks
+    are collected in ``check``."""
+    for record in checked_records(store, ChainVerifier(), check.problems):
         check.records += 1
-        expected, prev = record.seq + 1, record.hash
         yield record
 
 
 def checked_record(store: Store, record_id: str, check: ChainCheck) -> AuditRecord | None:
-    """One record by id, verified with its neighbours: its own hash, its link to the
-    record before it, and the next record's link to it (which catches a rewrite that
+    """One record by id, verified with its neighbours in its chain: its own hash, its link
+    to the record before it, and the next record's link to it (which catches a rewrite that
     recomputed its hash); breaks at it are collected in ``check``."""
     record = store.get_audit_record(record_id)
     if record is None:
         return None
     start = max(record.seq - 1, 1)
-    window = store.audit_records(after_seq=start - 1, limit=3)
+    window = store.chain_records(record.chain, after_seq=start - 1, limit=3)
     upto = [r for r in window if r.seq <= record.seq] or [record]
-    prev = GENESIS if upto[0].seq == 1 else upto[0].prev_hash
-    problems = [p for p in verify(upto, start_seq=start, prev=prev) if p.seq == record.seq]
+    first = upto[0]
+    prev = chain_genesis(record.chain) if first.seq == 1 else first.prev_hash
+    verifier = ChainVerifier({record.chain: (start - 1, prev)})
+    problems = [
+        problem for each in upto for problem in verifier.check(each) if problem.seq == record.seq
+    ]
     after = next((r for r in window if r.seq == record.seq + 1), None)
     if after is not None and after.prev_hash != record.hash:
         problems.append(
             ChainProblem(
+                record.chain,
                 record.seq,
                 record.record_id,
                 "the record after it does not follow it (rewritten with a new hash)",
@@ -282,145 +290,3 @@ def shadow_differences(records: Iterable[AuditRecord]) -> tuple[int, list[Shadow
                 )
             )
     return shadowed, differences
-
-
-# -- mitmproxy flow files ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FlowDecision:
-    """One request of a flow file, decided as the guard would have in that session."""
-
-    index: int
-    at: datetime
-    session_id: str
-    summary: str
-    outcome: str
-    rules: list[str]
-    recorded: str | None
-    """The guard's recorded decision for this flow, if the flow names one we can find."""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "flow": self.index,
-            "at": self.at.isoformat(),
-            "session": self.session_id,
-            "action": self.summary,
-            "outcome": self.outcome,
-            "rules": self.rules,
-            "recorded": self.recorded,
-        }
-
-
-@dataclass
-class FlowReport:
-    decisions: list[FlowDecision] = field(default_factory=list)
-    skipped: int = 0
-    """Flows that are not HTTP requests (TCP, UDP, DNS)."""
-    chain: ChainCheck = field(default_factory=ChainCheck)
-    """The recorded decisions looked up, verified in the audit chain."""
-
-    def distribution(self) -> dict[str, int]:
-        return dict(sorted(Counter(d.outcome for d in self.decisions).items()))
-
-    @property
-    def differences(self) -> list[FlowDecision]:
-        return [d for d in self.decisions if d.recorded is not None and d.recorded != d.outcome]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "requests": len(self.decisions),
-            "skipped": self.skipped,
-            "distribution": self.distribution(),
-            "with_recorded_decision": sum(d.recorded is not None for d in self.decisions),
-            "differences": [d.as_dict() for d in self.differences],
-            "decisions": [d.as_dict() for d in self.decisions],
-        }
-
-
-SESSION_METADATA = "guardproxy.session"
-DECISION_METADATA = "guardproxy.decision"
-
-
-def _flows(path: Path) -> Iterator[Any]:
-    from mitmproxy import io  # noqa: PLC0415 - mitmproxy loads only for flow files
-
-    with path.open("rb") as handle:
-        yield from io.FlowReader(handle).stream()
-
-
-def replay_flows(
-    path: Path,
-    bundle: Bundle,
-    settings: RecogniseSettings,
-    *,
-    recorded: Store | None = None,
-) -> FlowReport:
-    """Decide every HTTP request of a mitmproxy flow file, in order, with session history.
-
-    Each session (the flow's ``guardproxy.session`` metadata, else the client address)
-    gets a fresh history that sees the file's earlier requests, exactly as the proxy's
-    would have.  ``recorded`` (the proxy's store) supplies the recorded decision of
-    flows that carry a ``guardproxy.decision`` id.
-    """
-    from mitmproxy import http  # noqa: PLC0415
-
-    from guardproxy.intercept.addons import http_request  # noqa: PLC0415
-    from guardproxy.session.history import SessionHistory  # noqa: PLC0415
-    from guardproxy.store.sqlite import SqliteStore  # noqa: PLC0415
-
-    report = FlowReport()
-    with tempfile.TemporaryDirectory(prefix="guardproxy-replay-") as scratch:
-        history_store = SqliteStore(Path(scratch) / "history.db")
-        try:
-            history = SessionHistory(history_store)
-            for index, flow in enumerate(_flows(path)):
-                if not isinstance(flow, http.HTTPFlow):
-                    report.skipped += 1
-                    continue
-                session = _flow_session(flow)
-                request = http_request(flow)
-                action = recognise(request, settings)
-                action = action.model_copy(
-                    update={"actor": action.actor.model_copy(update={"session_id": session.id})}
-                )
-                at = datetime.fromtimestamp(flow.request.timestamp_start, UTC)
-                context = history.context(action, session, at)
-                decision = evaluate(bundle, action, context)
-                history.record(action, session.id, decision.outcome.value, at)
-                report.decisions.append(
-                    FlowDecision(
-                        index=index,
-                        at=at,
-                        session_id=session.id,
-                        summary=action.summary(),
-                        outcome=decision.outcome.value,
-                        rules=list(decision.determining_rules),
-                        recorded=_recorded_outcome(flow, recorded, report.chain),
-                    )
-                )
-            history.flush()
-        finally:
-            history_store.close()
-    return report
-
-
-def _flow_session(flow: Any) -> SessionInfo:
-    named = flow.metadata.get(SESSION_METADATA)
-    if isinstance(named, SessionInfo):
-        return named
-    if isinstance(named, str) and named:
-        return SessionInfo(id=named, name="replay", anonymous=False)
-    peer = flow.client_conn.peername
-    client = peer[0] if peer else "unknown"
-    return SessionInfo(id=f"anonymous:{client}", name="replay")
-
-
-def _recorded_outcome(flow: Any, store: Store | None, check: ChainCheck) -> str | None:
-    decision_id = flow.metadata.get(DECISION_METADATA)
-    if store is None or not isinstance(decision_id, str):
-        return None
-    record = checked_record(store, decision_id, check)
-    if record is None or record.kind != "decision":
-        return None
-    return DecisionView.of(record).decided

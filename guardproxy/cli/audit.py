@@ -1,7 +1,10 @@
 """``guardproxy audit``: list, show, export and verify the tamper-evident audit trail.
 
 Reads the store directly (no running proxy needed): the same database the proxy
-writes, found in the data directory or named with ``--store``.
+writes, found in the data directory or named with ``--store``.  ``verify`` checks every
+chain and every checkpoint, with the public key of the data directory's signing key
+(``audit-key``) or the keys given with ``--key``; ``checkpoint`` makes one now and
+``key`` prints the public key to keep where the trail is audited from.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 
 from guardproxy.audit.trail import (
     DecisionView,
+    Verification,
     export_lines,
     parse_time,
     record_dict,
@@ -24,7 +28,7 @@ from guardproxy.audit.trail import (
 from guardproxy.cli.errors import UsageError
 from guardproxy.cli.style import Style
 from guardproxy.control.client import DEFAULT_DATA_DIR
-from guardproxy.store import Store, StoreError, open_store
+from guardproxy.store import ChainHead, Store, StoreError, open_store
 from guardproxy.store.chain import canonical_time
 
 
@@ -35,12 +39,16 @@ def store_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def open_audit_store(args: argparse.Namespace) -> Store:
+def data_directory(args: argparse.Namespace) -> Path:
+    return Path(args.data_dir or os.environ.get("GUARDPROXY_DATA_DIR") or DEFAULT_DATA_DIR)
+
+
+def open_audit_store(args: argparse.Namespace, *, writer: str = "") -> Store:
     """The store named by --store, else the data directory's SQLite file (must exist)."""
     if args.store:
         target = args.store
     else:
-        data_dir = Path(args.data_dir or os.environ.get("GUARDPROXY_DATA_DIR") or DEFAULT_DATA_DIR)
+        data_dir = data_directory(args)
         database = data_dir / "guardproxy.db"
         if not database.exists():
             raise UsageError(
@@ -49,7 +57,7 @@ def open_audit_store(args: argparse.Namespace) -> Store:
             )
         target = str(database)
     try:
-        return open_store(target)
+        return open_store(target, writer=writer)
     except StoreError as error:
         raise UsageError(str(error)) from error
 
@@ -95,16 +103,59 @@ def add_commands(subparsers: Any) -> None:
     export.set_defaults(handler=cmd_export)
 
     check = commands.add_parser(
-        "verify", help="check the hash chain: edited, inserted or deleted records"
+        "verify",
+        help="check every chain and signed checkpoint: edited, inserted, deleted records",
     )
     store_options(check)
     check.add_argument(
-        "--head",
+        "--key",
+        action="append",
+        type=Path,
+        metavar="FILE",
+        help="a public key (audit-key.pub) or signing key whose checkpoints to accept; "
+        "repeat for replicas with keys of their own (default: the data directory's)",
+    )
+    check.add_argument(
+        "--checkpointed-before",
+        metavar="T",
+        help="fail if a record from before T (ISO time or span back: 5m) is not bound by a "
+        "checkpoint, as when checkpoints were deleted to hide a rewrite",
+    )
+    check.add_argument(
+        "--checkpoint",
         metavar="SEQ:HASH",
-        help="a head printed by an earlier verify, kept elsewhere: also catches a cut tail",
+        help="a checkpoint printed by an earlier verify, kept elsewhere: also catches "
+        "the latest checkpoints deleted with the records they bound",
+    )
+    check.add_argument(
+        "--head",
+        action="append",
+        metavar="[CHAIN:]SEQ:HASH",
+        help="a chain's head printed by an earlier verify, kept elsewhere: also catches a "
+        "cut tail not yet checkpointed (CHAIN 0, the chain from before there were several, "
+        "if omitted)",
     )
     check.add_argument("--json", action="store_true")
     check.set_defaults(handler=cmd_verify)
+
+    seal = commands.add_parser(
+        "checkpoint", help="bind every chain's head into a signed checkpoint now"
+    )
+    store_options(seal)
+    seal.add_argument(
+        "--key",
+        type=Path,
+        metavar="FILE",
+        help="the signing key (default: the data directory's audit-key, created if missing)",
+    )
+    seal.set_defaults(handler=cmd_checkpoint)
+
+    public = commands.add_parser(
+        "key", help="print the public key that verifies this data directory's checkpoints"
+    )
+    public.add_argument("--data-dir", type=Path, metavar="DIR", help="guardproxy's data directory")
+    public.add_argument("--key", type=Path, metavar="FILE", help="a key file instead")
+    public.set_defaults(handler=cmd_key)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -159,8 +210,8 @@ def cmd_show(args: argparse.Namespace) -> int:
             hold_id = DecisionView.of(main).hold_id
             if hold_id:
                 related = sorted(
-                    {r.seq: r for r in (*related, *store.audit_for(hold_id))}.values(),
-                    key=lambda r: r.seq,
+                    {r.record_id: r for r in (*related, *store.audit_for(hold_id))}.values(),
+                    key=lambda r: r.position,
                 )
     finally:
         store.close()
@@ -173,7 +224,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         return 0
     for record in records:
         data = record_dict(record)
-        print(f"#{data['seq']} {data['kind']} {data['id']} at {data['at']} ({data['outcome']})")
+        print(
+            f"chain {data['chain']} #{data['seq']} {data['kind']} {data['id']} at {data['at']}"
+            f" ({data['outcome']})"
+        )
         print(f"  session {data['session']}  subject {data['subject']}  hash {data['hash']}")
         payload = json.dumps(data["payload"], indent=2, ensure_ascii=False)
         print("  " + payload.replace("\n", "\n  "))
@@ -191,43 +245,175 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _head(text: str) -> ChainHead:
+    parts = text.split(":")
+    if len(parts) == 2:
+        parts = ["0", *parts]
+    if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit() or len(parts[2]) != 64:
+        raise UsageError(f"--head {text!r}: expected CHAIN:SEQ:HASH as verify printed it")
+    return ChainHead(int(parts[0]), int(parts[1]), parts[2])
+
+
+def _kept_checkpoint(text: str | None) -> tuple[int, str] | None:
+    if text is None:
+        return None
+    seq, _, digest = text.partition(":")
+    if not seq.isdigit() or len(digest) != 64:
+        raise UsageError(f"--checkpoint {text!r}: expected SEQ:HASH as verify printed it")
+    return int(seq), digest
+
+
+def _verify_keys(args: argparse.Namespace) -> list[Any]:
+    """The keys given with --key, else the data directory's (none if it has none)."""
+    from guardproxy.audit.checkpoint import (  # noqa: PLC0415 - cryptography loads for keys only
+        KEY_FILE,
+        AuditKeyError,
+        load_verify_key,
+        public_key_path,
+    )
+
+    paths: list[Path] = list(args.key or [])
+    if not paths:
+        default = data_directory(args) / KEY_FILE
+        for candidate in (default, public_key_path(default)):
+            if candidate.exists():
+                paths = [candidate]
+                break
+    try:
+        return [load_verify_key(path) for path in paths]
+    except AuditKeyError as error:
+        raise UsageError(str(error)) from error
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
-    expected_head: tuple[int, str] | None = None
-    if args.head:
-        seq_text, _, head_hash = args.head.partition(":")
-        if not seq_text.isdigit() or len(head_hash) != 64:
-            raise UsageError(f"--head {args.head!r}: expected SEQ:HASH as verify printed it")
-        expected_head = (int(seq_text), head_hash)
+    kept_heads = [_head(text) for text in args.head or []]
+    kept_checkpoint = _kept_checkpoint(args.checkpoint)
+    before = time_option(args.checkpointed_before)
+    keys = _verify_keys(args)
     store = open_audit_store(args)
     try:
-        result = verify_store(store)
-        head_problem = None
-        if expected_head is not None:
-            seq, head_hash = expected_head
-            kept = store.audit_records(after_seq=seq - 1, limit=1)
-            if not kept or kept[0].seq != seq:
-                head_problem = f"record #{seq} (the given head) is gone: the tail was cut"
-            elif kept[0].hash != head_hash:
-                head_problem = f"record #{seq} no longer has the given head hash"
+        result = verify_store(
+            store,
+            keys,
+            checkpointed_before=before,
+            kept_heads=kept_heads,
+            kept_checkpoint=kept_checkpoint,
+        )
     finally:
         store.close()
-    problems = [str(p) for p in result.problems] + ([head_problem] if head_problem else [])
+    last = result.last_checkpoint
     if args.json:
+        first = result.first_broken_record
         print(
             json.dumps(
                 {
-                    "intact": not problems,
-                    "records": result.count,
-                    "head": f"{result.head_seq}:{result.head_hash}",
-                    "problems": problems,
+                    "intact": result.intact,
+                    "records": result.records,
+                    "chains": [c.as_dict() for c in result.chains.values()],
+                    "checkpoints": result.checkpoints,
+                    "last_checkpoint": None if last is None else f"{last.seq}:{last.hash}",
+                    "not_yet_checkpointed": result.unchecked,
+                    "signatures_checked": result.signatures_checked,
+                    "signed_by": list(result.key_ids),
+                    "first_broken_record": None if first is None else str(first),
+                    "problems": result.problems,
                 }
             )
         )
-        return 0 if not problems else 1
-    if problems:
-        print(f"audit trail BROKEN: {len(problems)} problem(s) in {result.count} records")
-        for problem in problems:
-            print(f"  {problem}")
-        return 1
-    print(f"audit trail intact: {result.count} records, head {result.head_seq}:{result.head_hash}")
+        return 0 if result.intact else 1
+    for line in verify_lines(result):
+        print(line)
+    return 0 if result.intact else 1
+
+
+def verify_lines(result: Verification) -> list[str]:
+    """``audit verify``'s report: the verdict first, naming the first break."""
+    chains = f"{result.records} records in {len(result.chains)} chain(s)"
+    checkpoints = f"{result.checkpoints} checkpoint(s)"
+    if result.intact:
+        lines = [f"audit trail intact: {chains}, {checkpoints}"]
+    else:
+        first = result.first_broken_record
+        where = str(first) if first is not None else str(result.checkpoint_problems[0])
+        lines = [
+            f"audit trail BROKEN at {where}",
+            f"  {len(result.problems)} problem(s) in {chains}, {checkpoints}:",
+            *(f"    {problem}" for problem in result.problems),
+        ]
+    last = result.last_checkpoint
+    if last is not None:
+        lines.append(f"  last checkpoint {last.seq}:{last.hash} at {canonical_time(last.at)}")
+    if result.signatures_checked:
+        if result.checkpoints:
+            lines.append(f"  checkpoint signatures checked (key {', '.join(result.key_ids)})")
+        else:
+            lines.append("  no checkpoint yet: nothing binds the trail to the key")
+    elif result.checkpoints:
+        lines.append(
+            "  checkpoint signatures NOT checked: no key (pass --key FILE: the audit-key.pub "
+            "of the data directory that signed them)"
+        )
+    unchecked = [c for c in result.chains.values() if c.unchecked]
+    if unchecked:
+        spans = ", ".join(
+            f"chain {c.id} from #{c.checkpointed_seq + 1}"
+            + (f" ({canonical_time(c.unchecked_at)})" if c.unchecked_at else "")
+            for c in unchecked
+        )
+        lines.append(f"  not yet checkpointed: {result.unchecked} record(s): {spans}")
+    for summary in result.chains.values():
+        writer = f" ({summary.writer})" if summary.writer else ""
+        lines.append(
+            f"  chain {summary.id}{writer}: {summary.records} records, head "
+            f"{summary.id}:{summary.head_seq}:{summary.head_hash}"
+        )
+    return lines
+
+
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    from guardproxy.audit.checkpoint import (  # noqa: PLC0415 - cryptography loads for keys only
+        KEY_FILE,
+        AuditKeyError,
+        load_or_create_signing_key,
+        load_signing_key,
+    )
+
+    try:
+        key = (
+            load_signing_key(args.key)
+            if args.key
+            else load_or_create_signing_key(data_directory(args) / KEY_FILE)
+        )
+    except AuditKeyError as error:
+        raise UsageError(str(error)) from error
+    store = open_audit_store(args, writer="audit checkpoint")
+    try:
+        made = store.checkpoint_audit(at=datetime.now(UTC), key_id=key.key_id, sign=key.sign)
+    except StoreError as error:
+        raise UsageError(str(error)) from error
+    finally:
+        store.close()
+    if made is None:
+        print("nothing to checkpoint: no chain moved since the last checkpoint")
+        return 0
+    print(
+        f"checkpoint {made.seq}:{made.hash} binds {len(made.heads)} chain head(s), "
+        f"signed by key {made.key_id}"
+    )
+    return 0
+
+
+def cmd_key(args: argparse.Namespace) -> int:
+    from guardproxy.audit.checkpoint import (  # noqa: PLC0415 - cryptography loads for keys only
+        KEY_FILE,
+        AuditKeyError,
+        load_verify_key,
+    )
+
+    path = args.key or data_directory(args) / KEY_FILE
+    try:
+        key = load_verify_key(path)
+    except AuditKeyError as error:
+        raise UsageError(str(error)) from error
+    print(key.line())
     return 0

@@ -63,9 +63,19 @@ def _line(hold: dict[str, Any], style: Style) -> str:
     )  # fmt: skip
     ended = f" {style('(ended)', 'yellow')}" if hold.get("session_ended") else ""
     release = hold.get("release") or ""
+    on_call = "".join(_on_call_line(group, style) for group in hold.get("oncall") or [])
     return (f"{style(hold['id'], 'bold')}  {state}  {hold['summary']}  session {hold['session']}"
             f"{ended}\n    {hold['message']}\n    rules: {rules}; {progress} (from {groups}); "
-            f"{after}" + (f"\n    {release}" if release else ""))  # fmt: skip
+            f"{after}" + (f"\n    {release}" if release else "") + on_call)  # fmt: skip
+
+
+def _on_call_line(group: dict[str, Any], style: Style) -> str:
+    """``    on call (platform-primary): alice (rotation ...); level 1 paged via ...``."""
+    summary = str(group.get("summary", ""))
+    if group.get("stale"):
+        summary = style(summary, "yellow")
+    paged = str(group.get("paged_text", ""))
+    return f"\n    on call ({group.get('schedule', '')}): {summary}; {paged}"
 
 
 def cmd_holds(args: argparse.Namespace) -> int:
@@ -99,7 +109,8 @@ def cmd_holds(args: argparse.Namespace) -> int:
 
 
 def _mark(hold: dict[str, Any]) -> str:
-    return f"{hold['state']}:{hold['progress']['text']}:{hold.get('session_ended')}"
+    on_call = [(g.get("summary"), g.get("paged_text")) for g in hold.get("oncall") or []]
+    return f"{hold['state']}:{hold['progress']['text']}:{hold.get('session_ended')}:{on_call}"
 
 
 def cmd_resolve(args: argparse.Namespace) -> int:

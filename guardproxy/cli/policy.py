@@ -14,6 +14,7 @@ import pydantic
 import structlog
 
 from guardproxy.action import Action
+from guardproxy.audit import coverage as destructive
 from guardproxy.cli.bundles import default_policies
 from guardproxy.cli.errors import UsageError
 from guardproxy.cli.style import Style
@@ -45,7 +46,11 @@ def add_commands(subparsers: Any) -> None:
     test.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     test.add_argument("--run", metavar="REGEX", help="only cases whose suite/name matches")
     test.add_argument("--explain", action="store_true", help="show every case's trace")
-    test.add_argument("--coverage", action="store_true", help="list rules no case fired")
+    test.add_argument(
+        "--coverage",
+        action="store_true",
+        help="list rules no case fired, and what the bundle holds of every destructive operation",
+    )
     test.add_argument("--json", action="store_true", help="results as JSON")
     test.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML")
     test.add_argument("-v", "--verbose", action="store_true", help="list passing cases too")
@@ -225,6 +230,12 @@ def _print_report(report: TestReport, args: argparse.Namespace, style: Style) ->
         print(f"coverage: {total - len(uncovered)}/{total} rules fired in some case")
         for rule in uncovered:
             print(f"  {style('not exercised', 'yellow')}: {rule}")
+        for bundle in report.bundles:
+            print(f"destructive coverage of bundle {bundle.digest[:19]} (held or denied / total):")
+            for line in destructive.table(
+                destructive.measure_everywhere(bundle, datetime.now(UTC))
+            ):
+                print(line)
     broken = report.broken_files()
     not_loaded = f" ({len(broken)} file(s) did not load)" if broken else ""
     counts = (
@@ -292,6 +303,10 @@ def _report_json(report: TestReport, coverage: bool) -> dict[str, Any]:
     }
     if coverage:
         data["uncovered"] = report.uncovered()
+        data["destructive"] = {
+            b.digest: destructive.as_json(destructive.measure_everywhere(b, datetime.now(UTC)))
+            for b in report.bundles
+        }
     return data
 
 

@@ -1,7 +1,8 @@
 """``guardproxy replay``: what would another bundle have done to recorded traffic?
 
 * ``replay --policies DIR``: the recorded decisions' inputs, re-evaluated.
-* ``replay --flows FILE --policies DIR``: a mitmproxy flow file, recognised and decided.
+* ``replay --flows FILE --policies DIR``: a mitmproxy flow file, decided by the proxy's own
+  pipeline (``--config``: the proxy's config file, for the settings decisions depend on).
 * ``replay --shadow``: recorded decisions whose shadow outcome differs from the enforced one.
 
 What it reports as recorded comes from the audit chain, verified as it is read: a broken
@@ -44,6 +45,26 @@ def add_commands(subparsers: Any) -> None:
         default=[],
         metavar="HOST:PORT",
         help="with --flows: an API server to read as Kubernetes (repeatable)",
+    )
+    replay.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="with --flows: the proxy's config file, for its environments, Kubernetes hosts "
+        "and destructive budget (flags add to it)",
+    )
+    replay.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="SELECTOR=ENV",
+        help="with --flows: the environment of what a selector names, as serve --env",
+    )
+    replay.add_argument(
+        "--destructive-budget",
+        type=int,
+        metavar="N",
+        help="with --flows: the proxy's destructive budget (default 10)",
     )
     replay.add_argument("--json", action="store_true", help="machine-readable output")
     replay.add_argument(
@@ -168,17 +189,59 @@ def _replay(args: argparse.Namespace) -> int:
     return 1 if args.fail_on_change and report.changes else 0
 
 
-def _flows(args: argparse.Namespace) -> int:
-    from guardproxy.audit.replay import replay_flows  # noqa: PLC0415
+def _proxy_settings(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The recogniser and history settings the proxy ran with: its config file's
+    environments, Kubernetes hosts and destructive budget, and the flags'."""
+    import pydantic  # noqa: PLC0415
+
+    from guardproxy.cli.serve import ConfigError, read_config_file, setting_problem  # noqa: PLC0415
+    from guardproxy.config import ProxyConfig  # noqa: PLC0415
     from guardproxy.recognise import RecogniseSettings  # noqa: PLC0415
+    from guardproxy.session.history import HistorySettings  # noqa: PLC0415
+
+    try:
+        values = read_config_file(args.config) if args.config is not None else {}
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
+    environments = dict(values.get("environments") or {})
+    for item in args.env:
+        selector, sep, environment = item.rpartition("=")
+        if not sep:
+            raise UsageError(f"--env {item!r}: write SELECTOR=ENV")
+        environments[selector] = environment
+    picked = {
+        "data_dir": Path("."),  # required by the model, not used here
+        "environments": environments,
+        "kubernetes_hosts": values.get("kubernetes_hosts"),
+        "destructive_budget": values.get("destructive_budget")
+        if args.destructive_budget is None
+        else args.destructive_budget,
+    }
+    try:
+        config = ProxyConfig.model_validate(
+            {key: value for key, value in picked.items() if value is not None}
+        )
+    except pydantic.ValidationError as error:
+        raise UsageError(setting_problem(error, args.config)) from None
+    settings = RecogniseSettings(
+        environments=dict(config.environments),
+        kubernetes_hosts=(*config.kubernetes_hosts, *args.kubernetes_host),
+    )
+    return settings, HistorySettings(destructive_budget=config.destructive_budget)
+
+
+def _flows(args: argparse.Namespace) -> int:
+    from guardproxy.intercept.replay import replay_flows  # noqa: PLC0415 - loads mitmproxy
 
     if not args.flows.is_file():
         raise UsageError(f"no flow file {args.flows}")
     bundle = _bundle(args.policies)
-    settings = RecogniseSettings(kubernetes_hosts=tuple(args.kubernetes_host))
+    settings, history = _proxy_settings(args)
     recorded = open_audit_store(args) if (args.data_dir or args.store) else None
     try:
-        report = replay_flows(args.flows, bundle, settings, recorded=recorded)
+        report = replay_flows(
+            args.flows, bundle, settings, history_settings=history, recorded=recorded
+        )
     except Exception as error:  # mitmproxy raises its own types for a corrupt file
         if isinstance(error, UsageError):
             raise
@@ -203,6 +266,10 @@ def _flows(args: argparse.Namespace) -> int:
             if d.outcome != "allow":
                 rules = ", ".join(d.rules)
                 print(f"  #{d.index:<4} {style.outcome(d.outcome):<6} {d.summary}  [{rules}]")
+        compared = report.compared
+        if compared:
+            exact = sum(bool(d.exact) for d in compared)
+            print(f"{exact} of {len(compared)} decisions guardproxy recorded reproduced exactly")
         differences = report.differences
         if differences:
             print(f"{len(differences)} differ from what guardproxy recorded:")

@@ -15,6 +15,7 @@ from typing import Any
 import pydantic
 import yaml
 
+from guardproxy.broker.settings import PROVIDERS, BrokersConfig
 from guardproxy.cli.bundles import default_policies, describe_policies
 from guardproxy.config import ProxyConfig, ReverseListener, split_host_port
 from guardproxy.control.client import DEFAULT_DATA_DIR
@@ -93,6 +94,22 @@ def add_proxy_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--upstream-ca", action="append", default=[], type=Path, metavar="FILE",
                         help="extra CA to trust for upstream TLS (repeatable)")  # fmt: skip
+    parser.add_argument(
+        "--broker",
+        action="append",
+        default=[],
+        choices=PROVIDERS,
+        metavar="PROVIDER",
+        help="hold this provider's real credentials in the guard; the session gets stand-ins "
+        f"valid only there (repeatable: {', '.join(PROVIDERS)}; settings: brokers: in --config)",
+    )
+    parser.add_argument(
+        "--upstream-allow",
+        choices=["any", "loopback"],
+        help="loopback: connect to this machine only (loopback addresses, localhost, names "
+        "/etc/hosts maps to loopback) and refuse anything else before looking it up "
+        "(default any)",
+    )
 
 
 class _Renamed(argparse.Action):
@@ -164,6 +181,12 @@ def add_commands(subparsers: Any) -> None:
         help="also serve /metrics, /healthz and /readyz (no token) on this address",
     )
     serve.add_argument(
+        "--chat-listen",
+        metavar="HOST:PORT",
+        help="serve Slack's interactivity callback (POST /slack/interactions only) on this "
+        "address, for your ingress to forward to; needs slack: in --config",
+    )
+    serve.add_argument(
         "--watch-policies",
         type=float,
         metavar="SECONDS",
@@ -183,7 +206,7 @@ def add_commands(subparsers: Any) -> None:
 def build_config(args: argparse.Namespace, **overrides: Any) -> ProxyConfig:
     values: dict[str, Any] = {}
     if args.config is not None:
-        values.update(_read_config_file(args.config))
+        values.update(read_config_file(args.config))
     flags: dict[str, Any] = {
         "policies": args.policies,
         "shadow_policies": args.shadow_policies,
@@ -195,8 +218,10 @@ def build_config(args: argparse.Namespace, **overrides: Any) -> ProxyConfig:
         "destructive_budget": getattr(args, "destructive_budget", None),
         "store": (args.store or os.environ.get("GUARDPROXY_STORE")) if "store" in args else None,
         "metrics_listen": getattr(args, "metrics_listen", None),
+        "chat_listen": getattr(args, "chat_listen", None),
         "watch_policies_seconds": getattr(args, "watch_policies", None),
         "allow_remote_listen": getattr(args, "allow_remote_listen", None),
+        "upstream_allow": getattr(args, "upstream_allow", None),
     }
     values.update({k: v for k, v in flags.items() if v is not None})
     if values.get("policies") is None:
@@ -224,12 +249,18 @@ def build_config(args: argparse.Namespace, **overrides: Any) -> ProxyConfig:
                 raise ConfigError(f"--reverse {item!r}: write PORT=URL")
             reverse.append(ReverseListener(port=int(port), upstream=url))
         values["reverse"] = reverse
+    if getattr(args, "broker", None):
+        try:
+            brokers = BrokersConfig.model_validate(values.get("brokers") or {})
+        except pydantic.ValidationError as error:
+            raise ConfigError(setting_problem(error, args.config)) from None
+        values["brokers"] = brokers.with_defaults(args.broker)
     values["notifications"] = [*values.get("notifications", []), *_notify_flags(args)]
     values.update(overrides)
     try:
         config = ProxyConfig.model_validate(values)
     except pydantic.ValidationError as error:
-        raise ConfigError(_setting_problem(error, args.config)) from None
+        raise ConfigError(setting_problem(error, args.config)) from None
     for ca_file in config.upstream_ca_files:
         if not ca_file.is_file():
             raise ConfigError(
@@ -239,7 +270,7 @@ def build_config(args: argparse.Namespace, **overrides: Any) -> ProxyConfig:
     return config
 
 
-def _read_config_file(path: Path) -> dict[str, Any]:
+def read_config_file(path: Path) -> dict[str, Any]:
     """The settings of a --config file; ConfigError (one line, with where) if unusable."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -265,7 +296,7 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     return loaded
 
 
-def _setting_problem(error: pydantic.ValidationError, config_file: Path | None) -> str:
+def setting_problem(error: pydantic.ValidationError, config_file: Path | None) -> str:
     """One line for the first invalid setting, with a did-you-mean for an unknown one."""
     first = error.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "settings"

@@ -8,6 +8,7 @@ from guardproxy.facade import lazy_exports
 
 if TYPE_CHECKING:
     from guardproxy.control.api import ControlServer, make_app
+    from guardproxy.control.chat import ChatServer
     from guardproxy.control.client import (
         DEFAULT_DATA_DIR,
         ControlClient,
@@ -21,6 +22,7 @@ else:
         __name__,
         {
             "api": ["ControlServer", "make_app"],
+            "chat": ["ChatServer"],
             "client": ["DEFAULT_DATA_DIR", "ControlClient", "ControlError", "approver_token_file"],
             "handler": ["ControlContext", "ControlHandler"],
             "runtime": ["RuntimeFile"],
@@ -29,6 +31,7 @@ else:
 
 __all__ = [
     "DEFAULT_DATA_DIR",
+    "ChatServer",
     "ControlClient",
     "ControlContext",
     "ControlError",

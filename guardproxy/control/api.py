@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -24,8 +25,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from guardproxy import __version__
 from guardproxy.action import Action
 from guardproxy.approvals.carry import release_note
+from guardproxy.approvals.oncall import OnCallStatus
 from guardproxy.approvals.rules import ApprovalRefused, progress, requirement_of
 from guardproxy.approvals.service import HoldDecision
+from guardproxy.broker import CredentialError
 from guardproxy.control.console import console_routes
 from guardproxy.control.handler import ControlContext, ControlHandler
 from guardproxy.control.schema import (
@@ -36,6 +39,7 @@ from guardproxy.control.schema import (
     HoldDetailOut,
     HoldOut,
     HoldsOut,
+    OnCallOut,
     ProgressOut,
     ResolveBody,
     ResolveOut,
@@ -72,14 +76,25 @@ class SessionBody(BaseModel):
     resume: str = Field(
         "", max_length=100, description="An ended session of the same user to re-open."
     )
+    kubeconfig: list[str] = Field(
+        default_factory=list,
+        description="The session's kubeconfig files: the guard keeps their users' credentials "
+        "and the session gets a token for each (`broker.kubernetes.users`).",
+    )
 
 
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
 
 
-def hold_out(hold: Hold, approvals: list[Approval], session: Session | None) -> HoldOut:
-    """``session``: the hold's session as stored (None if unknown or anonymous)."""
+def hold_out(
+    hold: Hold,
+    approvals: list[Approval],
+    session: Session | None,
+    oncall: list[OnCallStatus] | None = None,
+) -> HoldOut:
+    """``session``: the hold's session as stored (None if unknown or anonymous);
+    ``oncall``: who is on call in its ``oncall:`` groups now (pending holds)."""
     decision = json.loads(hold.decision_json)
     counted = progress(requirement_of(hold), approvals)
     ended = session.ended_at if session is not None else None
@@ -102,16 +117,21 @@ def hold_out(hold: Hold, approvals: list[Approval], session: Session | None) -> 
         session_ended=ended is not None,
         session_ended_at=_iso(ended),
         release=release_note(hold, session),
+        oncall=[OnCallOut.model_validate(status.as_json()) for status in oncall or []],
     )
 
 
 def hold_detail_out(
-    hold: Hold, approvals: list[Approval], session: Session | None, recent: list[SessionEvent]
+    hold: Hold,
+    approvals: list[Approval],
+    session: Session | None,
+    recent: list[SessionEvent],
+    oncall: list[OnCallStatus] | None = None,
 ) -> HoldDetailOut:
     detail = json.loads(hold.detail_json)
     context = detail.get("context") or {}
     return HoldDetailOut(
-        **hold_out(hold, approvals, session).model_dump(),
+        **hold_out(hold, approvals, session, oncall).model_dump(),
         request=detail.get("request") or {},
         session_info=session_json(session) if session else context.get("session", {}),
         history=context.get("history", {}),
@@ -205,10 +225,20 @@ class HoldsHandler(ControlHandler):
         try:
             await self.ctx.approvals.sweep()
             holds = await self.in_thread(lambda: _holds_with_sessions(store, state, session))
+            oncall = await self.ctx.approvals.on_call_statuses(
+                [hold for hold, _, _ in holds if hold.state is HoldState.PENDING]
+            )
         except StoreError as error:
             self.fail(503, f"the store failed: {error}", "check guardproxy's log")
             return
-        self.write_json(HoldsOut(holds=[hold_out(*each) for each in holds]))
+        self.write_json(
+            HoldsOut(
+                holds=[
+                    hold_out(hold, approvals, owner, oncall.get(hold.id))
+                    for hold, approvals, owner in holds
+                ]
+            )
+        )
 
 
 def _holds_with_sessions(
@@ -229,13 +259,14 @@ class HoldHandler(ControlHandler):
         store = self.ctx.store
         try:
             found = await self.in_thread(lambda: _hold_with_context(store, hold_id))
+            oncall = await _pending_on_call(self.ctx, found[0] if found else None)
         except StoreError as error:
             self.fail(503, f"the store failed: {error}", "check guardproxy's log")
             return
         if found is None:
             self.fail(404, f"no hold {hold_id}", "list holds: GET /v1/holds?state=all")
             return
-        self.write_json(hold_detail_out(*found))
+        self.write_json(hold_detail_out(*found, oncall))
 
 
 _RECENT = 20
@@ -264,6 +295,7 @@ class ResolveHandler(ControlHandler):
                 hold_id, self.approver, approve=verb == "approve", reason=body.reason
             )
             found = await self.in_thread(lambda: _hold_with_context(self.ctx.store, hold_id))
+            oncall = await _pending_on_call(self.ctx, outcome.hold)
         except ApprovalRefused as refused:
             self.fail(refused.status, refused.error, refused.hint)
             return
@@ -277,8 +309,17 @@ class ResolveHandler(ControlHandler):
         _, _, session, recent = found or (hold, [], None, [])
         said = _resolution_text(outcome, session)
         self.write_json(
-            ResolveOut(hold=hold_detail_out(hold, outcome.approvals, session, recent), outcome=said)
+            ResolveOut(
+                hold=hold_detail_out(hold, outcome.approvals, session, recent, oncall),
+                outcome=said,
+            )
         )
+
+
+async def _pending_on_call(context: ControlContext, hold: Hold | None) -> list[OnCallStatus]:
+    if hold is None or hold.state is not HoldState.PENDING:
+        return []
+    return (await context.approvals.on_call_statuses([hold])).get(hold.id, [])
 
 
 def _resolution_text(outcome: HoldDecision, session: Session | None) -> str:
@@ -342,6 +383,17 @@ class SessionsHandler(ControlHandler):
         except StoreError as error:
             self.fail(503, f"the store failed: {error}", "check guardproxy's log")
             return
+        offer: dict[str, Any] = {}
+        broker = self.ctx.broker
+        if broker is not None:
+            sources = [Path(p) for p in body.kubeconfig]
+            try:
+                offer = await self.in_thread(lambda: broker.register_session(session.id, sources))
+            except (CredentialError, OSError, ValueError) as error:
+                await self.in_thread(lambda: self.ctx.registry.end(session.id, self.ctx.clock()))
+                self.fail(422, f"the session's credentials cannot be brokered: {error}",
+                          "fix the kubeconfig or the brokers: configuration")  # fmt: skip
+                return
         started = "session.resumed" if body.resume else "session.started"
         log.info(started, session=session.id, agent=session.agent, name=session.name)
         self.write_json(
@@ -349,6 +401,7 @@ class SessionsHandler(ControlHandler):
                 **session_json(session),
                 "token": credential.token,
                 "proxy_port": self.ctx.proxy_port(),
+                "broker": offer,
             },
             201,
         )
@@ -373,6 +426,8 @@ class SessionEndHandler(ControlHandler):
         except NotFoundError:
             self.fail(404, f"no session {session_id}", "list sessions: GET /v1/sessions")
             return
+        if self.ctx.broker is not None:
+            self.ctx.broker.end_session(session_id)
         log.info("session.ended", session=session_id)
         self.write_json(session_json(session))
 

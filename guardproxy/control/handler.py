@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from guardproxy.approvals.events import HoldEvents
 from guardproxy.approvals.service import ApprovalService
+from guardproxy.broker import Broker
 from guardproxy.control.schema import ErrorOut
 from guardproxy.ops.http import Operations
 from guardproxy.session.registry import SessionRegistry
@@ -43,6 +44,8 @@ class ControlContext:
     events: HoldEvents
     """Hold lifecycle events, for live views (the console's event stream)."""
     ops: Operations
+    broker: Broker | None = None
+    """Session credentials: a registered session's offer, its kubeconfig users."""
 
 
 Audience = Literal["none", "admin", "approver", "any"]

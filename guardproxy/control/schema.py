@@ -63,6 +63,43 @@ class ApprovalOut(BaseModel):
     at: str
 
 
+class OnCallPageOut(BaseModel):
+    level: int = Field(description="1 when held; the next level when it escalated.")
+    schedule: str
+    pager: str = Field(description="pagerduty, opsgenie, or none (no pager configured).")
+    triggered_at: str | None = Field(
+        description="When the pager took it (None: not yet, or it failed)."
+    )
+    resolved_at: str | None
+    error: str
+
+
+class OnCallLevelOut(BaseModel):
+    schedule: str
+    kind: str = Field(description="rotation, pagerduty, opsgenie (none: not configured).")
+    source: str
+    people: list[str] = Field(description="Who the source has on call, in its own terms.")
+    as_of: str
+    until: str | None = Field(description="The end of a shift in it, if known.")
+    stale: bool = Field(description="The source failed; this is its last answer.")
+    error: str
+
+
+class OnCallOut(BaseModel):
+    group: str = Field(description="`oncall:<schedule>` as the policy names it.")
+    schedule: str
+    approvers: list[str] = Field(description="Approvers on call in it now: they may decide.")
+    unlinked: list[str] = Field(description="On call but linked to no approver.")
+    stale: bool
+    summary: str = Field(description="For people: who, from where, stale or not.")
+    levels: list[OnCallLevelOut] = Field(
+        description="The schedule, then each escalation level the hold reached."
+    )
+    paged: bool = Field(description="Whether a page for this group was taken by a pager.")
+    paged_text: str
+    pages: list[OnCallPageOut]
+
+
 class HoldOut(BaseModel):
     id: str
     state: Literal["pending", "approved", "denied", "expired", "released"]
@@ -87,6 +124,11 @@ class HoldOut(BaseModel):
         "",
         description="What approval lets through (pending) or still will (approved): which "
         "request, in which session or new session of the same user and directory, until when.",
+    )
+    oncall: list[OnCallOut] = Field(
+        default_factory=list,
+        description="A pending hold's on-call groups: who is on call in each now, and "
+        "whether they were paged.",
     )
 
 

@@ -7,9 +7,10 @@
 * :class:`StoreWriter`: the same work in the recorder's thread, for a store only
   this process can open (tests hand the gate a store object).
 
-The writer process opens the store from the same location as the proxy; the
-chain stays one chain because every append reads the head inside its write
-transaction (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: the chain lock).
+The writer process opens the store from the same location as the proxy and
+appends to an audit chain of its own, so its batches never hold up the proxy's
+appends of mutations (which wait for nothing but their own chain's lock); the
+replicas' checkpoints bind both chains.
 
 The pipe carries frames: a 4-byte big-endian length, then the payload. The first
 frame is JSON: the store location (not an argument: a PostgreSQL URL may hold a
@@ -308,7 +309,7 @@ def serve(pipe: IO[bytes], out: IO[str]) -> int:
         )
         return 1
     try:
-        store = open_store(hello["store"])
+        store = open_store(hello["store"], writer="decision writer")
     except StoreError as error:
         answer({"error": str(error)})
         return 1

@@ -19,14 +19,15 @@ import socket
 import time
 from collections.abc import Callable
 from datetime import datetime
+from typing import Protocol
 
 import structlog
 from mitmproxy import connection, http, tls
 from mitmproxy.addons.proxyauth import parse_http_basic_auth
 from mitmproxy.proxy import mode_specs, server_hooks
 
-from guardproxy.action import Action, Verb
-from guardproxy.context import Context, SessionInfo
+from guardproxy.action import Action
+from guardproxy.context import SessionInfo
 from guardproxy.gate.gate import Answer, Gate
 from guardproxy.gate.responses import NativeAnswer, native_answer
 from guardproxy.intercept.failsafe import (
@@ -41,19 +42,24 @@ from guardproxy.intercept.failsafe import (
 )
 from guardproxy.intercept.flows import ACTION, DECISION, LEARNER, SESSION, http_request
 from guardproxy.intercept.flows import respond as _respond
-from guardproxy.policy import Decision
+from guardproxy.pipeline import LivePipeline, Pipeline, learns_from
 from guardproxy.recognise import recognise
 from guardproxy.recognise.request import HttpRequest, RecogniseSettings
-from guardproxy.session.history import SessionHistory
-from guardproxy.session.names import ResponseLearner, learner_for, resolve
+from guardproxy.session.history import FORWARDED, SessionHistory
+from guardproxy.session.names import ResponseLearner
 from guardproxy.session.registry import SessionRegistry, anonymous_session, session_info
 from guardproxy.store.base import StoreError
 
 log = structlog.get_logger(__name__)
 
+
+class SandboxSessions(Protocol):
+    """Which session a sandbox's source address belongs to (sandboxnet.SandboxClients)."""
+
+    def session_for(self, address: str) -> SessionInfo | None: ...
+
+
 _LOOPBACK = {"127.0.0.1", "::1", "localhost", "0.0.0.0", "::"}  # 0.0.0.0 reaches this host too
-_INLINE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-_READ_BATCH_SECONDS = 0.05
 
 
 class SessionAuth:
@@ -61,19 +67,28 @@ class SessionAuth:
 
     A valid credential on CONNECT covers the whole tunnel; a wrong one gets 407;
     none at all makes the flow part of the client's anonymous session (if allowed).
+    Root-mode enforced sessions (``sandbox``): a flow from a sandbox's address is that
+    session's, whatever credential it carries; a transparent flow from anywhere else
+    is refused.
     """
 
     def __init__(
-        self, registry: SessionRegistry, *, allow_anonymous: bool, failsafe: Failsafe
+        self,
+        registry: SessionRegistry,
+        *,
+        allow_anonymous: bool,
+        failsafe: Failsafe,
+        sandbox: SandboxSessions | None = None,
     ) -> None:
         self._registry = registry
         self._allow_anonymous = allow_anonymous
         self._tunnels: dict[connection.Client, SessionInfo] = {}
+        self._sandbox = sandbox
         self.failsafe = failsafe
 
     @request_hook
     def http_connect(self, flow: http.HTTPFlow) -> None:
-        session = self._authenticate(flow)
+        session = self._sandboxed(flow) or self._authenticate(flow)
         if session is not None:
             self._tunnels[flow.client_conn] = session
 
@@ -84,6 +99,17 @@ class SessionAuth:
         tunnel = self._tunnels.get(flow.client_conn)
         if tunnel is not None:
             flow.metadata[SESSION] = tunnel
+            # the tunnel's credential decides; one sent inside it is never the upstream's
+            flow.request.headers.pop("Proxy-Authorization", None)
+            return
+        if self._sandboxed(flow) is not None:
+            return
+        if isinstance(flow.client_conn.proxy_mode, mode_specs.TransparentMode):
+            flow.response = http.Response.make(
+                403,
+                "guardproxy: this connection comes from no sandbox this guard serves.\n",
+                {"Content-Type": "text/plain"},
+            )
             return
         if not isinstance(flow.client_conn.proxy_mode, mode_specs.RegularMode):
             # reverse listeners carry no proxy credentials
@@ -94,6 +120,16 @@ class SessionAuth:
     @contained_hook
     def client_disconnected(self, client: connection.Client) -> None:
         self._tunnels.pop(client, None)
+
+    def _sandboxed(self, flow: http.HTTPFlow) -> SessionInfo | None:
+        """The session of the sandbox this flow comes from (root mode), if any."""
+        if self._sandbox is None:
+            return None
+        session = self._sandbox.session_for(flow.client_conn.peername[0])
+        if session is not None:
+            flow.request.headers.pop("Proxy-Authorization", None)
+            flow.metadata[SESSION] = session
+        return session
 
     def _authenticate(self, flow: http.HTTPFlow) -> SessionInfo | None:
         header = flow.request.headers.get("Proxy-Authorization", "")
@@ -221,8 +257,7 @@ class ResponseStreaming:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         assert flow.response is not None
         learner = flow.metadata.get(LEARNER)  # passes chunks on, learns names at the end
-        ok = 200 <= flow.response.status_code < 300
-        if isinstance(learner, ResponseLearner) and ok:
+        if isinstance(learner, ResponseLearner) and learns_from(flow.response.status_code):
             flow.response.stream = SafeStream(learner)  # a learner's bug cannot stall it
         else:
             flow.response.stream = True
@@ -232,7 +267,8 @@ class ResponseStreaming:
 
 
 class Guard:
-    """Recognise, decide and apply the decision to each request, before it goes out."""
+    """Decide each request and apply the decision, before it goes out: a thin adapter from
+    mitmproxy flows to the decision pipeline (guardproxy/pipeline/) and the gate."""
 
     def __init__(
         self,
@@ -247,12 +283,10 @@ class Guard:
         self.failsafe = failsafe
         self._gate = gate
         self._settings = settings
-        self._history = history
         self._protected = protected
         self._protected_set: set[tuple[str, int]] = set()
         self._protected_ports: frozenset[int] = frozenset()
-        self._reads: list[tuple[Action, str, str, datetime]] = []
-        self._clock = clock
+        self.pipeline = LivePipeline(Pipeline(gate, settings, history), clock)
 
     @async_request_hook
     async def request(self, flow: http.HTTPFlow) -> None:
@@ -268,58 +302,21 @@ class Guard:
             log.warning("control.refused", session=session.id, host=request.host)
             return
         started = time.perf_counter()
-        if request.method in _INLINE_METHODS and not request.body:
-            # a bodiless read decides in ~0.1 ms; a thread hop would cost more than that
-            action, context, decision = self._decide(request, session)
-        else:
-            action, context, decision = await asyncio.to_thread(self._decide, request, session)
+        verdict = await self.pipeline.decide(request, session)
+        action = verdict.action
         flow.metadata[ACTION] = action  # a failure from here on is refused in its API's format
         self._gate.metrics.decision_latency(time.perf_counter() - started)
-        verdict = await self._gate.handle(request, action, context, decision)
-        if not isinstance(verdict, Answer):  # only the upstream's own answer is its status
-            flow.metadata[DECISION] = verdict.decision_id
+        effect = await self._gate.handle(request, action, verdict.context, verdict.decision)
+        if not isinstance(effect, Answer):  # only the upstream's own answer is its status
+            flow.metadata[DECISION] = effect.decision_id
         # before the request goes out: the next decision of the session must see it
-        outcome = verdict.kind if isinstance(verdict, Answer) else "allow"
-        if action.verb is Verb.READ:
-            # a read changes no resource's history: count it later, in a batch
-            self._queue_read(action, session.id, outcome)
-        else:
-            await asyncio.to_thread(
-                self._history.record, action, session.id, outcome, self._clock()
-            )
-        if isinstance(verdict, Answer):
-            _respond(flow, verdict.answer)
-        elif (learner := learner_for(action, self._history.names)) is not None:
-            flow.metadata[LEARNER] = learner
-
-    def _queue_read(self, action: Action, session_id: str, outcome: str) -> None:
-        self._reads.append((action, session_id, outcome, self._clock()))
-        if len(self._reads) == 1:
-            asyncio.get_running_loop().call_later(_READ_BATCH_SECONDS, self._flush_reads)
-
-    def _flush_reads(self) -> None:
-        batch, self._reads = self._reads, []
-
-        def record_all() -> None:
-            for action, session_id, outcome, at in batch:
-                self._history.record(action, session_id, outcome, at)
-
-        asyncio.get_running_loop().run_in_executor(None, record_all)
-
-    def _decide(
-        self, request: HttpRequest, session: SessionInfo
-    ) -> tuple[Action, Context, Decision]:
-        """Recognise, compute the context and evaluate in one trip off the event loop."""
-        names = self._history.names
-        action = recognise(request, self._settings).each_reading(
-            lambda reading: _with_actor(resolve(reading, names), session, request)
+        learner = await self.pipeline.after(
+            verdict, effect.kind if isinstance(effect, Answer) else FORWARDED
         )
-        bundle = self._gate.bundle  # one bundle for the whole decision, even across a reload
-        if any(self._gate.reads_history(r.verb, bundle) for r in action.all_readings()):
-            context = self._history.context(action, session, self._clock())
-        else:  # no rule could read it: the decision is the same without it
-            context = Context(now=self._clock(), session=session)
-        return action, context, self._gate.decide(action, context, bundle)
+        if isinstance(effect, Answer):
+            _respond(flow, effect.answer)
+        elif learner is not None:
+            flow.metadata[LEARNER] = learner
 
     @connection_hook
     async def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
@@ -420,18 +417,6 @@ def _is_local_address(address: str) -> bool:
         except OSError:
             return False
     return True
-
-
-def _with_actor(action: Action, session: SessionInfo, request: HttpRequest) -> Action:
-    updates: dict[str, object] = {
-        "actor": action.actor.model_copy(update={"session_id": session.id})
-    }
-    claimed = (
-        request.host_header.rsplit(":", 1)[0].strip("[]").lower() if request.host_header else ""
-    )
-    if claimed and claimed != request.host.strip("[]").lower() and action.verb is not Verb.READ:
-        updates["risk_tags"] = [*action.risk_tags, "host-mismatch"]
-    return action.model_copy(update=updates)
 
 
 class Ready:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import socket
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +30,7 @@ from mitmproxy.addons import (
 from mitmproxy.certs import CertStore
 from mitmproxy.master import Master
 
+from guardproxy.broker import Broker
 from guardproxy.config import ProxyConfig, split_host_port
 from guardproxy.gate.gate import Gate
 from guardproxy.intercept.addons import (
@@ -39,12 +41,23 @@ from guardproxy.intercept.addons import (
     ResponseStreaming,
     SessionAuth,
 )
+from guardproxy.intercept.broker import BrokerAuth, BrokerSign
 from guardproxy.intercept.failsafe import Failsafe
+from guardproxy.intercept.sandboxnet import (
+    SandboxClients,
+    SandboxDestinations,
+    SandboxDns,
+    UpstreamAllow,
+)
+from guardproxy.namemap import ROOT_NETWORK, NameAddresses
 from guardproxy.recognise.request import RecogniseSettings
 from guardproxy.session.history import SessionHistory
-from guardproxy.session.registry import SessionRegistry
+from guardproxy.session.registry import SessionRegistry, session_info
+from guardproxy.store.base import Session
 
 log = structlog.get_logger(__name__)
+
+_SANDBOX_MODES = ("regular", "transparent", "dns")
 
 CA_CERT = "mitmproxy-ca-cert.pem"
 CA_KEY = "mitmproxy-ca.pem"
@@ -60,6 +73,24 @@ def ensure_ca(ca_dir: Path) -> Path:
     os.chmod(ca_dir, 0o700)
     CertStore.from_store(str(ca_dir), "mitmproxy", 2048)
     return ca_dir / CA_CERT
+
+
+def _free_ports(host: str, count: int) -> list[int]:
+    """``count`` distinct ports free on ``host`` for TCP and UDP both (mitmproxy refuses
+    two listeners on one ``host:0``)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind((host, 0))
+            port = int(tcp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind((host, port))
+                except OSError:
+                    continue
+        if port not in ports:
+            ports.append(port)
+    return ports
 
 
 def upstream_trust_bundle(config: ProxyConfig) -> Path | None:
@@ -96,8 +127,10 @@ class GuardProxy:
         record_status: Callable[[str, int], None],
         protected: Callable[[], set[tuple[str, int]]],
         clock: Callable[[], datetime],
+        broker: Broker | None = None,
     ) -> None:
         self._config = config
+        self._broker = broker
         self._gate = gate
         self._registry = registry
         self._settings = settings
@@ -107,11 +140,21 @@ class GuardProxy:
         self._clock = clock
         self._master: Master | None = None
         self._task: asyncio.Task[None] | None = None
+        self.sandbox_clients = SandboxClients()
+        self._sandbox_ports: list[int] = []
 
     def _modes(self) -> list[str]:
         host, port = split_host_port(self._config.listen)
         modes = [f"regular@{host}:{port}"]
         modes.extend(f"reverse:{r.upstream}@{host}:{r.port}" for r in self._config.reverse)
+        sandbox = self._config.sandbox_network
+        if sandbox is not None:  # root-mode enforced session: on the veth's host end
+            if not self._sandbox_ports:
+                self._sandbox_ports = _free_ports(sandbox.address, len(_SANDBOX_MODES))
+            modes += [
+                f"{kind}@{sandbox.address}:{port}"
+                for kind, port in zip(_SANDBOX_MODES, self._sandbox_ports, strict=True)
+            ]
         return modes
 
     async def start(self) -> None:
@@ -123,6 +166,12 @@ class GuardProxy:
         master = Master(opts)
         ready = Ready()
         failsafe = Failsafe(self._settings, self._gate.metrics)  # an exception refuses the flow
+        names = NameAddresses(ROOT_NETWORK)  # the sandbox's DNS (root mode)
+        sandbox = (
+            [SandboxDns(names, failsafe=failsafe), SandboxDestinations(names, failsafe=failsafe)]
+            if config.sandbox_network is not None
+            else []
+        )
         master.addons.add(
             core.Core(),
             proxyserver.Proxyserver(),
@@ -130,9 +179,17 @@ class GuardProxy:
             tlsconfig.TlsConfig(),
             upstream_auth.UpstreamAuth(),
             disable_h2c.DisableH2C(),
-            SessionAuth(self._registry, allow_anonymous=config.allow_anonymous, failsafe=failsafe),
+            *sandbox,
+            SessionAuth(
+                self._registry,
+                allow_anonymous=config.allow_anonymous,
+                failsafe=failsafe,
+                sandbox=self.sandbox_clients if config.sandbox_network is not None else None,
+            ),
             Passthrough(config.passthrough_hosts, failsafe=failsafe),
+            UpstreamAllow(config.upstream_allow, failsafe=failsafe),  # before any lookup
             BodyGuard(config.max_body_bytes, self._settings, failsafe=failsafe),
+            *self._broker_auth(failsafe),
             Guard(
                 self._gate,
                 self._settings,
@@ -141,6 +198,7 @@ class GuardProxy:
                 clock=self._clock,
                 failsafe=failsafe,
             ),
+            *self._broker_sign(failsafe),
             ResponseStreaming(self._record_status, failsafe=failsafe),
             ready,
         )
@@ -168,6 +226,16 @@ class GuardProxy:
             raise ProxyStartError(f"guardproxy could not listen on {', '.join(self._modes())}")
         log.info("proxy.listening", addresses=[f"{h}:{p}" for h, p in self.listen_addresses()])
 
+    def _broker_auth(self, failsafe: Failsafe) -> list[BrokerAuth]:
+        """Session credentials authenticated before the decision (none without a broker)."""
+        if self._broker is None:
+            return []
+        return [BrokerAuth(self._broker, self._settings, clock=self._clock, failsafe=failsafe)]
+
+    def _broker_sign(self, failsafe: Failsafe) -> list[BrokerSign]:
+        """Approved requests authenticated upstream with the real credentials."""
+        return [] if self._broker is None else [BrokerSign(self._settings, failsafe=failsafe)]
+
     def reload_upstream_trust(self) -> None:
         """Pick up CAs and client certificates a newly attached session brought."""
         trust = upstream_trust_bundle(self._config)
@@ -179,6 +247,28 @@ class GuardProxy:
             return []
         server = self._master.addons.get("proxyserver")
         return [(a[0], a[1]) for a in server.listen_addrs()]
+
+    def sandbox_ports(self) -> dict[str, int]:
+        """Root mode: the ports of the listeners on the veth's host end, by kind
+        (``regular``, ``transparent``, ``dns`` for TCP, ``dns/udp``)."""
+        sandbox = self._config.sandbox_network
+        if self._master is None or sandbox is None:
+            return {}
+        found: dict[str, int] = {}
+        for instance in self._master.addons.get("proxyserver").servers:
+            kind = instance.mode.type_name
+            if kind not in _SANDBOX_MODES or instance.mode.custom_listen_host != sandbox.address:
+                continue
+            for server in getattr(instance, "_servers", []):
+                if isinstance(server, asyncio.Server):
+                    found.setdefault(kind, server.sockets[0].getsockname()[1])
+                else:  # mitmproxy_rs's UDP server
+                    found.setdefault(f"{kind}/udp", server.getsockname()[1])
+        return found
+
+    def bind_sandbox_client(self, address: str, session: Session) -> None:
+        """Root mode: connections from ``address`` (the sandbox's) are ``session``'s."""
+        self.sandbox_clients.bind(address, session_info(session))
 
     @property
     def port(self) -> int:

@@ -63,6 +63,9 @@ class ApprovalRequirement(_Frozen):
     timeout_seconds: int
     on_timeout: Literal["deny", "escalate"] = "deny"
     grant: str = "once"
+    page: list[str] = Field(
+        default_factory=list, description="`oncall:<schedule>` groups paged when it is held."
+    )
 
     def is_met(self, approvers: Mapping[str, Collection[str]]) -> bool:
         """Whether approvals by ``approvers`` (person -> their groups) release the hold."""

@@ -624,27 +624,28 @@ class _Evaluation:
 
 def combine_approvals(approvals: list[tuple[str, Approval]]) -> ApprovalRequirement:
     """Every requirement must be met; the shortest timeout and narrowest grant apply."""
-    specs = [a for _, a in approvals]
-    grants = [a.grant for a in specs]
-    grant = (
-        "once"
-        if "once" in grants
-        else min(grants, key=lambda g: duration_seconds(g.partition(":")[2]))
-    )
+    return merge_requirements([_requirement(rule, approval) for rule, approval in approvals])
+
+
+def _requirement(rule: str, approval: Approval) -> ApprovalRequirement:
+    """One hold rule's approval block as a requirement of its own."""
     return ApprovalRequirement(
         all_of=[
             RuleApproval(
-                rule=rule, groups=a.groups, quorum=a.quorum, required_groups=a.required_groups
+                rule=rule,
+                groups=approval.groups,
+                quorum=approval.quorum,
+                required_groups=approval.required_groups,
             )
-            for rule, a in approvals
         ],
-        groups=sorted({g for a in specs for g in a.groups}),
-        quorum=max(a.quorum for a in specs),
-        required_groups=sorted({g for a in specs for g in a.required_groups}),
-        prevent_self_approval=any(a.prevent_self_approval for a in specs),
-        timeout_seconds=min(duration_seconds(a.timeout) for a in specs),
-        on_timeout="escalate" if any(a.on_timeout == "escalate" for a in specs) else "deny",
-        grant=grant,
+        groups=sorted(set(approval.groups)),
+        quorum=approval.quorum,
+        required_groups=sorted(set(approval.required_groups)),
+        prevent_self_approval=approval.prevent_self_approval,
+        timeout_seconds=duration_seconds(approval.timeout),
+        on_timeout=approval.on_timeout,
+        grant=approval.grant,
+        page=[approval.page] if approval.page else [],
     )
 
 
@@ -657,8 +658,9 @@ def _unique[M: BaseModel](models: list[M]) -> list[M]:
 
 
 def merge_requirements(requirements: list[ApprovalRequirement]) -> ApprovalRequirement:
-    """Requirements that must all be met at once (holds of several readings): every
-    rule requirement of each, the shortest timeout and the narrowest grant."""
+    """Requirements that must all be met at once (several hold rules, or the holds of
+    several readings): every rule requirement of each, the shortest timeout, the
+    narrowest grant, every page."""
     if len(requirements) == 1:
         return requirements[0]
     grants = [r.grant for r in requirements]
@@ -676,6 +678,7 @@ def merge_requirements(requirements: list[ApprovalRequirement]) -> ApprovalRequi
         timeout_seconds=min(r.timeout_seconds for r in requirements),
         on_timeout="escalate" if any(r.on_timeout == "escalate" for r in requirements) else "deny",
         grant=grant,
+        page=sorted({p for r in requirements for p in r.page}),
     )
 
 

@@ -125,13 +125,53 @@ class NamedExpression(_Doc):
     expression: str
 
 
+ONCALL_PREFIX = "oncall:"
+"""An approval group ``oncall:<schedule>`` is whoever is on call in that schedule at the
+moment of their verdict (schedules are named in guardproxy's configuration)."""
+_SCHEDULE_NAME = re.compile(_NAME)
+
+
+def _check_groups(groups: list[str]) -> list[str]:
+    for group in groups:
+        if group.startswith(ONCALL_PREFIX) and not _SCHEDULE_NAME.match(
+            group.removeprefix(ONCALL_PREFIX)
+        ):
+            raise ValueError(
+                f"{group!r} is not an on-call group; write oncall:<schedule>, the schedule "
+                "named in lower-case letters, digits and - (e.g. oncall:platform-primary)"
+            )
+    return groups
+
+
+def _check_page(page: str) -> str:
+    if not page.startswith(ONCALL_PREFIX):
+        raise ValueError(
+            f"page {page!r} must name an on-call schedule: oncall:<schedule>, one of the groups"
+        )
+    _check_groups([page])
+    return page
+
+
+Groups = Annotated[list[str], AfterValidator(_check_groups)]
+
+
 class Approval(_Doc):
     """Who must approve a held action, and what an approval grants."""
 
-    groups: list[str] = Field(min_length=1, description="Groups whose members may approve.")
+    groups: Groups = Field(
+        min_length=1,
+        description="Groups whose members may approve; `oncall:<schedule>` is whoever is "
+        "on call in that schedule when they give their verdict.",
+    )
     quorum: int = Field(1, ge=1, le=10, description="Distinct people who must approve.")
-    required_groups: list[str] = Field(
+    required_groups: Groups = Field(
         default_factory=list, description="At least one approval must come from each."
+    )
+    page: Annotated[str, AfterValidator(_check_page)] | None = Field(
+        None,
+        description="`oncall:<schedule>` (one of the groups): page whoever is on call there "
+        "when the hold is made, resolve the page when it is decided or expires; with "
+        "`onTimeout: escalate`, the schedule's next level is paged half-way to the time-out.",
     )
     prevent_self_approval: bool = Field(
         True, description="The user who started the session cannot approve its holds."
@@ -145,6 +185,15 @@ class Approval(_Doc):
         description="`once`: the approved request passes once; `session:<duration>`: "
         "identical requests of the session pass for that long.",
     )
+
+    @model_validator(mode="after")
+    def _page_among_groups(self) -> Approval:
+        if self.page is not None and self.page not in self.groups:
+            raise ValueError(
+                f"page {self.page} is not among the approval groups, so the people it pages "
+                f"could not approve; add {self.page} to groups"
+            )
+        return self
 
 
 class Rule(_Doc):

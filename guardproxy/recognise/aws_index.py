@@ -28,7 +28,7 @@ from guardproxy.recognise.aws_models import botocore_version, read_models
 from guardproxy.recognise.aws_spec import ModelSpec, OpSpec, Tables
 from guardproxy.recognise.index_cache import Shared, load_or_build, read_payload, write_payload
 
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2
 """Bump when the pickled layout changes (the source hash catches most changes anyway)."""
 
 _LABEL = re.compile(r"\{([^}]+?)(\+)?\}")

@@ -2,13 +2,22 @@
 
 The protocol is read from the request's shape, not from the model: the same service
 arrives as awsQuery, awsJson or RPC-v2-CBOR depending on the SDK's age (SQS and
-CloudWatch moved from query to JSON; CloudWatch also speaks CBOR), so each encoding is
-tried in turn:
+CloudWatch moved from query to JSON; CloudWatch also speaks CBOR), so every encoding
+is read:
 
 1. ``X-Amz-Target: <targetPrefix>.<Operation>`` -> awsJson;
 2. ``/service/<targetPrefix>/operation/<Operation>`` -> Smithy RPC v2 CBOR;
-3. an ``Action=`` form field (body or query string) -> awsQuery / EC2;
-4. otherwise REST: the method plus the most specific matching URI template.
+3. an ``Action=`` form field (query string or form body) -> awsQuery / EC2;
+4. REST: the method plus the most specific matching URI template.
+
+An SDK request carries exactly one of them. A request that carries several (a target
+header on a REST call, ``Action`` in the query and another in the body, two target
+headers, a method override header) names several operations, and which one a server
+runs depends on how it routes: AWS routes by endpoint and protocol, moto's
+``QueryRouter`` takes the first ``Action`` of the query string then the form body
+(``moto/core/routing.py``), a front end may honour ``X-HTTP-Method-Override`` (no AWS
+one is documented to, and no botocore serialiser sends it). Every one found is
+returned (:class:`Resolution`) and becomes a reading.
 
 Candidate models come from the SigV4 signing name (several models can share one:
 ``s3``/``s3control``, ``rds``/``docdb``/``neptune``), intersected with the models
@@ -21,17 +30,22 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import unquote
 
 from guardproxy.action import Confidence
 from guardproxy.recognise.aws_index import AwsIndex
+from guardproxy.recognise.aws_params import ALIAS, significant
 from guardproxy.recognise.aws_spec import ModelSpec, OpSpec
-from guardproxy.recognise.aws_wire import Credential, HostInfo, form_tree
+from guardproxy.recognise.aws_wire import Credential, HostInfo
 from guardproxy.recognise.request import HttpRequest
 
 _CBOR_PATH = re.compile(r"^/service/([^/]+)/operation/([^/]+)$")
 _REST_PROTOCOLS = frozenset({"rest-json", "rest-xml"})
+_METHOD_OVERRIDES = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
+
+OPERATION = "ambiguous:operation"
+VERSION = "ambiguous:version"
+METHOD_OVERRIDE = "ambiguous:method-override"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +57,6 @@ class Match:
     protocol: str  # json | cbor | query | rest
     confidence: Confidence
     labels: dict[str, str] = field(default_factory=dict)  # member -> URI label value
-    form: dict[str, Any] | None = None  # parsed awsQuery form, minus Action/Version
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,16 +110,65 @@ def _by_target(
     return Unmatched(service, operation)
 
 
-def _by_form(candidates: list[ModelSpec], form: dict[str, Any], action: str) -> Match | None:
-    """awsQuery / EC2: ``Action`` names the operation; ``Version`` picks among siblings."""
-    version = form.get("Version", "")
-    speaking = [m for m in candidates if m.speaks_query and action in m.ops]
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """Every operation the request may invoke (most likely first) and the
+    ambiguities matching found (``ambiguous:*`` tags)."""
+
+    found: tuple[Match | Unmatched, ...]
+    tags: frozenset[str] = frozenset()
+
+
+def form_fields(
+    request: HttpRequest, body_pairs: list[tuple[str, str]] | None
+) -> list[tuple[str, str]]:
+    """The awsQuery fields of a request: query string first, then the form body, as
+    werkzeug's ``request.values`` (which moto routes and parses by) orders them."""
+    return [*request.query, *(body_pairs or ())]
+
+
+def _named(pairs: list[tuple[str, str]]) -> tuple[list[tuple[str, bool]], list[tuple[str, bool]]]:
+    """Distinct values of the ``Action`` and ``Version`` fields, each with whether it
+    came only from a key a lenient server might take for it (other case, list
+    markers: ``action``, ``Action.1``)."""
+    actions: dict[str, bool] = {}
+    versions: dict[str, bool] = {}
+    for key, value in pairs:
+        if key == "Action":
+            actions[value] = False
+        elif key == "Version":
+            versions[value] = False
+        else:
+            lowered = key.lower()
+            if "action" in lowered and significant(key) == "action":
+                actions.setdefault(value, True)
+            elif "version" in lowered and significant(key) == "version":
+                versions.setdefault(value, True)
+    return list(actions.items()), list(versions.items())
+
+
+def _by_form(
+    index: AwsIndex, candidates: list[ModelSpec], action: str, versions: list[str]
+) -> tuple[list[Match], bool]:
+    """awsQuery / EC2: ``Action`` names the operation; ``Version`` picks among siblings.
+
+    With no candidate model (no signature, no AWS host: an emulator reached without
+    credentials) every model speaking the action is a candidate. Returns the matches
+    and whether a ``Version`` was given that no matching model has.
+    """
+    pool = candidates or [
+        m for n in index.tables.by_action.get(action, ()) if (m := index.model(n)) is not None
+    ]
+    speaking = [m for m in pool if m.speaks_query and action in m.ops]
     if not speaking:
-        return None
-    speaking.sort(key=lambda m: 0 if m.api_version == version else 1)
-    model = speaking[0]
-    rest = {k: v for k, v in form.items() if k not in ("Action", "Version")}
-    return Match(model, model.ops[action], "query", Confidence.EXACT, form=rest)
+        return [], False
+    found: list[Match] = []
+    for version in versions or [""]:
+        model = next((m for m in speaking if m.api_version == version), speaking[0])
+        if all(f.model is not model for f in found):
+            found.append(Match(model, model.ops[action], "query", Confidence.EXACT))
+    mismatch = bool(versions) and not any(m.api_version in versions for m in speaking)
+    return found, mismatch
 
 
 def _literal_hits(op: OpSpec, query: dict[str, str]) -> int | None:
@@ -154,8 +216,8 @@ def _rest(
     request: HttpRequest,
     host: HostInfo,
     credential: Credential | None,
+    method: str,
 ) -> Match | None:
-    method = request.method.upper()
     methods: tuple[str, ...] = ("HEAD", "GET") if method == "HEAD" else (method,)
     query = dict(request.query)
     headers = {name for name, _ in request.headers}
@@ -212,14 +274,39 @@ def _rest(
     return Match(model, op, "rest", Confidence.AMBIGUOUS if tied else Confidence.EXACT, labels)
 
 
-def resolve(
+def _methods(request: HttpRequest) -> list[str]:
+    """The request's method, then any other a method-override header names."""
+    methods = [request.method.upper()]
+    for name, value in request.headers:
+        if name in _METHOD_OVERRIDES:
+            for item in value.split(","):
+                method = item.strip().upper()
+                if method and method.isalpha() and method not in methods:
+                    methods.append(method)
+    return methods
+
+
+def _header_items(request: HttpRequest, name: str) -> list[str]:
+    """Every value of header ``name``, and each comma-separated item of one: HTTP lets
+    a proxy or server fold repeated headers into one list (RFC 9110, 5.3), and a
+    server may take either form."""
+    items: list[str] = []
+    for value in request.header_values(name):
+        for raw in (value, *value.split(",")) if "," in value else (value,):
+            item = raw.strip()
+            if item and item not in items:
+                items.append(item)
+    return items
+
+
+def resolve_all(
     index: AwsIndex,
     request: HttpRequest,
     credential: Credential | None,
     host: HostInfo,
     form_pairs: list[tuple[str, str]] | None,
-) -> Match | Unmatched:
-    """The operation ``request`` invokes, or what is known when no model has it.
+) -> Resolution:
+    """Every operation ``request`` may invoke, or what is known when no model has it.
 
     ``form_pairs`` are the decoded ``application/x-www-form-urlencoded`` body fields
     (None when the body is not a form).
@@ -231,34 +318,82 @@ def resolve(
         or (candidates[0].name if candidates else "")
         or (host.prefixes[0] if host.prefixes else "")
     )
+    found: list[Match | Unmatched] = []
+    tags: set[str] = set()
 
-    target = request.header("x-amz-target")
-    if target and "." in target:
-        prefix, _, operation = target.rpartition(".")
-        return _by_target(index, candidates, prefix, operation, fallback)
+    for target in _header_items(request, "x-amz-target"):
+        if "." in target:
+            prefix, _, operation = target.rpartition(".")
+            found.append(_by_target(index, candidates, prefix, operation, fallback))
 
     cbor_path = _CBOR_PATH.match(request.path_only)
     if cbor_path is not None:
         target_prefix, operation = unquote(cbor_path.group(1)), unquote(cbor_path.group(2))
-        found = _by_target(index, candidates, target_prefix, operation, fallback)
-        if isinstance(found, Match):
-            return Match(found.model, found.op, "cbor", found.confidence)
-        return found
+        by_path = _by_target(index, candidates, target_prefix, operation, fallback)
+        if isinstance(by_path, Match):
+            by_path = Match(by_path.model, by_path.op, "cbor", by_path.confidence)
+        found.append(by_path)
 
-    pairs = form_pairs
-    if pairs is None and any(key == "Action" for key, _ in request.query):
-        pairs = request.query
-    if pairs:
-        form = form_tree(pairs)
-        action = form.get("Action")
-        if isinstance(action, str) and action:
-            by_form = _by_form(candidates, form, action)
-            if by_form is not None:
-                return by_form
-            if not any(_REST_PROTOCOLS.intersection(m.protocols) for m in candidates):
-                return Unmatched(fallback, action)
+    pairs = form_fields(request, form_pairs)
+    actions, versions = _named(pairs) if pairs else ([], [])
+    if actions:
+        version_names = [v for v, _alias in versions]
+        rest_spoken = any(_REST_PROTOCOLS.intersection(m.protocols) for m in candidates)
+        spoken = False
+        for action, alias in actions:
+            if not action:
+                continue
+            by_form, mismatch = _by_form(index, candidates, action, version_names)
+            if by_form:
+                spoken = True
+                tags.update({ALIAS} if alias else ())
+                tags.update({VERSION} if mismatch else ())
+            elif not alias and not rest_spoken:
+                found.append(Unmatched(fallback, action))
+            found.extend(by_form)
+        if spoken and len(versions) > 1:
+            tags.add(VERSION)
+        if spoken and any(alias for _v, alias in versions):
+            tags.add(ALIAS)
 
-    rest = _rest(index, candidates, request, host, credential)
-    if rest is not None:
-        return rest
-    return Unmatched(fallback)
+    methods = _methods(request) if any(m.speaks_rest for m in candidates) else []
+    for method in methods:
+        rest = _rest(index, candidates, request, host, credential, method)
+        if rest is not None:
+            if method != methods[0]:
+                tags.add(METHOD_OVERRIDE)
+            found.append(rest)
+
+    if len(found) == 1:
+        return Resolution((found[0],), frozenset(tags))
+    distinct: list[Match | Unmatched] = []
+    seen: set[tuple[str, str, str]] = set()
+    for item in found:
+        key = (
+            (item.model.name, item.op.name, item.protocol)
+            if isinstance(item, Match)
+            else ("", item.service, item.operation)
+        )
+        if key not in seen:
+            seen.add(key)
+            distinct.append(item)
+    if not distinct:
+        return Resolution((Unmatched(fallback),), frozenset(tags))
+    operations = {
+        (i.model.name, i.op.name) if isinstance(i, Match) else (i.service, i.operation)
+        for i in distinct
+    }
+    if len(operations) > 1:
+        tags.add(OPERATION)
+    return Resolution(tuple(distinct), frozenset(tags))
+
+
+def resolve(
+    index: AwsIndex,
+    request: HttpRequest,
+    credential: Credential | None,
+    host: HostInfo,
+    form_pairs: list[tuple[str, str]] | None,
+) -> Match | Unmatched:
+    """The most likely operation ``request`` invokes (see :func:`resolve_all`)."""
+    return resolve_all(index, request, credential, host, form_pairs).found[0]

@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from guardproxy.recognise.aws_names import kebab, member_stem, noun_words, split_operation
-from guardproxy.recognise.aws_spec import Ident, ModelSpec, OpSpec, Tables
+from guardproxy.recognise.aws_spec import (
+    OPAQUE,
+    SCALAR,
+    FormShape,
+    Ident,
+    ModelSpec,
+    OpSpec,
+    Tables,
+)
 
 _RESOURCE_VERBS = frozenset(
     {
@@ -191,16 +199,86 @@ def _choose_ident(
     return best[1] if best is not None else None
 
 
-def _wire_name(member: str, spec: dict[str, Any], shapes: dict[str, Any], protocol: str) -> str:
-    if protocol == "ec2":
-        shape = shapes.get(spec.get("shape", ""), {})
-        if "queryName" in spec:
-            return str(spec["queryName"])
-        name = spec.get("locationName") or shape.get("locationName")
-        if name:
-            return str(name[:1].upper() + name[1:])
-        return member
-    return str(spec.get("locationName", member))
+class _FormShapes:
+    """Form layouts of one model's shapes, as botocore's query or EC2 serialiser writes
+    them (``botocore/serialize.py``, ``QuerySerializer._serialize_type_*`` and
+    ``EC2Serializer``). Structures are shared between the operations that use them; a
+    shape met again while it is being built (a recursive shape) is read as opaque.
+    """
+
+    def __init__(self, shapes: dict[str, Any], protocol: str) -> None:
+        self.shapes = shapes
+        self.ec2 = protocol == "ec2"
+        self.structures: dict[str, FormShape] = {}
+        self.building: set[str] = set()
+
+    def traits(self, ref: dict[str, Any]) -> dict[str, Any]:
+        """A shape reference's serialisation traits: the shape's, overridden by the
+        reference's own (botocore's ``ShapeResolver.resolve_shape_ref``)."""
+        return {**self.shapes.get(ref.get("shape", ""), {}), **ref}
+
+    def name(self, traits: dict[str, Any], default: str) -> str:
+        """``_get_serialized_name``: EC2 prefers ``queryName``, then the capitalised
+        ``locationName``; the query protocol takes ``locationName``."""
+        if self.ec2:
+            if "queryName" in traits:
+                return str(traits["queryName"])
+            location = str(traits.get("locationName", ""))
+            return location[:1].upper() + location[1:] if location else default
+        return str(traits.get("locationName", default))
+
+    def shape(self, ref: dict[str, Any]) -> FormShape:
+        name = str(ref.get("shape", ""))
+        traits = self.traits(ref)
+        kind = traits.get("type", "")
+        if kind == "structure":
+            return self.structure(name)
+        if kind == "list":
+            item_ref = traits.get("member", {})
+            item = self.shape(item_ref)
+            if self.ec2 or traits.get("flattened"):
+                return FormShape("list", item=item, item_path="")
+            return FormShape(
+                "list", item=item, item_path=self.name(self.traits(item_ref), "member")
+            )
+        if kind == "map":
+            key_name = self.name(self.traits(traits.get("key", {})), "key")
+            value_name = self.name(self.traits(traits.get("value", {})), "value")
+            value = self.shape(traits.get("value", {}))
+            item_path = "" if traits.get("flattened") else "entry"
+            return FormShape("map", item=value, item_path=item_path, key_name=key_name,
+                             value_name=value_name)  # fmt: skip
+        return SCALAR
+
+    def structure(self, name: str) -> FormShape:
+        found = self.structures.get(name)
+        if found is not None:
+            return found
+        if name in self.building:
+            return OPAQUE
+        self.building.add(name)
+        fields: list[tuple[str, str, FormShape]] = []
+        for member, ref in self.shapes.get(name, {}).get("members", {}).items():
+            traits = self.traits(ref)
+            wire = self.name(traits, member)
+            sub = self.shape(ref)
+            if (
+                not self.ec2
+                and sub.kind == "list"
+                and traits.get("flattened")
+                and "locationName" in self.traits(traits.get("member", {}))
+            ):
+                # A flattened list whose member is named replaces the member's own
+                # name with it (QuerySerializer._serialize_type_list).
+                wire = self.name(self.traits(traits.get("member", {})), "")
+            fields.append((wire, member, sub))
+        self.building.discard(name)
+        by_wire: dict[str, int] = {}
+        for position, (wire, _member, _sub) in enumerate(fields):
+            by_wire.setdefault(wire, position)
+        shape = FormShape("structure", fields=tuple(fields), by_wire=by_wire)
+        self.structures[name] = shape
+        return shape
 
 
 def _build_model(name: str, model: dict[str, Any]) -> ModelSpec:
@@ -209,6 +287,7 @@ def _build_model(name: str, model: dict[str, Any]) -> ModelSpec:
     protocols = tuple(meta.get("protocols") or [meta.get("protocol", "")])
     form_protocol = "ec2" if "ec2" in protocols else "query"
     speaks_form = "awsQueryCompatible" in meta or any(p in ("query", "ec2") for p in protocols)
+    form_shapes = _FormShapes(shapes, form_protocol) if speaks_form else None
     operations: dict[str, Any] = model.get("operations", {})
 
     nouns = frozenset(
@@ -268,14 +347,26 @@ def _build_model(name: str, model: dict[str, Any]) -> ModelSpec:
             for m, spec in body_members.items()
             if spec.get("locationName") and spec["locationName"] != m
         )
+        form_shape = (
+            form_shapes.structure(str(op.get("input", {}).get("shape", "")))
+            if form_shapes is not None and op.get("input")
+            else None
+        )
         form_names = (
-            tuple(
-                (wire, m)
-                for m, spec in body_members.items()
-                if (wire := _wire_name(m, spec, shapes, form_protocol)) != m
-            )
-            if speaks_form
+            tuple((wire, m) for wire, m, _s in form_shape.fields if wire != m)
+            if form_shape is not None
             else ()
+        )
+        query_lists = frozenset(
+            str(spec.get("locationName", m))
+            for m, spec in members.items()
+            if spec.get("location") == "querystring"
+            and shapes.get(spec.get("shape", ""), {}).get("type") == "list"
+        )
+        query_map = any(
+            spec.get("location") == "querystring"
+            and shapes.get(spec.get("shape", ""), {}).get("type") == "map"
+            for spec in members.values()
         )
         payload = str(input_shape.get("payload", ""))
         if payload:
@@ -309,6 +400,18 @@ def _build_model(name: str, model: dict[str, Any]) -> ModelSpec:
             ident=ident,
             resource=resource,
             express=_static_flag(op, "UseS3ExpressControlEndpoint") and "Bucket" not in members,
+            body_wire={str(spec.get("locationName", m)): m for m, spec in body_members.items()},
+            body_folded=_folded(
+                (str(spec.get("locationName", m)), m) for m, spec in body_members.items()
+            ),
+            located=_folded(
+                (str(spec.get("locationName", m)), m)
+                for m, spec in members.items()
+                if spec.get("location") in ("uri", "querystring", "header")
+            ),
+            query_lists=query_lists,
+            query_map=query_map,
+            form_shape=form_shape,
         )
 
     endpoint_prefix = str(meta.get("endpointPrefix", name))
@@ -323,6 +426,18 @@ def _build_model(name: str, model: dict[str, Any]) -> ModelSpec:
         resource_nouns=nouns,
         ops=ops,
     )
+
+
+def _folded(names: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Lower-cased wire and member names -> member: the spellings a lenient server
+    might take for a member (the first member to claim a spelling keeps it)."""
+    pairs = list(names)
+    out: dict[str, str] = {}
+    for wire, member in pairs:
+        out.setdefault(wire.lower(), member)
+    for _wire, member in pairs:
+        out.setdefault(member.lower(), member)
+    return out
 
 
 def _static_flag(op: dict[str, Any], name: str) -> bool:
@@ -382,6 +497,7 @@ def read_models(
     by_signing: dict[str, list[str]] = defaultdict(list)
     by_prefix: dict[str, list[str]] = defaultdict(list)
     by_target: dict[str, list[str]] = defaultdict(list)
+    by_action: dict[str, list[str]] = defaultdict(list)
     blobs: dict[str, bytes] = {}
     for service_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         name = service_dir.name
@@ -402,10 +518,14 @@ def read_models(
             by_prefix[prefix].append(name)
         if spec.target_prefix:
             by_target[spec.target_prefix].append(name)
+        if spec.speaks_query:
+            for operation in spec.ops:
+                by_action[operation].append(name)
     tables = Tables(
         botocore_version=botocore_version(),
         by_signing={k: tuple(v) for k, v in by_signing.items()},
         by_prefix={k: tuple(v) for k, v in by_prefix.items()},
         by_target={k: tuple(v) for k, v in by_target.items()},
+        by_action={k: tuple(v) for k, v in by_action.items()},
     )
     return tables, blobs

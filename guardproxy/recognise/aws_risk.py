@@ -5,7 +5,8 @@ parameters add to it — a delete without a final snapshot, a forced deletion, a
 protection switched off. Every tag is one of the shared vocabulary the shipped
 policies match (see ``policies/common.yaml``): ``bulk``, ``skip-final-snapshot``,
 ``delete-backups``, ``force``, ``protection-removal``, ``versioning-suspended``,
-``versioned-object-delete``, ``dns-delete``, ``scale-to-zero``, ``audit-disabled``.
+``versioned-object-delete``, ``dns-delete``, ``scale-to-zero``, ``audit-disabled``,
+``remote-shell``.
 
 Parameter names are matched case-insensitively and, where AWS nests them (FSx backup
 settings, EKS scaling configs), at any depth, so one rule covers every service that
@@ -59,6 +60,19 @@ _AUDIT_OFF: frozenset[tuple[str, str]] = frozenset(
     }
 )
 
+_REMOTE_SHELL: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("ssm", "SendCommand"),  # any document, AWS-RunShellScript included: a shell
+        ("ssm", "StartSession"),  # an interactive shell or a port forward
+        ("ssm", "StartAutomationExecution"),  # runbooks run commands on instances
+        ("ecs", "ExecuteCommand"),  # a shell in a running task's container
+        ("ec2-instance-connect", "SendSSHPublicKey"),  # an SSH key for the next minute
+        ("ec2-instance-connect", "SendSerialConsoleSSHPublicKey"),
+    }
+)
+"""Operations that run commands of the caller's choosing on running machines: like
+``kubectl exec``, anything can happen there and the request does not say what."""
+
 
 def _walk(value: Any, depth: int = 0) -> Iterator[tuple[str, Any]]:
     """Every (lower-case key, value) pair in nested dicts and lists."""
@@ -74,7 +88,18 @@ def _walk(value: Any, depth: int = 0) -> Iterator[tuple[str, Any]]:
 
 
 def _values(params: Mapping[str, Any], names: frozenset[str]) -> list[Any]:
-    return [v for k, v in _walk(params) if k in names]
+    """Values of the keys called ``names`` at any depth. A key that holds a list of
+    plain values counts each: an XML element repeated where the shape has one
+    (``<Status>Enabled</Status><Status>Suspended</Status>``) reads as a list, and a
+    server may take any of its items."""
+    out: list[Any] = []
+    for key, value in _walk(params):
+        if key not in names:
+            continue
+        if isinstance(value, list):
+            out.extend(v for v in value if not isinstance(v, (list, Mapping)))
+        out.append(value)
+    return out
 
 
 def truthy(value: Any) -> bool:
@@ -212,6 +237,8 @@ def risk_tags(
 
     if (service, operation) in _AUDIT_OFF:
         tags.append("audit-disabled")
+    if (service, operation) in _REMOTE_SHELL:
+        tags.append("remote-shell")
     return tags
 
 

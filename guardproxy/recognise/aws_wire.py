@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 from guardproxy.recognise import cbor
+from guardproxy.recognise.hosts import canonical_host
 from guardproxy.recognise.request import HttpRequest
 
 _CREDENTIAL = re.compile(r"Credential=([^,\s]+)")
@@ -43,35 +44,79 @@ class Credential:
     service: str
 
 
-def credential_scope(request: HttpRequest) -> Credential | None:
-    """SigV4/SigV4a scope from the Authorization header or a presigned URL's query."""
-    auth = request.header("authorization")
-    credential = ""
-    algorithm = ""
-    if auth.startswith(("AWS4-HMAC-SHA256", "AWS4-ECDSA-P256-SHA256")):
-        algorithm = auth.split(None, 1)[0]
-        found = _CREDENTIAL.search(auth)
-        credential = found.group(1) if found else ""
-    else:
-        query = dict(request.query)
-        credential = query.get("X-Amz-Credential", "")
-        algorithm = query.get("X-Amz-Algorithm", "AWS4-HMAC-SHA256")
-    if not credential:
-        return None
+_SIGV4 = ("AWS4-HMAC-SHA256", "AWS4-ECDSA-P256-SHA256")
+
+
+def _scope(credential: str, algorithm: str, region_set: str) -> Credential | None:
+    """The scope of one ``<key>/<date>/<region>/<service>/aws4_request`` credential
+    (SigV4a has no region in it: the region set header or parameter carries it)."""
     parts = credential.split("/")
     if algorithm == "AWS4-ECDSA-P256-SHA256" and len(parts) >= 4:
-        regions = request.header("x-amz-region-set").split(",")
-        region = regions[0].strip() if regions and regions[0].strip() != "*" else ""
-        return Credential(region=region, service=parts[-2])
+        first = region_set.split(",", maxsplit=1)[0].strip()
+        return Credential(region="" if first == "*" else first, service=parts[-2])
     if len(parts) >= 5:
         return Credential(region=parts[-3], service=parts[-2])
     return None
 
 
+def header_scopes(request: HttpRequest) -> list[Credential]:
+    """Every SigV4/SigV4a scope in the ``Authorization`` header(s), in order.
+
+    A request carries one; two headers, or two ``Credential=`` in one, are not
+    something any SDK sends, and which one a server would verify is undocumented,
+    so each is a reading.
+    """
+    scopes: list[Credential] = []
+    for name, auth in request.headers:
+        if name != "authorization" or not auth.startswith(_SIGV4):
+            continue
+        algorithm = auth.split(None, 1)[0]
+        region_set = request.header("x-amz-region-set") if "ECDSA" in algorithm else ""
+        for credential in _CREDENTIAL.findall(auth):
+            scope = _scope(credential, algorithm, region_set)
+            if scope is not None and scope not in scopes:
+                scopes.append(scope)
+    return scopes
+
+
+def query_scopes(request: HttpRequest) -> list[Credential]:
+    """Every SigV4/SigV4a scope of a presigned URL (``X-Amz-Credential`` in the query)."""
+    values = request.query_values
+    credentials = values.get("X-Amz-Credential")
+    if not credentials:
+        return []
+    algorithm = (values.get("X-Amz-Algorithm") or ["AWS4-HMAC-SHA256"])[0]
+    region_set = (values.get("X-Amz-Region-Set") or [request.header("x-amz-region-set")])[0]
+    scopes: list[Credential] = []
+    for credential in credentials:
+        scope = _scope(credential, algorithm, region_set)
+        if scope is not None and scope not in scopes:
+            scopes.append(scope)
+    return scopes
+
+
+def credential_scopes(request: HttpRequest) -> list[Credential]:
+    """Every distinct SigV4 scope the request carries: header ones first, then the
+    presigned query's. More than one (header and query auth together, two headers,
+    two scopes) makes the service and region ambiguous: S3 rejects a request with
+    both (``InvalidArgument: Only one auth mechanism allowed``), other endpoints
+    and emulators pick one by rules nobody documents."""
+    scopes = header_scopes(request)
+    for scope in query_scopes(request):
+        if scope not in scopes:
+            scopes.append(scope)
+    return scopes
+
+
+def credential_scope(request: HttpRequest) -> Credential | None:
+    """The first SigV4/SigV4a scope (header before presigned query), if any."""
+    scopes = credential_scopes(request)
+    return scopes[0] if scopes else None
+
+
 def is_aws_host(host: str) -> bool:
-    """Whether ``host`` is an AWS API endpoint name."""
-    host = host.lower().rstrip(".")
-    return host.endswith(_AWS_SUFFIXES)
+    """Whether ``host`` is an AWS API endpoint name (any spelling, see ``hosts``)."""
+    return canonical_host(host).endswith(_AWS_SUFFIXES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +140,7 @@ def _region_after(labels: list[str], start: int) -> str:
 @lru_cache(maxsize=4096)
 def parse_host(host: str, known_prefixes: frozenset[str]) -> HostInfo:
     """Endpoint prefix, region, S3 bucket and account from an AWS host name."""
-    host = host.lower().rstrip(".")
+    host = canonical_host(host)
     suffix = next((s for s in _AWS_SUFFIXES if host.endswith(s)), "")
     if not suffix:
         return HostInfo()
@@ -150,12 +195,15 @@ def _parse_labels(labels: list[str], known: Container[str]) -> HostInfo:
 # --------------------------------------------------------------------------- bodies
 
 
-def form_tree(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
-    """Nested parameters from awsQuery/EC2 form fields.
+def form_tree(pairs: Iterable[tuple[str, str]], *, last: bool = False) -> dict[str, Any]:
+    """Nested parameters from awsQuery/EC2 form fields, read leniently.
 
     ``InstanceId.1=a&InstanceId.2=b`` -> {"InstanceId": ["a", "b"]};
     ``Tags.member.1.Key=k`` -> {"Tags": [{"Key": "k"}]}; ``member``/``entry`` list and map
-    markers are dropped and numbered levels become lists.
+    markers are dropped and numbered levels become lists. A key given twice keeps its
+    first value, or its last with ``last``. The strict reading, key by key as
+    botocore writes them, is ``aws_params``'s; this one reads what a lenient server
+    might make of keys botocore never writes.
     """
     root: dict[str, Any] = {}
     for count, (key, value) in enumerate(pairs):
@@ -174,7 +222,10 @@ def form_tree(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
                 node[part] = child
             node = child
         else:
-            node.setdefault(parts[-1], value)
+            if last and not isinstance(node.get(parts[-1]), dict):
+                node[parts[-1]] = value
+            else:
+                node.setdefault(parts[-1], value)
     tree = _listify(root)
     return tree if isinstance(tree, dict) else {}
 
@@ -188,22 +239,71 @@ def _listify(node: Any) -> Any:
     return converted
 
 
-def parse_json(body: bytes) -> Any:
-    """JSON body, or None."""
+class Pairs(list[tuple[Any, Any]]):
+    """A JSON object or CBOR map as its (key, value) pairs in wire order, repeated keys
+    included (``json.loads`` would keep only the last). ``resolve`` turns it into
+    plain values, keeping the first or the last of a repeated key."""
+
+    __slots__ = ("repeated",)
+
+    def __init__(self, pairs: Iterable[tuple[Any, Any]]) -> None:
+        super().__init__(pairs)
+        self.repeated = len({key for key, _ in self}) != len(self)
+
+
+def has_repeats(value: Any, depth: int = 0) -> bool:
+    """Whether any object in ``value`` (a ``Pairs`` tree) repeats a key."""
+    if depth > MAX_XML_DEPTH * 2:
+        return False
+    if isinstance(value, Pairs):
+        return value.repeated or any(has_repeats(v, depth + 1) for _, v in value)
+    if isinstance(value, list):
+        return any(has_repeats(v, depth + 1) for v in value)
+    return False
+
+
+def resolve(value: Any, *, last: bool) -> Any:
+    """Plain dicts and lists from a ``Pairs`` tree; a repeated key keeps its first value,
+    or its last with ``last`` (what ``json.loads`` does)."""
+    if isinstance(value, Pairs):
+        out: dict[Any, Any] = {}
+        for key, item in value:
+            if last or key not in out:
+                out[key] = resolve(item, last=last)
+        return out
+    if isinstance(value, list):
+        return [resolve(item, last=last) for item in value]
+    return value
+
+
+def parse_json_pairs(body: bytes) -> Any:
+    """JSON body as a ``Pairs`` tree, or None when empty or not JSON."""
     if not body.strip():
         return None
     try:
-        return json.loads(body)
+        return json.loads(body, object_pairs_hook=Pairs)
     except (ValueError, RecursionError):
         return None
 
 
-def parse_cbor(body: bytes) -> Any:
-    """CBOR body, or None."""
+def parse_cbor_pairs(body: bytes) -> Any:
+    """CBOR body as a ``Pairs`` tree, or None when not CBOR."""
     try:
-        return cbor.loads(body)
+        return cbor.loads(body, pairs_hook=Pairs)
     except (cbor.CborError, RecursionError, OverflowError, ValueError, struct.error):
         return None
+
+
+def parse_json(body: bytes) -> Any:
+    """JSON body (a repeated key keeps its last value), or None."""
+    found = parse_json_pairs(body)
+    return None if found is None else resolve(found, last=True)
+
+
+def parse_cbor(body: bytes) -> Any:
+    """CBOR body (a repeated key keeps its last value), or None."""
+    found = parse_cbor_pairs(body)
+    return None if found is None else resolve(found, last=True)
 
 
 def _local(tag: str) -> str:

@@ -8,6 +8,17 @@ GET -> ``{Namespace}/{types}/read``, PUT/PATCH -> ``.../write``, DELETE ->
 ``.../delete``, POST ``.../{action}`` -> ``.../{action}/action``. The RBAC string is the
 ``operation``, so policies speak the same vocabulary as Azure role definitions.
 
+The path is read decoded, as ARM reads it: every segment percent-decoded, so
+``roleAssignment%73`` is ``roleAssignments``. Whether an encoded ``/`` (``%2F``) also
+separates segments to ARM is not documented, so such a path is read both ways and both
+readings are decided.
+
+Two requests whose method understates them are read from their body: a deployment in
+``Complete`` mode deletes every resource of its resource group that its template does
+not name, and a deployment stack whose ``actionOnUnmanage`` deletes removes what its
+template no longer names (ARM template deployment modes; deployment stacks,
+``actionOnUnmanage``). Both are bulk destroys of the resource group as well as writes.
+
 The subscription and resource group segments are themselves ``Microsoft.Resources``
 types (``Microsoft.Resources/subscriptions/resourceGroups/delete``); an extension
 resource (a role assignment on a storage account) is named by the *last*
@@ -16,11 +27,13 @@ resource (a role assignment on a storage account) is named by the *last*
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote
 
 from guardproxy.action import Action, Confidence, Provider, Resource, Scope, Verb
-from guardproxy.recognise.common import actor_of, cap, resource_key, summary_of
+from guardproxy.recognise.common import actor_of, cap, decoded_body, resource_key, summary_of
 from guardproxy.recognise.request import HttpRequest
 
 _ARM_HOSTS = frozenset(
@@ -151,6 +164,9 @@ _ACTION_WORDS: dict[str, Verb] = {
     ),
     **dict.fromkeys(("run", "execute", "invoke", "trigger"), Verb.EXECUTE),
     **dict.fromkeys(("purge",), Verb.DESTROY),
+    # POST .../virtualMachineScaleSets/{n}/delete (DeleteInstances),
+    # .../agentPools/{p}/deleteMachines, .../removeNodes...: deletes under another name
+    **dict.fromkeys(("delete", "remove"), Verb.DELETE),
     **dict.fromkeys(("elevate",), Verb.PERMISSION),
 }
 
@@ -213,15 +229,16 @@ def _keyword(segment: str) -> str:
 def _pairs(segments: list[str]) -> tuple[tuple[str, ...], tuple[str, ...], str]:
     """(types, names, trailing segment) of an alternating type/name list."""
     types = tuple(_keyword(s) for s in segments[0::2])
-    names = tuple(unquote(s) for s in segments[1::2])
+    names = tuple(segments[1::2])
     if len(types) > len(names):
         return types[:-1], names, types[-1]
     return types, names, ""
 
 
 def parse_path(path: str) -> ArmPath | None:
-    """The ARM reading of ``path``, or None if it is not a resource path."""
-    segments = [s for s in path.split("/") if s]
+    """The ARM reading of ``path`` (each segment percent-decoded), or None if it is not a
+    resource path."""
+    segments = [unquote(s) for s in path.split("/") if s]
     if not segments:
         return None
     lowered = [s.lower() for s in segments]
@@ -229,7 +246,7 @@ def parse_path(path: str) -> ArmPath | None:
     if lowered[0] == "subscriptions" and len(segments) > 1:
         subscription = segments[1]
         if len(lowered) > 3 and lowered[2] == "resourcegroups":
-            resource_group = unquote(segments[3])
+            resource_group = segments[3]
     providers = max((i for i, s in enumerate(lowered) if s == "providers"), default=-1)
     if providers < 0:
         if lowered == ["tenants"]:
@@ -312,6 +329,8 @@ def _risk_tags(request: HttpRequest, arm: ArmPath, operation: str, verb: Verb) -
         tags.append("protection-removal")
     if arm.trailing.lower() in _SECRET_ACTIONS and operation.endswith("/action"):
         tags.append("secret-read")
+    if verb is not Verb.READ and _scales_to_zero(request, arm):
+        tags.append("scale-to-zero")
     return tags
 
 
@@ -327,12 +346,130 @@ def _unknown(request: HttpRequest, arm: ArmPath | None) -> Action:
     )
 
 
+_SEVERITY = {
+    Verb.UNKNOWN: 7,
+    Verb.DESTROY: 6,
+    Verb.PERMISSION: 5,
+    Verb.DELETE: 4,
+    Verb.EXECUTE: 3,
+    Verb.UPDATE: 2,
+    Verb.CREATE: 1,
+    Verb.READ: 0,
+}
+_ENCODED_SLASH = "ambiguous:encoded-slash"
+
+
+class _Pairs(list[tuple[str, Any]]):
+    """A JSON object as its (key, value) pairs: a key given twice keeps both values."""
+
+
+def _members(node: Any, name: str) -> list[Any]:
+    """Every value of member ``name`` (case-insensitive, as ARM's JSON binding reads it)."""
+    if not isinstance(node, _Pairs):
+        return []
+    return [v for k, v in node if k.lower() == name.lower()]
+
+
+def _body_document(request: HttpRequest) -> Any:
+    """The JSON body as pairs; False when there is none, None when it cannot be read."""
+    body = decoded_body(request)
+    if body is None:
+        return None
+    if not body.strip():
+        return False
+    try:
+        return json.loads(body, object_pairs_hook=_Pairs)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+
+
+_CAPACITY_MEMBERS = frozenset({"capacity", "count", "maxcount", "maxreplicas"})
+"""Members that size a fleet: a VM scale set's or App Service plan's ``sku.capacity``,
+an AKS agent pool's ``count``/``maxCount``, a container app's ``scale.maxReplicas``."""
+
+
+def _sets_capacity_to_zero(node: Any, depth: int = 0) -> bool:
+    """Whether any capacity member anywhere in ``node`` (a few levels deep) is zero."""
+    if depth > 6:
+        return False
+    if isinstance(node, _Pairs):
+        for key, value in node:
+            if key.lower() in _CAPACITY_MEMBERS and value == 0 and value is not False:
+                return True
+            if _sets_capacity_to_zero(value, depth + 1):
+                return True
+    elif isinstance(node, list):
+        return any(_sets_capacity_to_zero(item, depth + 1) for item in node)
+    return False
+
+
+def _scales_to_zero(request: HttpRequest, arm: ArmPath) -> bool:
+    """Whether a PUT/PATCH of a resource sizes it (or one of its pools) to zero."""
+    if request.method.upper() not in ("PUT", "PATCH") or arm.trailing:
+        return False
+    document = _body_document(request)
+    return bool(document) and _sets_capacity_to_zero(document)
+
+
+def _deletes_unmanaged(request: HttpRequest, arm: ArmPath) -> bool | None:
+    """Whether a deployment (stack) write deletes what its template does not name:
+    ``properties.mode`` ``Complete``, or ``properties.actionOnUnmanage`` deleting
+    resources, resource groups or management groups. None when the body cannot be read
+    (it may say either)."""
+    kind = arm.arm_type.lower()
+    if (
+        request.method.upper() not in ("PUT", "PATCH")
+        or arm.trailing
+        or kind
+        not in (
+            "microsoft.resources/deployments",
+            "microsoft.resources/deploymentstacks",
+        )
+    ):
+        return False
+    document = _body_document(request)
+    if document is None or document is False:
+        return None if document is None else False
+    properties = _members(document, "properties")
+    modes = [m for p in properties for m in _members(p, "mode")]
+    if any(isinstance(m, str) and m.lower() == "complete" for m in modes):
+        return True
+    actions = [a for p in properties for a in _members(p, "actionOnUnmanage")]
+    values = [v for a in actions for k in ("resources", "resourceGroups", "managementGroups")
+              for v in _members(a, k)]  # fmt: skip
+    return any(isinstance(v, str) and v.lower() == "delete" for v in values)
+
+
 def recognise_azure(request: HttpRequest) -> Action:
     """The Action for an ARM request (environment is resolved by the caller).
 
-    ``/batch`` (many requests in one JSON body) is not decoded and fails closed.
+    ``/batch`` (many requests in one JSON body) is not decoded and fails closed. A path
+    with an encoded ``/`` is also read with it as a separator; the most dangerous
+    reading comes first.
     """
-    arm = parse_path(request.path_only)
+    path = request.path_only
+    actions = [_recognise_path(request, path)]
+    if "%2f" in path.lower():
+        other = _recognise_path(request, unquote(path))
+        if other != actions[0]:
+            actions.append(other)
+    if len(actions) == 1:
+        return actions[0]
+    actions.sort(key=lambda a: -_SEVERITY[a.verb])
+    marked = [
+        a.model_copy(
+            update={
+                "risk_tags": [*a.risk_tags, _ENCODED_SLASH],
+                "confidence": Confidence.AMBIGUOUS if a.classified else a.confidence,
+            }
+        )
+        for a in actions
+    ]
+    return marked[0].model_copy(update={"readings": marked[1:]})
+
+
+def _recognise_path(request: HttpRequest, path: str) -> Action:
+    arm = parse_path(path)
     if arm is None:
         return _unknown(request, None)
     operation, verb, exact, rtype = _operation(request.method, arm)
@@ -352,7 +489,7 @@ def recognise_azure(request: HttpRequest) -> Action:
     if "locations" in arm.types:
         region = arm.names[arm.types.index("locations")]
     scope = (arm.subscription, arm.resource_group)
-    return Action(
+    action = Action(
         provider=Provider.AZURE,
         service=arm.namespace,
         operation=operation,
@@ -367,3 +504,13 @@ def recognise_azure(request: HttpRequest) -> Action:
         confidence=Confidence.EXACT if exact else Confidence.HEURISTIC,
         truncated=cut,
     )
+    unmanaged = _deletes_unmanaged(request, arm)
+    if unmanaged is False:
+        return action
+    if unmanaged is None:  # a body that may say Complete: unknown, never a plain write
+        wipe = action.model_copy(update={"verb": Verb.UNKNOWN, "confidence": Confidence.UNKNOWN})
+    else:
+        wipe = action.model_copy(
+            update={"verb": Verb.DESTROY, "risk_tags": [*action.risk_tags, "bulk"]}
+        )
+    return wipe.model_copy(update={"readings": [action]})

@@ -9,6 +9,7 @@ malformed raises :class:`CborError` and the caller carries on without parameters
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Any
 
 MAX_DEPTH = 32
@@ -19,11 +20,15 @@ class CborError(ValueError):
     """The bytes are not CBOR this decoder accepts."""
 
 
+PairsHook = Callable[[list[tuple[Any, Any]]], Any]
+
+
 class _Reader:
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, pairs_hook: PairsHook | None = None) -> None:
         self.data = data
         self.pos = 0
         self.items = 0
+        self.pairs_hook = pairs_hook
 
     def take(self, n: int) -> bytes:
         end = self.pos + n
@@ -91,20 +96,20 @@ class _Reader:
         self.take(1)
         return out
 
-    def _map(self, arg: int, depth: int) -> dict[Any, Any]:
-        out: dict[Any, Any] = {}
-        count = 0
-        while (arg >= 0 and count < arg) or (
+    def _map(self, arg: int, depth: int) -> Any:
+        pairs: list[tuple[Any, Any]] = []
+        while (arg >= 0 and len(pairs) < arg) or (
             arg < 0 and self.data[self.pos : self.pos + 1] != b"\xff"
         ):
             key = self.value(depth + 1)
-            if isinstance(key, (list, dict)):
+            if isinstance(key, (list, dict)) or not _hashable(key):
                 raise CborError("unhashable map key")
-            out[key] = self.value(depth + 1)
-            count += 1
+            pairs.append((key, self.value(depth + 1)))
         if arg < 0:
             self.take(1)
-        return out
+        if self.pairs_hook is not None:
+            return self.pairs_hook(pairs)
+        return dict(pairs)  # a repeated key: the last one, as json.loads does
 
     def _simple(self, info: int, arg: int) -> Any:
         if info == 20:
@@ -136,8 +141,21 @@ def _half(bits: int) -> float:
     return -value if bits & 0x8000 else value
 
 
-def loads(data: bytes) -> Any:
-    """Decode one CBOR data item from ``data``."""
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+def loads(data: bytes, *, pairs_hook: PairsHook | None = None) -> Any:
+    """Decode one CBOR data item from ``data``.
+
+    ``pairs_hook``, like ``json.loads``'s ``object_pairs_hook``, receives each map as
+    its list of (key, value) pairs in wire order (repeated keys included) and returns
+    what stands for the map.
+    """
     if not data:
         raise CborError("empty")
-    return _Reader(data).value()
+    return _Reader(data, pairs_hook).value()

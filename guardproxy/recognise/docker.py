@@ -10,6 +10,20 @@ all ``/`` or the Docker socket — escapes the container. Volumes hold data, so
 deleting or pruning them is a destroy; every prune is ``bulk``. ``docker system
 prune`` has no endpoint of its own: the CLI calls the per-collection prunes, and
 each is judged alone.
+
+Parameters are read the way the daemon reads them (moby/moby):
+
+* a boolean query parameter through ``httputils.BoolValue``
+  (``daemon/server/httputils/form.go``): false only for ``""``, ``0``, ``no``,
+  ``false`` and ``none`` after trimming and lower-casing, so ``force=yes`` or
+  ``force=on`` is a forced removal. ``r.FormValue`` takes the first value (form body
+  values before query values); a repeated key is read with every value and any true
+  one counts, as a proxy in front may pick another;
+* the create body through Go's ``encoding/json`` into ``container.CreateRequest``
+  (``daemon/internal/runconfig/config.go: loadJSON``): object keys match struct fields
+  case-insensitively (``hostconfig``, ``PRIVILEGED``; Go also folds the long s,
+  U+017F, to ``s`` and the Kelvin sign, U+212A, to ``k``), and a key given twice is
+  assigned twice, the last one staying; every value any such key gives is read.
 """
 
 from __future__ import annotations
@@ -17,6 +31,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+from urllib.parse import parse_qsl
 
 from guardproxy.action import Action, Confidence, Provider, Resource, Verb
 from guardproxy.recognise.common import actor_of, cap, decoded_body, resource_key, summary_of
@@ -45,7 +60,8 @@ _COLLECTIONS = frozenset(
 )
 _SYSTEM_PATHS = {"_ping": "system.ping", "version": "system.version", "info": "system.info"}
 _SYSTEM_PATHS |= {"events": "system.events", "auth": "system.auth", "commit": "images.commit"}
-_TRUE = frozenset({"1", "true", "True", "t"})
+_FALSE = frozenset({"", "0", "no", "false", "none"})
+"""The only values ``httputils.BoolValue`` reads as false (trimmed, lower-cased)."""
 _DANGEROUS_CAPS = frozenset({"ALL", "SYS_ADMIN", "CAP_SYS_ADMIN", "SYS_MODULE", "SYS_PTRACE"})
 _ESCAPE_SOURCES = ("/", "/var/run/docker.sock", "/run/docker.sock", "/proc", "/sys", "/etc")
 _DOCKER_PORTS = frozenset({2375, 2376})
@@ -141,6 +157,8 @@ def _route(method: str, parts: list[str]) -> tuple[str, str, str]:
     if len(rest) == 1:
         if rest[0] in ("create", "prune", "json", "load", "search", "get", "init", "join"):
             return head, "list" if rest[0] == "json" else rest[0], ""
+        if (head, rest[0]) == ("plugins", "pull"):
+            return head, "pull", ""  # POST /plugins/pull installs a plugin (no name in the path)
         if head == "swarm":
             return head, rest[0], ""
         return head, _method_action(method), rest[0]
@@ -163,49 +181,94 @@ def _method_action(method: str) -> str:
     )
 
 
-def _body(request: HttpRequest) -> dict[str, Any]:
+def _bool_values(request: HttpRequest, key: str) -> list[bool]:
+    """``key`` as ``httputils.BoolValue`` reads it, once per value given (form body
+    values first, as ``r.ParseForm`` puts them before the query's)."""
+    values: list[str] = []
+    form = "x-www-form-urlencoded" in request.header("content-type").lower()
+    if form and request.method.upper() in ("POST", "PUT", "PATCH"):
+        body = decoded_body(request) or b""
+        pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+        values += [v for k, v in pairs if k == key]
+    values += request.query_values.get(key, [])
+    return [v.strip().lower() not in _FALSE for v in values]
+
+
+def _flag(request: HttpRequest, key: str) -> bool:
+    """Whether any reading of boolean parameter ``key`` is true."""
+    return any(_bool_values(request, key))
+
+
+class _Pairs(list[tuple[str, Any]]):
+    """A JSON object as its (key, value) pairs in order: Go assigns every one."""
+
+
+def _go_fold(name: str) -> str:
+    """``encoding/json``'s ``foldName``: ASCII upper-cased, other runes folded, so
+    the long s (U+017F) matches ``S`` and the Kelvin sign (U+212A) ``K``."""
+    return "".join(c.upper() if c.isascii() else c.lower().upper() for c in name)
+
+
+def _fields(node: Any, name: str) -> list[Any]:
+    """Every value Go's decoder assigns to struct field ``name`` from object ``node``:
+    each key equal to it or equal under case folding, in order (the last one stays)."""
+    if not isinstance(node, _Pairs):
+        return []
+    wanted = _go_fold(name)
+    return [v for k, v in node if k == name or _go_fold(k) == wanted]
+
+
+def _strings(values: list[Any]) -> list[str]:
+    """The strings of list-valued fields (``Binds``, ``CapAdd``)."""
+    return [s for v in values if isinstance(v, list) for s in v if isinstance(s, str)]
+
+
+def _body(request: HttpRequest) -> _Pairs:
     body = decoded_body(request)
     if body is None:
         raise DockerError("body too large or undecodable")
     if not body.strip():
-        return {}
+        return _Pairs()
     try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        document = json.loads(body, object_pairs_hook=_Pairs)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise DockerError("body is not JSON") from exc
-    if not isinstance(document, dict):
+    if not isinstance(document, _Pairs):
         raise DockerError("body is not a JSON object")
     return document
 
 
-def _mount_sources(host_config: dict[str, Any]) -> list[str]:
+def _mount_sources(host_configs: list[Any]) -> list[str]:
     """Host paths bind-mounted by ``Binds`` (``src:dst[:opts]``) and ``Mounts``."""
     sources: list[str] = []
-    for bind in host_config.get("Binds") or []:
-        if isinstance(bind, str) and bind.startswith("/"):
-            sources.append(bind.split(":", 1)[0])
-    for mount in host_config.get("Mounts") or []:
-        if isinstance(mount, dict) and str(mount.get("Type", "")).lower() == "bind":
-            sources.append(str(mount.get("Source", "")))
+    for host_config in host_configs:
+        for bind in _strings(_fields(host_config, "Binds")):
+            if bind.startswith("/"):
+                sources.append(bind.split(":", 1)[0])
+        for mounts in _fields(host_config, "Mounts"):
+            for mount in mounts if isinstance(mounts, list) else []:
+                kinds = [str(t).lower() for t in _fields(mount, "Type")]
+                if "bind" in kinds:
+                    sources += [str(s) for s in _fields(mount, "Source")] or [""]
     return sources
 
 
-def container_risks(body: dict[str, Any]) -> list[str]:
-    """Risk tags of a ``containers/create`` body."""
-    host_config = body.get("HostConfig") or {}
-    if not isinstance(host_config, dict):
+def container_risks(body: _Pairs) -> list[str]:
+    """Risk tags of a ``containers/create`` body (every value Go may assign counts)."""
+    host_configs = [h for h in _fields(body, "HostConfig") if h is not None]
+    if any(not isinstance(h, _Pairs) for h in host_configs):
         raise DockerError("HostConfig is not an object")
     tags: list[str] = []
-    caps = {str(c).upper() for c in host_config.get("CapAdd") or []}
-    sources = _mount_sources(host_config)
+    caps = {c.upper() for h in host_configs for c in _strings(_fields(h, "CapAdd"))}
+    sources = _mount_sources(host_configs)
     escapes = any(s.rstrip("/") in ("", *_ESCAPE_SOURCES) for s in sources)
-    if host_config.get("Privileged") is True or caps & _DANGEROUS_CAPS or escapes:
+    privileged = any(v is True for h in host_configs for v in _fields(h, "Privileged"))
+    if privileged or caps & _DANGEROUS_CAPS or escapes:
         tags.append("privileged")
     if sources:
         tags.append("host-mount")
-    if any(
-        host_config.get(k) == "host" for k in ("PidMode", "IpcMode", "NetworkMode", "UsernsMode")
-    ):
+    modes = ("PidMode", "IpcMode", "NetworkMode", "UsernsMode")
+    if any(v == "host" for h in host_configs for k in modes for v in _fields(h, k)):
         tags.append("host-namespace")
     return tags
 
@@ -232,11 +295,11 @@ def recognise_docker(request: HttpRequest) -> Action:
         _body(request)  # a malformed exec body is not something to guess about
     if action == "prune":
         tags.append("bulk")
-    if action == "delete" and query.get("force", "") in _TRUE:
+    if action == "delete" and _flag(request, "force"):
         tags.append("force")
-    if (collection, action) == ("containers", "delete") and query.get("v", "") in _TRUE:
+    if (collection, action) == ("containers", "delete") and _flag(request, "v"):
         tags.append("delete-volumes")
-    if (collection, action) == ("swarm", "leave") and query.get("force", "") in _TRUE:
+    if (collection, action) == ("swarm", "leave") and _flag(request, "force"):
         tags.append("force")
     known = (collection, action) in _VERBS or method in ("GET", "HEAD")
     if verb is Verb.UNKNOWN:

@@ -18,7 +18,9 @@ Selectors (keys of ``RecogniseSettings.environments``), most specific first:
 * ``host:<glob>`` on the destination host (or ``host:port``)
 
 Names read by the heuristic: the resource and namespace for AWS, Kubernetes, GCP and
-Azure; the repository and its owner for GitHub and git (``acme/prod-web`` -> prod); the
+Azure, and the container a resource lives in (a GCP project, an Azure resource group;
+for an S3 object its bucket, never its key, which names a path inside it); the
+repository and its owner for GitHub and git (``acme/prod-web`` -> prod); the
 daemon's host name and the container, volume, network, service, secret or config for
 Docker (``prod-data`` -> prod), not images (a tag names a build) nor the name a create
 gives (the agent chose it). Git refs are never read: a branch called ``test-fix`` says
@@ -48,6 +50,10 @@ _NAME_TOKENS: dict[str, Environment] = {
     "sandbox": Environment.DEV,
 }
 
+# Tokens that are also top-level domains (.dev is a gTLD, .test reserved by RFC 2606):
+# as the last label of a dotted name they are a domain, not an environment.
+_TLD_TOKENS = frozenset({"dev", "test"})
+
 # When several names point different ways, the most dangerous reading wins.
 _SEVERITY = {Environment.PROD: 3, Environment.STAGING: 2, Environment.DEV: 1}
 
@@ -75,11 +81,19 @@ def environment_from_names(names: Iterable[str]) -> Environment:
     """The environment a set of names suggests, by whole tokens (``prod-calc`` -> prod)."""
     best = Environment.UNKNOWN
     for name in names:
-        for token in _TOKEN_SPLIT.split(name.lower()):
+        for token in _TOKEN_SPLIT.split(_without_tld(name.lower())):
             found = _NAME_TOKENS.get(token)
             if found is not None and _SEVERITY[found] > _SEVERITY.get(best, 0):
                 best = found
     return best
+
+
+def _without_tld(name: str) -> str:
+    """``name`` without a last dotted label that is a top-level domain (see above)."""
+    head, dot, last = name.rstrip(".").rpartition(".")
+    if dot and head and last in _TLD_TOKENS:
+        return head
+    return name
 
 
 def _path_prefixes(path: str) -> list[str]:
@@ -173,5 +187,10 @@ def resolve_environment(action: Action, environments: Mapping[str, str]) -> Envi
         return environment_from_names([daemon, *([action.resource.name] if named else [])])
     if action.provider not in _NAMED_PROVIDERS:
         return Environment.UNKNOWN
-    names = [action.resource.name or action.resource.id, action.scope.namespace]
+    name = action.resource.name or action.resource.id
+    if action.resource.type == "aws:s3:object":
+        name = name.split("/", 1)[0]  # the bucket: a key names a path, not an environment
+    names = [name, action.scope.namespace, action.scope.resource_group]
+    if action.provider is Provider.GCP:
+        names.append(action.scope.project)
     return environment_from_names(n for n in names if n)

@@ -7,12 +7,20 @@ method's last segment (Google's API design guide fixes a small vocabulary: get,
 list, create, update, delete, plus custom verbs), the scope from the path
 parameters. gRPC requests (``/google.<pkg>.<Service>/<Method>``) are not modelled and
 fail closed.
+
+Where the request can be read more than one way, every reading is decided: a query
+parameter given twice (``validateOnly=false&validateOnly=true``) is a dry run only when
+every value says so and forced when any does; an ``X-HTTP-Method-Override`` header
+(which Google's front end honours, e.g. the Cloud Storage JSON API documents it) makes
+the overriding method a further reading, the most dangerous first.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
+from typing import Any
 from urllib.parse import unquote
 
 from guardproxy.action import Action, Confidence, Provider, Resource, Scope, Verb
@@ -242,13 +250,84 @@ def _resource_name(match: RouteMatch, request: HttpRequest) -> str:
     return unquote(list(match.params.values())[-1].rsplit("/", 1)[-1])
 
 
+_METHOD_OVERRIDES = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
+METHOD_OVERRIDE = "ambiguous:method-override"
+_SEVERITY = {
+    Verb.UNKNOWN: 7,
+    Verb.DESTROY: 6,
+    Verb.PERMISSION: 5,
+    Verb.DELETE: 4,
+    Verb.EXECUTE: 3,
+    Verb.UPDATE: 2,
+    Verb.CREATE: 1,
+    Verb.READ: 0,
+}
+
+
+def _any_true(request: HttpRequest, key: str) -> bool:
+    return any(v in _TRUE for v in request.query_values.get(key, ()))
+
+
+def _all_true(request: HttpRequest, key: str) -> bool:
+    values = request.query_values.get(key, ())
+    return bool(values) and all(v in _TRUE for v in values)
+
+
+# Settings whose off value removes a deletion protection (Compute and Cloud SQL
+# ``deletionProtection``/``settings.deletionProtectionEnabled``, Bigtable and Cloud Run
+# ``deletionProtection``, Spanner ``enableDropProtection``, Firestore
+# ``deleteProtectionState``), in the query or anywhere in the body.
+_PROTECTION_FLAGS = frozenset(
+    {"deletionprotection", "deletionprotectionenabled", "enabledropprotection"}
+)
+_PROTECTION_OFF = frozenset({"false", "0", "delete_protection_disabled"})
+
+
+def _json_pairs(request: HttpRequest) -> list[tuple[str, Any]]:
+    """Every (lower-case key, value) pair anywhere in a JSON body (a key given twice
+    keeps both); none when there is no readable JSON body."""
+    body = decoded_body(request, limit=256 * 1024)
+    if not body:
+        return []
+    pairs: list[tuple[str, Any]] = []
+
+    def keep(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        pairs.extend((k.lower(), v) for k, v in items)
+        return dict(items)
+
+    try:
+        json.loads(body, object_pairs_hook=keep)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return []
+    return pairs
+
+
+def _off(value: Any) -> bool:
+    return value is False or (isinstance(value, str) and value.lower() in _PROTECTION_OFF)
+
+
+def _protection_removed(request: HttpRequest, pairs: list[tuple[str, Any]]) -> bool:
+    query = [(k.lower(), v) for k, v in request.query]
+    flags = [v for k, v in [*query, *pairs] if k in _PROTECTION_FLAGS]
+    states = [v for k, v in pairs if k == "deleteprotectionstate"]
+    return any(_off(v) for v in [*flags, *states])
+
+
 def _risk_tags(request: HttpRequest, method_id: str, verb: Verb) -> list[str]:
-    query = dict(request.query)
     last = method_id.rsplit(".", 1)[-1]
     tags: list[str] = []
+    if verb not in (Verb.READ, Verb.CREATE):
+        pairs = _json_pairs(request)
+        if _protection_removed(request, pairs):
+            tags.append("protection-removal")
+        versioning = [v for k, v in pairs if k == "versioning"]
+        if method_id in ("storage.buckets.patch", "storage.buckets.update") and any(
+            isinstance(v, dict) and v.get("enabled") is False for v in versioning
+        ):
+            tags.append("versioning-suspended")
     if _leading_word(last) in ("batch", "bulk") and verb is not Verb.READ:
         tags.append("bulk")
-    if query.get("force") in _TRUE or query.get("deleteContents") in _TRUE:
+    if _any_true(request, "force") or _any_true(request, "deleteContents"):
         tags.append("force")
     if method_id.startswith("secretmanager.") and last == "access":
         tags.append("secret-read")
@@ -278,11 +357,43 @@ def _unmatched(request: HttpRequest, service: str, region: str) -> Action:
     )
 
 
+def _overrides(request: HttpRequest) -> list[str]:
+    """Methods a method-override header names other than the request's own."""
+    method = request.method.upper()
+    found = (
+        item.strip().upper()
+        for name, value in request.headers
+        if name in _METHOD_OVERRIDES
+        for item in value.split(",")
+    )
+    return list(dict.fromkeys(m for m in found if m and m != method))
+
+
 def recognise_gcp(request: HttpRequest, index: GcpIndex | None = None) -> Action:
     """The Action for a Google API request (environment is resolved by the caller).
 
-    ``index`` defaults to the process-wide discovery index.
+    ``index`` defaults to the process-wide discovery index. A method override is a
+    further reading (see the module docstring).
     """
+    overrides = _overrides(request)
+    action = _recognise_one(request, index)
+    if not overrides:
+        return action
+    actions = [action, *(_recognise_one(replace(request, method=m), index) for m in overrides)]
+    actions.sort(key=lambda a: -_SEVERITY[a.verb])
+    marked = [
+        a.model_copy(
+            update={
+                "risk_tags": [*a.risk_tags, METHOD_OVERRIDE],
+                "confidence": Confidence.AMBIGUOUS if a.classified else a.confidence,
+            }
+        )
+        for a in actions
+    ]
+    return marked[0].model_copy(update={"readings": marked[1:]})
+
+
+def _recognise_one(request: HttpRequest, index: GcpIndex | None) -> Action:
     if _is_token_exchange(request):
         return Action(
             provider=Provider.GCP,
@@ -319,7 +430,6 @@ def recognise_gcp(request: HttpRequest, index: GcpIndex | None = None) -> Action
         confidence = Confidence.AMBIGUOUS
     else:
         confidence = Confidence.EXACT if exact else Confidence.HEURISTIC
-    validate_only = dict(request.query).get("validateOnly", "")
     return Action(
         provider=Provider.GCP,
         service=spec.api,
@@ -333,6 +443,6 @@ def recognise_gcp(request: HttpRequest, index: GcpIndex | None = None) -> Action
         actor=actor_of(request),
         request=summary_of(request),
         confidence=confidence,
-        dry_run=validate_only in _TRUE,
+        dry_run=_all_true(request, "validateOnly"),
         truncated=cut,
     )

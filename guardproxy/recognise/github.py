@@ -107,9 +107,27 @@ _GUARD_FIELDS = ("required_status_checks", "required_pull_request_reviews", "res
 _GUARD_FLAGS = ("enforce_admins", "required_linear_history", "required_signatures")
 _ALLOW_FLAGS = ("allow_force_pushes", "allow_deletions")
 
+# Ruleset updates (PUT, the whole ruleset: enforcement, target, conditions, bypass
+# actors, rules; GitHub REST "Update a repository/organization ruleset"). A ruleset that
+# stops being enforced, enforces no rule, or changes what it applies to or who may
+# bypass it guards less than before: as much a protection removal as deleting it.
+_RULESET_UPDATES = frozenset({"repos/update-repo-ruleset", "repos/update-org-ruleset"})
+_RULESET_SCOPE_FIELDS = ("target", "conditions", "bypass_actors")
+
 # Operations whose danger is in the body; only these bodies are parsed (others may be
 # release assets or other binary uploads).
-_BODY_OPERATIONS = frozenset({"git/update-ref", "repos/update-branch-protection", "repos/update"})
+_BODY_OPERATIONS = frozenset(
+    {
+        "git/update-ref",
+        "repos/update-branch-protection",
+        "repos/update",
+        "orgs/update",
+        *_RULESET_UPDATES,
+    }
+)
+# ``PATCH /orgs/{org}`` fields that set what every member may do in every repository
+# (GitHub REST "Update an organization"): a permission change under an update's name.
+_ORG_PERMISSION_FIELDS = ("default_repository_permission",)
 
 _PLURALS = {"repos": "repository", "branches": "branch", "statuses": "status", "aliases": "alias"}
 
@@ -311,6 +329,18 @@ def _protection_weakened(body: Any) -> bool:
     return any(body.get(k) is True for k in _ALLOW_FLAGS)
 
 
+def _ruleset_body_weakened(body: Any) -> bool:
+    """A ruleset update that is not enforced (``disabled``, ``evaluate``), has no rules,
+    or changes the refs it targets or who may bypass it."""
+    if not isinstance(body, dict):
+        return False
+    if "enforcement" in body and body["enforcement"] != "active":
+        return True
+    if "rules" in body and not body["rules"]:
+        return True
+    return any(k in body for k in _RULESET_SCOPE_FIELDS)
+
+
 def _rest_verb_and_tags(
     operation: str, method: str, params: dict[str, str], body: Any
 ) -> tuple[Verb, list[str]]:
@@ -333,6 +363,12 @@ def _rest_verb_and_tags(
         return Verb.UPDATE, tags
     if operation == "repos/update-branch-protection":
         return Verb.UPDATE, ["protection-removal"] if _protection_weakened(body) else []
+    if operation in _RULESET_UPDATES:
+        return Verb.UPDATE, ["protection-removal"] if _ruleset_body_weakened(body) else []
+    if operation == "orgs/update" and isinstance(body, dict):
+        if any(k in body for k in _ORG_PERMISSION_FIELDS):
+            return Verb.PERMISSION, tags
+        return Verb.UPDATE, tags
     if operation == "repos/update" and isinstance(body, dict):
         if body.get("archived") is True:
             tags.append("archive")
@@ -443,7 +479,18 @@ _GQL_GUARD_FLAGS = (
     "requiresLinearHistory",
     "requiresCommitSignatures",
 )
+# UpdateBranchProtectionRuleInput fields that move the rule off the branches it guards
+# (``pattern``) or exempt actors from it: any value given guards less, or other refs.
+_GQL_RULE_SCOPE = (
+    "pattern",
+    "bypassForcePushActorIds",
+    "bypassPullRequestActorIds",
+    "pushActorIds",
+)
 _GQL_UNENFORCED = frozenset({"DISABLED", "EVALUATE"})  # RuleEnforcement values that guard nothing
+# UpdateRepositoryRulesetInput fields that change which refs a ruleset applies to or who
+# may bypass it.
+_GQL_RULESET_SCOPE = ("target", "conditions", "bypassActors")
 _GQL_EXECUTE = frozenset({"approveDeployments", "rerequestCheckSuite"})
 _GQL_PERMISSIONS = frozenset({"updateTeamsRepository", "accessUserNamespaceRepository"})
 _GQL_PERMISSION = re.compile(
@@ -491,11 +538,17 @@ def _has_true(value: Any, key: str) -> bool:
 def _branch_protection_weakened(arguments: dict[str, Any]) -> bool:
     if any(_has_true(arguments, k) for k in _GQL_ALLOW_FLAGS):
         return True
+    if any(True for k in _GQL_RULE_SCOPE for _ in _values(arguments, k)):
+        return True
+    if any(v == 0 for v in _values(arguments, "requiredApprovingReviewCount")):
+        return True
     return any(v is False or v is None for k in _GQL_GUARD_FLAGS for v in _values(arguments, k))
 
 
 def _ruleset_weakened(arguments: dict[str, Any]) -> bool:
     if any(v in _GQL_UNENFORCED for v in _values(arguments, "enforcement")):
+        return True
+    if any(True for k in _GQL_RULESET_SCOPE for _ in _values(arguments, k)):
         return True
     return any(v == [] or v is None for v in _values(arguments, "rules"))
 

@@ -344,6 +344,10 @@ def _verb_class(info: RequestInfo, group: str) -> Verb:
     if verb in ("update", "patch"):
         if resource == "certificatesigningrequests" and sub == "approval":
             return Verb.PERMISSION
+        if resource == "pods" and sub == "ephemeralcontainers":
+            # kubectl debug: a container with any command and the pod's volumes and
+            # process namespace runs inside a running pod, as an exec does
+            return Verb.EXECUTE
         return Verb.UPDATE
     if verb == "delete":
         if not sub and (group, resource) in _DESTROY_RESOURCES:

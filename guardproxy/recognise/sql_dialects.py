@@ -29,8 +29,16 @@ from guardproxy.recognise.sql_statement import DYNAMIC, TAUTOLOGY, Part, SqlErro
 
 __all__ = ["DIALECTS", "read_dialect"]
 
-DIALECTS = {"bigquery": "bigquery", "snowflake": "snowflake", "databricks": "databricks"}
-"""Carrier -> sqlglot dialect."""
+DIALECTS = {
+    "bigquery": "bigquery",
+    "snowflake": "snowflake",
+    "databricks": "databricks",
+    # the engines behind the AWS data APIs (recognise/aws_payload.py)
+    "mysql": "mysql",
+    "redshift": "redshift",
+    "athena": "athena",
+}
+"""Carrier (or engine) -> sqlglot dialect."""
 
 # sqlglot logs a warning for every statement it falls back to a Command for; the
 # recogniser reports that itself (the part is tagged `unparsed`).

@@ -8,7 +8,15 @@ A run's danger is in its body, not its URL: ``is-destroy`` makes it a destroy (v
 destroy, ``destroy-run``), ``auto-apply`` skips the human plan review, and
 ``replace-addrs`` destroys and re-creates the named objects. An apply
 (``runs/{id}/actions/apply``) is when a reviewed plan takes effect; what it does is in
-the plan, not the request, so it stays heuristic.
+the plan, not the request, so it stays heuristic. A workspace update that schedules a
+destroy (``auto-destroy-at``, ``auto-destroy-activity-duration``: HCP Terraform queues a
+destroy run of everything the workspace manages then) is a destroy too.
+
+Attributes are read the way a Rails JSON:API backend may read them, every reading
+counted: a key in any spelling that ``underscore`` makes the same name (``is-destroy``,
+``is_destroy``, ``isDestroy``), every value of a key given twice, and a boolean as
+``ActiveModel::Type::Boolean`` casts it (anything but ``false``, ``0``, ``"f"``,
+``"false"``, ``"off"`` and their capitalised forms, ``nil`` or ``""`` is true).
 """
 
 from __future__ import annotations
@@ -59,9 +67,55 @@ _OVERRIDES: dict[str, tuple[Verb, tuple[str, ...]]] = {
     "team-projects.delete": (Verb.PERMISSION, ()),
     "team-members.create": (Verb.PERMISSION, ()),
     "team-members.delete": (Verb.PERMISSION, ()),
+    "organization-memberships.create": (Verb.PERMISSION, ()),  # invites a user
+    "organization-memberships.delete": (Verb.PERMISSION, ()),
     "authentication-token.create": (Verb.PERMISSION, ()),
 }
 _EXACT = frozenset({*_OVERRIDES, "runs.create", "workspaces.create", "workspaces.update"})
+
+
+_RAILS_FALSE = frozenset({"0", "f", "F", "false", "FALSE", "off", "OFF"})
+"""ActiveModel::Type::Boolean::FALSE_VALUES (strings; ``false`` and ``0`` are below)."""
+_SCHEDULED_DESTROY = ("auto-destroy-at", "auto-destroy-activity-duration")
+
+
+class _Pairs(list[tuple[str, Any]]):
+    """A JSON object as its (key, value) pairs: a key given twice keeps both values."""
+
+
+def _underscore(key: str) -> str:
+    """ActiveSupport's ``String#underscore`` (the key transform of Rails JSON:API
+    deserialisers): ``is-destroy``, ``isDestroy`` and ``IS_DESTROY`` are ``is_destroy``."""
+    key = re.sub(r"([A-Z\d]+)([A-Z][a-z])", r"\1_\2", key)
+    key = re.sub(r"([a-z\d])([A-Z])", r"\1_\2", key)
+    return key.replace("-", "_").lower()
+
+
+def _all(node: Any, key: str) -> list[Any]:
+    """Every value of attribute ``key`` in any spelling Rails reads as the same name."""
+    if not isinstance(node, _Pairs):
+        return []
+    wanted = _underscore(key)
+    return [v for k, v in node if _underscore(k) == wanted]
+
+
+def _rails_true(value: Any) -> bool:
+    """``ActiveModel::Type::Boolean#cast``: nil and "" are nil, the false values false,
+    anything else true."""
+    if value is None or value is False or value == "":
+        return False
+    if isinstance(value, (int, float)) and value == 0:
+        return False
+    return not (isinstance(value, str) and value in _RAILS_FALSE)
+
+
+def _any_true(node: Any, key: str) -> bool:
+    return any(_rails_true(v) for v in _all(node, key))
+
+
+def _given(node: Any, key: str) -> bool:
+    """Whether ``key`` is set to a value (not null, not empty) in any reading."""
+    return any(v not in (None, "") for v in _all(node, key))
 
 
 class TfcError(ValueError):
@@ -91,6 +145,12 @@ def _route(method: str, parts: list[str]) -> tuple[str, dict[str, str]]:
         parts = parts[2:]
         if len(parts) >= 2 and parts[0] == "workspaces":
             ids["workspace"] = parts[1]
+    if len(parts) == 4 and parts[0] == "teams" and parts[2] == "relationships":
+        # Team membership: POST/DELETE /teams/:id/relationships/users (or
+        # .../organization-memberships) adds or removes members.
+        ids["team"] = parts[1]
+        if parts[3] in ("users", "organization-memberships"):
+            return f"team-members.{_action(method, False)}", ids
     if "actions" in parts:
         at = parts.index("actions")
         collection = parts[at - 2] if at >= 2 else parts[0]
@@ -119,32 +179,40 @@ def _action(method: str, member: bool) -> str:
     return _METHOD_ACTIONS.get(method, method.lower())
 
 
-def _attributes(request: HttpRequest) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(data.attributes, data.relationships) of a JSON:API document body."""
+def _attributes(request: HttpRequest) -> tuple[_Pairs, _Pairs]:
+    """(data.attributes, data.relationships) of a JSON:API document body, every member
+    given (all of them when ``data``, ``attributes`` or ``relationships`` repeats)."""
     body = decoded_body(request)
     if body is None:
         raise TfcError("body too large or undecodable")
     if not body.strip():
-        return {}, {}
+        return _Pairs(), _Pairs()
     try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        document = json.loads(body, object_pairs_hook=_Pairs)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise TfcError("body is not JSON") from exc
-    data = document.get("data") if isinstance(document, dict) else None
-    if not isinstance(data, dict):
+    datas = _all(document, "data")
+    if not datas or not all(isinstance(d, _Pairs) for d in datas):
         raise TfcError("not a JSON:API document")
-    attributes = data.get("attributes") or {}
-    relationships = data.get("relationships") or {}
-    if not isinstance(attributes, dict) or not isinstance(relationships, dict):
-        raise TfcError("not a JSON:API document")
+    attributes, relationships = _Pairs(), _Pairs()
+    for data in datas:
+        for name, into in (("attributes", attributes), ("relationships", relationships)):
+            for found in _all(data, name):
+                if found is None:
+                    continue
+                if not isinstance(found, _Pairs):
+                    raise TfcError("not a JSON:API document")
+                into.extend(found)
     return attributes, relationships
 
 
-def _related_id(relationships: dict[str, Any], name: str) -> str:
-    related = relationships.get(name)
-    data = related.get("data") if isinstance(related, dict) else None
-    value = data.get("id") if isinstance(data, dict) else None
-    return value if isinstance(value, str) else ""
+def _related_id(relationships: _Pairs, name: str) -> str:
+    for related in _all(relationships, name):
+        for data in _all(related, "data"):
+            for value in _all(data, "id"):
+                if isinstance(value, str):
+                    return value
+    return ""
 
 
 def _run_create(request: HttpRequest) -> tuple[Verb, list[str], str]:
@@ -152,18 +220,17 @@ def _run_create(request: HttpRequest) -> tuple[Verb, list[str], str]:
     attributes, relationships = _attributes(request)
     tags: list[str] = []
     verb = Verb.UPDATE
-    if attributes.get("is-destroy") is True:
+    if _any_true(attributes, "is-destroy"):
         verb = Verb.DESTROY
         tags.append("destroy-run")
-    if attributes.get("auto-apply") is True:
+    if _any_true(attributes, "auto-apply"):
         tags.append("auto-apply")
-    if attributes.get("replace-addrs"):
+    if any(_all(attributes, "replace-addrs")):
         tags.append("replace")
-    if attributes.get("target-addrs"):
+    if any(_all(attributes, "target-addrs")):
         tags.append("targeted")
-    if (attributes.get("plan-only") is True or attributes.get("refresh-only") is True) and (
-        verb is not Verb.DESTROY
-    ):
+    only = _any_true(attributes, "plan-only") or _any_true(attributes, "refresh-only")
+    if only and verb is not Verb.DESTROY:
         tags.append("plan-only")
     return verb, tags, _related_id(relationships, "workspace")
 
@@ -188,8 +255,11 @@ def recognise_tfc(request: HttpRequest) -> Action:
         ids.setdefault("workspace", workspace)
     elif operation in ("workspaces.update", "workspaces.create"):
         attributes, _ = _attributes(request)
-        if attributes.get("auto-apply") is True:
+        if _any_true(attributes, "auto-apply"):
             tags.append("auto-apply")
+        if any(_given(attributes, key) for key in _SCHEDULED_DESTROY):
+            verb = Verb.DESTROY
+            tags.append("scheduled-destroy")
     if verb is Verb.READ:
         confidence = Confidence.EXACT
     elif verb is Verb.UNKNOWN:

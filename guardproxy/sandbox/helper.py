@@ -14,8 +14,9 @@ namespace (loopback only). It
    credential over the bridge; a loopback destination that something inside the
    sandbox listens on is connected to directly (the agent's own dev server);
 5. starts the agent in a nested sandbox (bwrap): its own PID namespace (it cannot
-   see or signal the helper), no capabilities, the seccomp filter; then waits for it
-   and exits with its exit code.
+   see or signal the helper), no capabilities, the seccomp filter, under the relay
+   (relay.py) that passes on ``run``'s signals; then waits for it and exits with its
+   exit code.
 
 The helper is not the boundary: the network namespace has no interface but loopback
 and the rules stay when the helper is gone, so if it dies the agent has no network.
@@ -38,9 +39,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from guardproxy.namemap import ROOTLESS_NETWORK, NameAddresses
 from guardproxy.sandbox.settings import HelperConfig
 
-FAKE_NETWORK = ipaddress.IPv4Network("127.209.0.0/16")
+FAKE_NETWORK = ROOTLESS_NETWORK
 """Addresses the DNS stub hands out, one per name; a connection to one is a connection
 to that name."""
 MARK = 0x4750
@@ -104,42 +106,11 @@ def configure_network(config: HelperConfig) -> None:
 # DNS
 
 
-class Names:
-    """The DNS stub's name ↔ address table (per sandbox, lives as long as it)."""
-
-    def __init__(self) -> None:
-        self._by_name: dict[str, ipaddress.IPv4Address] = {}
-        self._by_address: dict[ipaddress.IPv4Address, str] = {}
-        self._next = int(FAKE_NETWORK.network_address) + 1
-
-    def address(self, name: str) -> ipaddress.IPv4Address:
-        key = name.rstrip(".").lower()
-        found = self._by_name.get(key)
-        if found is None:
-            if self._next >= int(FAKE_NETWORK.broadcast_address):
-                self._next = int(FAKE_NETWORK.network_address) + 1  # reuse the oldest
-            found = ipaddress.IPv4Address(self._next)
-            self._next += 1
-            self._by_address.pop(found, None)
-            stale = [n for n, a in self._by_name.items() if a == found]
-            for n in stale:
-                del self._by_name[n]
-            self._by_name[key] = found
-            self._by_address[found] = key
-        return found
-
-    def name(self, address: str) -> str | None:
-        try:
-            return self._by_address.get(ipaddress.IPv4Address(address))
-        except ValueError:
-            return None
-
-
 class DnsStub(asyncio.DatagramProtocol):
     """A/AAAA/others for any name: A gets the name's address, the rest nothing (so
     clients use IPv4, which is captured)."""
 
-    def __init__(self, names: Names) -> None:
+    def __init__(self, names: NameAddresses) -> None:
         self._names = names
         self._transport: asyncio.DatagramTransport | None = None
 
@@ -230,7 +201,7 @@ def _authority(host: str, port: int) -> str:
 class Helper:
     def __init__(self, config: HelperConfig) -> None:
         self.config = config
-        self.names = Names()
+        self.names = NameAddresses(FAKE_NETWORK)
         self._credential = base64.b64encode(config.credential.encode()).decode()
         self._servers: list[asyncio.Server] = []
 
@@ -327,7 +298,10 @@ class Helper:
 
 def agent_command(config: HelperConfig, seccomp_fd: int) -> list[str]:
     """The nested sandbox: a PID namespace of its own (the helper is not visible),
-    no capabilities, the seccomp filter; the same filesystem and network namespace."""
+    no capabilities, the seccomp filter; the same filesystem and network namespace.
+    The agent runs under the relay, which passes on the signals ``run`` receives."""
+    relay = [*config.relay, str(config.signal_fd), "--"] if config.signal_fd >= 0 else []
+    covers = [arg for path in config.covered for arg in ("--ro-bind", "/dev/null", path)]
     return [
         config.bwrap,
         "--unshare-user",
@@ -336,27 +310,29 @@ def agent_command(config: HelperConfig, seccomp_fd: int) -> list[str]:
         "--unshare-pid",
         "--dev-bind", "/", "/",
         "--proc", "/proc",
+        *covers,
         "--cap-drop", "ALL",
         "--seccomp", str(seccomp_fd),
         "--",
+        *relay,
         *config.command,
     ]  # fmt: skip
 
 
 def run_agent(config: HelperConfig) -> int:
+    """Start the nested sandbox and wait for it. A terminal's SIGINT and SIGQUIT reach
+    the agent directly: the nested bubblewrap must ignore them (it would die of them),
+    so they stay ignored here; ``run`` sends every other signal through the relay."""
+    for sig in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_IGN)
     seccomp_fd = os.open(config.seccomp, os.O_RDONLY)
+    kept = (seccomp_fd, config.signal_fd) if config.signal_fd >= 0 else (seccomp_fd,)
     try:
-        agent = subprocess.Popen(agent_command(config, seccomp_fd), pass_fds=(seccomp_fd,))
+        agent = subprocess.Popen(agent_command(config, seccomp_fd), pass_fds=kept)
     finally:
         os.close(seccomp_fd)
-
-    def forward(sig: int, _frame: object) -> None:
-        if agent.poll() is None:
-            agent.send_signal(sig)
-
-    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1,
-                signal.SIGUSR2):  # fmt: skip
-        signal.signal(sig, forward)
+        if config.signal_fd >= 0:
+            os.close(config.signal_fd)
     code = agent.wait()
     return 128 - code if code < 0 else code
 

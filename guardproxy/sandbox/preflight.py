@@ -68,8 +68,11 @@ def find_tools() -> Tools:
     return Tools(bwrap=bwrap, nft=nft, ip=ip)
 
 
-def _namespace_settings() -> None:
-    if _sysctl("kernel.unprivileged_userns_clone") == "0":
+def _namespace_settings(*, unprivileged: bool | None = None) -> None:
+    """``unprivileged``: whether bwrap will run without root (default: as this process)."""
+    if unprivileged is None:
+        unprivileged = os.geteuid() != 0
+    if _sysctl("kernel.unprivileged_userns_clone") == "0" and unprivileged:
         raise EnforceUnavailable(
             "--enforce needs unprivileged user namespaces, which this kernel disables: "
             f"sysctl -w kernel.unprivileged_userns_clone=1, {COOPERATIVE}"
@@ -80,7 +83,7 @@ def _namespace_settings() -> None:
             f"(user.max_user_namespaces=0): sysctl -w user.max_user_namespaces=15000, "
             f"{COOPERATIVE}"
         )
-    if _sysctl("kernel.apparmor_restrict_unprivileged_userns") == "1" and os.geteuid() != 0:
+    if _sysctl("kernel.apparmor_restrict_unprivileged_userns") == "1" and unprivileged:
         raise EnforceUnavailable(
             "--enforce needs unprivileged user namespaces, which AppArmor restricts here "
             "(kernel.apparmor_restrict_unprivileged_userns=1): sysctl -w "
@@ -116,19 +119,90 @@ def probe(tools: Tools) -> None:
     raise EnforceUnavailable(f"--enforce: a test sandbox failed ({reason}); {COOPERATIVE}")
 
 
-def preflight() -> Tools:
-    """The tools to use; EnforceUnavailable (one line, with the fix) if the sandbox
-    cannot be built here."""
-    tools = find_tools()
-    _namespace_settings()
+def _seccomp() -> None:
     from guardproxy.sandbox.seccomp import SeccompUnavailable, load_library  # noqa: PLC0415
 
     try:
         load_library()
     except SeccompUnavailable as error:
         raise EnforceUnavailable(f"--enforce: {error}, {COOPERATIVE}") from None
+
+
+def preflight() -> Tools:
+    """The tools to use; EnforceUnavailable (one line, with the fix) if the sandbox
+    cannot be built here."""
+    tools = find_tools()
+    _namespace_settings()
+    _seccomp()
     probe(tools)
     return tools
 
 
-__all__ = ["EnforceUnavailable", "Tools", "find_tools", "preflight", "probe"]
+ROOT_CAPABILITIES = {
+    0: "CAP_CHOWN",
+    6: "CAP_SETGID",
+    7: "CAP_SETUID",
+    12: "CAP_NET_ADMIN",
+    21: "CAP_SYS_ADMIN",
+}
+"""What root mode uses: the data directory handed to the guard user, the guard and the
+agent started as their users, the network namespace, veth pair and nftables rules."""
+CAP_NET_ADMIN = 12
+MODES = ("auto", "root", "rootless")
+
+
+def effective_capabilities() -> int:
+    try:
+        status = Path("/proc/self/status").read_text(encoding="ascii")
+    except OSError:
+        return 0
+    for line in status.splitlines():
+        if line.startswith("CapEff:"):
+            return int(line.split()[1], 16)
+    return 0
+
+
+def enforce_mode(requested: str, *, attached: bool) -> str:
+    """``root`` or ``rootless``. ``auto``: root mode when this process may administer
+    the network (root, or ``CAP_NET_ADMIN``) and starts its own guard."""
+    if requested == "rootless":
+        return "rootless"
+    capable = bool(effective_capabilities() >> CAP_NET_ADMIN & 1)
+    if requested == "auto":
+        return "root" if capable and not attached else "rootless"
+    if attached:
+        raise EnforceUnavailable(
+            "--enforce-mode root starts its own guard, run as a dedicated user; it cannot "
+            "attach to a running one (--proxy): drop --proxy, or use --enforce-mode rootless"
+        )
+    return "root"
+
+
+def root_preflight(*, agent_is_root: bool) -> Tools:
+    """Root mode's tools; EnforceUnavailable (one line) when a capability, a program or
+    libseccomp is missing. ``agent_is_root``: else bwrap runs as the agent's user and
+    needs unprivileged user namespaces."""
+    capabilities = effective_capabilities()
+    missing = [name for bit, name in ROOT_CAPABILITIES.items() if not capabilities >> bit & 1]
+    if missing:
+        raise EnforceUnavailable(
+            f"--enforce (root mode) needs root or {', '.join(missing)}: run it with sudo, "
+            "or use --enforce-mode rootless"
+        )
+    tools = find_tools()
+    _namespace_settings(unprivileged=not agent_is_root or os.geteuid() != 0)
+    _seccomp()
+    return tools
+
+
+__all__ = [
+    "MODES",
+    "EnforceUnavailable",
+    "Tools",
+    "effective_capabilities",
+    "enforce_mode",
+    "find_tools",
+    "preflight",
+    "probe",
+    "root_preflight",
+]

@@ -45,15 +45,20 @@ def load_library() -> Any:
     return pyseccomp
 
 
-def build_filter(out: Path) -> Path:
-    """Write the agent's filter as a BPF program to ``out`` (for ``bwrap --seccomp``)."""
+def build_filter(out: Path, *, allow_unix: bool = False) -> Path:
+    """Write the agent's filter as a BPF program to ``out`` (for ``bwrap --seccomp``).
+
+    ``allow_unix`` (``run --enforce --allow-unix-sockets``): unix sockets too, for
+    tools that talk to their own helpers over one (terraform and its providers); the
+    sandbox then covers every unix socket this machine listens on (launch.py)."""
     seccomp = load_library()
     denied = seccomp.ERRNO(errno.EPERM)
     arg, masked_eq, ge = seccomp.Arg, seccomp.MASKED_EQ, seccomp.GE
     rules = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
+    allowed = ALLOWED_FAMILIES | ({socket.AF_UNIX} if allow_unix else set())
     # socket(int family, ...): the kernel reads the low 32 bits, so compare those
     for family in range(HIGHEST_FAMILY):
-        if family not in ALLOWED_FAMILIES:
+        if family not in allowed:
             rules.add_rule(denied, "socket", arg(0, masked_eq, _LOW32, family))
     rules.add_rule(denied, "socket", arg(0, ge, HIGHEST_FAMILY))
     for name in ("io_uring_setup", "io_uring_enter", "io_uring_register"):

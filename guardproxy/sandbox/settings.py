@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 
@@ -23,6 +23,12 @@ class HelperConfig:
     nft: str = "nft"
     ip: str = "ip"
     configure_network: bool = True
+    signal_fd: int = -1
+    """The read end of ``run``'s signal pipe (relay.py); -1: the agent runs without it."""
+    relay: list[str] = field(default_factory=list)
+    """The relay's command line up to its arguments (python -I -S relay.py)."""
+    covered: list[str] = field(default_factory=list)
+    """Unix sockets of this machine the agent's sandbox covers (--allow-unix-sockets)."""
 
     @classmethod
     def load(cls, path: Path) -> HelperConfig:

@@ -4,29 +4,27 @@ Most tools replace their trust store with whatever file these variables name, so
 the bundle holds guardproxy's CA *and* the roots the user already trusts. kubectl
 trusts only its kubeconfig's CA and (being Go) never proxies loopback servers, so
 the session gets its own kubeconfig whose clusters go through the guard by
-``proxy-url`` and trust guardproxy's CA; client certificates move into the proxy,
-which presents them upstream (the private key cannot pass through a TLS proxy).
+``proxy-url`` and trust guardproxy's CA. Users whose credentials the guard brokers
+(client certificates always: a private key cannot pass through a TLS proxy; tokens
+and exec plugins when Kubernetes brokering is on) carry only a session token for the
+guard, which presents the real credential upstream.
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import os
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import certifi
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 SYSTEM_BUNDLES = (
     "/etc/ssl/certs/ca-certificates.crt",
@@ -76,61 +74,125 @@ def write_ca_bundle(ca_cert: Path, out: Path, environ: dict[str, str]) -> Path:
 
 @dataclass
 class KubeconfigRewrite:
-    """A session kubeconfig, plus what the proxy must learn to reach the clusters."""
+    """A session kubeconfig, plus the cluster CAs the proxy must learn to reach them."""
 
     path: Path
     upstream_cas: list[Path] = field(default_factory=list)
-    client_certs: list[Path] = field(default_factory=list)
+    brokered_users: list[str] = field(default_factory=list)
+    """Users whose credentials the guard holds: the session has only a token for the guard."""
 
 
-def _kubeconfig_sources(environ: dict[str, str]) -> list[Path]:
+def kubeconfig_sources(environ: Mapping[str, str]) -> list[Path]:
+    """The kubeconfig files kubectl would read with ``environ``: $KUBECONFIG's list, else
+    ~/.kube/config (only those that exist)."""
     listed = environ.get("KUBECONFIG", "")
     paths = [Path(p) for p in listed.split(os.pathsep) if p] if listed else []
     if not paths:
         paths = [Path(environ.get("HOME", str(Path.home()))) / ".kube" / "config"]
-    return [p for p in paths if p.is_file()]
+    return [p.absolute() for p in paths if p.is_file()]
 
 
-def _data(entry: dict[str, Any], key: str, base: Path) -> bytes | None:
-    """``<key>-data`` (base64) or the file named by ``<key>``, relative to the kubeconfig."""
+_FILE_FIELDS = {
+    "clusters": ("certificate-authority",),
+    "users": ("client-certificate", "client-key", "tokenFile"),
+}
+
+
+def _absolute(entry: dict[str, Any], fields: tuple[str, ...], base: Path) -> None:
+    """Make the file references of ``entry`` absolute, relative to its kubeconfig
+    (client-go's ResolveLocalPaths: each file's references are relative to it)."""
+    for name in fields:
+        value = entry.get(name)
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            entry[name] = str(base / value)
+    exec_spec = entry.get("exec")
+    if isinstance(exec_spec, dict):
+        command = exec_spec.get("command")
+        if isinstance(command, str) and "/" in command and not Path(command).is_absolute():
+            exec_spec["command"] = str(base / command)
+
+
+def merged_kubeconfig(sources: list[Path]) -> dict[str, Any]:
+    """The kubeconfig kubectl would see: every file merged, the first to define a name
+    winning (clientcmd's merge), file references made absolute."""
+    merged: dict[str, Any] = {"apiVersion": "v1", "kind": "Config", "clusters": [], "users": [],
+                              "contexts": [], "preferences": {}, "current-context": ""}  # fmt: skip
+    for source in sources:
+        loaded = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            continue
+        for section in ("clusters", "users", "contexts"):
+            known = {item["name"] for item in merged[section]}
+            for given in loaded.get(section) or []:
+                if not isinstance(given, dict) or given.get("name") in known:
+                    continue
+                item = copy.deepcopy(given)
+                body = item.get(section[:-1]) or {}
+                item[section[:-1]] = body
+                _absolute(body, _FILE_FIELDS.get(section, ()), source.parent)
+                merged[section].append(item)
+                known.add(item["name"])
+        if not merged["current-context"]:
+            merged["current-context"] = loaded.get("current-context", "") or ""
+    return merged
+
+
+def self_contained_kubeconfig(sources: list[Path]) -> dict[str, Any]:
+    """:func:`merged_kubeconfig` with every file it names read in (``<key>-data``; a
+    ``tokenFile`` becomes the ``token`` it holds now), for a guard that runs as another
+    user and cannot read the user's files (root mode). OSError when one is unreadable."""
+    merged = merged_kubeconfig(sources)
+    for section, fields in _FILE_FIELDS.items():
+        for item in merged[section]:
+            body = item[section[:-1]]
+            for key in fields:
+                if not isinstance(body.get(key), str) or not body[key]:
+                    continue
+                content = Path(body.pop(key)).read_bytes()
+                if key == "tokenFile":
+                    body["token"] = content.decode("utf-8").strip()
+                else:
+                    body[f"{key}-data"] = base64.b64encode(content).decode()
+    return merged
+
+
+def file_or_data(entry: dict[str, Any], key: str) -> bytes | None:
+    """``<key>-data`` (base64) or the file named by ``<key>`` (absolute by now)."""
     if entry.get(f"{key}-data"):
         return base64.b64decode(entry[f"{key}-data"])
     if entry.get(key):
-        path = Path(entry[key])
-        return (path if path.is_absolute() else base / path).read_bytes()
+        return Path(entry[key]).read_bytes()
     return None
 
 
+_IMPERSONATION = ("as", "as-uid", "as-groups", "as-user-extra")
+"""What a kubeconfig user says besides its credential: who to impersonate (kubectl sends
+these as Impersonate-* headers; they are not credentials and stay)."""
+
+
 def rewrite_kubeconfig(
-    environ: dict[str, str],
+    environ: Mapping[str, str],
     out_dir: Path,
     *,
     proxy: str,
     ca_cert: Path,
-    client_cert_dir: Path,
     upstream_ca_dir: Path,
+    session_tokens: Mapping[str, str],
 ) -> KubeconfigRewrite | None:
-    """Write the session kubeconfig; None when the user has none."""
-    sources = _kubeconfig_sources(environ)
+    """Write the session kubeconfig; None when the user has none.
+
+    Every cluster goes through the guard (``proxy-url``) and trusts its CA; the users in
+    ``session_tokens`` (user name -> the session's token for it) carry that token alone,
+    the guard presenting their real credentials upstream."""
+    sources = kubeconfig_sources(environ)
     if not sources:
         return None
-    merged: dict[str, Any] = {"apiVersion": "v1", "kind": "Config", "clusters": [], "users": [],
-                              "contexts": [], "preferences": {}}  # fmt: skip
-    for source in sources:
-        loaded = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
-        for section in ("clusters", "users", "contexts"):
-            known = {item["name"] for item in merged[section]}
-            merged[section].extend(i for i in loaded.get(section) or [] if i["name"] not in known)
-        merged.setdefault("current-context", loaded.get("current-context", ""))
-        if not merged["current-context"]:
-            merged["current-context"] = loaded.get("current-context", "")
+    merged = merged_kubeconfig(sources)
     rewrite = KubeconfigRewrite(out_dir / "kubeconfig")
     guard_ca = base64.b64encode(ca_cert.read_bytes()).decode()
-    server_of: dict[str, str] = {}
     for item in merged["clusters"]:
         cluster = item["cluster"]
-        server_of[item["name"]] = urlsplit(cluster.get("server", "")).hostname or ""
-        original_ca = _data(cluster, "certificate-authority", sources[0].parent)
+        original_ca = file_or_data(cluster, "certificate-authority")
         if original_ca:
             upstream_ca_dir.mkdir(parents=True, exist_ok=True)
             # named by content: clusters with the same name in different kubeconfigs
@@ -143,64 +205,17 @@ def rewrite_kubeconfig(
             cluster.pop(key, None)
         cluster["certificate-authority-data"] = guard_ca
         cluster["proxy-url"] = proxy
-    users_by_name = {u["name"]: u for u in merged["users"]}
-    for context in merged["contexts"]:
-        user = users_by_name.get(context["context"].get("user", ""))
-        host = server_of.get(context["context"].get("cluster", ""), "")
-        if user is None or not host:
+    for item in merged["users"]:
+        token = session_tokens.get(item["name"])
+        if token is None:
             continue
-        _move_client_cert(user["user"], host, client_cert_dir, sources[0].parent, rewrite)
+        user = item["user"]
+        item["user"] = {"token": token, **{k: user[k] for k in _IMPERSONATION if k in user}}
+        rewrite.brokered_users.append(item["name"])
     out_dir.mkdir(parents=True, exist_ok=True)
     rewrite.path.write_text(yaml.safe_dump(merged, sort_keys=False), encoding="utf-8")
     os.chmod(rewrite.path, 0o600)
     return rewrite
-
-
-def _move_client_cert(
-    user: dict[str, Any], host: str, cert_dir: Path, base: Path, rewrite: KubeconfigRewrite
-) -> None:
-    cert = _data(user, "client-certificate", base)
-    key = _data(user, "client-key", base)
-    if cert is None or key is None:
-        return
-    cert_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(cert_dir, 0o700)
-    path = cert_dir / f"{host}.pem"
-    path.write_bytes(cert.rstrip(b"\n") + b"\n" + key)
-    os.chmod(path, 0o600)
-    rewrite.client_certs.append(path)
-    for name in ("client-certificate", "client-key"):
-        user.pop(name, None)
-        user.pop(f"{name}-data", None)
-    # A user with no credential makes kubectl prompt for a username. This stand-in is
-    # never sent: the guard does not ask clients for certificates.
-    stand_in_cert, stand_in_key = _stand_in_certificate()
-    user["client-certificate-data"] = base64.b64encode(stand_in_cert).decode()
-    user["client-key-data"] = base64.b64encode(stand_in_key).decode()
-
-
-@cache
-def _stand_in_certificate() -> tuple[bytes, bytes]:
-    """A throwaway self-signed client certificate (PEM cert, PEM key)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "guardproxy-session-stand-in")])
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=365))
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return certificate.public_bytes(serialization.Encoding.PEM), key_pem
 
 
 def session_environment(
@@ -221,6 +236,10 @@ def session_environment(
         "NO_PROXY": "",
         "no_proxy": "",
         "NODE_USE_ENV_PROXY": "1",
+        # git (libcurl) otherwise sends its first requests without the proxy credential,
+        # waiting for a 407 challenge that a guard serving anonymous clients never sends:
+        # its traffic would not be the session's
+        "GIT_HTTP_PROXY_AUTHMETHOD": "basic",
         "CLOUDSDK_PROXY_TYPE": "http",
         "CLOUDSDK_PROXY_ADDRESS": split.hostname or "127.0.0.1",
         "CLOUDSDK_PROXY_PORT": str(split.port or 80),

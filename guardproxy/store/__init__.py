@@ -14,8 +14,13 @@ from guardproxy.store.base import (
     AlreadyExistsError,
     Approval,
     Approver,
+    ApproverLink,
+    AuditChain,
     AuditEntry,
     AuditRecord,
+    ChainHead,
+    ChatMessage,
+    Checkpoint,
     DecisionRecord,
     EventTotal,
     Hold,
@@ -23,6 +28,7 @@ from guardproxy.store.base import (
     HoldState,
     InvalidValueError,
     NotFoundError,
+    Page,
     SchemaVersionError,
     Session,
     SessionEvent,
@@ -40,8 +46,13 @@ __all__ = [
     "AlreadyExistsError",
     "Approval",
     "Approver",
+    "ApproverLink",
+    "AuditChain",
     "AuditEntry",
     "AuditRecord",
+    "ChainHead",
+    "ChatMessage",
+    "Checkpoint",
     "DecisionRecord",
     "EventTotal",
     "Hold",
@@ -49,6 +60,7 @@ __all__ = [
     "HoldState",
     "InvalidValueError",
     "NotFoundError",
+    "Page",
     "SchemaVersionError",
     "Session",
     "SessionEvent",
@@ -65,8 +77,11 @@ __all__ = [
 _POSTGRES_SCHEMES = ("postgresql", "postgres")
 
 
-def open_store(url_or_path: str) -> Store:
+def open_store(url_or_path: str, *, writer: str = "") -> Store:
     """Open the store named by a URL or a path.
+
+    ``writer`` says who appends through it (``proxy``, ``decision writer``...), kept with
+    its audit chain beside the host and process id.
 
     * ``sqlite:///abs/path.db`` (three slashes, absolute path) or a plain path
       (``~`` is expanded): :class:`SqliteStore`.
@@ -80,14 +95,14 @@ def open_store(url_or_path: str) -> Store:
     if not text:
         raise StoreError("no store given: expected sqlite:///path.db or a file path")
     if "://" not in text:
-        return SqliteStore(Path(text).expanduser())
+        return SqliteStore(Path(text).expanduser(), writer=writer)
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
     if scheme in _POSTGRES_SCHEMES or scheme.startswith("postgresql+"):
         # imported here: loading the driver costs a quarter second nobody else should pay
         from guardproxy.store.postgres import PostgresStore  # noqa: PLC0415
 
-        return PostgresStore(urlunsplit(parts._replace(scheme="postgresql")))
+        return PostgresStore(urlunsplit(parts._replace(scheme="postgresql")), writer=writer)
     if scheme != "sqlite":
         raise StoreError(
             f"unknown store scheme {parts.scheme!r}: expected sqlite://, postgresql:// or a path"
@@ -98,4 +113,4 @@ def open_store(url_or_path: str) -> Store:
             f"bad SQLite URL {url_or_path!r}: expected sqlite:///absolute/path.db "
             "(three slashes, no host or query)"
         )
-    return SqliteStore(Path(path))
+    return SqliteStore(Path(path), writer=writer)

@@ -15,12 +15,17 @@ Rules every implementation follows:
   the pydantic models, so their evolution needs no store migration.
 * Every failure raises :class:`StoreError` (or a subclass), never a driver exception,
   so callers can fail closed with a single ``except StoreError``.
-* The audit chain (:mod:`guardproxy.store.chain`): every decision, upstream status and
-  hold event is appended in the same transaction as the change it records, linked
-  with ``chain.link`` after reading the head (``seq``, ``hash``) under a lock that
-  serialises writers (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: e.g. a transaction
-  advisory lock), so concurrent writers never fork it.  Payloads are stored as the
-  exact text given (TEXT, not a re-serialised JSON type): the hashes cover that text.
+* The audit chains (:mod:`guardproxy.store.chain`): every decision, upstream status and
+  hold event is appended in the same transaction as the change it records, to the
+  chain of the store that appends it (one chain per opened store: per process, per
+  replica), linked with ``chain.link`` after that chain's head (``seq``, ``hash``).  A
+  store appends to its chain one transaction at a time and no other store does, so
+  writers of different chains never wait for each other; ``UNIQUE (chain, seq)``
+  refuses a second record of one sequence number, so a chain never forks even if two
+  writers were given the same.  Checkpoints bind every chain's head into one signed
+  hash.
+  Payloads are stored as the exact text given (TEXT, not a re-serialised JSON type):
+  the hashes cover that text.
 * Session events and sessions pass through :func:`redacted_event` and
   :func:`redacted_session` before they are persisted.
 """
@@ -232,6 +237,59 @@ class Approver:
     created_at: datetime
 
 
+LINK_KINDS = ("slack", "pagerduty", "opsgenie")
+"""The outside identities an approver can be linked to: who clicks in Slack, who is on
+call in PagerDuty or Opsgenie."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApproverLink:
+    """An approver's identity elsewhere: their Slack user id, PagerDuty user id or email,
+    Opsgenie username. One per kind and approver; an identity names one approver."""
+
+    approver: str
+    kind: str
+    """One of :data:`LINK_KINDS`."""
+    external_id: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Page:
+    """One page sent (or to be sent) for a hold: level 1 of an ``oncall:`` group its
+    policy pages when it is held, the next level when it escalates. Claimed in the store
+    before it is sent, so a page goes out once whichever replica sends it, and resolved
+    once when the hold is decided."""
+
+    hold_id: str
+    oncall_group: str
+    """The policy's ``page``: ``oncall:<schedule>`` (level 1 is that schedule)."""
+    level: int
+    schedule: str
+    """The on-call schedule paged at this level (its pager says how)."""
+    pager: str
+    """``pagerduty``, ``opsgenie``, or ``none`` when the schedule has no pager."""
+    dedup_key: str
+    """PagerDuty's dedup key, Opsgenie's alias: the same on trigger and resolve."""
+    claimed_at: datetime
+    triggered_at: datetime | None
+    """When the pager accepted it (None: not yet, or it failed: see ``error``)."""
+    resolved_at: datetime | None
+    """When its resolution was claimed (the hold was decided or expired)."""
+    error: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChatMessage:
+    """The chat message that shows a hold (Slack: its channel and ``ts``), to update it."""
+
+    hold_id: str
+    kind: str
+    channel: str
+    message_ts: str
+    posted_at: datetime
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DecisionRecord:
     """One line of the decision log: everything needed to replay and audit a decision.
@@ -279,11 +337,64 @@ class AuditEntry:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AuditRecord(AuditEntry):
-    """A stored chain record: ``hash`` covers every field and ``prev_hash``."""
+    """A stored chain record: ``hash`` covers every field and ``prev_hash``.
+
+    ``seq`` numbers the records of one chain from 1; the first one's ``prev_hash`` is
+    the chain's genesis (:func:`guardproxy.store.chain.chain_genesis`), which is how the
+    hashes of a chain's records depend on which chain they are in.  ``position`` is the
+    order records were appended in across all chains (not hashed; 0 in a record not read
+    back from the store).
+    """
 
     seq: int
     prev_hash: str
     hash: str
+    chain: int = 0
+    position: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditChain:
+    """One writer's chain: who opened it (informational, not hashed) and its head."""
+
+    id: int
+    writer: str
+    head_seq: int
+    """0 while it has no record."""
+    head_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChainHead:
+    """A chain's record ``seq`` with hash ``hash``, as a checkpoint binds it."""
+
+    chain: int
+    seq: int
+    hash: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Checkpoint:
+    """A signed statement of the audit chains' heads at ``at``.
+
+    ``heads`` are the chains whose head moved since the previous checkpoint, which
+    ``prev_hash`` names: each checkpoint binds its own heads and, through the previous
+    ones, every chain's latest head.  ``hash`` covers every field but the signature
+    (:func:`guardproxy.store.chain.checkpoint_hash`); ``signature`` is made with a key
+    kept outside the database, identified by ``key_id``.
+    """
+
+    seq: int
+    at: datetime
+    heads: tuple[ChainHead, ...]
+    key_id: str
+    prev_hash: str
+    hash: str
+    signature: str
+
+
+Signer = Callable[[str], str]
+"""Signs a checkpoint's hash (hex) and returns the signature (text)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -508,6 +619,76 @@ class Store(Protocol):
         """Delete an approver (their past verdicts stay); :class:`NotFoundError` if unknown."""
         ...
 
+    # identities elsewhere (Slack, PagerDuty, Opsgenie)
+
+    def link_approver(self, link: ApproverLink) -> None:
+        """Set the approver's identity of ``link.kind`` (replacing theirs of that kind);
+        :class:`NotFoundError` if there is no such approver, :class:`AlreadyExistsError`
+        if the identity is another approver's."""
+        ...
+
+    def unlink_approver(self, name: str, kind: str) -> None:
+        """Forget the approver's identity of ``kind``; :class:`NotFoundError` if none."""
+        ...
+
+    def list_approver_links(self, kind: str | None = None) -> list[ApproverLink]:
+        """Every link (of ``kind``), by approver."""
+        ...
+
+    def find_approver_by_link(self, kind: str, external_id: str) -> Approver | None:
+        """The approver whose identity of ``kind`` is ``external_id`` (exactly)."""
+        ...
+
+    # pages and chat messages
+
+    def claim_page(
+        self,
+        hold_id: str,
+        oncall_group: str,
+        level: int,
+        *,
+        schedule: str,
+        pager: str,
+        dedup_key: str,
+        at: datetime,
+    ) -> Page | None:
+        """Record that level ``level`` of the hold's ``oncall_group`` is being paged; None
+        if it was already (by this or another process): only the claimer sends it."""
+        ...
+
+    def update_page(
+        self,
+        hold_id: str,
+        oncall_group: str,
+        level: int,
+        *,
+        triggered_at: datetime | None,
+        error: str,
+    ) -> None:
+        """Record the trigger's outcome: when the pager accepted it, or why not."""
+        ...
+
+    def claim_page_resolutions(self, hold_id: str, at: datetime) -> list[Page]:
+        """Mark the hold's unresolved pages resolved at ``at`` and return them:
+        only the claimer sends the resolutions, so each goes out once."""
+        ...
+
+    def list_pages(self, hold_ids: Sequence[str]) -> list[Page]:
+        """The pages of these holds, by hold, group and level."""
+        ...
+
+    def save_chat_message(self, message: ChatMessage) -> bool:
+        """Remember the message showing a hold; False if one of that kind was saved."""
+        ...
+
+    def get_chat_message(self, hold_id: str, kind: str) -> ChatMessage | None: ...
+
+    def claim_chat_request(self, key: str, at: datetime, *, forget_before: datetime) -> bool:
+        """Record a chat callback by ``key`` (a digest of the signed request); False if
+        it was seen before: a replay. Keys seen before ``forget_before`` are dropped
+        (requests that old are refused on their timestamp)."""
+        ...
+
     # decision log
 
     def append_decision(self, record: DecisionRecord) -> None:
@@ -548,11 +729,42 @@ class Store(Protocol):
     # audit chain (hold methods above append their own hold.* events, in their transaction)
 
     def append_audit(self, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
-        """Link and append entries after the current head, atomically; return them."""
+        """Link and append entries after this store's chain head, atomically; return them."""
         ...
 
-    def audit_records(self, *, after_seq: int = 0, limit: int = 1000) -> list[AuditRecord]:
-        """Chain records with ``seq > after_seq``, oldest first (verify and export page)."""
+    def audit_records(self, *, after: int = 0, limit: int = 1000) -> list[AuditRecord]:
+        """Records of every chain with ``position > after``, in the order they were
+        appended (verify and export page on ``position``).
+
+        Of two records of one chain the earlier is always first, but a record can become
+        visible after later positions of *other* chains (transactions commit in another
+        order than they append): a reader paging while writers append can find a chain
+        continuing past a record it has not seen, and reads that record with
+        :meth:`chain_records`.
+        """
+        ...
+
+    def chain_records(
+        self, chain: int, *, after_seq: int = 0, limit: int = 1000
+    ) -> list[AuditRecord]:
+        """Records of one chain with ``seq > after_seq``, in chain order."""
+        ...
+
+    def audit_chains(self) -> list[AuditChain]:
+        """Every chain, by id, with its head as stored (verify checks it)."""
+        ...
+
+    def checkpoint_audit(
+        self, *, at: datetime, key_id: str, sign: Signer, min_interval: timedelta = timedelta(0)
+    ) -> Checkpoint | None:
+        """Bind the head of every chain that moved since the last checkpoint into the next
+        checkpoint, signed with ``sign`` (made in the same transaction, so checkpoints from
+        several replicas form one sequence).  None, and nothing stored, if no chain moved or
+        the last checkpoint is less than ``min_interval`` older than ``at``."""
+        ...
+
+    def audit_checkpoints(self, *, after_seq: int = 0, limit: int = 1000) -> list[Checkpoint]:
+        """Checkpoints with ``seq > after_seq``, oldest first, with their heads."""
         ...
 
     def get_audit_record(self, record_id: str) -> AuditRecord | None: ...

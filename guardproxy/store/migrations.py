@@ -173,5 +173,128 @@ _V5: Migration = (
     "CREATE INDEX holds_digest ON holds (request_digest, state)",
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5)
+_V6: Migration = (
+    # On-call routing and chat approvals (issue 19).  An approver's identities in Slack,
+    # PagerDuty and Opsgenie; the pages sent for a hold (claimed before sending, so each
+    # level is paged and resolved once whichever replica does it); the chat message that
+    # shows a hold (to update it); and the chat callbacks already handled (replays).
+    """
+    CREATE TABLE approver_links (
+        approver    TEXT NOT NULL,
+        kind        TEXT NOT NULL CHECK (kind IN ('slack', 'pagerduty', 'opsgenie')),
+        external_id TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        PRIMARY KEY (approver, kind)
+    )
+    """,
+    "CREATE UNIQUE INDEX approver_links_external ON approver_links (kind, external_id)",
+    """
+    CREATE TABLE pages (
+        hold_id      TEXT NOT NULL,
+        oncall_group TEXT NOT NULL,
+        level        INTEGER NOT NULL CHECK (level >= 1),
+        schedule     TEXT NOT NULL,
+        pager        TEXT NOT NULL,
+        dedup_key    TEXT NOT NULL,
+        claimed_at   TEXT NOT NULL,
+        triggered_at TEXT,
+        resolved_at  TEXT,
+        error        TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (hold_id, oncall_group, level)
+    )
+    """,
+    """
+    CREATE TABLE chat_messages (
+        hold_id    TEXT NOT NULL,
+        kind       TEXT NOT NULL,
+        channel    TEXT NOT NULL,
+        message_ts TEXT NOT NULL,
+        posted_at  TEXT NOT NULL,
+        PRIMARY KEY (hold_id, kind)
+    )
+    """,
+    """
+    CREATE TABLE chat_requests (
+        request_key TEXT PRIMARY KEY,
+        at          TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX chat_requests_at ON chat_requests (at)",
+)
+
+_V7: Migration = (
+    # The audit trail at fleet scale (store/chain.py): one chain per writer instead of one
+    # chain under one lock.  `audit_chains` holds each chain's head, whose row a writer
+    # locks to append (so writers of different chains never wait for each other);
+    # `audit_log` is rebuilt with the record's chain and its sequence number in that chain,
+    # and `position`, the order records were appended in across chains.  The existing
+    # records become chain 0 ("legacy"), unchanged: their seq, links and hashes verify as
+    # before.  Checkpoints bind the heads of every chain into one signed hash.
+    """
+    CREATE TABLE audit_chains (
+        id        INTEGER PRIMARY KEY AUTOINCREMENT,
+        writer    TEXT NOT NULL,
+        head_seq  BIGINT NOT NULL,
+        head_hash TEXT NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE audit_log_chained (
+        position    INTEGER PRIMARY KEY AUTOINCREMENT,
+        chain       BIGINT NOT NULL REFERENCES audit_chains (id),
+        seq         BIGINT NOT NULL,
+        record_id   TEXT NOT NULL UNIQUE,
+        kind        TEXT NOT NULL,
+        at          TEXT NOT NULL,
+        session_id  TEXT NOT NULL,
+        subject     TEXT NOT NULL,
+        outcome     TEXT NOT NULL,
+        provider    TEXT NOT NULL,
+        payload     TEXT NOT NULL,
+        prev_hash   TEXT NOT NULL,
+        hash        TEXT NOT NULL,
+        UNIQUE (chain, seq)
+    )
+    """,
+    """
+    INSERT INTO audit_chains (id, writer, head_seq, head_hash)
+        SELECT 0, 'legacy: the single chain before migration 7', seq, hash
+        FROM audit_log ORDER BY seq DESC LIMIT 1
+    """,
+    """
+    INSERT INTO audit_log_chained (chain, seq, record_id, kind, at, session_id, subject,
+                                   outcome, provider, payload, prev_hash, hash)
+        SELECT 0, seq, record_id, kind, at, session_id, subject, outcome, provider, payload,
+               prev_hash, hash
+        FROM audit_log ORDER BY seq
+    """,
+    "DROP TABLE audit_log",
+    "ALTER TABLE audit_log_chained RENAME TO audit_log",
+    "CREATE INDEX audit_log_at ON audit_log (at)",
+    "CREATE INDEX audit_log_session ON audit_log (session_id, at)",
+    "CREATE INDEX audit_log_subject ON audit_log (subject)",
+    "CREATE INDEX audit_log_kind ON audit_log (kind, at)",
+    """
+    CREATE TABLE audit_checkpoints (
+        seq       INTEGER PRIMARY KEY,
+        at        TEXT NOT NULL,
+        key_id    TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash      TEXT NOT NULL,
+        signature TEXT NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE audit_checkpoint_heads (
+        checkpoint BIGINT NOT NULL REFERENCES audit_checkpoints (seq),
+        chain      BIGINT NOT NULL,
+        seq        BIGINT NOT NULL,
+        hash       TEXT NOT NULL,
+        PRIMARY KEY (checkpoint, chain)
+    )
+    """,
+    "CREATE INDEX audit_checkpoint_heads_chain ON audit_checkpoint_heads (chain, seq)",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
 """Applied in order; the database's version is how many of these it has run."""

@@ -39,21 +39,30 @@ from psycopg.rows import DictRow, dict_row
 
 from guardproxy.store.base import (
     AlreadyExistsError,
+    AuditRecord,
     HoldState,
     HoldWatcher,
     InvalidValueError,
     NotFoundError,
     StoreError,
 )
+from guardproxy.store.chain import canonical_time
 from guardproxy.store.migrations import Migration
 from guardproxy.store.postgres_migrations import (
-    CHAIN_LOCK,
+    CHECKPOINT_LOCK,
     HOLDS_CHANNEL,
     MIGRATION_LOCK,
     MIGRATIONS,
     SCHEMA_VERSION_TABLE,
 )
-from guardproxy.store.sql import Cursor, Db, SqlStore, apply_migrations, schema_too_new
+from guardproxy.store.sql import (
+    Cursor,
+    Db,
+    SqlStore,
+    apply_migrations,
+    schema_too_new,
+    writer_name,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -101,6 +110,15 @@ def _schema_version(connection: Connection) -> int:
     return 0 if row is None else int(row["v"])
 
 
+def _durability(connection: Connection) -> dict[str, str]:
+    """The server settings a commit's durability depends on (the README says more)."""
+    settings = {}
+    for name in ("fsync", "synchronous_commit"):
+        row = connection.execute(f"SHOW {name}").fetchone()
+        settings[name] = "" if row is None else str(next(iter(row.values())))
+    return settings
+
+
 def redact(url: str) -> str:
     """The URL without its password, for messages and logs."""
     parts = urlsplit(url)
@@ -124,6 +142,53 @@ class _PgDb:
         if seq_of_parameters:
             with self._connection.cursor() as cursor:
                 cursor.executemany(_placeholders(sql), seq_of_parameters)
+
+
+_APPEND_DECISION = """
+WITH decision AS (
+    INSERT INTO decisions (id, at, session_id, action, context, decision, outcome, hold_id,
+                           upstream_status)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+), record AS (
+    INSERT INTO audit_log (chain, seq, record_id, kind, at, session_id, subject, outcome,
+                           provider, payload, prev_hash, hash)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+)
+UPDATE audit_chains SET head_seq = %s, head_hash = %s WHERE id = %s
+"""
+"""One decision, its chain record and the chain's new head, in one statement."""
+
+_APPEND_DECISIONS = """
+WITH decision AS (
+    INSERT INTO decisions (id, at, session_id, action, context, decision, outcome, hold_id,
+                           upstream_status)
+    SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
+                         %b::text[], %b::text[], %b::text[], %b::int[])
+), record AS (
+    INSERT INTO audit_log (chain, seq, record_id, kind, at, session_id, subject, outcome,
+                           provider, payload, prev_hash, hash)
+    SELECT %s, seq, record_id, kind, at, session_id, subject, outcome, provider, payload,
+           prev_hash, hash
+    FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
+                %b::text[], %b::text[], %b::text[], %b::text[], %b::text[])
+         WITH ORDINALITY AS r (seq, record_id, kind, at, session_id, subject, outcome,
+                               provider, payload, prev_hash, hash, n)
+    ORDER BY n
+)
+UPDATE audit_chains SET head_seq = %s, head_hash = %s WHERE id = %s
+"""
+"""Decisions, their chain records (in chain order: ``position`` follows ``seq``) and the
+chain's new head, in one statement: the appends of a mutation's record cost a single
+round trip and a single commit.  Parameters: the decision columns as arrays, the chain,
+the record columns as arrays, the new head (seq, hash) and the chain again."""
+
+
+def _duplicate(exc: Exception, decisions: str, chain: int) -> str:
+    """What an integrity error while appending decisions is about."""
+    constraint = getattr(getattr(exc, "diag", None), "constraint_name", None) or ""
+    if constraint.endswith("_chain_seq_key"):  # UNIQUE (chain, seq) of audit_log
+        return f"a record of audit chain {chain} (another writer appended to it)"
+    return decisions
 
 
 _converted: dict[str, str] = {}
@@ -263,8 +328,15 @@ class PostgresStore(SqlStore):
         pool_size: int = DEFAULT_POOL_SIZE,
         connect_timeout: int = DEFAULT_CONNECT_TIMEOUT,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        writer: str = "",
     ) -> None:
+        """``writer`` names who appends through this store in its audit chain's record
+        (with the host and process id)."""
         self.url = url
+        self._append_lock = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._queued = []
+        self._writer = writer_name(writer)
         self.display_url = redact(url)
         self._pool = _Pool(url, pool_size, connect_timeout, lock_timeout)
         self._watchers: list[HoldWatcher] = []
@@ -274,6 +346,7 @@ class PostgresStore(SqlStore):
         try:
             with self._pool.connection() as connection:
                 self.schema_version = migrate(connection)
+                self.durability = _durability(connection)
         except psycopg.Error as exc:
             self._pool.close()
             raise StoreError(f"cannot open store {self.display_url}: {exc}") from exc
@@ -283,6 +356,18 @@ class PostgresStore(SqlStore):
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.display_url!r})"
+
+    @property
+    def durability_warning(self) -> str | None:
+        """Why a crash of the database server could lose commits guardproxy acted on, or
+        None (``fsync`` and ``synchronous_commit`` on, PostgreSQL's defaults)."""
+        off = [name for name, value in self.durability.items() if value == "off"]
+        if not off:
+            return None
+        return (
+            f"the database server runs with {' and '.join(f'{n} = off' for n in off)}: a crash "
+            "of it can lose the latest records of requests guardproxy already forwarded"
+        )
 
     def close(self) -> None:
         """Close every connection and stop listening; later calls raise StoreError."""
@@ -302,10 +387,41 @@ class PostgresStore(SqlStore):
             raise self._failure(exc) from exc
 
     @contextmanager
-    def _write(self) -> Iterator[_PgDb]:
+    def _transaction(self) -> Iterator[_PgDb]:
         try:
             with self._pool.connection() as connection, connection.transaction():
                 yield _PgDb(connection)
+        except psycopg.Error as exc:
+            raise self._failure(exc) from exc
+
+    def _store_decisions(
+        self, rows: Sequence[Sequence[Any]], records: Sequence[AuditRecord], what: str
+    ) -> None:
+        """One statement (:data:`_APPEND_DECISION`, :data:`_APPEND_DECISIONS`): atomic by
+        itself and one round trip, one prepared statement for one decision (a mutation's,
+        on the request path) and one for a batch of any size."""
+        last = records[-1]
+        audit = [
+            (r.seq, r.record_id, r.kind, canonical_time(r.at), r.session_id, r.subject,
+             r.outcome, r.provider, r.payload_json, r.prev_hash, r.hash)
+            for r in records
+        ]  # fmt: skip
+        if len(rows) == 1:
+            statement = _APPEND_DECISION
+            parameters: tuple[Any, ...] = (*rows[0], last.chain, *audit[0])
+        else:
+            statement = _APPEND_DECISIONS
+            parameters = (
+                *(list(column) for column in zip(*rows, strict=True)),
+                last.chain,
+                *(list(column) for column in zip(*audit, strict=True)),
+            )
+        try:
+            with self._pool.connection() as connection:
+                try:
+                    connection.execute(statement, (*parameters, last.seq, last.hash, last.chain))
+                except self._integrity_errors as exc:
+                    raise self._integrity(exc, _duplicate(exc, what, last.chain)) from exc
         except psycopg.Error as exc:
             raise self._failure(exc) from exc
 
@@ -328,8 +444,8 @@ class PostgresStore(SqlStore):
             )
         return StoreError(f"store {self.display_url}: {str(exc).strip()}")
 
-    def _lock_chain(self, db: Db) -> None:
-        db.execute("SELECT pg_advisory_xact_lock(?)", (CHAIN_LOCK,))
+    def _lock_checkpoints(self, db: Db) -> None:
+        db.execute("SELECT pg_advisory_xact_lock(?)", (CHECKPOINT_LOCK,))
 
     def _json_field(self, column: str, key: str) -> str:
         return f"({column}::jsonb ->> '{key}')"

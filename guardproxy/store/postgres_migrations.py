@@ -33,9 +33,10 @@ HOLDS_CHANNEL = "guardproxy_holds"
 MIGRATION_LOCK = 0x6775617264
 """The advisory lock key replicas take to migrate one at a time ("guard")."""
 
-CHAIN_LOCK = 0x636861696E
-"""The advisory lock key a transaction holds from reading the audit chain's head to its
-commit, so replicas append one after another ("chain")."""
+CHECKPOINT_LOCK = 0x6368656B70
+"""The advisory lock key a transaction holds from reading the last audit checkpoint to
+its commit, so replicas add checkpoints one after another ("chekp").  Appends to the
+audit chains do not take it: each locks its own chain's row in ``audit_chains``."""
 
 SCHEMA_VERSION_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_version (
@@ -60,7 +61,14 @@ _SQLITE_ONLY = re.compile(
 )
 _CREATE_TABLE = re.compile(r"^\s*CREATE TABLE\b", re.IGNORECASE)
 
-OVERRIDES: dict[tuple[int, int], str] = {}
+OVERRIDES: dict[tuple[int, int], str] = {
+    # chain 0 (the records from before migration 7) keeps the id 0 an identity never gives
+    (7, 2): """
+    INSERT INTO audit_chains (id, writer, head_seq, head_hash) OVERRIDING SYSTEM VALUE
+        SELECT 0, 'legacy: the single chain before migration 7', seq, hash
+        FROM audit_log ORDER BY seq DESC LIMIT 1
+    """,
+}
 """(version, statement index) -> PostgreSQL text, for a statement no rule translates."""
 
 EXTRA: dict[int, Migration] = {

@@ -3,7 +3,7 @@
 Both backends keep the same tables with the same column types (timestamps as
 fixed-width UTC text, JSON as verbatim text), so every query, transition and row
 mapping is written once here.  A backend supplies transactions (:meth:`_read`,
-:meth:`_write`) that yield a :class:`Db`, and the few things that differ:
+:meth:`_transaction`) that yield a :class:`Db`, and the few things that differ:
 
 * queries use ``?`` placeholders; the PostgreSQL connection adapter rewrites them;
 * ``rowid`` orders rows inserted at the same instant (SQLite's implicit column; an
@@ -11,8 +11,10 @@ mapping is written once here.  A backend supplies transactions (:meth:`_read`,
 * ``_FOR_UPDATE`` locks a hold read before it is changed.  SQLite serialises
   writers with ``BEGIN IMMEDIATE`` and needs nothing; PostgreSQL's row lock makes a
   second approver wait and then see the first one's verdict;
-* ``_lock_chain`` serialises appends to the audit chain (SQLite: already, by
-  ``BEGIN IMMEDIATE``; PostgreSQL: an advisory lock held until commit);
+* ``_store_decisions`` writes decisions with their chain records (PostgreSQL: one
+  statement, one round trip);
+* ``_lock_checkpoints`` serialises checkpoints (SQLite: already, by ``BEGIN
+  IMMEDIATE``; PostgreSQL: an advisory lock held until commit);
 * ``_json_field`` reads a key of a JSON column (``json_extract`` / ``->>``);
 * which driver exceptions are integrity errors, and what they mean.
 """
@@ -20,9 +22,12 @@ mapping is written once here.  A backend supplies transactions (:meth:`_read`,
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
-from dataclasses import fields
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
@@ -30,10 +35,16 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
 from guardproxy.redact import REDACTED
 from guardproxy.store import chain
 from guardproxy.store.base import (
+    AlreadyExistsError,
     Approval,
     Approver,
+    ApproverLink,
+    AuditChain,
     AuditEntry,
     AuditRecord,
+    ChainHead,
+    ChatMessage,
+    Checkpoint,
     DecisionRecord,
     EventTotal,
     Hold,
@@ -42,9 +53,11 @@ from guardproxy.store.base import (
     HoldWatcher,
     InvalidValueError,
     NotFoundError,
+    Page,
     SchemaVersionError,
     Session,
     SessionEvent,
+    Signer,
     StoreError,
     Verdict,
     carried_until,
@@ -89,6 +102,19 @@ class SqlStore:
 
     _FOR_UPDATE: ClassVar[str] = ""
     _integrity_errors: ClassVar[tuple[type[Exception], ...]] = ()
+    _writer = ""
+    """Who appends through this store (the chain's ``writer``, informational)."""
+    _chain_id: int | None = None
+    """This store's audit chain, created at its first write that may append to it."""
+    _chain_head: tuple[int, str] | None = None
+    """The (seq, hash) of its chain's last record as of the last commit; None: read it."""
+    _appended_head: tuple[int, str] | None = None
+    """The head the transaction in progress leaves, once it commits."""
+    _append_lock: threading.Lock
+    """Held by this store's transactions that may append to its chain, one at a time."""
+    _queue_lock: threading.Lock
+    _queued: list[_Append]
+    """Decisions waiting for ``_append_lock``, written together by whoever gets it."""
 
     def close(self) -> None:
         raise NotImplementedError
@@ -107,9 +133,54 @@ class SqlStore:
     def _read(self) -> AbstractContextManager[Db]:
         raise NotImplementedError
 
-    def _write(self) -> AbstractContextManager[Db]:
-        """A transaction: committed on success, rolled back on any error."""
+    def _transaction(self) -> AbstractContextManager[Db]:
+        """A write transaction: committed on success, rolled back on any error."""
         raise NotImplementedError
+
+    @contextmanager
+    def _write(self, *, chained: bool = False) -> Iterator[Db]:
+        """A write transaction; ``chained``: one that may append to this store's chain
+        (:meth:`_appending`)."""
+        if chained:
+            with self._appending(), self._transaction() as db:
+                yield db
+        else:
+            with self._transaction() as db:
+                yield db
+
+    @contextmanager
+    def _appending(self) -> Iterator[None]:
+        """The span of a transaction that may append to this store's chain.
+
+        A store's appending transactions run one at a time (``_append_lock``), so the head
+        its last commit left is known without reading it: a store appends to its chain
+        alone.  Should another writer append to it anyway (two processes given one
+        chain), the ``UNIQUE (chain, seq)`` of ``audit_log`` refuses the second record of
+        a sequence number, so a chain never forks.  The chain is created first, in a
+        transaction of its own, if it does not exist yet.
+        """
+        with self._append_lock:
+            if self._chain_id is None:
+                self._open_chain()
+            self._appended_head = None
+            try:
+                yield
+            except BaseException:
+                self._chain_head = None  # committed or not: read it again next time
+                raise
+            if self._appended_head is not None:
+                self._chain_head = self._appended_head
+
+    def _open_chain(self) -> None:
+        """Create this store's chain: from now on it appends there, and only it does."""
+        with self._transaction() as db:
+            row = db.execute(
+                "INSERT INTO audit_chains (writer, head_seq, head_hash) VALUES (?, 0, '')"
+                " RETURNING id",
+                (self._writer,),
+            ).fetchone()
+        self._chain_id = int(row["id"])
+        self._chain_head = (0, chain.chain_genesis(self._chain_id))
 
     def _integrity(self, exc: Exception, what: str) -> StoreError:
         """What an integrity error from the driver means for ``what``."""
@@ -220,7 +291,7 @@ class SqlStore:
         grant_seconds(grant)  # refuse a malformed grant before it can be approved
         one_line = " ".join(summary.splitlines())
         created, expires = _ts(created_at), _ts(expires_at)
-        with self._write() as db:
+        with self._write(chained=True) as db:
             hold_id = _unused_hold_id(db)
             try:
                 db.execute(
@@ -293,7 +364,7 @@ class SqlStore:
             raise InvalidValueError("resolve_hold needs who resolved it")
         wanted = "approve" if state is HoldState.APPROVED else "deny"
         moment = _ts(now)
-        with self._write() as db:
+        with self._write(chained=True) as db:
             hold = self._decidable(db, hold_id, now)
             if hold.state is HoldState.PENDING:
                 seconds = grant_seconds(hold.grant) if state is HoldState.APPROVED else None
@@ -311,7 +382,7 @@ class SqlStore:
 
     def expire_holds(self, now: datetime) -> list[Hold]:
         moment = _ts(now)
-        with self._write() as db:
+        with self._write(chained=True) as db:
             ids = [
                 row["id"]
                 for row in db.execute(
@@ -330,7 +401,7 @@ class SqlStore:
             return expired
 
     def consume_approval(self, session_id: str, request_digest: str, now: datetime) -> Hold | None:
-        with self._write() as db:
+        with self._write(chained=True) as db:
             rows = db.execute(
                 "SELECT * FROM holds WHERE session_id = ? AND request_digest = ?"
                 " AND state = 'approved' ORDER BY created_at DESC, rowid DESC",
@@ -364,7 +435,7 @@ class SqlStore:
     def consume_carried_approval(
         self, session_id: str, request_digest: str, now: datetime
     ) -> Hold | None:
-        with self._write() as db:
+        with self._write(chained=True) as db:
             rows = db.execute(
                 f"SELECT h.* FROM {_CARRIED_HOLDS} AND h.state = 'approved'"
                 " ORDER BY h.created_at DESC, h.rowid DESC",
@@ -426,7 +497,7 @@ class SqlStore:
             raise InvalidValueError(f"verdict must be approve or deny, got {verdict!r}") from exc
         if not approver:
             raise InvalidValueError("an approval needs an approver")
-        with self._write() as db:
+        with self._write(chained=True) as db:
             hold = self._decidable(db, hold_id, at)
             if hold.state is HoldState.PENDING:
                 row = db.execute(
@@ -500,6 +571,154 @@ class SqlStore:
             cursor = db.execute("DELETE FROM approvers WHERE name = ?", (name,))
             if cursor.rowcount == 0:
                 raise NotFoundError(f"no approver {name}")
+            # a new approver of the same name must not inherit the old one's identities
+            db.execute("DELETE FROM approver_links WHERE approver = ?", (name,))
+
+    # -- identities elsewhere ---------------------------------------------------------
+
+    def link_approver(self, link: ApproverLink) -> None:
+        if not link.external_id:
+            raise InvalidValueError("a link needs the identity it links to")
+        with self._write() as db:
+            if (
+                db.execute("SELECT 1 FROM approvers WHERE name = ?", (link.approver,)).fetchone()
+                is None
+            ):
+                raise NotFoundError(f"no approver {link.approver}")
+            taken = db.execute(
+                "SELECT approver FROM approver_links WHERE kind = ? AND external_id = ?",
+                (link.kind, link.external_id),
+            ).fetchone()
+            if taken is not None and taken["approver"] != link.approver:
+                owner = taken["approver"]
+                raise AlreadyExistsError(
+                    f"the {link.kind} identity {link.external_id} is linked to {owner}"
+                )
+            db.execute(
+                "DELETE FROM approver_links WHERE approver = ? AND kind = ?",
+                (link.approver, link.kind),
+            )
+            try:
+                db.execute(
+                    "INSERT INTO approver_links (approver, kind, external_id, created_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    (link.approver, link.kind, link.external_id, _ts(link.created_at)),
+                )
+            except self._integrity_errors as exc:
+                raise self._integrity(exc, f"{link.kind} link of {link.approver}") from exc
+
+    def unlink_approver(self, name: str, kind: str) -> None:
+        with self._write() as db:
+            cursor = db.execute(
+                "DELETE FROM approver_links WHERE approver = ? AND kind = ?", (name, kind)
+            )
+            if cursor.rowcount == 0:
+                raise NotFoundError(f"{name} has no {kind} link")
+
+    def list_approver_links(self, kind: str | None = None) -> list[ApproverLink]:
+        where, values = _where({"kind = ?": kind})
+        with self._read() as db:
+            rows = db.execute(
+                f"SELECT * FROM approver_links {where} ORDER BY approver, kind", values
+            ).fetchall()
+        return [_link(row) for row in rows]
+
+    def find_approver_by_link(self, kind: str, external_id: str) -> Approver | None:
+        with self._read() as db:
+            row = db.execute(
+                "SELECT a.* FROM approver_links l JOIN approvers a ON a.name = l.approver"
+                " WHERE l.kind = ? AND l.external_id = ?",
+                (kind, external_id),
+            ).fetchone()
+        return None if row is None else _approver(row)
+
+    # -- pages and chat messages ------------------------------------------------------
+
+    def claim_page(
+        self,
+        hold_id: str,
+        oncall_group: str,
+        level: int,
+        *,
+        schedule: str,
+        pager: str,
+        dedup_key: str,
+        at: datetime,
+    ) -> Page | None:
+        with self._write() as db:
+            row = db.execute(
+                "INSERT INTO pages"
+                " (hold_id, oncall_group, level, schedule, pager, dedup_key, claimed_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING *",
+                (hold_id, oncall_group, level, schedule, pager, dedup_key, _ts(at)),
+            ).fetchone()
+        return None if row is None else _page(row)
+
+    def update_page(
+        self,
+        hold_id: str,
+        oncall_group: str,
+        level: int,
+        *,
+        triggered_at: datetime | None,
+        error: str,
+    ) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE pages SET triggered_at = ?, error = ?"
+                " WHERE hold_id = ? AND oncall_group = ? AND level = ?",
+                (_ts_or_none(triggered_at), error, hold_id, oncall_group, level),
+            )
+
+    def claim_page_resolutions(self, hold_id: str, at: datetime) -> list[Page]:
+        with self._write() as db:  # one statement: a concurrent claim gets the rest, or none
+            rows = db.execute(
+                "UPDATE pages SET resolved_at = ? WHERE hold_id = ? AND resolved_at IS NULL"
+                " RETURNING *",
+                (_ts(at), hold_id),
+            ).fetchall()
+        return sorted(
+            (_page(row) for row in rows), key=lambda page: (page.oncall_group, page.level)
+        )
+
+    def list_pages(self, hold_ids: Sequence[str]) -> list[Page]:
+        if not hold_ids:
+            return []
+        marks = ", ".join("?" for _ in hold_ids)
+        with self._read() as db:
+            rows = db.execute(
+                f"SELECT * FROM pages WHERE hold_id IN ({marks})"
+                " ORDER BY hold_id, oncall_group, level",
+                list(hold_ids),
+            ).fetchall()
+        return [_page(row) for row in rows]
+
+    def save_chat_message(self, message: ChatMessage) -> bool:
+        with self._write() as db:
+            row = db.execute(
+                "INSERT INTO chat_messages (hold_id, kind, channel, message_ts, posted_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING hold_id",
+                (message.hold_id, message.kind, message.channel, message.message_ts,
+                 _ts(message.posted_at)),
+            ).fetchone()  # fmt: skip
+        return row is not None
+
+    def get_chat_message(self, hold_id: str, kind: str) -> ChatMessage | None:
+        with self._read() as db:
+            row = db.execute(
+                "SELECT * FROM chat_messages WHERE hold_id = ? AND kind = ?", (hold_id, kind)
+            ).fetchone()
+        return None if row is None else _chat_message(row)
+
+    def claim_chat_request(self, key: str, at: datetime, *, forget_before: datetime) -> bool:
+        with self._write() as db:
+            db.execute("DELETE FROM chat_requests WHERE at < ?", (_ts(forget_before),))
+            row = db.execute(
+                "INSERT INTO chat_requests (request_key, at) VALUES (?, ?)"
+                " ON CONFLICT DO NOTHING RETURNING request_key",
+                (key, _ts(at)),
+            ).fetchone()
+        return row is not None
 
     # -- decision log ---------------------------------------------------------------
 
@@ -507,25 +726,99 @@ class SqlStore:
         self.append_decisions([record])
 
     def append_decisions(self, records: Sequence[DecisionRecord]) -> None:
+        """Append ``records`` with their chain records; durable when this returns.
+
+        Appends made at the same time by several threads (the proxy's concurrent
+        requests) are written together: whichever thread gets the chain first writes
+        every append queued by then, in one transaction, and each caller returns once
+        the transaction holding its records has committed.  Should that transaction
+        fail, each append is written again on its own, so one that cannot be written
+        (an id already stored) fails only its caller.
+        """
+        if not records:
+            return
         rows = [
             (r.id, _ts(r.at), r.session_id, r.action_json, r.context_json, r.decision_json,
              r.outcome, r.hold_id, r.upstream_status)
             for r in records
         ]  # fmt: skip
         what = f"decision {records[0].id}" if len(records) == 1 else "a decision in the batch"
-        with self._write() as db:
+        append = _Append(rows, [chain.decision_entry(r) for r in records], what)
+        with self._queue_lock:
+            self._queued.append(append)
+        with self._append_lock:
+            if not append.done:  # else another thread wrote it meanwhile
+                with self._queue_lock:
+                    batch, self._queued = self._queued, []
+                self._write_appends(batch)
+        if append.error is not None:
+            raise append.error
+
+    def _write_appends(self, batch: Sequence[_Append]) -> None:
+        """Write queued appends (holding ``_append_lock``): all in one transaction, else
+        each on its own; every one ends ``done``, with its ``error`` if it failed."""
+        try:
+            if len(batch) > 1:
+                try:
+                    self._write_together(batch)
+                    return
+                except StoreError:
+                    pass  # one of them, or the database: each alone says which
+            for append in batch:
+                try:
+                    self._write_together([append])
+                except StoreError as error:
+                    append.error = error
+        finally:
+            for append in batch:
+                if not append.done:  # interrupted before it was written
+                    append.error = append.error or StoreError("the append was interrupted")
+                    append.done = True
+
+    def _write_together(self, batch: Sequence[_Append]) -> None:
+        """One transaction for every append of ``batch``; marks them done if it commits."""
+        self._appended_head = None
+        try:
+            if self._chain_id is None:
+                self._open_chain()
+            records = self._link(
+                [entry for append in batch for entry in append.entries], self._head(None)
+            )
+            self._store_decisions(
+                [row for append in batch for row in append.rows],
+                records,
+                batch[0].what if len(batch) == 1 else "a decision written with others",
+            )
+        except BaseException:
+            self._chain_head = None  # committed or not: read it again next time
+            raise
+        self._chain_head = self._appended_head
+        for append in batch:
+            append.done = True
+
+    def _store_decisions(
+        self, rows: Sequence[Sequence[Any]], records: Sequence[AuditRecord], what: str
+    ) -> None:
+        """Insert decision rows and their linked chain records, in one transaction."""
+        with self._transaction() as db:
             try:
-                db.executemany(
+                _insert(
+                    db,
                     f"INSERT INTO decisions ({_DECISION_COLUMNS})"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     rows,
                 )
             except self._integrity_errors as exc:
                 raise self._integrity(exc, what) from exc
-            self._chain(db, [chain.decision_entry(r) for r in records])
+            try:
+                self._insert_linked(db, records)
+            except self._integrity_errors as exc:
+                chain_id = records[0].chain
+                what = f"a record of audit chain {chain_id} (another writer appended to it)"
+                raise self._integrity(exc, what) from exc
 
     def set_upstream_statuses(self, statuses: Sequence[tuple[str, int]]) -> None:
-        with self._write() as db:
+        with self._write(chained=True) as db:
             self._set_statuses(db, statuses)
 
     def _set_statuses(self, db: Db, statuses: Sequence[tuple[str, int]]) -> int:
@@ -561,7 +854,7 @@ class SqlStore:
         return None if row is None else _decision(row)
 
     def set_upstream_status(self, decision_id: str, status: int) -> None:
-        with self._write() as db:
+        with self._write(chained=True) as db:
             if self._set_statuses(db, [(decision_id, status)]) == 0:
                 raise NotFoundError(f"no decision {decision_id}")
 
@@ -591,52 +884,108 @@ class SqlStore:
 
     # -- audit chain ----------------------------------------------------------------
 
-    def _lock_chain(self, db: Db) -> None:
-        """Keep other writers from reading the chain's head until this transaction ends."""
+    def _lock_checkpoints(self, db: Db) -> None:
+        """Keep other checkpoints from being made until this transaction ends."""
         raise NotImplementedError
 
     def _chain(self, db: Db, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
-        """Link ``entries`` after the head and insert them (in the caller's transaction).
-
-        The chain lock is held from reading the head to the commit, so appends never
-        interleave, whichever process or replica makes them.
-        """
+        """Link ``entries`` after this store's chain head and insert them (in the caller's
+        transaction, which ``_write(chained=True)`` opened), moving the chain's head."""
         if not entries:
             return []
-        self._lock_chain(db)
-        head = db.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
-        seq, prev = (head["seq"], head["hash"]) if head is not None else (0, chain.GENESIS)
+        records = self._link(entries, self._head(db))
+        self._insert_linked(db, records)
+        return records
+
+    def _head(self, db: Db | None) -> tuple[int, str]:
+        """The (seq, hash) this store's next record follows: as the transaction in
+        progress or the last commit left it, else as stored (read with ``db``, or on its
+        own), when a failure made it unknown."""
+        head = self._appended_head or self._chain_head
+        if head is not None:
+            return head
+        chain_id = self._chain_id
+        if chain_id is None:  # a method appending outside _appending()
+            raise StoreError("internal error: an audit append outside an appending transaction")
+        query = "SELECT head_seq, head_hash FROM audit_chains WHERE id = ?"
+        if db is None:
+            with self._read() as reader:
+                row = reader.execute(query, (chain_id,)).fetchone()
+        else:
+            row = db.execute(query, (chain_id,)).fetchone()
+        if row is None:
+            raise StoreError(
+                f"audit chain {chain_id} is missing from audit_chains (deleted?): nothing "
+                "more is appended to it; run `guardproxy audit verify` and restart guardproxy"
+            )
+        seq = int(row["head_seq"])
+        return seq, row["head_hash"] if seq else chain.chain_genesis(chain_id)
+
+    def _link(self, entries: Sequence[AuditEntry], head: tuple[int, str]) -> list[AuditRecord]:
+        """``entries`` as this store's chain's records after ``head`` (whose new head the
+        transaction leaves, once it commits)."""
+        chain_id = self._chain_id
+        assert chain_id is not None  # _head() found the chain
+        seq, prev = head
         records: list[AuditRecord] = []
         for entry in entries:
             seq += 1
-            record = chain.link(entry, seq, prev)
+            record = chain.link(entry, seq, prev, chain_id)
             records.append(record)
             prev = record.hash
-        db.executemany(
-            "INSERT INTO audit_log (seq, record_id, kind, at, session_id, subject, outcome,"
-            " provider, payload, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        self._appended_head = (seq, prev)
+        return records
+
+    def _insert_linked(self, db: Db, records: Sequence[AuditRecord]) -> None:
+        """Insert linked records of this store's chain and move its head to the last."""
+        _insert(
+            db,
+            "INSERT INTO audit_log (chain, seq, record_id, kind, at, session_id, subject,"
+            " outcome, provider, payload, prev_hash, hash)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                (r.seq, r.record_id, r.kind, _ts(r.at), r.session_id, r.subject, r.outcome,
-                 r.provider, r.payload_json, r.prev_hash, r.hash)
+                (r.chain, r.seq, r.record_id, r.kind, _ts(r.at), r.session_id, r.subject,
+                 r.outcome, r.provider, r.payload_json, r.prev_hash, r.hash)
                 for r in records
             ],
         )  # fmt: skip
-        return records
+        last = records[-1]
+        db.execute(
+            "UPDATE audit_chains SET head_seq = ?, head_hash = ? WHERE id = ?",
+            (last.seq, last.hash, last.chain),
+        )
 
     def append_audit(self, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
-        with self._write() as db:
+        with self._write(chained=True) as db:
             try:
                 return self._chain(db, entries)
             except self._integrity_errors as exc:
                 raise self._integrity(exc, "an audit record") from exc
 
-    def audit_records(self, *, after_seq: int = 0, limit: int = 1000) -> list[AuditRecord]:
+    def audit_records(self, *, after: int = 0, limit: int = 1000) -> list[AuditRecord]:
         with self._read() as db:
             rows = db.execute(
-                "SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?",
-                (after_seq, _limit(limit)),
+                "SELECT * FROM audit_log WHERE position > ? ORDER BY position LIMIT ?",
+                (after, _limit(limit)),
             ).fetchall()
         return [_audit(row) for row in rows]
+
+    def chain_records(
+        self, chain: int, *, after_seq: int = 0, limit: int = 1000
+    ) -> list[AuditRecord]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT * FROM audit_log WHERE chain = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (chain, after_seq, _limit(limit)),
+            ).fetchall()
+        return [_audit(row) for row in rows]
+
+    def audit_chains(self) -> list[AuditChain]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT id, writer, head_seq, head_hash FROM audit_chains ORDER BY id"
+            ).fetchall()
+        return [_audit_chain(row) for row in rows]
 
     def get_audit_record(self, record_id: str) -> AuditRecord | None:
         with self._read() as db:
@@ -646,9 +995,90 @@ class SqlStore:
     def audit_for(self, subject: str) -> list[AuditRecord]:
         with self._read() as db:
             rows = db.execute(
-                "SELECT * FROM audit_log WHERE subject = ? ORDER BY seq", (subject,)
+                "SELECT * FROM audit_log WHERE subject = ? ORDER BY position", (subject,)
             ).fetchall()
         return [_audit(row) for row in rows]
+
+    # -- checkpoints ----------------------------------------------------------------
+
+    def checkpoint_audit(
+        self,
+        *,
+        at: datetime,
+        key_id: str,
+        sign: Signer,
+        min_interval: timedelta = timedelta(0),
+    ) -> Checkpoint | None:
+        moment = _ts(at)
+        with self._write() as db:
+            self._lock_checkpoints(db)
+            last = db.execute(
+                "SELECT seq, at, hash FROM audit_checkpoints ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            if (
+                last is not None
+                and min_interval > timedelta(0)
+                and _dt_required(last["at"]) > at - min_interval
+            ):
+                return None
+            moved = db.execute(
+                "SELECT c.id, c.head_seq, c.head_hash FROM audit_chains c WHERE c.head_seq >"
+                " COALESCE((SELECT MAX(h.seq) FROM audit_checkpoint_heads h"
+                " WHERE h.chain = c.id), 0) ORDER BY c.id"
+            ).fetchall()
+            if not moved:
+                return None
+            checkpoint = chain.build_checkpoint(
+                seq=1 if last is None else int(last["seq"]) + 1,
+                at=at,
+                heads=[ChainHead(int(r["id"]), int(r["head_seq"]), r["head_hash"]) for r in moved],
+                key_id=key_id,
+                prev_hash=chain.GENESIS if last is None else last["hash"],
+                sign=sign,
+            )
+            db.execute(
+                "INSERT INTO audit_checkpoints (seq, at, key_id, prev_hash, hash, signature)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (checkpoint.seq, moment, key_id, checkpoint.prev_hash, checkpoint.hash,
+                 checkpoint.signature),
+            )  # fmt: skip
+            db.executemany(
+                "INSERT INTO audit_checkpoint_heads (checkpoint, chain, seq, hash)"
+                " VALUES (?, ?, ?, ?)",
+                [(checkpoint.seq, h.chain, h.seq, h.hash) for h in checkpoint.heads],
+            )
+            return checkpoint
+
+    def audit_checkpoints(self, *, after_seq: int = 0, limit: int = 1000) -> list[Checkpoint]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT * FROM audit_checkpoints WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, _limit(limit)),
+            ).fetchall()
+            if not rows:
+                return []
+            heads: dict[int, list[ChainHead]] = {int(row["seq"]): [] for row in rows}
+            for head in db.execute(
+                "SELECT checkpoint, chain, seq, hash FROM audit_checkpoint_heads"
+                " WHERE checkpoint > ? AND checkpoint <= ? ORDER BY checkpoint, chain",
+                (after_seq, int(rows[-1]["seq"])),
+            ).fetchall():
+                if int(head["checkpoint"]) in heads:
+                    heads[int(head["checkpoint"])].append(
+                        ChainHead(int(head["chain"]), int(head["seq"]), head["hash"])
+                    )
+        return [
+            Checkpoint(
+                seq=int(row["seq"]),
+                at=_dt_required(row["at"]),
+                heads=tuple(heads[int(row["seq"])]),
+                key_id=row["key_id"],
+                prev_hash=row["prev_hash"],
+                hash=row["hash"],
+                signature=row["signature"],
+            )
+            for row in rows
+        ]
 
     def list_audit(
         self,
@@ -673,7 +1103,7 @@ class SqlStore:
         )
         with self._read() as db:
             rows = db.execute(
-                f"SELECT * FROM audit_log {where} ORDER BY seq DESC LIMIT ?",
+                f"SELECT * FROM audit_log {where} ORDER BY position DESC LIMIT ?",
                 (*params, _limit(limit)),
             ).fetchall()
         return [_audit(row) for row in rows]
@@ -757,6 +1187,12 @@ def apply_migrations(db: Db, current: int, migrations: Sequence[Migration]) -> N
         db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
 
 
+def writer_name(role: str) -> str:
+    """Who appends through a store, as its chain's ``writer`` says: host, process, role."""
+    name = f"{socket.gethostname()} pid {os.getpid()}"
+    return f"{name} {role}" if role else name
+
+
 def schema_too_new(current: int, known: int) -> SchemaVersionError:
     return SchemaVersionError(
         f"database schema version {current} is newer than this guardproxy knows "
@@ -774,6 +1210,25 @@ _EVENT_COLUMNS = (
     "session_id, at, summary, operation, verb, provider, environment, resource_key, "
     "outcome, protection_removed, recreate, destroyed_container"
 )
+
+
+@dataclass(eq=False)
+class _Append:
+    """Decisions a caller of ``append_decisions`` waits to see committed."""
+
+    rows: list[tuple[Any, ...]]
+    entries: list[AuditEntry]
+    what: str
+    done: bool = False
+    error: StoreError | None = None
+
+
+def _insert(db: Db, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    """One row as one statement, several as ``executemany`` (which costs more for one)."""
+    if len(rows) == 1:
+        db.execute(sql, rows[0])
+    else:
+        db.executemany(sql, rows)
 
 
 def _where(conditions: Mapping[str, object | None]) -> tuple[str, list[object]]:
@@ -911,3 +1366,7 @@ _decision = _mapper(DecisionRecord, unstored=("provider", "shadow_json"))
 _event = _mapper(SessionEvent)
 _approver = _mapper(Approver)
 _audit = _mapper(AuditRecord)
+_link = _mapper(ApproverLink)
+_page = _mapper(Page)
+_chat_message = _mapper(ChatMessage)
+_audit_chain = _mapper(AuditChain)

@@ -36,7 +36,7 @@ from guardproxy.store.base import (
     StoreError,
 )
 from guardproxy.store.migrations import MIGRATIONS, SCHEMA_VERSION_TABLE, Migration
-from guardproxy.store.sql import Db, SqlStore, apply_migrations, schema_too_new
+from guardproxy.store.sql import Db, SqlStore, apply_migrations, schema_too_new, writer_name
 
 DEFAULT_BUSY_TIMEOUT = 5.0
 """Seconds a writer waits for another writer's lock before failing."""
@@ -87,9 +87,17 @@ def _schema_version(connection: sqlite3.Connection) -> int:
 class SqliteStore(SqlStore):
     """:class:`~guardproxy.store.base.Store` on a SQLite file (created 0600, dir 0700)."""
 
-    def __init__(self, path: Path, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
+    def __init__(
+        self, path: Path, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT, writer: str = ""
+    ) -> None:
+        """``writer`` names who appends through this store in its audit chain's record
+        (with the host and process id)."""
         self.path = Path(path)
         self._lock = threading.RLock()
+        self._append_lock = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._queued = []
+        self._writer = writer_name(writer)
         try:
             _prepare_file(self.path)
             connection = sqlite3.connect(
@@ -159,7 +167,7 @@ class SqliteStore(SqlStore):
                 raise StoreError(f"store {self.path}: {exc}") from exc
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
         """An immediate transaction: committed on success, rolled back on any error."""
         with self._lock:
             self._check_file()
@@ -178,7 +186,7 @@ class SqliteStore(SqlStore):
                 _rollback(db)
                 raise
 
-    def _lock_chain(self, db: Db) -> None:
+    def _lock_checkpoints(self, db: Db) -> None:
         """Nothing to do: ``BEGIN IMMEDIATE`` already keeps other writers out."""
 
     def _json_field(self, column: str, key: str) -> str:

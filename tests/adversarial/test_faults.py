@@ -31,6 +31,7 @@ from e2e.test_guard import make_bundle
 from postgres_cluster import PostgresCluster
 
 from guardproxy.gate.gate import Gate
+from guardproxy.pipeline.steps import Pipeline
 from guardproxy.session.registry import SessionRegistry
 
 from .fault_helpers import (
@@ -101,21 +102,27 @@ def _through(guard: Guard, proxy_url: str | None = None) -> httpx.Client:
     return httpx.Client(proxy=proxy_url or f"http://127.0.0.1:{guard.proxy_port}", timeout=20)
 
 
-@pytest.mark.parametrize("broken", ["decide", "handle"])
+@pytest.mark.parametrize("broken", ["Pipeline.decide", "Gate.handle"])
 def test_an_exception_in_the_gate_refuses_the_request(
     start_guard: StartGuard, echo_server: EchoServer, monkeypatch: pytest.MonkeyPatch, broken: str
 ) -> None:
-    """mitmproxy forwards a flow whose request hook raised; the guard's must not. An
-    engine bug (``decide``, in a worker thread) and a gate bug (``handle``, on the loop)."""
+    """mitmproxy forwards a flow whose request hook raised; the guard's must not. A bug
+    in the decision (``Pipeline.decide``: recognition, context, the engine; in a worker
+    thread) and a gate bug (``Gate.handle``, on the loop)."""
     guard = _kube_guard(start_guard, echo_server)
+    owner, method = broken.split(".")
+
+    raised: list[str] = []
 
     def bug(*args: object, **kwargs: object) -> None:
-        raise RuntimeError(f"a bug in Gate.{broken}")
+        raised.append(broken)
+        raise RuntimeError(f"a bug in {broken}")
 
     async def async_bug(*args: object, **kwargs: object) -> None:
         bug()
 
-    monkeypatch.setattr(Gate, broken, async_bug if broken == "handle" else bug)
+    target = {"Pipeline": Pipeline, "Gate": Gate}[owner]
+    monkeypatch.setattr(target, method, async_bug if owner == "Gate" else bug)
     with _through(guard) as client:
         assert_refused_natively(create(client, echo_server, unique("bug")))
         refused = client.delete(f"{echo_server.url}{NAMESPACES}/prod")
@@ -123,6 +130,7 @@ def test_an_exception_in_the_gate_refuses_the_request(
     assert_refused_natively(refused)
     assert_refused_natively(read)  # undecided, so not even a read goes out
     assert echo_server.requests == []
+    assert len(raised) == 3  # the broken step really is on the request path
     monkeypatch.undo()
     with _through(guard) as client:  # the next request is decided as usual
         assert create(client, echo_server, unique("fine")).status_code == 200

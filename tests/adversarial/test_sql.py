@@ -79,6 +79,11 @@ BYPASSES: list[tuple[str, str, str, dict[str, str], bytes]] = [
 
 FORWARDED: list[tuple[str, str, str, dict[str, str], bytes]] = [
     ("a read", "POST", "/sql", NEON, b'{"query": "SELECT id FROM orders WHERE id = $1"}'),
+]  # fmt: skip
+
+# Filtered deletes are held in an unknown environment like every delete
+# (common/hold-prod-delete), but only as that: not read as reaching every row.
+FILTERED_DELETES: list[tuple[str, str, str, dict[str, str], bytes]] = [
     ("a filtered delete", "POST", "/sql", NEON, b'{"query": "DELETE FROM orders WHERE id = 7"}'),
     ("postgrest filtered delete", "DELETE", "/rest/v1/orders?id=eq.7", POSTGREST, b""),
 ]  # fmt: skip
@@ -124,8 +129,18 @@ def test_destructive_sql_is_decided_and_never_reaches_upstream(
     assert upstream.requests == [], [r.path for r in upstream.requests]
 
 
-def test_reads_and_filtered_writes_still_pass(guard: Guard, upstream: EchoServer) -> None:
+def test_reads_still_pass(guard: Guard, upstream: EchoServer) -> None:
     for case in FORWARDED:
         response = send(guard, upstream, case)
         assert response.status_code == 200, (case[0], response.status_code, response.text[:200])
     assert len(upstream.requests) == len(FORWARDED)
+
+
+def test_filtered_deletes_are_held_as_plain_deletes(guard: Guard, upstream: EchoServer) -> None:
+    for case in FILTERED_DELETES:
+        response = send(guard, upstream, case)
+        assert response.status_code == 403, (case[0], response.status_code)
+        assert response.headers.get("X-Guardproxy-Decision") == "hold", case[0]
+        assert "Deleting sql:table orders (DELETE, environment unknown)" in response.text
+        assert "irreversible" not in response.text, (case[0], response.text[:300])
+    assert upstream.requests == []

@@ -98,15 +98,24 @@ def test_verify_passes_an_untouched_trail(
 ) -> None:
     code, out = run(capsys, "audit", "verify", "--data-dir", str(data_dir))
     assert code == 0, out
-    assert re.search(r"intact: 11 records, head 11:[0-9a-f]{64}", out)
+    assert out.startswith("audit trail intact: 11 records in 1 chain(s), 0 checkpoint(s)\n")
+    assert re.search(r"chain 1 \(\S+ pid \d+\): 11 records, head 1:11:[0-9a-f]{64}", out)
+    assert "not yet checkpointed: 11 record(s): chain 1 from #1" in out
+
+
+def _problem_lines(out: str) -> list[str]:
+    """The problems verify lists (under its verdict line)."""
+    return [line.strip() for line in out.splitlines() if line.startswith("    ")]
 
 
 def test_verify_catches_an_edited_field(data_dir: Path, capsys: Capsys) -> None:
     tamper(data_dir, "UPDATE audit_log SET outcome = 'allow' WHERE record_id = 'd-0002'")
     code, out = run(capsys, "audit", "verify", "--data-dir", str(data_dir))
     assert code == 1
-    assert "record #2 (d-0002)" in out and "edited" in out
-    assert out.count("record #") == 1  # only the edited record is blamed
+    assert out.startswith("audit trail BROKEN at chain 1 record #2 (d-0002): its content")
+    assert _problem_lines(out) == [  # only the edited record is blamed
+        "chain 1 record #2 (d-0002): its content does not match its hash (edited)"
+    ]
 
 
 def test_verify_catches_an_edited_payload(
@@ -120,7 +129,8 @@ def test_verify_catches_an_edited_payload(
     code, out = run(capsys, "audit", "verify", "--data-dir", str(data_dir), "--json")
     result = json.loads(out)
     assert code == 1 and not result["intact"]
-    assert len(result["problems"]) == 1 and "record #5 " in result["problems"][0]
+    assert len(result["problems"]) == 1 and "chain 1 record #5 " in result["problems"][0]
+    assert result["first_broken_record"] == result["problems"][0]
 
 
 def test_verify_catches_a_deleted_record(
@@ -130,7 +140,7 @@ def test_verify_catches_a_deleted_record(
     code, out = run(capsys, "audit", "verify", "--data-dir", str(data_dir))
     assert code == 1
     assert "record #4 is missing" in out
-    assert "record #5 " in out  # the record after the gap is named
+    assert "chain 1 record #5 " in out  # the record after the gap is named
 
 
 def test_verify_catches_an_inserted_record(
@@ -142,15 +152,15 @@ def test_verify_catches_an_inserted_record(
     ).fetchone()
     db.close()
     forged = (
-        "INSERT INTO audit_log (seq, record_id, kind, at, session_id, subject, outcome,"
-        f" provider, payload, prev_hash, hash) VALUES ({head_seq + 1}, 'd-forged', 'decision',"
+        "INSERT INTO audit_log (chain, seq, record_id, kind, at, session_id, subject, outcome,"
+        f" provider, payload, prev_hash, hash) VALUES (1, {head_seq + 1}, 'd-forged', 'decision',"
         " '2026-11-25T10:00:00.000000Z', 's-alice', 'd-forged', 'allow', 'aws',"
         f" '{{}}', '{prev_hash}', '{'ab' * 32}')"
     )
     tamper(data_dir, forged)
     code, out = run(capsys, "audit", "verify", "--data-dir", str(data_dir))
     assert code == 1
-    assert f"record #{head_seq + 1} (d-forged)" in out
+    assert f"BROKEN at chain 1 record #{head_seq + 1} (d-forged)" in out
 
 
 def test_verify_catches_a_record_slipped_into_the_middle(
@@ -161,25 +171,35 @@ def test_verify_catches_a_record_slipped_into_the_middle(
         data_dir,
         "UPDATE audit_log SET seq = seq + 100 WHERE seq >= 3",
         "UPDATE audit_log SET seq = seq - 99 WHERE seq >= 103",
-        "INSERT INTO audit_log SELECT 3, 'd-forged', kind, at, session_id, 'd-forged', 'allow',"
-        " provider, payload, prev_hash, hash FROM audit_log WHERE seq = 4",
+        "INSERT INTO audit_log (chain, seq, record_id, kind, at, session_id, subject, outcome,"
+        " provider, payload, prev_hash, hash) SELECT chain, 3, 'd-forged', kind, at,"
+        " session_id, 'd-forged', 'allow', provider, payload, prev_hash, hash FROM audit_log"
+        " WHERE seq = 4",
     )
     code, out = run(capsys, "audit", "verify", "--data-dir", str(data_dir))
     assert code == 1
-    assert "record #3 (d-forged)" in out
+    assert "BROKEN at chain 1 record #3 (d-forged)" in out
 
 
 def test_verify_with_a_kept_head_catches_a_cut_tail(
     data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _, out = run(capsys, "audit", "verify", "--data-dir", str(data_dir))
-    head = re.search(r"head (\d+:[0-9a-f]{64})", out)
+    head = re.search(r"head (\d+:\d+:[0-9a-f]{64})", out)
     assert head is not None
     tamper(data_dir, "DELETE FROM audit_log WHERE seq >= 10")
     code, out = run(capsys, "audit", "verify", "--data-dir", str(data_dir))
-    assert code == 0  # a cut tail leaves a valid, shorter chain...
+    assert code == 1  # the chain's head row says where it ended...
+    assert "chain 1 record #11: is gone: the chain ends at #9, audit_chains says at #11" in out
+    tamper(  # ...unless the intruder moves it too
+        data_dir,
+        "UPDATE audit_chains SET head_seq = 9,"
+        " head_hash = (SELECT hash FROM audit_log WHERE seq = 9) WHERE id = 1",
+    )
+    code, out = run(capsys, "audit", "verify", "--data-dir", str(data_dir))
+    assert code == 0, out  # a cut tail leaves a valid, shorter chain...
     code, out = run(capsys, "audit", "verify", "--data-dir", str(data_dir), "--head", head[1])
-    assert code == 1 and "the tail was cut" in out  # ...which the kept head exposes
+    assert code == 1 and "(the given head) is gone: the tail was cut" in out  # ...or a kept head
 
 
 def test_list_filters(data_dir: Path, capsys: Capsys) -> None:

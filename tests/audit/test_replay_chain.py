@@ -14,14 +14,19 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from guardproxy.action import Action, Environment, Provider, Resource, Verb
 from guardproxy.audit.replay import ChainCheck, checked_record
+from guardproxy.cli.main import main
 from guardproxy.context import Context, SessionInfo
 from guardproxy.policy import evaluate
 from guardproxy.redact import redact_json_text
 from guardproxy.server import load_policies
-from guardproxy.store import DecisionRecord, SqliteStore
+from guardproxy.store import DecisionRecord, SqliteStore, open_store
 from guardproxy.store.chain import record_hash
+
+from .tampering import execute
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -108,7 +113,7 @@ def test_an_edited_outcome_is_refused_with_the_first_broken_record(tmp_path: Pat
     assert refused.stdout == ""
     [line] = refused.stderr.splitlines()
     assert line == (
-        "guardproxy: the audit trail is broken at record #2 (d-1): its content does not "
+        "guardproxy: the audit trail is broken at chain 1 record #2 (d-1): its content does not "
         "match its hash (edited); replay does not report a tampered trail as what was "
         "recorded (`guardproxy audit verify` lists every break; --allow-broken-chain "
         "replays anyway)"
@@ -117,7 +122,7 @@ def test_an_edited_outcome_is_refused_with_the_first_broken_record(tmp_path: Pat
 
     warned = _replay(path, "--allow-broken-chain", "--json")
     assert warned.returncode == 0, warned.stderr
-    assert "warning: the audit trail is broken at record #2 (d-1)" in warned.stderr
+    assert "warning: the audit trail is broken at chain 1 record #2 (d-1)" in warned.stderr
     report = json.loads(warned.stdout)
     assert report["chain"]["intact"] is False and report["chain"]["records"] == 3
     [change] = report["changes"]
@@ -133,12 +138,15 @@ def test_a_rewrite_with_a_recomputed_hash_is_caught_by_the_next_record(tmp_path:
     _edit_outcome(path, "d-1", "allow", rehash=True)
     refused = _replay(path)
     assert refused.returncode == 1
-    assert "broken at record #3 (d-2): does not follow the previous record" in refused.stderr
+    assert (
+        "broken at chain 1 record #3 (d-2): does not follow the previous record" in refused.stderr
+    )
     with SqliteStore(path) as store:  # the flow replay's single-record check sees it too
         check = ChainCheck()
         assert checked_record(store, "d-1", check) is not None
         assert [str(p) for p in check.problems] == [
-            "record #2 (d-1): the record after it does not follow it (rewritten with a new hash)"
+            "chain 1 record #2 (d-1): the record after it does not follow it (rewritten with a "
+            "new hash)"
         ]
         intact = ChainCheck()
         checked_record(store, "d-0", intact)
@@ -152,8 +160,80 @@ def test_a_deleted_record_is_refused(tmp_path: Path) -> None:
         db.execute("DELETE FROM audit_log WHERE record_id = 'd-1'")
     refused = _replay(path)
     assert refused.returncode == 1
-    assert "broken at record #3 (d-2): record #2 is missing (and 1 more)" in refused.stderr
+    assert "broken at chain 1 record #3 (d-2): record #2 is missing (and 1 more)" in refused.stderr
     with SqliteStore(path) as store:
         check = ChainCheck()
         checked_record(store, "d-2", check)
-        assert [str(p) for p in check.problems] == ["record #3 (d-2): record #2 is missing"]
+        assert [str(p) for p in check.problems] == ["chain 1 record #3 (d-2): record #2 is missing"]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def two_writers(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A day recorded by two writers (two chains, their records interleaved), decided by
+    the shipped bundle; the store's URL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'guardproxy.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    bundle = load_policies(POLICIES)
+    stores = [open_store(url, writer="proxy"), open_store(url, writer="decision writer")]
+    try:
+        for n in range(6):
+            action = Action(
+                provider=Provider.K8S, service="core", operation="delete" if n % 3 else "list",
+                verb=Verb.DESTROY if n % 3 else Verb.READ,
+                resource=Resource(type="k8s:namespace", name="prod"),
+                environment=Environment.PROD,
+            )  # fmt: skip
+            context = Context(now=T0 + timedelta(minutes=n), session=SessionInfo(id="s-1"))
+            decision = evaluate(bundle, action, context)
+            stores[n % 2].append_decision(
+                DecisionRecord(
+                    id=f"d-{n}", at=context.now, session_id="s-1",
+                    action_json=redact_json_text(action.model_dump_json()),
+                    context_json=context.model_dump_json(),
+                    decision_json=decision.model_dump_json(),
+                    outcome=decision.outcome.value, provider="k8s",
+                )
+            )  # fmt: skip
+    finally:
+        for store in stores:
+            store.close()
+    return url
+
+
+def _replay_here(capsys: pytest.CaptureFixture[str], url: str, *args: str) -> tuple[int, str, str]:
+    code = main(["replay", "--policies", str(POLICIES), "--store", url, *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_replay_reads_and_verifies_every_chain(
+    two_writers: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = _replay_here(capsys, two_writers, "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["chain"] == {"records": 6, "intact": True, "problems": []}
+    assert report["replayed"] == 6 and report["changed"] == 0 and report["exact"] == 6
+    records = open_store(two_writers).audit_records()
+    assert len({r.chain for r in records}) == 2
+    assert [r.record_id for r in records] == [f"d-{n}" for n in range(6)]
+
+
+def test_replay_names_the_broken_record_in_its_chain(
+    two_writers: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = open_store(two_writers)
+    try:
+        record = store.get_audit_record("d-3")
+    finally:
+        store.close()
+    assert record is not None
+    execute(two_writers, "UPDATE audit_log SET outcome = 'deny' WHERE record_id = 'd-3'")
+    code, out, err = _replay_here(capsys, two_writers)
+    assert code == 1 and out == ""
+    assert err.startswith(
+        f"guardproxy: the audit trail is broken at chain {record.chain} record #2 (d-3): its "
+        "content does not match its hash (edited)"
+    )

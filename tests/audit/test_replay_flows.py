@@ -177,8 +177,26 @@ def test_a_tampered_recorded_decision_is_not_compared_against(
                  str(data_dir), "--kubernetes-host", f"127.0.0.1:{CLUSTER_PORT}"]  # fmt: skip
     assert main(["replay", *arguments]) == 1
     err = capsys.readouterr().err
-    assert "the audit trail is broken at record #1 (d-recorded-prod)" in err
+    assert "the audit trail is broken at chain 1 record #1 (d-recorded-prod)" in err
     assert main(["replay", *arguments, "--allow-broken-chain", "--json"]) == 0
     captured = capsys.readouterr()
     assert "warning: the audit trail is broken" in captured.err
     assert json.loads(captured.out)["chain"]["intact"] is False
+
+
+def test_the_proxy_settings_replay_takes_are_checked(
+    tmp_path: Path, flow_file: Path, bundle: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    arguments = ["replay", "--flows", str(flow_file), "--policies", str(bundle), "--json"]
+    config = tmp_path / "guardproxy.yaml"
+    config.write_text(f"kubernetes_hosts: ['127.0.0.1:{CLUSTER_PORT}']\ndestructive_budget: 3\n")
+    assert main([*arguments, "--config", str(config)]) == 0
+    burst = [d["outcome"] for d in json.loads(capsys.readouterr().out)["decisions"][4:]]
+    assert burst == ["allow"] * 3 + ["hold"] * 9  # the config file's budget, not 10
+    for wrong, message in (
+        (["--config", str(tmp_path / "missing.yaml")], "cannot read the config file"),
+        (["--env", "prod"], "--env 'prod': write SELECTOR=ENV"),
+        (["--destructive-budget", "0"], "destructive_budget: Input should be greater than"),
+    ):
+        assert main([*arguments, *wrong]) == 2
+        assert message in capsys.readouterr().err

@@ -462,6 +462,13 @@ class _KubeHandler(BaseHandler):
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch  # noqa: N815
 
     def _authorized(self, entry: RecordedRequest) -> bool:
+        bearer = entry.header("Authorization") or ""
+        if self.api.token_user is not None and bearer:
+            scheme, _, token = bearer.partition(" ")
+            if scheme.lower() != "bearer" or self.api.token_user(token.strip()) is None:
+                self.send_json(401, kube_status(401, "Unauthorized", "Unauthorized"))
+                return False
+            return True
         if entry.client_cn is None:
             self.send_json(401, kube_status(401, "Unauthorized", "Unauthorized"))
             return False
@@ -783,10 +790,15 @@ class KubeApiServer(UpstreamServer):
         require_client_cert: bool = True,
         watch_seconds: float = 4.0,
         watch_tick_after: float = 1.0,
+        token_user: Callable[[str], str | None] | None = None,
     ) -> None:
+        """``token_user``: bearer tokens are accepted too, as the user it names (None: an
+        unknown or expired token, answered 401); a request with no token needs a client
+        certificate as before."""
         ctx = server_tls_context(pki, pki.client_ca.cert_pem, require_client_cert)
         super().__init__(_KubeHandler, ctx)
         self.pki = pki
+        self.token_user = token_user
         self.store = KubeStore()
         self.watch_seconds = watch_seconds
         self.watch_tick_after = watch_tick_after

@@ -23,7 +23,7 @@ import subprocess
 import threading
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from io import BytesIO
 from pathlib import Path
 from typing import Any, Self, cast
@@ -382,13 +382,25 @@ class MotoServer:
     /moto-api/reset``) wipes every service's state between tests.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        wrap: Callable[[WSGIApplication], WSGIApplication] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """``wrap``: middleware between the recording and moto (a signature check);
+        ``ssl_context``: serve HTTPS with it."""
         self.log = RequestLog()
-        app = _RecordingWsgi(DomainDispatcherApplication(create_backend_app), self.log)
+        backend: WSGIApplication = DomainDispatcherApplication(create_backend_app)
+        if wrap is not None:
+            backend = wrap(backend)
+        app = _RecordingWsgi(backend, self.log)
+        self._scheme = "https" if ssl_context is not None else "http"
         self._server: BaseWSGIServer = make_server(
-            LOOPBACK, 0, app, threaded=True, request_handler=_QuietMotoHandler
-        )
+            LOOPBACK, 0, app, threaded=True, request_handler=_QuietMotoHandler,
+            ssl_context=ssl_context,
+        )  # fmt: skip
         self._thread: threading.Thread | None = None
+        self._ssl_context = ssl_context
 
     @property
     def port(self) -> int:
@@ -400,7 +412,7 @@ class MotoServer:
 
     @property
     def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
+        return f"{self._scheme}://{LOOPBACK}:{self.port}"
 
     endpoint_url = url
 
@@ -421,7 +433,8 @@ class MotoServer:
     def reset(self) -> None:
         """Wipe all moto state and the request log."""
         req = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST", data=b"")
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        context = ssl._create_unverified_context() if self._ssl_context is not None else None
+        with urllib.request.urlopen(req, timeout=10, context=context) as resp:
             resp.read()
         self.log.clear()
 

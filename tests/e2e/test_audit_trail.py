@@ -167,6 +167,11 @@ def test_a_recorded_day_replays_exactly_and_a_changed_rule_shows_what_it_changes
     _day(guard, echo_server)
     guard.stop()
     assert cli_text(guard, "audit", "verify").startswith("audit trail intact")
+    verified = cli_json(guard, "audit", "verify", "--json")
+    writers = sorted(chain["writer"].split(" ", 3)[3] for chain in verified["chains"])
+    assert writers == ["decision writer", "proxy"]  # "<host> pid <pid> <role>"
+    assert verified["checkpoints"] >= 1 and verified["signatures_checked"]
+    assert verified["not_yet_checkpointed"] == 0  # the last checkpoint was made at the stop
 
     same = cli_json(guard, "replay", "--policies", str(bundle_dir(tmp_path)), "--json")
     outcomes = {r.outcome for r in guard.decisions()}

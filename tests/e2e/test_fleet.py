@@ -37,12 +37,19 @@ CONFIGMAPS = "/api/v1/namespaces/dev/configmaps"
 class Replica:
     """``guardproxy serve --store postgresql://...`` in its own process, as deployed."""
 
-    def __init__(self, data_dir: Path, policies: Path, store_url: str, kube_host: str) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        policies: Path,
+        store_url: str,
+        kube_host: str,
+        extra: tuple[str, ...] = (),
+    ) -> None:
         self.data_dir = data_dir
         command = [
             *guardproxy_cli(), "serve", "--data-dir", str(data_dir), "--policies", str(policies),
             "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--store", store_url,
-            "--hold-window", "10", "--kube-host", kube_host,
+            "--hold-window", "10", "--kube-host", kube_host, *extra,
         ]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith("GUARDPROXY_")}
         self.log = data_dir.with_suffix(".log")
@@ -259,3 +266,61 @@ def test_a_session_registered_on_one_replica_works_on_another_until_ended(
             assert time.monotonic() < deadline, "the ended session still works on the other"
             time.sleep(0.2)
     assert status == 407
+
+
+def _verify(store_url: str, *keys: Path) -> dict[str, Any]:
+    arguments = [*guardproxy_cli(), "audit", "verify", "--store", store_url, "--json"]
+    for key in keys:
+        arguments += ["--key", str(key)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GUARDPROXY_")}
+    proc = subprocess.run(
+        arguments, capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
+
+
+@pytest.mark.slow
+def test_the_replicas_chains_and_checkpoints_verify_as_one_trail(
+    tmp_path: Path, echo_server: EchoServer, postgres_url: str
+) -> None:
+    """Each replica appends to chains of its own (its proxy's, its decision writer's), so
+    they never wait for each other; every replica checkpoints them all, signed with its
+    own key, while running and when it stops; ``audit verify`` with both replicas'
+    public keys checks the whole trail."""
+    policies = make_bundle(tmp_path)
+    settings = tmp_path / "checkpoints.yaml"
+    settings.write_text("audit_checkpoint_seconds: 0.3\n")
+    kube_host = f"127.0.0.1:{echo_server.port}"
+    replicas = [
+        Replica(tmp_path / name, policies, postgres_url, kube_host, ("--config", str(settings)))
+        for name in ("a", "b")
+    ]
+    keys = [replica.data_dir / "audit-key.pub" for replica in replicas]
+    try:
+        for replica in replicas:
+            with replica.client() as client:
+                for _ in range(5):
+                    assert client.post(f"{echo_server.url}{CONFIGMAPS}", json={}).status_code == 200
+                    assert client.get(f"{echo_server.url}{CONFIGMAPS}").status_code == 200
+        deadline = time.monotonic() + 20
+        while True:  # the reads' batches, their statuses, then a checkpoint binding them
+            running = _verify(postgres_url, *keys)
+            if running["records"] >= 20 and running["not_yet_checkpointed"] == 0:
+                break
+            assert time.monotonic() < deadline, running
+            time.sleep(0.3)
+        assert running["intact"], running["problems"]
+    finally:
+        for replica in replicas:
+            replica.stop()
+    result = _verify(postgres_url, *keys)
+    assert result["intact"], result["problems"]
+    assert "store.not_durable" in replicas[0].log.read_text()  # the tests' cluster: fsync off
+    roles = sorted(chain["writer"].split(" ", 3)[3] for chain in result["chains"])
+    assert roles == ["decision writer", "decision writer", "proxy", "proxy"]
+    assert result["not_yet_checkpointed"] == 0 and result["signatures_checked"]
+    key_ids = {key.read_text().split()[2] for key in keys}
+    assert len(key_ids) == 2 and set(result["signed_by"]) <= key_ids
+    if len(result["signed_by"]) == 2:  # each replica signed some: one key is not enough
+        assert not _verify(postgres_url, keys[0])["intact"]

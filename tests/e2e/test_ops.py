@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from guardproxy.config import ProxyConfig
@@ -28,7 +29,7 @@ from guardproxy.control.client import ControlError
 from guardproxy.store import open_store
 from guardproxy.store.base import HoldState
 
-from .guard_fixtures import guardproxy_cli
+from .guard_fixtures import POLICIES, guardproxy_cli
 from .servers import EchoServer
 from .test_guard import NAMESPACE_PROD, Guard, deletes, make_bundle, start_guard
 
@@ -359,14 +360,11 @@ def test_sighup_reloads_a_real_serve_process(tmp_path: Path) -> None:
     assert "guardproxy.stopped" in output
 
 
-COMMON_RULES = [
-    "common/allow-reads",
-    "common/hold-prod-bulk-delete",
-    "common/hold-prod-destroy",
-    "common/hold-prod-irreversible-parameters",
-    "common/hold-prod-permission-change",
-    "common/hold-prod-protection-removal",
-]
+COMMON_RULES = sorted(
+    f"common/{rule['id']}"
+    for rule in yaml.safe_load((POLICIES / "common.yaml").read_text())["spec"]["rules"]
+)
+"""Every rule of the shipped common set, read from the file (a new rule changes no test)."""
 
 
 @pytest.mark.slow

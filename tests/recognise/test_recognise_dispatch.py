@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from recognise_support import http
 
+from guardproxy import recognise as recognise_module
 from guardproxy.action import Confidence, Provider, Verb
-from guardproxy.recognise import RecogniseSettings, dispatch, recognise
+from guardproxy.recognise import RecogniseSettings, dispatch, dispatch_reason, recognise
 from guardproxy.recognise import aws as aws_module
 from guardproxy.recognise.aws_index import AwsIndex
 from guardproxy.recognise.common import USER_AGENT_LIMIT, tool_from_user_agent
@@ -358,3 +359,193 @@ def test_environment_failure_fails_closed(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr("guardproxy.recognise.resolve_environment", explode)
     action = recognise(http("GET", "/", host="example.com", port=443), RecogniseSettings())
     assert (action.verb, action.confidence) == (Verb.UNKNOWN, Confidence.UNKNOWN)
+
+
+# ------------------------------------------------------------------ several claimants
+
+KUBE = RecogniseSettings(kubernetes_hosts=("127.0.0.1:6443",))
+PRESIGNED = "X-Amz-Credential=AKIDEXAMPLE%2F20261125%2Fus-east-1%2Fs3%2Faws4_request"
+KUBECTL = {"Authorization": "Bearer token", "User-Agent": "kubectl/v1.32.4 (linux/amd64)"}
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1",
+        "localhost",
+        "LOCALHOST.",
+        "127.1",
+        "0x7f.1",
+        "2130706433",
+        "0177.0.0.1",
+        "::1",
+        "[::1]",
+        "::ffff:127.0.0.1",
+        "[::ffff:127.0.0.1]",
+        "0.0.0.0",
+        "api.localhost",
+    ],
+)
+def test_a_configured_kubernetes_host_in_any_spelling(host: str) -> None:
+    request = http("DELETE", "/api/v1/namespaces/prod", host=host, port=6443)
+    assert dispatch(request, KUBE) is Provider.K8S
+    action = recognise(request, KUBE)
+    assert (action.provider, action.operation, action.verb) == (
+        Provider.K8S,
+        "delete",
+        Verb.DESTROY,
+    )
+    assert dispatch(http("GET", "/", host=host, port=6444), KUBE) is Provider.UNKNOWN
+
+
+def test_a_presigned_credential_does_not_override_the_kubernetes_grammar(
+    aws_index: AwsIndex,
+) -> None:
+    request = http(
+        "DELETE", f"/api/v1/namespaces/prod?{PRESIGNED}", host="k8s.corp", headers=KUBECTL
+    )
+    action = recognise(request, RecogniseSettings(), aws_index=aws_index)
+    assert (action.provider, action.operation, action.verb) == (
+        Provider.K8S,
+        "delete",
+        Verb.DESTROY,
+    )
+    assert [(r.provider, r.operation) for r in action.readings] == [(Provider.AWS, "DeleteObject")]
+    assert action.confidence is Confidence.AMBIGUOUS
+    assert "ambiguous:protocol" in action.risk_tags
+    provider, reason = dispatch_reason(request, RecogniseSettings(), aws_index=aws_index)
+    assert provider is Provider.K8S
+    assert "also parsed as aws" in reason and "DeleteObject (delete) decided as a reading" in reason
+
+
+def test_a_signed_request_with_a_kubernetes_shape_has_both_readings(aws_index: AwsIndex) -> None:
+    request = http(
+        "DELETE",
+        "/api/v1/namespaces/prod",
+        host="k8s.corp",
+        headers={"Authorization": SIGV4, "User-Agent": "kubectl/v1.32.4"},
+    )
+    action = recognise(request, RecogniseSettings(), aws_index=aws_index)
+    assert action.provider is Provider.AWS  # the signature is the most certain claim
+    assert [(r.provider, r.operation, r.verb) for r in action.readings] == [
+        (Provider.K8S, "delete", Verb.DESTROY)
+    ]
+
+
+def test_a_claimant_reading_a_read_adds_nothing(aws_index: AwsIndex) -> None:
+    request = http("GET", f"/api/v1/namespaces/prod?{PRESIGNED}", host="k8s.corp", headers=KUBECTL)
+    action = recognise(request, RecogniseSettings(), aws_index=aws_index)
+    assert (action.provider, action.verb, action.readings) == (Provider.K8S, Verb.READ, [])
+    assert action.confidence is Confidence.EXACT
+    _provider, reason = dispatch_reason(request, RecogniseSettings(), aws_index=aws_index)
+    assert "no reading added" in reason
+
+
+def test_a_docker_request_on_a_kubernetes_host(aws_index: AwsIndex) -> None:
+    request = http("DELETE", "/v1.47/volumes/data", port=6443)
+    action = recognise(request, KUBE, aws_index=aws_index)
+    assert action.provider is Provider.K8S
+    assert [(r.provider, r.operation, r.verb) for r in action.readings] == [
+        (Provider.DOCKER, "volumes.delete", Verb.DESTROY)
+    ]
+
+
+def test_a_claimant_that_fails_adds_an_unknown_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    def explode(_request: object) -> None:
+        raise RuntimeError("recogniser bug")
+
+    monkeypatch.setitem(recognise_module._RECOGNISERS, Provider.DOCKER, explode)
+    action = recognise(http("DELETE", "/v1.47/volumes/data", port=6443), KUBE)
+    assert action.provider is Provider.K8S
+    assert [(r.provider, r.verb) for r in action.readings] == [(Provider.DOCKER, Verb.UNKNOWN)]
+
+
+# ------------------------------------------------------------------ structural fallback
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "headers", "expected"),
+    [
+        ("DELETE", "/api/v1/namespaces/prod", b"", {}, (Provider.K8S, "delete", Verb.DESTROY)),
+        (
+            "DELETE",
+            "/apis/apps/v1/namespaces/prod/deployments/web",
+            b"",
+            {},
+            (Provider.K8S, "delete", Verb.DELETE),
+        ),
+        ("DELETE", "/volumes/data", b"", {}, (Provider.DOCKER, "volumes.delete", Verb.DESTROY)),
+        (
+            "POST",
+            "/",
+            b"Action=DeleteStack&StackName=prod-calc",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            (Provider.AWS, "DeleteStack", Verb.DESTROY),
+        ),
+        (
+            "POST",
+            "/",
+            b'{"TableName": "prod-t"}',
+            {"X-Amz-Target": "DynamoDB_20120810.DeleteTable"},
+            (Provider.AWS, "DeleteTable", Verb.DESTROY),
+        ),
+    ],
+)
+def test_an_unclaimed_request_that_parses_as_a_destructive_call(
+    method: str,
+    path: str,
+    body: bytes,
+    headers: dict[str, str],
+    expected: tuple[Provider, str, Verb],
+    aws_index: AwsIndex,
+) -> None:
+    request = http(method, path, host="localhost", port=8001, headers=headers, body=body)
+    action = recognise(request, RecogniseSettings(), aws_index=aws_index)
+    assert (action.provider, action.operation, action.verb) == expected
+    assert action.confidence is Confidence.AMBIGUOUS
+    assert "ambiguous:protocol" in action.risk_tags
+    # the generic reading stays: what the bundle decides for an unclassified request too
+    assert [(r.provider, r.verb) for r in action.readings] == [(Provider.UNKNOWN, Verb.UNKNOWN)]
+    provider, reason = dispatch_reason(request, RecogniseSettings(), aws_index=aws_index)
+    assert provider is expected[0]
+    assert "generic reading is decided beside it" in reason
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/api/items"),
+        ("DELETE", "/api/v1/items/3"),
+        ("DELETE", "/apis/payments/v2/charges/1"),
+        ("GET", "/api/v1/namespaces/prod"),
+        ("GET", "/containers/json"),
+    ],
+)
+def test_an_ordinary_local_app_stays_generic(method: str, path: str) -> None:
+    request = http(method, path, host="127.0.0.1", port=3000)
+    action = recognise(request, RecogniseSettings())
+    assert (action.provider, action.readings) == (Provider.UNKNOWN, [])
+
+
+def test_sql_carried_by_a_google_api_is_both_not_ambiguous() -> None:
+    """BigQuery's jobs endpoint runs a statement *and* is a Google Cloud API call: the
+    API method is a further operation of the request, decided too, not an ambiguity."""
+    body = b'{"configuration": {"query": {"query": "SELECT 1", "useLegacySql": false}}}'
+    request = http(
+        "POST",
+        "/bigquery/v2/projects/acme-prod/jobs",
+        host="bigquery.googleapis.com",
+        port=443,
+        headers={"Authorization": "Bearer x", "Content-Type": "application/json"},
+        body=body,
+    )
+    action = recognise(request, RecogniseSettings())
+    assert (action.provider, action.verb, action.confidence) == (
+        Provider.SQL,
+        Verb.READ,
+        Confidence.EXACT,
+    )
+    assert [(r.provider, r.operation) for r in action.readings] == [
+        (Provider.GCP, "bigquery.jobs.insert")
+    ]
+    assert "ambiguous:protocol" not in action.risk_tags

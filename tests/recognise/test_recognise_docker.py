@@ -298,6 +298,17 @@ CASES: list[tuple[str, str, object, str, Verb, str, str, list[str]]] = [
         [],
     ),
     (
+        # installing a plugin grants it the host privileges it asks for
+        "POST",
+        "/v1.50/plugins/pull?remote=vieux/sshfs",
+        [{"Name": "network", "Value": ["host"]}],
+        "plugins.pull",
+        Verb.PERMISSION,
+        "docker:plugin",
+        "",
+        [],
+    ),
+    (
         "POST",
         "/v1.50/images/create?fromImage=alpine&tag=3",
         None,

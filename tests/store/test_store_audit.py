@@ -1,8 +1,9 @@
-"""The audit chain: decisions, upstream statuses and hold events in one hash chain.
+"""The audit chain: decisions, upstream statuses and hold events in the store's hash chain.
 
 These tests use only the ``Store`` protocol (the ``store`` fixture), so every backend
-runs them; tampering with the stored rows directly is tested per backend elsewhere
-(tests/audit/test_cli_audit.py for SQLite).
+runs them; one store appends to one chain.  Several chains and checkpoints are in
+test_store_chains.py; tampering with the stored rows directly in
+tests/audit/test_verify_tampering.py (both backends) and tests/audit/test_cli_audit.py.
 """
 
 from __future__ import annotations
@@ -26,7 +27,16 @@ from guardproxy.store import (
     Store,
     Verdict,
 )
-from guardproxy.store.chain import GENESIS, decision_entry, event_entry, link, verify
+from guardproxy.store.chain import (
+    GENESIS,
+    LEGACY_CHAIN,
+    ChainVerifier,
+    chain_genesis,
+    decision_entry,
+    event_entry,
+    link,
+    verify,
+)
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 SEC = timedelta(seconds=1)
@@ -48,7 +58,7 @@ def _decision(decision_id: str, **overrides: object) -> DecisionRecord:
 
 
 def _all(store: Store) -> list[AuditRecord]:
-    return store.audit_records(after_seq=0, limit=100_000)
+    return store.audit_records(limit=100_000)
 
 
 def _hold(store: Store, digest: str = "dg", grant: str = "once", minutes: int = 5) -> str:
@@ -73,8 +83,10 @@ def test_decisions_are_chained_with_their_payload(store: Store) -> None:
         (2, "d-2", "decision"),
         (3, "d-3", "decision"),
     ]
-    assert records[0].prev_hash == GENESIS
+    assert records[0].chain != LEGACY_CHAIN and {r.chain for r in records} == {records[0].chain}
+    assert records[0].prev_hash == chain_genesis(records[0].chain) != GENESIS
     assert [r.prev_hash for r in records[1:]] == [r.hash for r in records[:-1]]
+    assert [r.position for r in records] == sorted({r.position for r in records})
     assert verify(records) == []
     payload = json.loads(records[0].payload_json)
     assert payload["action"] == {"provider": "k8s", "operation": "delete"}
@@ -186,9 +198,15 @@ def test_append_audit_links_caller_entries(store: Store) -> None:
 def test_paging_through_the_chain(store: Store) -> None:
     store.append_decisions([_decision(f"d-{i}", at=T0 + i * SEC) for i in range(25)])
     first = store.audit_records(limit=10)
-    rest = store.audit_records(after_seq=first[-1].seq, limit=100)
+    rest = store.audit_records(after=first[-1].position, limit=100)
     assert [r.seq for r in first + rest] == list(range(1, 26))
-    assert verify(rest, start_seq=11, prev=first[-1].hash) == []
+    chain = first[0].chain
+    verifier = ChainVerifier({chain: (10, first[-1].hash)})
+    assert [p for r in rest for p in verifier.check(r)] == []
+    by_chain = store.chain_records(chain, after_seq=20, limit=3)
+    assert [r.seq for r in by_chain] == [21, 22, 23]
+    assert by_chain == rest[10:13]
+    assert store.chain_records(chain + 1) == []
 
 
 def test_concurrent_writers_keep_one_unbroken_chain(store: Store) -> None:
@@ -220,7 +238,7 @@ def test_verify_names_the_broken_record(store: Store) -> None:
     problems = verify(deleted)
     assert problems[0].seq == 4 and "#3 is missing" in problems[0].problem
     forged = decision_entry(_decision("d-forged"))
-    inserted = [*records[:2], link(forged, 3, records[1].hash), *records[2:]]
+    inserted = [*records[:2], link(forged, 3, records[1].hash, records[0].chain), *records[2:]]
     renumbered = [
         r if i < 3 else replace(r, seq=r.seq + 1) for i, r in enumerate(inserted)
     ]  # an inserter renumbers the rest; their links and hashes no longer hold

@@ -214,3 +214,23 @@ def test_a_lock_held_elsewhere_fails_a_write_within_the_lock_timeout(postgres_ur
             assert time.monotonic() - started < 5
         assert store.get_hold(hold_id) is not None  # released: the store works at once
         _hold(store)
+
+
+def test_a_server_that_can_lose_commits_is_named_at_open(postgres_url: str) -> None:
+    """The README's durability: guardproxy uses the server's settings and says when they
+    let a crash of the database server lose records of requests already forwarded
+    (``serve`` logs it)."""
+    store = PostgresStore(postgres_url)  # the tests' cluster runs without fsync
+    store.close()
+    assert store.durability == {"fsync": "off", "synchronous_commit": "on"}
+    assert store.durability_warning == (
+        "the database server runs with fsync = off: a crash of it can lose the latest "
+        "records of requests guardproxy already forwarded"
+    )
+    database = postgres_url.rsplit("/", 1)[1]
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute(f"ALTER DATABASE {database} SET synchronous_commit = off")
+    store = PostgresStore(postgres_url)
+    store.close()
+    assert store.durability["synchronous_commit"] == "off"
+    assert "fsync = off and synchronous_commit = off" in (store.durability_warning or "")

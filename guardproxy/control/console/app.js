@@ -369,7 +369,20 @@
         hold.expires_at ? el("span", {}, "expires " + when(hold.expires_at)) : null,
         progress ? el("span", { class: "progress" }, progress) : null,
       ),
+      onCallList(hold),
     );
+  }
+
+  // "On call (platform-primary): alice (rotation …); level 1 (…) paged via pagerduty at …",
+  // one line per on-call group of a pending hold; a stale roster is marked as such.
+  function onCallList(hold) {
+    const groups = Array.isArray(hold.oncall) ? hold.oncall : [];
+    if (groups.length === 0) return null;
+    return el("ul", { class: "oncall" }, groups.map((g) =>
+      el("li", { class: g.stale ? "stale" : "" },
+        el("strong", {}, "On call (" + String(g.schedule || "") + "): "),
+        String(g.summary || ""), " ",
+        el("span", { class: g.paged ? "paged" : "muted" }, String(g.paged_text || "")))));
   }
 
   // "s-1 (ended)" when the session that made the request is over: nothing waits live.
@@ -484,6 +497,8 @@
     const parts = [];
     if (progress) parts.push(el("p", { class: "progress-line" }, "Approvals: " + progress));
     if (hold.release) parts.push(el("p", { class: "release-line" }, "What approval lets through: " + hold.release));
+    const onCall = onCallList(hold);
+    if (onCall) parts.push(section("Who is on call for it now", onCall));
     parts.push(section("Why it is held",
       el("p", { class: "message" }, hold.message || ""),
       el("h3", {}, "Determining rules"), renderValue(hold.rules || [])));

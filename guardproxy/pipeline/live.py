@@ -1,0 +1,87 @@
+"""The pipeline on the proxy's event loop: where each step runs, so reads stay fast.
+
+* A bodiless read (GET, HEAD, OPTIONS) is decided inline on the event loop: it takes
+  about as long as a hop to a worker thread would. Anything else is decided in a thread.
+* A change is recorded into the session history in a thread *before* the request goes
+  out, so the session's next decision sees it.
+* A read changes no resource's history: it is queued and recorded in a batch
+  :data:`READ_BATCH_SECONDS` after the first read of the batch, off the loop. A decision
+  made meanwhile does not count the reads still queued.
+
+The steps themselves are :class:`~guardproxy.pipeline.steps.Pipeline`'s; replay runs the
+same steps one after the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+
+from guardproxy.action import Action, Verb
+from guardproxy.context import SessionInfo
+from guardproxy.pipeline.steps import Pipeline, Verdict
+from guardproxy.recognise.request import HttpRequest
+from guardproxy.session.names import ResponseLearner
+
+READ_BATCH_SECONDS = 0.05
+"""How long the first read of a batch waits for others before the batch is recorded."""
+INLINE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class LivePipeline:
+    """:class:`Pipeline` scheduled on the running event loop, with the proxy's clock."""
+
+    def __init__(self, pipeline: Pipeline, clock: Callable[[], datetime]) -> None:
+        self.pipeline = pipeline
+        self._clock = clock
+        self._reads: list[tuple[Action, str, str, datetime]] = []
+        self._unrecorded = 0
+
+    @property
+    def unrecorded_reads(self) -> int:
+        """Reads decided whose history record is not written yet (queued or being written)."""
+        return self._unrecorded
+
+    async def decide(self, request: HttpRequest, session: SessionInfo) -> Verdict:
+        if request.method in INLINE_METHODS and not request.body:
+            return self.pipeline.decide(request, session, self._clock())
+        return await asyncio.to_thread(self._decide_now, request, session)
+
+    def _decide_now(self, request: HttpRequest, session: SessionInfo) -> Verdict:
+        return self.pipeline.decide(request, session, self._clock())
+
+    async def after(self, verdict: Verdict, outcome: str) -> ResponseLearner | None:
+        """Record the gate's ``outcome`` (a change before returning, a read in a batch
+        later) and return the learner for the response, if any."""
+        action, session_id = verdict.action, verdict.session.id
+        if action.verb is Verb.READ:
+            self._queue_read(action, session_id, outcome)
+        else:
+            at = self._clock()
+            await asyncio.to_thread(self.pipeline.record, action, session_id, outcome, at)
+        return self.pipeline.learner(action, outcome)
+
+    def _queue_read(self, action: Action, session_id: str, outcome: str) -> None:
+        # the action alone is kept until the batch: a verdict's context would keep more alive
+        self._reads.append((action, session_id, outcome, self._clock()))
+        self._unrecorded += 1
+        if len(self._reads) == 1:
+            asyncio.get_running_loop().call_later(READ_BATCH_SECONDS, self._flush_reads)
+
+    def _flush_reads(self) -> None:
+        batch, self._reads = self._reads, []
+        record = self.pipeline.record
+
+        def record_all() -> None:
+            for action, session_id, outcome, at in batch:
+                record(action, session_id, outcome, at)
+
+        written = asyncio.get_running_loop().run_in_executor(None, record_all)
+        written.add_done_callback(lambda _: self._recorded(len(batch)))
+
+    def _recorded(self, count: int) -> None:
+        self._unrecorded -= count
+
+
+__all__ = ["INLINE_METHODS", "READ_BATCH_SECONDS", "LivePipeline"]
