@@ -155,6 +155,27 @@ def test_a_variable_may_not_use_a_later_one(tmp_path: Path) -> None:
     assert problem.position.line == line_of(text, "variables.second")
 
 
+def test_an_expression_left_to_the_interpreter_is_a_notice_at_its_line(tmp_path: Path) -> None:
+    text = one_rule(
+        """
+        decision: deny
+        message: Not here.
+        matchConditions:
+          - {name: plain, expression: 'action.verb == "delete"'}
+        condition: '{"verb": action.verb}.verb == "delete"'
+        """
+    )
+    result = lint(tmp_path, text)
+    assert result.bundle is not None and not result.errors and not result.warnings
+    (notice,) = [p for p in result.problems if p.severity == "notice"]
+    assert notice.position.file == set_file(tmp_path)
+    assert notice.position.line == line_of(text, "condition:")
+    assert "interpreter" in notice.message and "map literal" in notice.message
+    (rule,) = result.bundle.rules
+    assert rule.condition is not None and rule.condition.compiled is None
+    assert all(e.compiled is not None for _, e in rule.match_conditions)
+
+
 def test_cel_syntax_error_is_reported_on_its_line(tmp_path: Path) -> None:
     text = one_rule(
         "decision: deny\nmessage: stop\ncondition: |\n"

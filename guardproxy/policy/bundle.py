@@ -8,6 +8,7 @@ from typing import Any
 
 from guardproxy.action import Provider, Verb
 from guardproxy.policy.cel import Expression
+from guardproxy.policy.compiler import from_cel_deep
 from guardproxy.policy.matching import Matcher
 from guardproxy.policy.model import (
     Approval,
@@ -34,6 +35,27 @@ class PolicySetScope:
     params: dict[str, Any]
     params_cel: Any
     variables: tuple[Variable, ...]
+    params_value: Any = field(init=False, compare=False, repr=False)
+    """``params_cel`` as compiled expressions read it."""
+    uses: dict[str, frozenset[str]] = field(init=False, compare=False, repr=False)
+    """Each variable and the variables it reads, directly or through others."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params_value", from_cel_deep(self.params_cel))
+        uses: dict[str, frozenset[str]] = {}
+        for variable in self.variables:  # a variable reads only those declared before it
+            read = variable.expression.variables
+            uses[variable.name] = frozenset({variable.name}).union(
+                *(uses.get(name, frozenset({name})) for name in read)
+            )
+        object.__setattr__(self, "uses", uses)
+
+    def needed(self, names: frozenset[str]) -> frozenset[str]:
+        """The variables to evaluate for an expression reading ``names``."""
+        if len(names) == 1:
+            (name,) = names
+            return self.uses.get(name, names)
+        return frozenset(names).union(*(self.uses.get(name, frozenset()) for name in names))
 
 
 @dataclass(frozen=True)
@@ -79,6 +101,12 @@ class Bundle:
     files: tuple[str, ...]
     index: dict[tuple[Provider, Verb], tuple[CompiledRule, ...]] = field(repr=False)
     history_verbs: frozenset[Verb] = frozenset(Verb)
+    excepted_rules: frozenset[str] = field(init=False, repr=False, compare=False)
+    """The rules some exception names (the others need no look at the exceptions)."""
+
+    def __post_init__(self) -> None:
+        named = frozenset(rule for e in self.exceptions for rule in e.rules)
+        object.__setattr__(self, "excepted_rules", named)
 
     @classmethod
     def build(

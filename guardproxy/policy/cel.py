@@ -7,18 +7,22 @@ declared input schema (the pydantic models) and reports unknown identifiers,
 fields, functions, bad regex literals and impossible enum comparisons at load time.
 It also records which fields each expression reads, for ``explain``.
 
-Only cel-python's interpreted runner is used: the compiled runner gives wrong
-results under threads and cannot call custom functions.
+cel-python's interpreted runner is the reference (its compiled runner gives wrong
+results under threads and cannot call custom functions). Each expression is also
+compiled into Python closures (:mod:`guardproxy.policy.compiler`) that the engine
+runs instead; an expression the compiler does not support runs on the interpreter.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import difflib
 import fnmatch
 import re
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -35,10 +39,14 @@ from celpy.evaluation import CELEvalError, Evaluator
 __all__ = [
     "CELEvalError",
     "Expression",
+    "bool_result",
     "compile_expression",
     "evaluate",
     "evaluate_bool",
     "evaluate_string",
+    "interpreter_only",
+    "interpreting",
+    "string_result",
     "to_cel",
     "to_plain",
 ]
@@ -46,11 +54,14 @@ from pydantic import BaseModel
 
 from guardproxy.action import Action
 from guardproxy.context import History, ResourceHistory, SessionInfo, Signals
-from guardproxy.policy import typecheck
+from guardproxy.policy import compiler, typecheck
 from guardproxy.policy.typecheck import CelType
 
 CELPY_VERSION = version("cel-python")
 ENGINE = f"celpy-{CELPY_VERSION}/interpreted"
+"""The semantics decisions are made with: compiled expressions are held equal to the
+interpreter (tests/test_cel_compiler.py), so the name stays and decision records made
+before the compiler replay exactly, engine version included."""
 ERROR_TEXT_LIMIT = 200
 
 # ---------------------------------------------------------------------------
@@ -140,6 +151,40 @@ typing.cast(dict[str, CelType], ROOT_TYPES["action"].fields)["readings"] = typec
     ROOT_TYPES["action"]
 )
 
+
+def _shapes(model: type[BaseModel], prefix: tuple[str, ...]) -> dict[tuple[str, ...], str]:
+    """Input paths whose value is always a list or a map (a nested model): a field
+    annotated so, never optional. A macro over one of them cannot fail to iterate."""
+    found: dict[tuple[str, ...], str] = {}
+    for name, info in model.model_fields.items():
+        annotation, path = info.annotation, (*prefix, name)
+        if typing.get_origin(annotation) is list:
+            found[path] = "list"
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            found[path] = "map"
+            if annotation is not model:
+                found.update(_shapes(annotation, path))
+    return found
+
+
+def _models(model: type[BaseModel], path: tuple[str, ...]) -> dict[tuple[str, ...], type]:
+    found: dict[tuple[str, ...], type] = {path: model}
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            found.update(_models(annotation, (*path, name)))
+    return found
+
+
+INPUT_MODELS = _models(Action, ("action",))
+"""The model at each path of the action, which compiled code reads in place."""
+INPUT_SHAPES: dict[tuple[str, ...], str] = {
+    path: shape
+    for root, model in (("action", Action), ("session", SessionInfo), ("history", History),
+                        ("resource", ResourceHistory), ("signals", Signals))
+    for path, shape in _shapes(model, (root,)).items()
+}  # fmt: skip
+
 # ---------------------------------------------------------------------------
 # The function library: CEL builtins plus a few pure helpers cel-python lacks.
 
@@ -160,29 +205,51 @@ def glob_matches(value: str, pattern: str) -> bool:
     return _glob_regex(pattern).match(value) is not None
 
 
-def _cel_glob(value: Any, pattern: Any) -> celtypes.BoolType:
-    return celtypes.BoolType(glob_matches(_text(value), _text(pattern)))
+def _glob(value: Any, pattern: Any) -> bool:
+    return glob_matches(_text(value), _text(pattern))
 
 
-def _cel_glob_any(values: Any, pattern: Any) -> celtypes.BoolType:
+def _glob_any(values: Any, pattern: Any) -> bool:
     if not isinstance(values, list):
         raise TypeError("globAny expects a list of strings")
     regex = _glob_regex(_text(pattern))
-    return celtypes.BoolType(any(regex.match(_text(v)) for v in values))
+    return any(regex.match(_text(v)) for v in values)
+
+
+def _lower(value: Any) -> str:
+    # str.lower() folds every letter, not only ASCII ones as CEL's lowerAscii does; the
+    # decisions made with it are the reference, so it stays
+    return _text(value).lower()
+
+
+def _upper(value: Any) -> str:
+    return _text(value).upper()
+
+
+def _join(values: Any, separator: Any) -> str:
+    if not isinstance(values, list):
+        raise TypeError("join expects a list of strings")
+    return _text(separator).join(_text(v) for v in values)
+
+
+def _cel_glob(value: Any, pattern: Any) -> celtypes.BoolType:
+    return celtypes.BoolType(_glob(value, pattern))
+
+
+def _cel_glob_any(values: Any, pattern: Any) -> celtypes.BoolType:
+    return celtypes.BoolType(_glob_any(values, pattern))
 
 
 def _cel_lower(value: Any) -> celtypes.StringType:
-    return celtypes.StringType(_text(value).lower())
+    return celtypes.StringType(_lower(value))
 
 
 def _cel_upper(value: Any) -> celtypes.StringType:
-    return celtypes.StringType(_text(value).upper())
+    return celtypes.StringType(_upper(value))
 
 
 def _cel_join(values: Any, separator: Any) -> celtypes.StringType:
-    if not isinstance(values, list):
-        raise TypeError("join expects a list of strings")
-    return celtypes.StringType(_text(separator).join(_text(v) for v in values))
+    return celtypes.StringType(_join(values, separator))
 
 
 LIBRARY: dict[str, Callable[..., Any]] = {
@@ -192,6 +259,14 @@ LIBRARY: dict[str, Callable[..., Any]] = {
     "lowerAscii": _cel_lower,
     "upperAscii": _cel_upper,
 }
+PLAIN_LIBRARY: dict[str, Callable[..., Any]] = {
+    "glob": _glob,
+    "join": _join,
+    "globAny": _glob_any,
+    "lowerAscii": _lower,
+    "upperAscii": _upper,
+}
+"""The same functions over plain Python values, for compiled expressions."""
 BUILTIN_FUNCTIONS = frozenset(
     {"size", "has", "int", "uint", "double", "string", "bytes", "bool", "timestamp", "duration",
      "type", "dyn", "matches", "contains", "startsWith", "endsWith"}
@@ -268,6 +343,10 @@ class Expression:
     variables: frozenset[str]
     type: CelType = typecheck.DYN
     """What the expression evaluates to, as far as load-time inference can tell."""
+    compiled: compiler.Compiled | None = field(default=None, compare=False, repr=False)
+    """The closures the engine runs; None: the expression runs on the interpreter."""
+    fallback: str = ""
+    """Why the expression is not compiled (for lint), when it is not."""
 
     @property
     def constant(self) -> bool:
@@ -333,6 +412,7 @@ def compile_expression(
         program = _ENVIRONMENT.program(tree, functions=LIBRARY)
     except RecursionError:  # the parser is not recursive, the checks and celpy are
         return None, [Issue("the expression is nested too deeply", "split it into variables")]
+    compiled, fallback = _compile(tree, program, params, frozenset(analysis.roots))
     return (
         Expression(
             source,
@@ -341,9 +421,66 @@ def compile_expression(
             frozenset(analysis.roots),
             frozenset(analysis.variables),
             result,
+            compiled,
+            fallback,
         ),
         [],
     )
+
+
+_INTERPRETER_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "guardproxy_cel_interpreter_only", default=False
+)
+
+
+@contextlib.contextmanager
+def interpreter_only() -> Iterator[None]:
+    """Expressions compiled inside this block run on cel-python's interpreter only (the
+    reference, for benchmarks and differential tests)."""
+    token = _INTERPRETER_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _INTERPRETER_ONLY.reset(token)
+
+
+def interpreting() -> bool:
+    """Whether expressions compiled now run on the interpreter only (see above)."""
+    return _INTERPRETER_ONLY.get()
+
+
+def _compile(
+    tree: lark.Tree[Any],
+    program: Any,
+    params: Iterable[str] | Mapping[str, Any],
+    roots: frozenset[str],
+) -> tuple[compiler.Compiled | None, str]:
+    """The closures for ``tree``, or None and why the interpreter keeps it."""
+    if _INTERPRETER_ONLY.get():
+        return None, "the interpreter was asked for"
+    params_cel = None
+    if isinstance(params, Mapping):
+        try:
+            params_cel = to_cel(dict(params))
+        except (TypeError, ValueError) as error:
+            return None, f"its params do not convert to CEL ({error})"
+    try:
+        compiled = compiler.compile_tree(
+            tree,
+            activation=program._base_activation,
+            functions=LIBRARY,
+            plain_functions=PLAIN_LIBRARY,
+            params_cel=params_cel,
+            runtime_params=params_cel is None,
+            shapes=INPUT_SHAPES,
+            models=INPUT_MODELS,
+            roots=roots,
+        )
+    except compiler.UnsupportedError as reason:
+        return None, str(reason)
+    except RecursionError:
+        return None, "the expression is nested too deeply"
+    return compiled, ""
 
 
 def _params_type(params: Iterable[str] | Mapping[str, Any]) -> CelType:
@@ -703,6 +840,29 @@ def evaluate_string(
     if not isinstance(value, str):
         return None, f"message expression returned {type(value).__name__}, not string"
     return str(value), None
+
+
+def bool_result(value: Any, error: str | None) -> tuple[bool | None, str | None]:
+    """:func:`evaluate_bool`'s verdict on a value as compiled code holds it (see
+    :mod:`guardproxy.policy.compiler`), with the same error texts."""
+    if error is not None:
+        return None, error
+    if value is True or value is False:
+        return value, None
+    converted = compiler.to_cel(value)
+    if not isinstance(converted, celtypes.BoolType | bool):
+        return None, f"condition returned {type(converted).__name__}, not bool"
+    return bool(converted), None
+
+
+def string_result(value: Any, error: str | None) -> tuple[str | None, str | None]:
+    """:func:`evaluate_string`'s verdict on a value as compiled code holds it."""
+    if error is not None:
+        return None, error
+    converted = compiler.to_cel(value)
+    if not isinstance(converted, str):
+        return None, f"message expression returned {type(converted).__name__}, not string"
+    return str(converted), None
 
 
 def to_plain(value: Any) -> Any:

@@ -30,6 +30,7 @@ from guardproxy.action import Action
 from guardproxy.context import Context
 from guardproxy.policy import cel
 from guardproxy.policy.bundle import Bundle, CompiledException, CompiledRule, PolicySetScope
+from guardproxy.policy.compiler import ROOT_SLOTS, Compiled, from_cel, to_cel
 from guardproxy.policy.decision import (
     ApprovalRequirement,
     AuditFinding,
@@ -51,6 +52,9 @@ ENGINE_VERSION = f"guardproxy-{__version__}/{cel.ENGINE}"
 MESSAGE_LIMIT = 300
 CONTEXT_ROOTS = ("session", "history", "resource", "signals")
 """The context's parts CEL reads as roots of their own, besides `action` and `now`."""
+_NOW_SLOT = ROOT_SLOTS["now"]
+_NO_DOCUMENTS = (None,) * len(("action", *CONTEXT_ROOTS))
+_UNKNOWN = object()
 _OUTCOMES = tuple(Outcome)
 _BY_SEVERITY = tuple(sorted(_OUTCOMES, key=lambda o: o.severity, reverse=True))
 
@@ -156,11 +160,8 @@ class RuleTrace:
 # One evaluation.
 
 
-@dataclass
-class _RuleResult:
-    rule: CompiledRule
-    fired: bool
-    errors: list[RuleError]
+_NO_ERRORS: list[RuleError] = []
+"""The errors of a rule that had none (shared: never modified)."""
 
 
 class _Evaluation:
@@ -170,39 +171,76 @@ class _Evaluation:
         self.context = context
         self.tracing = tracing
         self.traces: list[RuleTrace] = []
-        self._documents: tuple[dict[str, Any], dict[str, Any]] | None = None
-        self._capped: dict[str, Any] | None = None
+        self._action_document: dict[str, Any] | None = None
+        self._capped_action: dict[str, Any] | None = None
+        self._context_documents: dict[str, Any] | None = None
         self._converted: dict[tuple[str, frozenset[tuple[str, ...]]], Any] = {}
         self._truncated = False
         self._variables: dict[str, dict[str, Any]] = {}
+        self._environments: dict[str, list[Any]] = {}
+        self._now: celtypes.TimestampType | None = None
+        self._override: Any = _UNKNOWN
 
     # -- the input, prepared lazily: most reads never touch CEL
 
-    def documents(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        if self._documents is None:
-            self._documents = (
-                self.action.model_dump(mode="json"),
-                self.context.model_dump(mode="json"),
+    def action_document(self) -> dict[str, Any]:
+        if self._action_document is None:
+            self._action_document = self.action.model_dump(mode="json")
+        return self._action_document
+
+    def prepare_input(self) -> None:
+        """Cap the input (once, when CEL first reads a document root) and note whether
+        anything was cut: ``truncated`` on the decision and on what CEL reads.
+
+        The action is only dumped here when its JSON text shows it may be cut; the
+        context parts' capped JSON is kept per part instance (:func:`_capped_context`).
+        """
+        if self._context_documents is not None:
+            return
+        limits = self.bundle.config.limits
+        context_documents, cut_context = _capped_context(self.context, limits)
+        cut_action = False
+        if not _action_fits(self.action, limits):
+            self._capped_action, cut_action = _cap(self.action_document(), limits)
+        self._truncated = cut_action or cut_context
+        if self._truncated:
+            action = (
+                self._capped_action if self._capped_action is not None else (self.action_document())
             )
-        return self._documents
+            self._capped_action = {**action, "truncated": True}
+        self._context_documents = context_documents
+
+    def capped_document(self, root: str) -> Any:
+        """The capped JSON of one root (``action`` or a context part) that CEL reads."""
+        if root == "action":
+            if self._capped_action is None:
+                self.prepare_input()
+            return (
+                self._capped_action if self._capped_action is not None else (self.action_document())
+            )
+        if self._context_documents is None:
+            self.prepare_input()
+        assert self._context_documents is not None
+        return self._context_documents[root]
+
+    def compiled_document(self, root: str) -> Any:
+        """:meth:`capped_document` for compiled code: the action model itself when
+        nothing was cut (compiled code reads a model as its JSON; no dump is made)."""
+        if root == "action":
+            self.prepare_input()
+            return self.action if self._capped_action is None else self._capped_action
+        return self.capped_document(root)
 
     def capped(self) -> dict[str, Any]:
         """What CEL may read: the action and context with lists and strings cut to the limits."""
-        if self._capped is None:
-            action, context = self.documents()
-            limits = self.bundle.config.limits
-            capped_action, cut_action = _cap(action, limits)
-            capped: dict[str, Any] = {"action": capped_action}
-            cut_context = False
-            for root in CONTEXT_ROOTS:
-                capped[root], cut = _cap(context[root], limits)
-                cut_context = cut_context or cut
-            self._truncated = cut_action or cut_context
-            if self._truncated:
-                capped_action["truncated"] = True
-            capped["now"] = self.context.now.isoformat()
-            self._capped = capped
-        return self._capped
+        capped = {root: self.capped_document(root) for root in ("action", *CONTEXT_ROOTS)}
+        capped["now"] = self.context.now.isoformat()
+        return capped
+
+    def now(self) -> celtypes.TimestampType:
+        if self._now is None:
+            self._now = celtypes.TimestampType(self.context.now)
+        return self._now
 
     def root_value(self, root: str, paths: frozenset[tuple[str, ...]]) -> Any:
         """The CEL value of ``root`` holding only the fields an expression reads.
@@ -216,14 +254,15 @@ class _Evaluation:
         if cached is not None:
             return cached
         if root == "now":
-            value: Any = celtypes.TimestampType(self.context.now)
+            value: Any = self.now()
         else:
-            document = self.capped()[root]
+            document = self.capped_document(root)
             value = cel.to_cel(document if (root,) in wanted else _project(document, wanted))
         self._converted[key] = value
         return value
 
     def activation(self, expression: cel.Expression, scope: PolicySetScope) -> dict[str, Any]:
+        """The interpreter's input: CEL values of what ``expression`` reads."""
         result: dict[str, Any] = {}
         for root in expression.roots:
             if root == "params":
@@ -234,39 +273,88 @@ class _Evaluation:
                 result[root] = self.root_value(root, expression.paths)
         return result
 
+    def environment(
+        self, expression: cel.Expression, compiled: Compiled, scope: PolicySetScope
+    ) -> list[Any]:
+        """A compiled expression's input: the capped documents themselves, no conversion.
+
+        One list per policy set and decision, shared by its expressions, filled with the
+        roots each one reads as it runs (as the interpreter's activation is: the input
+        is capped when a document root is first read). Compiled code never writes to it
+        (macro variables live in a copy, see ``Compiled.run``).
+        """
+        environment = self._environments.get(scope.name)
+        if environment is None:
+            environment = [*_NO_DOCUMENTS, None, scope.params_value,
+                           self._variables.setdefault(scope.name, {})]  # fmt: skip
+            self._environments[scope.name] = environment
+        for slot, root in compiled.documents:
+            if environment[slot] is None:
+                environment[slot] = self.compiled_document(root)
+        if compiled.reads_now and environment[_NOW_SLOT] is None:
+            environment[_NOW_SLOT] = self.now()
+        if expression.variables:
+            self.computed_variables(scope, expression.variables)
+        return environment
+
+    def run(self, expression: cel.Expression, scope: PolicySetScope) -> tuple[Any, str | None]:
+        """Evaluate ``expression``: its value (as compiled code holds values) or an error.
+
+        The compiled closures run when there are some; when they fail, the interpreter
+        runs too, so the error recorded is the reference's (and its verdict stands).
+        """
+        compiled = expression.compiled
+        if compiled is not None:
+            try:
+                return compiled.run(self.environment(expression, compiled, scope)), None
+            except Exception:  # the interpreter, below, says what went wrong
+                pass
+        return self.interpret(expression, scope)
+
+    def interpret(
+        self, expression: cel.Expression, scope: PolicySetScope
+    ) -> tuple[Any, str | None]:
+        """``expression`` on cel-python's interpreter, its value as compiled code holds it."""
+        value, error = cel.evaluate(expression, self.activation(expression, scope))
+        if error is not None:
+            return None, error
+        return from_cel(value), None
+
     def variables(self, scope: PolicySetScope, names: frozenset[str]) -> celtypes.MapType:
-        """Set variables, evaluated once per decision and only when read."""
+        """The set's variables ``names`` as the interpreter reads them."""
+        values = self.computed_variables(scope, names)
+        return celtypes.MapType(
+            {celtypes.StringType(k): to_cel(v) for k, v in values.items() if k in names}
+        )
+
+    def computed_variables(self, scope: PolicySetScope, names: frozenset[str]) -> dict[str, Any]:
+        """Set variables, evaluated once per decision and only when read (values as
+        compiled code holds them, a failed one as a ``CELEvalError``): ``names`` and the
+        variables they use, in the order they are declared."""
         values = self._variables.setdefault(scope.name, {})
+        needed = scope.needed(names)
         for variable in scope.variables:
-            if variable.name in values or not self._needed(scope, variable.name, names):
+            if variable.name in values or variable.name not in needed:
                 continue
-            value, error = cel.evaluate(
-                variable.expression, self.activation(variable.expression, scope)
-            )
+            value, error = self.run(variable.expression, scope)
             values[variable.name] = (
                 cel.CELEvalError(f"variable {variable.name}: {error}") if error else value
             )
-        return celtypes.MapType(
-            {celtypes.StringType(k): v for k, v in values.items() if k in names}
-        )
-
-    def _needed(self, scope: PolicySetScope, name: str, wanted: frozenset[str]) -> bool:
-        if name in wanted:
-            return True
-        return any(
-            name in v.expression.variables and self._needed(scope, v.name, wanted)
-            for v in scope.variables
-        )
+        return values
 
     # -- rules
 
     def candidates(self) -> list[CompiledRule]:
+        bucket = self.bundle.index[(self.action.provider, self.action.verb)]
+        action, context = self.action, self.context
+        if not self.tracing:  # the bucket's rules accept the provider and the verb
+            return [r for r in bucket if (m := r.matcher.indexed) is None or m(action, context)]
         selected = []
-        for rule in self.bundle.index[(self.action.provider, self.action.verb)]:
-            mismatch = rule.matcher.mismatch(self.action, self.context)
+        for rule in bucket:
+            mismatch = rule.matcher.mismatch(action, context)
             if mismatch is None:
                 selected.append(rule)
-            elif self.tracing and mismatch not in ("providers", "verbs"):
+            elif mismatch not in ("providers", "verbs"):
                 self.traces.append(
                     RuleTrace(rule.id, rule.decision, self.mode(rule), False, mismatch)
                 )
@@ -275,6 +363,12 @@ class _Evaluation:
     def mode(self, rule: CompiledRule) -> Mode:
         if rule.mode_locked:
             return rule.mode
+        if self._override is _UNKNOWN:
+            self._override = self._mode_override()
+        return rule.mode if self._override is None else self._override
+
+    def _mode_override(self) -> Mode | None:
+        """The mode the first override that applies to the action sets, if any."""
         for override in self.bundle.config.mode_overrides:
             if (
                 override.environments is not None
@@ -284,11 +378,14 @@ class _Evaluation:
             if override.providers is not None and self.action.provider not in override.providers:
                 continue
             return override.mode
-        return rule.mode
+        return None
 
-    def run_rule(self, rule: CompiledRule, mode: Mode) -> _RuleResult:
+    def run_rule(self, rule: CompiledRule, mode: Mode) -> tuple[bool, list[RuleError]]:
+        """Whether ``rule`` fires, and the errors its expressions made."""
+        if not rule.match_conditions and rule.condition is None and not self.tracing:
+            return True, _NO_ERRORS
         trace = RuleTrace(rule.id, rule.decision, mode, True) if self.tracing else None
-        errors: list[RuleError] = []
+        errors: list[RuleError] = _NO_ERRORS
         failed: list[tuple[str, str]] = []
         skipped_by_false = False
         for name, expression in rule.match_conditions:
@@ -317,7 +414,7 @@ class _Evaluation:
             trace.fired = fired
             trace.error = bool(errors)
             self.traces.append(trace)
-        return _RuleResult(rule, fired, errors)
+        return fired, errors
 
     def condition(
         self,
@@ -326,7 +423,16 @@ class _Evaluation:
         stage: str,
         trace: RuleTrace | None,
     ) -> tuple[bool | None, str | None]:
-        value, error = cel.evaluate_bool(expression, self.activation(expression, scope))
+        compiled = expression.compiled
+        if compiled is not None and trace is None:  # the common case, in one step
+            try:
+                value = compiled.run(self.environment(expression, compiled, scope))
+            except Exception:  # the interpreter says what went wrong
+                return cel.bool_result(*self.interpret(expression, scope))
+            if value is True or value is False:
+                return value, None
+            return cel.bool_result(value, None)
+        value, error = cel.bool_result(*self.run(expression, scope))
         if trace is not None:
             trace.steps.append(
                 Step(stage, expression.source, value, error, self.values_read(expression, scope))
@@ -346,14 +452,14 @@ class _Evaluation:
                 values[".".join(path)] = (
                     f"error: {found.args[0]}"
                     if isinstance(found, cel.CELEvalError)
-                    else cel.to_plain(found)
+                    else cel.to_plain(to_cel(found))
                 )
             else:
                 values[".".join(path)] = _lookup(plain, path)
         return values
 
     def excepted_by(self, rule: CompiledRule) -> CompiledException | None:
-        if not rule.exceptions_allowed:
+        if not rule.exceptions_allowed or rule.id not in self.bundle.excepted_rules:
             return None
         for exception in self.bundle.exceptions:
             if rule.id not in exception.rules or exception.expires <= self.context.now:
@@ -361,19 +467,17 @@ class _Evaluation:
             if exception.matcher.mismatch(self.action, self.context) is not None:
                 continue
             if exception.condition is not None:
-                value, _ = cel.evaluate_bool(
-                    exception.condition, self.activation(exception.condition, rule.scope)
-                )
+                value, _ = cel.bool_result(*self.run(exception.condition, rule.scope))
                 if value is not True:  # an erroring exception excepts nothing
                     continue
             return exception
         return None
 
     def message(self, rule: CompiledRule) -> str:
+        if rule.message_expression is None and not rule.message.paths:
+            return rule.message.text
         if rule.message_expression is not None:
-            text, _ = cel.evaluate_string(
-                rule.message_expression, self.activation(rule.message_expression, rule.scope)
-            )
+            text, _ = cel.string_result(*self.run(rule.message_expression, rule.scope))
             if text and text.strip() and "\n" not in text.strip() and len(text) <= MESSAGE_LIMIT:
                 return text.strip()
         return rule.message.render(self.lookup)
@@ -386,7 +490,7 @@ class _Evaluation:
         """
         root = path[0]
         if root == "action":
-            return _lookup({"action": self.documents()[0]}, path)
+            return _lookup({"action": self.action_document()}, path)
         if root != "now" and root not in CONTEXT_ROOTS:
             return None
         value: Any = self.context
@@ -403,7 +507,9 @@ class _Evaluation:
 
     def decide(self) -> Decision:
         classified = self.action.classified
-        enforce: dict[Outcome, list[CompiledRule]] = {o: [] for o in _OUTCOMES}
+        enforce: dict[Outcome, list[CompiledRule]] = {
+            Outcome.DENY: [], Outcome.HOLD: [], Outcome.ALLOW: []
+        }  # fmt: skip
         audit: list[CompiledRule] = []
         for rule in self.candidates():
             if (
@@ -420,17 +526,20 @@ class _Evaluation:
 
         errors: list[RuleError] = []
         excepted: list[str] = []
-        fired: dict[Outcome, list[CompiledRule]] = {o: [] for o in _OUTCOMES}
+        fired: dict[Outcome, list[CompiledRule]] = {
+            Outcome.DENY: [], Outcome.HOLD: [], Outcome.ALLOW: []
+        }  # fmt: skip
         decided = False  # a more restrictive outcome (visited first) already fired
         for outcome in _BY_SEVERITY:
             if decided:
-                for rule in enforce[outcome]:
-                    self._skip(rule, "a more restrictive rule already decided")
+                if self.tracing:
+                    for rule in enforce[outcome]:
+                        self._skip(rule, "a more restrictive rule already decided")
                 continue
             for rule in enforce[outcome]:
-                result = self.run_rule(rule, Mode.ENFORCE)
-                errors.extend(result.errors)
-                if not result.fired:
+                rule_fired, rule_errors = self.run_rule(rule, Mode.ENFORCE)
+                errors.extend(rule_errors)
+                if not rule_fired:
                     continue
                 exception = self.excepted_by(rule)
                 if exception is not None:
@@ -442,9 +551,9 @@ class _Evaluation:
 
         findings: list[AuditFinding] = []
         for rule in audit:
-            result = self.run_rule(rule, Mode.AUDIT)
-            errors.extend(result.errors)
-            if result.fired:
+            rule_fired, rule_errors = self.run_rule(rule, Mode.AUDIT)
+            errors.extend(rule_errors)
+            if rule_fired:
                 findings.append(
                     AuditFinding(rule=rule.id, would=rule.decision, message=self.message(rule))
                 )
@@ -595,6 +704,45 @@ def merge_steps(offers: list[StepOffer]) -> list[StepOffer]:
             )
         )
     return [merged[name] for name in sorted(merged)]
+
+
+def _action_fits(action: Action, limits: Limits) -> bool:
+    """Whether ``_cap`` would leave the action's JSON as it is, when its text shows it
+    (else the caller caps the document): no string can be longer than the whole text,
+    and no list can have more items than the text has commas plus one."""
+    text = action.canonical_json()
+    size = len(text) if text.isascii() else len(text.encode())
+    return size <= limits.max_string_bytes and text.count(",") < limits.max_list_items
+
+
+_CONTEXT_CACHE: dict[tuple[int, ...], tuple[tuple[Any, ...], dict[str, Any], bool]] = {}
+_CONTEXT_CACHE_SIZE = 256
+
+
+def _capped_context(context: Context, limits: Limits) -> tuple[dict[str, Any], bool]:
+    """The context parts' JSON, capped, and whether anything was cut.
+
+    The parts are frozen and the proxy reuses them from one request to the next (the
+    session, the empty history of a request no rule reads history for), so the result
+    is kept per combination of part instances. An entry holds the parts themselves:
+    while it lives no other object can have their ``id``. The documents are shared
+    between decisions and threads and never modified.
+    """
+    parts = (context.session, context.history, context.resource, context.signals)
+    key = (id(parts[0]), id(parts[1]), id(parts[2]), id(parts[3]),
+           limits.max_list_items, limits.max_string_bytes)  # fmt: skip
+    hit = _CONTEXT_CACHE.get(key)
+    if hit is not None:
+        return hit[1], hit[2]
+    documents: dict[str, Any] = {}
+    cut = False
+    for root, part in zip(CONTEXT_ROOTS, parts, strict=True):
+        documents[root], part_cut = _cap(part.model_dump(mode="json"), limits)
+        cut = cut or part_cut
+    if len(_CONTEXT_CACHE) >= _CONTEXT_CACHE_SIZE:
+        _CONTEXT_CACHE.clear()
+    _CONTEXT_CACHE[key] = (parts, documents, cut)
+    return documents, cut
 
 
 def _cap(value: Any, limits: Limits) -> tuple[Any, bool]:

@@ -271,6 +271,16 @@ class _Loader:
                 issue.hint,
                 rule,
             )
+        if compiled is not None and compiled.compiled is None and not cel.interpreting():
+            self.problems.append(
+                Problem(
+                    doc.expression_position(path, 1, 1),
+                    f"this expression runs on cel-python's interpreter: {compiled.fallback}",
+                    "it decides the same, only slower; write it without that to compile it",
+                    rule,
+                    severity="notice",
+                )
+            )
         return compiled
 
     # -- compiling

@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from guardproxy.action import Action, Environment, Provider, Verb
 from guardproxy.context import Context
 from guardproxy.policy.model import Match
+
+
+def _matcher(pattern: re.Pattern[str], patterns: list[str]) -> Callable[[str], bool]:
+    """``pattern.match(value) is not None`` for the globs ``pattern`` was made of: a set
+    lookup when none of them has a wildcard (``fnmatch.translate`` of such a glob
+    matches that exact string only)."""
+    if patterns and not any(set(p) & set("*?[") for p in patterns):
+        names = frozenset(patterns)
+        return names.__contains__
+    match = pattern.match
+    return lambda value: match(value) is not None
 
 
 def _globs(patterns: list[str] | None) -> re.Pattern[str] | None:
@@ -35,6 +47,66 @@ class Matcher:
     agents: re.Pattern[str] | None
     signals: tuple[str, ...] | None
     dry_run: bool | None
+    patterns: dict[str, list[str]] = field(default_factory=dict, compare=False, repr=False)
+    """The globs of each pattern key, as written."""
+    indexed: Callable[[Action, Context], bool] | None = field(
+        init=False, default=None, compare=False, repr=False
+    )
+    """``mismatch(...) is None`` for an action whose provider and verb this matcher
+    accepts (the bundle's index only offers such rules), as one closure over the keys
+    that are set; None when there are none (every such action matches)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "indexed", self._indexed())
+
+    def _indexed(self) -> Callable[[Action, Context], bool] | None:
+        checks: list[Callable[[Action, Context], bool]] = []
+
+        def test(key: str, pattern: re.Pattern[str]) -> Callable[[str], bool]:
+            return _matcher(pattern, self.patterns.get(key, []))
+
+        if self.environments is not None:
+            environments = self.environments
+            checks.append(lambda a, c: a.environment in environments)
+        if self.services is not None:
+            services = test("services", self.services)
+            checks.append(lambda a, c: services(a.service))
+        if self.operations is not None:
+            operations = test("operations", self.operations)
+            checks.append(lambda a, c: operations(a.operation))
+        if self.resource_types is not None:
+            types = test("resource_types", self.resource_types)
+            checks.append(lambda a, c: types(a.resource.type))
+        if self.resource_names is not None:
+            names = test("resource_names", self.resource_names)
+            checks.append(lambda a, c: names(a.resource.name or a.resource.id))
+        if self.risk_tags is not None:
+            tags = self.risk_tags.match
+            checks.append(lambda a, c: any(map(tags, a.risk_tags)))
+        if self.hosts is not None:
+            hosts = test("hosts", self.hosts)
+            checks.append(lambda a, c: hosts(a.request.host.lower()))
+        if self.agents is not None:
+            agents = test("agents", self.agents)
+            checks.append(lambda a, c: agents(c.session.agent))
+        if self.signals is not None:
+            signals = self.signals
+            checks.append(lambda a, c: any(getattr(c.signals, name) for name in signals))
+        if self.dry_run is not None:
+            dry_run = self.dry_run
+            checks.append(lambda a, c: a.dry_run is dry_run)
+        if not checks:
+            return None
+        if len(checks) == 1:
+            return checks[0]
+        if len(checks) == 2:
+            first, second = checks
+            return lambda a, c: first(a, c) and second(a, c)
+        if len(checks) == 3:
+            first, second, third = checks
+            return lambda a, c: first(a, c) and second(a, c) and third(a, c)
+
+        return lambda a, c: all(check(a, c) for check in checks)
 
     @classmethod
     def compile(cls, match: Match) -> Matcher:
@@ -51,7 +123,13 @@ class Matcher:
             agents=_globs(match.agents),
             signals=None if match.signals is None else tuple(match.signals),
             dry_run=match.dry_run,
-        )
+            patterns={
+                key: list(value)
+                for key in ("services", "operations", "resource_types", "resource_names",
+                            "hosts", "agents")
+                if (value := getattr(match, key)) is not None
+            },
+        )  # fmt: skip
 
     def mismatch(self, action: Action, context: Context) -> str | None:
         """The first key that does not match, or None when the action matches."""

@@ -38,7 +38,7 @@ class Problem:
     message: str
     hint: str = ""
     rule: str = ""
-    severity: str = "error"  # error | warning
+    severity: str = "error"  # error | warning | notice (information: never fails a lint)
 
     def __str__(self) -> str:
         where = f" [{self.rule}]" if self.rule else ""
