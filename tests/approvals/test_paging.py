@@ -219,7 +219,7 @@ def test_a_hold_is_paged_once_and_resolved_once_when_approved(
     assert payload["summary"] == "guardproxy: approve or deny k8s core delete paged-cm"
     assert payload["source"] == "guardproxy" and payload["severity"] == "error"
     assert payload["custom_details"]["impact"] == (
-        "delete k8s:core:configmaps paged-cm (k8s, cluster 127.0.0.1:6443, namespace default): "
+        "delete k8s:core:configmaps paged-cm (k8s, cluster localhost:6443, namespace default): "
         "Deleting paged-cm wakes the platform on-call."
     )
     assert trigger["links"][0]["href"].startswith("https://guard.example/console/#/holds/")
