@@ -143,6 +143,7 @@ POD = {
     "status": {"phase": "Running", "podIP": "10.0.0.7"},
 }
 POD_BODY = json.dumps(POD).encode()
+PATH, HEADERS = K8S_PATH, K8S_HEADERS  # the names audit_bench.py reads
 AWS_CREDENTIALS = Credentials("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
 AWS_REGION = "us-east-1"
 AWS_USER_AGENT = "aws-cli/2.22.0 md/Botocore#2.0.0 ua/2.0 os/linux#6.8 md/arch#x86_64"
@@ -532,10 +533,15 @@ def start_mitmdump(children: Children, upstream: Upstream) -> Proxy:
     return Proxy(child, port, confdir / "mitmproxy-ca-cert.pem")
 
 
-def guardproxy_command(data_dir: Path, port: int, control: int, upstream: Upstream) -> list[str]:
-    return ["serve", "--data-dir", str(data_dir), "--policies", str(POLICIES),
-            "--listen", f"{LOOPBACK}:{port}", "--control", f"{LOOPBACK}:{control}",
-            "--kube-host", f"{LOOPBACK}:{upstream.kube_port}",
+def guardproxy_command(
+    data_dir: Path, port: int, control: int, upstream: Upstream | int
+) -> list[str]:
+    """``guardproxy serve`` for ``upstream`` (a bare port: a Kubernetes API server only)."""
+    command = ["serve", "--data-dir", str(data_dir), "--policies", str(POLICIES),
+               "--listen", f"{LOOPBACK}:{port}", "--control", f"{LOOPBACK}:{control}"]  # fmt: skip
+    if isinstance(upstream, int):
+        return [*command, "--kube-host", f"{LOOPBACK}:{upstream}"]
+    return [*command, "--kube-host", f"{LOOPBACK}:{upstream.kube_port}",
             "--kube-host", f"{LOOPBACK}:{upstream.tls_port}",
             "--upstream-ca", str(upstream.tls.ca_cert)]  # fmt: skip
 
