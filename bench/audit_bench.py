@@ -249,7 +249,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="audit-bench-") as scratch:
         children = pb.Children(Path(scratch))
         try:
-            upstream = pb.start_upstream(children)
+            upstream = pb.start_upstream(children).kube_port
             ports = {
                 mode: [start_guard(children, upstream, mode, n) for n in range(args.instances)]
                 for mode in ("on", "in-thread", "off")

@@ -374,7 +374,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     stores[backend] = store_rates(store, args.ops)
                 finally:
                     store.close()
-            upstream = start_upstream(children)
+            upstream = start_upstream(children).kube_port
             proxies = {
                 backend: proxy_rates(children, upstream, new_url(), args.requests)
                 for backend, new_url in urls.items()

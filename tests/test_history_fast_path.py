@@ -81,9 +81,16 @@ def test_history_contexts_equal_validated_ones_and_decide_the_same(
     at = T0
     signals_seen: set[str] = set()
     outcomes_seen: set[str] = set()
+    sharing: Counter[str] = Counter()
     for _ in range(300):
         act = _action(rng)
         found = history.context(act, SESSION, at)
+        # a window counting what the next wider one counts shares its model (built once)
+        windows = found.history
+        for narrow, wide in (("m1", "m10"), ("m10", "h1"), ("h1", "session")):
+            same = getattr(windows, narrow) == getattr(windows, wide)
+            assert same == (getattr(windows, narrow) is getattr(windows, wide))
+            sharing[f"{narrow} {'shares' if same else 'differs from'} {wide}"] += 1
         validated = Context.model_validate(found.model_dump())
         assert validated == found
         assert found.canonical_json() == validated.model_dump_json() == found.model_dump_json()
@@ -104,6 +111,7 @@ def test_history_contexts_equal_validated_ones_and_decide_the_same(
     # the comparison covered the interesting contexts, not only empty ones
     assert signals_seen >= {"recreate", "environment_rebuild", "budget", "protection"}
     assert outcomes_seen >= {"allow", "hold", "deny"}
+    assert len(sharing) == 6, sharing  # every window both shared and built on its own
 
 
 def test_counts_from_counters_equal_validated_counts() -> None:

@@ -25,9 +25,10 @@ changed by another process sharing the store after that read are not seen.
 
 Per request, the context reuses what did not change: window counts are plain
 counters updated as events come and buckets expire, turned into models only after
-they change; each recent action is serialised once when it is recorded, and the
-input hash assembles the context's JSON from those parts (``Context.canonical_json``,
-exactly ``model_dump_json``).
+they change, and a window counting exactly what the next wider one (or the whole
+session) counts shares that one's model; each recent action is serialised once when
+it is recorded, and the input hash assembles the context's JSON from those parts
+(``Context.canonical_json``, exactly ``model_dump_json``).
 
 Nothing here raises into the request path. If the history cannot be computed, the
 context carries ``signals.history_unavailable`` and the shipped policy
@@ -247,7 +248,17 @@ class SessionHistory:
         moment = now.timestamp()
         if state.totals_model is None:
             state.totals_model = counts_model(state.totals)
-        windows = [state.windows[name].counts(moment) for name, _ in WINDOWS]
+        # from the widest window down: a window that counts what the next wider one
+        # counts shares its model (a session younger than an hour counts the same in h1
+        # as in all; one quiet for the last minutes the same in m1 as in m10), so after a
+        # recorded action only the windows whose counts differ are built again
+        wider = (state.totals, state.totals_model)
+        models: dict[str, Counts] = {}
+        for name, _ in reversed(WINDOWS):
+            window = state.windows[name]
+            models[name] = window.counts(moment, wider)
+            wider = (window.totals, models[name])
+        windows = [models[name] for name, _ in WINDOWS]
         history = with_canonical_json(
             History(
                 m1=windows[0],

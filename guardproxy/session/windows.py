@@ -121,8 +121,13 @@ class Window:
             bucket[counter] = bucket.get(counter, 0) + 1
             self.totals[counter] += 1
 
-    def counts(self, moment: float) -> Counts:
+    def counts(self, moment: float, wider: tuple[list[int], Counts] | None = None) -> Counts:
+        """The window's counts at ``moment``; ``wider`` is a wider window's counters and
+        model, shared when they count the same (see ``SessionHistory._context``)."""
         self._expire(int(moment // self.width))
         if self._model is None:
-            self._model = counts_model(self.totals)
+            if wider is not None and wider[0] == self.totals:
+                self._model = wider[1]
+            else:
+                self._model = counts_model(self.totals)
         return self._model
