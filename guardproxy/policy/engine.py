@@ -18,6 +18,7 @@ Semantics (order of rules never matters):
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -345,10 +346,10 @@ class _Evaluation:
     # -- rules
 
     def candidates(self) -> list[CompiledRule]:
+        """The rules whose ``match`` the action meets, each other rule's mismatch traced
+        (``decide`` selects through :func:`_plan` instead)."""
         bucket = self.bundle.index[(self.action.provider, self.action.verb)]
         action, context = self.action, self.context
-        if not self.tracing:  # the bucket's rules accept the provider and the verb
-            return [r for r in bucket if (m := r.matcher.indexed) is None or m(action, context)]
         selected = []
         for rule in bucket:
             mismatch = rule.matcher.mismatch(action, context)
@@ -364,21 +365,8 @@ class _Evaluation:
         if rule.mode_locked:
             return rule.mode
         if self._override is _UNKNOWN:
-            self._override = self._mode_override()
+            self._override = _mode_override(self.bundle, self.action)
         return rule.mode if self._override is None else self._override
-
-    def _mode_override(self) -> Mode | None:
-        """The mode the first override that applies to the action sets, if any."""
-        for override in self.bundle.config.mode_overrides:
-            if (
-                override.environments is not None
-                and self.action.environment not in override.environments
-            ):
-                continue
-            if override.providers is not None and self.action.provider not in override.providers:
-                continue
-            return override.mode
-        return None
 
     def run_rule(self, rule: CompiledRule, mode: Mode) -> tuple[bool, list[RuleError]]:
         """Whether ``rule`` fires, and the errors its expressions made."""
@@ -506,6 +494,70 @@ class _Evaluation:
     # -- the decision
 
     def decide(self) -> Decision:
+        if self.tracing:
+            return self.decide_traced()
+        action, context = self.action, self.context
+        plan = _plan(self.bundle, action)
+        errors: list[RuleError] = []
+        excepted: list[str] = []
+        determining: list[CompiledRule] = []
+        outcome = Outcome.ALLOW
+        for severity, group in zip(_BY_SEVERITY, plan.enforce, strict=True):
+            for rule, dynamic in group:
+                if dynamic is not None and not dynamic(action, context):
+                    continue
+                rule_fired, rule_errors = self.run_rule(rule, Mode.ENFORCE)
+                if rule_errors:
+                    errors.extend(rule_errors)
+                if not rule_fired:
+                    continue
+                if rule.id in self.bundle.excepted_rules:
+                    exception = self.excepted_by(rule)
+                    if exception is not None:
+                        excepted.append(rule.id)
+                        continue
+                determining.append(rule)
+            if determining:
+                outcome = severity
+                break
+
+        findings: list[AuditFinding] = []
+        for rule, dynamic in plan.audit:
+            if dynamic is not None and not dynamic(action, context):
+                continue
+            rule_fired, rule_errors = self.run_rule(rule, Mode.AUDIT)
+            if rule_errors:
+                errors.extend(rule_errors)
+            if rule_fired:
+                findings.append(
+                    AuditFinding(rule=rule.id, would=rule.decision, message=self.message(rule))
+                )
+
+        basis: Any = "rule"
+        if not determining:
+            if not action.classified:
+                outcome, basis = Outcome(self.bundle.config.unclassified), "unclassified"
+            else:
+                outcome, basis = self.bundle.config.default_decision, "default"
+        return Decision(
+            outcome=outcome,
+            basis=basis,
+            determining_rules=[r.id for r in determining],
+            message=self._decision_message(outcome, basis, determining),
+            approval=self._approval(outcome, determining),
+            audit_findings=findings,
+            errors=errors,
+            excepted=excepted,
+            truncated=self._truncated,
+            bundle_digest=self.bundle.digest,
+            engine_version=ENGINE_VERSION,
+            input_hash=input_hash(action, self.context),
+        )
+
+    def decide_traced(self) -> Decision:
+        """:meth:`decide` for ``explain``: every candidate rule's trace, the rules a
+        more restrictive one made moot and those skipped for an unclassified action
+        included."""
         classified = self.action.classified
         enforce: dict[Outcome, list[CompiledRule]] = {
             Outcome.DENY: [], Outcome.HOLD: [], Outcome.ALLOW: []
@@ -621,6 +673,69 @@ class _Evaluation:
             if trace.rule == rule.id:
                 trace.excepted_by = exception
                 return
+
+
+_Candidate = tuple[CompiledRule, Callable[[Action, Context], bool] | None]
+"""A rule that may apply and the check of its ``match`` keys still to make (see
+``Matcher.dynamic``), None when the action's kind already settles them."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """The rules an action of one kind may meet, as ``decide`` visits them: the
+    enforce-mode rules per outcome (deny, hold, allow) and the audit-mode rules, each
+    in the bundle's order. Allow rules that an unclassified action cannot meet are
+    left out, and each rule sits under the mode it has for that kind of action."""
+
+    enforce: tuple[tuple[_Candidate, ...], ...]
+    audit: tuple[_Candidate, ...]
+
+
+_PLANS_SIZE = 4096
+"""Kinds of action whose plan a bundle keeps (all are dropped when more arrive)."""
+
+
+def _plan(bundle: Bundle, action: Action) -> _Plan:
+    """The plan for ``action``'s kind: the fields that ``Matcher.static`` reads and
+    those that decide a rule's mode and whether it can apply to the action at all
+    (provider, verb, environment). Kept per bundle (``Bundle.plans``): the same
+    operations recur, while names, tags, hosts and the session vary and are checked
+    per action. The cache is shared by threads; a plan is immutable and two threads
+    building the same one build equal plans."""
+    key = (action.provider, action.verb, action.environment, action.service,
+           action.operation, action.resource.type, action.dry_run)  # fmt: skip
+    plan: _Plan | None = bundle.plans.get(key)
+    if plan is not None:
+        return plan
+    override = _mode_override(bundle, action)
+    classified = action.classified
+    enforce: dict[Outcome, list[_Candidate]] = {outcome: [] for outcome in _OUTCOMES}
+    audit: list[_Candidate] = []
+    for rule in bundle.index[(action.provider, action.verb)]:
+        matcher = rule.matcher
+        if matcher.static is not None and not matcher.static(action):
+            continue
+        if not classified and rule.decision is Outcome.ALLOW and not matcher.names_unknown_verb():
+            continue
+        mode = rule.mode if rule.mode_locked or override is None else override
+        candidate = (rule, matcher.dynamic)
+        (enforce[rule.decision] if mode is Mode.ENFORCE else audit).append(candidate)
+    plan = _Plan(tuple(tuple(enforce[outcome]) for outcome in _BY_SEVERITY), tuple(audit))
+    if len(bundle.plans) >= _PLANS_SIZE:
+        bundle.plans.clear()
+    bundle.plans[key] = plan
+    return plan
+
+
+def _mode_override(bundle: Bundle, action: Action) -> Mode | None:
+    """The mode the first override that applies to the action sets, if any."""
+    for override in bundle.config.mode_overrides:
+        if override.environments is not None and action.environment not in override.environments:
+            continue
+        if override.providers is not None and action.provider not in override.providers:
+            continue
+        return override.mode
+    return None
 
 
 def combine_approvals(approvals: list[tuple[str, Approval]]) -> ApprovalRequirement:

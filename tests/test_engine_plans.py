@@ -1,0 +1,77 @@
+"""The engine's per-kind rule selection (``engine._plan``, kept in ``Bundle.plans``)
+against ``explain``, which selects rules one by one with ``Matcher.mismatch`` (the
+reference): the same decisions, whether the plan is new, kept, or was evicted."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import tempfile
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from guardproxy.action import Action, Resource
+from guardproxy.context import Context
+from guardproxy.policy import Bundle, engine, evaluate, explain, load_bundle
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bench() -> ModuleType:
+    path = ROOT / "bench" / "policy_bench.py"
+    spec = importlib.util.spec_from_file_location("policy_bench", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("policy_bench", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+BENCH = _bench()
+
+
+def _bundles() -> list[Bundle]:
+    bundles = []
+    with tempfile.TemporaryDirectory() as tmp:
+        BENCH.write_synthetic_bundle(Path(tmp), BENCH.DEFAULT_SEED)
+        synthetic = load_bundle([Path(tmp)]).bundle
+    shipped = load_bundle([ROOT / "policies"]).bundle
+    for bundle in (synthetic, shipped):
+        assert bundle is not None
+        bundles.append(bundle)
+    return bundles
+
+
+def _workload() -> list[tuple[Action, Context]]:
+    """The benchmark's actions, and each again under another resource name (same kind,
+    so a kept plan, with the name-dependent keys checked anew)."""
+    workload: list[tuple[Action, Context]] = BENCH.make_workload(1500, BENCH.DEFAULT_SEED + 1)
+    renamed = [
+        (
+            action.model_copy(
+                update={"resource": Resource(type=action.resource.type, name="other-" + str(i))}
+            ),
+            context,
+        )
+        for i, (action, context) in enumerate(workload[:500])
+    ]
+    return workload + renamed
+
+
+@pytest.mark.parametrize("plans_size", [4096, 3])
+def test_decisions_with_plans_equal_explained_decisions(
+    plans_size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine, "_PLANS_SIZE", plans_size)
+    for bundle in _bundles():
+        bundle.plans.clear()
+        for action, context in _workload():
+            first = evaluate(bundle, action, context)
+            again = evaluate(bundle, action, context)  # the plan kept (or just evicted)
+            explained, _ = explain(bundle, action, context)
+            assert first.model_dump_json() == explained.model_dump_json()
+            assert again.model_dump_json() == explained.model_dump_json()
+        assert len(bundle.plans) <= plans_size
+        assert bundle.plans
