@@ -1,6 +1,7 @@
 """The engine's per-kind rule selection (``engine._plan``, kept in ``Bundle.plans``)
 against ``explain``, which selects rules one by one with ``Matcher.mismatch`` (the
-reference): the same decisions, whether the plan is new, kept, or was evicted."""
+reference): the same decisions, whether the plan (and the hold's approval requirement,
+kept in ``Bundle.approvals``) is new, kept, or was evicted."""
 
 from __future__ import annotations
 
@@ -65,8 +66,10 @@ def test_decisions_with_plans_equal_explained_decisions(
     plans_size: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(engine, "_PLANS_SIZE", plans_size)
+    monkeypatch.setattr(engine, "_APPROVALS_SIZE", plans_size)
     for bundle in _bundles():
         bundle.plans.clear()
+        bundle.approvals.clear()
         for action, context in _workload():
             first = evaluate(bundle, action, context)
             again = evaluate(bundle, action, context)  # the plan kept (or just evicted)
@@ -74,4 +77,5 @@ def test_decisions_with_plans_equal_explained_decisions(
             assert first.model_dump_json() == explained.model_dump_json()
             assert again.model_dump_json() == explained.model_dump_json()
         assert len(bundle.plans) <= plans_size
-        assert bundle.plans
+        assert len(bundle.approvals) <= plans_size
+        assert bundle.plans and bundle.approvals

@@ -655,12 +655,23 @@ class _Evaluation:
     def _approval(
         self, outcome: Outcome, determining: list[CompiledRule]
     ) -> ApprovalRequirement | None:
+        """The hold's requirement: a function of the determining rules alone, kept per
+        bundle (requirements are frozen and shared by the decisions that hold them)."""
         if outcome is not Outcome.HOLD:
             return None
+        key = tuple(r.id for r in determining)
+        cache = self.bundle.approvals
+        requirement: ApprovalRequirement | None = cache.get(key, _UNKNOWN)
+        if requirement is not _UNKNOWN:
+            return requirement
         approvals = [(r.id, r.approval) for r in determining if r.approval is not None]
         if not approvals and self.bundle.config.default_approval is not None:
             approvals = [("", self.bundle.config.default_approval)]
-        return combine_approvals(approvals) if approvals else None
+        requirement = combine_approvals(approvals) if approvals else None
+        if len(cache) >= _APPROVALS_SIZE:
+            cache.clear()
+        cache[key] = requirement
+        return requirement
 
     def _skip(self, rule: CompiledRule, reason: str) -> None:
         if self.tracing:
@@ -693,6 +704,8 @@ class _Plan:
 
 _PLANS_SIZE = 4096
 """Kinds of action whose plan a bundle keeps (all are dropped when more arrive)."""
+_APPROVALS_SIZE = 1024
+"""Sets of determining hold rules whose requirement a bundle keeps (likewise)."""
 
 
 def _plan(bundle: Bundle, action: Action) -> _Plan:
