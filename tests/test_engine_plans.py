@@ -76,6 +76,7 @@ def test_decisions_with_plans_equal_explained_decisions(
             explained, _ = explain(bundle, action, context)
             assert first.model_dump_json() == explained.model_dump_json()
             assert again.model_dump_json() == explained.model_dump_json()
+            assert first == explained and first.model_fields_set == explained.model_fields_set
         assert len(bundle.plans) <= plans_size
         assert len(bundle.approvals) <= plans_size
         assert bundle.plans and bundle.approvals
