@@ -1,7 +1,8 @@
 """The engine's per-kind rule selection (``engine._plan``, kept in ``Bundle.plans``)
 against ``explain``, which selects rules one by one with ``Matcher.mismatch`` (the
 reference): the same decisions, whether the plan (and the hold's approval requirement,
-kept in ``Bundle.approvals``) is new, kept, or was evicted."""
+kept in ``Bundle.approvals``) is new, kept, or was evicted; and message placeholders
+read from the models against the input dumped whole."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import sys
 import tempfile
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
-from guardproxy.action import Action, Resource
+from guardproxy.action import Action, Environment, Provider, RequestSummary, Resource, Verb
 from guardproxy.context import Context
 from guardproxy.policy import Bundle, engine, evaluate, explain, load_bundle
 
@@ -80,3 +82,32 @@ def test_decisions_with_plans_equal_explained_decisions(
         assert len(bundle.plans) <= plans_size
         assert len(bundle.approvals) <= plans_size
         assert bundle.plans and bundle.approvals
+
+
+def _paths(document: Any, prefix: tuple[str, ...]) -> list[tuple[str, ...]]:
+    paths = [prefix]
+    if isinstance(document, dict):
+        for key, value in document.items():
+            paths.extend(_paths(value, (*prefix, key)))
+        paths.append((*prefix, "nosuch"))
+    else:
+        paths.append((*prefix, "0"))
+    return paths
+
+
+def test_message_lookups_read_the_models_as_their_json() -> None:
+    """``lookup`` (message placeholders) walks the models and converts only the value it
+    finds: the same JSON data as the path read from the whole input dumped."""
+    odd = Action(
+        provider=Provider.K8S, verb=Verb.DELETE, environment=Environment.PROD, dry_run=True,
+        resource=Resource(type="apps:deployments", name="prod-db-1", key="Straße"),
+        risk_tags=["force", "", "ä"], readings=[Action(verb=Verb.DESTROY)],
+        request=RequestSummary(method="DELETE", port=443, header_names=["x"]),
+    )  # fmt: skip
+    bundle = _bundles()[1]
+    cases = [*BENCH.make_workload(30, BENCH.DEFAULT_SEED)[:30], (odd, Context(now=BENCH.NOW))]
+    for action, context in cases:
+        document = {"action": action.model_dump(mode="json"), **context.model_dump(mode="json")}
+        evaluation = engine._Evaluation(bundle, action, context, tracing=False)
+        for path in [p for p in _paths(document, ()) if p] + [("nowhere",), ("action", "x")]:
+            assert evaluation.lookup(path) == engine._lookup(document, path), path

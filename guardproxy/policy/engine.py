@@ -475,15 +475,18 @@ class _Evaluation:
     def lookup(self, path: tuple[str, ...]) -> Any:
         """A field of the (uncapped) input as JSON data, for message placeholders.
 
-        Context fields are read from the models: dumping the whole context (with its
-        recent actions) to render one count costs more than the decision.
+        Fields are read from the models, and only the value found is made JSON data:
+        dumping the whole action, or the whole context (with its recent actions), to
+        render one name or count costs more than the decision.
         """
         root = path[0]
+        value: Any
         if root == "action":
-            return _lookup({"action": self.action_document()}, path)
-        if root != "now" and root not in CONTEXT_ROOTS:
+            value, path = self.action, path[1:]
+        elif root == "now" or root in CONTEXT_ROOTS:
+            value = self.context
+        else:
             return None
-        value: Any = self.context
         for name in path:
             if isinstance(value, BaseModel) and name in type(value).model_fields:
                 value = getattr(value, name)
