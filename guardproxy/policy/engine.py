@@ -508,14 +508,15 @@ class _Evaluation:
         determining: list[CompiledRule] = []
         outcome = Outcome.ALLOW
         for severity, group in zip(_BY_SEVERITY, plan.enforce, strict=True):
-            for rule, dynamic in group:
+            for rule, dynamic, conditional in group:
                 if dynamic is not None and not dynamic(action, context):
                     continue
-                rule_fired, rule_errors = self.run_rule(rule, Mode.ENFORCE)
-                if rule_errors:
-                    errors.extend(rule_errors)
-                if not rule_fired:
-                    continue
+                if conditional:
+                    rule_fired, rule_errors = self.run_rule(rule, Mode.ENFORCE)
+                    if rule_errors:
+                        errors.extend(rule_errors)
+                    if not rule_fired:
+                        continue
                 if rule.id in self.bundle.excepted_rules:
                     exception = self.excepted_by(rule)
                     if exception is not None:
@@ -527,10 +528,12 @@ class _Evaluation:
                 break
 
         findings: list[AuditFinding] = []
-        for rule, dynamic in plan.audit:
+        for rule, dynamic, conditional in plan.audit:
             if dynamic is not None and not dynamic(action, context):
                 continue
-            rule_fired, rule_errors = self.run_rule(rule, Mode.AUDIT)
+            rule_fired, rule_errors = (
+                self.run_rule(rule, Mode.AUDIT) if conditional else (True, _NO_ERRORS)
+            )
             if rule_errors:
                 errors.extend(rule_errors)
             if rule_fired:
@@ -644,6 +647,8 @@ class _Evaluation:
     def _decision_message(
         self, outcome: Outcome, basis: str, determining: list[CompiledRule]
     ) -> str:
+        if len(determining) == 1:
+            return self.message(determining[0])
         if determining:
             messages = dict.fromkeys(m for r in determining if (m := self.message(r)))
             return " ".join(messages)
@@ -691,9 +696,10 @@ class _Evaluation:
                 return
 
 
-_Candidate = tuple[CompiledRule, Callable[[Action, Context], bool] | None]
-"""A rule that may apply and the check of its ``match`` keys still to make (see
-``Matcher.dynamic``), None when the action's kind already settles them."""
+_Candidate = tuple[CompiledRule, Callable[[Action, Context], bool] | None, bool]
+"""A rule that may apply, the check of its ``match`` keys still to make (see
+``Matcher.dynamic``; None when the action's kind already settles them), and whether
+it has CEL conditions to run (else it fires when it matches)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -736,7 +742,8 @@ def _plan(bundle: Bundle, action: Action) -> _Plan:
         if not classified and rule.decision is Outcome.ALLOW and not matcher.names_unknown_verb():
             continue
         mode = rule.mode if rule.mode_locked or override is None else override
-        candidate = (rule, matcher.dynamic)
+        conditional = bool(rule.match_conditions) or rule.condition is not None
+        candidate = (rule, matcher.dynamic, conditional)
         (enforce[rule.decision] if mode is Mode.ENFORCE else audit).append(candidate)
     plan = _Plan(tuple(tuple(enforce[outcome]) for outcome in _BY_SEVERITY), tuple(audit))
     if len(bundle.plans) >= _PLANS_SIZE:
