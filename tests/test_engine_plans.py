@@ -48,8 +48,8 @@ def _bundles() -> list[Bundle]:
 
 
 def _workload() -> list[tuple[Action, Context]]:
-    """The benchmark's actions, and each again under another resource name (same kind,
-    so a kept plan, with the name-dependent keys checked anew)."""
+    """The benchmark's actions, some again under another resource name (same kind, so a
+    kept plan, with the name-dependent keys checked anew) or with two readings."""
     workload: list[tuple[Action, Context]] = BENCH.make_workload(1500, BENCH.DEFAULT_SEED + 1)
     renamed = [
         (
@@ -60,7 +60,16 @@ def _workload() -> list[tuple[Action, Context]]:
         )
         for i, (action, context) in enumerate(workload[:500])
     ]
-    return workload + renamed
+    with_readings = [
+        (
+            action.model_copy(
+                update={"readings": [workload[i + 1][0], workload[i + 2][0].model_copy()]}
+            ),
+            context,
+        )
+        for i, (action, context) in enumerate(workload[:300])
+    ]
+    return workload + renamed + with_readings
 
 
 @pytest.mark.parametrize("plans_size", [4096, 3])

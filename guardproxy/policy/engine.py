@@ -81,7 +81,7 @@ def evaluate(bundle: Bundle, action: Action, context: Context) -> Decision:
     if not action.readings:
         return _Evaluation(bundle, action, context, tracing=False).decide()
     decisions = [
-        _Evaluation(bundle, reading, context, tracing=False).decide()
+        _Evaluation(bundle, reading, context, tracing=False, hashed=False).decide()
         for reading in action.all_readings()
     ]
     return strictest(decisions, input_hash(action, context))
@@ -168,11 +168,17 @@ _NO_ERRORS: list[RuleError] = []
 
 
 class _Evaluation:
-    def __init__(self, bundle: Bundle, action: Action, context: Context, *, tracing: bool) -> None:
+    def __init__(
+        self, bundle: Bundle, action: Action, context: Context, *, tracing: bool,
+        hashed: bool = True,
+    ) -> None:  # fmt: skip
+        """``hashed=False``: the decision of one reading, whose input hash (left empty)
+        the whole request's replaces (:func:`strictest`)."""
         self.bundle = bundle
         self.action = action
         self.context = context
         self.tracing = tracing
+        self.hashed = hashed
         self.traces: list[RuleTrace] = []
         self._action_document: dict[str, Any] | None = None
         self._capped_action: dict[str, Any] | None = None
@@ -559,7 +565,7 @@ class _Evaluation:
             "truncated": self._truncated,
             "bundle_digest": self.bundle.digest,
             "engine_version": ENGINE_VERSION,
-            "input_hash": input_hash(action, self.context),
+            "input_hash": input_hash(action, self.context) if self.hashed else "",
         })  # fmt: skip
 
     def decide_traced(self) -> Decision:
