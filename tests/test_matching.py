@@ -88,3 +88,26 @@ def test_service_globs_with_and_without_wildcards(
     assert matcher.indexed is not None
     assert matcher.indexed(action, Context()) is expected
     assert (matcher.mismatch(action, Context()) is None) is expected
+
+
+@given(match=matches(), given_input=inputs())
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 500)
+def test_static_and_dynamic_closures_together_agree_with_mismatch(
+    match: Match, given_input: tuple[Action, Context]
+) -> None:
+    """The engine keeps ``static``'s verdict per kind of action and checks ``dynamic``
+    per action: together they must be the reference, and ``static`` must read nothing
+    but the fields the engine keys its plans on (another action of the same kind gets
+    the same verdict)."""
+    matcher = Matcher.compile(match)
+    action, context = given_input
+    expected = matcher.mismatch(action, context) is None
+    static = matcher.static is None or matcher.static(action)
+    dynamic = matcher.dynamic is None or matcher.dynamic(action, context)
+    assert (static and dynamic) == expected
+    same_kind = Action(
+        provider=action.provider, verb=action.verb, environment=action.environment,
+        service=action.service, operation=action.operation,
+        resource=Resource(type=action.resource.type), dry_run=action.dry_run,
+    )  # fmt: skip
+    assert (matcher.static is None or matcher.static(same_kind)) == static

@@ -103,6 +103,12 @@ class Bundle:
     history_verbs: frozenset[Verb] = frozenset(Verb)
     excepted_rules: frozenset[str] = field(init=False, repr=False, compare=False)
     """The rules some exception names (the others need no look at the exceptions)."""
+    plans: dict[Any, Any] = field(init=False, repr=False, compare=False, default_factory=dict)
+    """The engine's rule selection per kind of action (``engine._plan``), filled as
+    actions arrive; bounded by the engine."""
+    approvals: dict[Any, Any] = field(init=False, repr=False, compare=False, default_factory=dict)
+    """The engine's approval requirement per set of determining hold rules
+    (``engine._Evaluation._approval``), filled as holds arrive; bounded by the engine."""
 
     def __post_init__(self) -> None:
         named = frozenset(rule for e in self.exceptions for rule in e.rules)

@@ -519,7 +519,7 @@ def _slow_relation(cel_function: Callable[..., Any], left: Any, right: Any) -> A
 
 def _in(item: Any, container: Any) -> Any:
     kind = type(container)
-    if type(item) is str:
+    if type(item) in _STRS:  # celpy compares a str (a PyStr too) with str equality
         if kind is list:
             try:
                 if item in container:
@@ -1132,7 +1132,7 @@ class _Compiler:
 
                 def in_strings(env: list[Any]) -> Any:
                     value = get(env)
-                    if type(value) is str:
+                    if type(value) in _STRS:
                         return value in members
                     return _slow_relation(operator_in, value, values)
 

@@ -18,6 +18,7 @@ Semantics (order of rules never matters):
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +57,8 @@ _NOW_SLOT = ROOT_SLOTS["now"]
 _NO_DOCUMENTS = (None,) * len(("action", *CONTEXT_ROOTS))
 _UNKNOWN = object()
 _OUTCOMES = tuple(Outcome)
+_DECISION: Callable[[dict[str, Any]], Decision] = Decision.__pydantic_validator__.validate_python
+"""``Decision(**fields)``, validated alike, without the keyword call's overhead."""
 _BY_SEVERITY = tuple(sorted(_OUTCOMES, key=lambda o: o.severity, reverse=True))
 
 
@@ -78,7 +81,7 @@ def evaluate(bundle: Bundle, action: Action, context: Context) -> Decision:
     if not action.readings:
         return _Evaluation(bundle, action, context, tracing=False).decide()
     decisions = [
-        _Evaluation(bundle, reading, context, tracing=False).decide()
+        _Evaluation(bundle, reading, context, tracing=False, hashed=False).decide()
         for reading in action.all_readings()
     ]
     return strictest(decisions, input_hash(action, context))
@@ -165,11 +168,17 @@ _NO_ERRORS: list[RuleError] = []
 
 
 class _Evaluation:
-    def __init__(self, bundle: Bundle, action: Action, context: Context, *, tracing: bool) -> None:
+    def __init__(
+        self, bundle: Bundle, action: Action, context: Context, *, tracing: bool,
+        hashed: bool = True,
+    ) -> None:  # fmt: skip
+        """``hashed=False``: the decision of one reading, whose input hash (left empty)
+        the whole request's replaces (:func:`strictest`)."""
         self.bundle = bundle
         self.action = action
         self.context = context
         self.tracing = tracing
+        self.hashed = hashed
         self.traces: list[RuleTrace] = []
         self._action_document: dict[str, Any] | None = None
         self._capped_action: dict[str, Any] | None = None
@@ -345,10 +354,10 @@ class _Evaluation:
     # -- rules
 
     def candidates(self) -> list[CompiledRule]:
+        """The rules whose ``match`` the action meets, each other rule's mismatch traced
+        (``decide`` selects through :func:`_plan` instead)."""
         bucket = self.bundle.index[(self.action.provider, self.action.verb)]
         action, context = self.action, self.context
-        if not self.tracing:  # the bucket's rules accept the provider and the verb
-            return [r for r in bucket if (m := r.matcher.indexed) is None or m(action, context)]
         selected = []
         for rule in bucket:
             mismatch = rule.matcher.mismatch(action, context)
@@ -364,21 +373,8 @@ class _Evaluation:
         if rule.mode_locked:
             return rule.mode
         if self._override is _UNKNOWN:
-            self._override = self._mode_override()
+            self._override = _mode_override(self.bundle, self.action)
         return rule.mode if self._override is None else self._override
-
-    def _mode_override(self) -> Mode | None:
-        """The mode the first override that applies to the action sets, if any."""
-        for override in self.bundle.config.mode_overrides:
-            if (
-                override.environments is not None
-                and self.action.environment not in override.environments
-            ):
-                continue
-            if override.providers is not None and self.action.provider not in override.providers:
-                continue
-            return override.mode
-        return None
 
     def run_rule(self, rule: CompiledRule, mode: Mode) -> tuple[bool, list[RuleError]]:
         """Whether ``rule`` fires, and the errors its expressions made."""
@@ -485,15 +481,18 @@ class _Evaluation:
     def lookup(self, path: tuple[str, ...]) -> Any:
         """A field of the (uncapped) input as JSON data, for message placeholders.
 
-        Context fields are read from the models: dumping the whole context (with its
-        recent actions) to render one count costs more than the decision.
+        Fields are read from the models, and only the value found is made JSON data:
+        dumping the whole action, or the whole context (with its recent actions), to
+        render one name or count costs more than the decision.
         """
         root = path[0]
+        value: Any
         if root == "action":
-            return _lookup({"action": self.action_document()}, path)
-        if root != "now" and root not in CONTEXT_ROOTS:
+            value, path = self.action, path[1:]
+        elif root == "now" or root in CONTEXT_ROOTS:
+            value = self.context
+        else:
             return None
-        value: Any = self.context
         for name in path:
             if isinstance(value, BaseModel) and name in type(value).model_fields:
                 value = getattr(value, name)
@@ -506,6 +505,73 @@ class _Evaluation:
     # -- the decision
 
     def decide(self) -> Decision:
+        if self.tracing:
+            return self.decide_traced()
+        action, context = self.action, self.context
+        plan = _plan(self.bundle, action)
+        errors: list[RuleError] = []
+        excepted: list[str] = []
+        determining: list[CompiledRule] = []
+        outcome = Outcome.ALLOW
+        for severity, group in zip(_BY_SEVERITY, plan.enforce, strict=True):
+            for rule, dynamic, conditional in group:
+                if dynamic is not None and not dynamic(action, context):
+                    continue
+                if conditional:
+                    rule_fired, rule_errors = self.run_rule(rule, Mode.ENFORCE)
+                    if rule_errors:
+                        errors.extend(rule_errors)
+                    if not rule_fired:
+                        continue
+                if rule.id in self.bundle.excepted_rules:
+                    exception = self.excepted_by(rule)
+                    if exception is not None:
+                        excepted.append(rule.id)
+                        continue
+                determining.append(rule)
+            if determining:
+                outcome = severity
+                break
+
+        findings: list[AuditFinding] = []
+        for rule, dynamic, conditional in plan.audit:
+            if dynamic is not None and not dynamic(action, context):
+                continue
+            rule_fired, rule_errors = (
+                self.run_rule(rule, Mode.AUDIT) if conditional else (True, _NO_ERRORS)
+            )
+            if rule_errors:
+                errors.extend(rule_errors)
+            if rule_fired:
+                findings.append(
+                    AuditFinding(rule=rule.id, would=rule.decision, message=self.message(rule))
+                )
+
+        basis: Any = "rule"
+        if not determining:
+            if not action.classified:
+                outcome, basis = Outcome(self.bundle.config.unclassified), "unclassified"
+            else:
+                outcome, basis = self.bundle.config.default_decision, "default"
+        return _DECISION({
+            "outcome": outcome,
+            "basis": basis,
+            "determining_rules": [r.id for r in determining],
+            "message": self._decision_message(outcome, basis, determining),
+            "approval": self._approval(outcome, determining),
+            "audit_findings": findings,
+            "errors": errors,
+            "excepted": excepted,
+            "truncated": self._truncated,
+            "bundle_digest": self.bundle.digest,
+            "engine_version": ENGINE_VERSION,
+            "input_hash": input_hash(action, self.context) if self.hashed else "",
+        })  # fmt: skip
+
+    def decide_traced(self) -> Decision:
+        """:meth:`decide` for ``explain``: every candidate rule's trace, the rules a
+        more restrictive one made moot and those skipped for an unclassified action
+        included."""
         classified = self.action.classified
         enforce: dict[Outcome, list[CompiledRule]] = {
             Outcome.DENY: [], Outcome.HOLD: [], Outcome.ALLOW: []
@@ -587,6 +653,8 @@ class _Evaluation:
     def _decision_message(
         self, outcome: Outcome, basis: str, determining: list[CompiledRule]
     ) -> str:
+        if len(determining) == 1:
+            return self.message(determining[0])
         if determining:
             messages = dict.fromkeys(m for r in determining if (m := self.message(r)))
             return " ".join(messages)
@@ -603,12 +671,23 @@ class _Evaluation:
     def _approval(
         self, outcome: Outcome, determining: list[CompiledRule]
     ) -> ApprovalRequirement | None:
+        """The hold's requirement: a function of the determining rules alone, kept per
+        bundle (requirements are frozen and shared by the decisions that hold them)."""
         if outcome is not Outcome.HOLD:
             return None
+        key = tuple(r.id for r in determining)
+        cache = self.bundle.approvals
+        requirement: ApprovalRequirement | None = cache.get(key, _UNKNOWN)
+        if requirement is not _UNKNOWN:
+            return requirement
         approvals = [(r.id, r.approval) for r in determining if r.approval is not None]
         if not approvals and self.bundle.config.default_approval is not None:
             approvals = [("", self.bundle.config.default_approval)]
-        return combine_approvals(approvals) if approvals else None
+        requirement = combine_approvals(approvals) if approvals else None
+        if len(cache) >= _APPROVALS_SIZE:
+            cache.clear()
+        cache[key] = requirement
+        return requirement
 
     def _skip(self, rule: CompiledRule, reason: str) -> None:
         if self.tracing:
@@ -621,6 +700,73 @@ class _Evaluation:
             if trace.rule == rule.id:
                 trace.excepted_by = exception
                 return
+
+
+_Candidate = tuple[CompiledRule, Callable[[Action, Context], bool] | None, bool]
+"""A rule that may apply, the check of its ``match`` keys still to make (see
+``Matcher.dynamic``; None when the action's kind already settles them), and whether
+it has CEL conditions to run (else it fires when it matches)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """The rules an action of one kind may meet, as ``decide`` visits them: the
+    enforce-mode rules per outcome (deny, hold, allow) and the audit-mode rules, each
+    in the bundle's order. Allow rules that an unclassified action cannot meet are
+    left out, and each rule sits under the mode it has for that kind of action."""
+
+    enforce: tuple[tuple[_Candidate, ...], ...]
+    audit: tuple[_Candidate, ...]
+
+
+_PLANS_SIZE = 4096
+"""Kinds of action whose plan a bundle keeps (all are dropped when more arrive)."""
+_APPROVALS_SIZE = 1024
+"""Sets of determining hold rules whose requirement a bundle keeps (likewise)."""
+
+
+def _plan(bundle: Bundle, action: Action) -> _Plan:
+    """The plan for ``action``'s kind: the fields that ``Matcher.static`` reads and
+    those that decide a rule's mode and whether it can apply to the action at all
+    (provider, verb, environment). Kept per bundle (``Bundle.plans``): the same
+    operations recur, while names, tags, hosts and the session vary and are checked
+    per action. The cache is shared by threads; a plan is immutable and two threads
+    building the same one build equal plans."""
+    key = (action.provider, action.verb, action.environment, action.service,
+           action.operation, action.resource.type, action.dry_run)  # fmt: skip
+    plan: _Plan | None = bundle.plans.get(key)
+    if plan is not None:
+        return plan
+    override = _mode_override(bundle, action)
+    classified = action.classified
+    enforce: dict[Outcome, list[_Candidate]] = {outcome: [] for outcome in _OUTCOMES}
+    audit: list[_Candidate] = []
+    for rule in bundle.index[(action.provider, action.verb)]:
+        matcher = rule.matcher
+        if matcher.static is not None and not matcher.static(action):
+            continue
+        if not classified and rule.decision is Outcome.ALLOW and not matcher.names_unknown_verb():
+            continue
+        mode = rule.mode if rule.mode_locked or override is None else override
+        conditional = bool(rule.match_conditions) or rule.condition is not None
+        candidate = (rule, matcher.dynamic, conditional)
+        (enforce[rule.decision] if mode is Mode.ENFORCE else audit).append(candidate)
+    plan = _Plan(tuple(tuple(enforce[outcome]) for outcome in _BY_SEVERITY), tuple(audit))
+    if len(bundle.plans) >= _PLANS_SIZE:
+        bundle.plans.clear()
+    bundle.plans[key] = plan
+    return plan
+
+
+def _mode_override(bundle: Bundle, action: Action) -> Mode | None:
+    """The mode the first override that applies to the action sets, if any."""
+    for override in bundle.config.mode_overrides:
+        if override.environments is not None and action.environment not in override.environments:
+            continue
+        if override.providers is not None and action.provider not in override.providers:
+            continue
+        return override.mode
+    return None
 
 
 def combine_approvals(approvals: list[tuple[str, Approval]]) -> ApprovalRequirement:

@@ -31,6 +31,31 @@ def _globs(patterns: list[str] | None) -> re.Pattern[str] | None:
     return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
 
 
+def _all_of(
+    checks: list[Callable[[Action, Context], bool]],
+) -> Callable[[Action, Context], bool] | None:
+    """One closure that holds when every check does (None for no checks)."""
+    if not checks:
+        return None
+    if len(checks) == 1:
+        return checks[0]
+    if len(checks) == 2:
+        first, second = checks
+        return lambda a, c: first(a, c) and second(a, c)
+    if len(checks) == 3:
+        first, second, third = checks
+        return lambda a, c: first(a, c) and second(a, c) and third(a, c)
+    return lambda a, c: all(check(a, c) for check in checks)
+
+
+STATIC_FIELDS = ("provider", "verb", "environment", "service", "operation", "dry_run")
+"""The action's fields (with ``resource.type``) that ``Matcher.static`` reads, with
+the provider and verb the bundle indexes on: what the engine keys its per-action
+rule selection on."""
+_NO_CONTEXT = Context()
+"""What a static check is given for a context: it reads none."""
+
+
 @dataclass(frozen=True)
 class Matcher:
     """Every key that is set must match; within a key any listed value may."""
@@ -56,15 +81,34 @@ class Matcher:
     accepts (the bundle's index only offers such rules), as one closure over the keys
     that are set; None when there are none (every such action matches)."""
 
+    static: Callable[[Action], bool] | None = field(
+        init=False, default=None, compare=False, repr=False
+    )
+    """The keys that read only the action's fields in :data:`STATIC_FIELDS` (few distinct
+    values: the engine keeps their verdict per combination), as one closure; None when
+    none of them is set."""
+    dynamic: Callable[[Action, Context], bool] | None = field(
+        init=False, default=None, compare=False, repr=False
+    )
+    """The other keys (resource names, risk tags, hosts, agents, signals); ``static``
+    and ``dynamic`` both holding is ``indexed`` holding."""
+
     def __post_init__(self) -> None:
-        object.__setattr__(self, "indexed", self._indexed())
+        static = self._static_checks()
+        dynamic = self._dynamic_checks()
+        object.__setattr__(self, "indexed", _all_of([*static, *dynamic]))
+        object.__setattr__(self, "dynamic", _all_of(dynamic))
+        combined = _all_of(static)
+        object.__setattr__(
+            self, "static", None if combined is None else (lambda a: combined(a, _NO_CONTEXT))
+        )
 
-    def _indexed(self) -> Callable[[Action, Context], bool] | None:
+    def _test(self, key: str, pattern: re.Pattern[str]) -> Callable[[str], bool]:
+        return _matcher(pattern, self.patterns.get(key, []))
+
+    def _static_checks(self) -> list[Callable[[Action, Context], bool]]:
         checks: list[Callable[[Action, Context], bool]] = []
-
-        def test(key: str, pattern: re.Pattern[str]) -> Callable[[str], bool]:
-            return _matcher(pattern, self.patterns.get(key, []))
-
+        test = self._test
         if self.environments is not None:
             environments = self.environments
             checks.append(lambda a, c: a.environment in environments)
@@ -77,6 +121,14 @@ class Matcher:
         if self.resource_types is not None:
             types = test("resource_types", self.resource_types)
             checks.append(lambda a, c: types(a.resource.type))
+        if self.dry_run is not None:
+            dry_run = self.dry_run
+            checks.append(lambda a, c: a.dry_run is dry_run)
+        return checks
+
+    def _dynamic_checks(self) -> list[Callable[[Action, Context], bool]]:
+        checks: list[Callable[[Action, Context], bool]] = []
+        test = self._test
         if self.resource_names is not None:
             names = test("resource_names", self.resource_names)
             checks.append(lambda a, c: names(a.resource.name or a.resource.id))
@@ -92,21 +144,7 @@ class Matcher:
         if self.signals is not None:
             signals = self.signals
             checks.append(lambda a, c: any(getattr(c.signals, name) for name in signals))
-        if self.dry_run is not None:
-            dry_run = self.dry_run
-            checks.append(lambda a, c: a.dry_run is dry_run)
-        if not checks:
-            return None
-        if len(checks) == 1:
-            return checks[0]
-        if len(checks) == 2:
-            first, second = checks
-            return lambda a, c: first(a, c) and second(a, c)
-        if len(checks) == 3:
-            first, second, third = checks
-            return lambda a, c: first(a, c) and second(a, c) and third(a, c)
-
-        return lambda a, c: all(check(a, c) for check in checks)
+        return checks
 
     @classmethod
     def compile(cls, match: Match) -> Matcher:
