@@ -21,7 +21,7 @@ from guardproxy.action import Verb
 from guardproxy.context import SessionInfo
 from guardproxy.intercept.flows import SESSION, http_request
 from guardproxy.intercept.replay import flow_session, read_exchanges, storable_metadata
-from guardproxy.pipeline import READ_BATCH_SECONDS, FixedPolicies, LivePipeline, Pipeline
+from guardproxy.pipeline import FixedPolicies, LivePipeline, Pipeline
 from guardproxy.pipeline.replay import Exchange, replay_exchanges
 from guardproxy.recognise import RecogniseSettings
 from guardproxy.recognise.request import HttpRequest
@@ -128,8 +128,10 @@ def test_replay_learns_only_from_a_successful_response_to_a_forwarded_request() 
 
 
 def test_the_live_pipeline_records_a_change_at_once_and_reads_in_a_batch(
-    pipeline: Pipeline,
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # a batch long enough that a loaded machine cannot flush it between the two requests
+    monkeypatch.setattr("guardproxy.pipeline.live.READ_BATCH_SECONDS", 1.0)
     live = LivePipeline(pipeline, lambda: T0)
     select = neon({"query": "SELECT 1"})
     delete = neon({"query": "DELETE FROM orders WHERE id = 7"})
@@ -141,7 +143,6 @@ def test_the_live_pipeline_records_a_change_at_once_and_reads_in_a_batch(
         change = await live.decide(delete, ALICE)
         await live.after(change, "allow")
         counted = pipeline.history.context(change.action, ALICE, T0).history.session.total
-        await asyncio.sleep(READ_BATCH_SECONDS * 4)
         while live.unrecorded_reads:
             await asyncio.sleep(0.01)
         total = pipeline.history.context(change.action, ALICE, T0).history.session.total
