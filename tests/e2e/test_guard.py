@@ -32,6 +32,7 @@ from guardproxy.control.client import ControlClient
 from guardproxy.server import BackgroundGuardproxy
 from guardproxy.store import open_store
 
+from ._http import GUARD_AGENT
 from .approvers import OnCall
 from .conftest import require_binary
 from .pki import PkiFiles
@@ -426,8 +427,10 @@ class Http2Upstream:
     async def _app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        self.methods.append(scope["method"])
-        self.versions.append(scope["http_version"])
+        agent = dict(scope["headers"]).get(b"user-agent", b"").decode("latin-1")
+        if GUARD_AGENT not in agent:  # the guard's impact preview is not the agent's traffic
+            self.methods.append(scope["method"])
+            self.versions.append(scope["http_version"])
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/json")]})  # fmt: skip
         await send({"type": "http.response.body", "body": b"{}"})
