@@ -77,7 +77,7 @@ class _RuleRunner:
         hashed: bool = True,
     ) -> None:  # fmt: skip
         """``hashed=False``: the decision of one reading, whose input hash (left empty)
-        the whole request's replaces (:func:`strictest`)."""
+        the whole request's replaces (``engine.strictest``)."""
         self.bundle = bundle
         self.action = action
         self.context = context
@@ -259,7 +259,7 @@ class _RuleRunner:
 
     def candidates(self) -> list[CompiledRule]:
         """The rules whose ``match`` the action meets, each other rule's mismatch traced
-        (``decide`` selects through :func:`_plan` instead)."""
+        (``decide`` selects through ``engine._plan`` instead)."""
         bucket = self.bundle.index[(self.action.provider, self.action.verb)]
         action, context = self.action, self.context
         selected = []

@@ -141,7 +141,7 @@ def compile_tree(
     params when they are known at load (``runtime_params`` false), else they are read
     from the environment; ``shapes`` names the input paths that are surely lists or maps,
     ``models`` the model an input path holds when the caller passes it in place (see
-    ``_readers``); ``roots`` are the roots the static analysis found it reads (the
+    ``_cel_operators._readers``); ``roots`` are the roots the static analysis found it reads (the
     caller fills those).
     """
     if _depth(tree) > MAX_DEPTH:
