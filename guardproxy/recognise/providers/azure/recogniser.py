@@ -24,59 +24,20 @@ types (``Microsoft.Resources/subscriptions/resourceGroups/delete``); an extensio
 resource (a role assignment on a storage account) is named by the *last*
 ``providers`` segment, as ARM itself resolves it.
 
-The provider module (see ``recognise/registry.py``): claims ARM hosts (public and
-sovereign clouds); refusals are ARM's ``AuthorizationFailed``; selectors
-``azure:subscription:<id>``, names the resource and its resource group; containers:
-resource groups.
+The path grammar is read by ``arm.py``, the body by ``body.py``.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
 from urllib.parse import unquote
 
 from guardproxy.action import Action, Confidence, Provider, Resource, Scope, Verb
-from guardproxy.hosts import canonical_host
-from guardproxy.recognise.common import actor_of, cap, decoded_body, resource_key, summary_of
-from guardproxy.recognise.examples import NAME, example_request
-from guardproxy.recognise.registry import (
-    Claim,
-    Containers,
-    Example,
-    NativeError,
-    ProviderModule,
-    Selectors,
-    Spelling,
-    json_error,
-)
-from guardproxy.recognise.request import HttpRequest, RecogniseSettings
+from guardproxy.recognise.common import actor_of, cap, resource_key, summary_of
+from guardproxy.recognise.providers.azure.arm import RESOURCES, ArmPath, parse_path
+from guardproxy.recognise.providers.azure.body import deletes_unmanaged, scales_to_zero
+from guardproxy.recognise.request import HttpRequest
 
-__all__ = ["PROVIDER", "looks_like_azure", "parse_path", "recognise_azure"]
-
-_ARM_HOSTS = frozenset(
-    {"management.azure.com", "management.usgovcloudapi.net", "management.chinacloudapi.cn"}
-)
-
-_RESOURCES = "Microsoft.Resources"
-
-# Canonical spelling of path keywords clients send in any case (Terraform sends
-# "resourcegroups"); RBAC strings are case-insensitive but policies compare exactly.
-_KEYWORDS = {
-    k.lower(): k
-    for k in (
-        "subscriptions",
-        "resourceGroups",
-        "providers",
-        "locations",
-        "resources",
-        "tagNames",
-        "tagValues",
-        "deployments",
-    )
-}
+__all__ = ["recognise_azure"]
 
 # Deleting one of these deletes data or an environment ("Namespace/type", any case).
 _DESTROY = frozenset(
@@ -219,75 +180,6 @@ _ACTION_NAMES: dict[str, Verb] = {
 _TRUE = frozenset({"true", "True", "TRUE", "1"})
 
 
-def looks_like_azure(request: HttpRequest) -> bool:
-    """Whether ``request`` goes to Azure Resource Manager (public or sovereign cloud)."""
-    host = canonical_host(request.host)
-    return host in _ARM_HOSTS or host.endswith(".management.azure.com")
-
-
-@dataclass(frozen=True, slots=True)
-class ArmPath:
-    """An ARM path, parsed: the namespace and its (type, name) chain."""
-
-    namespace: str
-    types: tuple[str, ...]
-    names: tuple[str, ...]  # one per type, or one fewer when the path names a collection
-    trailing: str  # the segment after the last (type, name) pair: action or collection
-    subscription: str
-    resource_group: str
-
-    @property
-    def arm_type(self) -> str:
-        """``Namespace/type[/subtype]`` as RBAC spells it (``trailing`` not included)."""
-        return "/".join((self.namespace, *self.types))
-
-
-def _keyword(segment: str) -> str:
-    return _KEYWORDS.get(segment.lower(), segment)
-
-
-def _pairs(segments: list[str]) -> tuple[tuple[str, ...], tuple[str, ...], str]:
-    """(types, names, trailing segment) of an alternating type/name list."""
-    types = tuple(_keyword(s) for s in segments[0::2])
-    names = tuple(segments[1::2])
-    if len(types) > len(names):
-        return types[:-1], names, types[-1]
-    return types, names, ""
-
-
-def parse_path(path: str) -> ArmPath | None:
-    """The ARM reading of ``path`` (each segment percent-decoded), or None if it is not a
-    resource path."""
-    segments = [unquote(s) for s in path.split("/") if s]
-    if not segments:
-        return None
-    lowered = [s.lower() for s in segments]
-    subscription = resource_group = ""
-    if lowered[0] == "subscriptions" and len(segments) > 1:
-        subscription = segments[1]
-        if len(lowered) > 3 and lowered[2] == "resourcegroups":
-            resource_group = segments[3]
-    providers = max((i for i, s in enumerate(lowered) if s == "providers"), default=-1)
-    if providers < 0:
-        if lowered == ["tenants"]:
-            return ArmPath(_RESOURCES, (), (), "tenants", "", "")
-        if lowered[0] != "subscriptions":
-            return None
-        types, names, trailing = _pairs(segments)
-        return ArmPath(_RESOURCES, types, names, trailing, subscription, resource_group)
-    after = segments[providers + 1 :]
-    if not after:
-        # "/subscriptions/{s}/providers": the subscription's resource providers.
-        types, names, _ = _pairs(segments[:providers])
-        return ArmPath(_RESOURCES, types, names, "providers", subscription, resource_group)
-    if len(after) == 1:
-        # ".../providers/Microsoft.Compute": the registration of one resource provider.
-        types, names, _ = _pairs([*segments[:providers], "providers", after[0]])
-        return ArmPath(_RESOURCES, types, names, "", subscription, resource_group)
-    types, names, trailing = _pairs(after[1:])
-    return ArmPath(after[0], types, names, trailing, subscription, resource_group)
-
-
 def _action_verb(arm: ArmPath, action: str) -> tuple[Verb, bool]:
     """(verb class, exact?) of ``POST .../{action}``."""
     whole = f"{arm.arm_type}/{action}".lower()
@@ -334,9 +226,9 @@ def _operation(method: str, arm: ArmPath) -> tuple[str, Verb, bool, str]:
 
 def _display_type(rtype: str) -> str:
     """ARM's own ``type`` property: resource groups are ``Microsoft.Resources/resourceGroups``."""
-    prefix = f"{_RESOURCES}/subscriptions/"
+    prefix = f"{RESOURCES}/subscriptions/"
     if rtype.startswith(prefix):
-        return _RESOURCES + "/" + rtype[len(prefix) :]
+        return RESOURCES + "/" + rtype[len(prefix) :]
     return rtype
 
 
@@ -349,7 +241,7 @@ def _risk_tags(request: HttpRequest, arm: ArmPath, operation: str, verb: Verb) -
         tags.append("protection-removal")
     if arm.trailing.lower() in _SECRET_ACTIONS and operation.endswith("/action"):
         tags.append("secret-read")
-    if verb is not Verb.READ and _scales_to_zero(request, arm):
+    if verb is not Verb.READ and scales_to_zero(request, arm):
         tags.append("scale-to-zero")
     return tags
 
@@ -377,87 +269,6 @@ _SEVERITY = {
     Verb.READ: 0,
 }
 _ENCODED_SLASH = "ambiguous:encoded-slash"
-
-
-class _Pairs(list[tuple[str, Any]]):
-    """A JSON object as its (key, value) pairs: a key given twice keeps both values."""
-
-
-def _members(node: Any, name: str) -> list[Any]:
-    """Every value of member ``name`` (case-insensitive, as ARM's JSON binding reads it)."""
-    if not isinstance(node, _Pairs):
-        return []
-    return [v for k, v in node if k.lower() == name.lower()]
-
-
-def _body_document(request: HttpRequest) -> Any:
-    """The JSON body as pairs; False when there is none, None when it cannot be read."""
-    body = decoded_body(request)
-    if body is None:
-        return None
-    if not body.strip():
-        return False
-    try:
-        return json.loads(body, object_pairs_hook=_Pairs)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None
-
-
-_CAPACITY_MEMBERS = frozenset({"capacity", "count", "maxcount", "maxreplicas"})
-"""Members that size a fleet: a VM scale set's or App Service plan's ``sku.capacity``,
-an AKS agent pool's ``count``/``maxCount``, a container app's ``scale.maxReplicas``."""
-
-
-def _sets_capacity_to_zero(node: Any, depth: int = 0) -> bool:
-    """Whether any capacity member anywhere in ``node`` (a few levels deep) is zero."""
-    if depth > 6:
-        return False
-    if isinstance(node, _Pairs):
-        for key, value in node:
-            if key.lower() in _CAPACITY_MEMBERS and value == 0 and value is not False:
-                return True
-            if _sets_capacity_to_zero(value, depth + 1):
-                return True
-    elif isinstance(node, list):
-        return any(_sets_capacity_to_zero(item, depth + 1) for item in node)
-    return False
-
-
-def _scales_to_zero(request: HttpRequest, arm: ArmPath) -> bool:
-    """Whether a PUT/PATCH of a resource sizes it (or one of its pools) to zero."""
-    if request.method.upper() not in ("PUT", "PATCH") or arm.trailing:
-        return False
-    document = _body_document(request)
-    return bool(document) and _sets_capacity_to_zero(document)
-
-
-def _deletes_unmanaged(request: HttpRequest, arm: ArmPath) -> bool | None:
-    """Whether a deployment (stack) write deletes what its template does not name:
-    ``properties.mode`` ``Complete``, or ``properties.actionOnUnmanage`` deleting
-    resources, resource groups or management groups. None when the body cannot be read
-    (it may say either)."""
-    kind = arm.arm_type.lower()
-    if (
-        request.method.upper() not in ("PUT", "PATCH")
-        or arm.trailing
-        or kind
-        not in (
-            "microsoft.resources/deployments",
-            "microsoft.resources/deploymentstacks",
-        )
-    ):
-        return False
-    document = _body_document(request)
-    if document is None or document is False:
-        return None if document is None else False
-    properties = _members(document, "properties")
-    modes = [m for p in properties for m in _members(p, "mode")]
-    if any(isinstance(m, str) and m.lower() == "complete" for m in modes):
-        return True
-    actions = [a for p in properties for a in _members(p, "actionOnUnmanage")]
-    values = [v for a in actions for k in ("resources", "resourceGroups", "managementGroups")
-              for v in _members(a, k)]  # fmt: skip
-    return any(isinstance(v, str) and v.lower() == "delete" for v in values)
 
 
 def recognise_azure(request: HttpRequest) -> Action:
@@ -497,14 +308,14 @@ def _recognise_path(request: HttpRequest, path: str) -> Action:
         return _unknown(request, arm)
     collection = bool(arm.trailing) and not operation.endswith("/action")
     names = arm.names
-    if arm.namespace == _RESOURCES and arm.types[:1] == ("subscriptions",) and len(names) > 1:
+    if arm.namespace == RESOURCES and arm.types[:1] == ("subscriptions",) and len(names) > 1:
         names = names[1:]  # a resource group is named by itself, not "{sub}/{rg}"
     name, cut = cap("" if collection else "/".join(names))
     display = f"azure:{_display_type(rtype)}"
-    if not arm.types and not collection and arm.namespace != _RESOURCES and arm.subscription:
+    if not arm.types and not collection and arm.namespace != RESOURCES and arm.subscription:
         # A provider-level action (register, Microsoft.Subscription/cancel) acts on
         # the subscription it is invoked in.
-        display, name = f"azure:{_RESOURCES}/subscriptions", arm.subscription
+        display, name = f"azure:{RESOURCES}/subscriptions", arm.subscription
     region = ""
     if "locations" in arm.types:
         region = arm.names[arm.types.index("locations")]
@@ -524,7 +335,7 @@ def _recognise_path(request: HttpRequest, path: str) -> Action:
         confidence=Confidence.EXACT if exact else Confidence.HEURISTIC,
         truncated=cut,
     )
-    unmanaged = _deletes_unmanaged(request, arm)
+    unmanaged = deletes_unmanaged(request, arm)
     if unmanaged is False:
         return action
     if unmanaged is None:  # a body that may say Complete: unknown, never a plain write
@@ -534,216 +345,3 @@ def _recognise_path(request: HttpRequest, path: str) -> Action:
             update={"verb": Verb.DESTROY, "risk_tags": [*action.risk_tags, "bulk"]}
         )
     return wipe.model_copy(update={"readings": [action]})
-
-
-# ------------------------------------------------------------------ the provider
-
-
-def _claims(request: HttpRequest, settings: RecogniseSettings) -> bool:
-    return looks_like_azure(request)
-
-
-def _reason(request: HttpRequest) -> str:
-    return f"{request.host} is Azure Resource Manager"
-
-
-def _error(request: HttpRequest, action: Action, message: str, reference: str) -> NativeError:
-    error = {"code": "AuthorizationFailed", "message": message}
-    return json_error("application/json; charset=utf-8", {"error": error})
-
-
-def _selectors(action: Action, spell: Spelling) -> list[str]:
-    subscription = action.scope.subscription
-    return [f"azure:subscription:{subscription}"] if subscription else []
-
-
-def _names(action: Action) -> list[str]:
-    # the resource group a resource lives in is read like a Kubernetes namespace
-    return [
-        action.resource.name or action.resource.id,
-        action.scope.namespace,
-        action.scope.resource_group,
-    ]
-
-
-def _resource_group(subscription: str, name: str) -> str:
-    return f"azure:{subscription.lower()}:resourcegroup/{name.lower()}"
-
-
-def _destroyed(action: Action) -> str:
-    if action.resource.type.lower().endswith("/resourcegroups"):
-        return _resource_group(action.scope.subscription, action.resource.name)
-    return ""
-
-
-def _enclosing(action: Action) -> list[str]:
-    scope = action.scope
-    if scope.resource_group and not action.resource.type.lower().endswith("/resourcegroups"):
-        return [_resource_group(scope.subscription, scope.resource_group)]
-    return []
-
-
-# ------------------------------------------------------------------ destructive examples
-
-_ARM_HOST = "management.azure.com"
-_SUBSCRIPTION = "00000000-0000-0000-0000-0000000000ca"
-_ARM_GROUP = f"/subscriptions/{_SUBSCRIPTION}/resourceGroups/{NAME}"
-_ARM_VERSION = "?api-version=2024-01-01"
-
-# Common ARM resource types (Azure resource providers reference,
-# learn.microsoft.com/azure/azure-resource-manager/management/azure-services-resource-providers,
-# and the REST API references of each service), as paths below a resource group:
-# ``Namespace/type[/name/childType]``; the catalogue deletes a resource of each.
-_ARM_TYPES = (
-    "Microsoft.ApiManagement/service",
-    "Microsoft.App/containerApps",
-    "Microsoft.App/managedEnvironments",
-    "Microsoft.AppConfiguration/configurationStores",
-    "Microsoft.Authorization/locks",
-    "Microsoft.Automation/automationAccounts",
-    "Microsoft.Batch/batchAccounts",
-    "Microsoft.Cache/redis",
-    "Microsoft.Cdn/profiles",
-    "Microsoft.Cdn/profiles/calc/endpoints",
-    "Microsoft.CognitiveServices/accounts",
-    "Microsoft.Compute/availabilitySets",
-    "Microsoft.Compute/disks",
-    "Microsoft.Compute/galleries",
-    "Microsoft.Compute/images",
-    "Microsoft.Compute/snapshots",
-    "Microsoft.Compute/virtualMachineScaleSets",
-    "Microsoft.Compute/virtualMachines",
-    "Microsoft.Compute/virtualMachines/calc/extensions",
-    "Microsoft.ContainerInstance/containerGroups",
-    "Microsoft.ContainerRegistry/registries",
-    "Microsoft.ContainerService/managedClusters",
-    "Microsoft.ContainerService/managedClusters/calc/agentPools",
-    "Microsoft.DataFactory/factories",
-    "Microsoft.DataProtection/backupVaults",
-    "Microsoft.Databricks/workspaces",
-    "Microsoft.DBforMySQL/flexibleServers",
-    "Microsoft.DBforMySQL/flexibleServers/calc/databases",
-    "Microsoft.DBforPostgreSQL/flexibleServers",
-    "Microsoft.DBforPostgreSQL/flexibleServers/calc/databases",
-    "Microsoft.DBforPostgreSQL/flexibleServers/calc/firewallRules",
-    "Microsoft.DocumentDB/databaseAccounts",
-    "Microsoft.DocumentDB/databaseAccounts/calc/sqlDatabases",
-    "Microsoft.EventGrid/topics",
-    "Microsoft.EventHub/namespaces",
-    "Microsoft.EventHub/namespaces/calc/eventhubs",
-    "Microsoft.Insights/actionGroups",
-    "Microsoft.Insights/components",
-    "Microsoft.Insights/diagnosticSettings",
-    "Microsoft.Insights/metricAlerts",
-    "Microsoft.KeyVault/managedHSMs",
-    "Microsoft.KeyVault/vaults",
-    "Microsoft.KeyVault/vaults/calc/secrets",
-    "Microsoft.Kusto/clusters",
-    "Microsoft.Logic/workflows",
-    "Microsoft.MachineLearningServices/workspaces",
-    "Microsoft.ManagedIdentity/userAssignedIdentities",
-    "Microsoft.Network/applicationGateways",
-    "Microsoft.Network/azureFirewalls",
-    "Microsoft.Network/bastionHosts",
-    "Microsoft.Network/dnsZones",
-    "Microsoft.Network/dnsZones/calc/A",
-    "Microsoft.Network/frontDoors",
-    "Microsoft.Network/loadBalancers",
-    "Microsoft.Network/natGateways",
-    "Microsoft.Network/networkInterfaces",
-    "Microsoft.Network/networkSecurityGroups",
-    "Microsoft.Network/networkSecurityGroups/calc/securityRules",
-    "Microsoft.Network/privateDnsZones",
-    "Microsoft.Network/privateEndpoints",
-    "Microsoft.Network/publicIPAddresses",
-    "Microsoft.Network/routeTables",
-    "Microsoft.Network/trafficmanagerprofiles",
-    "Microsoft.Network/virtualNetworkGateways",
-    "Microsoft.Network/virtualNetworks",
-    "Microsoft.Network/virtualNetworks/calc/subnets",
-    "Microsoft.Network/virtualNetworks/calc/virtualNetworkPeerings",
-    "Microsoft.OperationalInsights/workspaces",
-    "Microsoft.RecoveryServices/vaults",
-    "Microsoft.Search/searchServices",
-    "Microsoft.ServiceBus/namespaces",
-    "Microsoft.ServiceBus/namespaces/calc/queues",
-    "Microsoft.SignalRService/signalR",
-    "Microsoft.Sql/managedInstances",
-    "Microsoft.Sql/servers",
-    "Microsoft.Sql/servers/calc/databases",
-    "Microsoft.Sql/servers/calc/firewallRules",
-    "Microsoft.Storage/storageAccounts",
-    "Microsoft.Storage/storageAccounts/calc/blobServices/default/containers",
-    "Microsoft.Storage/storageAccounts/calc/fileServices/default/shares",
-    "Microsoft.Synapse/workspaces",
-    "Microsoft.Web/serverfarms",
-    "Microsoft.Web/sites",
-    "Microsoft.Web/sites/calc/slots",
-    "Microsoft.Web/staticSites",
-)
-
-# Permission changes: role assignments and definitions at subscription, resource group
-# and resource scope (Microsoft.Authorization REST reference), Key Vault access
-# policies, federated credentials.
-_ARM_PERMISSION_PATHS = (
-    f"/subscriptions/{_SUBSCRIPTION}/providers/Microsoft.Authorization/roleAssignments/{NAME}",
-    f"{_ARM_GROUP}/providers/Microsoft.Authorization/roleAssignments/{NAME}",
-    f"{_ARM_GROUP}/providers/Microsoft.Storage/storageAccounts/{NAME}"
-    f"/providers/Microsoft.Authorization/roleAssignments/{NAME}",
-    f"/subscriptions/{_SUBSCRIPTION}/providers/Microsoft.Authorization/roleDefinitions/{NAME}",
-    f"{_ARM_GROUP}/providers/Microsoft.KeyVault/vaults/{NAME}/accessPolicies/add",
-    f"{_ARM_GROUP}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{NAME}"
-    f"/federatedIdentityCredentials/{NAME}",
-)
-
-
-def _arm(method: str, path: str) -> HttpRequest:
-    headers = (("user-agent", "AZURECLI/2.67.0 azsdk-python-core/1.32.0"),)
-    body: dict[str, object] = {"properties": {}} if method in ("PUT", "PATCH") else {}
-    return example_request(method, _ARM_HOST, path + _ARM_VERSION, body or b"", headers)
-
-
-def _destructive() -> Iterator[Example]:
-    """Resource group, subscription, management group and deployment deletes, a delete
-    of each common resource type, role and lock changes, purges."""
-    yield Example("azure:resourceGroups:delete", _arm("DELETE", _ARM_GROUP))
-    subscription = f"/subscriptions/{_SUBSCRIPTION}"
-    yield Example(
-        "azure:subscription:cancel",
-        _arm("POST", f"{subscription}/providers/Microsoft.Subscription/cancel"),
-    )
-    yield Example(
-        "azure:managementGroups:delete",
-        _arm("DELETE", f"/providers/Microsoft.Management/managementGroups/{NAME}"),
-    )
-    yield Example(
-        "azure:deployments:delete",
-        _arm("DELETE", f"{_ARM_GROUP}/providers/Microsoft.Resources/deployments/{NAME}"),
-    )
-    for rtype in _ARM_TYPES:
-        path = f"{_ARM_GROUP}/providers/{rtype}/{NAME}"
-        yield Example(f"azure:{rtype}:delete", _arm("DELETE", path))
-    for path in _ARM_PERMISSION_PATHS:
-        tail = path.split("/providers/")[-1]
-        for method in ("PUT", "DELETE"):
-            yield Example(f"azure:{tail}:{method.lower()}", _arm(method, path))
-    for purge in (
-        f"{subscription}/providers/Microsoft.KeyVault/locations/westeurope/deletedVaults/{NAME}/purge",
-        f"{subscription}/providers/Microsoft.KeyVault/locations/westeurope/deletedManagedHSMs/{NAME}/purge",
-    ):
-        yield Example(f"azure:{purge.split('/providers/')[-1]}", _arm("POST", purge))
-    yield Example(
-        "azure:Microsoft.Authorization/elevateAccess",
-        _arm("POST", "/providers/Microsoft.Authorization/elevateAccess"),
-    )
-
-
-PROVIDER = ProviderModule(
-    provider=Provider.AZURE,
-    recognise=recognise_azure,
-    claims=(Claim(60, "azure", _claims, _reason),),
-    error=_error,
-    selectors=Selectors(_selectors, names=_names),
-    containers=Containers(destroyed=_destroyed, enclosing=_enclosing),
-    destructive=_destructive,
-)
