@@ -6,260 +6,44 @@ token kept in the data directory (never in a session's environment) registers
 sessions and reads the runtime; each approver's own token (``guardproxy approvers
 add``) lists, approves and denies holds, so every verdict has a person behind it.
 The admin token is not an approver.
+
+This module holds the routes' registration (``make_app``, ``ENDPOINTS`` for the OpenAPI
+document), the server, and the admin's runtime and reload routes; the hold routes are in
+hold_routes.py, the session routes in session_routes.py, the answers they build from the
+store's records in views.py.
 """
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import dataclass
-from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-import structlog
 import tornado.netutil
 import tornado.routing
 import tornado.web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from guardproxy import __version__
-from guardproxy.action import Action
-from guardproxy.approvals.carry import release_note
-from guardproxy.approvals.oncall import OnCallStatus
-from guardproxy.approvals.rules import ApprovalRefused, progress, requirement_of
-from guardproxy.approvals.safety import step_text
-from guardproxy.approvals.service import HoldDecision
-from guardproxy.broker import CredentialError
 from guardproxy.control.console import console_routes
 from guardproxy.control.handler import ControlContext, ControlHandler
+from guardproxy.control.hold_routes import (
+    DecisionsHandler,
+    HoldHandler,
+    HoldsHandler,
+    ResolveHandler,
+)
 from guardproxy.control.schema import (
-    ApprovalOut,
-    DecisionOut,
     DecisionsOut,
     Endpoint,
     HoldDetailOut,
-    HoldOut,
     HoldsOut,
-    ImpactOut,
-    OnCallOut,
-    ProgressOut,
     ResolveBody,
     ResolveOut,
-    SafetyStepOut,
     WhoamiOut,
     openapi_document,
 )
+from guardproxy.control.session_routes import SessionEndHandler, SessionsHandler
 from guardproxy.httpserver import AppServer
 from guardproxy.ops.http import ops_routes
-from guardproxy.session.registry import SessionCredential, SessionRefused
-from guardproxy.store.base import (
-    Approval,
-    DecisionRecord,
-    Hold,
-    HoldImpact,
-    HoldState,
-    NotFoundError,
-    SafetyStepRecord,
-    Session,
-    SessionEvent,
-    Store,
-    StoreError,
-)
-
-log = structlog.get_logger(__name__)
-
-
-class SessionBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field("", max_length=200)
-    user: str = Field("", max_length=200)
-    agent: str = Field("", max_length=100)
-    command: list[str] = Field(default_factory=list)
-    cwd: str = ""
-    labels: list[str] = Field(default_factory=list)
-    resume: str = Field(
-        "", max_length=100, description="An ended session of the same user to re-open."
-    )
-    kubeconfig: list[str] = Field(
-        default_factory=list,
-        description="The session's kubeconfig files: the guard keeps their users' credentials "
-        "and the session gets a token for each (`broker.kubernetes.users`).",
-    )
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment else None
-
-
-@dataclass(frozen=True)
-class HoldExtras:
-    """What the store keeps beside a hold: its impact preview and its safety steps."""
-
-    impact: HoldImpact | None = None
-    steps: tuple[SafetyStepRecord, ...] = ()
-
-
-def hold_extras(store: Store, hold_ids: list[str]) -> dict[str, HoldExtras]:
-    impacts = store.hold_impacts(hold_ids)
-    steps: dict[str, list[SafetyStepRecord]] = {}
-    for record in store.list_safety_steps(hold_ids):
-        steps.setdefault(record.hold_id, []).append(record)
-    return {h: HoldExtras(impacts.get(h), tuple(steps.get(h, []))) for h in hold_ids}
-
-
-def impact_out(impact: HoldImpact | None) -> ImpactOut:
-    if impact is None:
-        return ImpactOut(
-            status="pending", summary="being gathered", line="impact: being gathered",
-            impact={}, gathered_at=None,
-        )  # fmt: skip
-    line = impact.summary if impact.status == "known" else f"impact unknown: {impact.summary}"
-    return ImpactOut(
-        status="known" if impact.status == "known" else "unknown",
-        summary=impact.summary,
-        line=line,
-        impact=_json_object(impact.impact_json),
-        gathered_at=impact.gathered_at.isoformat(),
-    )
-
-
-def step_out(record: SafetyStepRecord) -> SafetyStepOut:
-    result = _json_object(record.result_json)
-    seconds = (record.finished_at - record.started_at).total_seconds()
-    if record.state == "succeeded":
-        text = step_text(record.step, result, seconds)
-    elif record.state == "failed":
-        text = f"{record.step} failed: {record.error}"
-    else:
-        text = f"{record.step} chosen by {record.actor}"
-    return SafetyStepOut(
-        step=record.step, state=record.state,
-        actor=record.actor, result=result, error=record.error,
-        started_at=record.started_at.isoformat(), finished_at=record.finished_at.isoformat(),
-        seconds=round(seconds, 3), text=text,
-    )  # fmt: skip
-
-
-def _json_object(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def hold_out(
-    hold: Hold,
-    approvals: list[Approval],
-    session: Session | None,
-    oncall: list[OnCallStatus] | None = None,
-    extras: HoldExtras | None = None,
-) -> HoldOut:
-    """``session``: the hold's session as stored (None if unknown or anonymous);
-    ``oncall``: who is on call in its ``oncall:`` groups now (pending holds);
-    ``extras``: its impact preview and safety steps."""
-    decision = json.loads(hold.decision_json)
-    requirement = requirement_of(hold)
-    counted = progress(requirement, approvals)
-    extras = extras or HoldExtras()
-    ended = session.ended_at if session is not None else None
-    return HoldOut(
-        id=hold.id,
-        state=hold.state.value,
-        summary=hold.summary,
-        session=hold.session_id,
-        created_at=hold.created_at.isoformat(),
-        expires_at=hold.expires_at.isoformat(),
-        message=decision.get("message", ""),
-        rules=decision.get("determining_rules", []),
-        approval=decision.get("approval"),
-        progress=ProgressOut.model_validate(counted.as_json()),
-        grant=hold.grant,
-        resolved_by=hold.resolved_by,
-        resolved_at=_iso(hold.resolved_at),
-        reason=hold.reason,
-        action=json.loads(hold.action_json),
-        session_ended=ended is not None,
-        session_ended_at=_iso(ended),
-        release=release_note(hold, session),
-        oncall=[OnCallOut.model_validate(status.as_json()) for status in oncall or []],
-        impact=impact_out(extras.impact),
-        safety_steps_offered=[offer.model_dump() for offer in requirement.safety_steps],
-        safety_steps=[step_out(record) for record in extras.steps],
-    )
-
-
-def hold_detail_out(
-    hold: Hold,
-    approvals: list[Approval],
-    session: Session | None,
-    recent: list[SessionEvent],
-    oncall: list[OnCallStatus] | None = None,
-    extras: HoldExtras | None = None,
-) -> HoldDetailOut:
-    detail = json.loads(hold.detail_json)
-    context = detail.get("context") or {}
-    return HoldDetailOut(
-        **hold_out(hold, approvals, session, oncall, extras).model_dump(),
-        request=detail.get("request") or {},
-        session_info=session_json(session) if session else context.get("session", {}),
-        history=context.get("history", {}),
-        recent=[
-            {"at": e.at.isoformat(), "summary": e.summary, "outcome": e.outcome} for e in recent
-        ],
-        signals=context.get("signals", {}),
-        resource=context.get("resource", {}),
-        approvals=[
-            ApprovalOut(
-                approver=a.approver,
-                groups=list(a.groups),
-                verdict=a.verdict.value,
-                reason=a.reason,
-                at=a.at.isoformat(),
-            )
-            for a in approvals
-        ],
-    )
-
-
-def decision_out(record: DecisionRecord) -> DecisionOut:
-    action = json.loads(record.action_json)
-    decision = json.loads(record.decision_json)
-    return DecisionOut(
-        id=record.id,
-        at=record.at.isoformat(),
-        session=record.session_id,
-        outcome=record.outcome,
-        hold_id=record.hold_id,
-        upstream_status=record.upstream_status,
-        summary=_action_summary(action),
-        provider=str(action.get("provider", "")),
-        rules=decision.get("determining_rules", []),
-        message=decision.get("message", ""),
-    )
-
-
-def _action_summary(action: dict[str, Any]) -> str:
-    try:
-        return Action.model_validate(action).summary()
-    except ValidationError:
-        return str(action.get("operation", ""))
-
-
-def session_json(session: Session) -> dict[str, Any]:
-    return {
-        "id": session.id,
-        "name": session.name,
-        "user": session.user,
-        "agent": session.agent,
-        "command": list(session.command),
-        "cwd": session.cwd,
-        "labels": list(session.labels),
-        "started_at": session.started_at.isoformat(),
-        "ended_at": session.ended_at.isoformat() if session.ended_at else None,
-    }
 
 
 class OpenApiHandler(ControlHandler):
@@ -281,245 +65,6 @@ class WhoamiHandler(ControlHandler):
                     kind="approver", name=self.approver.name, groups=list(self.approver.groups)
                 )
             )
-
-
-class HoldsHandler(ControlHandler):
-    async def get(self) -> None:
-        state_name = self.get_query_argument("state", "pending")
-        session = self.get_query_argument("session", None)
-        state = None if state_name == "all" else _state(state_name)
-        if state_name != "all" and state is None:
-            states = ", ".join(s.value for s in HoldState)
-            self.fail(422, f"state must be all or one of {states}", "e.g. ?state=pending")
-            return
-        store = self.ctx.store
-        try:
-            await self.ctx.approvals.sweep()
-            holds = await self.in_thread(lambda: _holds_with_sessions(store, state, session))
-            ids = [hold.id for hold, _, _ in holds]
-            extras = await self.in_thread(lambda: hold_extras(store, ids))
-            oncall = await self.ctx.approvals.on_call_statuses(
-                [hold for hold, _, _ in holds if hold.state is HoldState.PENDING]
-            )
-        except StoreError as error:
-            self.fail(503, f"the store failed: {error}", "check guardproxy's log")
-            return
-        self.write_json(
-            HoldsOut(
-                holds=[
-                    hold_out(hold, approvals, owner, oncall.get(hold.id), extras.get(hold.id))
-                    for hold, approvals, owner in holds
-                ]
-            )
-        )
-
-
-def _holds_with_sessions(
-    store: Store, state: HoldState | None, session_id: str | None
-) -> list[tuple[Hold, list[Approval], Session | None]]:
-    """The holds with their approvals and sessions (each session read once)."""
-    sessions: dict[str, Session | None] = {}
-    out: list[tuple[Hold, list[Approval], Session | None]] = []
-    for hold in store.list_holds(state=state, session_id=session_id, limit=200):
-        if hold.session_id not in sessions:
-            sessions[hold.session_id] = store.get_session(hold.session_id)
-        out.append((hold, store.list_approvals(hold.id), sessions[hold.session_id]))
-    return out
-
-
-class HoldHandler(ControlHandler):
-    async def get(self, hold_id: str) -> None:
-        store = self.ctx.store
-        try:
-            found = await self.in_thread(lambda: _hold_with_context(store, hold_id))
-            oncall = await _pending_on_call(self.ctx, found[0] if found else None)
-        except StoreError as error:
-            self.fail(503, f"the store failed: {error}", "check guardproxy's log")
-            return
-        if found is None:
-            self.fail(404, f"no hold {hold_id}", "list holds: GET /v1/holds?state=all")
-            return
-        extras = await self.in_thread(lambda: hold_extras(store, [hold_id]))
-        self.write_json(hold_detail_out(*found, oncall, extras.get(hold_id)))
-
-
-_RECENT = 20
-
-
-def _hold_with_context(
-    store: Store, hold_id: str
-) -> tuple[Hold, list[Approval], Session | None, list[SessionEvent]] | None:
-    hold = store.get_hold(hold_id)
-    if hold is None:
-        return None
-    events = store.session_events(hold.session_id, limit=_RECENT * 5)
-    recent = [e for e in events if e.at <= hold.created_at][:_RECENT]
-    recent.reverse()
-    return hold, store.list_approvals(hold_id), store.get_session(hold.session_id), recent
-
-
-class ResolveHandler(ControlHandler):
-    async def post(self, hold_id: str, verb: str) -> None:
-        body = self.body_as(ResolveBody)
-        if body is None:
-            return
-        assert self.approver is not None  # prepare() let only approvers through
-        try:
-            outcome = await self.ctx.approvals.decide_hold(
-                hold_id, self.approver, approve=verb == "approve", reason=body.reason,
-                steps=body.steps,
-            )  # fmt: skip
-            found = await self.in_thread(lambda: _hold_with_context(self.ctx.store, hold_id))
-            extras = await self.in_thread(lambda: hold_extras(self.ctx.store, [hold_id]))
-            oncall = await _pending_on_call(self.ctx, outcome.hold)
-        except ApprovalRefused as refused:
-            self.fail(refused.status, refused.error, refused.hint)
-            return
-        except NotFoundError:
-            self.fail(404, f"no hold {hold_id}", "list holds: GET /v1/holds")
-            return
-        except StoreError as error:
-            self.fail(503, f"the store failed: {error}", "check guardproxy's log")
-            return
-        hold = outcome.hold
-        _, _, session, recent = found or (hold, [], None, [])
-        said = _resolution_text(outcome, session)
-        self.write_json(
-            ResolveOut(
-                hold=hold_detail_out(
-                    hold, outcome.approvals, session, recent, oncall, extras.get(hold_id)
-                ),
-                outcome=said,
-                step_failed=(
-                    f"{outcome.step_failed.step}: {outcome.step_failed.error}"
-                    if outcome.step_failed is not None
-                    else ""
-                ),
-            )
-        )
-
-
-async def _pending_on_call(context: ControlContext, hold: Hold | None) -> list[OnCallStatus]:
-    if hold is None or hold.state is not HoldState.PENDING:
-        return []
-    return (await context.approvals.on_call_statuses([hold])).get(hold.id, [])
-
-
-def _resolution_text(outcome: HoldDecision, session: Session | None) -> str:
-    """What a verdict did and what happens next, for the approver."""
-    hold = outcome.hold
-    failed = outcome.step_failed
-    if failed is not None:
-        return (
-            f"safety step {failed.step} failed: {failed.error}; no approval was recorded, "
-            "the hold stays pending and nothing was released"
-        )
-    ran = "".join(step_text(step.step, step.result, step.seconds) + "; " for step in outcome.steps)
-    if hold.state is HoldState.PENDING:
-        return f"{ran}approval recorded; {outcome.progress.text()}; the hold stays pending"
-    if hold.state is HoldState.DENIED:
-        return f"denied{' by ' + hold.resolved_by if hold.resolved_by else ''}: {hold.reason}"
-    said = f"{ran}approved by {hold.resolved_by}"
-    if outcome.woken and hold.grant_seconds is None:
-        return f"{said}; the request waiting for it was released"
-    return f"{said}; {release_note(hold, session)}"
-
-
-class DecisionsHandler(ControlHandler):
-    async def get(self) -> None:
-        since_text = self.get_query_argument("since", None)
-        try:
-            since = datetime.fromisoformat(since_text) if since_text else None
-            limit = int(self.get_query_argument("limit", "100"))
-            if since is not None and since.tzinfo is None:
-                raise ValueError("since needs a time zone")
-            if not 1 <= limit <= 1000:
-                raise ValueError("limit must be 1 to 1000")
-        except ValueError as error:
-            self.fail(422, str(error), "since: ISO 8601 with zone (2025-01-31T12:00:00Z)")
-            return
-        session = self.get_query_argument("session", None)
-        outcome = self.get_query_argument("outcome", None)
-        provider = self.get_query_argument("provider", None)
-        try:
-            records = await self.in_thread(
-                lambda: self.ctx.store.list_decisions(
-                    session_id=session, outcome=outcome, provider=provider, since=since,
-                    limit=limit,
-                )
-            )  # fmt: skip
-        except StoreError as error:
-            self.fail(503, f"the store failed: {error}", "check guardproxy's log")
-            return
-        self.write_json(DecisionsOut(decisions=[decision_out(r) for r in records]))
-
-
-class SessionsHandler(ControlHandler):
-    audience = "admin"
-
-    async def get(self) -> None:
-        sessions = await self.in_thread(lambda: self.ctx.store.list_sessions(active_only=True))
-        self.write_json({"sessions": [session_json(s) for s in sessions]})
-
-    async def post(self) -> None:
-        body = self.body_as(SessionBody)
-        if body is None:
-            return
-        try:
-            session, credential = await self.in_thread(lambda: self._register(body))
-        except SessionRefused as refused:
-            self.fail(refused.status, refused.error, refused.hint)
-            return
-        except StoreError as error:
-            self.fail(503, f"the store failed: {error}", "check guardproxy's log")
-            return
-        offer: dict[str, Any] = {}
-        broker = self.ctx.broker
-        if broker is not None:
-            sources = [Path(p) for p in body.kubeconfig]
-            try:
-                offer = await self.in_thread(lambda: broker.register_session(session.id, sources))
-            except (CredentialError, OSError, ValueError) as error:
-                await self.in_thread(lambda: self.ctx.registry.end(session.id, self.ctx.clock()))
-                self.fail(422, f"the session's credentials cannot be brokered: {error}",
-                          "fix the kubeconfig or the brokers: configuration")  # fmt: skip
-                return
-        started = "session.resumed" if body.resume else "session.started"
-        log.info(started, session=session.id, agent=session.agent, name=session.name)
-        self.write_json(
-            {
-                **session_json(session),
-                "token": credential.token,
-                "proxy_port": self.ctx.proxy_port(),
-                "broker": offer,
-            },
-            201,
-        )
-
-    def _register(self, body: SessionBody) -> tuple[Session, SessionCredential]:
-        if body.resume:
-            return self.ctx.registry.resume(body.resume, user=body.user)
-        return self.ctx.registry.create(
-            name=body.name, user=body.user, command=body.command, cwd=body.cwd,
-            labels=body.labels, now=self.ctx.clock(), agent=body.agent,
-        )  # fmt: skip
-
-
-class SessionEndHandler(ControlHandler):
-    audience = "admin"
-
-    async def post(self, session_id: str) -> None:
-        try:
-            session = await self.in_thread(
-                lambda: self.ctx.registry.end(session_id, self.ctx.clock())
-            )
-        except NotFoundError:
-            self.fail(404, f"no session {session_id}", "list sessions: GET /v1/sessions")
-            return
-        if self.ctx.broker is not None:
-            self.ctx.broker.end_session(session_id)
-        log.info("session.ended", session=session_id)
-        self.write_json(session_json(session))
 
 
 class RuntimeHandler(ControlHandler):
@@ -550,13 +95,6 @@ class PolicyReloadHandler(ControlHandler):
     async def post(self) -> None:
         report = await self.ctx.ops.reload_policies("api")
         self.write_json(report.as_json(), 200 if report.ok else 409)
-
-
-def _state(name: str) -> HoldState | None:
-    try:
-        return HoldState(name)
-    except ValueError:
-        return None
 
 
 _HOLD_ERRORS = (401, 403, 404, 503)

@@ -1,9 +1,9 @@
 """What every control API handler shares: the running guardproxy's parts, token checks,
 JSON errors as ``{"error", "hint"}``.
 
-The API's handlers (control/api.py) and the console's event stream (control/console.py)
-both derive from :class:`ControlHandler`; it lives here, apart from both, so that neither
-module imports the other for it.
+The API's handlers (control/api.py, hold_routes.py, session_routes.py) and the console's
+event stream (control/console.py) all derive from :class:`ControlHandler`; it lives here,
+apart from them, so that none imports another for it.
 """
 
 from __future__ import annotations
