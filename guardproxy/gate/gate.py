@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import structlog
@@ -45,11 +45,34 @@ from guardproxy.metrics import Metrics
 from guardproxy.policy import Bundle, Decision, evaluate
 from guardproxy.policy.model import Outcome
 from guardproxy.recognise.request import HttpRequest
-from guardproxy.store.base import Hold, HoldState, Session, Store, StoreError
+from guardproxy.store.base import (
+    Hold,
+    HoldState,
+    InvalidValueError,
+    Session,
+    SessionEvent,
+    Store,
+    StoreError,
+)
 
-__all__ = ["RECHECK_SECONDS", "Answer", "Clock", "Forward", "Gate", "Verdict", "utc_now"]
+__all__ = [
+    "RECHECK_SECONDS",
+    "Answer",
+    "Clock",
+    "Forward",
+    "Gate",
+    "Journal",
+    "Verdict",
+    "utc_now",
+]
 
 log = structlog.get_logger(__name__)
+
+Journal = Callable[[str, Callable[[Sequence[SessionEvent]], None]], None]
+"""The session history of a request, as the gate sees it: called with the gate's outcome
+and a function that stores events together with the decision record, it builds the
+events, hands them to that function and, once it returned, counts them; if that function
+raises, it lets the exception through and counts nothing."""
 
 RECHECK_SECONDS = 3.0
 """How often a live held request re-reads its hold, should a notification be lost."""
@@ -147,16 +170,29 @@ class Gate:
         return self._shadow_bundle() if self._shadow_bundle is not None else None
 
     async def handle(
-        self, request: HttpRequest, action: Action, context: Context, decision: Decision
+        self,
+        request: HttpRequest,
+        action: Action,
+        context: Context,
+        decision: Decision,
+        journal: Journal | None = None,
     ) -> Verdict:
+        """Apply ``decision``; a decision recorded before the answer is recorded together
+        with what ``journal`` (the session history) adds for its outcome, in one
+        transaction, when one is given (see :data:`Journal`)."""
         self._in_flight += 1
         try:
-            return await self._handle(request, action, context, decision)
+            return await self._handle(request, action, context, decision, journal)
         finally:
             self._in_flight -= 1
 
     async def _handle(
-        self, request: HttpRequest, action: Action, context: Context, decision: Decision
+        self,
+        request: HttpRequest,
+        action: Action,
+        context: Context,
+        decision: Decision,
+        journal: Journal | None,
     ) -> Verdict:
         decision_id = "d-" + secrets.token_hex(6)
         bound = log.bind(
@@ -190,7 +226,7 @@ class Gate:
                 self._recorder.record(decision_id, draft())
         else:
             try:  # built in the worker too: redaction and a shadow decision cost CPU
-                await asyncio.to_thread(lambda: self._store.append_decision(draft().redacted()))
+                await asyncio.to_thread(self._append, draft, outcome, journal)
             except Exception as error:  # any failure to record: not forwarded (fail closed)
                 bound.error("decision.not_recorded", error=str(error))
                 self.metrics.store_error("append_decision")
@@ -205,6 +241,39 @@ class Gate:
             hold=verdict.hold_id,
         )
         return verdict
+
+    def _append(
+        self, draft: Callable[[], DecisionDraft], outcome: str, journal: Journal | None
+    ) -> None:
+        """Write the decision record (a worker thread), with the session history's events
+        for ``outcome`` in the same transaction if a ``journal`` is given.
+
+        Should that transaction fail for what the events hold (a value the store
+        refuses, an error building them), the record is written alone, as without a
+        journal (the journal records its events on its own afterwards): a history the
+        store refuses must not refuse the request.  A store that fails (locked, full,
+        gone) fails the record at once: trying it again alone would only wait again.
+        """
+        record = draft().redacted()
+        if journal is not None:
+            written = False
+
+            def write(events: Sequence[SessionEvent]) -> None:
+                nonlocal written
+                self._store.append_decision(record, events)
+                written = True
+
+            try:
+                journal(outcome, write)
+                return
+            except Exception as error:
+                if written:  # stored: only the history's own bookkeeping failed
+                    log.error("history.not_recorded", decision=record.id, error=repr(error))
+                    return
+                if isinstance(error, StoreError) and not isinstance(error, InvalidValueError):
+                    raise
+                log.warning("decision.history_not_joined", decision=record.id, error=str(error))
+        self._store.append_decision(record)
 
     def record_status(self, decision_id: str, status: int) -> None:
         self._recorder.status(decision_id, status)

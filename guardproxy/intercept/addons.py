@@ -24,7 +24,7 @@ from mitmproxy import connection, http, tls
 from mitmproxy.addons.proxyauth import parse_http_basic_auth
 from mitmproxy.proxy import mode_specs, server_hooks
 
-from guardproxy.action import Action
+from guardproxy.action import Action, Verb
 from guardproxy.context import SessionInfo
 from guardproxy.gate.gate import Answer, Gate
 from guardproxy.gate.responses import NativeAnswer, native_answer
@@ -311,14 +311,18 @@ class Guard:
         action = verdict.action
         flow.metadata[ACTION] = action  # a failure from here on is refused in its API's format
         self._gate.metrics.decision_latency(time.perf_counter() - started)
-        effect = await self._gate.handle(request, action, verdict.context, verdict.decision)
+        # a change's history goes into its decision record's transaction (one commit)
+        journal = self.pipeline.journal(verdict) if action.verb is not Verb.READ else None
+        effect = await self._gate.handle(
+            request, action, verdict.context, verdict.decision, journal
+        )
         if not isinstance(effect, Answer):  # only the upstream's own answer is its status
             flow.metadata[DECISION] = effect.decision_id
             if effect.note:
                 flow.metadata[STEPS_NOTE] = effect.note
         # before the request goes out: the next decision of the session must see it
         learner = await self.pipeline.after(
-            verdict, effect.kind if isinstance(effect, Answer) else FORWARDED
+            verdict, effect.kind if isinstance(effect, Answer) else FORWARDED, journal
         )
         if isinstance(effect, Answer):
             _respond(flow, effect.answer)
