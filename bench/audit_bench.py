@@ -82,7 +82,7 @@ def _switch_recording(mode: str) -> None:
     from guardproxy.gate import gate, recorder  # noqa: PLC0415
     from guardproxy.gate.writer import StoreWriter  # noqa: PLC0415
     from guardproxy.store import open_store, sqlite  # noqa: PLC0415
-    from guardproxy.store.base import DecisionRecord  # noqa: PLC0415
+    from guardproxy.store.base import DecisionRecord, SessionEvent  # noqa: PLC0415
 
     def in_thread(self: server.Guardproxy, store_url: str) -> StoreWriter:
         return StoreWriter(open_store(store_url), self.metrics.store_error)
@@ -92,8 +92,11 @@ def _switch_recording(mode: str) -> None:
         return
 
     class UnrecordedStore(sqlite.SqliteStore):
-        def append_decision(self, record: DecisionRecord) -> None:
-            pass
+        def append_decision(
+            self, record: DecisionRecord, events: Sequence[SessionEvent] = ()
+        ) -> None:
+            if events:  # the session history is not what this mode leaves out
+                self.append_session_events(events)
 
     def open_replacement(url: str) -> sqlite.SqliteStore:
         return UnrecordedStore(Path(url.removeprefix("sqlite://")))

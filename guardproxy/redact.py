@@ -282,21 +282,72 @@ def _redact_private_keys(text: str) -> str:
     return "".join(pieces)
 
 
+_ALL_TRIGGERS = (
+    *(trigger for triggers, _, _ in _TEXT_RULES for trigger in triggers),
+    *_SECRET_NAME_WORDS,
+)
+"""Every rule's triggers and the credential words: text holding none of them (most text)
+can hold only a bare key, and is checked for that alone."""
+_SHORT = 256
+"""Texts up to this length (ids, summaries, log fields, which repeat) are remembered."""
+
+
 def redact_text(text: str) -> str:
     """``text`` with every credential-shaped substring replaced by ``[REDACTED]``.
 
     Each rule runs only if its trigger substring is present: most text holds none,
     and this runs on every decision record and log line.
     """
+    if len(text) <= _SHORT:
+        return _redact_short(text)
+    return _redact_text(text)
+
+
+def _redact_text(text: str) -> str:
+    lowered = text.lower()
+    if len(text) > _SHORT and "PRIVATE KEY-----" not in text and not _may_trigger(lowered):
+        return _redact_bare_keys(text)
+    for trigger in _ALL_TRIGGERS:  # one flat loop: the rules' own checks cost 3x more
+        if trigger in lowered:
+            break
+    else:
+        if "PRIVATE KEY-----" not in text:
+            return _redact_bare_keys(text)
     if "PRIVATE KEY-----" in text:
         text = _redact_private_keys(text)
-    lowered = text.lower()
+        lowered = text.lower()
     for triggers, pattern, replacement in _TEXT_RULES:
         if any(trigger in lowered for trigger in triggers):
             text = pattern.sub(replacement, text)
     if any(word in lowered for word in _SECRET_NAME_WORDS):
         text = _redact_named_values(text, text.lower())
     return _redact_bare_keys(text)
+
+
+_redact_short = functools.lru_cache(maxsize=4096)(_redact_text)
+
+_DIGITS_TO_ZERO = str.maketrans(dict.fromkeys("123456789", "0"))
+_ZEROED_TRIGGERS = tuple({trigger.translate(_DIGITS_TO_ZERO) for trigger in _ALL_TRIGGERS})
+assert not any("{" in trigger for trigger in _ZEROED_TRIGGERS)
+
+
+def _may_trigger(lowered: str) -> bool:
+    """False only if no trigger occurs in ``lowered`` (a long text, lower-cased).
+
+    A long text is mostly JSON whose objects repeat from one record to the next (a
+    session's recent actions, its counts): it is cut at each ``{``, which no trigger
+    holds, so every occurrence of a trigger lies inside one piece; each piece is
+    checked once and remembered. Digits become ``0`` first (in the triggers too), so
+    that counts changing between records leave the pieces the same; that makes a
+    match here necessary, not sufficient, for a trigger: the caller then checks.
+    """
+    zeroed = lowered.translate(_DIGITS_TO_ZERO)
+    return any(map(_piece_may_trigger, zeroed.split("{")))
+
+
+@functools.lru_cache(maxsize=8192)
+def _piece_may_trigger(piece: str) -> bool:
+    return any(trigger in piece for trigger in _ZEROED_TRIGGERS)
 
 
 # -- structured values -------------------------------------------------------------

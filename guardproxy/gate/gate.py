@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import structlog
@@ -45,11 +46,34 @@ from guardproxy.metrics import Metrics
 from guardproxy.policy import Bundle, Decision, evaluate
 from guardproxy.policy.model import Outcome
 from guardproxy.recognise.request import HttpRequest
-from guardproxy.store.base import Hold, HoldState, Session, Store, StoreError
+from guardproxy.store.base import (
+    Hold,
+    HoldState,
+    InvalidValueError,
+    Session,
+    SessionEvent,
+    Store,
+    StoreError,
+)
 
-__all__ = ["RECHECK_SECONDS", "Answer", "Clock", "Forward", "Gate", "Verdict", "utc_now"]
+__all__ = [
+    "RECHECK_SECONDS",
+    "Answer",
+    "Clock",
+    "Forward",
+    "Gate",
+    "Journal",
+    "Verdict",
+    "utc_now",
+]
 
 log = structlog.get_logger(__name__)
+
+Journal = Callable[[str, Callable[[Sequence[SessionEvent]], None]], None]
+"""The session history of a request, as the gate sees it: called with the gate's outcome
+and a function that stores events together with the decision record, it builds the
+events, hands them to that function and, once it returned, counts them; if that function
+raises, it lets the exception through and counts nothing."""
 
 RECHECK_SECONDS = 3.0
 """How often a live held request re-reads its hold, should a notification be lost."""
@@ -87,6 +111,7 @@ class Gate:
         self._recorder = DecisionRecorder(writer or StoreWriter(store, self.metrics.store_error))
         self._closing = False
         self._in_flight = 0
+        self._in_flight_lock = threading.Lock()
         self.metrics.count_waiting(self.waiting)
         self.metrics.bundle_in_force(bundle.digest)
         self._reads_in_background = reads_on_store_failure == "allow"
@@ -147,25 +172,75 @@ class Gate:
         return self._shadow_bundle() if self._shadow_bundle is not None else None
 
     async def handle(
-        self, request: HttpRequest, action: Action, context: Context, decision: Decision
+        self,
+        request: HttpRequest,
+        action: Action,
+        context: Context,
+        decision: Decision,
+        journal: Journal | None = None,
     ) -> Verdict:
-        self._in_flight += 1
+        """Apply ``decision``; a decision recorded before the answer is recorded together
+        with what ``journal`` (the session history) adds for its outcome, in one
+        transaction, when one is given (see :data:`Journal`)."""
+        self._count_in_flight(1)
         try:
-            return await self._handle(request, action, context, decision)
+            return await self._handle(request, action, context, decision, journal)
         finally:
-            self._in_flight -= 1
+            self._count_in_flight(-1)
+
+    def settle(
+        self,
+        request: HttpRequest,
+        action: Action,
+        context: Context,
+        decision: Decision,
+        journal: Journal | None = None,
+    ) -> Verdict | None:
+        """:meth:`handle` in the worker thread that decided, for a decision that waits
+        for nothing but its record (an allow or a deny recorded before the answer): one
+        thread hop per request instead of two.  None for one that needs the event loop
+        (a hold, or a read recorded in the background): :meth:`handle` it there."""
+        if decision.outcome is Outcome.HOLD or (
+            decision.outcome is Outcome.ALLOW
+            and action.verb is Verb.READ
+            and self._reads_in_background
+        ):
+            return None
+        self._count_in_flight(1)
+        try:
+            decision_id = "d-" + secrets.token_hex(6)
+            bound = self._bound(decision_id, action, context)
+            verdict: Verdict = (
+                answers.denied(request, action, decision, decision_id)
+                if decision.outcome is Outcome.DENY
+                else Forward(decision_id)
+            )
+            outcome, draft = self._draft_builder(decision_id, action, context, decision, verdict)
+            try:
+                self._append(draft, outcome, journal)
+            except Exception as error:  # any failure to record: not forwarded (fail closed)
+                refused = self._not_recorded(bound, error, request, action, verdict)
+                if refused is not None:
+                    return refused
+            return self._applied(bound, action, decision, outcome, verdict)
+        finally:
+            self._count_in_flight(-1)
+
+    def _count_in_flight(self, change: int) -> None:
+        with self._in_flight_lock:  # worker threads settle too
+            self._in_flight += change
 
     async def _handle(
-        self, request: HttpRequest, action: Action, context: Context, decision: Decision
+        self,
+        request: HttpRequest,
+        action: Action,
+        context: Context,
+        decision: Decision,
+        journal: Journal | None,
     ) -> Verdict:
         decision_id = "d-" + secrets.token_hex(6)
-        bound = log.bind(
-            decision=decision_id,
-            session=context.session.id,
-            action=action.summary(),
-            verb=action.verb.value,
-            environment=action.environment.value,
-        )
+        bound = self._bound(decision_id, action, context)
+        verdict: Verdict
         if decision.outcome is Outcome.HOLD:
             digest = request_digest(request)
             verdict = await self._hold(request, action, context, decision, decision_id, digest)
@@ -173,6 +248,40 @@ class Gate:
             verdict = answers.denied(request, action, decision, decision_id)
         else:
             verdict = Forward(decision_id)
+        outcome, draft = self._draft_builder(decision_id, action, context, decision, verdict)
+        if isinstance(verdict, Forward) and action.verb is Verb.READ and self._reads_in_background:
+            if self._shadow_in_force() is not None:
+                self._recorder.record(decision_id, draft)  # the shadow decides off the request path
+            else:  # built now: what waits for the batch is a few strings, not the request's objects
+                self._recorder.record(decision_id, draft(None))
+        else:
+            try:  # built in the worker too: redaction and a shadow decision cost CPU
+                await asyncio.to_thread(self._append, draft, outcome, journal)
+            except Exception as error:  # any failure to record: not forwarded (fail closed)
+                refused = self._not_recorded(bound, error, request, action, verdict)
+                if refused is not None:
+                    return refused
+        return self._applied(bound, action, decision, outcome, verdict)
+
+    @staticmethod
+    def _bound(decision_id: str, action: Action, context: Context) -> structlog.BoundLogger:
+        return log.bind(  # type: ignore[no-any-return]
+            decision=decision_id,
+            session=context.session.id,
+            action=action.summary(),
+            verb=action.verb.value,
+            environment=action.environment.value,
+        )
+
+    def _draft_builder(
+        self,
+        decision_id: str,
+        action: Action,
+        context: Context,
+        decision: Decision,
+        verdict: Verdict,
+    ) -> tuple[str, Callable[[int | None], DecisionDraft]]:
+        """The outcome ``verdict`` records, and the builder of its record's draft."""
         outcome = "allow" if isinstance(verdict, Forward) else verdict.kind
 
         def draft(upstream_status: int | None = None) -> DecisionDraft:
@@ -183,19 +292,32 @@ class Gate:
                 shadow_bundle=self._shadow_in_force(),
             )  # fmt: skip
 
-        if isinstance(verdict, Forward) and action.verb is Verb.READ and self._reads_in_background:
-            if self._shadow_in_force() is not None:
-                self._recorder.record(decision_id, draft)  # the shadow decides off the request path
-            else:  # built now: what waits for the batch is a few strings, not the request's objects
-                self._recorder.record(decision_id, draft())
-        else:
-            try:  # built in the worker too: redaction and a shadow decision cost CPU
-                await asyncio.to_thread(lambda: self._store.append_decision(draft().redacted()))
-            except Exception as error:  # any failure to record: not forwarded (fail closed)
-                bound.error("decision.not_recorded", error=str(error))
-                self.metrics.store_error("append_decision")
-                if isinstance(verdict, Forward):
-                    return self.fail_closed(request, action, decision_id)
+        return outcome, draft
+
+    def _not_recorded(
+        self,
+        bound: structlog.BoundLogger,
+        error: Exception,
+        request: HttpRequest,
+        action: Action,
+        verdict: Verdict,
+    ) -> Answer | None:
+        """A record that failed: the refusal to send instead of a forward, else None
+        (a deny or a hold answers anyway)."""
+        bound.error("decision.not_recorded", error=str(error))
+        self.metrics.store_error("append_decision")
+        if isinstance(verdict, Forward):
+            return self.fail_closed(request, action, verdict.decision_id)
+        return None
+
+    def _applied(
+        self,
+        bound: structlog.BoundLogger,
+        action: Action,
+        decision: Decision,
+        outcome: str,
+        verdict: Verdict,
+    ) -> Verdict:
         self.metrics.decision(action, outcome)
         bound.info(
             "decision",
@@ -205,6 +327,39 @@ class Gate:
             hold=verdict.hold_id,
         )
         return verdict
+
+    def _append(
+        self, draft: Callable[[int | None], DecisionDraft], outcome: str, journal: Journal | None
+    ) -> None:
+        """Write the decision record (a worker thread), with the session history's events
+        for ``outcome`` in the same transaction if a ``journal`` is given.
+
+        Should that transaction fail for what the events hold (a value the store
+        refuses, an error building them), the record is written alone, as without a
+        journal (the journal records its events on its own afterwards): a history the
+        store refuses must not refuse the request.  A store that fails (locked, full,
+        gone) fails the record at once: trying it again alone would only wait again.
+        """
+        record = draft(None).redacted()
+        if journal is not None:
+            written = False
+
+            def write(events: Sequence[SessionEvent]) -> None:
+                nonlocal written
+                self._store.append_decision(record, events)
+                written = True
+
+            try:
+                journal(outcome, write)
+                return
+            except Exception as error:
+                if written:  # stored: only the history's own bookkeeping failed
+                    log.error("history.not_recorded", decision=record.id, error=repr(error))
+                    return
+                if isinstance(error, StoreError) and not isinstance(error, InvalidValueError):
+                    raise
+                log.warning("decision.history_not_joined", decision=record.id, error=str(error))
+        self._store.append_decision(record)
 
     def record_status(self, decision_id: str, status: int) -> None:
         self._recorder.status(decision_id, status)

@@ -24,9 +24,10 @@ from mitmproxy import connection, http, tls
 from mitmproxy.addons.proxyauth import parse_http_basic_auth
 from mitmproxy.proxy import mode_specs, server_hooks
 
-from guardproxy.action import Action
+from guardproxy.action import Action, Verb
 from guardproxy.context import SessionInfo
 from guardproxy.gate.gate import Answer, Gate
+from guardproxy.gate.gate import Verdict as GateVerdict
 from guardproxy.gate.responses import NativeAnswer, native_answer
 from guardproxy.hosts import HostPattern, canonical_host, is_loopback, same_host
 from guardproxy.intercept.failsafe import (
@@ -49,7 +50,8 @@ from guardproxy.intercept.flows import (
     http_request,
 )
 from guardproxy.intercept.flows import respond as _respond
-from guardproxy.pipeline import LivePipeline, Pipeline, learns_from
+from guardproxy.pipeline import LivePipeline, Pipeline, Verdict, learns_from
+from guardproxy.pipeline.live import Journal
 from guardproxy.recognise import recognise
 from guardproxy.recognise.request import HttpRequest, RecogniseSettings
 from guardproxy.session.history import FORWARDED, SessionHistory
@@ -307,23 +309,45 @@ class Guard:
             log.warning("control.refused", session=session.id, host=request.host)
             return
         started = time.perf_counter()
-        verdict = await self.pipeline.decide(request, session)
+        decided = started
+
+        def settle(verdict: Verdict) -> tuple[GateVerdict | None, Journal | None]:
+            """In the deciding thread: the gate applies what needs no waiting."""
+            nonlocal decided
+            decided = time.perf_counter()
+            journal = self._journal(verdict)
+            return self._gate.settle(
+                request, verdict.action, verdict.context, verdict.decision, journal
+            ), journal
+
+        verdict, settled = await self.pipeline.decide_then(request, session, settle)
         action = verdict.action
         flow.metadata[ACTION] = action  # a failure from here on is refused in its API's format
-        self._gate.metrics.decision_latency(time.perf_counter() - started)
-        effect = await self._gate.handle(request, action, verdict.context, verdict.decision)
+        effect, journal = settled if settled is not None else (None, None)
+        if settled is None:
+            decided = time.perf_counter()
+        self._gate.metrics.decision_latency(decided - started)
+        if effect is None:
+            journal = self._journal(verdict)
+            effect = await self._gate.handle(
+                request, action, verdict.context, verdict.decision, journal
+            )
         if not isinstance(effect, Answer):  # only the upstream's own answer is its status
             flow.metadata[DECISION] = effect.decision_id
             if effect.note:
                 flow.metadata[STEPS_NOTE] = effect.note
         # before the request goes out: the next decision of the session must see it
         learner = await self.pipeline.after(
-            verdict, effect.kind if isinstance(effect, Answer) else FORWARDED
+            verdict, effect.kind if isinstance(effect, Answer) else FORWARDED, journal
         )
         if isinstance(effect, Answer):
             _respond(flow, effect.answer)
         elif learner is not None:
             flow.metadata[LEARNER] = learner
+
+    def _journal(self, verdict: Verdict) -> Journal | None:
+        """A change's history goes into its decision record's transaction (one commit)."""
+        return self.pipeline.journal(verdict) if verdict.action.verb is not Verb.READ else None
 
     @connection_hook
     async def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:

@@ -2,8 +2,9 @@
 
 * A bodiless read (GET, HEAD, OPTIONS) is decided inline on the event loop: it takes
   about as long as a hop to a worker thread would. Anything else is decided in a thread.
-* A change is recorded into the session history in a thread *before* the request goes
-  out, so the session's next decision sees it.
+* A change is recorded into the session history *before* the request goes out, so the
+  session's next decision sees it: in the gate's decision record transaction, through
+  the :class:`Journal` the gate is handed (one commit for both), else in a thread.
 * A read changes no resource's history: it is queued and recorded in a batch
   :data:`READ_BATCH_SECONDS` after the first read of the batch, off the loop. A decision
   made meanwhile does not count the reads still queued.
@@ -15,7 +16,7 @@ same steps one after the other.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from guardproxy.action import Action, Verb
@@ -23,6 +24,7 @@ from guardproxy.context import SessionInfo
 from guardproxy.pipeline.steps import Pipeline, Verdict
 from guardproxy.recognise.request import HttpRequest
 from guardproxy.session.names import ResponseLearner
+from guardproxy.store.base import SessionEvent
 
 READ_BATCH_SECONDS = 0.05
 """How long the first read of a batch waits for others before the batch is recorded."""
@@ -51,13 +53,35 @@ class LivePipeline:
     def _decide_now(self, request: HttpRequest, session: SessionInfo) -> Verdict:
         return self.pipeline.decide(request, session, self._clock())
 
-    async def after(self, verdict: Verdict, outcome: str) -> ResponseLearner | None:
-        """Record the gate's ``outcome`` (a change before returning, a read in a batch
-        later) and return the learner for the response, if any."""
+    async def decide_then[T](
+        self, request: HttpRequest, session: SessionInfo, then: Callable[[Verdict], T]
+    ) -> tuple[Verdict, T | None]:
+        """:meth:`decide`, and where that takes a worker thread, ``then`` of the verdict
+        in the same thread (the gate applying it: one hop for both); ``then`` is not
+        called for a request decided inline."""
+        if request.method in INLINE_METHODS and not request.body:
+            return self.pipeline.decide(request, session, self._clock()), None
+
+        def decide_and_then() -> tuple[Verdict, T | None]:
+            verdict = self._decide_now(request, session)
+            return verdict, then(verdict)
+
+        return await asyncio.to_thread(decide_and_then)
+
+    def journal(self, verdict: Verdict) -> Journal:
+        """What the gate stores with ``verdict``'s decision record (a change's)."""
+        return Journal(self.pipeline, verdict, self._clock)
+
+    async def after(
+        self, verdict: Verdict, outcome: str, journal: Journal | None = None
+    ) -> ResponseLearner | None:
+        """Record the gate's ``outcome`` (a change before returning, unless ``journal``
+        stored it with the decision; a read in a batch later) and return the learner for
+        the response, if any."""
         action, session_id = verdict.action, verdict.session.id
         if action.verb is Verb.READ:
             self._queue_read(action, session_id, outcome)
-        else:
+        elif journal is None or journal.outcome != outcome:
             at = self._clock()
             await asyncio.to_thread(self.pipeline.record, action, session_id, outcome, at)
         return self.pipeline.learner(action, outcome)
@@ -84,4 +108,27 @@ class LivePipeline:
         self._unrecorded -= count
 
 
-__all__ = ["INLINE_METHODS", "READ_BATCH_SECONDS", "LivePipeline"]
+class Journal:
+    """The session history of one change, handed to the gate (``gate.Journal``): its
+    events go into the decision record's transaction and ``outcome`` says, once that
+    committed, for which outcome they were stored (None: not stored, :meth:`LivePipeline.after`
+    records them)."""
+
+    def __init__(self, pipeline: Pipeline, verdict: Verdict, clock: Callable[[], datetime]) -> None:
+        self._pipeline = pipeline
+        self._verdict = verdict
+        self._clock = clock
+        self.outcome: str | None = None
+
+    def __call__(self, outcome: str, write: Callable[[Sequence[SessionEvent]], None]) -> None:
+        def stored(events: Sequence[SessionEvent]) -> None:
+            write(events)
+            self.outcome = outcome
+
+        verdict = self._verdict
+        self._pipeline.record_with(
+            verdict.action, verdict.session.id, outcome, self._clock(), stored
+        )
+
+
+__all__ = ["INLINE_METHODS", "READ_BATCH_SECONDS", "Journal", "LivePipeline"]

@@ -19,6 +19,7 @@ request (intercept/failsafe.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -30,6 +31,7 @@ from guardproxy.recognise import recognise
 from guardproxy.recognise.request import HttpRequest, RecogniseSettings
 from guardproxy.session.history import FORWARDED, SessionHistory
 from guardproxy.session.names import ResponseLearner, learner_for, resolve
+from guardproxy.store.base import SessionEvent
 
 
 class Policies(Protocol):
@@ -132,6 +134,19 @@ class Pipeline:
         ``hold``) into the session history; the proxy does it for a change before the
         request goes out, so the session's next decision sees it."""
         self._history.record(action, session_id, outcome, at)
+
+    def record_with(
+        self,
+        action: Action,
+        session_id: str,
+        outcome: str,
+        at: datetime,
+        write: Callable[[Sequence[SessionEvent]], None],
+    ) -> None:
+        """:meth:`record`, the events stored by ``write`` (the proxy's decision record
+        transaction) and counted once it returned; raises what ``write`` raises, with
+        nothing counted (:meth:`SessionHistory.record_with`)."""
+        self._history.record_with(action, session_id, outcome, at, write)
 
     def learner(self, action: Action, outcome: str) -> ResponseLearner | None:
         """What learns names from the response, if the request was forwarded and its

@@ -50,6 +50,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -356,10 +357,36 @@ class SessionHistory:
         except Exception as error:  # a lost count must not lose the request
             log.error("history.not_recorded", session=session_id, error=repr(error))
 
-    def _record(self, action: Action, session_id: str, outcome: str, at: datetime) -> None:
+    def record_with(
+        self,
+        action: Action,
+        session_id: str,
+        outcome: str,
+        at: datetime,
+        write: Callable[[Sequence[SessionEvent]], None],
+    ) -> None:
+        """:meth:`record`, with the events to store (those still buffered, then this
+        one) handed to ``write`` instead, which stores them in the caller's own
+        transaction (the gate's decision record: one commit for both).
+
+        Raises what ``write`` (or loading the session's state) raises, and then
+        leaves the history as it was: the caller records the outcome it ends up with.
+        """
+        with self._lock:
+            self._record(action, session_id, outcome, at, write)
+
+    def _record(
+        self,
+        action: Action,
+        session_id: str,
+        outcome: str,
+        at: datetime,
+        write: Callable[[Sequence[SessionEvent]], None] | None = None,
+    ) -> None:
         state = self._session(session_id, at)
         recreate, destroyed = False, ""
         protection_removed = PROTECTION_REMOVAL in action.risk_tags
+        changed: tuple[str, _ResourceState, ResourceEvent] | None = None
         if outcome == FORWARDED:
             key = action.resource.key
             if key and action.verb is not Verb.READ:
@@ -372,8 +399,7 @@ class SessionHistory:
                     verb=action.verb,
                     protection_removed=protection_removed,
                 )
-                resource.apply(happened, action.summary())
-                self._remember_stored(key)
+                changed = (key, resource, happened)
             destroyed = destroyed_container(action)
         event = SessionEvent(
             session_id=session_id,
@@ -389,7 +415,16 @@ class SessionHistory:
             recreate=recreate,
             destroyed_container=destroyed,
         )
+        if write is not None:  # stored first: if it fails, nothing here has changed
+            write([*self._pending, event])
+            self._pending = []
+        if changed is not None:
+            key, resource, happened = changed
+            resource.apply(happened, event.summary)
+            self._remember_stored(key)
         self._apply(state, event)
+        if write is not None:
+            return
         self._pending.append(event)
         if action.verb is not Verb.READ or len(self._pending) >= self.settings.flush_every:
             self._flush()

@@ -761,10 +761,12 @@ class Store(Protocol):
 
     # decision log
 
-    def append_decision(self, record: DecisionRecord) -> None:
-        """Store the decision and append its chain record, in one transaction.
+    def append_decision(self, record: DecisionRecord, events: Sequence[SessionEvent] = ()) -> None:
+        """Store the decision and append its chain record, in one transaction, with
+        ``events`` (the session history the request adds, :meth:`append_session_events`).
 
         Durable when this returns: the gate forwards a mutating request only after it.
+        Nothing is written if any of it fails.
         """
         ...
 

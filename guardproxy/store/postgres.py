@@ -28,7 +28,7 @@ from __future__ import annotations
 import select
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -56,6 +56,7 @@ from guardproxy.store.postgres_migrations import (
     SCHEMA_VERSION_TABLE,
 )
 from guardproxy.store.sql import (
+    INSERT_SESSION_EVENTS,
     Cursor,
     Db,
     SqlStore,
@@ -189,6 +190,14 @@ def _duplicate(exc: Exception, decisions: str, chain: int) -> str:
     if constraint.endswith("_chain_seq_key"):  # UNIQUE (chain, seq) of audit_log
         return f"a record of audit chain {chain} (another writer appended to it)"
     return decisions
+
+
+def _together(
+    connection: Connection, events: Sequence[Sequence[Any]]
+) -> AbstractContextManager[Any]:
+    """A transaction when session events go with the decisions, else nothing (the
+    decisions' one statement is a transaction by itself)."""
+    return connection.transaction() if events else nullcontext()
 
 
 _converted: dict[str, str] = {}
@@ -395,11 +404,16 @@ class PostgresStore(SqlStore):
             raise self._failure(exc) from exc
 
     def _store_decisions(
-        self, rows: Sequence[Sequence[Any]], records: Sequence[AuditRecord], what: str
+        self,
+        rows: Sequence[Sequence[Any]],
+        records: Sequence[AuditRecord],
+        what: str,
+        events: Sequence[Sequence[Any]] = (),
     ) -> None:
         """One statement (:data:`_APPEND_DECISION`, :data:`_APPEND_DECISIONS`): atomic by
         itself and one round trip, one prepared statement for one decision (a mutation's,
-        on the request path) and one for a batch of any size."""
+        on the request path) and one for a batch of any size.  Session event rows, if
+        any, are inserted after it in the same transaction (one commit)."""
         last = records[-1]
         audit = [
             (r.seq, r.record_id, r.kind, canonical_time(r.at), r.session_id, r.subject,
@@ -417,11 +431,13 @@ class PostgresStore(SqlStore):
                 *(list(column) for column in zip(*audit, strict=True)),
             )
         try:
-            with self._pool.connection() as connection:
+            with self._pool.connection() as connection, _together(connection, events):
                 try:
                     connection.execute(statement, (*parameters, last.seq, last.hash, last.chain))
                 except self._integrity_errors as exc:
                     raise self._integrity(exc, _duplicate(exc, what, last.chain)) from exc
+                if events:
+                    _PgDb(connection).executemany(INSERT_SESSION_EVENTS, events)
         except psycopg.Error as exc:
             raise self._failure(exc) from exc
 

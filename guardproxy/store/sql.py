@@ -814,10 +814,15 @@ class SqlStore:
 
     # -- decision log ---------------------------------------------------------------
 
-    def append_decision(self, record: DecisionRecord) -> None:
-        self.append_decisions([record])
+    def append_decision(self, record: DecisionRecord, events: Sequence[SessionEvent] = ()) -> None:
+        self._append_decisions([record], events)
 
     def append_decisions(self, records: Sequence[DecisionRecord]) -> None:
+        self._append_decisions(records, ())
+
+    def _append_decisions(
+        self, records: Sequence[DecisionRecord], events: Sequence[SessionEvent]
+    ) -> None:
         """Append ``records`` with their chain records; durable when this returns.
 
         Appends made at the same time by several threads (the proxy's concurrent
@@ -835,7 +840,9 @@ class SqlStore:
             for r in records
         ]  # fmt: skip
         what = f"decision {records[0].id}" if len(records) == 1 else "a decision in the batch"
-        append = _Append(rows, [chain.decision_entry(r) for r in records], what)
+        append = _Append(
+            rows, [chain.decision_entry(r) for r in records], what, _event_rows(events)
+        )
         with self._queue_lock:
             self._queued.append(append)
         with self._append_lock:
@@ -880,6 +887,7 @@ class SqlStore:
                 [row for append in batch for row in append.rows],
                 records,
                 batch[0].what if len(batch) == 1 else "a decision written with others",
+                [row for append in batch for row in append.events],
             )
         except BaseException:
             self._chain_head = None  # committed or not: read it again next time
@@ -889,10 +897,17 @@ class SqlStore:
             append.done = True
 
     def _store_decisions(
-        self, rows: Sequence[Sequence[Any]], records: Sequence[AuditRecord], what: str
+        self,
+        rows: Sequence[Sequence[Any]],
+        records: Sequence[AuditRecord],
+        what: str,
+        events: Sequence[Sequence[Any]] = (),
     ) -> None:
-        """Insert decision rows and their linked chain records, in one transaction."""
+        """Insert decision rows, their linked chain records and session event rows
+        (:func:`_event_rows`), in one transaction."""
         with self._transaction() as db:
+            if events:
+                _insert(db, INSERT_SESSION_EVENTS, events)
             try:
                 _insert(
                     db,
@@ -1203,19 +1218,9 @@ class SqlStore:
     # -- session history ------------------------------------------------------------
 
     def append_session_events(self, events: Sequence[SessionEvent]) -> None:
-        events = [redacted_event(e) for e in events]
-        rows = [
-            (e.session_id, _ts(e.at), e.summary, e.operation, e.verb, e.provider,
-             e.environment, e.resource_key, e.outcome, int(e.protection_removed),
-             int(e.recreate), e.destroyed_container)
-            for e in events
-        ]  # fmt: skip
+        rows = _event_rows(events)
         with self._write() as db:
-            db.executemany(
-                f"INSERT INTO session_events ({_EVENT_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+            db.executemany(INSERT_SESSION_EVENTS, rows)
 
     def session_events(
         self, session_id: str, *, since: datetime | None = None, limit: int = 100
@@ -1311,8 +1316,25 @@ class _Append:
     rows: list[tuple[Any, ...]]
     entries: list[AuditEntry]
     what: str
+    events: list[tuple[Any, ...]]
+    """Session event rows written in the same transaction (:func:`_event_rows`)."""
     done: bool = False
     error: StoreError | None = None
+
+
+INSERT_SESSION_EVENTS = (
+    f"INSERT INTO session_events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _event_rows(events: Sequence[SessionEvent]) -> list[tuple[Any, ...]]:
+    """The rows of ``events``, redacted (every backend stores session events so)."""
+    return [
+        (e.session_id, _ts(e.at), e.summary, e.operation, e.verb, e.provider,
+         e.environment, e.resource_key, e.outcome, int(e.protection_removed),
+         int(e.recreate), e.destroyed_container)
+        for e in map(redacted_event, events)
+    ]  # fmt: skip
 
 
 def _insert(db: Db, sql: str, rows: Sequence[Sequence[Any]]) -> None:

@@ -102,15 +102,16 @@ def _through(guard: Guard, proxy_url: str | None = None) -> httpx.Client:
     return httpx.Client(proxy=proxy_url or f"http://127.0.0.1:{guard.proxy_port}", timeout=20)
 
 
-@pytest.mark.parametrize("broken", ["Pipeline.decide", "Gate.handle"])
+@pytest.mark.parametrize("broken", ["Pipeline.decide", "Gate.handle+settle"])
 def test_an_exception_in_the_gate_refuses_the_request(
     start_guard: StartGuard, echo_server: EchoServer, monkeypatch: pytest.MonkeyPatch, broken: str
 ) -> None:
     """mitmproxy forwards a flow whose request hook raised; the guard's must not. A bug
     in the decision (``Pipeline.decide``: recognition, context, the engine; in a worker
-    thread) and a gate bug (``Gate.handle``, on the loop)."""
+    thread) and a gate bug (``Gate.handle`` on the loop, for a bodiless read decided
+    there, and ``Gate.settle`` in the thread that decided the others)."""
     guard = _kube_guard(start_guard, echo_server)
-    owner, method = broken.split(".")
+    owner, methods = broken.split(".")
 
     raised: list[str] = []
 
@@ -122,7 +123,8 @@ def test_an_exception_in_the_gate_refuses_the_request(
         bug()
 
     target = {"Pipeline": Pipeline, "Gate": Gate}[owner]
-    monkeypatch.setattr(target, method, async_bug if owner == "Gate" else bug)
+    for method in methods.split("+"):
+        monkeypatch.setattr(target, method, async_bug if method == "handle" else bug)
     with _through(guard) as client:
         assert_refused_natively(create(client, echo_server, unique("bug")))
         refused = client.delete(f"{echo_server.url}{NAMESPACES}/prod")

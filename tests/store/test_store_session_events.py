@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from guardproxy.store import EventTotal, SessionEvent, Store
+from guardproxy.store.base import AlreadyExistsError, DecisionRecord
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -65,3 +69,33 @@ def test_changed_resource_keys_are_the_forwarded_changes(store: Store) -> None:
     assert store.changed_resource_keys(outcome="allow", limit=10) == ["aws:1:r:aws:sqs:queue/q"]
     assert store.changed_resource_keys(outcome="deny", limit=10) == ["aws:1:r:aws:sqs:queue/q"]
     assert store.changed_resource_keys(outcome="hold", limit=10) == []
+
+
+def _decision(decision_id: str) -> DecisionRecord:
+    return DecisionRecord(
+        id=decision_id, at=T0, session_id="s-1", action_json="{}", context_json="{}",
+        decision_json="{}", outcome="allow",
+    )  # fmt: skip
+
+
+def test_events_appended_with_a_decision_are_committed_with_it(store: Store) -> None:
+    """A change's history goes into its decision record's transaction (one commit on the
+    request path): both are there, the events redacted as on their own."""
+    token = "ghp_" + "a1B2" * 9
+    events = [event(0, "read"), replace(event(1, "delete"), summary=f"aws sqs delete {token}")]
+    store.append_decision(_decision("d-1"), events)
+    assert store.get_decision("d-1") is not None
+    stored = store.session_events("s-1")
+    assert [e.verb for e in stored] == ["delete", "read"]
+    assert token not in stored[0].summary and "[REDACTED]" in stored[0].summary
+
+
+def test_events_of_a_decision_that_cannot_be_written_are_not_written_either(
+    store: Store,
+) -> None:
+    store.append_decision(_decision("d-1"))
+    with pytest.raises(AlreadyExistsError):
+        store.append_decision(_decision("d-1"), [event(0, "delete")])
+    assert store.session_events("s-1") == []
+    store.append_decision(_decision("d-2"), [event(1, "create")])  # the chain goes on
+    assert [e.verb for e in store.session_events("s-1")] == ["create"]
