@@ -38,20 +38,20 @@ from celpy.evaluation import (
 from pydantic import BaseModel
 
 from guardproxy.policy._cel_values import (
-    _ADDITION_CATCH,
-    _ERROR,
-    _FUNCTION_CATCH,
-    _INDEX_CATCH,
-    _MULTIPLICATION_CATCH,
-    _RELATION_CATCH,
-    _STRS,
-    _UNARY_CATCH,
+    ADDITION_CATCH,
+    ERROR_MARKER,
+    FUNCTION_CATCH,
+    INDEX_CATCH,
     INT64_MAX,
     INT64_MIN,
+    MULTIPLICATION_CATCH,
     R4,
+    RELATION_CATCH,
+    STR_TYPES,
+    UNARY_CATCH,
     CelError,
     PyStr,
-    _call_cel,
+    call_cel,
     from_cel,
     to_cel,
 )
@@ -60,7 +60,7 @@ from guardproxy.policy._cel_values import (
 # Operators and functions.
 
 
-def _member(value: Any, name: str) -> Any:
+def cel_member(value: Any, name: str) -> Any:
     """``value.name``: celpy's ``member_dot`` for what is not a plain ``dict``."""
     if type(value) is dict:
         try:
@@ -68,7 +68,7 @@ def _member(value: Any, name: str) -> Any:
         except KeyError:
             raise CelError(f"no such member in mapping: {name!r}") from None
     if isinstance(value, BaseModel):
-        reader = _readers(type(value)).get(name)
+        reader = model_readers(type(value)).get(name)
         if reader is None:
             raise CelError(f"no such member in mapping: {name!r}")
         return reader(value)
@@ -94,7 +94,7 @@ def _member(value: Any, name: str) -> Any:
 _READERS: dict[type[BaseModel], dict[str, Callable[[Any], Any]]] = {}
 
 
-def _readers(model: type[BaseModel]) -> dict[str, Callable[[Any], Any]]:
+def model_readers(model: type[BaseModel]) -> dict[str, Callable[[Any], Any]]:
     readers = _READERS.get(model)
     if readers is None:
         fields = model.model_fields.items()
@@ -148,7 +148,7 @@ def _reader(name: str, annotation: Any) -> Callable[[Any], Any]:
     return lambda instance: _dumped(instance, name)
 
 
-def _iterate(value: Any) -> Iterable[Any]:
+def cel_iterate(value: Any) -> Iterable[Any]:
     """What celpy's macros iterate over ``value``: a list's items, a map's keys, a
     string's characters (plain ``str``), and a ``TypeError`` for anything else."""
     kind = type(value)
@@ -161,8 +161,8 @@ def _iterate(value: Any) -> Iterable[Any]:
 # Operators.
 
 
-def _and(left: Any, right: Any) -> Any:
-    """celpy's ``logical_and`` over domain values (``_ERROR`` for an error value); a
+def cel_and(left: Any, right: Any) -> Any:
+    """celpy's ``logical_and`` over domain values (``ERROR_MARKER`` for an error value); a
     non-bool operand can be the result (``1 && true`` is ``1`` in celpy)."""
     if left is True or left is False:
         if right is True or right is False:
@@ -172,10 +172,10 @@ def _and(left: Any, right: Any) -> Any:
         return left
     if right is False:
         return False
-    return _ERROR  # TypeError in celpy, an error value
+    return ERROR_MARKER  # TypeError in celpy, an error value
 
 
-def _or(left: Any, right: Any) -> Any:
+def cel_or(left: Any, right: Any) -> Any:
     """celpy's ``logical_or`` over domain values."""
     if left is True or left is False:
         if right is True or right is False:
@@ -185,17 +185,17 @@ def _or(left: Any, right: Any) -> Any:
         return True
     if right is False:
         return left
-    return _ERROR
+    return ERROR_MARKER
 
 
-def _value(result: Any) -> Any:
-    if result is _ERROR:
+def cel_value(result: Any) -> Any:
+    if result is ERROR_MARKER:
         raise CelError("no matching overload for a logical operator, or an operand failed")
     return result
 
 
-_EQUALITY = {"relation_eq": (operator.eq, bool_eq), "relation_ne": (operator.ne, bool_ne)}
-_ORDER = {
+EQUALITY = {"relation_eq": (operator.eq, bool_eq), "relation_ne": (operator.ne, bool_ne)}
+ORDER = {
     "relation_lt": (operator.lt, bool_lt),
     "relation_le": (operator.le, bool_le),
     "relation_gt": (operator.gt, bool_gt),
@@ -203,26 +203,26 @@ _ORDER = {
 }
 
 
-def _slow_relation(cel_function: Callable[..., Any], left: Any, right: Any) -> Any:
-    return _call_cel(cel_function, (left, right), _RELATION_CATCH)
+def slow_relation(cel_function: Callable[..., Any], left: Any, right: Any) -> Any:
+    return call_cel(cel_function, (left, right), RELATION_CATCH)
 
 
-def _in(item: Any, container: Any) -> Any:
+def cel_in(item: Any, container: Any) -> Any:
     kind = type(container)
-    if type(item) in _STRS:  # celpy compares a str (a PyStr too) with str equality
+    if type(item) in STR_TYPES:  # celpy compares a str (a PyStr too) with str equality
         if kind is list:
             try:
                 if item in container:
                     return True
             except TypeError:  # a celtypes item (IntType, ListType...) refuses str equality
-                return _slow_relation(operator_in, item, container)
+                return slow_relation(operator_in, item, container)
             for element in container:
                 if type(element) is not str:
-                    return _slow_relation(operator_in, item, container)
+                    return slow_relation(operator_in, item, container)
             return False
         if kind is dict:  # keys are strings: JSON objects and constants only
             return item in container
-    return _slow_relation(operator_in, item, container)
+    return slow_relation(operator_in, item, container)
 
 
 def _add(left: Any, right: Any) -> Any:
@@ -232,9 +232,9 @@ def _add(left: Any, right: Any) -> Any:
         if INT64_MIN <= result <= INT64_MAX:
             return result
         raise CelError("return error for overflow")
-    if kind in _STRS and type(right) in _STRS:
+    if kind in STR_TYPES and type(right) in STR_TYPES:
         return PyStr(str.__add__(left, right))  # celpy: StringType + StringType is a str
-    return _call_cel(operator.add, (left, right), _ADDITION_CATCH)
+    return call_cel(operator.add, (left, right), ADDITION_CATCH)
 
 
 def _sub(left: Any, right: Any) -> Any:
@@ -243,7 +243,7 @@ def _sub(left: Any, right: Any) -> Any:
         if INT64_MIN <= result <= INT64_MAX:
             return result
         raise CelError("return error for overflow")
-    return _call_cel(operator.sub, (left, right), _ADDITION_CATCH)
+    return call_cel(operator.sub, (left, right), ADDITION_CATCH)
 
 
 def _mul(left: Any, right: Any) -> Any:
@@ -252,18 +252,18 @@ def _mul(left: Any, right: Any) -> Any:
         if INT64_MIN <= result <= INT64_MAX:
             return result
         raise CelError("return error for overflow")
-    return _call_cel(operator.mul, (left, right), _MULTIPLICATION_CATCH)
+    return call_cel(operator.mul, (left, right), MULTIPLICATION_CATCH)
 
 
 def _div(left: Any, right: Any) -> Any:
-    return _call_cel(operator.truediv, (left, right), _MULTIPLICATION_CATCH)
+    return call_cel(operator.truediv, (left, right), MULTIPLICATION_CATCH)
 
 
 def _mod(left: Any, right: Any) -> Any:
-    return _call_cel(operator.mod, (left, right), _MULTIPLICATION_CATCH)
+    return call_cel(operator.mod, (left, right), MULTIPLICATION_CATCH)
 
 
-_ARITHMETIC: dict[str, tuple[Callable[[Any, Any], Any], int]] = {
+ARITHMETIC: dict[str, tuple[Callable[[Any, Any], Any], int]] = {
     "addition_add": (_add, 0),
     "addition_sub": (_sub, 0),
     "multiplication_mul": (_mul, R4),  # "a" * 2**62 runs out of memory in celpy too
@@ -272,7 +272,7 @@ _ARITHMETIC: dict[str, tuple[Callable[[Any, Any], Any], int]] = {
 }
 
 
-def _neg(value: Any) -> Any:
+def cel_neg(value: Any) -> Any:
     kind = type(value)
     if kind is int:
         if value == INT64_MIN:
@@ -280,10 +280,10 @@ def _neg(value: Any) -> Any:
         return -value
     if kind is float:
         return -value
-    return _call_cel(operator.neg, (value,), _UNARY_CATCH)
+    return call_cel(operator.neg, (value,), UNARY_CATCH)
 
 
-def _index(container: Any, key: Any) -> Any:
+def cel_index(container: Any, key: Any) -> Any:
     kind = type(container)
     if kind is dict and type(key) is str:
         try:
@@ -295,46 +295,46 @@ def _index(container: Any, key: Any) -> Any:
             return container[key]  # celpy indexes a list as Python does: -1 is the last
         except IndexError:
             raise CelError("invalid_argument") from None
-    return _call_cel(operator.getitem, (container, key), _INDEX_CATCH)
+    return call_cel(operator.getitem, (container, key), INDEX_CATCH)
 
 
 # ---------------------------------------------------------------------------
 # Functions and methods (receiver first), with fast paths for the common types.
 
 
-def _size(value: Any) -> Any:
+def cel_size(value: Any) -> Any:
     kind = type(value)
     if kind is str or kind is list or kind is dict:
         return len(value)
     if value is None:
         return 0  # celpy: size(null) is 0
-    return _call_cel(base_functions["size"], (value,), _FUNCTION_CATCH)
+    return call_cel(base_functions["size"], (value,), FUNCTION_CATCH)
 
 
-def _starts_with(value: Any, prefix: Any) -> Any:
-    if type(value) in _STRS and type(prefix) in _STRS:
+def cel_starts_with(value: Any, prefix: Any) -> Any:
+    if type(value) in STR_TYPES and type(prefix) in STR_TYPES:
         return value.startswith(prefix)
-    return _call_cel(base_functions["startsWith"], (value, prefix), _FUNCTION_CATCH)
+    return call_cel(base_functions["startsWith"], (value, prefix), FUNCTION_CATCH)
 
 
-def _ends_with(value: Any, suffix: Any) -> Any:
-    if type(value) in _STRS and type(suffix) in _STRS:
+def cel_ends_with(value: Any, suffix: Any) -> Any:
+    if type(value) in STR_TYPES and type(suffix) in STR_TYPES:
         return value.endswith(suffix)
-    return _call_cel(base_functions["endsWith"], (value, suffix), _FUNCTION_CATCH)
+    return call_cel(base_functions["endsWith"], (value, suffix), FUNCTION_CATCH)
 
 
-def _contains(value: Any, part: Any) -> Any:
+def cel_contains(value: Any, part: Any) -> Any:
     # only StringType has .contains(): a plain str (PyStr) is an error in celpy
-    if type(value) is str and type(part) in _STRS:
+    if type(value) is str and type(part) in STR_TYPES:
         return part in value
-    return _call_cel(base_functions["contains"], (value, part), _FUNCTION_CATCH)
+    return call_cel(base_functions["contains"], (value, part), FUNCTION_CATCH)
 
 
-def _matches(value: Any, pattern: Any) -> Any:
-    return _call_cel(function_matches, (value, pattern), _FUNCTION_CATCH)
+def cel_matches(value: Any, pattern: Any) -> Any:
+    return call_cel(function_matches, (value, pattern), FUNCTION_CATCH)
 
 
-_TIME_METHODS: dict[str, Callable[..., Any]] = {
+TIME_METHODS: dict[str, Callable[..., Any]] = {
     "getDate": function_getDate,
     "getDayOfMonth": function_getDayOfMonth,
     "getDayOfWeek": function_getDayOfWeek,
@@ -364,8 +364,8 @@ _UTC_FIELDS: dict[str, Callable[[datetime.datetime], int]] = {
 (``astimezone(UTC)``; ``getMonth`` and ``getDayOfMonth`` count from 0)."""
 
 
-def _time_method(name: str) -> Callable[..., Any]:
-    function, field_of = _TIME_METHODS[name], _UTC_FIELDS[name]
+def cel_time_method(name: str) -> Callable[..., Any]:
+    function, field_of = TIME_METHODS[name], _UTC_FIELDS[name]
 
     def call(value: Any, *args: Any) -> Any:
         if not args and type(value) is celtypes.TimestampType:
@@ -376,12 +376,12 @@ def _time_method(name: str) -> Callable[..., Any]:
                 return field_of(wall if offset is None else wall - offset)
             except Exception:  # out of range: celpy, below, says what happens
                 pass
-        return _call_cel(function, (value, *args), _FUNCTION_CATCH)
+        return call_cel(function, (value, *args), FUNCTION_CATCH)
 
     return call
 
 
-class _Library:
+class Library:
     """Fast paths for guardproxy's functions (``cel.LIBRARY``), whose celpy versions
     take and return celtypes; ``plain`` holds their Python versions, same code."""
 
@@ -400,7 +400,7 @@ class _Library:
             def glob(value: Any, pattern: Any) -> Any:
                 if type(value) is str and type(pattern) is str:
                     return plain(value, pattern)
-                return _call_cel(cel_function, (value, pattern), _FUNCTION_CATCH)
+                return call_cel(cel_function, (value, pattern), FUNCTION_CATCH)
 
             return glob
         if name in ("globAny", "join"):
@@ -411,7 +411,7 @@ class _Library:
                         return plain(values, text)
                     except TypeError:  # an item that is not a string, as in celpy
                         raise CelError("no such overload") from None
-                return _call_cel(cel_function, (values, text), _FUNCTION_CATCH)
+                return call_cel(cel_function, (values, text), FUNCTION_CATCH)
 
             return over_list
         if name in ("lowerAscii", "upperAscii"):
@@ -419,14 +419,14 @@ class _Library:
             def case(value: Any) -> Any:
                 if type(value) is str:
                     return plain(value)
-                return _call_cel(cel_function, (value,), _FUNCTION_CATCH)
+                return call_cel(cel_function, (value,), FUNCTION_CATCH)
 
             return case
         return None
 
 
-_LIBRARY_ARITY = {"glob": 2, "globAny": 2, "join": 2, "lowerAscii": 1, "upperAscii": 1}
-_QUIET_CALLS = {"size": 1, "startsWith": 2, "endsWith": 2, "contains": 2, "matches": 2,
-                **dict.fromkeys(_TIME_METHODS, 1), **_LIBRARY_ARITY}  # fmt: skip
+LIBRARY_ARITY = {"glob": 2, "globAny": 2, "join": 2, "lowerAscii": 1, "upperAscii": 1}
+QUIET_CALLS = {"size": 1, "startsWith": 2, "endsWith": 2, "contains": 2, "matches": 2,
+                **dict.fromkeys(TIME_METHODS, 1), **LIBRARY_ARITY}  # fmt: skip
 """Functions (and their argument counts) that fail only with error values; a time
 method with a time zone argument can raise (an unknown zone), so can conversions."""

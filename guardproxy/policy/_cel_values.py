@@ -29,7 +29,7 @@ ROOT_SLOTS = {
     "variables": 7,
 }
 """Where each root's value sits in the environment list; macro variables follow."""
-_FIRST_MACRO_SLOT = len(ROOT_SLOTS)
+FIRST_MACRO_SLOT = len(ROOT_SLOTS)
 MAX_DEPTH = 150
 """Deeper parse trees stay on the interpreter: celpy raises ``RecursionError`` on very
 deep ones (at about 700 tree levels here), which compiled code would not reproduce."""
@@ -64,7 +64,7 @@ class _ErrorMarker:
         return "<error>"
 
 
-_ERROR = _ErrorMarker()
+ERROR_MARKER = _ErrorMarker()
 
 R3 = 1
 """May raise :class:`RaisedError`."""
@@ -96,8 +96,8 @@ class Raw:
 
 
 _PLAIN_TYPES = frozenset({int, float, bool, list, tuple, dict, bytes, set, frozenset})
-_FAST_SCALARS = frozenset({str, int, bool, float})
-_STRS = frozenset({str, PyStr})
+FAST_SCALARS = frozenset({str, int, bool, float})
+STR_TYPES = frozenset({str, PyStr})
 
 
 def to_cel(value: Any) -> Any:
@@ -215,18 +215,18 @@ class Compiled:
         return self.fn(environment)
 
 
-def _constant(value: Any) -> Code:
+def constant_code(value: Any) -> Code:
     return Code(lambda env: value, constant=True, value=value, shape=_shape_of(value))
 
 
-def _failing(kind: type[Exception], message: str, raises: int) -> Code:
+def failing_code(kind: type[Exception], message: str, raises: int) -> Code:
     def fail(env: list[Any]) -> Any:
         raise kind(message)
 
-    return Code(fail, raises, constant=True, value=_ERROR)
+    return Code(fail, raises, constant=True, value=ERROR_MARKER)
 
 
-def _escaping(error: Exception) -> Code:
+def escaping_code(error: Exception) -> Code:
     """A constant part that makes celpy raise ``error`` (a macro over a number): raise a
     new exception of its class each time (a ``TypeError`` is caught by ``?:``)."""
     kind, args = type(error), error.args
@@ -238,7 +238,7 @@ def _escaping(error: Exception) -> Code:
     def escape(env: list[Any]) -> Any:
         raise kind(*args)
 
-    return Code(escape, R4, constant=True, value=_ERROR)
+    return Code(escape, R4, constant=True, value=ERROR_MARKER)
 
 
 def _shape_of(value: Any) -> str:
@@ -250,7 +250,7 @@ def _shape_of(value: Any) -> str:
 # Slow paths: celpy's own implementation, with the exceptions its tree node catches.
 
 
-def _call_cel(
+def call_cel(
     function: Callable[..., Any], args: Iterable[Any], catch: tuple[type[Exception], ...]
 ) -> Any:
     converted = [to_cel(arg) for arg in args]
@@ -261,12 +261,12 @@ def _call_cel(
     return from_cel(result)
 
 
-_RELATION_CATCH = (TypeError,)
-_ADDITION_CATCH = (TypeError, ValueError, OverflowError)
-_MULTIPLICATION_CATCH = (TypeError, ZeroDivisionError, ValueError, OverflowError)
-_UNARY_CATCH = (TypeError, ValueError)
-_INDEX_CATCH = (TypeError, KeyError, IndexError)
-_FUNCTION_CATCH = (ValueError, TypeError, AttributeError)
+RELATION_CATCH = (TypeError,)
+ADDITION_CATCH = (TypeError, ValueError, OverflowError)
+MULTIPLICATION_CATCH = (TypeError, ZeroDivisionError, ValueError, OverflowError)
+UNARY_CATCH = (TypeError, ValueError)
+INDEX_CATCH = (TypeError, KeyError, IndexError)
+FUNCTION_CATCH = (ValueError, TypeError, AttributeError)
 
-_INPUT_ROOTS = frozenset({"action", "session", "history", "resource", "signals", "now"})
-_DOCUMENT_ROOTS = _INPUT_ROOTS - {"now"}
+INPUT_ROOTS = frozenset({"action", "session", "history", "resource", "signals", "now"})
+_DOCUMENT_ROOTS = INPUT_ROOTS - {"now"}

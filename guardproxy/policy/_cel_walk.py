@@ -23,35 +23,35 @@ from celpy.evaluation import (
 from pydantic import BaseModel
 
 from guardproxy.policy._cel_operators import (
-    _ARITHMETIC,
-    _EQUALITY,
-    _ORDER,
-    _and,
-    _in,
-    _index,
-    _Library,
-    _member,
-    _neg,
-    _or,
-    _readers,
-    _slow_relation,
-    _value,
+    ARITHMETIC,
+    EQUALITY,
+    ORDER,
+    Library,
+    cel_and,
+    cel_in,
+    cel_index,
+    cel_member,
+    cel_neg,
+    cel_or,
+    cel_value,
+    model_readers,
+    slow_relation,
 )
 from guardproxy.policy._cel_values import (
-    _ERROR,
-    _FAST_SCALARS,
-    _INPUT_ROOTS,
-    _STRS,
+    ERROR_MARKER,
+    FAST_SCALARS,
+    INPUT_ROOTS,
     R3,
     R4,
     ROOT_SLOTS,
+    STR_TYPES,
     CelError,
     Code,
     RaisedError,
     UnsupportedError,
-    _constant,
-    _escaping,
-    _failing,
+    constant_code,
+    escaping_code,
+    failing_code,
     from_cel_deep,
     truthy,
 )
@@ -71,21 +71,21 @@ _UNCOMPILED = {
     "dot_ident_arg": "a function named with a leading dot",
     "member_object": "message construction",
 }
-_MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
-_CELPY_MACROS = _MACROS | {"reduce", "min"}
+MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
+CELPY_MACROS = MACROS | {"reduce", "min"}
 
 
-def _children(node: lark.Tree[Any]) -> list[Any]:
+def node_children(node: lark.Tree[Any]) -> list[Any]:
     return [child for child in node.children if child is not None]
 
 
-def _args(node: Any) -> list[Any]:
+def node_args(node: Any) -> list[Any]:
     if isinstance(node, lark.Tree) and node.data == "exprlist":
-        return _children(node)
+        return node_children(node)
     return []
 
 
-def _single_ident(node: Any) -> str | None:
+def single_ident(node: Any) -> str | None:
     """The name when ``node`` is nothing but one identifier."""
     while isinstance(node, lark.Tree) and len(node.children) == 1 and node.data != "ident":
         node = node.children[0]
@@ -94,7 +94,7 @@ def _single_ident(node: Any) -> str | None:
     return None
 
 
-def _depth(node: Any) -> int:
+def tree_depth(node: Any) -> int:
     deepest = 0
     stack = [(node, 1)]
     while stack:
@@ -105,9 +105,9 @@ def _depth(node: Any) -> int:
     return deepest
 
 
-class _Walk:
+class Walk:
     """The walk over names, literals, operators and conditionals; calls and macros are
-    compiled by the subclass :class:`guardproxy.policy._cel_calls._Compiler`."""
+    compiled by the subclass :class:`guardproxy.policy._cel_calls.Compiler`."""
 
     def __init__(
         self,
@@ -115,7 +115,7 @@ class _Walk:
         activation: Activation,
         params_cel: Any,
         runtime_params: bool,
-        library: _Library,
+        library: Library,
         shapes: Mapping[tuple[str, ...], str],
         models: Mapping[tuple[str, ...], type[BaseModel]],
     ) -> None:
@@ -126,7 +126,7 @@ class _Walk:
         self.shapes = shapes
         self.models = models
         self.functions = collections.ChainMap(dict(library.cel), base_functions)
-        self.folding = _FOLDING.get()
+        self.folding = FOLDING.get()
         self.slots = 0
         self.free_cache: dict[int, frozenset[str]] = {}
 
@@ -143,11 +143,11 @@ class _Walk:
         elif node.data == "ident":
             result = frozenset({str(node.children[0])})
         elif node.data in ("ident_arg", "dot_ident_arg"):  # the name is a function
-            result = frozenset().union(*(self.free(a) for a in _children(node)[1:]))
-        elif node.data == "member_dot_arg" and str(node.children[1]) in _CELPY_MACROS:
-            args = _args(node.children[2]) if len(node.children) > 2 else []
+            result = frozenset().union(*(self.free(a) for a in node_children(node)[1:]))
+        elif node.data == "member_dot_arg" and str(node.children[1]) in CELPY_MACROS:
+            args = node_args(node.children[2]) if len(node.children) > 2 else []
             names = set(self.free(node.children[0]))
-            variable = _single_ident(args[0]) if args else None
+            variable = single_ident(args[0]) if args else None
             for arg in args[1:]:
                 names |= self.free(arg) - {variable}
             result = frozenset(names)
@@ -157,7 +157,7 @@ class _Walk:
         return result
 
     def runtime_names(self, scope: Mapping[str, int]) -> frozenset[str]:
-        names = set(_INPUT_ROOTS) | {"variables"} | set(scope)
+        names = set(INPUT_ROOTS) | {"variables"} | set(scope)
         if self.runtime_params:
             names.add("params")
         return frozenset(names)
@@ -171,22 +171,24 @@ class _Walk:
         try:
             value = evaluator.visit(node)
         except CELEvalError as error:
-            return _failing(RaisedError, str(error.args[0]) if error.args else "", R3)
+            return failing_code(RaisedError, str(error.args[0]) if error.args else "", R3)
         except RecursionError:
             raise UnsupportedError("the expression is nested too deeply") from None
         except Exception as error:  # a constant that always escapes celpy's evaluation
-            return _escaping(error)
+            return escaping_code(error)
         if isinstance(value, CELEvalError):
-            return _failing(CelError, str(value.args[0]) if value.args else "", 0)
-        return _constant(from_cel_deep(value))
+            return failing_code(CelError, str(value.args[0]) if value.args else "", 0)
+        return constant_code(from_cel_deep(value))
 
     # -- the walk
 
     def compile(self, node: Any, scope: Mapping[str, int]) -> Code:
         while (
-            isinstance(node, lark.Tree) and node.data in _PASS_THROUGH and len(_children(node)) == 1
+            isinstance(node, lark.Tree)
+            and node.data in _PASS_THROUGH
+            and len(node_children(node)) == 1
         ):
-            node = _children(node)[0]
+            node = node_children(node)[0]
         if not isinstance(node, lark.Tree):
             raise UnsupportedError(f"unexpected token {node!r}")
         if node.data in _CEL_VISITABLE and not (self.free(node) & self.runtime_names(scope)):
@@ -208,11 +210,11 @@ class _Walk:
         return handler(node, scope)
 
     def _primary(self, node: lark.Tree[Any], scope: Mapping[str, int]) -> Code:
-        (child,) = _children(node)
+        (child,) = node_children(node)
         return self.compile(child, scope)
 
     def _paren_expr(self, node: lark.Tree[Any], scope: Mapping[str, int]) -> Code:
-        (child,) = _children(node)
+        (child,) = node_children(node)
         return self.compile(child, scope)
 
     # -- names
@@ -225,21 +227,21 @@ class _Walk:
         if name == "params":
             slot = ROOT_SLOTS["params"]
             return Code(lambda env: env[slot], shape="map")
-        if name in _INPUT_ROOTS:
+        if name in INPUT_ROOTS:
             slot = ROOT_SLOTS[name]
             return Code(lambda env: env[slot], shape="" if name == "now" else "map")
         raise UnsupportedError(f"`{name}` is read on its own")  # `variables` without a name
 
     def _member_dot(self, node: lark.Tree[Any], scope: Mapping[str, int]) -> Code:
         target, name = node.children[0], str(node.children[1])
-        if _single_ident(target) == "variables" and "variables" not in scope:
+        if single_ident(target) == "variables" and "variables" not in scope:
             return self.variable(name)
         path = self.root_path(node, scope)
         inner = self.compile(target, scope)
         get = inner.fn
         shape = self.shapes.get(path, "") if path else ""
         model = self.models.get(path[:-1]) if path else None
-        reader = _readers(model).get(name) if model is not None else None
+        reader = model_readers(model).get(name) if model is not None else None
         if model is not None and reader is not None:
             read = reader  # the action read in place: the model this path holds
 
@@ -247,7 +249,7 @@ class _Walk:
                 value = get(env)
                 if type(value) is model:
                     return read(value)
-                return _member(value, name)
+                return cel_member(value, name)
 
             return Code(field, inner.raises, shape=shape)
 
@@ -258,7 +260,7 @@ class _Walk:
                     return value[name]
                 except KeyError:
                     raise CelError(f"no such member in mapping: {name!r}") from None
-            return _member(value, name)
+            return cel_member(value, name)
 
         return Code(member, inner.raises, shape=shape)
 
@@ -268,11 +270,11 @@ class _Walk:
             if node.data == "member_dot":
                 names.append(str(node.children[1]))
                 node = node.children[0]
-            elif node.data in ("member", "primary") and len(_children(node)) == 1:
-                node = _children(node)[0]
+            elif node.data in ("member", "primary") and len(node_children(node)) == 1:
+                node = node_children(node)[0]
             elif node.data == "ident":
                 root = str(node.children[0])
-                if root in scope or root not in _INPUT_ROOTS:
+                if root in scope or root not in INPUT_ROOTS:
                     return None
                 return (root, *reversed(names))
             else:
@@ -293,21 +295,21 @@ class _Walk:
     # -- logic
 
     def _expr(self, node: lark.Tree[Any], scope: Mapping[str, int]) -> Code:
-        condition, then, otherwise = (self.compile(c, scope) for c in _children(node))
+        condition, then, otherwise = (self.compile(c, scope) for c in node_children(node))
         test, first, second = condition.fn, then.fn, otherwise.fn
 
         def choose(env: list[Any]) -> Any:
             try:
                 chosen = test(env)
             except CelError:
-                chosen = _ERROR
+                chosen = ERROR_MARKER
             if chosen is True:
                 branch = first
             elif chosen is False:
                 branch = second
             else:
                 # celpy visits the branch Python's truth picks, then fails: `?:` needs a bool
-                branch = first if chosen is _ERROR or truthy(chosen) else second
+                branch = first if chosen is ERROR_MARKER or truthy(chosen) else second
                 with contextlib.suppress(CelError, TypeError):
                     branch(env)
                 raise CelError("found no matching overload for _?_:_")
@@ -321,8 +323,8 @@ class _Walk:
     def operands(self, node: Any, kind: str, scope: Mapping[str, int]) -> list[Code]:
         """The operands of a left-nested chain of ``&&`` (or ``||``), in order."""
         chain: list[Any] = []
-        while isinstance(node, lark.Tree) and node.data == kind and len(_children(node)) == 2:
-            left, right = _children(node)
+        while isinstance(node, lark.Tree) and node.data == kind and len(node_children(node)) == 2:
+            left, right = node_children(node)
             chain.append(right)
             node = left
         chain.append(node)
@@ -336,7 +338,7 @@ class _Walk:
             raises |= code.raises
         # after operand i, may the rest be skipped once the result is decided?
         quiet_rest = [not any(c.raises for c in codes[i + 1 :]) for i in range(len(codes))]
-        combine = _and if is_and else _or
+        combine = cel_and if is_and else cel_or
         decided = not is_and
         steps = list(zip(functions, quiet_rest, strict=True))
         first_fn, first_quiet = steps[0]
@@ -346,18 +348,18 @@ class _Walk:
             try:
                 result = first_fn(env)
             except CelError:
-                result = _ERROR
+                result = ERROR_MARKER
             if result is decided and first_quiet:
                 return decided
             for function, quiet in rest:
                 try:
                     value = function(env)
                 except CelError:
-                    value = _ERROR
+                    value = ERROR_MARKER
                 result = combine(result, value)
                 if result is decided and quiet:
                     return decided
-            return _value(result)
+            return cel_value(result)
 
         return Code(logical, raises)
 
@@ -368,7 +370,7 @@ class _Walk:
         return self.logical(node, scope, is_and=True)
 
     def _unary(self, node: lark.Tree[Any], scope: Mapping[str, int]) -> Code:
-        operator_node, operand_node = _children(node)
+        operator_node, operand_node = node_children(node)
         operand = self.compile(operand_node, scope)
         get = operand.fn
         if operator_node.data == "unary_not":
@@ -384,7 +386,7 @@ class _Walk:
             return Code(negate, operand.raises)
 
         def minus(env: list[Any]) -> Any:
-            return _neg(get(env))
+            return cel_neg(get(env))
 
         return Code(minus, operand.raises | R4)  # -duration can overflow timedelta
 
@@ -412,15 +414,15 @@ class _Walk:
         return Code(quick, left.raises | own)
 
     def _relation(self, node: lark.Tree[Any], scope: Mapping[str, int]) -> Code:
-        operator_node, right_node = _children(node)
-        (left_node,) = _children(operator_node)
+        operator_node, right_node = node_children(node)
+        (left_node,) = node_children(operator_node)
         kind = operator_node.data
         left = self.compile(left_node, scope)
         right = self.compile(right_node, scope)
         if kind == "relation_in":
             return self.membership(left, right)
-        python_op, cel_op = (_EQUALITY | _ORDER)[kind]
-        fast_types = _FAST_SCALARS | {type(None)} if kind in _EQUALITY else _FAST_SCALARS
+        python_op, cel_op = (EQUALITY | ORDER)[kind]
+        fast_types = FAST_SCALARS | {type(None)} if kind in EQUALITY else FAST_SCALARS
         if right.constant and type(right.value) in fast_types and not left.constant:
             constant, constant_type, get = right.value, type(right.value), left.fn
 
@@ -428,7 +430,7 @@ class _Walk:
                 value = get(env)
                 if type(value) is constant_type:
                     return python_op(value, constant)
-                return _slow_relation(cel_op, value, constant)
+                return slow_relation(cel_op, value, constant)
 
             return Code(against_constant, left.raises)
 
@@ -436,7 +438,7 @@ class _Walk:
             kind_of = type(first)
             if kind_of is type(second) and kind_of in fast_types:
                 return python_op(first, second)
-            return _slow_relation(cel_op, first, second)
+            return slow_relation(cel_op, first, second)
 
         return self.binary(left, right, compare)
 
@@ -449,17 +451,17 @@ class _Walk:
 
                 def in_strings(env: list[Any]) -> Any:
                     value = get(env)
-                    if type(value) in _STRS:
+                    if type(value) in STR_TYPES:
                         return value in members
-                    return _slow_relation(operator_in, value, values)
+                    return slow_relation(operator_in, value, values)
 
                 return Code(in_strings, item.raises)
-        return self.binary(item, container, _in)
+        return self.binary(item, container, cel_in)
 
     def arithmetic(self, node: lark.Tree[Any], scope: Mapping[str, int]) -> Code:
-        operator_node, right_node = _children(node)
-        (left_node,) = _children(operator_node)
-        apply, own = _ARITHMETIC[operator_node.data]
+        operator_node, right_node = node_children(node)
+        (left_node,) = node_children(operator_node)
+        apply, own = ARITHMETIC[operator_node.data]
         return self.binary(self.compile(left_node, scope), self.compile(right_node, scope),
                            apply, own)  # fmt: skip
 
@@ -467,14 +469,14 @@ class _Walk:
     _multiplication = arithmetic
 
     def _member_index(self, node: lark.Tree[Any], scope: Mapping[str, int]) -> Code:
-        target, key = _children(node)
-        return self.binary(self.compile(target, scope), self.compile(key, scope), _index)
+        target, key = node_children(node)
+        return self.binary(self.compile(target, scope), self.compile(key, scope), cel_index)
 
     # -- lists
 
     def _list_lit(self, node: lark.Tree[Any], scope: Mapping[str, int]) -> Code:
-        children = _children(node)
-        items = [self.compile(item, scope) for item in _args(children[0])] if children else []
+        children = node_children(node)
+        items = [self.compile(item, scope) for item in node_args(children[0])] if children else []
         return self.evaluated_all(items, list, shape="list")
 
     def evaluated_all(
@@ -506,6 +508,6 @@ class _Walk:
         return Code(evaluate, raises, shape=shape)
 
 
-_FOLDING: contextvars.ContextVar[bool] = contextvars.ContextVar(
+FOLDING: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "guardproxy_cel_folding", default=True
 )

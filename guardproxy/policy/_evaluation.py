@@ -1,7 +1,7 @@
 """One evaluation's input and rule runs, the part of :mod:`guardproxy.policy.engine` below the
 decision: the action and context documents, capped to the bundle's limits and prepared
 lazily (most decisions never touch CEL), the CEL environments and activations, and
-:class:`_RuleRunner`, which runs a rule's conditions, exceptions and message. The engine's
+:class:`RuleRunner`, which runs a rule's conditions, exceptions and message. The engine's
 ``_Evaluation`` adds ``decide`` on top. The traces ``explain`` returns (:class:`RuleTrace`)
 live here too.
 """
@@ -33,7 +33,7 @@ CONTEXT_ROOTS = ("session", "history", "resource", "signals")
 """The context's parts CEL reads as roots of their own, besides `action` and `now`."""
 _NOW_SLOT = ROOT_SLOTS["now"]
 _NO_DOCUMENTS = (None,) * len(("action", *CONTEXT_ROOTS))
-_UNKNOWN = object()
+UNKNOWN = object()
 
 
 @dataclass
@@ -65,11 +65,11 @@ class RuleTrace:
 # One evaluation.
 
 
-_NO_ERRORS: list[RuleError] = []
+NO_ERRORS: list[RuleError] = []
 """The errors of a rule that had none (shared: never modified)."""
 
 
-class _RuleRunner:
+class RuleRunner:
     """One evaluation's input and rule runs; ``engine._Evaluation`` decides with them."""
 
     def __init__(
@@ -92,7 +92,7 @@ class _RuleRunner:
         self._variables: dict[str, dict[str, Any]] = {}
         self._environments: dict[str, list[Any]] = {}
         self._now: celtypes.TimestampType | None = None
-        self._override: Any = _UNKNOWN
+        self._override: Any = UNKNOWN
 
     # -- the input, prepared lazily: most reads never touch CEL
 
@@ -114,7 +114,7 @@ class _RuleRunner:
         context_documents, cut_context = _capped_context(self.context, limits)
         cut_action = False
         if not _action_fits(self.action, limits):
-            self._capped_action, cut_action = _cap(self.action_document(), limits)
+            self._capped_action, cut_action = cap(self.action_document(), limits)
         self._truncated = cut_action or cut_context
         if self._truncated:
             action = (
@@ -276,16 +276,16 @@ class _RuleRunner:
     def mode(self, rule: CompiledRule) -> Mode:
         if rule.mode_locked:
             return rule.mode
-        if self._override is _UNKNOWN:
-            self._override = _mode_override(self.bundle, self.action)
+        if self._override is UNKNOWN:
+            self._override = mode_override(self.bundle, self.action)
         return rule.mode if self._override is None else self._override
 
     def run_rule(self, rule: CompiledRule, mode: Mode) -> tuple[bool, list[RuleError]]:
         """Whether ``rule`` fires, and the errors its expressions made."""
         if not rule.match_conditions and rule.condition is None and not self.tracing:
-            return True, _NO_ERRORS
+            return True, NO_ERRORS
         trace = RuleTrace(rule.id, rule.decision, mode, True) if self.tracing else None
-        errors: list[RuleError] = _NO_ERRORS
+        errors: list[RuleError] = NO_ERRORS
         failed: list[tuple[str, str]] = []
         skipped_by_false = False
         for name, expression in rule.match_conditions:
@@ -355,7 +355,7 @@ class _RuleRunner:
                     else cel.to_plain(to_cel(found))
                 )
             else:
-                values[".".join(path)] = _lookup(plain, path)
+                values[".".join(path)] = lookup_path(plain, path)
         return values
 
     def excepted_by(self, rule: CompiledRule) -> CompiledException | None:
@@ -407,7 +407,7 @@ class _RuleRunner:
         return pydantic_core.to_jsonable_python(value)
 
 
-def _mode_override(bundle: Bundle, action: Action) -> Mode | None:
+def mode_override(bundle: Bundle, action: Action) -> Mode | None:
     """The mode the first override that applies to the action sets, if any."""
     for override in bundle.config.mode_overrides:
         if override.environments is not None and action.environment not in override.environments:
@@ -419,7 +419,7 @@ def _mode_override(bundle: Bundle, action: Action) -> Mode | None:
 
 
 def _action_fits(action: Action, limits: Limits) -> bool:
-    """Whether ``_cap`` would leave the action's JSON as it is, when its text shows it
+    """Whether ``cap`` would leave the action's JSON as it is, when its text shows it
     (else the caller caps the document): no string can be longer than the whole text,
     and no list can have more items than the text has commas plus one."""
     text = action.canonical_json()
@@ -449,7 +449,7 @@ def _capped_context(context: Context, limits: Limits) -> tuple[dict[str, Any], b
     documents: dict[str, Any] = {}
     cut = False
     for root, part in zip(CONTEXT_ROOTS, parts, strict=True):
-        documents[root], part_cut = _cap(part.model_dump(mode="json"), limits)
+        documents[root], part_cut = cap(part.model_dump(mode="json"), limits)
         cut = cut or part_cut
     if len(_CONTEXT_CACHE) >= _CONTEXT_CACHE_SIZE:
         _CONTEXT_CACHE.clear()
@@ -457,7 +457,7 @@ def _capped_context(context: Context, limits: Limits) -> tuple[dict[str, Any], b
     return documents, cut
 
 
-def _cap(value: Any, limits: Limits) -> tuple[Any, bool]:
+def cap(value: Any, limits: Limits) -> tuple[Any, bool]:
     """Cut lists and strings to ``limits``; return the capped value and whether it was cut."""
     if isinstance(value, str):
         raw = value.encode()
@@ -468,7 +468,7 @@ def _cap(value: Any, limits: Limits) -> tuple[Any, bool]:
         cut = len(value) > limits.max_list_items
         items = []
         for item in value[: limits.max_list_items]:
-            capped, item_cut = _cap(item, limits)
+            capped, item_cut = cap(item, limits)
             items.append(capped)
             cut = cut or item_cut
         return items, cut
@@ -476,7 +476,7 @@ def _cap(value: Any, limits: Limits) -> tuple[Any, bool]:
         result = {}
         cut = False
         for key, item in value.items():
-            result[key], item_cut = _cap(item, limits)
+            result[key], item_cut = cap(item, limits)
             cut = cut or item_cut
         return result, cut
     return value, False
@@ -499,7 +499,7 @@ def _project(document: dict[str, Any], paths: frozenset[tuple[str, ...]]) -> dic
     return projected
 
 
-def _lookup(document: dict[str, Any], path: tuple[str, ...]) -> Any:
+def lookup_path(document: dict[str, Any], path: tuple[str, ...]) -> Any:
     current: Any = document
     for name in path:
         if not isinstance(current, dict) or name not in current:

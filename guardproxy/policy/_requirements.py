@@ -50,7 +50,7 @@ def _requirement(rule: str, approval: Approval) -> ApprovalRequirement:
     )
 
 
-def _unique[M: BaseModel](models: list[M]) -> list[M]:
+def unique_models[M: BaseModel](models: list[M]) -> list[M]:
     """``models`` without repeats, in order (frozen models holding lists do not hash)."""
     seen: dict[str, M] = {}
     for model in models:
@@ -71,7 +71,7 @@ def merge_requirements(requirements: list[ApprovalRequirement]) -> ApprovalRequi
         else min(grants, key=lambda g: duration_seconds(g.partition(":")[2]))
     )
     return ApprovalRequirement(
-        all_of=_unique([a for r in requirements for a in r.all_of]),
+        all_of=unique_models([a for r in requirements for a in r.all_of]),
         groups=sorted({g for r in requirements for g in r.groups}),
         quorum=max(r.quorum for r in requirements),
         required_groups=sorted({g for r in requirements for g in r.required_groups}),

@@ -75,8 +75,8 @@ import lark
 from celpy.evaluation import Activation
 from pydantic import BaseModel
 
-from guardproxy.policy._cel_calls import _Compiler
-from guardproxy.policy._cel_operators import _Library
+from guardproxy.policy._cel_calls import Compiler
+from guardproxy.policy._cel_operators import Library
 from guardproxy.policy._cel_values import (
     MAX_DEPTH,
     ROOT_SLOTS,
@@ -91,8 +91,8 @@ from guardproxy.policy._cel_values import (
     to_cel,
 )
 from guardproxy.policy._cel_walk import (
-    _FOLDING,
-    _depth,
+    FOLDING,
+    tree_depth,
 )
 
 __all__ = [
@@ -116,11 +116,11 @@ def unfolded() -> Iterator[None]:
     """Inside this block constant parts are compiled into closures like the rest
     (literals excepted) instead of being evaluated by celpy at compile time: the
     differential test compares the closures on constants too."""
-    token = _FOLDING.set(False)
+    token = FOLDING.set(False)
     try:
         yield
     finally:
-        _FOLDING.reset(token)
+        FOLDING.reset(token)
 
 
 def compile_tree(
@@ -141,16 +141,16 @@ def compile_tree(
     params when they are known at load (``runtime_params`` false), else they are read
     from the environment; ``shapes`` names the input paths that are surely lists or maps,
     ``models`` the model an input path holds when the caller passes it in place (see
-    ``_cel_operators._readers``); ``roots`` are the roots the static analysis found it reads (the
-    caller fills those).
+    ``_cel_operators.model_readers``); ``roots`` are the roots the static analysis found it
+    reads (the caller fills those).
     """
-    if _depth(tree) > MAX_DEPTH:
+    if tree_depth(tree) > MAX_DEPTH:
         raise UnsupportedError("the expression is nested too deeply")
-    compiler = _Compiler(
+    compiler = Compiler(
         activation=activation,
         params_cel=params_cel,
         runtime_params=runtime_params,
-        library=_Library(functions, plain_functions),
+        library=Library(functions, plain_functions),
         shapes=shapes or {},
         models=models or {},
     )

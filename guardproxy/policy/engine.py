@@ -33,22 +33,22 @@ from guardproxy.action import Action
 from guardproxy.context import Context
 from guardproxy.policy import cel
 from guardproxy.policy._evaluation import (
-    _NO_ERRORS,
-    _UNKNOWN,
     CONTEXT_ROOTS,
     MESSAGE_LIMIT,
+    NO_ERRORS,
+    UNKNOWN,
+    RuleRunner,
     RuleTrace,
     Step,
-    _cap,
-    _lookup,
-    _mode_override,
-    _RuleRunner,
+    cap,
+    lookup_path,
+    mode_override,
 )
 from guardproxy.policy._requirements import (
-    _unique,
     combine_approvals,
     merge_requirements,
     merge_steps,
+    unique_models,
 )
 from guardproxy.policy.bundle import Bundle, CompiledRule
 from guardproxy.policy.decision import (
@@ -62,19 +62,19 @@ from guardproxy.policy.model import (
     Outcome,
 )
 
-# _cap and _lookup: the tests compare against them here
+# cap and lookup_path: the tests compare against them here
 __all__ = [
     "CONTEXT_ROOTS",
     "ENGINE_VERSION",
     "MESSAGE_LIMIT",
     "RuleTrace",
     "Step",
-    "_cap",
-    "_lookup",
+    "cap",
     "combine_approvals",
     "evaluate",
     "explain",
     "input_hash",
+    "lookup_path",
     "merge_requirements",
     "merge_steps",
     "strictest",
@@ -145,8 +145,8 @@ def strictest(decisions: list[Decision], whole_input_hash: str) -> Decision:
         determining_rules=list(dict.fromkeys(r for d in deciding for r in d.determining_rules)),
         message=" ".join(messages),
         approval=merge_requirements(approvals) if approvals else None,
-        audit_findings=_unique([f for d in decisions for f in d.audit_findings]),
-        errors=_unique([e for d in decisions for e in d.errors]),
+        audit_findings=unique_models([f for d in decisions for f in d.audit_findings]),
+        errors=unique_models([e for d in decisions for e in d.errors]),
         excepted=list(dict.fromkeys(r for d in decisions for r in d.excepted)),
         truncated=any(d.truncated for d in decisions),
         bundle_digest=first.bundle_digest,
@@ -163,8 +163,8 @@ def strictest(decisions: list[Decision], whole_input_hash: str) -> Decision:
 # One evaluation.
 
 
-class _Evaluation(_RuleRunner):
-    """One evaluation: the input and rule runs of :class:`_RuleRunner`, and the decision."""
+class _Evaluation(RuleRunner):
+    """One evaluation: the input and rule runs of :class:`RuleRunner`, and the decision."""
 
     # -- the decision
 
@@ -202,7 +202,7 @@ class _Evaluation(_RuleRunner):
             if dynamic is not None and not dynamic(action, context):
                 continue
             rule_fired, rule_errors = (
-                self.run_rule(rule, Mode.AUDIT) if conditional else (True, _NO_ERRORS)
+                self.run_rule(rule, Mode.AUDIT) if conditional else (True, NO_ERRORS)
             )
             if rule_errors:
                 errors.extend(rule_errors)
@@ -341,8 +341,8 @@ class _Evaluation(_RuleRunner):
             return None
         key = tuple(r.id for r in determining)
         cache = self.bundle.approvals
-        requirement: ApprovalRequirement | None = cache.get(key, _UNKNOWN)
-        if requirement is not _UNKNOWN:
+        requirement: ApprovalRequirement | None = cache.get(key, UNKNOWN)
+        if requirement is not UNKNOWN:
             return requirement
         approvals = [(r.id, r.approval) for r in determining if r.approval is not None]
         if not approvals and self.bundle.config.default_approval is not None:
@@ -401,7 +401,7 @@ def _plan(bundle: Bundle, action: Action) -> _Plan:
     plan: _Plan | None = bundle.plans.get(key)
     if plan is not None:
         return plan
-    override = _mode_override(bundle, action)
+    override = mode_override(bundle, action)
     classified = action.classified
     enforce: dict[Outcome, list[_Candidate]] = {outcome: [] for outcome in _OUTCOMES}
     audit: list[_Candidate] = []
