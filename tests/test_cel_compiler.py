@@ -870,10 +870,10 @@ def test_capping_equals_capping_the_whole_input(
     action: Action, context: Context, limit: Limits
 ) -> None:
     document, whole = action.model_dump(mode="json"), context.model_dump(mode="json")
-    expected = {"action": engine._cap(document, limit)[0]}
-    cut = engine._cap(document, limit)[1]
+    expected = {"action": engine.cap(document, limit)[0]}
+    cut = engine.cap(document, limit)[1]
     for root in engine.CONTEXT_ROOTS:
-        expected[root], part_cut = engine._cap(whole[root], limit)
+        expected[root], part_cut = engine.cap(whole[root], limit)
         cut = cut or part_cut
     if cut:
         expected["action"]["truncated"] = True

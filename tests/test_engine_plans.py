@@ -119,4 +119,4 @@ def test_message_lookups_read_the_models_as_their_json() -> None:
         document = {"action": action.model_dump(mode="json"), **context.model_dump(mode="json")}
         evaluation = engine._Evaluation(bundle, action, context, tracing=False)
         for path in [p for p in _paths(document, ()) if p] + [("nowhere",), ("action", "x")]:
-            assert evaluation.lookup(path) == engine._lookup(document, path), path
+            assert evaluation.lookup(path) == engine.lookup_path(document, path), path

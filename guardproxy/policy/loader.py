@@ -4,15 +4,17 @@ A bundle is a directory: one ``BundleConfig`` plus any number of ``PolicySet`` a
 ``PolicyException`` documents in ``*.yaml`` files below it (``*_test.yaml`` files are
 tests, not policy). Loading is all or nothing: if anything is wrong, no bundle is
 returned, so a broken file never half-loads.
+
+Here: reading the documents of a bundle, validating and compiling them. Finding a
+bundle's files is in :mod:`guardproxy.policy._bundle_files`, turning pydantic's errors
+into problems in :mod:`guardproxy.policy._validation_problems`; their names are
+importable from here.
 """
 
 from __future__ import annotations
 
 import difflib
 import hashlib
-import importlib.resources
-import types
-import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -23,6 +25,15 @@ import pydantic
 from pydantic import BaseModel
 
 from guardproxy.policy import cel
+from guardproxy.policy._bundle_files import (
+    TEST_SUFFIXES,
+    is_shipped_bundle,
+    is_test_file,
+    looks_like_bundle,
+    policy_files,
+    shipped_bundle,
+)
+from guardproxy.policy._validation_problems import validation_problem
 from guardproxy.policy.bundle import (
     Bundle,
     CompiledException,
@@ -46,9 +57,22 @@ from guardproxy.policy.template import Template, compile_template
 from guardproxy.policy.typecheck import BOOL, STRING, CelType
 from guardproxy.policy.yamlsource import Document, Path_, Position, Problem, read_documents
 
+__all__ = [
+    "EXCEPTION_HORIZON",
+    "MESSAGE_LIMIT",
+    "TEST_SUFFIXES",
+    "LoadResult",
+    "is_shipped_bundle",
+    "is_test_file",
+    "load_bundle",
+    "looks_like_bundle",
+    "policy_files",
+    "shipped_bundle",
+    "validation_problem",
+]
+
 MESSAGE_LIMIT = 300
 EXCEPTION_HORIZON = timedelta(days=90)
-TEST_SUFFIXES = ("_test.yaml", "_test.yml")
 _MODELS: dict[str, type[BaseModel]] = {
     "PolicySet": PolicySet,
     "PolicyException": PolicyException,
@@ -68,54 +92,6 @@ class LoadResult:
     @property
     def warnings(self) -> list[Problem]:
         return [p for p in self.problems if p.severity == "warning"]
-
-
-def is_test_file(path: Path) -> bool:
-    return path.name.endswith(TEST_SUFFIXES)
-
-
-def policy_files(root: Path) -> list[Path]:
-    """Policy files of a bundle directory, in a stable order."""
-    found = [*root.rglob("*.yaml"), *root.rglob("*.yml")]
-    return sorted(p for p in found if p.is_file() and not is_test_file(p))
-
-
-def shipped_bundle() -> Path:
-    """The bundle that comes with guardproxy (package data: ``guardproxy/policies``).
-
-    In a source checkout it is the repository's ``policies/`` (the package holds a
-    symlink to it); in an installed wheel, a copy inside the package.
-    """
-    return Path(str(importlib.resources.files("guardproxy").joinpath("policies")))
-
-
-def is_shipped_bundle(path: Path) -> bool:
-    """Whether ``path`` is the shipped bundle (through any symlink or relative path)."""
-    try:
-        return path.resolve() == shipped_bundle().resolve()
-    except OSError:
-        return False
-
-
-def looks_like_bundle(path: Path) -> bool:
-    """Whether ``path`` is a directory holding guardproxy policy documents.
-
-    A directory named ``policies`` may belong to something else (IAM, OPA...); one
-    whose YAML names ``guardproxy.dev/`` is meant for guardproxy, even if it is
-    broken (it is then loaded and its errors reported, never silently replaced).
-    """
-    if not path.is_dir():
-        return False
-    for file in policy_files(path):
-        try:
-            if _API_GROUP in file.read_text(encoding="utf-8", errors="replace"):
-                return True
-        except OSError:
-            return True  # unreadable: load it and say so
-    return False
-
-
-_API_GROUP = API_VERSION.split("/")[0] + "/"
 
 
 def load_bundle(paths: Iterable[Path], *, now: datetime | None = None) -> LoadResult:
@@ -591,68 +567,3 @@ class _Loader:
             spec.reason,
             doc.start,
         )
-
-
-# ---------------------------------------------------------------------------
-# Turning pydantic's errors into problems an author can act on.
-
-
-def validation_problem(model: type[BaseModel], doc: Document, item: Any) -> Problem:
-    """One pydantic error as a problem at its file:line, with a did-you-mean for an
-    unknown key (policy documents and test files alike)."""
-    loc: tuple[str | int, ...] = tuple(item["loc"])
-    where = doc.position(loc)
-    rule = _rule_at(doc, loc)
-    field_name = str(loc[-1]) if loc else "document"
-    kind = item["type"]
-    if kind == "missing":
-        return Problem(where, f"missing required field `{field_name}`", "", rule)
-    if kind == "extra_forbidden":
-        allowed = _fields_at(model, loc[:-1])
-        close = difflib.get_close_matches(field_name, allowed, n=1)
-        hint = f"did you mean `{close[0]}`?" if close else f"allowed: {', '.join(allowed)}"
-        return Problem(where, f"unknown field `{field_name}`", hint, rule)
-    message = str(item["msg"]).removeprefix("Value error, ")
-    path = ".".join(str(p) for p in loc)
-    return Problem(where, f"`{path}`: {message}", "", rule)
-
-
-def _rule_at(doc: Document, loc: tuple[str | int, ...]) -> str:
-    if len(loc) >= 3 and loc[:2] == ("spec", "rules") and isinstance(loc[2], int):
-        try:
-            rule = doc.data["spec"]["rules"][loc[2]]
-            name = doc.data["metadata"]["name"]
-        except (KeyError, IndexError, TypeError):
-            return ""
-        if isinstance(rule, dict) and isinstance(rule.get("id"), str):
-            return f"{name}/{rule['id']}"
-    return ""
-
-
-def _fields_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
-    """The camelCase keys allowed at ``loc`` inside ``model``."""
-    current: Any = model
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        if not (isinstance(current, type) and issubclass(current, BaseModel)):
-            return []
-        found = next((f for n, f in current.model_fields.items() if (f.alias or n) == part), None)
-        if found is None:
-            return []
-        current = _unwrap(found.annotation)
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return [f.alias or n for n, f in current.model_fields.items()]
-    return []
-
-
-def _unwrap(annotation: Any) -> Any:
-    while True:
-        origin = typing.get_origin(annotation)
-        if origin in (typing.Union, types.UnionType):
-            options = [a for a in typing.get_args(annotation) if a is not type(None)]
-            annotation = options[0]
-        elif origin in (list, typing.Annotated):
-            annotation = typing.get_args(annotation)[0]
-        else:
-            return annotation
