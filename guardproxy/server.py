@@ -5,12 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
-import socket
 import threading
 from collections.abc import Coroutine
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -25,7 +22,7 @@ from guardproxy.approvals.service import ApprovalService
 from guardproxy.approvals.slack import SlackApi, SlackChat, SlackInteractions
 from guardproxy.approvals.webapi import LazyTransport, SecretError, read_secret
 from guardproxy.audit.checkpoint import AuditKeyError, Checkpointer, load_or_create_signing_key
-from guardproxy.broker import Broker, CredentialError, load_or_create_key
+from guardproxy.broker import Broker
 from guardproxy.config import ProxyConfig, is_loopback, split_host_port
 from guardproxy.control.api import ControlServer
 from guardproxy.control.chat import ChatServer
@@ -43,9 +40,25 @@ from guardproxy.intercept.proxy import (
 )
 from guardproxy.metrics import Metrics
 from guardproxy.ops.http import OpsServer
-from guardproxy.ops.listen import Listener, bind_problem, clashes, describe
+from guardproxy.ops.listen import bind_problem, describe
 from guardproxy.ops.reload import ReloadReport, bundle_fingerprint, reload_bundle
-from guardproxy.policy import Bundle, load_bundle
+from guardproxy.ops.startup import (
+    CONTROL_TOKEN_PREFIX,
+    StartError,
+    check_listeners,
+    control_token,
+    listeners,
+    load_policies,
+    new_control_token,
+    one_line,
+    open_broker,
+    os_reason,
+    own_addresses,
+    prepare_data_dir,
+    reachable_host,
+    read_control_token,
+)
+from guardproxy.policy import Bundle
 from guardproxy.policy.loader import is_shipped_bundle
 from guardproxy.recognise import warm_up
 from guardproxy.recognise.request import RecogniseSettings
@@ -55,118 +68,25 @@ from guardproxy.session.registry import SessionRegistry
 from guardproxy.store import open_store
 from guardproxy.store.base import HoldState, Store, StoreError
 
+__all__ = [
+    "CONTROL_TOKEN_PREFIX",
+    "READY_QUERY_TIMEOUT",
+    "SHUTDOWN_DRAIN_SECONDS",
+    "BackgroundGuardproxy",
+    "Guardproxy",
+    "StartError",
+    "check_listeners",
+    "control_token",
+    "listeners",
+    "load_policies",
+    "new_control_token",
+    "prepare_data_dir",
+]
+
 log = structlog.get_logger(__name__)
 
 READY_QUERY_TIMEOUT = 2.0
 SHUTDOWN_DRAIN_SECONDS = 5.0
-
-
-class StartError(Exception):
-    """guardproxy cannot start; the message says what failed, why and what to do, in
-    one line (the CLI prints it as it is)."""
-
-
-def prepare_data_dir(data_dir: Path) -> None:
-    """Create the data directory (0700); StartError if it cannot be used."""
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(data_dir, 0o700)
-    except OSError as error:
-        raise StartError(
-            f"cannot use the data directory {data_dir}: {_os_reason(error)}; make it a "
-            "directory you can write, or choose another with --data-dir DIR "
-            "($GUARDPROXY_DATA_DIR)"
-        ) from error
-
-
-CONTROL_TOKEN_PREFIX = "gpc_"
-"""Control (admin) tokens start with it: never with `-` (which a command line would
-read as an option), and recognisable to secret scanners. Older tokens without it
-keep working: the token file is read as it is."""
-
-
-def new_control_token() -> str:
-    return CONTROL_TOKEN_PREFIX + secrets.token_urlsafe(32)
-
-
-def control_token(config: ProxyConfig) -> str:
-    """The control API's bearer token, created on first use, readable by its owner only."""
-    path = config.control_token_file
-    if path.exists():
-        return path.read_text(encoding="ascii").strip()
-    token = new_control_token()
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w", encoding="ascii") as handle:
-        handle.write(token + "\n")
-    return token
-
-
-def load_policies(path: Path) -> Bundle:
-    """The bundle at ``path``; StartError (one line: the first problem) if it has errors."""
-    if not path.exists():
-        raise StartError(
-            f"the policy bundle {path} does not exist; pass --policies DIR (or set "
-            "$GUARDPROXY_POLICIES), or copy the shipped bundle with `guardproxy policy init DIR`"
-        )
-    result = load_bundle([path])
-    if result.bundle is None:
-        errors = result.errors
-        if not errors:
-            raise StartError(
-                f"{path} is not a policy bundle (no BundleConfig); pass a bundle directory "
-                "with --policies DIR"
-            )
-        first = errors[0]
-        hint = f" ({first.hint})" if first.hint else ""
-        raise StartError(
-            f"the policy bundle {path} has errors, {len(errors)} in all; the first: "
-            f"{first.position}: {first.message}{hint}; list them with "
-            f"`guardproxy policy lint {path}`"
-        )
-    return result.bundle
-
-
-def listeners(config: ProxyConfig) -> list[Listener]:
-    """Every address a guardproxy with ``config`` listens on, with the flag that sets it."""
-    host, port = split_host_port(config.listen)
-    found = [Listener("the proxy", host, port, "--listen HOST:PORT")]
-    found += [
-        Listener("a reverse listener", host, r.port, f"--reverse PORT={r.upstream}")
-        for r in config.reverse
-    ]
-    found.append(Listener("the control API", *split_host_port(config.control),
-                          "--control HOST:PORT"))  # fmt: skip
-    if config.metrics_listen is not None:
-        found.append(Listener("the metrics port", *split_host_port(config.metrics_listen),
-                              "--metrics-listen HOST:PORT"))  # fmt: skip
-    if config.chat_listen is not None:
-        found.append(Listener("the chat callback", *split_host_port(config.chat_listen),
-                              "--chat-listen HOST:PORT"))  # fmt: skip
-    return found
-
-
-def check_listeners(config: ProxyConfig) -> None:
-    """StartError when a listener could not open its address: before anything starts,
-    so the operator hears which port is taken, not a failure half-way through."""
-    found = listeners(config)
-    clash = clashes(found)
-    if clash is not None:
-        raise StartError(clash)
-    for listener in found:
-        problem = bind_problem(listener)
-        if problem is not None:
-            raise StartError(describe(listener, problem))
-
-
-def _os_reason(error: OSError) -> str:
-    if isinstance(error, FileExistsError | NotADirectoryError):
-        return f"{error.filename} exists and is not a directory"
-    reason = error.strerror or str(error)
-    return f"{reason} ({error.filename})" if error.filename else reason
-
-
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
 
 
 class Guardproxy:
@@ -245,7 +165,7 @@ class Guardproxy:
             await self.stop()
             if isinstance(error, OSError):
                 raise StartError(
-                    f"cannot start: {_os_reason(error)}; check the data directory "
+                    f"cannot start: {os_reason(error)}; check the data directory "
                     "(--data-dir) and the files the configuration names"
                 ) from error
             raise
@@ -261,7 +181,7 @@ class Guardproxy:
             raise StartError(str(error)) from error
         self._oncall_setup(config)
         prepare_data_dir(config.data_dir)
-        self.broker = await asyncio.to_thread(self._open_broker)
+        self.broker = await asyncio.to_thread(open_broker, self.config)
         # the writer process imports while this one loads policies and opens the store
         starting = asyncio.create_task(asyncio.to_thread(self._decision_writer, config.store_url))
         try:
@@ -288,7 +208,7 @@ class Guardproxy:
         try:
             writer = await starting
         except (StoreError, OSError, RuntimeError) as error:  # OSError, RuntimeError: spawning
-            raise StartError(f"cannot record decisions: {_one_line(error)}") from error
+            raise StartError(f"cannot record decisions: {one_line(error)}") from error
         self.gate = Gate(  # owns the writer from here: stop() closes it
             store,
             bundle,
@@ -323,7 +243,7 @@ class Guardproxy:
                 store=store,
                 approvals=self.approvals,
                 registry=self.registry,
-                token=self._control_token(),
+                token=read_control_token(self.config),
                 clock=self._clock,
                 proxy_port=lambda: self.proxy.port if self.proxy else 0,
                 reload_tls=lambda: self.proxy.reload_upstream_trust() if self.proxy else None,
@@ -401,7 +321,7 @@ class Guardproxy:
                 "and --reverse"
             ) from error
         except OSError as error:
-            raise StartError(f"cannot start the proxy: {_os_reason(error)}") from error
+            raise StartError(f"cannot start the proxy: {os_reason(error)}") from error
 
     def _oncall_setup(self, config: ProxyConfig) -> None:
         """Schedules, pagers and Slack's secrets, read before anything is opened: a
@@ -449,35 +369,6 @@ class Guardproxy:
         )  # fmt: skip
         self.chat = ChatServer(interactions, *split_host_port(config.chat_listen))
 
-    def _open_broker(self) -> Broker:
-        """The broker, every real credential source resolved: StartError (one line naming
-        the source) if one cannot be."""
-        try:
-            key = load_or_create_key(self.config.data_dir)
-        except (OSError, ValueError) as error:
-            raise StartError(
-                f"cannot read or create the broker key in {self.config.data_dir}: {error}; "
-                "check the data directory (--data-dir)"
-            ) from error
-        broker = Broker(self.config.brokers, key, dict(os.environ))
-        try:
-            broker.check()
-        except CredentialError as error:
-            raise StartError(
-                f"a brokered credential cannot be resolved: {error}; fix it or remove the "
-                "provider from brokers: in the configuration"
-            ) from None
-        return broker
-
-    def _control_token(self) -> str:
-        try:
-            return control_token(self.config)
-        except OSError as error:
-            raise StartError(
-                f"cannot read or create the control token {self.config.control_token_file}: "
-                f"{_os_reason(error)}; check the data directory (--data-dir)"
-            ) from error
-
     def console_url(self) -> str:
         """Where approvers open the console (links in notifications)."""
         if self.config.console_url:
@@ -506,7 +397,7 @@ class Guardproxy:
         ]  # fmt: skip
         for address in filter(None, listening):
             if not is_loopback(address):  # in a container: its own names and addresses too
-                hosts.update(_own_addresses(split_host_port(address)[0]))
+                hosts.update(own_addresses(split_host_port(address)[0]))
         return {(host, port) for host in hosts for port in ports}
 
     def _record_status(self, decision_id: str, status: int) -> None:
@@ -611,8 +502,8 @@ class Guardproxy:
         return {
             "pid": os.getpid(),
             "instance": self.runtime_file.instance,
-            "proxy": f"{_reachable(self.config.listen)}:{self.proxy.port}",
-            "control": f"http://{_reachable(self.config.control)}:{self.control.port}",
+            "proxy": f"{reachable_host(self.config.listen)}:{self.proxy.port}",
+            "control": f"http://{reachable_host(self.config.control)}:{self.control.port}",
             "ca_cert": str(self.proxy.ca_cert),
             "policies": str(self.config.policies),
             "bundle": self.bundle.digest,
@@ -625,7 +516,7 @@ class Guardproxy:
             ensure_ca(config.ca_dir)
         except OSError as error:
             raise StartError(
-                f"cannot set up the CA in {config.ca_dir}: {_os_reason(error)}; make it a "
+                f"cannot set up the CA in {config.ca_dir}: {os_reason(error)}; make it a "
                 "directory you can write, or choose another data directory with --data-dir DIR"
             ) from error
         bundle = load_policies(config.policies)
@@ -642,7 +533,7 @@ class Guardproxy:
         except StoreError as error:
             where = redact_url(config.store_url)  # a PostgreSQL URL may carry a password
             raise StartError(
-                f"cannot open the store {where}: {_one_line(error)}; check --store "
+                f"cannot open the store {where}: {one_line(error)}; check --store "
                 "($GUARDPROXY_STORE)"
             ) from error
 
@@ -698,25 +589,6 @@ class Guardproxy:
             self._store = None
         self.runtime_file.withdraw()
         log.info("guardproxy.stopped")
-
-
-def _reachable(address: str) -> str:
-    """A host to connect to a socket bound at ``address`` (a wildcard means loopback)."""
-    host = split_host_port(address)[0]
-    if host in ("0.0.0.0", "::", ""):
-        return "127.0.0.1"
-    return f"[{host}]" if ":" in host else host
-
-
-def _own_addresses(bound: str) -> set[str]:
-    """The names and addresses a request could use to reach a socket bound to ``bound``."""
-    own = {bound.lower()}
-    if bound in ("0.0.0.0", "::", ""):
-        name = socket.gethostname()
-        own.update({name.lower(), socket.getfqdn().lower()})
-        with contextlib.suppress(OSError):
-            own.update(str(info[4][0]) for info in socket.getaddrinfo(name, None))
-    return own
 
 
 class BackgroundGuardproxy:
