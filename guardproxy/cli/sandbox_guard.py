@@ -25,13 +25,12 @@ import os
 import signal
 import sys
 import threading
-from pathlib import Path
 from typing import Any, TextIO
 
 import pydantic
 
-from guardproxy.broker import CredentialError
 from guardproxy.cli.session import SessionError, register_session
+from guardproxy.cli.session_setup import broker_offer
 from guardproxy.config import ProxyConfig
 from guardproxy.gate.gate import utc_now
 from guardproxy.log import configure_logging
@@ -49,18 +48,6 @@ def _read_commands(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | N
     loop.call_soon_threadsafe(queue.put_nowait, None)
 
 
-def _broker_offer(service: Guardproxy, session_id: str, body: dict[str, Any]) -> dict[str, Any]:
-    """What the session holds instead of the real credentials (the broker's offer), the
-    kubeconfig ``run`` handed over read in; SessionError in one line when it cannot be."""
-    if service.broker is None:
-        return {}
-    try:
-        sources = [Path(p) for p in body.get("kubeconfig") or []]
-        return service.broker.register_session(session_id, sources)
-    except (CredentialError, OSError, ValueError) as error:
-        raise SessionError(f"the session's credentials cannot be brokered: {error}") from None
-
-
 async def _guard(config: ProxyConfig, body: dict[str, Any], out: TextIO) -> int:
     assert config.sandbox_network is not None
     loop = asyncio.get_running_loop()
@@ -75,7 +62,7 @@ async def _guard(config: ProxyConfig, body: dict[str, Any], out: TextIO) -> int:
         assert registry is not None and proxy is not None and control is not None
         session, credential = await asyncio.to_thread(register_session, registry, body)
         session_id = session.id
-        offer = await asyncio.to_thread(_broker_offer, service, session_id, body)
+        offer = await asyncio.to_thread(broker_offer, service.broker, session_id, body)
         proxy.bind_sandbox_client(config.sandbox_network.client, session)
         _say(out, {
             "session": {"id": session.id, "token": credential.token, "broker": offer},

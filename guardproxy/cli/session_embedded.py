@@ -7,14 +7,12 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-from pathlib import Path
 from typing import Any
 
-from guardproxy.broker import CredentialError
 from guardproxy.cli.serve import build_config
 from guardproxy.cli.session_setup import (
     Sandbox,
-    SessionError,
+    broker_offer,
     guard_paths,
     launch_session,
     prepare_session,
@@ -42,15 +40,7 @@ def run_embedded(args: argparse.Namespace, command: list[str], sandbox: Sandbox 
         assert registry is not None
         session, credential = register_session(registry, body)
         sessions["id"] = session.id
-        broker = embedded.service.broker
-        offer: dict[str, Any] = {}
-        if broker is not None:
-            try:
-                sources = [Path(p) for p in body["kubeconfig"]]
-                offer = broker.register_session(session.id, sources)
-            except (CredentialError, OSError, ValueError) as error:
-                why = f"the session's credentials cannot be brokered: {error}"
-                raise SessionError(why) from None
+        offer = broker_offer(embedded.service.broker, session.id, body)
         return {"id": session.id, "token": credential.token, "broker": offer}
 
     embedded.start()

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from guardproxy.broker import Broker, CredentialError
 from guardproxy.broker.session_files import session_credentials
 from guardproxy.cli.enforce import (
     signal_pipe,
@@ -70,6 +71,19 @@ def session_body(
     """What registering the session says about it."""
     return {"name": args.name, "user": user or getpass.getuser(), "command": command,
             "cwd": os.getcwd(), "labels": args.label, "resume": args.resume}  # fmt: skip
+
+
+def broker_offer(broker: Broker | None, session_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    """What the session holds instead of the real credentials (the broker's offer), its
+    kubeconfig files (``body["kubeconfig"]``) read in; empty without a broker.
+    SessionError in one line when they cannot be brokered."""
+    if broker is None:
+        return {}
+    try:
+        sources = [Path(p) for p in body.get("kubeconfig") or []]
+        return broker.register_session(session_id, sources)
+    except (CredentialError, OSError, ValueError) as error:
+        raise SessionError(f"the session's credentials cannot be brokered: {error}") from None
 
 
 def register_session(
