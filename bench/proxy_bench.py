@@ -862,7 +862,12 @@ def analyse_py_spy(raw: str) -> dict[str, Any]:
 
 
 def profile_with_py_spy(
-    py_spy: str, children: Children, upstream: Upstream, workload: Workload, requests: int
+    py_spy: str,
+    children: Children,
+    upstream: Upstream,
+    workload: Workload,
+    requests: int,
+    keep: Path | None = None,
 ) -> dict[str, Any]:
     proxy, _ = start_guardproxy(children, upstream, name="guardproxy-profiled")
     out = children.workdir / "py-spy.txt"
@@ -886,6 +891,8 @@ def profile_with_py_spy(
         children.stop(proxy.child)
     if not out.exists():
         raise BenchError(f"py-spy wrote no profile: {err.decode(errors='replace')[-500:]}")
+    if keep is not None:
+        shutil.copyfile(out, keep)
     return {
         "tool": f"py-spy --gil (whichever thread holds the GIL, 1000 Hz), {workload.name}",
         **analyse_py_spy(out.read_text(errors="replace")),
@@ -980,7 +987,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             profiled = next(w for w in WORKLOADS if w.name == args.profile_workload)
             py_spy = args.py_spy or shutil.which("py-spy")
             if py_spy:
-                profile = profile_with_py_spy(py_spy, children, upstream, profiled, args.requests)
+                profile = profile_with_py_spy(
+                    py_spy, children, upstream, profiled, args.requests, args.profile_output
+                )
             else:
                 profile = profile_with_cprofile(children, upstream, profiled, args.requests)
     finally:
@@ -1097,6 +1106,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="measure only this workload (repeatable; default all)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--profile", action="store_true", help="also profile guardproxy")
+    parser.add_argument(
+        "--profile-output",
+        type=Path,
+        metavar="FILE",
+        help="keep py-spy's raw collapsed stacks in FILE (for flame graphs)",
+    )
     parser.add_argument("--profile-workload", choices=WORKLOAD_NAMES, default="aws-write",
                         help="the workload --profile samples (default aws-write)")  # fmt: skip
     parser.add_argument("--py-spy", metavar="PATH", help="py-spy binary for --profile")
