@@ -8,8 +8,15 @@ processes too (the CLI approving a hold while the proxy runs).  WAL mode lets th
 other processes read while the proxy writes, and ``busy_timeout`` makes writers wait
 for each other instead of failing.
 
-``synchronous`` stays FULL: holds, approvals and the decision log are an audit
-trail, and an approval must not be lost to a power cut after it was acknowledged.
+Durability (``synchronous``, :data:`SYNCHRONOUS_LEVELS`): a committed transaction is
+in the write-ahead log file, so it survives a ``kill -9`` of any process at any
+moment; that is the promise the proxy makes for a record written before its request
+is forwarded. ``normal`` (the default) leaves syncing the log to the disk to the
+checkpoints, so a power cut or a kernel crash may lose the last commits before the
+next checkpoint; ``full`` syncs the log at every commit, so they survive that too, at
+the price of one disk sync per commit on the request path. With ``normal`` a commit
+waits for no disk (:attr:`SqliteStore.commits_wait_for_disk`), so the proxy may write
+a record without leaving its event loop.
 
 Faults: a lock held past the busy timeout, a full disk or a file size limit fail the
 call with :class:`StoreError`, and the next call works once the fault is gone. A
@@ -40,6 +47,9 @@ from guardproxy.store.sql import Db, SqlStore, apply_migrations, schema_too_new,
 
 DEFAULT_BUSY_TIMEOUT = 5.0
 """Seconds a writer waits for another writer's lock before failing."""
+SYNCHRONOUS_LEVELS = ("normal", "full")
+"""SQLite's ``synchronous`` levels a store may use in WAL mode (see the module's doc)."""
+DEFAULT_SYNCHRONOUS = "normal"
 
 
 def migrate(connection: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS) -> int:
@@ -88,11 +98,23 @@ class SqliteStore(SqlStore):
     """:class:`~guardproxy.store.base.Store` on a SQLite file (created 0600, dir 0700)."""
 
     def __init__(
-        self, path: Path, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT, writer: str = ""
+        self,
+        path: Path,
+        *,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        writer: str = "",
+        synchronous: str = DEFAULT_SYNCHRONOUS,
     ) -> None:
         """``writer`` names who appends through this store in its audit chain's record
-        (with the host and process id)."""
+        (with the host and process id); ``synchronous`` is one of
+        :data:`SYNCHRONOUS_LEVELS` (:class:`StoreError` otherwise)."""
+        if synchronous not in SYNCHRONOUS_LEVELS:
+            raise StoreError(
+                f"unknown SQLite synchronous level {synchronous!r}: "
+                f"expected one of {', '.join(SYNCHRONOUS_LEVELS)}"
+            )
         self.path = Path(path)
+        self.synchronous = synchronous
         self._lock = threading.RLock()
         self._append_lock = threading.Lock()
         self._queue_lock = threading.Lock()
@@ -114,7 +136,7 @@ class SqliteStore(SqlStore):
             (mode,) = connection.execute("PRAGMA journal_mode = WAL").fetchone()
             if str(mode).lower() != "wal":
                 raise StoreError(f"cannot open store {self.path}: WAL mode refused ({mode})")
-            connection.execute("PRAGMA synchronous = FULL")
+            connection.execute(f"PRAGMA synchronous = {synchronous.upper()}")
             connection.execute("PRAGMA foreign_keys = ON")
             self.schema_version = migrate(connection)
         except sqlite3.Error as exc:
@@ -128,6 +150,12 @@ class SqliteStore(SqlStore):
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
+
+    @property
+    def commits_wait_for_disk(self) -> bool:
+        """Whether a commit syncs to the disk before it returns (``synchronous = full``);
+        with ``normal`` it returns once the write-ahead log holds the transaction."""
+        return self.synchronous == "full"
 
     def close(self) -> None:
         """Close the connection; later calls raise :class:`StoreError`. Idempotent."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import stat
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from guardproxy.store import (
     SchemaVersionError,
     SqliteStore,
     StoreError,
+    commits_quickly,
     open_store,
 )
 from guardproxy.store.migrations import MIGRATIONS
@@ -230,3 +232,47 @@ def test_a_replaced_file_fails_every_call(db_path: Path, tmp_path: Path) -> None
             store.append_decision(_record("d-1"))
     with SqliteStore(db_path) as reopened:  # a restart takes the new file
         reopened.append_decision(_record("d-1"))
+
+
+def _synchronous(store: SqliteStore) -> int:
+    with store._transaction() as db:  # noqa: SLF001 - the pragma is the store's own
+        return int(db.execute("PRAGMA synchronous").fetchone()[0])
+
+
+def test_the_default_synchronous_level_is_normal_and_full_is_one_url_parameter_away(
+    tmp_path: Path,
+) -> None:
+    # SQLite's levels: 1 NORMAL (the log is synced at checkpoints), 2 FULL (at every commit)
+    plain, normal, full = (
+        open_store(str(tmp_path / "plain.db")),
+        open_store(f"sqlite://{tmp_path}/normal.db?synchronous=normal"),
+        open_store(f"sqlite://{tmp_path}/full.db?synchronous=FULL"),
+    )
+    try:
+        assert isinstance(plain, SqliteStore) and isinstance(normal, SqliteStore)
+        assert isinstance(full, SqliteStore)
+        assert [_synchronous(s) for s in (plain, normal, full)] == [1, 1, 2]
+        assert [commits_quickly(s) for s in (plain, normal, full)] == [True, True, False]
+        assert full.path == tmp_path / "full.db"
+    finally:
+        for store in (plain, normal, full):
+            store.close()
+
+
+@pytest.mark.parametrize(
+    ("query", "complaint"),
+    [
+        ("synchronous=off", "synchronous='off', expected normal or full"),
+        ("synchronous=extra", "synchronous='extra'"),
+        ("synchronous=full&synchronous=normal", "given once"),
+        ("synchronous=full&mode=ro", "the only parameter is synchronous"),
+    ],
+)
+def test_a_sqlite_url_with_another_synchronous_level_or_parameter_is_refused(
+    tmp_path: Path, query: str, complaint: str
+) -> None:
+    with pytest.raises(StoreError, match=re.escape(complaint)):
+        open_store(f"sqlite://{tmp_path}/g.db?{query}")
+    assert not (tmp_path / "g.db").exists()
+    with pytest.raises(StoreError, match="unknown SQLite synchronous level 'off'"):
+        SqliteStore(tmp_path / "g.db", synchronous="off")
