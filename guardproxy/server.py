@@ -65,7 +65,7 @@ from guardproxy.recognise.request import RecogniseSettings
 from guardproxy.redact import redact_url
 from guardproxy.session.history import HistorySettings, SessionHistory
 from guardproxy.session.registry import SessionRegistry
-from guardproxy.store import open_store
+from guardproxy.store import commits_quickly, open_store
 from guardproxy.store.base import HoldState, Store, StoreError
 
 __all__ = [
@@ -220,6 +220,7 @@ class Guardproxy:
             shadow=lambda: self._shadow_bundle,
             writer=writer,
             impact=self.impact,
+            settles_inline=commits_quickly(store),
         )
         # a hold is released only if the bundle in force then still agrees
         self.approvals = ApprovalService(

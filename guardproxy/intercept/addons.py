@@ -293,7 +293,9 @@ class Guard:
         self._protected = protected
         self._protected_set: set[tuple[str, int]] = set()
         self._protected_ports: frozenset[int] = frozenset()
-        self.pipeline = LivePipeline(Pipeline(gate, settings, history), clock)
+        self.pipeline = LivePipeline(
+            Pipeline(gate, settings, history), clock, settle_inline=gate.settles_inline
+        )
 
     @async_request_hook
     async def request(self, flow: http.HTTPFlow) -> None:
