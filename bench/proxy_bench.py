@@ -868,10 +868,14 @@ def profile_with_py_spy(
     workload: Workload,
     requests: int,
     keep: Path | None = None,
+    scenario: str = "guardproxy",
 ) -> dict[str, Any]:
-    proxy, _ = start_guardproxy(children, upstream, name="guardproxy-profiled")
+    if scenario == "mitmproxy":
+        proxy = start_mitmdump(children, upstream)
+    else:
+        proxy, _ = start_guardproxy(children, upstream, name="guardproxy-profiled")
     out = children.workdir / "py-spy.txt"
-    target = Target(workload, "guardproxy", upstream, proxy)
+    target = Target(workload, scenario, upstream, proxy)
     run_pass(target, 0, WARMUP)
     sampler = subprocess.Popen(
         [py_spy, "record", "--pid", str(proxy.child.process.pid), "--rate", "1000", "--format",
@@ -894,7 +898,8 @@ def profile_with_py_spy(
     if keep is not None:
         shutil.copyfile(out, keep)
     return {
-        "tool": f"py-spy --gil (whichever thread holds the GIL, 1000 Hz), {workload.name}",
+        "tool": f"py-spy --gil (whichever thread holds the GIL, 1000 Hz), {workload.name}"
+        f" through {scenario}",
         **analyse_py_spy(out.read_text(errors="replace")),
     }
 
@@ -988,8 +993,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             py_spy = args.py_spy or shutil.which("py-spy")
             if py_spy:
                 profile = profile_with_py_spy(
-                    py_spy, children, upstream, profiled, args.requests, args.profile_output
-                )
+                    py_spy, children, upstream, profiled, args.requests, args.profile_output,
+                    args.profile_scenario,
+                )  # fmt: skip
             else:
                 profile = profile_with_cprofile(children, upstream, profiled, args.requests)
     finally:
@@ -1106,6 +1112,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="measure only this workload (repeatable; default all)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--profile", action="store_true", help="also profile guardproxy")
+    parser.add_argument(
+        "--profile-scenario",
+        choices=("guardproxy", "mitmproxy"),
+        default="guardproxy",
+        help="which proxy --profile samples (py-spy only): plain mitmproxy for a side-by-side",
+    )
     parser.add_argument(
         "--profile-output",
         type=Path,
