@@ -207,7 +207,7 @@ def add_commands(subparsers: Any) -> None:
         help="allow non-loopback addresses (containers whose network keeps agents "
         "away from the control port, see docker/)",
     )
-    serve.set_defaults(handler=cmd_serve)
+    serve.set_defaults(handler=cmd_serve, background_log=True)
 
 
 def build_config(args: argparse.Namespace, **overrides: Any) -> ProxyConfig:
