@@ -36,6 +36,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+import structlog
+
 from guardproxy.store.base import (
     AlreadyExistsError,
     InvalidValueError,
@@ -45,11 +47,20 @@ from guardproxy.store.base import (
 from guardproxy.store.migrations import MIGRATIONS, SCHEMA_VERSION_TABLE, Migration
 from guardproxy.store.sql import Db, SqlStore, apply_migrations, schema_too_new, writer_name
 
+log = structlog.get_logger(__name__)
+
 DEFAULT_BUSY_TIMEOUT = 5.0
 """Seconds a writer waits for another writer's lock before failing."""
 SYNCHRONOUS_LEVELS = ("normal", "full")
 """SQLite's ``synchronous`` levels a store may use in WAL mode (see the module's doc)."""
 DEFAULT_SYNCHRONOUS = "normal"
+CHECKPOINT_INTERVAL = 0.5
+"""Seconds between background checkpoints (:meth:`SqliteStore.checkpoint_in_background`)."""
+BACKSTOP_PAGES = 10_000
+"""With background checkpoints, the log's size (pages) at which a commit checkpoints it
+itself, as SQLite does at 1,000 pages by default: under writes that never pause, a
+passive checkpoint never catches up with the log's end, so the log would never start
+over from its beginning."""
 
 
 def migrate(connection: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS) -> int:
@@ -147,6 +158,7 @@ class SqliteStore(SqlStore):
             raise
         self._connection = connection
         self._opened = _identity(self.path)
+        self._checkpointer: _Checkpointer | None = None
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
@@ -159,8 +171,34 @@ class SqliteStore(SqlStore):
 
     def close(self) -> None:
         """Close the connection; later calls raise :class:`StoreError`. Idempotent."""
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            checkpointer.stop()
         with self._lock:
             self._connection.close()
+
+    def checkpoint_in_background(self, interval: float = CHECKPOINT_INTERVAL) -> None:
+        """Move the write-ahead log into the database from a thread of its own, every
+        ``interval`` seconds, instead of in the commit that fills it (SQLite's automatic
+        checkpoint): a checkpoint syncs the database file, which would otherwise stall
+        one commit in a few hundred for milliseconds, on the proxy's request path.
+
+        The thread has its own connection and runs passive checkpoints, which never wait
+        for nor block this store's writers; a checkpoint that fails is tried again at the
+        next interval. A log past :data:`BACKSTOP_PAGES` is still checkpointed by the
+        commit that grows it (its frames mostly copied already), so it cannot grow
+        without bound. Other processes on the same file keep SQLite's automatic
+        checkpoints. Idempotent; :meth:`close` stops the thread.
+        """
+        with self._lock:
+            if self._checkpointer is not None:
+                return
+            self._check_file()
+            try:
+                self._connection.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
+            except sqlite3.Error as exc:
+                raise StoreError(f"store {self.path}: {exc}") from exc
+            self._checkpointer = _Checkpointer(self.path, interval)
 
     # -- transactions ---------------------------------------------------------------
 
@@ -227,6 +265,42 @@ class SqliteStore(SqlStore):
         if errorname == "SQLITE_CONSTRAINT_FOREIGNKEY":
             return NotFoundError(f"{what} refers to a hold that does not exist")
         return InvalidValueError(f"{what} rejected: {exc}")
+
+
+class _Checkpointer:
+    """A thread that checkpoints one SQLite file's write-ahead log every ``interval``."""
+
+    def __init__(self, path: Path, interval: float) -> None:
+        self._path = path
+        self._interval = interval
+        try:  # opened now, on the file the store opened; never creates one (mode=rw)
+            self._connection = sqlite3.connect(
+                f"{path.resolve().as_uri()}?mode=rw",
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {path}: cannot open it for checkpoints: {exc}") from exc
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="guardproxy-sqlite-checkpoint", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stopped.wait(self._interval):
+                try:
+                    self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:  # busy, or a full disk: the next interval
+                    log.debug("store.checkpoint_failed", path=str(self._path), error=str(exc))
+        finally:
+            self._connection.close()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=5)
 
 
 # -- helpers ------------------------------------------------------------------------

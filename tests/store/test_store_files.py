@@ -6,6 +6,8 @@ import os
 import re
 import sqlite3
 import stat
+import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from guardproxy.store import (
     open_store,
 )
 from guardproxy.store.migrations import MIGRATIONS
-from guardproxy.store.sqlite import migrate
+from guardproxy.store.sqlite import BACKSTOP_PAGES, migrate
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -235,7 +237,7 @@ def test_a_replaced_file_fails_every_call(db_path: Path, tmp_path: Path) -> None
 
 
 def _synchronous(store: SqliteStore) -> int:
-    with store._transaction() as db:  # noqa: SLF001 - the pragma is the store's own
+    with store._transaction() as db:
         return int(db.execute("PRAGMA synchronous").fetchone()[0])
 
 
@@ -276,3 +278,45 @@ def test_a_sqlite_url_with_another_synchronous_level_or_parameter_is_refused(
     assert not (tmp_path / "g.db").exists()
     with pytest.raises(StoreError, match="unknown SQLite synchronous level 'off'"):
         SqliteStore(tmp_path / "g.db", synchronous="off")
+
+
+def test_background_checkpoints_move_the_log_into_the_database_off_the_commits(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(tmp_path / "g.db")
+    try:
+        store.checkpoint_in_background(interval=0.05)
+        store.checkpoint_in_background(interval=0.05)  # idempotent: one thread
+        with store._transaction() as db:
+            assert db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == BACKSTOP_PAGES
+        before = (tmp_path / "g.db").stat().st_size
+        for n in range(200):  # far below the backstop: only the thread checkpoints
+            store.append_decision(
+                DecisionRecord(
+                    id=f"d-{n}", at=T0, session_id="s-1", action_json="{}",
+                    context_json="{}", decision_json="{}", outcome="allow", provider="k8s",
+                )
+            )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while (tmp_path / "g.db").stat().st_size == before and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert (tmp_path / "g.db").stat().st_size > before  # pages copied from the log
+        threads = [t for t in threading.enumerate() if t.name == "guardproxy-sqlite-checkpoint"]
+        assert len(threads) == 1
+    finally:
+        store.close()
+    assert not threads[0].is_alive()
+
+
+def test_a_store_whose_file_is_gone_starts_no_checkpoints_and_creates_no_file(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(tmp_path / "g.db")
+    try:
+        for name in ("g.db", "g.db-wal", "g.db-shm"):
+            (tmp_path / name).unlink(missing_ok=True)
+        with pytest.raises(StoreError, match="was deleted"):
+            store.checkpoint_in_background()
+        assert not (tmp_path / "g.db").exists()
+    finally:
+        store.close()
