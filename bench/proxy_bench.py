@@ -63,6 +63,7 @@ How to run (from the repository root)
     .venv/bin/python bench/proxy_bench.py --requests 5000 --passes 5
     .venv/bin/python bench/proxy_bench.py --workload aws-write --workload k8s-read
     .venv/bin/python bench/proxy_bench.py --profile [--py-spy /path/to/py-spy]
+    .venv/bin/python bench/proxy_bench.py --sqlite-synchronous full   # power-cut durability
 
 Everything listens on 127.0.0.1 only; every child process has a startup timeout and
 is stopped (terminate, then kill) when the benchmark ends, whatever happens.
@@ -402,9 +403,10 @@ class Child:
 class Children:
     """Every child process the benchmark started; stop_all() ends each of them."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, serve_options: Sequence[str] = ()) -> None:
         self.workdir = workdir
         self.children: list[Child] = []
+        self.serve_options = list(serve_options)  # more options for guardproxy serve
 
     def start(self, name: str, cmd: Sequence[str], stdout: int | IO[bytes] | None = None) -> Child:
         log = self.workdir / f"{name}.log"
@@ -551,7 +553,7 @@ def start_guardproxy(
 ) -> tuple[Proxy, Path]:
     port, control = free_port(), free_port()
     data_dir = children.workdir / f"{name}-data"
-    args = guardproxy_command(data_dir, port, control, upstream)
+    args = [*guardproxy_command(data_dir, port, control, upstream), *children.serve_options]
     if cprofile is not None:
         cmd = [sys.executable, "-m", "cProfile", "-o", str(cprofile), "-m", "guardproxy", *args]
     else:
@@ -868,10 +870,14 @@ def profile_with_py_spy(
     workload: Workload,
     requests: int,
     keep: Path | None = None,
+    scenario: str = "guardproxy",
 ) -> dict[str, Any]:
-    proxy, _ = start_guardproxy(children, upstream, name="guardproxy-profiled")
+    if scenario == "mitmproxy":
+        proxy = start_mitmdump(children, upstream)
+    else:
+        proxy, _ = start_guardproxy(children, upstream, name="guardproxy-profiled")
     out = children.workdir / "py-spy.txt"
-    target = Target(workload, "guardproxy", upstream, proxy)
+    target = Target(workload, scenario, upstream, proxy)
     run_pass(target, 0, WARMUP)
     sampler = subprocess.Popen(
         [py_spy, "record", "--pid", str(proxy.child.process.pid), "--rate", "1000", "--format",
@@ -894,7 +900,8 @@ def profile_with_py_spy(
     if keep is not None:
         shutil.copyfile(out, keep)
     return {
-        "tool": f"py-spy --gil (whichever thread holds the GIL, 1000 Hz), {workload.name}",
+        "tool": f"py-spy --gil (whichever thread holds the GIL, 1000 Hz), {workload.name}"
+        f" through {scenario}",
         **analyse_py_spy(out.read_text(errors="replace")),
     }
 
@@ -961,7 +968,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     workloads = [w for w in WORKLOADS if w.name in args.workload]
     load_before = list(os.getloadavg())
     workdir = Path(tempfile.mkdtemp(prefix="guardproxy-bench-"))
-    children = Children(workdir)
+    children = Children(workdir, ["--sqlite-synchronous", args.sqlite_synchronous])
     try:
         upstream = start_upstream(children)
         mitm = start_mitmdump(children, upstream)
@@ -988,8 +995,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             py_spy = args.py_spy or shutil.which("py-spy")
             if py_spy:
                 profile = profile_with_py_spy(
-                    py_spy, children, upstream, profiled, args.requests, args.profile_output
-                )
+                    py_spy, children, upstream, profiled, args.requests, args.profile_output,
+                    args.profile_scenario,
+                )  # fmt: skip
             else:
                 profile = profile_with_cprofile(children, upstream, profiled, args.requests)
     finally:
@@ -1013,6 +1021,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "blocks_per_pass": args.blocks,
             "warmup": args.warmup,
             "connection": "one keep-alive HTTP/1.1 connection per workload and scenario",
+            "sqlite_synchronous": args.sqlite_synchronous,
         },
         "workloads": {w.name: workload_result(w, passes[w.name], blocks) for w in workloads},
         "guardproxy_record": {**record, "expected_at_least": dict(expected), "short": missing},
@@ -1026,7 +1035,8 @@ def render(result: dict[str, Any]) -> str:
         "guardproxy vs plain mitmproxy, keep-alive HTTP/1.1 on loopback (one client, "
         f"sequential; best pass of {run_info['passes']} by median, "
         f"{run_info['requests_per_pass']} requests per workload and scenario each, "
-        f"{run_info['blocks_per_pass']} interleaved blocks per pass)",
+        f"{run_info['blocks_per_pass']} interleaved blocks per pass; guardproxy's SQLite "
+        f"store with synchronous={run_info['sqlite_synchronous']})",
         f"machine: {machine['cpus']} CPUs, load average before "
         f"{', '.join(f'{x:.2f}' for x in machine['load_average_before'])}, after "
         f"{', '.join(f'{x:.2f}' for x in machine['load_average_after'])}",
@@ -1106,6 +1116,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="measure only this workload (repeatable; default all)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--profile", action="store_true", help="also profile guardproxy")
+    parser.add_argument(
+        "--sqlite-synchronous",
+        choices=("normal", "full"),
+        default="normal",
+        help="guardproxy's SQLite store: normal (the default) or full (a disk sync per change)",
+    )
+    parser.add_argument(
+        "--profile-scenario",
+        choices=("guardproxy", "mitmproxy"),
+        default="guardproxy",
+        help="which proxy --profile samples (py-spy only): plain mitmproxy for a side-by-side",
+    )
     parser.add_argument(
         "--profile-output",
         type=Path,

@@ -95,6 +95,12 @@ class ProxyConfig(BaseModel):
         description="Database URL: sqlite:///path.db, or postgresql://... for replicas "
         "sharing one database; default: SQLite in the data directory.",
     )
+    sqlite_synchronous: Literal["normal", "full"] = Field(
+        "normal",
+        description="The SQLite store's synchronous level when the store is the data "
+        "directory's: normal (a record survives a kill -9 of any process) or full (it also "
+        "survives a power cut: one disk sync per recorded change).",
+    )
     audit_key: Path | None = Field(
         None,
         description="The Ed25519 key that signs audit checkpoints, kept outside the database "
@@ -212,7 +218,10 @@ class ProxyConfig(BaseModel):
 
     @property
     def store_url(self) -> str:
-        return self.store or f"sqlite:///{(self.data_dir / 'guardproxy.db').resolve()}"
+        if self.store:
+            return self.store
+        default = f"sqlite:///{(self.data_dir / 'guardproxy.db').resolve()}"
+        return default if self.sqlite_synchronous == "normal" else f"{default}?synchronous=full"
 
     @property
     def audit_key_file(self) -> Path:

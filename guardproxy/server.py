@@ -65,7 +65,7 @@ from guardproxy.recognise.request import RecogniseSettings
 from guardproxy.redact import redact_url
 from guardproxy.session.history import HistorySettings, SessionHistory
 from guardproxy.session.registry import SessionRegistry
-from guardproxy.store import open_store
+from guardproxy.store import SqliteStore, commits_quickly, open_store
 from guardproxy.store.base import HoldState, Store, StoreError
 
 __all__ = [
@@ -220,6 +220,7 @@ class Guardproxy:
             shadow=lambda: self._shadow_bundle,
             writer=writer,
             impact=self.impact,
+            settles_inline=commits_quickly(store),
         )
         # a hold is released only if the bundle in force then still agrees
         self.approvals = ApprovalService(
@@ -529,7 +530,10 @@ class Guardproxy:
         # the AWS model index: milliseconds from its cache, seconds to build it once
         await asyncio.to_thread(warm_up)
         try:
-            return bundle, await asyncio.to_thread(open_store, config.store_url, writer="proxy")
+            store = await asyncio.to_thread(open_store, config.store_url, writer="proxy")
+            if isinstance(store, SqliteStore):  # no checkpoint's disk sync on the request path
+                store.checkpoint_in_background()
+            return bundle, store
         except StoreError as error:
             where = redact_url(config.store_url)  # a PostgreSQL URL may carry a password
             raise StartError(

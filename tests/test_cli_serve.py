@@ -8,6 +8,7 @@ import pytest
 
 from guardproxy.cli.main import build_parser, main
 from guardproxy.cli.serve import ConfigError, build_config
+from guardproxy.cli.session_setup import store_files
 from guardproxy.config import ProxyConfig
 
 
@@ -36,3 +37,18 @@ def test_an_invalid_budget_is_a_usage_error(
     code = main(["serve", "--data-dir", str(tmp_path), "--destructive-budget", "0"])
     assert code == 2
     assert "destructive_budget" in capsys.readouterr().err
+
+
+def test_the_data_directory_store_syncs_every_commit_only_when_asked(tmp_path: Path) -> None:
+    base = ("--data-dir", str(tmp_path), "--policies", str(tmp_path))
+    database = f"sqlite:///{(tmp_path / 'guardproxy.db').resolve()}"
+    assert config_of(*base).store_url == database
+    full = config_of(*base, "--sqlite-synchronous", "full")
+    assert full.store_url == f"{database}?synchronous=full"
+    assert store_files(full.store_url)[0].resolve() == (tmp_path / "guardproxy.db").resolve()
+    settings = tmp_path / "guard.yaml"
+    settings.write_text("sqlite_synchronous: full\nstore: sqlite:///elsewhere.db\n")
+    assert config_of(*base, "--config", str(settings)).store_url == "sqlite:///elsewhere.db"
+    with pytest.raises(ConfigError, match="sqlite_synchronous"):
+        settings.write_text("sqlite_synchronous: off\n")
+        config_of(*base, "--config", str(settings))

@@ -6,10 +6,12 @@ import errno
 import io
 import json
 import logging
+import time
+from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from guardproxy.log import configure_logging, dropped_lines
+from guardproxy.log import configure_logging, dropped_lines, flush_logs
 
 
 class _Terminal(io.StringIO):
@@ -116,3 +118,79 @@ def test_a_failing_processor_drops_the_line() -> None:
 def test_standard_library_handlers_fail_quietly() -> None:
     configure_logging(stream=io.StringIO())
     assert logging.raiseExceptions is False
+
+
+def _events(stream: io.StringIO) -> list[str]:
+    return [json.loads(line)["event"] for line in stream.getvalue().splitlines()]
+
+
+def test_background_lines_are_written_by_the_writer_thread_in_order() -> None:
+    stream = io.StringIO()
+    configure_logging(stream=stream, json=True, background=True)
+    try:
+        logger = structlog.get_logger("t")
+        for n in range(5):
+            logger.bind(decision=f"d-{n}").info("decision", outcome="allow")
+        deadline = time.monotonic() + 10
+        while len(_events(stream)) < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        decisions = [json.loads(line)["decision"] for line in stream.getvalue().splitlines()]
+        assert decisions == [f"d-{n}" for n in range(5)]
+    finally:
+        configure_logging(stream=io.StringIO())
+
+
+def test_a_warning_is_written_at_once_after_every_line_queued_before_it() -> None:
+    stream = io.StringIO()
+    configure_logging(stream=stream, json=True, background=True)
+    try:
+        logger = structlog.get_logger("t")
+        logger.info("first")
+        logger.info("second")
+        logger.warning("store.failed")  # returns once written, after the queued lines
+        assert _events(stream)[:3] == ["first", "second", "store.failed"]
+        logger.info("last")
+        flush_logs()  # what the process's exit does
+        assert _events(stream) == ["first", "second", "store.failed", "last"]
+    finally:
+        configure_logging(stream=io.StringIO())
+
+
+def test_background_lines_are_redacted_and_keep_the_callers_exception_and_time() -> None:
+    stream = io.StringIO()
+    configure_logging(stream=stream, json=True, background=True)
+    try:
+        token = "ghp_R2d2C3p0x9Lk4Mn7Pq1Rs5Tu8Vw0Xy3Za6Bc"
+        before = datetime.now(UTC)
+        try:
+            raise RuntimeError("connect failed: postgres://app:Sup3rS3cret@db/prod")
+        except RuntimeError:
+            structlog.get_logger("t").info("retrying", header=f"Bearer {token}", exc_info=True)
+        time.sleep(0.2)  # written by the thread, after the handler is gone
+        flush_logs()
+        record = json.loads(stream.getvalue())
+        assert token not in stream.getvalue() and "Sup3rS3cret" not in stream.getvalue()
+        assert "connect failed" in record["exception"]
+        stamped = datetime.fromisoformat(record["timestamp"].replace("Z", "+00:00"))
+        assert before <= stamped <= before + timedelta(seconds=0.2)
+    finally:
+        configure_logging(stream=io.StringIO())
+
+
+def test_a_background_line_that_cannot_be_rendered_is_dropped_and_the_writer_goes_on() -> None:
+    class Unprintable:
+        def __str__(self) -> str:
+            raise RuntimeError("cannot render")
+
+    stream = io.StringIO()
+    configure_logging(stream=stream, json=True, background=True)
+    try:
+        before = dropped_lines()
+        logger = structlog.get_logger("t")
+        logger.info("odd.value", value=Unprintable())
+        logger.info("next")
+        flush_logs()
+        assert dropped_lines() == before + 1
+        assert _events(stream) == ["next"]
+    finally:
+        configure_logging(stream=io.StringIO())

@@ -114,7 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(arguments)
     args = parse(parser, arguments)
-    configure_logging(level=args.log_level)
+    # the proxy writes its lines off the request path (guardproxy/log.py)
+    configure_logging(level=args.log_level, background=getattr(args, "background_log", False))
     try:
         code: int = args.handler(args)
     except UsageError as error:

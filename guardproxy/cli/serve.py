@@ -176,6 +176,13 @@ def add_commands(subparsers: Any) -> None:
         "else SQLite in the data directory",
     )
     serve.add_argument(
+        "--sqlite-synchronous",
+        choices=("normal", "full"),
+        help="the data directory's SQLite store: normal (default; a record survives a "
+        "kill -9) or full (it also survives a power cut; one disk sync per change); "
+        "another store: sqlite:///path.db?synchronous=full",
+    )
+    serve.add_argument(
         "--metrics-listen",
         metavar="HOST:PORT",
         help="also serve /metrics, /healthz and /readyz (no token) on this address",
@@ -200,7 +207,7 @@ def add_commands(subparsers: Any) -> None:
         help="allow non-loopback addresses (containers whose network keeps agents "
         "away from the control port, see docker/)",
     )
-    serve.set_defaults(handler=cmd_serve)
+    serve.set_defaults(handler=cmd_serve, background_log=True)
 
 
 def build_config(args: argparse.Namespace, **overrides: Any) -> ProxyConfig:
@@ -217,6 +224,7 @@ def build_config(args: argparse.Namespace, **overrides: Any) -> ProxyConfig:
         "console_url": getattr(args, "console_url", None),
         "destructive_budget": getattr(args, "destructive_budget", None),
         "store": (args.store or os.environ.get("GUARDPROXY_STORE")) if "store" in args else None,
+        "sqlite_synchronous": getattr(args, "sqlite_synchronous", None),
         "metrics_listen": getattr(args, "metrics_listen", None),
         "chat_listen": getattr(args, "chat_listen", None),
         "watch_policies_seconds": getattr(args, "watch_policies", None),

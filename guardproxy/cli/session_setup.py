@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from guardproxy.broker import Broker, CredentialError
 from guardproxy.broker.session_files import session_credentials
@@ -179,7 +180,7 @@ def store_files(store_url: str) -> list[Path]:
     prefix = "sqlite:///"
     if not store_url.startswith(prefix):
         return []
-    database = Path(store_url[len(prefix) - 1 :])
+    database = Path(unquote(urlsplit(store_url).path))  # without ?synchronous=...
     return [database, Path(f"{database}-wal"), Path(f"{database}-shm"), Path(f"{database}-journal")]
 
 

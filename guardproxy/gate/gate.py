@@ -95,11 +95,15 @@ class Gate:
         shadow: Callable[[], Bundle | None] | None = None,
         writer: Writer | None = None,
         impact: ImpactPreviews | None = None,
+        settles_inline: bool = False,
     ) -> None:
         """``writer`` takes the batched read records (default: written in this
         process, to ``store``); ``impact`` is told of each new hold (its preview is
-        gathered in the background: the hold never waits for it)."""
+        gathered in the background: the hold never waits for it); ``settles_inline``:
+        ``store``'s commits wait for no disk and no network, so :meth:`settle` may run
+        on the event loop."""
         self.impact = impact
+        self.settles_inline = settles_inline
         self.events = events or HoldEvents()
         self.metrics = metrics or Metrics()
         self._store = store

@@ -1,7 +1,12 @@
 """The pipeline on the proxy's event loop: where each step runs, so reads stay fast.
 
-* A bodiless read (GET, HEAD, OPTIONS) is decided inline on the event loop: it takes
-  about as long as a hop to a worker thread would. Anything else is decided in a thread.
+* A request whose body is at most :data:`INLINE_BODY_BYTES` is decided inline on the
+  event loop: deciding it costs about what a hop to a worker thread and back does (and a
+  thread runs no faster: it needs the same interpreter lock). A larger body (a big SQL
+  script, a plan's JSON) is decided in a thread, so the loop keeps serving others.
+* The gate applies the decision where it was made when that waits for nothing but
+  CPU (``settle_inline``: the store commits without waiting for a disk or a network,
+  SQLite with ``synchronous = normal``); otherwise, in a worker thread.
 * A change is recorded into the session history *before* the request goes out, so the
   session's next decision sees it: in the gate's decision record transaction, through
   the :class:`Journal` the gate is handed (one commit for both), else in a thread.
@@ -29,14 +34,24 @@ from guardproxy.store.base import SessionEvent
 READ_BATCH_SECONDS = 0.05
 """How long the first read of a batch waits for others before the batch is recorded."""
 INLINE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+"""Methods whose requests are decided on the event loop when they carry no body (always:
+a read recorded in the background)."""
+INLINE_BODY_BYTES = 16 * 1024
+"""The largest body a request decided on the event loop may carry."""
 
 
 class LivePipeline:
     """:class:`Pipeline` scheduled on the running event loop, with the proxy's clock."""
 
-    def __init__(self, pipeline: Pipeline, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self, pipeline: Pipeline, clock: Callable[[], datetime], *, settle_inline: bool = False
+    ) -> None:
+        """``settle_inline``: the ``then`` of :meth:`decide_then` (the gate applying a
+        decision, its record's commit included) waits for no disk and no network, so it
+        may run on the event loop."""
         self.pipeline = pipeline
         self._clock = clock
+        self._settle_inline = settle_inline
         self._reads: list[tuple[Action, str, str, datetime]] = []
         self._unrecorded = 0
 
@@ -46,7 +61,7 @@ class LivePipeline:
         return self._unrecorded
 
     async def decide(self, request: HttpRequest, session: SessionInfo) -> Verdict:
-        if request.method in INLINE_METHODS and not request.body:
+        if _decided_inline(request):
             return self.pipeline.decide(request, session, self._clock())
         return await asyncio.to_thread(self._decide_now, request, session)
 
@@ -56,11 +71,18 @@ class LivePipeline:
     async def decide_then[T](
         self, request: HttpRequest, session: SessionInfo, then: Callable[[Verdict], T]
     ) -> tuple[Verdict, T | None]:
-        """:meth:`decide`, and where that takes a worker thread, ``then`` of the verdict
-        in the same thread (the gate applying it: one hop for both); ``then`` is not
-        called for a request decided inline."""
-        if request.method in INLINE_METHODS and not request.body:
-            return self.pipeline.decide(request, session, self._clock()), None
+        """:meth:`decide`, then ``then`` of the verdict where it may run: on the event loop
+        after an inline decision when ``settle_inline``, else in a worker thread (after a
+        decision there: one hop for both). ``then`` is not called for a bodiless read
+        method decided inline without ``settle_inline`` (the caller applies it on the
+        loop: a read's record is written in the background)."""
+        if _decided_inline(request):
+            verdict = self.pipeline.decide(request, session, self._clock())
+            if self._settle_inline:
+                return verdict, then(verdict)
+            if request.method in INLINE_METHODS and not request.body:
+                return verdict, None
+            return verdict, await asyncio.to_thread(then, verdict)
 
         def decide_and_then() -> tuple[Verdict, T | None]:
             verdict = self._decide_now(request, session)
@@ -108,6 +130,10 @@ class LivePipeline:
         self._unrecorded -= count
 
 
+def _decided_inline(request: HttpRequest) -> bool:
+    return len(request.body) <= INLINE_BODY_BYTES
+
+
 class Journal:
     """The session history of one change, handed to the gate (``gate.Journal``): its
     events go into the decision record's transaction and ``outcome`` says, once that
@@ -131,4 +157,10 @@ class Journal:
         )
 
 
-__all__ = ["INLINE_METHODS", "READ_BATCH_SECONDS", "Journal", "LivePipeline"]
+__all__ = [
+    "INLINE_BODY_BYTES",
+    "INLINE_METHODS",
+    "READ_BATCH_SECONDS",
+    "Journal",
+    "LivePipeline",
+]

@@ -8,8 +8,15 @@ processes too (the CLI approving a hold while the proxy runs).  WAL mode lets th
 other processes read while the proxy writes, and ``busy_timeout`` makes writers wait
 for each other instead of failing.
 
-``synchronous`` stays FULL: holds, approvals and the decision log are an audit
-trail, and an approval must not be lost to a power cut after it was acknowledged.
+Durability (``synchronous``, :data:`SYNCHRONOUS_LEVELS`): a committed transaction is
+in the write-ahead log file, so it survives a ``kill -9`` of any process at any
+moment; that is the promise the proxy makes for a record written before its request
+is forwarded. ``normal`` (the default) leaves syncing the log to the disk to the
+checkpoints, so a power cut or a kernel crash may lose the last commits before the
+next checkpoint; ``full`` syncs the log at every commit, so they survive that too, at
+the price of one disk sync per commit on the request path. With ``normal`` a commit
+waits for no disk (:attr:`SqliteStore.commits_wait_for_disk`), so the proxy may write
+a record without leaving its event loop.
 
 Faults: a lock held past the busy timeout, a full disk or a file size limit fail the
 call with :class:`StoreError`, and the next call works once the fault is gone. A
@@ -29,6 +36,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+import structlog
+
 from guardproxy.store.base import (
     AlreadyExistsError,
     InvalidValueError,
@@ -38,8 +47,20 @@ from guardproxy.store.base import (
 from guardproxy.store.migrations import MIGRATIONS, SCHEMA_VERSION_TABLE, Migration
 from guardproxy.store.sql import Db, SqlStore, apply_migrations, schema_too_new, writer_name
 
+log = structlog.get_logger(__name__)
+
 DEFAULT_BUSY_TIMEOUT = 5.0
 """Seconds a writer waits for another writer's lock before failing."""
+SYNCHRONOUS_LEVELS = ("normal", "full")
+"""SQLite's ``synchronous`` levels a store may use in WAL mode (see the module's doc)."""
+DEFAULT_SYNCHRONOUS = "normal"
+CHECKPOINT_INTERVAL = 0.5
+"""Seconds between background checkpoints (:meth:`SqliteStore.checkpoint_in_background`)."""
+BACKSTOP_PAGES = 10_000
+"""With background checkpoints, the log's size (pages) at which a commit checkpoints it
+itself, as SQLite does at 1,000 pages by default: under writes that never pause, a
+passive checkpoint never catches up with the log's end, so the log would never start
+over from its beginning."""
 
 
 def migrate(connection: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS) -> int:
@@ -88,11 +109,23 @@ class SqliteStore(SqlStore):
     """:class:`~guardproxy.store.base.Store` on a SQLite file (created 0600, dir 0700)."""
 
     def __init__(
-        self, path: Path, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT, writer: str = ""
+        self,
+        path: Path,
+        *,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        writer: str = "",
+        synchronous: str = DEFAULT_SYNCHRONOUS,
     ) -> None:
         """``writer`` names who appends through this store in its audit chain's record
-        (with the host and process id)."""
+        (with the host and process id); ``synchronous`` is one of
+        :data:`SYNCHRONOUS_LEVELS` (:class:`StoreError` otherwise)."""
+        if synchronous not in SYNCHRONOUS_LEVELS:
+            raise StoreError(
+                f"unknown SQLite synchronous level {synchronous!r}: "
+                f"expected one of {', '.join(SYNCHRONOUS_LEVELS)}"
+            )
         self.path = Path(path)
+        self.synchronous = synchronous
         self._lock = threading.RLock()
         self._append_lock = threading.Lock()
         self._queue_lock = threading.Lock()
@@ -114,7 +147,7 @@ class SqliteStore(SqlStore):
             (mode,) = connection.execute("PRAGMA journal_mode = WAL").fetchone()
             if str(mode).lower() != "wal":
                 raise StoreError(f"cannot open store {self.path}: WAL mode refused ({mode})")
-            connection.execute("PRAGMA synchronous = FULL")
+            connection.execute(f"PRAGMA synchronous = {synchronous.upper()}")
             connection.execute("PRAGMA foreign_keys = ON")
             self.schema_version = migrate(connection)
         except sqlite3.Error as exc:
@@ -125,14 +158,47 @@ class SqliteStore(SqlStore):
             raise
         self._connection = connection
         self._opened = _identity(self.path)
+        self._checkpointer: _Checkpointer | None = None
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
 
+    @property
+    def commits_wait_for_disk(self) -> bool:
+        """Whether a commit syncs to the disk before it returns (``synchronous = full``);
+        with ``normal`` it returns once the write-ahead log holds the transaction."""
+        return self.synchronous == "full"
+
     def close(self) -> None:
         """Close the connection; later calls raise :class:`StoreError`. Idempotent."""
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            checkpointer.stop()
         with self._lock:
             self._connection.close()
+
+    def checkpoint_in_background(self, interval: float = CHECKPOINT_INTERVAL) -> None:
+        """Move the write-ahead log into the database from a thread of its own, every
+        ``interval`` seconds, instead of in the commit that fills it (SQLite's automatic
+        checkpoint): a checkpoint syncs the database file, which would otherwise stall
+        one commit in a few hundred for milliseconds, on the proxy's request path.
+
+        The thread has its own connection and runs passive checkpoints, which never wait
+        for nor block this store's writers; a checkpoint that fails is tried again at the
+        next interval. A log past :data:`BACKSTOP_PAGES` is still checkpointed by the
+        commit that grows it (its frames mostly copied already), so it cannot grow
+        without bound. Other processes on the same file keep SQLite's automatic
+        checkpoints. Idempotent; :meth:`close` stops the thread.
+        """
+        with self._lock:
+            if self._checkpointer is not None:
+                return
+            self._check_file()
+            try:
+                self._connection.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
+            except sqlite3.Error as exc:
+                raise StoreError(f"store {self.path}: {exc}") from exc
+            self._checkpointer = _Checkpointer(self.path, interval)
 
     # -- transactions ---------------------------------------------------------------
 
@@ -199,6 +265,42 @@ class SqliteStore(SqlStore):
         if errorname == "SQLITE_CONSTRAINT_FOREIGNKEY":
             return NotFoundError(f"{what} refers to a hold that does not exist")
         return InvalidValueError(f"{what} rejected: {exc}")
+
+
+class _Checkpointer:
+    """A thread that checkpoints one SQLite file's write-ahead log every ``interval``."""
+
+    def __init__(self, path: Path, interval: float) -> None:
+        self._path = path
+        self._interval = interval
+        try:  # opened now, on the file the store opened; never creates one (mode=rw)
+            self._connection = sqlite3.connect(
+                f"{path.resolve().as_uri()}?mode=rw",
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {path}: cannot open it for checkpoints: {exc}") from exc
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="guardproxy-sqlite-checkpoint", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stopped.wait(self._interval):
+                try:
+                    self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:  # busy, or a full disk: the next interval
+                    log.debug("store.checkpoint_failed", path=str(self._path), error=str(exc))
+        finally:
+            self._connection.close()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=5)
 
 
 # -- helpers ------------------------------------------------------------------------

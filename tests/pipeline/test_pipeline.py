@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mitmproxy import http, io
@@ -21,7 +23,8 @@ from guardproxy.action import Verb
 from guardproxy.context import SessionInfo
 from guardproxy.intercept.flows import SESSION, http_request
 from guardproxy.intercept.replay import flow_session, read_exchanges, storable_metadata
-from guardproxy.pipeline import FixedPolicies, LivePipeline, Pipeline
+from guardproxy.pipeline import FixedPolicies, LivePipeline, Pipeline, Verdict
+from guardproxy.pipeline.live import INLINE_BODY_BYTES
 from guardproxy.pipeline.replay import Exchange, replay_exchanges
 from guardproxy.recognise import RecogniseSettings
 from guardproxy.recognise.request import HttpRequest
@@ -173,3 +176,37 @@ def test_a_flow_names_its_session_or_is_the_client_anonymous_one(tmp_path: Path)
         None,
         "anonymous:127.0.0.1",
     ]
+
+
+@pytest.mark.parametrize(
+    ("settle_inline", "size", "decided_on_loop", "settled_on_loop"),
+    [
+        (True, 100, True, True),  # SQLite, synchronous = normal: no hop at all
+        (False, 100, True, False),  # a store that waits (disk, network): one hop to settle
+        (True, INLINE_BODY_BYTES + 1, False, False),  # a big body: decided in a thread
+        (False, INLINE_BODY_BYTES + 1, False, False),
+    ],
+)
+def test_the_live_pipeline_decides_small_requests_on_the_loop_and_settles_where_the_store_allows(
+    pipeline: Pipeline, settle_inline: bool, size: int, decided_on_loop: bool, settled_on_loop: bool
+) -> None:
+    live = LivePipeline(pipeline, lambda: T0, settle_inline=settle_inline)
+    delete = neon({"query": "DELETE FROM orders WHERE id = 7", "pad": "x" * size})
+    assert (len(delete.body) <= INLINE_BODY_BYTES) is (size == 100)
+    deciding: list[int] = []
+    original = pipeline.decide
+
+    def decide(*args: Any, **kwargs: Any) -> Verdict:
+        deciding.append(threading.get_ident())
+        return original(*args, **kwargs)
+
+    pipeline.decide = decide  # type: ignore[method-assign]
+
+    async def run() -> tuple[Verb, int, int, int]:
+        verdict, settled_in = await live.decide_then(delete, ALICE, lambda _: threading.get_ident())
+        assert settled_in is not None
+        return verdict.action.verb, threading.get_ident(), deciding[0], settled_in
+
+    verb, loop, decided_in, settled_in = asyncio.run(asyncio.wait_for(run(), timeout=10))
+    assert verb is Verb.DELETE
+    assert (decided_in == loop, settled_in == loop) == (decided_on_loop, settled_on_loop)

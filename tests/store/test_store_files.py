@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import stat
+import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,10 +18,11 @@ from guardproxy.store import (
     SchemaVersionError,
     SqliteStore,
     StoreError,
+    commits_quickly,
     open_store,
 )
 from guardproxy.store.migrations import MIGRATIONS
-from guardproxy.store.sqlite import migrate
+from guardproxy.store.sqlite import BACKSTOP_PAGES, migrate
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -230,3 +234,89 @@ def test_a_replaced_file_fails_every_call(db_path: Path, tmp_path: Path) -> None
             store.append_decision(_record("d-1"))
     with SqliteStore(db_path) as reopened:  # a restart takes the new file
         reopened.append_decision(_record("d-1"))
+
+
+def _synchronous(store: SqliteStore) -> int:
+    with store._transaction() as db:
+        return int(db.execute("PRAGMA synchronous").fetchone()[0])
+
+
+def test_the_default_synchronous_level_is_normal_and_full_is_one_url_parameter_away(
+    tmp_path: Path,
+) -> None:
+    # SQLite's levels: 1 NORMAL (the log is synced at checkpoints), 2 FULL (at every commit)
+    plain, normal, full = (
+        open_store(str(tmp_path / "plain.db")),
+        open_store(f"sqlite://{tmp_path}/normal.db?synchronous=normal"),
+        open_store(f"sqlite://{tmp_path}/full.db?synchronous=FULL"),
+    )
+    try:
+        assert isinstance(plain, SqliteStore) and isinstance(normal, SqliteStore)
+        assert isinstance(full, SqliteStore)
+        assert [_synchronous(s) for s in (plain, normal, full)] == [1, 1, 2]
+        assert [commits_quickly(s) for s in (plain, normal, full)] == [True, True, False]
+        assert full.path == tmp_path / "full.db"
+    finally:
+        for store in (plain, normal, full):
+            store.close()
+
+
+@pytest.mark.parametrize(
+    ("query", "complaint"),
+    [
+        ("synchronous=off", "synchronous='off', expected normal or full"),
+        ("synchronous=extra", "synchronous='extra'"),
+        ("synchronous=full&synchronous=normal", "given once"),
+        ("synchronous=full&mode=ro", "the only parameter is synchronous"),
+    ],
+)
+def test_a_sqlite_url_with_another_synchronous_level_or_parameter_is_refused(
+    tmp_path: Path, query: str, complaint: str
+) -> None:
+    with pytest.raises(StoreError, match=re.escape(complaint)):
+        open_store(f"sqlite://{tmp_path}/g.db?{query}")
+    assert not (tmp_path / "g.db").exists()
+    with pytest.raises(StoreError, match="unknown SQLite synchronous level 'off'"):
+        SqliteStore(tmp_path / "g.db", synchronous="off")
+
+
+def test_background_checkpoints_move_the_log_into_the_database_off_the_commits(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(tmp_path / "g.db")
+    try:
+        store.checkpoint_in_background(interval=0.05)
+        store.checkpoint_in_background(interval=0.05)  # idempotent: one thread
+        with store._transaction() as db:
+            assert db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == BACKSTOP_PAGES
+        before = (tmp_path / "g.db").stat().st_size
+        for n in range(200):  # far below the backstop: only the thread checkpoints
+            store.append_decision(
+                DecisionRecord(
+                    id=f"d-{n}", at=T0, session_id="s-1", action_json="{}",
+                    context_json="{}", decision_json="{}", outcome="allow", provider="k8s",
+                )
+            )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while (tmp_path / "g.db").stat().st_size == before and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert (tmp_path / "g.db").stat().st_size > before  # pages copied from the log
+        threads = [t for t in threading.enumerate() if t.name == "guardproxy-sqlite-checkpoint"]
+        assert len(threads) == 1
+    finally:
+        store.close()
+    assert not threads[0].is_alive()
+
+
+def test_a_store_whose_file_is_gone_starts_no_checkpoints_and_creates_no_file(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(tmp_path / "g.db")
+    try:
+        for name in ("g.db", "g.db-wal", "g.db-shm"):
+            (tmp_path / name).unlink(missing_ok=True)
+        with pytest.raises(StoreError, match="was deleted"):
+            store.checkpoint_in_background()
+        assert not (tmp_path / "g.db").exists()
+    finally:
+        store.close()
