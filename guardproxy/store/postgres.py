@@ -120,6 +120,22 @@ def _durability(connection: Connection) -> dict[str, str]:
     return settings
 
 
+def _fast_compression(connection: Connection) -> str | None:
+    """``lz4`` if the server can compress stored values with it, else None.
+
+    A decision's record is ~2 KB of JSON twice (its columns and its chain record's
+    payload), over PostgreSQL's threshold for compressing a row: with the default
+    ``pglz`` the compression is a good part of the server's work per append; ``lz4``
+    does it several times faster.  It changes how values are kept on disk, never what
+    is read back.  Servers before 14, or built without lz4, keep their default.
+    """
+    row = connection.execute(
+        "SELECT 'lz4' = ANY(enumvals) AS lz4 FROM pg_settings"
+        " WHERE name = 'default_toast_compression'"
+    ).fetchone()
+    return "lz4" if row is not None and row["lz4"] else None
+
+
 def redact(url: str) -> str:
     """The URL without its password, for messages and logs."""
     parts = urlsplit(url)
@@ -227,6 +243,8 @@ class _Pool:
         self._lock = threading.Lock()
         self._idle: list[Connection] = []
         self._closed = False
+        self.compression: str | None = None
+        """The ``default_toast_compression`` of new connections (None: the server's)."""
 
     def connect(self) -> Connection:
         connection = psycopg.connect(
@@ -236,8 +254,11 @@ class _Pool:
             connect_timeout=self._connect_timeout,
             application_name="guardproxy",
         )
+        settings = f"SET lock_timeout = {self._lock_timeout_ms}"
+        if self.compression is not None:
+            settings += f"; SET default_toast_compression = {self.compression}"
         try:
-            connection.execute(f"SET lock_timeout = {self._lock_timeout_ms}")
+            connection.execute(settings)  # no parameters: one round trip for both
         except BaseException:
             connection.close()
             raise
@@ -356,6 +377,9 @@ class PostgresStore(SqlStore):
             with self._pool.connection() as connection:
                 self.schema_version = migrate(connection)
                 self.durability = _durability(connection)
+                self._pool.compression = _fast_compression(connection)
+                if self._pool.compression is not None:
+                    connection.execute(f"SET default_toast_compression = {self._pool.compression}")
         except psycopg.Error as exc:
             self._pool.close()
             raise StoreError(f"cannot open store {self.display_url}: {exc}") from exc
