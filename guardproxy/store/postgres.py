@@ -219,6 +219,21 @@ def _together(
 _converted: dict[str, str] = {}
 
 
+class _Connection(psycopg.Connection[DictRow]):
+    """A pooled connection, with the cursor its appends reuse."""
+
+    _appender: psycopg.Cursor[DictRow] | None = None
+
+    def append(self, statement: str, parameters: Sequence[Any]) -> None:
+        """Run an append's statement, prepared, on a cursor kept for appends: what
+        ``execute`` does, without a new cursor and the count of executions before
+        preparing on every call (a writer's appends are its hot path)."""
+        cursor = self._appender
+        if cursor is None or cursor.closed:
+            cursor = self._appender = self.cursor()
+        cursor.execute(statement, parameters, prepare=True)
+
+
 def _placeholders(sql: str) -> str:
     """``?`` -> ``%s`` (and a literal ``%`` -> ``%%``); the shared SQL has no ``?`` in text."""
     converted = _converted.get(sql)
@@ -241,13 +256,13 @@ class _Pool:
         self._lock_timeout_ms = max(1, int(lock_timeout * 1000))
         self._slots = threading.BoundedSemaphore(size)
         self._lock = threading.Lock()
-        self._idle: list[Connection] = []
+        self._idle: list[_Connection] = []
         self._closed = False
         self.compression: str | None = None
         """The ``default_toast_compression`` of new connections (None: the server's)."""
 
-    def connect(self) -> Connection:
-        connection = psycopg.connect(
+    def connect(self) -> _Connection:
+        connection = _Connection.connect(
             self._url,
             autocommit=True,
             row_factory=dict_row,
@@ -265,7 +280,7 @@ class _Pool:
         return connection
 
     @contextmanager
-    def connection(self) -> Iterator[Connection]:
+    def connection(self) -> Iterator[_Connection]:
         if not self._slots.acquire(timeout=_POOL_WAIT):
             raise StoreError(f"no free database connection within {_POOL_WAIT:.0f} s")
         try:
@@ -285,7 +300,7 @@ class _Pool:
         finally:
             self._slots.release()
 
-    def _take_idle(self) -> Connection | None:
+    def _take_idle(self) -> _Connection | None:
         """An idle connection still fit to use, or None; the unfit ones are closed."""
         while True:
             with self._lock:
@@ -298,7 +313,7 @@ class _Pool:
                 return connection
             connection.close()
 
-    def _give_back(self, connection: Connection, *, failed: bool) -> None:
+    def _give_back(self, connection: _Connection, *, failed: bool) -> None:
         reusable = (
             not failed
             and not connection.closed
@@ -457,7 +472,7 @@ class PostgresStore(SqlStore):
         try:
             with self._pool.connection() as connection, _together(connection, events):
                 try:
-                    connection.execute(statement, (*parameters, last.seq, last.hash, last.chain))
+                    connection.append(statement, (*parameters, last.seq, last.hash, last.chain))
                 except self._integrity_errors as exc:
                     raise self._integrity(exc, _duplicate(exc, what, last.chain)) from exc
                 if events:
