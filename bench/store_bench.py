@@ -29,8 +29,9 @@ What it measures
     checkpoint's signature; the benchmark fails if anything does not verify.
     Also reported, per record (medians): the CPU time of the writer processes and of
     the server's processes, and the server's WAL flushes (disk syncs; fewer than one
-    per record when commits of several writers share a flush).  With 2 cores, 4
-    writers scale only as far as one writer leaves the CPU idle (waiting for the disk).
+    per record when commits of several writers share a flush) with the time one
+    takes.  4 writers scale only as far as one writer leaves the machine's cores idle
+    (waiting for the disk), and their commits share flushes.
     ``--baseline DIR`` also runs the writers on the guardproxy of another checkout
     (e.g. ``git worktree add /tmp/main main``), interleaved round by round with this
     one; its records (one chain) are verified after this code migrated the database.
@@ -206,8 +207,8 @@ def concurrent_appends(
     """Records per second from ``writers`` processes appending at once, and where each
     record's time went: CPU microseconds of the writer processes and of the server's
     processes (every backend, the WAL writer...: what the appends cost it), and WAL
-    flushes (disk syncs) per record, from ``pg_stat_wal`` (PostgreSQL 14 or newer;
-    it counts the writers' start too: three transactions each)."""
+    flushes (disk syncs) per record and how long one took, from ``pg_stat_wal``
+    (PostgreSQL 14 or newer; it counts the writers' start too: three transactions each)."""
     workers = []
     for n in range(writers):
         command = [sys.executable, str(Path(__file__).resolve()), "--append-worker", url,
@@ -219,7 +220,7 @@ def concurrent_appends(
             assert child.process.stdout is not None
             if child.process.stdout.readline().strip() != b"READY":
                 raise BenchError(f"a writer did not start:\n{child.tail()}")
-        syncs_before = _wal_syncs(url)
+        syncs_before, sync_ms_before = _wal_syncs(url)
         server_before = _server_cpu(cluster)
         for child in workers:
             _tell(child, b"GO\n")
@@ -239,12 +240,16 @@ def concurrent_appends(
         for child in workers:
             children.stop(child)
     records = writers * ops
-    syncs = _wal_syncs(url)  # each writer's backend reported its counts as it exited
+    syncs, sync_ms = _wal_syncs(url)  # each writer's backend reported them as it exited
+    known = syncs >= 0 and syncs_before >= 0
     return {
         "rate": records / (max(end for _, end in spans) - min(start for start, _ in spans)),
         "client_us": client_cpu / records * 1e6,
         "server_us": server_cpu / records * 1e6,
-        "syncs": -1.0 if syncs < 0 or syncs_before < 0 else (syncs - syncs_before) / records,
+        "syncs": (syncs - syncs_before) / records if known else -1.0,
+        "sync_us": (sync_ms - sync_ms_before) * 1e3 / max(1, syncs - syncs_before)
+        if known
+        else -1.0,
     }
 
 
@@ -254,16 +259,18 @@ def _tell(child: Any, line: bytes) -> None:
     child.process.stdin.flush()
 
 
-def _wal_syncs(url: str) -> int:
-    """WAL flushes of the whole cluster so far (-1: no ``pg_stat_wal``, before 14)."""
+def _wal_syncs(url: str) -> tuple[int, float]:
+    """WAL flushes of the whole cluster so far and the milliseconds they took (with
+    ``track_wal_io_timing``, which the benchmark's cluster has); -1: no ``pg_stat_wal``
+    (PostgreSQL before 14)."""
     import psycopg  # noqa: PLC0415
 
     with psycopg.connect(url, autocommit=True) as connection:
         try:
-            row = connection.execute("SELECT wal_sync FROM pg_stat_wal").fetchone()
+            row = connection.execute("SELECT wal_sync, wal_sync_time FROM pg_stat_wal").fetchone()
         except psycopg.errors.UndefinedTable:
-            return -1
-    return -1 if row is None else int(row[0])
+            return -1, 0.0
+    return (-1, 0.0) if row is None else (int(row[0]), float(row[1]))
 
 
 def _server_cpu(cluster: PostgresCluster) -> float:
@@ -345,7 +352,7 @@ def writer_rates(
                 "per_record": {
                     str(w): {
                         key: round(statistics.median(c[key] for c in each), 2)
-                        for key in ("client_us", "server_us", "syncs")
+                        for key in ("client_us", "server_us", "syncs", "sync_us")
                     }
                     for w, each in costs[name].items()
                 },
@@ -427,7 +434,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise BenchError("PostgreSQL server binaries not found: apt-get install postgresql")
     with tempfile.TemporaryDirectory(prefix="store-bench-") as tmp:
         workdir = Path(tmp)
-        settings = dict(setting.split("=", 1) for setting in args.pg_setting)
+        settings = {
+            "track_wal_io_timing": "on",  # how long a WAL flush takes (pg_stat_wal)
+            **dict(setting.split("=", 1) for setting in args.pg_setting),
+        }
         cluster = PostgresCluster(bindir, fsync=not args.no_fsync, settings=settings)
         children = Children(workdir)
         try:
@@ -490,10 +500,12 @@ def render_writers(result: dict[str, Any]) -> list[str]:
                      f"{many}: {measured['rounds'][many]}")  # fmt: skip
         for w in (one, many):
             cost = measured["per_record"][w]
-            syncs = "?" if cost["syncs"] < 0 else f"{cost['syncs']:.2f}"
+            flushes = "? WAL flushes" if cost["syncs"] < 0 else f"{cost['syncs']:.2f} WAL flushes"
+            if cost["syncs"] > 0:
+                flushes += f" of {cost['sync_us']:.0f} us"
             lines.append(
                 f"  {'':<10} per record, {w} writer(s): CPU {cost['client_us']:.0f} us in the "
-                f"writer, {cost['server_us']:.0f} us in PostgreSQL; {syncs} WAL flushes"
+                f"writer, {cost['server_us']:.0f} us in PostgreSQL; {flushes}"
             )
     return lines
 
