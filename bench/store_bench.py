@@ -30,8 +30,16 @@ What it measures
     Also reported, per record (medians): the CPU time of the writer processes and of
     the server's processes, and the server's WAL flushes (disk syncs; fewer than one
     per record when commits of several writers share a flush) with the time one
-    takes.  4 writers scale only as far as one writer leaves the machine's cores idle
-    (waiting for the disk), and their commits share flushes.
+    takes.  They say which limit the ratio meets:
+
+    * flushes faster than a record's CPU (a fast or cached disk): one writer keeps
+      the CPU busy most of the time, and 4 writers cannot be faster than the cores
+      that one leaves idle (their processes and the server's, 8 on a small machine,
+      also cost more CPU per record than one writer's 2);
+    * flushes slower than a record's CPU: 4 writers gain as many records per flush
+      as their commits share; when those come in pairs (0.5 flushes per record),
+      4/1 is about 2 plus twice the writer's CPU time over the flush time, so a
+      faster writer shows a lower ratio at a higher rate.
     ``--baseline DIR`` also runs the writers on the guardproxy of another checkout
     (e.g. ``git worktree add /tmp/main main``), interleaved round by round with this
     one; its records (one chain) are verified after this code migrated the database.
