@@ -27,6 +27,19 @@ What it measures
     process's end (median of ``--rounds``), and 4 writers / 1.  Afterwards a checkpoint
     is made with a throwaway key and ``verify_store`` checks every record and the
     checkpoint's signature; the benchmark fails if anything does not verify.
+    Also reported, per record (medians): the CPU time of the writer processes and of
+    the server's processes, and the server's WAL flushes (disk syncs; fewer than one
+    per record when commits of several writers share a flush) with the time one
+    takes.  They say which limit the ratio meets:
+
+    * flushes faster than a record's CPU (a fast or cached disk): one writer keeps
+      the CPU busy most of the time, and 4 writers cannot be faster than the cores
+      that one leaves idle (their processes and the server's, 8 on a small machine,
+      also cost more CPU per record than one writer's 2);
+    * flushes slower than a record's CPU: 4 writers gain as many records per flush
+      as their commits share; when those come in pairs (0.5 flushes per record),
+      4/1 is about 2 plus twice the writer's CPU time over the flush time, so a
+      faster writer shows a lower ratio at a higher rate.
     ``--baseline DIR`` also runs the writers on the guardproxy of another checkout
     (e.g. ``git worktree add /tmp/main main``), interleaved round by round with this
     one; its records (one chain) are verified after this code migrated the database.
@@ -174,9 +187,11 @@ def append_worker(url: str, tag: str, ops: int) -> int:
     """A writer process (``--append-worker``): one store, ``ops`` single appends on GO.
 
     Says ``READY`` once its store is open and has appended once, waits for a line on
-    stdin, then appends and says ``DONE <start> <end>`` (``time.monotonic``, which every
-    process on the machine shares).  Uses only what every guardproxy version has, so a
-    baseline checkout runs it too.
+    stdin, then appends and says ``DONE <start> <end> <cpu>`` (``time.monotonic``, which
+    every process on the machine shares; the CPU seconds this process spent appending),
+    and closes its store at the next line (its connections stay until the server's CPU
+    is read).  Uses only what every guardproxy version has, so a baseline checkout runs
+    it too.
     """
     store = open_store(url)
     try:
@@ -184,17 +199,24 @@ def append_worker(url: str, tag: str, ops: int) -> int:
         print("READY", flush=True)
         if not sys.stdin.readline():
             return 1
-        started = time.monotonic()
+        started, cpu = time.monotonic(), time.process_time()
         for i in range(ops):
             store.append_decision(_record(i, tag))
-        print(f"DONE {started} {time.monotonic()}", flush=True)
+        print(f"DONE {started} {time.monotonic()} {time.process_time() - cpu}", flush=True)
+        sys.stdin.readline()
     finally:
         store.close()
     return 0
 
 
-def concurrent_appends(children: Children, url: str, writers: int, ops: int) -> float:
-    """Records per second from ``writers`` processes appending at once."""
+def concurrent_appends(
+    children: Children, cluster: PostgresCluster, url: str, writers: int, ops: int
+) -> dict[str, float]:
+    """Records per second from ``writers`` processes appending at once, and where each
+    record's time went: CPU microseconds of the writer processes and of the server's
+    processes (every backend, the WAL writer...: what the appends cost it), and WAL
+    flushes (disk syncs) per record and how long one took, from ``pg_stat_wal``
+    (PostgreSQL 14 or newer; it counts the writers' start too: three transactions each)."""
     workers = []
     for n in range(writers):
         command = [sys.executable, str(Path(__file__).resolve()), "--append-worker", url,
@@ -206,22 +228,74 @@ def concurrent_appends(children: Children, url: str, writers: int, ops: int) -> 
             assert child.process.stdout is not None
             if child.process.stdout.readline().strip() != b"READY":
                 raise BenchError(f"a writer did not start:\n{child.tail()}")
+        syncs_before, sync_ms_before = _wal_syncs(url)
+        server_before = _server_cpu(cluster)
         for child in workers:
-            assert child.process.stdin is not None
-            child.process.stdin.write(b"GO\n")
-            child.process.stdin.flush()
-        spans = []
+            _tell(child, b"GO\n")
+        spans, client_cpu = [], 0.0
         for child in workers:
             assert child.process.stdout is not None
             line = child.process.stdout.readline().split()
             if not line or line[0] != b"DONE":
                 raise BenchError(f"a writer failed:\n{child.tail()}")
             spans.append((float(line[1]), float(line[2])))
+            client_cpu += float(line[3])
+        server_cpu = _server_cpu(cluster) - server_before
+        for child in workers:
+            _tell(child, b"STOP\n")
             child.process.wait(30)
     finally:
         for child in workers:
             children.stop(child)
-    return writers * ops / (max(end for _, end in spans) - min(start for start, _ in spans))
+    records = writers * ops
+    syncs, sync_ms = _wal_syncs(url)  # each writer's backend reported them as it exited
+    known = syncs >= 0 and syncs_before >= 0
+    return {
+        "rate": records / (max(end for _, end in spans) - min(start for start, _ in spans)),
+        "client_us": client_cpu / records * 1e6,
+        "server_us": server_cpu / records * 1e6,
+        "syncs": (syncs - syncs_before) / records if known else -1.0,
+        "sync_us": (sync_ms - sync_ms_before) * 1e3 / max(1, syncs - syncs_before)
+        if known
+        else -1.0,
+    }
+
+
+def _tell(child: Any, line: bytes) -> None:
+    assert child.process.stdin is not None
+    child.process.stdin.write(line)
+    child.process.stdin.flush()
+
+
+def _wal_syncs(url: str) -> tuple[int, float]:
+    """WAL flushes of the whole cluster so far and the milliseconds they took (with
+    ``track_wal_io_timing``, which the benchmark's cluster has); -1: no ``pg_stat_wal``
+    (PostgreSQL before 14)."""
+    import psycopg  # noqa: PLC0415
+
+    with psycopg.connect(url, autocommit=True) as connection:
+        try:
+            row = connection.execute("SELECT wal_sync, wal_sync_time FROM pg_stat_wal").fetchone()
+        except psycopg.errors.UndefinedTable:
+            return -1, 0.0
+    return (-1, 0.0) if row is None else (int(row[0]), float(row[1]))
+
+
+def _server_cpu(cluster: PostgresCluster) -> float:
+    """CPU seconds of the cluster's processes: the postmaster, its live children, and
+    those it reaped (their time is added to its own children's)."""
+    postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited meanwhile
+            continue
+        if int(fields[1]) == postmaster:  # ppid
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    fields = Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()
+    total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def verify_appends(url: str, expected: int, key_dir: Path) -> str:
@@ -256,18 +330,24 @@ def writer_rates(
         codes = {"baseline": args.baseline.resolve(), **codes}
     one, many = WRITERS
     rates: dict[str, dict[int, list[float]]] = {name: {one: [], many: []} for name in codes}
+    costs: dict[str, dict[int, list[dict[str, float]]]] = {
+        name: {one: [], many: []} for name in codes
+    }
     verified: dict[str, str] = {}
     load = os.getloadavg()[0]
     for round_number in range(args.rounds + 1):
         for name, code in codes.items():
             for writers in WRITERS:
                 url = cluster.create_database()
-                rate = _in_code(code, concurrent_appends, children, url, writers, args.writer_ops)
+                measured = _in_code(
+                    code, concurrent_appends, children, cluster, url, writers, args.writer_ops
+                )
                 verified[name] = verify_appends(
                     url, writers * (args.writer_ops + 1), children.workdir
                 )
                 if round_number > 0:  # the first warms up the cluster and the page cache
-                    rates[name][writers].append(rate)
+                    rates[name][writers].append(measured["rate"])
+                    costs[name][writers].append(measured)
     return {
         "load_average": [round(load, 1), round(os.getloadavg()[0], 1)],
         **{
@@ -277,6 +357,13 @@ def writer_rates(
                     m / o for o, m in zip(by_writers[one], by_writers[many], strict=True)
                 ),
                 "rounds": {str(w): [round(x) for x in r] for w, r in by_writers.items()},
+                "per_record": {
+                    str(w): {
+                        key: round(statistics.median(c[key] for c in each), 2)
+                        for key in ("client_us", "server_us", "syncs", "sync_us")
+                    }
+                    for w, each in costs[name].items()
+                },
                 "verified": verified[name],
             }
             for name, by_writers in rates.items()
@@ -284,7 +371,7 @@ def writer_rates(
     }
 
 
-def _in_code(code: Path, work: Callable[..., float], *args: Any) -> float:
+def _in_code[T](code: Path, work: Callable[..., T], *args: Any) -> T:
     """``work`` with the writer processes importing guardproxy from ``code``."""
     before = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code), before]))
@@ -355,7 +442,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise BenchError("PostgreSQL server binaries not found: apt-get install postgresql")
     with tempfile.TemporaryDirectory(prefix="store-bench-") as tmp:
         workdir = Path(tmp)
-        settings = dict(setting.split("=", 1) for setting in args.pg_setting)
+        settings = {
+            "track_wal_io_timing": "on",  # how long a WAL flush takes (pg_stat_wal)
+            **dict(setting.split("=", 1) for setting in args.pg_setting),
+        }
         cluster = PostgresCluster(bindir, fsync=not args.no_fsync, settings=settings)
         children = Children(workdir)
         try:
@@ -416,6 +506,15 @@ def render_writers(result: dict[str, Any]) -> list[str]:
         )
         lines.append(f"  {'':<10} rounds: {one}: {measured['rounds'][one]}, "
                      f"{many}: {measured['rounds'][many]}")  # fmt: skip
+        for w in (one, many):
+            cost = measured["per_record"][w]
+            flushes = "? WAL flushes" if cost["syncs"] < 0 else f"{cost['syncs']:.2f} WAL flushes"
+            if cost["syncs"] > 0:
+                flushes += f" of {cost['sync_us']:.0f} us"
+            lines.append(
+                f"  {'':<10} per record, {w} writer(s): CPU {cost['client_us']:.0f} us in the "
+                f"writer, {cost['server_us']:.0f} us in PostgreSQL; {flushes}"
+            )
     return lines
 
 

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from postgres_cluster import PostgresCluster
 
-from guardproxy.store import HoldState, SchemaVersionError, StoreError, open_store
+from guardproxy.store import DecisionRecord, HoldState, SchemaVersionError, StoreError, open_store
 from guardproxy.store.migrations import MIGRATIONS as SQLITE_MIGRATIONS
 from guardproxy.store.postgres import PostgresStore, redact
 from guardproxy.store.postgres_migrations import MIGRATIONS, translate
@@ -234,3 +234,35 @@ def test_a_server_that_can_lose_commits_is_named_at_open(postgres_url: str) -> N
     store.close()
     assert store.durability["synchronous_commit"] == "off"
     assert "fsync = off and synchronous_commit = off" in (store.durability_warning or "")
+
+
+def test_records_are_compressed_with_lz4_where_the_server_has_it(postgres_url: str) -> None:
+    """A decision's ~2 KB of JSON (twice: its columns and its chain record) is compressed
+    with lz4, on the store's first connection and on those it makes later, and read back
+    byte for byte."""
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        row = db.execute(
+            "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"
+        ).fetchone()
+    if row is None or not row[0]:
+        pytest.skip("this PostgreSQL has no lz4")
+    action = '{"provider": "k8s", "padding": "' + "a" * 3000 + '"}'
+
+    def record(n: int) -> DecisionRecord:
+        return DecisionRecord(
+            id=f"d-{n}", at=T0, session_id="s", action_json=action, context_json="{}",
+            decision_json='{"outcome": "allow"}', outcome="allow",
+        )  # fmt: skip
+
+    with PostgresStore(postgres_url) as store:
+        store.append_decision(record(1))
+        store._pool.drop_idle()  # the next append connects anew
+        store.append_decision(record(2))
+        assert [d.action_json for d in store.list_decisions()] == [action, action]
+        assert all(action in r.payload_json for r in store.audit_records())
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        methods = db.execute(
+            "SELECT pg_column_compression(d.action), pg_column_compression(a.payload)"
+            " FROM decisions d JOIN audit_log a ON a.record_id = d.id ORDER BY d.id"
+        ).fetchall()
+    assert methods == [("lz4", "lz4"), ("lz4", "lz4")]
