@@ -12,10 +12,12 @@ as a Kubernetes API, injects one fault, and checks three things:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import signal
 import sqlite3
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -41,6 +43,7 @@ from .fault_helpers import (
     assert_every_forwarded_mutation_recorded,
     assert_refused_natively,
     create,
+    created_upstream,
     recorded,
     resumes,
     unique,
@@ -306,6 +309,47 @@ def test_a_killed_decision_writer_loses_no_mutation_record_and_is_replaced(
           what="reads recorded again by a new writer")  # fmt: skip
     assert writer not in writer_pids(os.getpid())
     assert len(writer_pids(os.getpid())) == 1
+
+
+@pytest.mark.slow
+def test_a_killed_proxy_forwarded_no_change_without_its_record(
+    tmp_path: Path, echo_server: EchoServer
+) -> None:
+    """kill -9 of ``guardproxy serve`` (then of its writer) while four clients send
+    changes, on the default SQLite store (``synchronous = normal``): every change that
+    reached the upstream has its record, read afterwards by another process."""
+    serve = ServeProcess(
+        tmp_path / "data", make_bundle(tmp_path), echo_server, stderr=subprocess.DEVNULL
+    )
+    stop = threading.Event()
+
+    def send_changes() -> None:
+        with serve.client() as client:
+            while not stop.is_set():
+                try:
+                    create(client, echo_server, unique("flowing"))
+                except httpx.HTTPError:  # the proxy is gone
+                    return
+
+    clients = [threading.Thread(target=send_changes) for _ in range(4)]
+    try:
+        for each in clients:
+            each.start()
+        until(lambda: len(created_upstream(echo_server)) >= 40, within=60,
+              what="changes flowing through the proxy")  # fmt: skip
+        writers = serve.writer_pids()
+        os.kill(serve.pid, signal.SIGKILL)
+        for writer in writers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(writer, signal.SIGKILL)
+        serve.process.wait(10)
+    finally:
+        stop.set()
+        for each in clients:
+            each.join(30)
+        serve.stop()
+    assert len(created_upstream(echo_server)) >= 40
+    assert_every_forwarded_mutation_recorded(echo_server, serve.store_url)
 
 
 # -- the log destination
