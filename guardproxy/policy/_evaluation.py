@@ -34,6 +34,9 @@ CONTEXT_ROOTS = ("session", "history", "resource", "signals")
 _NOW_SLOT = ROOT_SLOTS["now"]
 _NO_DOCUMENTS = (None,) * len(("action", *CONTEXT_ROOTS))
 UNKNOWN = object()
+_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
+"""Types ``to_jsonable_python`` returns as they are (exactly these: not enums or other
+subclasses, which it turns into their value)."""
 
 
 @dataclass
@@ -398,12 +401,15 @@ class RuleRunner:
         else:
             return None
         for name in path:
-            if isinstance(value, BaseModel) and name in type(value).model_fields:
+            # the class's own field table: ``model_fields`` goes through a descriptor
+            if isinstance(value, BaseModel) and name in type(value).__pydantic_fields__:
                 value = getattr(value, name)
             elif isinstance(value, dict) and name in value:
                 value = value[name]
             else:
                 return None
+        if type(value) in _JSON_SCALARS:
+            return value
         return pydantic_core.to_jsonable_python(value)
 
 
