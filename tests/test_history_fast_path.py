@@ -140,6 +140,19 @@ def test_counts_from_counters_equal_validated_counts() -> None:
         )
         assert built == validated
         assert built.canonical_json() == validated.model_dump_json() == built.model_dump_json()
+        # built without validation, it must hold what pydantic's validator stores
+        for ours, theirs in (
+            (built, validated),
+            (built.verb, validated.verb),
+            (built.provider, validated.provider),
+            (built.environment, validated.environment),
+        ):
+            assert type(ours) is type(theirs)
+            assert ours.model_fields_set == theirs.model_fields_set
+            assert ours.__pydantic_extra__ == theirs.__pydantic_extra__
+            assert ours.__pydantic_private__ == theirs.__pydantic_private__
+        assert built.model_copy(update={"total": 1}).total == 1
+        assert built.total == values[0]
         assert count_values(Counter({**by_key, "unknown-key": 3})) == values
 
 
