@@ -18,9 +18,19 @@ from pathlib import Path
 
 import pytest
 from policy_helpers import action, rules_bundle
+from pydantic import BaseModel
 
 from guardproxy.action import Action
-from guardproxy.context import Context, Counts, SessionInfo
+from guardproxy.context import (
+    Context,
+    Counts,
+    EnvironmentCounts,
+    History,
+    ProviderCounts,
+    ResourceHistory,
+    SessionInfo,
+    VerbCounts,
+)
 from guardproxy.policy import evaluate
 from guardproxy.policy.bundle import Bundle
 from guardproxy.server import load_policies
@@ -93,6 +103,7 @@ def test_history_contexts_equal_validated_ones_and_decide_the_same(
             sharing[f"{narrow} {'shares' if same else 'differs from'} {wide}"] += 1
         validated = Context.model_validate(found.model_dump())
         assert validated == found
+        _assert_built_like_validated(found, validated)
         assert found.canonical_json() == validated.model_dump_json() == found.model_dump_json()
         assert found.model_dump(mode="json") == validated.model_dump(mode="json")
         for bundle in bundles:
@@ -112,6 +123,46 @@ def test_history_contexts_equal_validated_ones_and_decide_the_same(
     assert signals_seen >= {"recreate", "environment_rebuild", "budget", "protection"}
     assert outcomes_seen >= {"allow", "hold", "deny"}
     assert len(sharing) == 6, sharing  # every window both shared and built on its own
+
+
+_BUILT = (Context, History, ResourceHistory, Counts, VerbCounts, ProviderCounts, EnvironmentCounts)
+"""The context models the history builds without validation."""
+
+
+def _assert_built_like_validated(built: BaseModel, validated: BaseModel) -> None:
+    """A model the history built without validation holds what pydantic's would."""
+    assert type(built) is type(validated)
+    if type(built) in _BUILT:  # validated from a full dump: every field set
+        assert built.model_fields_set == validated.model_fields_set
+    assert built.__pydantic_extra__ == validated.__pydantic_extra__
+    assert built.__pydantic_private__ == validated.__pydantic_private__
+    for name in type(built).model_fields:
+        ours, theirs = getattr(built, name), getattr(validated, name)
+        if isinstance(ours, BaseModel):
+            _assert_built_like_validated(ours, theirs)
+        else:
+            assert type(ours) is type(theirs) and ours == theirs, name
+
+
+@pytest.mark.parametrize("session_id", ["s-1", ""])
+def test_contexts_of_unseen_keys_equal_validated_ones(store: SqliteStore, session_id: str) -> None:
+    """A key nothing is known of gets a resource view without a state kept for it; it is
+    the view of an empty state (``deleted_in_session`` compares the empty deleting
+    session with this one's, so it is true for a session without an id)."""
+    history = SessionHistory(store)
+    session = SessionInfo(id=session_id)
+    update = action(verb="update", resource={"type": "aws:sqs:queue", "name": "q", "key": "k"})
+    history.record(update, session_id, "allow", T0)
+    for key in ("aws:1:us-east-1:aws:sqs:queue/fresh", 'k8s:c:ns:x/"quoted"\\é\u2028'):
+        create = action(verb="create", resource={"type": "aws:sqs:queue", "name": "n", "key": key})
+        found = history.context(create, session, T0 + timedelta(seconds=1))
+        validated = Context.model_validate(found.model_dump())
+        _assert_built_like_validated(found, validated)
+        assert found.resource.key == key
+        assert found.resource.deleted_in_session is (session_id == "")
+        assert found.canonical_json() == validated.model_dump_json() == found.model_dump_json()
+        assert found.resource.canonical_json() == found.resource.model_dump_json()
+    assert history.cached_resources == 1  # only the recorded action's key is kept
 
 
 def test_counts_from_counters_equal_validated_counts() -> None:

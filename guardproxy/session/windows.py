@@ -6,9 +6,6 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Iterable
-from typing import Any
-
-from pydantic import BaseModel
 
 from guardproxy.action import Environment, Provider, Verb
 from guardproxy.context import (
@@ -18,6 +15,7 @@ from guardproxy.context import (
     VerbCounts,
     with_canonical_json,
 )
+from guardproxy.session._models import built
 
 __all__ = [
     "BUCKETS",
@@ -89,48 +87,26 @@ _ENVIRONMENTS = slice(_PROVIDERS.stop, _PROVIDERS.stop + len(_ENVIRONMENT_KEYS))
 _VERB_FIELDS = tuple(v for v, _ in _VERB_KEYS)
 _PROVIDER_FIELDS = tuple(p for p, _ in _PROVIDER_KEYS)
 _ENVIRONMENT_FIELDS = tuple(e for e, _ in _ENVIRONMENT_KEYS)
-_COUNTS_FIELDS = frozenset(("total", "destructive", "verb", "provider", "environment"))
-_new = object.__new__
-_set = object.__setattr__
-_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
-_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
-_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
-
-
-def _built[M: BaseModel](model: type[M], fields: dict[str, Any], names: Iterable[str]) -> M:
-    """``model(**fields)`` without validating: what pydantic's own validator stores in a
-    model (its field values, every field set, no extras or private values), for values
-    that are already of their fields' types (ints counted here, models built here)."""
-    instance = _new(model)
-    _set(instance, "__dict__", fields)
-    _set_fields_set(instance, set(names))
-    _set_extra(instance, None)
-    _set_private(instance, None)
-    return instance
 
 
 def counts_model(values: list[int]) -> Counts:
     """One window's counters (``COUNT_KEYS`` order) as :class:`Counts`, its JSON known.
 
-    Built directly from the ints (tests/test_history.py holds the model equal to the
+    Built directly from the ints (tests/test_history_fast_path.py holds the model equal to the
     one pydantic validates from the JSON, and the JSON to ``model_dump_json``): a
     context after a recorded action builds up to four of these, and validating them
     was the largest part of building the context.
     """
     verbs, providers, environments = values[_VERBS], values[_PROVIDERS], values[_ENVIRONMENTS]
-    model = _built(Counts, {
+    model = built(Counts, {
         "total": values[0],
         "destructive": values[1],
-        "verb": _built(VerbCounts, dict(zip(_VERB_FIELDS, verbs, strict=True)), _VERB_FIELDS),
-        "provider": _built(
-            ProviderCounts, dict(zip(_PROVIDER_FIELDS, providers, strict=True)), _PROVIDER_FIELDS
+        "verb": built(VerbCounts, dict(zip(_VERB_FIELDS, verbs, strict=True))),
+        "provider": built(ProviderCounts, dict(zip(_PROVIDER_FIELDS, providers, strict=True))),
+        "environment": built(
+            EnvironmentCounts, dict(zip(_ENVIRONMENT_FIELDS, environments, strict=True))
         ),
-        "environment": _built(
-            EnvironmentCounts,
-            dict(zip(_ENVIRONMENT_FIELDS, environments, strict=True)),
-            _ENVIRONMENT_FIELDS,
-        ),
-    }, _COUNTS_FIELDS)  # fmt: skip
+    })  # fmt: skip
     return with_canonical_json(model, _COUNTS_JSON % tuple(values))
 
 
