@@ -13,7 +13,6 @@ from typing import Any
 
 import pydantic_core
 from celpy import celtypes
-from pydantic import BaseModel
 
 from guardproxy.action import Action
 from guardproxy.context import Context
@@ -401,8 +400,12 @@ class RuleRunner:
         else:
             return None
         for name in path:
-            # the class's own field table: ``model_fields`` goes through a descriptor
-            if isinstance(value, BaseModel) and name in type(value).__pydantic_fields__:
+            # a model's own field table (``model_fields`` goes through a descriptor, and
+            # an isinstance check through the models' ABC metaclass)
+            fields = getattr(type(value), "__pydantic_fields__", None)
+            if fields is not None and isinstance(fields, dict):
+                if name not in fields:
+                    return None
                 value = getattr(value, name)
             elif isinstance(value, dict) and name in value:
                 value = value[name]

@@ -30,7 +30,7 @@ from typing import Any
 
 from guardproxy import __version__
 from guardproxy.action import Action
-from guardproxy.context import Context
+from guardproxy.context import Context, built
 from guardproxy.policy import cel
 from guardproxy.policy._evaluation import (
     CONTEXT_ROOTS,
@@ -82,8 +82,6 @@ __all__ = [
 
 ENGINE_VERSION = f"guardproxy-{__version__}/{cel.ENGINE}"
 _OUTCOMES = tuple(Outcome)
-_DECISION: Callable[[dict[str, Any]], Decision] = Decision.__pydantic_validator__.validate_python
-"""``Decision(**fields)``, validated alike, without the keyword call's overhead."""
 _BY_SEVERITY = tuple(sorted(_OUTCOMES, key=lambda o: o.severity, reverse=True))
 
 
@@ -217,7 +215,7 @@ class _Evaluation(RuleRunner):
                 outcome, basis = Outcome(self.bundle.config.unclassified), "unclassified"
             else:
                 outcome, basis = self.bundle.config.default_decision, "default"
-        return _DECISION({
+        return built(Decision, {
             "outcome": outcome,
             "basis": basis,
             "determining_rules": [r.id for r in determining],

@@ -74,7 +74,8 @@ def _show(value: Any) -> str:
         text = ""
     else:
         text = str(value)
-    text = _UNSAFE.sub(" ", text)
+    if not (text.isascii() and text.isprintable()):  # else it has no control character
+        text = _UNSAFE.sub(" ", text)
     return text if len(text) <= VALUE_LIMIT else text[: VALUE_LIMIT - 3] + "..."
 
 

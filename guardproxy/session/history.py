@@ -67,10 +67,10 @@ from guardproxy.context import (
     ResourceHistory,
     SessionInfo,
     Signals,
+    built,
     with_canonical_json,
 )
 from guardproxy.recognise.providers import PROVIDERS
-from guardproxy.session._models import built
 from guardproxy.session.names import NameCache
 from guardproxy.session.windows import (
     COUNT_INDEX,

@@ -13,9 +13,9 @@ from guardproxy.context import (
     EnvironmentCounts,
     ProviderCounts,
     VerbCounts,
+    built,
     with_canonical_json,
 )
-from guardproxy.session._models import built
 
 __all__ = [
     "BUCKETS",
