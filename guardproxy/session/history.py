@@ -212,8 +212,20 @@ def _unseen_resource(key: str, session_id: str) -> ResourceHistory:
     return with_canonical_json(view, text)
 
 
-_signals = functools.lru_cache(maxsize=1024)(Signals)
-"""Signals repeat (mostly all false): one shared instance per value, its JSON cached."""
+@functools.lru_cache(maxsize=1024)
+def _signals(
+    recreate_of: str, rebuild: bool, protection: bool, over_budget: bool, description: str
+) -> Signals:
+    """Signals repeat (mostly all false): one shared instance per value, its JSON cached
+    (positional arguments: a cache key of keywords costs more than the lookup)."""
+    return Signals(
+        recreate=bool(recreate_of),
+        recreate_of=recreate_of,
+        environment_rebuild=rebuild,
+        protection_removed_earlier=protection,
+        destructive_budget_exceeded=over_budget,
+        description=description,
+    )
 
 
 def _bounded_put[V](mapping: OrderedDict[str, V], key: str, value: V, limit: int) -> None:
@@ -362,14 +374,7 @@ class SessionHistory:
                 f"{history.m10.destructive} destructive actions in 10 minutes "
                 f"(budget {settings.destructive_budget})"
             )
-        return _signals(
-            recreate=bool(recreate_of),
-            recreate_of=recreate_of,
-            environment_rebuild=bool(rebuild),
-            protection_removed_earlier=protection,
-            destructive_budget_exceeded=over_budget,
-            description="; ".join(seen),
-        )
+        return _signals(recreate_of, bool(rebuild), protection, over_budget, "; ".join(seen))
 
     def _is_recreate(self, action: Action, resource: _ResourceState, now: datetime) -> bool:
         return (
