@@ -88,6 +88,9 @@ def test_decisions_with_plans_equal_explained_decisions(
             assert first.model_dump_json() == explained.model_dump_json()
             assert again.model_dump_json() == explained.model_dump_json()
             assert first == explained and first.model_fields_set == explained.model_fields_set
+            for name in type(first).model_fields:  # built unvalidated, as validation would
+                ours, reference = getattr(first, name), getattr(explained, name)
+                assert type(ours) is type(reference), name
         assert len(bundle.plans) <= plans_size
         assert len(bundle.approvals) <= plans_size
         assert bundle.plans and bundle.approvals

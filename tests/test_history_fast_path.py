@@ -10,6 +10,7 @@ and under rules whose CEL reads the history.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections import Counter
 from collections.abc import Iterator
@@ -18,11 +19,23 @@ from pathlib import Path
 
 import pytest
 from policy_helpers import action, rules_bundle
+from pydantic import BaseModel
 
 from guardproxy.action import Action
-from guardproxy.context import Context, Counts, SessionInfo
+from guardproxy.context import (
+    Context,
+    Counts,
+    EnvironmentCounts,
+    History,
+    ProviderCounts,
+    ResourceHistory,
+    SessionInfo,
+    VerbCounts,
+)
 from guardproxy.policy import evaluate
+from guardproxy.policy._evaluation import CONTEXT_ROOTS, _capped_part, _context_cut, cap
 from guardproxy.policy.bundle import Bundle
+from guardproxy.policy.model import Limits
 from guardproxy.server import load_policies
 from guardproxy.session.history import HistorySettings, SessionHistory
 from guardproxy.session.windows import COUNT_KEYS, count_values, counts_model
@@ -93,11 +106,28 @@ def test_history_contexts_equal_validated_ones_and_decide_the_same(
             sharing[f"{narrow} {'shares' if same else 'differs from'} {wide}"] += 1
         validated = Context.model_validate(found.model_dump())
         assert validated == found
+        _assert_built_like_validated(found, validated)
         assert found.canonical_json() == validated.model_dump_json() == found.model_dump_json()
         assert found.model_dump(mode="json") == validated.model_dump(mode="json")
+        dumped = act.model_dump_json() + "\n" + validated.model_dump_json()
+        for limits in (Limits(), Limits(max_list_items=2, max_string_bytes=24)):
+            # what CEL reads, assembled from the parts' kept documents: the whole dump capped
+            documents = {
+                root: _capped_part(getattr(found, root), limits)[0] for root in CONTEXT_ROOTS
+            }
+            assert documents == {
+                root: cap(getattr(validated, root).model_dump(mode="json"), limits)[0]
+                for root in CONTEXT_ROOTS
+            }
+            assert _context_cut(found, limits) == any(
+                cap(getattr(validated, root).model_dump(mode="json"), limits)[1]
+                for root in CONTEXT_ROOTS
+            )
         for bundle in bundles:
             fast, slow = evaluate(bundle, act, found), evaluate(bundle, act, validated)
             assert fast == slow  # outcome, rules, message and input hash
+            # the hash is fed in pieces: the same bytes as the whole input dumped
+            assert fast.input_hash == "sha256:" + hashlib.sha256(dumped.encode()).hexdigest()
             outcomes_seen.add(fast.outcome.value)
         signals = found.signals.model_dump(include={"recreate", "environment_rebuild"})
         signals_seen |= {name for name, value in signals.items() if value}
@@ -112,6 +142,56 @@ def test_history_contexts_equal_validated_ones_and_decide_the_same(
     assert signals_seen >= {"recreate", "environment_rebuild", "budget", "protection"}
     assert outcomes_seen >= {"allow", "hold", "deny"}
     assert len(sharing) == 6, sharing  # every window both shared and built on its own
+
+
+_BUILT = (Context, History, ResourceHistory, Counts, VerbCounts, ProviderCounts, EnvironmentCounts)
+"""The context models the history builds without validation."""
+
+
+def _assert_built_like_validated(built: BaseModel, validated: BaseModel) -> None:
+    """A model the history built without validation holds what pydantic's would."""
+    assert type(built) is type(validated)
+    if type(built) in _BUILT:  # validated from a full dump: every field set
+        assert built.model_fields_set == validated.model_fields_set
+    assert built.__pydantic_extra__ == validated.__pydantic_extra__
+    assert built.__pydantic_private__ == validated.__pydantic_private__
+    for name in type(built).model_fields:
+        ours, theirs = getattr(built, name), getattr(validated, name)
+        if isinstance(ours, BaseModel):
+            _assert_built_like_validated(ours, theirs)
+        else:
+            assert type(ours) is type(theirs) and ours == theirs, name
+
+
+@pytest.mark.parametrize("session_id", ["s-1", ""])
+def test_contexts_of_unseen_keys_equal_validated_ones(store: SqliteStore, session_id: str) -> None:
+    """A key nothing is known of gets a resource view without a state kept for it; it is
+    the view of an empty state (``deleted_in_session`` compares the empty deleting
+    session with this one's, so it is true for a session without an id)."""
+    history = SessionHistory(store)
+    session = SessionInfo(id=session_id)
+    update = action(verb="update", resource={"type": "aws:sqs:queue", "name": "q", "key": "k"})
+    history.record(update, session_id, "allow", T0)
+    for key in ("aws:1:us-east-1:aws:sqs:queue/fresh", 'k8s:c:ns:x/"quoted"\\é\u2028'):
+        create = action(verb="create", resource={"type": "aws:sqs:queue", "name": "n", "key": key})
+        found = history.context(create, session, T0 + timedelta(seconds=1))
+        validated = Context.model_validate(found.model_dump())
+        _assert_built_like_validated(found, validated)
+        assert found.resource.key == key
+        assert found.resource.deleted_in_session is (session_id == "")
+        assert found.canonical_json() == validated.model_dump_json() == found.model_dump_json()
+        assert found.resource.canonical_json() == found.resource.model_dump_json()
+    assert history.cached_resources == 1  # only the recorded action's key is kept
+
+
+def test_a_history_can_only_be_cut_in_its_recent_actions() -> None:
+    """``_context_cut`` reads a history's recent actions alone: its other fields are
+    counts, which hold ints only (nothing ``cap`` cuts)."""
+    fields = History.model_fields
+    assert [n for n, f in fields.items() if f.annotation is not Counts] == ["recent"]
+    for model in (Counts, VerbCounts, ProviderCounts, EnvironmentCounts):
+        for field in model.model_fields.values():
+            assert field.annotation in (int, VerbCounts, ProviderCounts, EnvironmentCounts)
 
 
 def test_counts_from_counters_equal_validated_counts() -> None:
@@ -140,6 +220,19 @@ def test_counts_from_counters_equal_validated_counts() -> None:
         )
         assert built == validated
         assert built.canonical_json() == validated.model_dump_json() == built.model_dump_json()
+        # built without validation, it must hold what pydantic's validator stores
+        for ours, theirs in (
+            (built, validated),
+            (built.verb, validated.verb),
+            (built.provider, validated.provider),
+            (built.environment, validated.environment),
+        ):
+            assert type(ours) is type(theirs)
+            assert ours.model_fields_set == theirs.model_fields_set
+            assert ours.__pydantic_extra__ == theirs.__pydantic_extra__
+            assert ours.__pydantic_private__ == theirs.__pydantic_private__
+        assert built.model_copy(update={"total": 1}).total == 1
+        assert built.total == values[0]
         assert count_values(Counter({**by_key, "unknown-key": 3})) == values
 
 

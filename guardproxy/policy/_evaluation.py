@@ -16,7 +16,7 @@ from celpy import celtypes
 from pydantic import BaseModel
 
 from guardproxy.action import Action
-from guardproxy.context import Context
+from guardproxy.context import Context, History
 from guardproxy.policy import cel
 from guardproxy.policy.bundle import Bundle, CompiledException, CompiledRule, PolicySetScope
 from guardproxy.policy.compiler import ROOT_SLOTS, Compiled, from_cel, to_cel
@@ -34,6 +34,9 @@ CONTEXT_ROOTS = ("session", "history", "resource", "signals")
 _NOW_SLOT = ROOT_SLOTS["now"]
 _NO_DOCUMENTS = (None,) * len(("action", *CONTEXT_ROOTS))
 UNKNOWN = object()
+_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
+"""Types ``to_jsonable_python`` returns as they are (exactly these: not enums or other
+subclasses, which it turns into their value)."""
 
 
 @dataclass
@@ -105,13 +108,14 @@ class RuleRunner:
         """Cap the input (once, when CEL first reads a document root) and note whether
         anything was cut: ``truncated`` on the decision and on what CEL reads.
 
-        The action is only dumped here when its JSON text shows it may be cut; the
-        context parts' capped JSON is kept per part instance (:func:`_capped_context`).
+        The action is only dumped here when its JSON text shows it may be cut; a
+        context part is capped when CEL reads it (:meth:`capped_document`), or here
+        when its JSON text shows it may be cut (:func:`_context_cut`).
         """
         if self._context_documents is not None:
             return
         limits = self.bundle.config.limits
-        context_documents, cut_context = _capped_context(self.context, limits)
+        cut_context = _context_cut(self.context, limits)
         cut_action = False
         if not _action_fits(self.action, limits):
             self._capped_action, cut_action = cap(self.action_document(), limits)
@@ -121,7 +125,7 @@ class RuleRunner:
                 self._capped_action if self._capped_action is not None else (self.action_document())
             )
             self._capped_action = {**action, "truncated": True}
-        self._context_documents = context_documents
+        self._context_documents = {}
 
     def capped_document(self, root: str) -> Any:
         """The capped JSON of one root (``action`` or a context part) that CEL reads."""
@@ -134,7 +138,12 @@ class RuleRunner:
         if self._context_documents is None:
             self.prepare_input()
         assert self._context_documents is not None
-        return self._context_documents[root]
+        document = self._context_documents.get(root, UNKNOWN)
+        if document is UNKNOWN:
+            part = getattr(self.context, root)
+            document, _ = _capped_part(part, self.bundle.config.limits)
+            self._context_documents[root] = document
+        return document
 
     def compiled_document(self, root: str) -> Any:
         """:meth:`capped_document` for compiled code: the action model itself when
@@ -398,12 +407,19 @@ class RuleRunner:
         else:
             return None
         for name in path:
-            if isinstance(value, BaseModel) and name in type(value).model_fields:
+            # a model's own field table (``model_fields`` goes through a descriptor, and
+            # an isinstance check through the models' ABC metaclass)
+            fields = getattr(type(value), "__pydantic_fields__", None)
+            if fields is not None and isinstance(fields, dict):
+                if name not in fields:
+                    return None
                 value = getattr(value, name)
             elif isinstance(value, dict) and name in value:
                 value = value[name]
             else:
                 return None
+        if type(value) in _JSON_SCALARS:
+            return value
         return pydantic_core.to_jsonable_python(value)
 
 
@@ -420,41 +436,74 @@ def mode_override(bundle: Bundle, action: Action) -> Mode | None:
 
 def _action_fits(action: Action, limits: Limits) -> bool:
     """Whether ``cap`` would leave the action's JSON as it is, when its text shows it
-    (else the caller caps the document): no string can be longer than the whole text,
-    and no list can have more items than the text has commas plus one."""
-    text = action.canonical_json()
+    (else the caller caps the document)."""
+    return _json_fits(action.canonical_json(), limits)
+
+
+def _json_fits(text: str, limits: Limits) -> bool:
+    """Whether the JSON ``text`` shows that ``cap`` leaves it as it is: no string can be
+    longer than the whole text, and no list can have more items than the text has
+    commas plus one."""
     size = len(text) if text.isascii() else len(text.encode())
     return size <= limits.max_string_bytes and text.count(",") < limits.max_list_items
 
 
-_CONTEXT_CACHE: dict[tuple[int, ...], tuple[tuple[Any, ...], dict[str, Any], bool]] = {}
-_CONTEXT_CACHE_SIZE = 256
+def _context_cut(context: Context, limits: Limits) -> bool:
+    """Whether capping cuts any part of the context, read from the parts' JSON text where
+    it shows they fit (a history's: its recent actions', its counts being ints), else
+    from the capped part (:func:`_capped_part`, kept for when CEL reads it)."""
+    for root in CONTEXT_ROOTS:
+        part = getattr(context, root)
+        if isinstance(part, History):
+            fits = len(part.recent) <= limits.max_list_items and all(
+                _json_fits(item.canonical_json(), limits) for item in part.recent
+            )
+        else:
+            fits = _json_fits(part.canonical_json(), limits)
+        if not fits and _capped_part(part, limits)[1]:
+            return True
+    return False
 
 
-def _capped_context(context: Context, limits: Limits) -> tuple[dict[str, Any], bool]:
-    """The context parts' JSON, capped, and whether anything was cut.
+_PART_CACHE: dict[tuple[int, int, int], tuple[BaseModel, Any, bool]] = {}
+_PART_CACHE_SIZE = 4096
+"""Capped documents of context parts (and of a history's parts) by part instance: the
+proxy reuses the parts from one request to the next (the session, the signals, the
+empty history of a request no rule reads history for) and a new history most of its
+own (the recent actions, the counts of windows that did not change). The documents are
+shared between decisions and threads and never modified."""
 
-    The parts are frozen and the proxy reuses them from one request to the next (the
-    session, the empty history of a request no rule reads history for), so the result
-    is kept per combination of part instances. An entry holds the parts themselves:
-    while it lives no other object can have their ``id``. The documents are shared
-    between decisions and threads and never modified.
-    """
-    parts = (context.session, context.history, context.resource, context.signals)
-    key = (id(parts[0]), id(parts[1]), id(parts[2]), id(parts[3]),
-           limits.max_list_items, limits.max_string_bytes)  # fmt: skip
-    hit = _CONTEXT_CACHE.get(key)
+
+def _capped_part(part: BaseModel, limits: Limits) -> tuple[Any, bool]:
+    """``cap(part.model_dump(mode="json"), limits)``, kept per part instance (an entry
+    holds the part itself: while it lives no other object can have its ``id``)."""
+    key = (id(part), limits.max_list_items, limits.max_string_bytes)
+    hit = _PART_CACHE.get(key)
     if hit is not None:
         return hit[1], hit[2]
-    documents: dict[str, Any] = {}
-    cut = False
-    for root, part in zip(CONTEXT_ROOTS, parts, strict=True):
-        documents[root], part_cut = cap(part.model_dump(mode="json"), limits)
-        cut = cut or part_cut
-    if len(_CONTEXT_CACHE) >= _CONTEXT_CACHE_SIZE:
-        _CONTEXT_CACHE.clear()
-    _CONTEXT_CACHE[key] = (parts, documents, cut)
-    return documents, cut
+    if isinstance(part, History):  # assembled from its parts' (counts, recent actions)
+        document: dict[str, Any] = {}
+        cut = False
+        for name in History.model_fields:
+            value = getattr(part, name)
+            if isinstance(value, list):
+                items = []
+                cut = cut or len(value) > limits.max_list_items
+                for item in value[: limits.max_list_items]:
+                    capped, item_cut = _capped_part(item, limits)
+                    items.append(capped)
+                    cut = cut or item_cut
+                document[name] = items
+            else:
+                document[name], part_cut = _capped_part(value, limits)
+                cut = cut or part_cut
+        result: tuple[Any, bool] = (document, cut)
+    else:
+        result = cap(part.model_dump(mode="json"), limits)
+    if len(_PART_CACHE) >= _PART_CACHE_SIZE:
+        _PART_CACHE.clear()
+    _PART_CACHE[key] = (part, *result)
+    return result
 
 
 def cap(value: Any, limits: Limits) -> tuple[Any, bool]:

@@ -30,7 +30,7 @@ from typing import Any
 
 from guardproxy import __version__
 from guardproxy.action import Action
-from guardproxy.context import Context
+from guardproxy.context import Context, built
 from guardproxy.policy import cel
 from guardproxy.policy._evaluation import (
     CONTEXT_ROOTS,
@@ -82,8 +82,6 @@ __all__ = [
 
 ENGINE_VERSION = f"guardproxy-{__version__}/{cel.ENGINE}"
 _OUTCOMES = tuple(Outcome)
-_DECISION: Callable[[dict[str, Any]], Decision] = Decision.__pydantic_validator__.validate_python
-"""``Decision(**fields)``, validated alike, without the keyword call's overhead."""
 _BY_SEVERITY = tuple(sorted(_OUTCOMES, key=lambda o: o.severity, reverse=True))
 
 
@@ -93,8 +91,10 @@ def input_hash(action: Action, context: Context) -> str:
     ``canonical_json`` is ``model_dump_json`` reusing the JSON of context parts
     that did not change since the last request (the recent actions, the session).
     """
-    canonical = action.canonical_json() + "\n" + context.canonical_json()
-    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+    digest = hashlib.sha256(action.canonical_json().encode())
+    digest.update(b"\n")
+    context.feed_json(digest.update)  # the same bytes, without joining them first
+    return "sha256:" + digest.hexdigest()
 
 
 def evaluate(bundle: Bundle, action: Action, context: Context) -> Decision:
@@ -217,7 +217,7 @@ class _Evaluation(RuleRunner):
                 outcome, basis = Outcome(self.bundle.config.unclassified), "unclassified"
             else:
                 outcome, basis = self.bundle.config.default_decision, "default"
-        return _DECISION({
+        return built(Decision, {
             "outcome": outcome,
             "basis": basis,
             "determining_rules": [r.id for r in determining],

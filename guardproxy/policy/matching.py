@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -141,9 +142,16 @@ class Matcher:
         if self.agents is not None:
             agents = test("agents", self.agents)
             checks.append(lambda a, c: agents(c.session.agent))
-        if self.signals is not None:
+        if self.signals is not None:  # any of them set (an empty list: none can be)
             signals = self.signals
-            checks.append(lambda a, c: any(getattr(c.signals, name) for name in signals))
+            if len(signals) == 1:
+                read_one = operator.attrgetter(signals[0])
+                checks.append(lambda a, c: bool(read_one(c.signals)))
+            elif signals:
+                read_all = operator.attrgetter(*signals)
+                checks.append(lambda a, c: any(read_all(c.signals)))
+            else:
+                checks.append(lambda a, c: False)
         return checks
 
     @classmethod

@@ -54,6 +54,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import pydantic_core
 import structlog
 
 from guardproxy.action import Action, Environment, Provider, Verb
@@ -66,6 +67,7 @@ from guardproxy.context import (
     ResourceHistory,
     SessionInfo,
     Signals,
+    built,
     with_canonical_json,
 )
 from guardproxy.recognise.providers import PROVIDERS
@@ -149,16 +151,16 @@ class _ResourceState:
 
     def history(self, key: str, session_id: str) -> ResourceHistory:
         """The context's view (not kept: one per cached key would double the memory)."""
-        return ResourceHistory(
-            key=key,
-            deleted=self.deleted_at is not None,
-            deleted_at=self.deleted_at,
-            deleted_by_session=self.deleted_by_session,
-            deleted_in_session=self.deleted_by_session == session_id,
-            deleted_by=self.deleted_by,
-            protection_removed=self.protection_removed,
-            events=list(self.events),
-        )
+        return built(ResourceHistory, {
+            "key": key,
+            "deleted": self.deleted_at is not None,
+            "deleted_at": self.deleted_at,
+            "deleted_by_session": self.deleted_by_session,
+            "deleted_in_session": self.deleted_by_session == session_id,
+            "deleted_by": self.deleted_by,
+            "protection_removed": self.protection_removed,
+            "events": list(self.events),
+        })  # fmt: skip
 
     def apply(self, event: ResourceEvent, summary: str) -> None:
         self.events.append(event)
@@ -189,8 +191,41 @@ def enclosing_containers(action: Action) -> list[str]:
 
 
 _NO_RESOURCE = ResourceHistory()
-_signals = functools.lru_cache(maxsize=1024)(Signals)
-"""Signals repeat (mostly all false): one shared instance per value, its JSON cached."""
+_UNSEEN_AFTER_KEY = {
+    in_session: ResourceHistory(deleted_in_session=in_session).model_dump_json()[len('{"key":""') :]
+    for in_session in (False, True)
+}
+"""The JSON of a resource nothing happened to, after its key (by ``deleted_in_session``)."""
+
+
+def _unseen_resource(key: str, session_id: str) -> ResourceHistory:
+    """``_ResourceState.history`` of a key nothing is known of, without a state for it,
+    its JSON known. (``deleted_in_session`` compares the empty deleting session with
+    this one's id, as for any state: true for a session without an id.)"""
+    in_session = session_id == ""
+    view = built(ResourceHistory, {
+        "key": key, "deleted": False, "deleted_at": None, "deleted_by_session": "",
+        "deleted_in_session": in_session, "deleted_by": "", "protection_removed": False,
+        "events": [],
+    })  # fmt: skip
+    text = '{"key":' + pydantic_core.to_json(key).decode() + _UNSEEN_AFTER_KEY[in_session]
+    return with_canonical_json(view, text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _signals(
+    recreate_of: str, rebuild: bool, protection: bool, over_budget: bool, description: str
+) -> Signals:
+    """Signals repeat (mostly all false): one shared instance per value, its JSON cached
+    (positional arguments: a cache key of keywords costs more than the lookup)."""
+    return Signals(
+        recreate=bool(recreate_of),
+        recreate_of=recreate_of,
+        environment_rebuild=rebuild,
+        protection_removed_earlier=protection,
+        destructive_budget_exceeded=over_budget,
+        description=description,
+    )
 
 
 def _bounded_put[V](mapping: OrderedDict[str, V], key: str, value: V, limit: int) -> None:
@@ -261,26 +296,35 @@ class SessionHistory:
             wider = (window.totals, models[name])
         windows = [models[name] for name, _ in WINDOWS]
         history = with_canonical_json(
-            History(
-                m1=windows[0],
-                m10=windows[1],
-                h1=windows[2],
-                session=state.totals_model,
-                recent=list(state.recent),
+            built(
+                History,
+                {
+                    "m1": windows[0],
+                    "m10": windows[1],
+                    "h1": windows[2],
+                    "session": state.totals_model,
+                    "recent": list(state.recent),
+                },
             ),
             f'{{"m1":{windows[0].canonical_json()},"m10":{windows[1].canonical_json()},'
             f'"h1":{windows[2].canonical_json()},"session":{state.totals_model.canonical_json()},'
             f'"recent":[{",".join(state.recent_json)}]}}',
         )
         key = action.resource.key
-        resource_state = self._resource(key) if key else None
-        resource = (
-            _NO_RESOURCE if resource_state is None else resource_state.history(key, session.id)
-        )
+        resource_state = self._known_resource(key) if key else None
+        if resource_state is not None:
+            resource = resource_state.history(key, session.id)
+        else:  # a key nothing is known of behaves as an empty state (nothing to signal)
+            resource = _unseen_resource(key, session.id) if key else _NO_RESOURCE
         signals = self._signals(action, session.id, now, state, resource_state, history)
-        return Context(
-            now=now, session=session, history=history, resource=resource, signals=signals
-        )
+        if type(now) is not datetime:  # validated, as pydantic would convert it
+            return Context(
+                now=now, session=session, history=history, resource=resource, signals=signals
+            )
+        return built(Context, {
+            "now": now, "session": session, "history": history, "resource": resource,
+            "signals": signals,
+        })  # fmt: skip
 
     def _signals(
         self,
@@ -330,14 +374,7 @@ class SessionHistory:
                 f"{history.m10.destructive} destructive actions in 10 minutes "
                 f"(budget {settings.destructive_budget})"
             )
-        return _signals(
-            recreate=bool(recreate_of),
-            recreate_of=recreate_of,
-            environment_rebuild=bool(rebuild),
-            protection_removed_earlier=protection,
-            destructive_budget_exceeded=over_budget,
-            description="; ".join(seen),
-        )
+        return _signals(recreate_of, bool(rebuild), protection, over_budget, "; ".join(seen))
 
     def _is_recreate(self, action: Action, resource: _ResourceState, now: datetime) -> bool:
         return (
@@ -526,6 +563,17 @@ class SessionHistory:
             self._load_resource(key, state)
         _bounded_put(self._resources, key, state, self.settings.max_resources)
         return state
+
+    def _known_resource(self, key: str) -> _ResourceState | None:
+        """:meth:`_resource` for a context: ``None`` for a key neither cached nor in
+        the store, without keeping an empty state for it (recording keeps one)."""
+        state = self._resources.get(key)
+        if state is not None:
+            self._resources.move_to_end(key)
+            return state
+        if not self._may_be_stored(key):
+            return None
+        return self._resource(key)
 
     def _may_be_stored(self, key: str) -> bool:
         """Whether the store may hold events of ``key`` (so a first sight needs a lookup).
