@@ -25,7 +25,6 @@ from policy_helpers import (
 )
 
 from guardproxy.action import Action
-from guardproxy.context import Context
 from guardproxy.policy import (
     AuditFinding,
     Bundle,
@@ -690,37 +689,6 @@ def test_long_strings_are_cut_before_cel_sees_them(tmp_path: Path) -> None:
     decision = decide(capped_bundle(tmp_path, rules), action(resource={"name": "n" * 40}))
     assert decision.outcome is Outcome.ALLOW
     assert decision.truncated is True
-
-
-WIDER = "limits: {maxListItems: 2, maxStringBytes: 40}"  # a recent action's time fits
-
-
-@pytest.mark.parametrize(
-    ("ctx", "limits", "cut"),
-    [
-        (context(), LIMITS, False),
-        (context(history={"recent": [{"at": NOW}] * 2}), WIDER, False),
-        (context(history={"recent": [{"at": NOW}] * 3}), WIDER, True),  # too many
-        (context(history={"recent": [{"at": NOW, "summary": "s" * 41}]}), WIDER, True),
-        (context(history={"recent": [{"at": NOW, "summary": "s" * 40}]}), WIDER, False),
-        (context(history={"recent": [{"at": NOW}]}), LIMITS, True),  # its time is too long
-        (context(resource={"key": "k" * 17}), LIMITS, True),
-        (context(signals={"description": "d" * 17}), LIMITS, True),
-        (context(session={"labels": ["a", "b", "c"]}), LIMITS, True),
-        (context(session={"labels": ["a", "b"]}), LIMITS, False),
-    ],
-)
-def test_a_cut_context_marks_the_decision_even_when_cel_reads_only_the_action(
-    tmp_path: Path, ctx: Context, limits: str, cut: bool
-) -> None:
-    """Context parts are capped only when CEL reads them, yet whether any was cut is
-    known as soon as CEL reads anything (from the parts' JSON where it shows they fit)."""
-    reads_action = rule("reads-action", "deny", condition="action.dry_run")
-    bundle = capped_bundle(tmp_path, reads_action, limits)
-    decision = decide(bundle, action(), ctx)
-    assert decision.truncated is cut
-    explained, _ = explain(bundle, action(), ctx)
-    assert explained.truncated is cut
 
 
 @pytest.mark.parametrize(

@@ -108,14 +108,13 @@ class RuleRunner:
         """Cap the input (once, when CEL first reads a document root) and note whether
         anything was cut: ``truncated`` on the decision and on what CEL reads.
 
-        The action is only dumped here when its JSON text shows it may be cut; a
-        context part is capped when CEL reads it (:meth:`capped_document`), or here
-        when its JSON text shows it may be cut (:func:`_context_cut`).
+        The action is only dumped here when its JSON text shows it may be cut; the
+        context parts' capped JSON is kept per part instance (:func:`_capped_context`).
         """
         if self._context_documents is not None:
             return
         limits = self.bundle.config.limits
-        cut_context = _context_cut(self.context, limits)
+        context_documents, cut_context = _capped_context(self.context, limits)
         cut_action = False
         if not _action_fits(self.action, limits):
             self._capped_action, cut_action = cap(self.action_document(), limits)
@@ -125,7 +124,7 @@ class RuleRunner:
                 self._capped_action if self._capped_action is not None else (self.action_document())
             )
             self._capped_action = {**action, "truncated": True}
-        self._context_documents = {}
+        self._context_documents = context_documents
 
     def capped_document(self, root: str) -> Any:
         """The capped JSON of one root (``action`` or a context part) that CEL reads."""
@@ -138,12 +137,7 @@ class RuleRunner:
         if self._context_documents is None:
             self.prepare_input()
         assert self._context_documents is not None
-        document = self._context_documents.get(root, UNKNOWN)
-        if document is UNKNOWN:
-            part = getattr(self.context, root)
-            document, _ = _capped_part(part, self.bundle.config.limits)
-            self._context_documents[root] = document
-        return document
+        return self._context_documents[root]
 
     def compiled_document(self, root: str) -> Any:
         """:meth:`capped_document` for compiled code: the action model itself when
@@ -436,42 +430,34 @@ def mode_override(bundle: Bundle, action: Action) -> Mode | None:
 
 def _action_fits(action: Action, limits: Limits) -> bool:
     """Whether ``cap`` would leave the action's JSON as it is, when its text shows it
-    (else the caller caps the document)."""
-    return _json_fits(action.canonical_json(), limits)
-
-
-def _json_fits(text: str, limits: Limits) -> bool:
-    """Whether the JSON ``text`` shows that ``cap`` leaves it as it is: no string can be
-    longer than the whole text, and no list can have more items than the text has
-    commas plus one."""
+    (else the caller caps the document): no string can be longer than the whole text,
+    and no list can have more items than the text has commas plus one."""
+    text = action.canonical_json()
     size = len(text) if text.isascii() else len(text.encode())
     return size <= limits.max_string_bytes and text.count(",") < limits.max_list_items
 
 
-def _context_cut(context: Context, limits: Limits) -> bool:
-    """Whether capping cuts any part of the context, read from the parts' JSON text where
-    it shows they fit (a history's: its recent actions', its counts being ints), else
-    from the capped part (:func:`_capped_part`, kept for when CEL reads it)."""
-    for root in CONTEXT_ROOTS:
-        part = getattr(context, root)
-        if isinstance(part, History):
-            fits = len(part.recent) <= limits.max_list_items and all(
-                _json_fits(item.canonical_json(), limits) for item in part.recent
-            )
-        else:
-            fits = _json_fits(part.canonical_json(), limits)
-        if not fits and _capped_part(part, limits)[1]:
-            return True
-    return False
-
-
 _PART_CACHE: dict[tuple[int, int, int], tuple[BaseModel, Any, bool]] = {}
 _PART_CACHE_SIZE = 4096
-"""Capped documents of context parts (and of a history's parts) by part instance: the
-proxy reuses the parts from one request to the next (the session, the signals, the
-empty history of a request no rule reads history for) and a new history most of its
-own (the recent actions, the counts of windows that did not change). The documents are
-shared between decisions and threads and never modified."""
+
+
+def _capped_context(context: Context, limits: Limits) -> tuple[dict[str, Any], bool]:
+    """The context parts' JSON, capped, and whether anything was cut.
+
+    The parts are frozen and the proxy reuses them from one request to the next (the
+    session, the signals, the empty history of a request no rule reads history for),
+    and a new history reuses most of its own parts (the recent actions, the counts of
+    windows that did not change), so each part's capped JSON is kept per instance and
+    a history's is assembled from its parts'. The documents are shared between
+    decisions and threads and never modified.
+    """
+    documents: dict[str, Any] = {}
+    cut = False
+    for root in CONTEXT_ROOTS:
+        document, part_cut = _capped_part(getattr(context, root), limits)
+        documents[root] = document
+        cut = cut or part_cut
+    return documents, cut
 
 
 def _capped_part(part: BaseModel, limits: Limits) -> tuple[Any, bool]:
