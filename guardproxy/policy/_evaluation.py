@@ -13,10 +13,9 @@ from typing import Any
 
 import pydantic_core
 from celpy import celtypes
-from pydantic import BaseModel
 
 from guardproxy.action import Action
-from guardproxy.context import Context, History
+from guardproxy.context import Context
 from guardproxy.policy import cel
 from guardproxy.policy.bundle import Bundle, CompiledException, CompiledRule, PolicySetScope
 from guardproxy.policy.compiler import ROOT_SLOTS, Compiled, from_cel, to_cel
@@ -437,59 +436,34 @@ def _action_fits(action: Action, limits: Limits) -> bool:
     return size <= limits.max_string_bytes and text.count(",") < limits.max_list_items
 
 
-_PART_CACHE: dict[tuple[int, int, int], tuple[BaseModel, Any, bool]] = {}
-_PART_CACHE_SIZE = 4096
+_CONTEXT_CACHE: dict[tuple[int, ...], tuple[tuple[Any, ...], dict[str, Any], bool]] = {}
+_CONTEXT_CACHE_SIZE = 256
 
 
 def _capped_context(context: Context, limits: Limits) -> tuple[dict[str, Any], bool]:
     """The context parts' JSON, capped, and whether anything was cut.
 
     The parts are frozen and the proxy reuses them from one request to the next (the
-    session, the signals, the empty history of a request no rule reads history for),
-    and a new history reuses most of its own parts (the recent actions, the counts of
-    windows that did not change), so each part's capped JSON is kept per instance and
-    a history's is assembled from its parts'. The documents are shared between
-    decisions and threads and never modified.
+    session, the empty history of a request no rule reads history for), so the result
+    is kept per combination of part instances. An entry holds the parts themselves:
+    while it lives no other object can have their ``id``. The documents are shared
+    between decisions and threads and never modified.
     """
-    documents: dict[str, Any] = {}
-    cut = False
-    for root in CONTEXT_ROOTS:
-        document, part_cut = _capped_part(getattr(context, root), limits)
-        documents[root] = document
-        cut = cut or part_cut
-    return documents, cut
-
-
-def _capped_part(part: BaseModel, limits: Limits) -> tuple[Any, bool]:
-    """``cap(part.model_dump(mode="json"), limits)``, kept per part instance (an entry
-    holds the part itself: while it lives no other object can have its ``id``)."""
-    key = (id(part), limits.max_list_items, limits.max_string_bytes)
-    hit = _PART_CACHE.get(key)
+    parts = (context.session, context.history, context.resource, context.signals)
+    key = (id(parts[0]), id(parts[1]), id(parts[2]), id(parts[3]),
+           limits.max_list_items, limits.max_string_bytes)  # fmt: skip
+    hit = _CONTEXT_CACHE.get(key)
     if hit is not None:
         return hit[1], hit[2]
-    if isinstance(part, History):  # assembled from its parts' (counts, recent actions)
-        document: dict[str, Any] = {}
-        cut = False
-        for name in History.model_fields:
-            value = getattr(part, name)
-            if isinstance(value, list):
-                items = []
-                cut = cut or len(value) > limits.max_list_items
-                for item in value[: limits.max_list_items]:
-                    capped, item_cut = _capped_part(item, limits)
-                    items.append(capped)
-                    cut = cut or item_cut
-                document[name] = items
-            else:
-                document[name], part_cut = _capped_part(value, limits)
-                cut = cut or part_cut
-        result: tuple[Any, bool] = (document, cut)
-    else:
-        result = cap(part.model_dump(mode="json"), limits)
-    if len(_PART_CACHE) >= _PART_CACHE_SIZE:
-        _PART_CACHE.clear()
-    _PART_CACHE[key] = (part, *result)
-    return result
+    documents: dict[str, Any] = {}
+    cut = False
+    for root, part in zip(CONTEXT_ROOTS, parts, strict=True):
+        documents[root], part_cut = cap(part.model_dump(mode="json"), limits)
+        cut = cut or part_cut
+    if len(_CONTEXT_CACHE) >= _CONTEXT_CACHE_SIZE:
+        _CONTEXT_CACHE.clear()
+    _CONTEXT_CACHE[key] = (parts, documents, cut)
+    return documents, cut
 
 
 def cap(value: Any, limits: Limits) -> tuple[Any, bool]:
