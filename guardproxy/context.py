@@ -259,26 +259,6 @@ class Context(_Frozen):
         object.__setattr__(self, "_json", text)
         return text
 
-    def feed_json(self, update: Callable[[bytes], None]) -> None:
-        """Hand :meth:`canonical_json` to ``update`` (a hash's) as UTF-8, in pieces when
-        it was not joined yet: the input hash reads the history's JSON once instead of
-        copying it into the joined text, and that into the hashed text."""
-        try:
-            update(_CACHED_JSON.__get__(self).encode())
-            return
-        except AttributeError:
-            pass
-        history, resource, signals = self.history, self.resource, self.signals
-        update(
-            _head(pydantic_core.to_json(self.now).decode(), self.session.canonical_json()).encode()
-        )
-        if history is _NO_HISTORY and resource is _NO_RESOURCE and signals is _NO_SIGNALS:
-            update(_NO_HISTORY_TAIL_BYTES)
-            return
-        update(b',"history":')
-        update(history.canonical_json().encode())
-        update(_tail_after_history(resource.canonical_json(), signals.canonical_json()).encode())
-
     def json_parts(self) -> ContextParts:
         """The canonical JSON in its parts, each a JSON value of its own: the decision
         recorder ships these to its writer, which redacts them part by part and
@@ -316,14 +296,9 @@ def _head(now: str, session: str) -> str:
 
 def _tail(history: str, resource: str, signals: str) -> str:
     """The context's JSON after the session: its last three fields and the closing brace."""
-    return f',"history":{history}' + _tail_after_history(resource, signals)
-
-
-def _tail_after_history(resource: str, signals: str) -> str:
-    return f',"resource":{resource},"signals":{signals}}}'
+    return f',"history":{history},"resource":{resource},"signals":{signals}}}'
 
 
 _NO_HISTORY_TAIL = _tail(
     _NO_HISTORY.canonical_json(), _NO_RESOURCE.canonical_json(), _NO_SIGNALS.canonical_json()
 )
-_NO_HISTORY_TAIL_BYTES = _NO_HISTORY_TAIL.encode()

@@ -10,7 +10,6 @@ and under rules whose CEL reads the history.
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections import Counter
 from collections.abc import Iterator
@@ -107,12 +106,9 @@ def test_history_contexts_equal_validated_ones_and_decide_the_same(
         _assert_built_like_validated(found, validated)
         assert found.canonical_json() == validated.model_dump_json() == found.model_dump_json()
         assert found.model_dump(mode="json") == validated.model_dump(mode="json")
-        dumped = act.model_dump_json() + "\n" + validated.model_dump_json()
         for bundle in bundles:
             fast, slow = evaluate(bundle, act, found), evaluate(bundle, act, validated)
             assert fast == slow  # outcome, rules, message and input hash
-            # the hash is fed in pieces: the same bytes as the whole input dumped
-            assert fast.input_hash == "sha256:" + hashlib.sha256(dumped.encode()).hexdigest()
             outcomes_seen.add(fast.outcome.value)
         signals = found.signals.model_dump(include={"recreate", "environment_rebuild"})
         signals_seen |= {name for name, value in signals.items() if value}

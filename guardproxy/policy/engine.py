@@ -91,10 +91,8 @@ def input_hash(action: Action, context: Context) -> str:
     ``canonical_json`` is ``model_dump_json`` reusing the JSON of context parts
     that did not change since the last request (the recent actions, the session).
     """
-    digest = hashlib.sha256(action.canonical_json().encode())
-    digest.update(b"\n")
-    context.feed_json(digest.update)  # the same bytes, without joining them first
-    return "sha256:" + digest.hexdigest()
+    canonical = action.canonical_json() + "\n" + context.canonical_json()
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def evaluate(bundle: Bundle, action: Action, context: Context) -> Decision:
