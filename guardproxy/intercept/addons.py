@@ -17,7 +17,6 @@ import socket
 import time
 from collections.abc import Callable
 from datetime import datetime
-from functools import lru_cache
 from typing import Protocol
 
 import structlog
@@ -61,12 +60,6 @@ from guardproxy.session.registry import SessionRegistry, anonymous_session, sess
 from guardproxy.store.base import StoreError
 
 log = structlog.get_logger(__name__)
-
-
-@lru_cache(maxsize=1024)
-def _anonymous(client_ip: str) -> SessionInfo:
-    """:func:`anonymous_session`, built once per client address (it is immutable)."""
-    return anonymous_session(client_ip)
 
 
 class SandboxSessions(Protocol):
@@ -126,7 +119,7 @@ class SessionAuth:
             return
         if not isinstance(flow.client_conn.proxy_mode, mode_specs.RegularMode):
             # reverse listeners carry no proxy credentials
-            flow.metadata[SESSION] = _anonymous(flow.client_conn.peername[0])
+            flow.metadata[SESSION] = anonymous_session(flow.client_conn.peername[0])
             return
         self._authenticate(flow)
 
@@ -148,7 +141,7 @@ class SessionAuth:
         header = flow.request.headers.get("Proxy-Authorization", "")
         if not header:
             if self._allow_anonymous:
-                session = _anonymous(flow.client_conn.peername[0])
+                session = anonymous_session(flow.client_conn.peername[0])
                 flow.metadata[SESSION] = session
                 return session
             self._refuse(flow, "this proxy needs a guardproxy session credential")
@@ -310,7 +303,7 @@ class Guard:
             return
         session = flow.metadata.get(SESSION)
         if not isinstance(session, SessionInfo):
-            session = _anonymous(flow.client_conn.peername[0])
+            session = anonymous_session(flow.client_conn.peername[0])
         request = http_request(flow)
         if await self._is_protected(request):
             action = recognise(request, self._settings)

@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 from guardproxy.context import SessionInfo
 from guardproxy.session.agents import agent_from_command
@@ -176,6 +177,8 @@ class SessionRegistry:
         return self._store.end_session(session_id, now)
 
 
+@lru_cache(maxsize=1024)
 def anonymous_session(client_ip: str) -> SessionInfo:
-    """The session of a client that presented no credential."""
+    """The session of a client that presented no credential; built once per client
+    address (a frozen model, and built on every such request)."""
     return SessionInfo(id=f"anonymous:{client_ip}", name="anonymous", anonymous=True)
